@@ -1,0 +1,169 @@
+"""Tiny random checkpoints, one per supported architecture, built with transformers from a config.
+
+Every model is float32, 3 layers, hidden size 64 (4 query heads of 16, 2 key/value heads where the
+architecture has grouped-query attention), a 384-token vocabulary, and MoE layers with 4 experts.
+Norm gains and every bias get random non-trivial values, so that norm folding and bias handling
+matter. Each checkpoint is saved in Hugging Face layout (config.json + model.safetensors) together
+with a word-level tokenizer.json over a synthetic vocabulary of distinct strings.
+"""
+
+import json
+import random
+from pathlib import Path
+
+import torch
+import transformers
+from tokenizers import Tokenizer, models, pre_tokenizers
+
+transformers.logging.disable_progress_bar()
+
+VOCAB_SIZE = 384
+N_LAYERS = 3
+HIDDEN = 64
+HEADS = 4
+KV_HEADS = 2
+HEAD_DIM = 16
+FFN = 128
+
+_LLAMA_LIKE = dict(
+    vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=N_LAYERS,
+    num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, max_position_embeddings=128,
+)
+
+# model_type -> config keyword arguments (on top of transformers' defaults for that model_type)
+CONFIGS = {
+    "llama": dict(_LLAMA_LIKE, rms_norm_eps=1e-5, tie_word_embeddings=False),
+    "mistral": dict(_LLAMA_LIKE, sliding_window=None, tie_word_embeddings=False),
+    "mixtral": dict(_LLAMA_LIKE, intermediate_size=32, num_local_experts=4, num_experts_per_tok=2,
+                    tie_word_embeddings=False),
+    "qwen2": dict(_LLAMA_LIKE, tie_word_embeddings=True),
+    "qwen2_moe": dict(_LLAMA_LIKE, moe_intermediate_size=32, shared_expert_intermediate_size=48,
+                      num_experts=4, num_experts_per_tok=2, decoder_sparse_step=1, mlp_only_layers=[],
+                      tie_word_embeddings=False),
+    "qwen3": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, tie_word_embeddings=True),
+    "gemma": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, hidden_act="gelu_pytorch_tanh"),
+    "gemma2": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, query_pre_attn_scalar=HEAD_DIM, sliding_window=8,
+                   final_logit_softcapping=30.0, attn_logit_softcapping=50.0),
+    "gemma3_text": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, query_pre_attn_scalar=HEAD_DIM, sliding_window=8,
+                        sliding_window_pattern=2),
+    "phi": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=N_LAYERS,
+                num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, partial_rotary_factor=0.5,
+                max_position_embeddings=128, tie_word_embeddings=False),
+    "phi3": dict(_LLAMA_LIKE, partial_rotary_factor=0.5, tie_word_embeddings=False),
+    "gpt2": dict(vocab_size=VOCAB_SIZE, n_embd=HIDDEN, n_layer=N_LAYERS, n_head=HEADS, n_positions=128),
+    "gpt_neox": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, intermediate_size=FFN,
+                     num_hidden_layers=N_LAYERS, num_attention_heads=HEADS, rotary_pct=0.5,
+                     max_position_embeddings=128, use_parallel_residual=True, tie_word_embeddings=False),
+    "gptj": dict(vocab_size=VOCAB_SIZE, n_embd=HIDDEN, n_layer=N_LAYERS, n_head=HEADS, rotary_dim=8,
+                 n_positions=128, n_inner=FFN, tie_word_embeddings=False),
+    "gpt_neo": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, num_layers=N_LAYERS, num_heads=HEADS,
+                    intermediate_size=FFN, attention_types=[[["global", "local", "global"], 1]],
+                    window_size=8, max_position_embeddings=128),
+    "falcon": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, num_hidden_layers=N_LAYERS,
+                   num_attention_heads=HEADS, new_decoder_architecture=False, multi_query=True,
+                   parallel_attn=True, bias=False, alibi=False, tie_word_embeddings=True),
+    "falcon_gqa": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, num_hidden_layers=N_LAYERS,
+                       num_attention_heads=HEADS, num_kv_heads=KV_HEADS, new_decoder_architecture=True,
+                       parallel_attn=True, bias=False, alibi=False, tie_word_embeddings=True),
+    "opt": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, ffn_dim=FFN, num_hidden_layers=N_LAYERS,
+                num_attention_heads=HEADS, word_embed_proj_dim=HIDDEN, max_position_embeddings=128,
+                do_layer_norm_before=True),
+    "bloom": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, n_layer=N_LAYERS, n_head=HEADS),
+    "starcoder2": dict(_LLAMA_LIKE, use_bias=True, sliding_window=None, tie_word_embeddings=True),
+    "olmo": dict(_LLAMA_LIKE, num_key_value_heads=HEADS, tie_word_embeddings=False),
+    "olmo2": dict(_LLAMA_LIKE, num_key_value_heads=HEADS, tie_word_embeddings=False),
+    "stablelm": dict(_LLAMA_LIKE, partial_rotary_factor=0.25, use_qkv_bias=True, qk_layernorm=False,
+                     use_parallel_residual=False, tie_word_embeddings=False),
+    "bert": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, num_hidden_layers=N_LAYERS,
+                 num_attention_heads=HEADS, intermediate_size=FFN, max_position_embeddings=128),
+}
+
+ARCHITECTURES = tuple(CONFIGS)
+# config.json model_type of each entry (several entries may share one, e.g. both falcon layouts)
+MODEL_TYPE = {name: name.split("_gqa")[0] for name in CONFIGS}
+
+
+def make_config(name: str, **overrides):
+    """The transformers config of tiny model `name` (a key of CONFIGS), float32."""
+    kwargs = dict(CONFIGS[name], initializer_range=0.05, bos_token_id=1, eos_token_id=2, pad_token_id=None)
+    kwargs.update(overrides)
+    config = transformers.AutoConfig.for_model(MODEL_TYPE[name], **kwargs)
+    config.dtype = torch.float32
+    return config
+
+
+def _is_norm(module) -> bool:
+    return "norm" in type(module).__name__.lower()
+
+
+def build_model(name: str, seed: int = 0):
+    """A randomly initialised float32 torch model for architecture `name`, in eval mode.
+
+    Norm gains are drawn around their neutral value (1, or 0 for gemma's `1 + weight` convention)
+    and every norm and linear bias is non-zero.
+    """
+    config = make_config(name)
+    torch.manual_seed(seed)
+    auto = transformers.AutoModelForMaskedLM if name == "bert" else transformers.AutoModelForCausalLM
+    model = auto.from_config(config, dtype=torch.float32).eval()
+    gemma_like = MODEL_TYPE[name].startswith("gemma")
+    generator = torch.Generator().manual_seed(seed + 1000)
+    with torch.no_grad():
+        for module in model.modules():
+            weight = getattr(module, "weight", None)
+            bias = getattr(module, "bias", None)
+            if _is_norm(module) and isinstance(weight, torch.nn.Parameter):
+                centre = 0.0 if gemma_like else 1.0
+                weight.copy_(centre + 0.4 * (torch.rand(weight.shape, generator=generator) - 0.5) * 2)
+            if isinstance(bias, torch.nn.Parameter):
+                bias.copy_(0.1 * torch.randn(bias.shape, generator=generator))
+    return model
+
+
+def token_strings(vocab_size: int = VOCAB_SIZE, seed: int = 0) -> list[str]:
+    """`vocab_size` distinct lowercase words; the first is the unknown token "[UNK]"."""
+    rng = random.Random(seed)
+    words = {"[UNK]"}
+    ordered = ["[UNK]"]
+    while len(ordered) < vocab_size:
+        word = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 7)))
+        if word not in words:
+            words.add(word)
+            ordered.append(word)
+    return ordered
+
+
+def make_tokenizer(vocab: list[str]) -> Tokenizer:
+    """A whitespace word-level tokenizer whose token id i is the string vocab[i]."""
+    tokenizer = Tokenizer(models.WordLevel({s: i for i, s in enumerate(vocab)}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return tokenizer
+
+
+def save_tokenizer(vocab: list[str], directory) -> None:
+    """Write tokenizer.json (+ a minimal tokenizer_config.json) for `vocab` into `directory`."""
+    directory = Path(directory)
+    make_tokenizer(vocab).save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": "[UNK]"}))
+
+
+def save_checkpoint(model, directory, vocab: list[str] | None = None) -> Path:
+    """Save `model` (safetensors) and, when given, a tokenizer over `vocab` into `directory`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    if vocab is not None:
+        save_tokenizer(vocab, directory)
+    return directory
+
+
+def build_checkpoint(name: str, directory, seed: int = 0) -> Path:
+    """Build tiny model `name` with `seed` and save it, with its tokenizer, into `directory`."""
+    return save_checkpoint(build_model(name, seed), directory, token_strings())
+
+
+def sample_ids(n: int = 24, batch: int = 2, seed: int = 0, vocab_size: int = VOCAB_SIZE) -> torch.Tensor:
+    """A fixed [batch, n] tensor of token ids (never id 0, the unknown token)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(1, vocab_size, (batch, n), generator=generator)
