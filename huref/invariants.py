@@ -1,0 +1,237 @@
+"""The invariant terms: what a model's weights say about its base, unchanged by equivalent rewrites.
+
+For probe rows X (embedding rows of the selected tokens, `huref.tokens`) and one layer, in Hugging
+Face orientation (a Linear weight W is [out, in] and maps a row x to x·Wᵀ):
+
+    qk  = Σ_h  N_q(X_a·Wq_hᵀ) · N_k(X_a·Wk_g(h)ᵀ)ᵀ            query head h, its key/value head g(h)
+    vo  = P_a( Σ_h X_a·Wv_g(h)ᵀ·Wo_hᵀ ) · X_oᵀ
+    ffn = P_f( Σ_experts (X_f·Wgᵀ ⊙ X_f·Wuᵀ)·Wdᵀ ) · X_oᵀ      gated; plain FFN: X_f·W1ᵀ·W2ᵀ
+
+- X_a, X_f: the rows as the attention / FFN input norm leaves them (centred for LayerNorm, divided
+  by their RMS or std, times the norm's scale — gemma: 1 + w — never its bias). Folding a norm's
+  scale into the next weights, or rescaling the embedding, therefore changes nothing.
+- N_q, N_k: the QK norm where the model has one (per head or per row, with 1/rms): rescaling a
+  head that the norm undoes changes nothing.
+- X_o: the raw rows, where the sublayer writes; centred for LayerNorm models, which cannot see the
+  residual stream's mean (adding multiples of the all-ones vector to embeddings and writes).
+- P_a, P_f: the post-norm on that write where the model has one (gemma2/3, olmo2), else identity.
+- Invariant to any rotation of the residual stream (with the norms folded), per-head Q/K maps that
+  commute with RoPE, per-head V/O maps, head and neuron permutations, up/down (and gate/down)
+  rescaling, expert reordering. The paper's code uses (Wg ⊙ Wu)·Wd instead of the FFN term
+  above; that elementwise product of weight matrices is not invariant to a residual rotation.
+
+Cost: each weight matrix is multiplied once by X (n·in·out flops) and never materialized in full;
+the query heads of a group are summed before the n×n product (exact: Σ_h Q_h·K_gᵀ = (Σ_h Q_h)·K_gᵀ).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+import huref
+from huref.errors import HurefError
+from huref.layers import LayerWeights, Matrix, apply_norm, embedding_rows, layer_weights
+from huref.tokens import select_tokens
+
+TERM_NAMES = ("qk", "vo", "ffn")
+DEFAULT_TOKENS = 4096
+DEFAULT_LAYERS = 2  # the last two, as in the paper
+
+
+@dataclass
+class Terms:
+    """Raw invariant terms [L, 3, n, n] of the given layers over the given token keys."""
+
+    values: torch.Tensor
+    layers: list[int]
+    tokens: list[str]
+    meta: dict = field(default_factory=dict)
+
+
+def project(matrix: Matrix, rows: torch.Tensor) -> torch.Tensor:
+    """rows · Wᵀ  ([n, in] -> [n, out]), reading W one block of rows at a time."""
+    out = rows.new_empty(rows.shape[0], matrix.out_dim)
+    for start, stop, block in matrix.blocks():
+        out[:, start:stop] = rows @ block.to(rows).T
+    return out
+
+
+def write_back(matrix: Matrix, hidden: torch.Tensor, heads: "HeadGroups | None" = None) -> torch.Tensor:
+    """hidden · Wᵀ for an output matrix W [d, inner]: [n, inner'] -> [n, d], W read by row blocks.
+
+    With `heads`, W's columns are first summed over the query heads sharing a key/value head, so
+    `hidden` holds one slice per key/value head (inner' = n_kv_heads * head_dim).
+    """
+    out = hidden.new_empty(hidden.shape[0], matrix.out_dim)
+    for start, stop, block in matrix.blocks():
+        block = block.to(hidden)
+        out[:, start:stop] = hidden @ (heads.sum_groups(block) if heads else block).T
+    return out
+
+
+def read_out(matrix: Matrix, rows: torch.Tensor, heads: "HeadGroups | None" = None) -> torch.Tensor:
+    """rows · W for an output matrix W [d, inner]: [n, d] -> [n, inner'] (inner' as in write_back)."""
+    out = None
+    for start, stop, block in matrix.blocks():
+        block = block.to(rows)
+        part = rows[:, start:stop] @ (heads.sum_groups(block) if heads else block)
+        out = part if out is None else out.add_(part)
+    return out
+
+
+@dataclass(frozen=True)
+class HeadGroups:
+    """Grouped-query attention: query head h = j * group + t uses key/value head j."""
+
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+
+    @property
+    def group(self) -> int:
+        return self.n_heads // self.n_kv_heads
+
+    def sum_groups(self, t: torch.Tensor) -> torch.Tensor:
+        """[r, n_heads * head_dim] -> [r, n_kv_heads * head_dim], summing each group's heads."""
+        if self.group == 1:
+            return t
+        r = t.shape[0]
+        return t.reshape(r, self.n_kv_heads, self.group, self.head_dim).sum(2).reshape(r, -1)
+
+
+def qk_term(layer: LayerWeights, x_attn: torch.Tensor) -> torch.Tensor:
+    """Σ_h N_q(X·Wq_hᵀ)·N_k(X·Wk_g(h)ᵀ)ᵀ  [n, n]."""
+    heads = HeadGroups(layer.n_heads, layer.n_kv_heads, layer.head_dim)
+    q = apply_norm(layer.q_norm, project(layer.q, x_attn), layer.n_heads)
+    k = apply_norm(layer.k_norm, project(layer.k, x_attn), layer.n_kv_heads)
+    return heads.sum_groups(q) @ k.T
+
+
+def vo_term(layer: LayerWeights, x_attn: torch.Tensor, x_out: torch.Tensor) -> torch.Tensor:
+    """P(Σ_h X·Wv_g(h)ᵀ·Wo_hᵀ)·X_oᵀ  [n, n]."""
+    heads = HeadGroups(layer.n_heads, layer.n_kv_heads, layer.head_dim)
+    v = project(layer.v, x_attn)
+    if layer.attn_post_norm is None:
+        # cheaper order when there is no norm on the write: V · (X_o · Wo_grouped)ᵀ
+        return v @ read_out(layer.o, x_out, heads).T
+    written = apply_norm(layer.attn_post_norm, write_back(layer.o, v, heads))
+    return written @ x_out.T
+
+
+def ffn_term(layer: LayerWeights, x_ffn: torch.Tensor, x_out: torch.Tensor) -> torch.Tensor:
+    """P(Σ_experts (X·Wgᵀ ⊙ X·Wuᵀ)·Wdᵀ)·X_oᵀ  [n, n] (plain FFN: X·W1ᵀ·W2ᵀ)."""
+    written = None
+    for ffn in layer.ffns:
+        hidden = project(ffn.up, x_ffn)
+        if ffn.gate is not None:
+            hidden.mul_(project(ffn.gate, x_ffn))
+        part = write_back(ffn.down, hidden)
+        written = part if written is None else written.add_(part)
+    return apply_norm(layer.ffn_post_norm, written) @ x_out.T
+
+
+def layer_terms(layer: LayerWeights, x: torch.Tensor, centre: bool) -> torch.Tensor:
+    """The three terms of one layer, stacked [3, n, n], from raw residual rows x [n, d]."""
+    x_out = x - x.mean(1, keepdim=True) if centre else x
+    x_attn = apply_norm(layer.attn_norm, x)
+    x_ffn = apply_norm(layer.ffn_norm, x)
+    return torch.stack([qk_term(layer, x_attn), vo_term(layer, x_attn, x_out), ffn_term(layer, x_ffn, x_out)])
+
+
+def resolve_layers(n_layers: int, layers: list[int] | None) -> list[int]:
+    """Absolute layer indices: default the last two; negative indices count from the end."""
+    chosen = layers if layers else list(range(-min(DEFAULT_LAYERS, n_layers), 0))
+    resolved = []
+    for i in chosen:
+        j = i + n_layers if i < 0 else i
+        if not 0 <= j < n_layers:
+            raise HurefError(f"layer {i} is out of range for a model with {n_layers} layers")
+        resolved.append(j)
+    return resolved
+
+
+def invariant_terms(
+    model,
+    layers: list[int] | None = None,
+    n_tokens: int = DEFAULT_TOKENS,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    progress: Callable[[str], None] | None = None,
+) -> Terms:
+    """Compute the invariant terms of `model` (a `huref.sources.Model`).
+
+    Returns `Terms` with values [L, 3, n, n] (float32, on the CPU) for the chosen layers (default:
+    the last two) over n = min(n_tokens, usable vocabulary) selected tokens. `dtype=torch.float64`
+    computes in double precision (a check mode). `progress(step)` is called as work proceeds.
+    """
+    if n_tokens < 2:
+        raise HurefError("--tokens must be at least 2")
+    chosen = resolve_layers(model.dims.n_layers, layers)
+    n_rows = model.embedding_shape()[0]
+    ids, keys = select_tokens(model.vocab, n_rows, n_tokens)
+    if len(ids) < 2:
+        raise HurefError(f"{model.name}: fewer than 2 usable tokens in the vocabulary")
+    say = progress or (lambda step: None)
+    say("reading embedding rows")
+    with torch.no_grad():
+        x = embedding_rows(model, ids).to(device=device, dtype=dtype)
+        values = []
+        for i in chosen:
+            say(f"layer {i}")
+            values.append(layer_terms(layer_weights(model, i), x, model.arch.layer_norm).float().cpu())
+    meta = {
+        "model": model.name,
+        "model_type": model.config.get("model_type"),
+        "n_layers": model.dims.n_layers,
+        "hidden_size": model.dims.hidden,
+        "token_strategy": "string" if model.vocab is not None else "id",
+        "n_tokens": len(ids),
+        "tool_version": huref.__version__,
+        "dtype": str(dtype).replace("torch.", ""),
+        "sha256": dict(sorted(model.reader.digests.items())),
+    }
+    return Terms(torch.stack(values), chosen, keys, meta)
+
+
+def save_terms(terms: Terms, path: str | Path) -> None:
+    """Write terms to a .safetensors file (tensor "values", JSON metadata), atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    header = {"huref": "invariants", "layers": terms.layers, "tokens": terms.tokens, "meta": terms.meta}
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        save_file({"values": terms.values.contiguous()}, str(tmp), metadata={"huref": json.dumps(header)})
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise HurefError(f"{path}: cannot write ({e.strerror})") from None
+
+
+def load_terms(path: str | Path) -> Terms:
+    """Read an invariants file written by `save_terms`; malformed files raise HurefError."""
+    from huref.readers.safetensors import SafetensorsReader, read_header
+
+    path = str(path)
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            raw_meta = json.loads(f.read(n)).get("__metadata__", {})
+        header = json.loads(raw_meta["huref"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        header = None
+    if not isinstance(header, dict) or header.get("huref") != "invariants":
+        raise HurefError(f"{path}: not a huref invariants file")
+    read_header(path)
+    values = SafetensorsReader(path).read("values")
+    layers, tokens = header.get("layers"), header.get("tokens")
+    if (values.dim() != 4 or values.shape[1] != 3 or values.shape[2] != values.shape[3]
+            or not isinstance(layers, list) or not isinstance(tokens, list)
+            or len(layers) != values.shape[0] or len(tokens) != values.shape[2]):
+        raise HurefError(f"{path}: invariants file with inconsistent shapes")
+    return Terms(values, layers, tokens, header.get("meta") or {})

@@ -1,0 +1,350 @@
+"""From an ArchSpec and a checkpoint to the weights of one layer, read lazily.
+
+`layer_weights(model, i)` returns a `LayerWeights` whose matrices are `Matrix` handles: nothing
+large is read until the invariant engine asks a handle for a block of rows, so memory grows
+with one block, not with a layer or the model. Fused tensors (QKV, gate/up, 3-D experts) are
+unfused here by row index maps (`LAYOUTS`), and grouped-query heads are described by
+`n_heads` / `n_kv_heads` (query head h uses key/value head h // (n_heads // n_kv_heads)).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from huref.architectures import FFN, Norm, Proj
+from huref.errors import HurefError
+
+BLOCK_ELEMENTS = 1 << 24  # rows per block are chosen so a float32 block is ~64 MB
+
+
+@dataclass(frozen=True)
+class Dims:
+    """The sizes an architecture's config declares."""
+
+    hidden: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    eps: float
+    n_experts: int
+    flags: dict = field(default_factory=dict)
+
+
+def _first(config: dict, *keys: str, default=None):
+    for key in keys:
+        if config.get(key) is not None:
+            return config[key]
+    return default
+
+
+def model_dims(config: dict) -> Dims:
+    """Read hidden size, layer and head counts, norm epsilon and expert count from a config dict."""
+    try:
+        hidden = int(_first(config, "hidden_size", "n_embd", "d_model"))
+        n_layers = int(_first(config, "num_hidden_layers", "n_layer", "num_layers"))
+        n_heads = int(_first(config, "num_attention_heads", "n_head", "num_heads"))
+    except TypeError:
+        raise HurefError("config.json lacks the hidden size, layer count or head count") from None
+    if config.get("new_decoder_architecture"):
+        n_kv = int(_first(config, "num_kv_heads", default=n_heads))
+    elif config.get("multi_query"):
+        n_kv = 1
+    else:
+        n_kv = int(_first(config, "num_key_value_heads", "num_kv_heads", "n_head_kv", default=n_heads))
+    head_dim = int(_first(config, "head_dim", default=hidden // n_heads))
+    if min(hidden, n_layers, n_heads, n_kv, head_dim) <= 0 or n_heads % n_kv:
+        raise HurefError("config.json declares inconsistent sizes (heads, key/value heads, hidden size)")
+    eps = float(_first(config, "rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", "norm_eps", default=1e-5))
+    n_experts = int(_first(config, "num_local_experts", "num_experts", default=0))
+    flags = {k: bool(config.get(k)) for k in ("new_decoder_architecture", "multi_query")}
+    return Dims(hidden, n_layers, n_heads, n_kv, head_dim, eps, n_experts, flags)
+
+
+# --- fused layouts: (part, dims, logical 2-D row count, expert) -> rows of the stored 2-D view ---
+
+def _qkv_split(part, d, n_rows, e):
+    q, kv = d.n_heads * d.head_dim, d.n_kv_heads * d.head_dim
+    start = {"q": 0, "k": q, "v": q + kv}[part]
+    return slice(start, start + (q if part == "q" else kv))
+
+
+def _qkv_heads(part, d, n_rows, e):
+    index = np.arange(n_rows).reshape(d.n_heads, 3, d.head_dim)
+    return index[:, "qkv".index(part)].reshape(-1)
+
+
+def _qkv_groups(part, d, n_rows, e):
+    g = d.n_heads // d.n_kv_heads
+    index = np.arange(n_rows).reshape(d.n_kv_heads, g + 2, d.head_dim)
+    picked = {"q": index[:, :g], "k": index[:, g], "v": index[:, g + 1]}[part]
+    return picked.reshape(-1)
+
+
+def _falcon_qkv(part, d, n_rows, e):
+    if d.flags["new_decoder_architecture"]:
+        return _qkv_groups(part, d, n_rows, e)
+    if d.flags["multi_query"]:
+        return _qkv_split(part, d, n_rows, e)
+    return _qkv_heads(part, d, n_rows, e)
+
+
+def _halves(part, d, n_rows, e):
+    half = n_rows // 2
+    return slice(0, half) if part == "gate" else slice(half, n_rows)
+
+
+def _experts(part, d, n_rows, e):
+    per = n_rows // d.n_experts
+    return slice(e * per, (e + 1) * per)
+
+
+def _experts_gate_up(part, d, n_rows, e):
+    per = n_rows // d.n_experts
+    half = per // 2
+    start = e * per + (0 if part == "gate" else half)
+    return slice(start, start + half)
+
+
+LAYOUTS = {
+    "plain": lambda part, d, n_rows, e: slice(0, n_rows),
+    "qkv_split": _qkv_split,
+    "qkv_heads": _qkv_heads,
+    "qkv_groups": _qkv_groups,
+    "falcon_qkv": _falcon_qkv,
+    "gate_up_split": _halves,
+    "experts": _experts,
+    "experts_gate_up": _experts_gate_up,
+}
+
+
+class Matrix:
+    """A lazily read logical weight matrix [out, in] (HF orientation)."""
+
+    def __init__(self, reader, name: str, proj: Proj, dims: Dims, expert: int = 0) -> None:
+        self.reader, self.name, self.transposed = reader, name, proj.transposed
+        stored = reader.shape(name)
+        if len(stored) < 2:
+            raise HurefError(f"tensor '{name}' should be a matrix but has shape {tuple(stored)}")
+        if proj.transposed:
+            n_rows, self.in_dim = stored[1], stored[0]
+        else:
+            n_rows, self.in_dim = math.prod(stored[:-1]), stored[-1]
+        try:
+            index = LAYOUTS[proj.layout](proj.part, dims, n_rows, expert)
+        except ValueError:
+            raise HurefError(f"tensor '{name}' has shape {tuple(stored)}, which does not fit the config") from None
+        self.index = index
+        self.out_dim = len(range(n_rows)[index]) if isinstance(index, slice) else len(index)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.out_dim, self.in_dim)
+
+    def block_size(self) -> int:
+        """Rows per block so that one float32 block stays near 64 MB."""
+        return max(1, BLOCK_ELEMENTS // max(1, self.in_dim))
+
+    def rows(self, start: int, stop: int) -> torch.Tensor:
+        """Logical rows [start, stop) as float32 [stop - start, in]."""
+        if self.transposed:
+            return self.reader.read(self.name).T[self._stored(start, stop)].contiguous()
+        return self.reader.read(self.name, rows=self._stored(start, stop))
+
+    def _stored(self, start: int, stop: int):
+        if isinstance(self.index, slice):
+            base = self.index.start
+            return slice(base + start, base + stop)
+        return self.index[start:stop]
+
+    def blocks(self):
+        """Yield (start, stop, rows) over the whole matrix, one block at a time."""
+        step = self.block_size()
+        for start in range(0, self.out_dim, step):
+            stop = min(self.out_dim, start + step)
+            yield start, stop, self.rows(start, stop)
+
+
+@dataclass
+class NormWeights:
+    """A norm to apply to rows: kind, scale (None when parameter-free), scope, epsilon."""
+
+    kind: str
+    weight: torch.Tensor | None
+    scope: str
+    eps: float
+
+    def scale(self) -> torch.Tensor | None:
+        if self.weight is None:
+            return None
+        return 1.0 + self.weight if self.kind == "rms_plus1" else self.weight
+
+
+@dataclass
+class FFNWeights:
+    """One expert (or the only FFN): gate (None for a plain FFN), up and down matrices."""
+
+    up: Matrix
+    down: Matrix
+    gate: Matrix | None = None
+
+
+@dataclass
+class LayerWeights:
+    """Everything the invariant terms need from one layer."""
+
+    index: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    q: Matrix
+    k: Matrix
+    v: Matrix
+    o: Matrix
+    ffns: list[FFNWeights]
+    attn_norm: NormWeights | None = None
+    ffn_norm: NormWeights | None = None
+    attn_post_norm: NormWeights | None = None
+    ffn_post_norm: NormWeights | None = None
+    q_norm: NormWeights | None = None
+    k_norm: NormWeights | None = None
+
+    def matrices(self) -> list[Matrix]:
+        found = [self.q, self.k, self.v, self.o]
+        for f in self.ffns:
+            found += [m for m in (f.gate, f.up, f.down) if m is not None]
+        return found
+
+
+def _norm(model, candidates: tuple[Norm, ...], template_args: dict, width: int, optional: bool = False):
+    for norm in candidates:
+        if norm.name is None:
+            return NormWeights(norm.kind, None, norm.scope, model.dims.eps)
+        name = model.tensor_name(norm.name.format(**template_args))
+        if model.reader.has(name):
+            weight = model.reader.read(name).reshape(-1)
+            if weight.numel() != width:
+                raise HurefError(f"tensor '{name}' has {weight.numel()} entries, expected {width}")
+            return NormWeights(norm.kind, weight, norm.scope, model.dims.eps)
+    if candidates and not optional:
+        first = candidates[0].name.format(**template_args)
+        raise HurefError(f"tensor '{model.tensor_name(first)}' is missing from the checkpoint")
+    return None
+
+
+def _matrix(model, proj: Proj, args: dict, shape: tuple[int, int], expert: int = 0) -> Matrix:
+    name = model.tensor_name(proj.name.format(**args))
+    if not model.reader.has(name):
+        raise HurefError(f"tensor '{name}' is missing from the checkpoint")
+    matrix = Matrix(model.reader, name, proj, model.dims, expert)
+    if matrix.shape != shape:
+        raise HurefError(f"tensor '{name}' has shape {matrix.shape} as [out, in], expected {shape}")
+    return matrix
+
+
+def _ffn_weights(model, ffn: FFN, args: dict, expert: int = 0) -> FFNWeights:
+    d = model.dims.hidden
+    up_name = model.tensor_name(ffn.up.name.format(**args))
+    if not model.reader.has(up_name):
+        raise HurefError(f"tensor '{up_name}' is missing from the checkpoint")
+    inner = Matrix(model.reader, up_name, ffn.up, model.dims, expert).out_dim
+    return FFNWeights(
+        up=_matrix(model, ffn.up, args, (inner, d), expert),
+        down=_matrix(model, ffn.down, args, (d, inner), expert),
+        gate=_matrix(model, ffn.gate, args, (inner, d), expert) if ffn.gate else None,
+    )
+
+
+def _ffn_list(model, ffns: tuple[FFN, ...], args: dict) -> list[FFNWeights]:
+    for ffn in ffns:
+        probe = model.tensor_name(ffn.up.name.format(**args, e=0))
+        if not model.reader.has(probe):
+            continue
+        if not ffn.experts:
+            return [_ffn_weights(model, ffn, args)]
+        if model.dims.n_experts <= 0:
+            raise HurefError("config.json declares no experts for a mixture-of-experts model")
+        experts = [_ffn_weights(model, ffn, {**args, "e": e}, e) for e in range(model.dims.n_experts)]
+        if ffn.shared is not None:
+            experts.append(_ffn_weights(model, ffn.shared, args))
+        return experts
+    first = model.tensor_name(ffns[0].up.name.format(**args, e=0))
+    raise HurefError(f"tensor '{first}' is missing from the checkpoint")
+
+
+def layer_weights(model, i: int) -> LayerWeights:
+    """Describe layer `i` of `model` (a `huref.sources.Model`): matrices as lazy handles, norms read."""
+    d, spec = model.dims, model.arch
+    args = {"i": i}
+    prefix = spec.layer.format(i=i)
+
+    def at(template: str) -> str:
+        return prefix + template
+
+    def local(proj: Proj) -> Proj:
+        return Proj(at(proj.name), proj.layout, proj.part, proj.transposed)
+
+    def local_norms(norms):
+        return tuple(Norm(at(n.name) if n.name else None, n.kind, n.scope) for n in norms)
+
+    def local_ffn(ffn: FFN) -> FFN:
+        shared = local_ffn(ffn.shared) if ffn.shared else None
+        gate = local(ffn.gate) if ffn.gate else None
+        return FFN(local(ffn.up), local(ffn.down), gate, ffn.experts, shared)
+
+    q_out, kv_out = d.n_heads * d.head_dim, d.n_kv_heads * d.head_dim
+    q_width = d.head_dim if spec.q_norm and spec.q_norm[0].scope == "head" else q_out
+    k_width = d.head_dim if spec.k_norm and spec.k_norm[0].scope == "head" else kv_out
+    return LayerWeights(
+        index=i,
+        n_heads=d.n_heads,
+        n_kv_heads=d.n_kv_heads,
+        head_dim=d.head_dim,
+        q=_matrix(model, local(spec.q), args, (q_out, d.hidden)),
+        k=_matrix(model, local(spec.k), args, (kv_out, d.hidden)),
+        v=_matrix(model, local(spec.v), args, (kv_out, d.hidden)),
+        o=_matrix(model, local(spec.o), args, (d.hidden, q_out)),
+        ffns=_ffn_list(model, tuple(local_ffn(f) for f in spec.ffn), args),
+        attn_norm=_norm(model, local_norms(spec.attn_norm), args, d.hidden),
+        ffn_norm=_norm(model, local_norms(spec.ffn_norm), args, d.hidden),
+        attn_post_norm=_norm(model, local_norms(spec.attn_post_norm), args, d.hidden),
+        ffn_post_norm=_norm(model, local_norms(spec.ffn_post_norm), args, d.hidden),
+        q_norm=_norm(model, local_norms(spec.q_norm), args, q_width, spec.qk_norm_optional),
+        k_norm=_norm(model, local_norms(spec.k_norm), args, k_width, spec.qk_norm_optional),
+    )
+
+
+def embedding_rows(model, ids: list[int]) -> torch.Tensor:
+    """Residual-stream rows [n, hidden] of the given token ids: embedding rows, then the
+    embedding norm's scale (bloom, bert; bias dropped) and input projection (OPT) if any."""
+    spec = model.arch
+    rows = model.reader.read(model.tensor_name(spec.embed), rows=ids)
+    if spec.embed_proj and model.reader.has(model.tensor_name(spec.embed_proj)):
+        proj = model.reader.read(model.tensor_name(spec.embed_proj))
+        rows = rows @ proj.T
+    norm = _norm(model, spec.embed_norm, {}, rows.shape[1])
+    if norm is not None:
+        rows = apply_norm(norm, rows)
+    if rows.shape[1] != model.dims.hidden:
+        raise HurefError(f"embedding width {rows.shape[1]} does not match hidden size {model.dims.hidden}")
+    return rows
+
+
+def apply_norm(norm: NormWeights | None, rows: torch.Tensor, heads: int = 1) -> torch.Tensor:
+    """Normalize each row (or each head's slice of it, scope 'head') as the model does, with the
+    norm's scale and without its bias."""
+    if norm is None:
+        return rows
+    n = rows.shape[0]
+    x = rows.reshape(n, heads, -1) if norm.scope == "head" else rows
+    if norm.kind == "layer":
+        x = x - x.mean(-1, keepdim=True)
+    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.eps)
+    scale = norm.scale()
+    if scale is not None:
+        x = x * scale.to(x)
+    return x.reshape(n, -1)

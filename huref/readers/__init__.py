@@ -1,0 +1,72 @@
+"""Tensor readers: one per checkpoint format, all behind `TensorReader`.
+
+A reader knows the names, shapes and dtypes of a checkpoint's tensors and reads one tensor,
+or some of its rows, at a time as float32. Nothing else of the checkpoint is held in memory.
+Every read is checked (finite values) and hashed (SHA-256 of the bytes read), so the metadata of
+an invariants file can say exactly which bytes it came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+import torch
+
+from huref.errors import HurefError
+
+
+class TensorReader:
+    """Read-only access to a checkpoint's tensors by name.
+
+    Subclasses implement `names()`, `shape(name)` and `_read(name, rows) -> (tensor, raw_bytes)`.
+    Rows index the tensor as a 2-D matrix [prod(shape[:-1]), shape[-1]]; `rows=None` reads all.
+    """
+
+    def __init__(self) -> None:
+        self.digests: dict[str, str] = {}
+
+    def names(self) -> list[str]:
+        raise NotImplementedError
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def _read(self, name: str, rows: Sequence[int] | slice | None) -> tuple[torch.Tensor, bytes | memoryview]:
+        raise NotImplementedError
+
+    def has(self, name: str) -> bool:
+        return name in set(self.names())
+
+    def read(self, name: str, rows: Sequence[int] | slice | None = None) -> torch.Tensor:
+        """Return tensor `name` (or the given rows of its 2-D view) as float32, checked finite.
+
+        The SHA-256 of the bytes read is folded into `self.digests[name]`.
+        """
+        if not self.has(name):
+            raise HurefError(f"tensor '{name}' is missing from the checkpoint")
+        tensor, raw = self._read(name, rows)
+        digest = hashlib.sha256(self.digests.get(name, "").encode())
+        digest.update(raw)
+        self.digests[name] = digest.hexdigest()
+        tensor = tensor.to(torch.float32)
+        if not torch.isfinite(tensor).all():
+            raise HurefError(f"tensor '{name}' holds NaN or infinite values")
+        return tensor
+
+    def close(self) -> None:
+        """Release open files (a no-op for readers that hold none)."""
+
+
+def as_row_index(rows: Sequence[int] | slice | None, n_rows: int):
+    """Normalize a row selection to a slice or an int64 index array, bounds-checked."""
+    import numpy as np
+
+    if rows is None:
+        return slice(0, n_rows)
+    if isinstance(rows, slice):
+        return slice(*rows.indices(n_rows))
+    index = np.asarray(rows, dtype=np.int64)
+    if index.size and (index.min() < 0 or index.max() >= n_rows):
+        raise HurefError(f"row index out of range for a tensor with {n_rows} rows")
+    return index

@@ -1,0 +1,109 @@
+"""Reader for `.safetensors` files, parsed here and memory-mapped: only the bytes asked for are read.
+
+Format: 8-byte little-endian header length N, N bytes of JSON {name: {dtype, shape,
+data_offsets: [begin, end]}, "__metadata__": {...}}, then the raw little-endian data.
+Every offset is checked against the file size before anything is read, so a truncated or
+malformed file is reported, never half-read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from huref.errors import HurefError
+from huref.readers import TensorReader, as_row_index
+
+# safetensors dtype -> (bytes per element, torch dtype)
+DTYPES = {
+    "F64": (8, torch.float64),
+    "F32": (4, torch.float32),
+    "F16": (2, torch.float16),
+    "BF16": (2, torch.bfloat16),
+    "F8_E4M3": (1, torch.float8_e4m3fn),
+    "F8_E5M2": (1, torch.float8_e5m2),
+    "I64": (8, torch.int64),
+    "I32": (4, torch.int32),
+    "I16": (2, torch.int16),
+    "I8": (1, torch.int8),
+    "U8": (1, torch.uint8),
+    "BOOL": (1, torch.bool),
+}
+MAX_HEADER = 100 * 1024 * 1024
+
+
+def read_header(path: str) -> tuple[dict, int]:
+    """Parse and validate a safetensors header; return ({name: entry}, offset of the data)."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise HurefError(f"{path}: not a safetensors file (shorter than its header)")
+            n = int.from_bytes(head, "little")
+            if n <= 0 or n > MAX_HEADER or 8 + n > size:
+                raise HurefError(f"{path}: malformed or truncated safetensors header")
+            header = json.loads(f.read(n))
+    except OSError as e:
+        raise HurefError(f"{path}: cannot read ({e.strerror})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise HurefError(f"{path}: malformed safetensors header (not JSON)") from None
+    if not isinstance(header, dict):
+        raise HurefError(f"{path}: malformed safetensors header")
+    header.pop("__metadata__", None)
+    data_size = size - 8 - n
+    for name, entry in header.items():
+        try:
+            itemsize = DTYPES[entry["dtype"]][0]
+            begin, end = (int(x) for x in entry["data_offsets"])
+            numel = math.prod(int(d) for d in entry["shape"])
+        except (KeyError, TypeError, ValueError):
+            raise HurefError(f"{path}: malformed entry for tensor '{name}'") from None
+        if end - begin != numel * itemsize or begin < 0:
+            raise HurefError(f"{path}: tensor '{name}' has inconsistent offsets")
+        if end > data_size:
+            raise HurefError(f"{path}: truncated (tensor '{name}' ends past the end of the file)")
+    return header, 8 + n
+
+
+class SafetensorsReader(TensorReader):
+    """Memory-mapped reader for one .safetensors file."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+        self.header, self.data_start = read_header(path)
+        self._map = None
+
+    def names(self) -> list[str]:
+        return list(self.header)
+
+    def has(self, name: str) -> bool:
+        return name in self.header
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.header[name]["shape"])
+
+    def _read(self, name: str, rows: Sequence[int] | slice | None):
+        entry = self.header[name]
+        itemsize, dtype = DTYPES[entry["dtype"]]
+        shape = self.shape(name)
+        if self._map is None:
+            self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
+        begin, end = (int(x) for x in entry["data_offsets"])
+        raw = self._map[self.data_start + begin : self.data_start + end]
+        row_len = shape[-1] if shape else 1
+        n_rows = math.prod(shape[:-1]) if len(shape) > 1 else 1
+        matrix = raw.reshape(n_rows, row_len * itemsize)
+        picked = np.ascontiguousarray(matrix[as_row_index(rows, n_rows)])
+        tensor = torch.from_numpy(picked.copy()).view(dtype)
+        tensor = tensor.reshape(shape) if rows is None else tensor.reshape(-1, row_len)
+        return tensor, memoryview(picked).cast("B")
+
+    def close(self) -> None:
+        self._map = None

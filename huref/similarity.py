@@ -1,0 +1,115 @@
+"""Similarities between two models: ICS on invariant terms, PCS on raw parameters, and the verdict.
+
+ICS (invariant-terms cosine similarity, as in the paper): standardize each n×n term (zero mean,
+unit std), flatten, concatenate, take the cosine. Before that, the two term sets are restricted to
+the token keys they share and put in the same order, so models whose vocabularies were extended
+or reordered are compared on the same probe tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from huref.errors import HurefError
+from huref.invariants import TERM_NAMES, Terms
+
+MIN_COMMON_TOKENS = 16
+THRESHOLDS_FILE = Path(__file__).with_name("data") / "thresholds.json"
+
+
+def standardize(t: torch.Tensor) -> torch.Tensor:
+    """z-score over the whole tensor (float64): zero mean, unit standard deviation."""
+    t = t.double()
+    std = t.std()
+    return (t - t.mean()) / (std if std > 0 else 1.0)
+
+
+def _cosine(parts_a: list[torch.Tensor], parts_b: list[torch.Tensor]) -> float:
+    a = torch.cat([p.reshape(-1) for p in parts_a])
+    b = torch.cat([p.reshape(-1) for p in parts_b])
+    denom = a.norm() * b.norm()
+    return float(a @ b / denom) if denom > 0 else 0.0
+
+
+def align(a: Terms, b: Terms) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both term tensors restricted to their common token keys, in a's order: ([L,3,m,m], [L,3,m,m])."""
+    if len(a.layers) != len(b.layers):
+        raise HurefError(f"cannot compare terms of {len(a.layers)} layers with terms of {len(b.layers)} layers")
+    strategies = {a.meta.get("token_strategy"), b.meta.get("token_strategy")}
+    if len(strategies) > 1:
+        raise HurefError("the two sides selected tokens differently (by string and by id); "
+                         "give both a tokenizer or neither")
+    where_b = {key: i for i, key in enumerate(b.tokens)}
+    pairs = [(i, where_b[key]) for i, key in enumerate(a.tokens) if key in where_b]
+    if len(pairs) < MIN_COMMON_TOKENS:
+        raise HurefError(f"the two models share only {len(pairs)} probe tokens (need {MIN_COMMON_TOKENS})")
+    ia = torch.tensor([p[0] for p in pairs])
+    ib = torch.tensor([p[1] for p in pairs])
+    return a.values[:, :, ia][:, :, :, ia], b.values[:, :, ib][:, :, :, ib]
+
+
+def compare_terms(a: Terms, b: Terms) -> dict:
+    """ICS overall, per term and per layer, on the common tokens.
+
+    Returns {"ics": float, "terms": {"qk", "vo", "ffn": float}, "layers": [float per layer],
+    "n_common": int}.
+    """
+    va, vb = align(a, b)
+    za = [[standardize(va[l, t]) for t in range(3)] for l in range(va.shape[0])]
+    zb = [[standardize(vb[l, t]) for t in range(3)] for l in range(vb.shape[0])]
+    layers = range(len(za))
+    return {
+        "ics": _cosine([z for row in za for z in row], [z for row in zb for z in row]),
+        "terms": {name: _cosine([za[l][t] for l in layers], [zb[l][t] for l in layers])
+                  for t, name in enumerate(TERM_NAMES)},
+        "layers": [_cosine(za[l], zb[l]) for l in layers],
+        "n_common": int(va.shape[2]),
+    }
+
+
+def pcs(model_a, model_b, layers: list[int]) -> float | None:
+    """Parameter cosine similarity (the paper's naive baseline) over the same-named, same-shaped
+    tensors of the given layers and the token embedding; None when no tensor matches."""
+    names_b = set(model_b.reader.names())
+    prefixes = [model_a.tensor_name(model_a.arch.layer.format(i=i)) for i in layers]
+    embed = model_a.tensor_name(model_a.arch.embed)
+    dot = norm_a = norm_b = 0.0
+    matched = False
+    for name in model_a.reader.names():
+        if not (name == embed or any(name.startswith(p) for p in prefixes)):
+            continue
+        if name not in names_b or model_a.reader.shape(name) != model_b.reader.shape(name):
+            continue
+        shape = model_a.reader.shape(name)
+        n_rows = max(1, shape[0] if len(shape) == 1 else torch.Size(shape[:-1]).numel())
+        step = n_rows if len(shape) == 1 else max(1, (1 << 22) // shape[-1])
+        for start in range(0, n_rows, step):
+            rows = None if len(shape) == 1 else slice(start, start + step)
+            ta, tb = model_a.reader.read(name, rows).double(), model_b.reader.read(name, rows).double()
+            dot += float((ta * tb).sum())
+            norm_a += float((ta * ta).sum())
+            norm_b += float((tb * tb).sum())
+        matched = True
+    if not matched or norm_a == 0 or norm_b == 0:
+        return None
+    return dot / (norm_a * norm_b) ** 0.5
+
+
+def thresholds() -> dict:
+    """The verdict thresholds calibrated in docs/RESULTS.md (huref/data/thresholds.json)."""
+    with open(THRESHOLDS_FILE, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def verdict(ics: float) -> str:
+    """'same-base' at or above the same-base threshold, 'unrelated' at or below the unrelated one,
+    'inconclusive' between."""
+    t = thresholds()
+    if ics >= t["same_base"]:
+        return "same-base"
+    if ics <= t["unrelated"]:
+        return "unrelated"
+    return "inconclusive"

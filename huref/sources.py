@@ -1,0 +1,221 @@
+"""Resolving a MODEL argument to a `Model`: config, architecture, lazy tensor reader, vocabulary.
+
+Accepted: a local directory in Hugging Face layout (config.json with model.safetensors, sharded
+*.safetensors with model.safetensors.index.json, or pytorch_model*.bin loaded weights-only); a
+GGUF file or a directory holding one; a Hub repo id (`org/name`), of which only config and
+tokenizer files and the shards holding the needed tensors are downloaded; `demo:NAME` for the
+tiny models huref builds on the spot (`huref.demo`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from huref.architectures import ArchSpec, arch_for_config
+from huref.errors import HurefError
+from huref.layers import Dims, model_dims
+from huref.readers import TensorReader
+from huref.readers.safetensors import SafetensorsReader, read_header
+from huref.readers.sharded import ShardedReader
+from huref.readers.torchbin import TorchBinReader
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+@dataclass
+class Model:
+    """A checkpoint opened for reading: nothing but config and vocabulary is in memory."""
+
+    name: str
+    config: dict
+    reader: TensorReader
+    vocab: list[str | None] | None
+    arch: ArchSpec = field(init=False)
+    dims: Dims = field(init=False)
+    prefix: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.arch = arch_for_config(self.config)
+        self.dims = model_dims(self.config)
+        base = self.arch.base_prefix
+        if self.reader.has(base + self.arch.embed):
+            self.prefix = base
+        elif self.reader.has(self.arch.embed):
+            self.prefix = ""
+        else:
+            raise HurefError(f"{self.name}: embedding tensor '{base + self.arch.embed}' is missing")
+
+    def tensor_name(self, template: str) -> str:
+        """Full checkpoint name of a name relative to the base prefix."""
+        return self.prefix + template
+
+    def embedding_shape(self) -> tuple[int, ...]:
+        return self.reader.shape(self.tensor_name(self.arch.embed))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as e:
+        raise HurefError(f"{path}: cannot read ({e.strerror})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise HurefError(f"{path}: not valid JSON") from None
+    if not isinstance(data, dict):
+        raise HurefError(f"{path}: expected a JSON object")
+    return data
+
+
+def load_vocab(directory: Path) -> list[str | None] | None:
+    """Token strings by id from tokenizer.json, vocab.json or vocab.txt; special tokens are None."""
+    path = directory / "tokenizer.json"
+    if path.is_file():
+        data = _read_json(path)
+        model = data.get("model") or {}
+        vocab = model.get("vocab")
+        if isinstance(vocab, list):  # Unigram: [[piece, score], ...]
+            by_id = {i: entry[0] for i, entry in enumerate(vocab)}
+        elif isinstance(vocab, dict):
+            by_id = {int(i): tok for tok, i in vocab.items()}
+        else:
+            return None
+        for added in data.get("added_tokens") or []:
+            by_id[int(added["id"])] = None if added.get("special") else added["content"]
+        return _as_list(by_id)
+    path = directory / "vocab.json"
+    if path.is_file():
+        return _as_list({int(i): tok for tok, i in _read_json(path).items()})
+    path = directory / "vocab.txt"
+    if path.is_file():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [None if re.fullmatch(r"\[[A-Z]+\]|\[unused\d+\]", t) else t for t in lines]
+    return None
+
+
+def _as_list(by_id: dict[int, str | None]) -> list[str | None]:
+    vocab: list[str | None] = [None] * (max(by_id) + 1 if by_id else 0)
+    for i, tok in by_id.items():
+        if i >= 0:
+            vocab[i] = tok
+    return vocab
+
+
+def _weight_map(index_path: Path) -> dict[str, str]:
+    data = _read_json(index_path)
+    weight_map = data.get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise HurefError(f"{index_path}: malformed index (no weight_map of tensor -> file)")
+    for file in set(weight_map.values()):
+        if "/" in file or "\\" in file or file in ("", ".", ".."):
+            raise HurefError(f"{index_path}: shard name '{file}' is not a plain file name")
+    return weight_map
+
+
+def open_weights(directory: Path, fetch: Callable[[str], Path]) -> TensorReader:
+    """A reader over the weights in a HF-layout directory; `fetch(file)` returns a local path
+    for a file of the checkpoint (downloading it first for a hub model) or raises HurefError."""
+
+    def shard_opener(make):
+        def open_shard(file: str):
+            return make(str(fetch(file)))
+        return open_shard
+
+    for index, make in (("model.safetensors.index.json", SafetensorsReader),
+                        ("pytorch_model.bin.index.json", TorchBinReader)):
+        if _exists(fetch, index):
+            return ShardedReader(_weight_map(fetch(index)), shard_opener(make))
+    for single, make in (("model.safetensors", SafetensorsReader), ("pytorch_model.bin", TorchBinReader)):
+        if _exists(fetch, single):
+            return make(str(fetch(single)))
+    shards = sorted(p.name for p in directory.glob("*.safetensors"))
+    if shards:
+        weight_map = {name: file for file in shards for name in read_header(str(directory / file))[0]}
+        return ShardedReader(weight_map, shard_opener(SafetensorsReader))
+    raise HurefError(f"{directory}: no model.safetensors, sharded safetensors or pytorch_model.bin found")
+
+
+def _exists(fetch, file: str) -> bool:
+    try:
+        fetch(file)
+        return True
+    except HurefError:
+        return False
+
+
+def _local(directory: Path) -> Model:
+    ggufs = sorted(directory.glob("*.gguf"))
+    if not (directory / "config.json").is_file():
+        if ggufs:
+            return _gguf(ggufs[0])
+        raise HurefError(f"{directory}: no config.json (not a Hugging Face model directory)")
+
+    def fetch(file: str) -> Path:
+        path = directory / file
+        if not path.is_file():
+            raise HurefError(f"{path}: missing")
+        return path
+
+    reader = open_weights(directory, fetch)
+    return Model(str(directory), _read_json(directory / "config.json"), reader, load_vocab(directory))
+
+
+def _gguf(path: Path) -> Model:
+    from huref.readers.gguf import open_gguf
+
+    config, reader, vocab = open_gguf(str(path))
+    return Model(str(path), config, reader, vocab)
+
+
+def _hub(repo_id: str, revision: str | None) -> Model:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+    def fetch(file: str) -> Path:
+        try:
+            return Path(hf_hub_download(repo_id, file, revision=revision))
+        except EntryNotFoundError:
+            raise HurefError(f"{repo_id}: no file {file} in the repository") from None
+        except LocalEntryNotFoundError:
+            if offline:
+                raise HurefError(f"{repo_id}: {file} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set") from None
+            raise HurefError(f"{repo_id}: cannot download {file} (no connection to the Hub?)") from None
+        except HfHubHTTPError as e:
+            raise HurefError(f"{repo_id}: Hub request for {file} failed ({str(e).splitlines()[0]})") from None
+        except (OSError, ValueError) as e:
+            raise HurefError(f"{repo_id}: cannot fetch {file} ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+
+    config_path = fetch("config.json")
+    directory = config_path.parent
+    for file in TOKENIZER_FILES:
+        if _exists(fetch, file):
+            break
+    reader = open_weights(directory, fetch)
+    return Model(repo_id, _read_json(config_path), reader, load_vocab(directory))
+
+
+def load_model(spec: str, revision: str | None = None) -> Model:
+    """Open MODEL: a local directory, a .gguf file, `demo:NAME`, or a Hub repo id."""
+    if spec.startswith("demo:"):
+        from huref.demo import demo_model_dir
+
+        return _local(demo_model_dir(spec[len("demo:"):]))
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return _local(path)
+    if path.is_file():
+        if path.suffix == ".gguf":
+            return _gguf(path)
+        if path.suffix in (".safetensors", ".bin") and (path.parent / "config.json").is_file():
+            return _local(path.parent)
+        raise HurefError(f"{spec}: not a model directory, .gguf file or checkpoint beside a config.json")
+    if HUB_ID.match(spec) and not spec.startswith((".", "/")):
+        return _hub(spec, revision)
+    raise HurefError(f"{spec}: no such file or directory")

@@ -1,0 +1,39 @@
+"""Which tokens' embedding rows probe the weights, chosen the same way for every model.
+
+Each candidate token gets a key: its string when a vocabulary is known ("s:" + the string with
+the SentencePiece '▁' and byte-level 'Ġ' space markers written as a plain space), else its id
+("id:" + id). Candidates are ranked by the SHA-256 of their key and the first n are taken, in that
+order. The choice therefore does not depend on token ids: reordering the vocabulary (with its
+tokenizer) selects the same tokens in the same order, and tokens appended to a vocabulary
+displace a selected token only where their hash ranks lower, so two relatives share almost all
+keys. Comparisons align two term sets on the keys they share (`huref.similarity`). Special and
+control tokens are never selected; they carry little of what pretraining learned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+
+def token_key(token: str) -> str:
+    """The selection key of a token string."""
+    return "s:" + token.replace("\u2581", " ").replace("\u0120", " ")
+
+
+def select_tokens(vocab: list[str | None] | None, n_rows: int, n: int) -> tuple[list[int], list[str]]:
+    """Pick up to `n` token ids among the first `n_rows` embedding rows; return (ids, keys).
+
+    `vocab[id]` is the token string, or None for special tokens; `vocab=None` selects by id.
+    Keys are unique (of tokens whose key repeats, the lowest id stands for it).
+    """
+    candidates: dict[str, int] = {}
+    for token_id in range(n_rows):
+        if vocab is None:
+            key = f"id:{token_id}"
+        elif token_id < len(vocab) and vocab[token_id] is not None:
+            key = token_key(vocab[token_id])
+        else:
+            continue
+        candidates.setdefault(key, token_id)
+    ranked = sorted(candidates, key=lambda k: hashlib.sha256(k.encode()).digest())[:n]
+    return [candidates[k] for k in ranked], ranked
