@@ -31,7 +31,7 @@ def _cosine(parts_a: list[torch.Tensor], parts_b: list[torch.Tensor]) -> float:
     a = torch.cat([p.reshape(-1) for p in parts_a])
     b = torch.cat([p.reshape(-1) for p in parts_b])
     denom = a.norm() * b.norm()
-    return float(a @ b / denom) if denom > 0 else 0.0
+    return max(-1.0, min(1.0, float(a @ b / denom))) if denom > 0 else 0.0
 
 
 def align(a: Terms, b: Terms) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,158 @@
+"""The `huref` command line: click commands that parse, call the library, and print.
+
+Exit codes: 0 success; 1 a check that ran and said no (`verify`); 2 bad input or usage (one line on
+stderr, no traceback, no output file left behind); 3 an internal error (a bug: please report it;
+HUREF_DEBUG=1 shows the traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+import torch
+
+import huref
+from huref.errors import HurefError
+from huref.progress import Progress
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 3
+
+
+def parse_layers(text: str | None) -> list[int] | None:
+    """'-2,-1' or '30,31' -> [ints]; None when not given."""
+    if not text:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise HurefError(f"--layers takes comma-separated integers, not '{text}'") from None
+
+
+def _dtype(precision: str) -> torch.dtype:
+    return torch.float64 if precision == "float64" else torch.float32
+
+
+def _device(name: str) -> str:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise HurefError("--device cuda: no CUDA device is available")
+    return name
+
+
+def common_options(f):
+    """Options shared by commands that compute invariant terms."""
+    f = click.option("--tokens", "n_tokens", type=click.IntRange(min=2), default=4096, show_default=True,
+                     help="Number of probe tokens (capped by the vocabulary).")(f)
+    f = click.option("--layers", default=None, help="Comma-separated layer indices; negative count from the end. Default: the last two.")(f)
+    f = click.option("--revision", default=None, help="Hub revision (branch, tag or commit) for hub models.")(f)
+    f = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)(f)
+    f = click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
+                     help="Arithmetic of the terms; float64 is a slower check mode.")(f)
+    f = click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")(f)
+    return f
+
+
+def _progress(title: str, total: int, quiet: bool) -> Progress:
+    return Progress(title, total, enabled=not quiet)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(huref.__version__, prog_name="huref")
+def cli() -> None:
+    """Human-readable fingerprints of large language models, from their weights alone (HuRef)."""
+
+
+@cli.command()
+@click.argument("model")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .safetensors file.")
+@common_options
+def invariants(model, output, n_tokens, layers, revision, device, precision, quiet):
+    """Compute MODEL's private invariant terms and write them to OUTPUT (do not publish them)."""
+    from huref.invariants import invariant_terms, save_terms
+    from huref.sources import load_model
+
+    opened = load_model(model, revision)
+    chosen = parse_layers(layers)
+    progress = _progress("invariants", 1 + len(chosen or [0, 0]), quiet)
+    terms = invariant_terms(opened, chosen, n_tokens, device=_device(device), dtype=_dtype(precision),
+                            progress=progress.step)
+    progress.close()
+    save_terms(terms, output)
+    click.echo(f"wrote {output}: {len(terms.layers)} layers x 3 terms over {len(terms.tokens)} tokens", err=True)
+
+
+@cli.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
+@common_options
+def compare(a, b, as_json, n_tokens, layers, revision, device, precision, quiet):
+    """Compare A and B (each a model or an invariants file): ICS, per term and layer, PCS, verdict."""
+    from huref.comparison import check_same_settings, compare as compare_sides, is_invariants_file, open_side
+
+    chosen = parse_layers(layers)
+    progress = _progress("compare", 2 * (1 + len(chosen or [0, 0])), quiet)
+    kwargs = dict(layers=chosen, n_tokens=n_tokens, revision=revision, device=_device(device),
+                  dtype=_dtype(precision), progress=progress.step)
+    swap = is_invariants_file(b) and not is_invariants_file(a)  # open the file side first
+    first = open_side(b if swap else a, **kwargs)
+    second = open_side(a if swap else b, like=first.terms if first.model is None else None, **kwargs)
+    side_a, side_b = (second, first) if swap else (first, second)
+    check_same_settings(side_a, side_b)
+    progress.close()
+    report = compare_sides(side_a, side_b)
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        click.echo(format_report(report))
+
+
+def format_report(report: dict) -> str:
+    """A readable table of a comparison report."""
+    lines = []
+    for tag in ("a", "b"):
+        side = report[tag]
+        lines.append(f"{tag.upper()}: {side['source']}  ({side['kind']}, {side['model_type']}, "
+                     f"layers {side['layers']}, {side['n_tokens']} tokens)")
+    lines.append(f"common probe tokens: {report['n_common_tokens']}")
+    lines.append("")
+    lines.append("term     ICS")
+    for name, value in report["terms"].items():
+        lines.append(f"{name:<8} {value:+.4f}")
+    for i, value in enumerate(report["layers"]):
+        lines.append(f"layer {report['a']['layers'][i]:<3}{value:+.4f}")
+    lines.append("")
+    pcs = "n/a" if report["pcs"] is None else f"{report['pcs']:+.4f}"
+    lines.append(f"ICS {report['ics']:+.4f}   PCS {pcs}   verdict: {report['verdict']}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning errors into one line on stderr and an exit code."""
+    try:
+        code = cli.main(standalone_mode=False)
+    except HurefError as e:
+        click.echo(f"huref: error: {e}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except click.exceptions.Abort:
+        click.echo("huref: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        click.echo("huref: interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # a bug, not bad input: still one line unless debugging
+        if os.environ.get("HUREF_DEBUG"):
+            raise
+        click.echo(f"huref: internal error: {type(e).__name__}: {e} (HUREF_DEBUG=1 shows the traceback)", err=True)
+        sys.exit(EXIT_INTERNAL)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""Progress on stderr for long work: a one-line bar on a terminal, nothing otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Progress:
+    """Report named steps of a job of `total` steps as `[###---] 2/5 step (3.1s)` on stderr.
+
+    Silent when `enabled` is False or stderr is not a terminal.
+    """
+
+    def __init__(self, title: str, total: int, enabled: bool = True) -> None:
+        self.title, self.total, self.done = title, max(1, total), 0
+        self.enabled = enabled and sys.stderr.isatty()
+        self.start = time.monotonic()
+
+    def step(self, name: str) -> None:
+        """Mark the start of the next step."""
+        if self.enabled:
+            width = 20
+            filled = width * self.done // self.total
+            bar = "#" * filled + "-" * (width - filled)
+            elapsed = time.monotonic() - self.start
+            sys.stderr.write(f"\r\033[K{self.title} [{bar}] {self.done}/{self.total} {name} ({elapsed:.1f}s)")
+            sys.stderr.flush()
+        self.done = min(self.total, self.done + 1)
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
