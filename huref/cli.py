@@ -110,6 +110,23 @@ def compare(a, b, as_json, n_tokens, layers, revision, device, precision, quiet)
         click.echo(format_report(report))
 
 
+@cli.command()
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+def demo(quiet):
+    """Build three tiny models on the spot (a base, a disguised fine-tune of it, an unrelated one)
+    and compare them: the main job, end to end, with no download."""
+    from huref.comparison import compare as compare_sides, open_side
+
+    progress = _progress("demo", 9, quiet)
+    sides = {name: open_side(f"demo:{name}", progress=progress.step) for name in ("base", "offspring", "independent")}
+    progress.close()
+    for other in ("offspring", "independent"):
+        report = compare_sides(sides["base"], sides[other])
+        click.echo(f"demo:base vs demo:{other:<12} ICS {report['ics']:+.4f}  "
+                   f"(qk {report['terms']['qk']:+.3f}, vo {report['terms']['vo']:+.3f}, "
+                   f"ffn {report['terms']['ffn']:+.3f})  PCS {report['pcs']:+.4f}  -> {report['verdict']}")
+
+
 def format_report(report: dict) -> str:
     """A readable table of a comparison report."""
     lines = []

@@ -181,12 +181,12 @@ def _hub(repo_id: str, revision: str | None) -> Model:
     def fetch(file: str) -> Path:
         try:
             return Path(hf_hub_download(repo_id, file, revision=revision))
-        except EntryNotFoundError:
-            raise HurefError(f"{repo_id}: no file {file} in the repository") from None
-        except LocalEntryNotFoundError:
+        except LocalEntryNotFoundError:  # a subclass of EntryNotFoundError: test it first
             if offline:
                 raise HurefError(f"{repo_id}: {file} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set") from None
             raise HurefError(f"{repo_id}: cannot download {file} (no connection to the Hub?)") from None
+        except EntryNotFoundError:
+            raise HurefError(f"{repo_id}: no file {file} in the repository") from None
         except HfHubHTTPError as e:
             raise HurefError(f"{repo_id}: Hub request for {file} failed ({str(e).splitlines()[0]})") from None
         except (OSError, ValueError) as e:

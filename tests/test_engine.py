@@ -1,0 +1,198 @@
+"""The reader, sources, token selection, invariants files and the CLI's contracts."""
+
+import json
+import shutil
+import struct
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from huref import cli
+from huref.errors import HurefError
+from huref.invariants import invariant_terms, load_terms, save_terms
+from huref.readers.safetensors import SafetensorsReader
+from huref.similarity import compare_terms
+from huref.sources import load_model
+from huref.tokens import select_tokens
+
+import tiny_models
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    return tiny_models.build_checkpoint("llama", tmp_path_factory.mktemp("llama"), seed=0)
+
+
+def run_cli(args, monkeypatch, capsys):
+    """Run `huref ARGS` in-process; return (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["huref", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    out = capsys.readouterr()
+    return exit_info.value.code, out.out, out.err
+
+
+def test_safetensors_reader_matches_the_reference_loader(tmp_path):
+    tensors = {"a": torch.randn(7, 5), "b": torch.randn(3, 4, 6).to(torch.bfloat16), "c": torch.randn(9).half()}
+    save_file(tensors, tmp_path / "x.safetensors")
+    reference = load_file(tmp_path / "x.safetensors")
+    reader = SafetensorsReader(str(tmp_path / "x.safetensors"))
+    for name in tensors:
+        assert torch.equal(reader.read(name), reference[name].float())
+    rows = [5, 0, 3]
+    assert torch.equal(reader.read("a", rows=rows), reference["a"][rows])
+    assert torch.equal(reader.read("b", rows=slice(2, 9)), reference["b"].reshape(12, 6)[2:9].float())
+    assert set(reader.digests) == {"a", "b", "c"}
+
+
+def test_sharded_and_bin_checkpoints_give_the_same_terms(llama, tmp_path):
+    state = load_file(llama / "model.safetensors")
+    names = sorted(state)
+    sharded = tmp_path / "sharded"
+    shutil.copytree(llama, sharded)
+    (sharded / "model.safetensors").unlink()
+    weight_map = {}
+    for k, part in enumerate((names[::2], names[1::2])):
+        file = f"model-0000{k + 1}-of-00002.safetensors"
+        save_file({n: state[n] for n in part}, sharded / file)
+        weight_map.update({n: file for n in part})
+    (sharded / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    as_bin = tmp_path / "bin"
+    shutil.copytree(llama, as_bin)
+    (as_bin / "model.safetensors").unlink()
+    torch.save(state, as_bin / "pytorch_model.bin")
+
+    reference = invariant_terms(load_model(str(llama)))
+    for directory in (sharded, as_bin):
+        terms = invariant_terms(load_model(str(directory)))
+        assert torch.allclose(terms.values, reference.values, rtol=1e-5, atol=1e-5)
+        assert terms.tokens == reference.tokens
+
+
+def test_token_selection_ignores_ids_and_special_tokens():
+    vocab = [f"tok{i}" for i in range(200)]
+    ids, keys = select_tokens(vocab, 200, 50)
+    perm = np.random.default_rng(0).permutation(200)
+    shuffled = [vocab[j] for j in perm]
+    ids2, keys2 = select_tokens(shuffled, 200, 50)
+    assert keys2 == keys and [shuffled[i] for i in ids2] == [vocab[i] for i in ids]
+    extended, keys3 = select_tokens(vocab + [f"new{i}" for i in range(20)], 220, 50)
+    assert len(set(keys3) & set(keys)) >= 40
+    with_special = [None] + vocab[1:]
+    assert "s:tok0" not in select_tokens(with_special, 200, 200)[1]
+    assert select_tokens(None, 10, 4)[1][0].startswith("id:")
+
+
+def test_invariants_file_round_trip_and_compare_with_model(llama, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "inv.safetensors"
+    code, _, err = run_cli(["invariants", str(llama), "-o", str(out), "--tokens", "200", "-q"], monkeypatch, capsys)
+    assert code == 0 and out.is_file()
+    terms = load_terms(out)
+    assert terms.values.shape == (2, 3, 200, 200) and terms.layers == [1, 2]
+    assert terms.meta["model_type"] == "llama" and len(terms.meta["sha256"]) > 5
+    code, out_text, _ = run_cli(["compare", str(out), str(llama), "--json", "-q"], monkeypatch, capsys)
+    report = json.loads(out_text)
+    assert code == 0 and report["ics"] > 0.9999 and report["pcs"] is None
+    assert set(report) >= {"ics", "terms", "layers", "pcs", "verdict", "a", "b"}
+    assert report["b"]["n_tokens"] == 200  # the model side followed the file's settings
+
+
+def test_compare_models_json_contract(llama, tmp_path, monkeypatch, capsys):
+    other = tiny_models.build_checkpoint("llama", tmp_path / "other", seed=3)
+    code, out_text, err = run_cli(["compare", str(llama), str(other), "--json", "-q"], monkeypatch, capsys)
+    report = json.loads(out_text)
+    assert code == 0 and err == ""
+    assert abs(report["ics"]) < 0.1 and report["verdict"] == "unrelated"
+    assert set(report["terms"]) == {"qk", "vo", "ffn"} and len(report["layers"]) == 2
+    assert isinstance(report["pcs"], float)
+
+
+def _truncate(directory):
+    path = directory / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _drop_tensor(directory):
+    state = load_file(directory / "model.safetensors")
+    del state["model.layers.2.mlp.down_proj.weight"]
+    save_file(state, directory / "model.safetensors")
+
+
+def _edit_config(**changes):
+    def edit(directory):
+        config = json.loads((directory / "config.json").read_text())
+        config.update(changes)
+        (directory / "config.json").write_text(json.dumps(config))
+    return edit
+
+
+def _nan_weight(directory):
+    state = load_file(directory / "model.safetensors")
+    state["model.layers.2.self_attn.q_proj.weight"][0, 0] = float("nan")
+    save_file(state, directory / "model.safetensors")
+
+
+def _bad_index(directory):
+    (directory / "model.safetensors").rename(directory / "model-00001-of-00001.safetensors")
+    (directory / "model.safetensors.index.json").write_text("{not json")
+
+
+def _garbage_header(directory):
+    (directory / "model.safetensors").write_bytes(struct.pack("<Q", 12) + b"not a header" + b"\0" * 64)
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (_truncate, "truncated"),
+    (_drop_tensor, "missing"),
+    (_edit_config(model_type="nonesuch"), "unsupported model_type 'nonesuch'"),
+    (_edit_config(hidden_size=48), "does not match hidden size"),
+    (_edit_config(num_key_value_heads=1), "has shape"),
+    (_nan_weight, "NaN"),
+    (_bad_index, "not valid JSON"),
+    (_garbage_header, "malformed"),
+])
+def test_bad_inputs_give_one_line_and_exit_2(llama, tmp_path, monkeypatch, capsys, breakage, message):
+    broken = tmp_path / "broken"
+    shutil.copytree(llama, broken)
+    breakage(broken)
+    out = tmp_path / "out.safetensors"
+    code, stdout, err = run_cli(["invariants", str(broken), "-o", str(out), "-q"], monkeypatch, capsys)
+    assert code == 2, err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob("out*"))
+
+
+def test_missing_path_and_bad_arguments(llama, tmp_path, monkeypatch, capsys):
+    code, _, err = run_cli(["compare", str(tmp_path / "nope"), str(llama)], monkeypatch, capsys)
+    assert code == 2 and "no such file or directory" in err and err.count("\n") == 1
+    code, _, err = run_cli(["invariants", str(llama), "-o", str(tmp_path / "o"), "--layers", "7"], monkeypatch, capsys)
+    assert code == 2 and "out of range" in err
+    code, _, err = run_cli(["compare", str(llama)], monkeypatch, capsys)
+    assert code == 2 and "Missing argument" in err
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00" * 3)
+    code, _, err = run_cli(["compare", str(garbage), str(llama)], monkeypatch, capsys)
+    assert code == 2 and "not a huref invariants file" in err
+
+
+def test_hub_model_from_the_offline_cache(llama, tmp_path, monkeypatch):
+    """A hub id resolves through the Hugging Face cache; offline and not cached is one clear error."""
+    hub = tmp_path / "hub"
+    snapshot = hub / "models--acme--tiny" / "snapshots" / "0123456789abcdef"
+    shutil.copytree(llama, snapshot)
+    (hub / "models--acme--tiny" / "refs").mkdir(parents=True)
+    (hub / "models--acme--tiny" / "refs" / "main").write_text("0123456789abcdef")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    import huggingface_hub.constants as hub_constants
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(hub))
+    terms = invariant_terms(load_model("acme/tiny"), n_tokens=64)
+    reference = invariant_terms(load_model(str(llama)), n_tokens=64)
+    assert compare_terms(terms, reference)["ics"] > 0.99999
+    with pytest.raises(HurefError, match="not in the local Hugging Face cache"):
+        load_model("acme/absent")
