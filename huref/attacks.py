@@ -154,7 +154,7 @@ ARCHITECTURES = {
                  emb_norm="bert.embeddings.LayerNorm", final_norm=None, head="cls.predictions.decoder",
                  head_bias="cls.predictions.bias", head_bias_alias="cls.predictions.decoder.bias",
                  head_reader="cls.predictions.transform.dense",
-                 norm="ln", ffn="plain", eps_key="layer_norm_eps", rotary_style=None,
+                 norm="ln", ffn="plain", eps_key="layer_norm_eps", rotary_style=None, residual_post_norm=True,
                  layer={"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
                         "o": "attention.output.dense", "post_attn_norm": "attention.output.LayerNorm",
                         "up": "intermediate.dense", "down": "output.dense", "post_mlp_norm": "output.LayerNorm"}),
@@ -191,6 +191,7 @@ class Layout:
     head_bias: str | None = None
     head_bias_alias: str | None = None   # bert: the decoder's own bias, saved only once untied
     head_reader: str | None = None   # bert: the transform that reads the residual before the head
+    residual_post_norm: bool = False # bert: the post-norms normalise the residual sum, not just the write
     shared_norm: bool = False        # the FFN reads the attention's norm (gptj, phi, falcon parallel)
     qk_norm: str | None = None       # "head": per-head q/k norm; "row": over the whole projection
     alibi: bool = False
@@ -791,6 +792,19 @@ def embedding_scale(checkpoint: Checkpoint, generator: torch.Generator, factor: 
     return _edit(checkpoint, edit)
 
 
+def post_norm_rescale(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
+    """Post-norm models (gemma2/3, olmo2): scale the attention output and FFN down projections by factors
+    >= 1 per layer; the norm on each write divides them out (its epsilon matters even less afterwards)."""
+    def edit(canon, result):
+        for i in range(canon.layout.n_layers):
+            for roles in (["o"], _writers(canon, i)[1:]):
+                c = 1 + float(random_scales(1, generator, signed=False, spread=1.5)[0])
+                for role in roles:
+                    canon.update(i, role, _f64(lambda w: w * c))
+                    canon.update(i, role, _f64(lambda b: b * c), "bias")
+    return _edit(checkpoint, edit)
+
+
 def mean_shift(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
     """LayerNorm models: add multiples of the all-ones vector to every embedding row and every residual write.
 
@@ -898,7 +912,8 @@ def compose(*attacks):
 
 ATTACKS = {f.__name__: f for f in (
     rotation, zhu_rotation, residual_permutation, qk_transform, qk_scale, qk_norm_rescale, qk_norm_gain_exchange,
-    vo_transform, head_permutation, ffn_permutation, ffn_scale, expert_permutation, embedding_scale, mean_shift,
+    vo_transform, head_permutation, ffn_permutation, ffn_scale, expert_permutation, embedding_scale,
+    post_norm_rescale, mean_shift,
     append_vocabulary, reorder_vocabulary)}
 
 
@@ -920,7 +935,8 @@ def is_valid(name: str, layout: Layout) -> bool:
         "ffn_scale": layout.ffn == "gated" or layout.relu,
         "expert_permutation": layout.n_experts > 0,
         # needs the norm epsilon in config.json and residual reads only through norms
-        "embedding_scale": layout.eps_key is not None and layout.pre_norms and layout.model_type != "bert",
+        "embedding_scale": layout.eps_key is not None and layout.pre_norms and not layout.residual_post_norm,
+        "post_norm_rescale": layout.post_norms and not layout.residual_post_norm,
         "mean_shift": layer_norm,
         "append_vocabulary": True,
         "reorder_vocabulary": True,

@@ -30,10 +30,10 @@ _LLAMA_LIKE = dict(
     num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, max_position_embeddings=128,
 )
 
-# QK-norm models: a q/k norm divides out a rescaling of W_q/W_k only up to its epsilon, which would be
-# comparable to the tiny models' small query norms (olmo2's queries read the raw residual); real models
-# have eps << mean square of q. A small eps keeps that attack exact to float32 precision.
-_QK_NORM_EPS = 1e-10
+# QK-norm and post-norm models: a norm divides out a rescaling of the matrix before it only up to its
+# epsilon, which would be comparable to the tiny models' small activations (olmo2's queries read the raw
+# residual); real models have eps << the mean square. A small eps keeps those attacks exact in float32.
+_SMALL_EPS = 1e-10
 
 # model_type -> config keyword arguments (on top of transformers' defaults for that model_type)
 CONFIGS = {
@@ -45,12 +45,12 @@ CONFIGS = {
     "qwen2_moe": dict(_LLAMA_LIKE, moe_intermediate_size=32, shared_expert_intermediate_size=48,
                       num_experts=4, num_experts_per_tok=2, decoder_sparse_step=1, mlp_only_layers=[],
                       tie_word_embeddings=False),
-    "qwen3": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, tie_word_embeddings=True, rms_norm_eps=_QK_NORM_EPS),
+    "qwen3": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, tie_word_embeddings=True, rms_norm_eps=_SMALL_EPS),
     "gemma": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, hidden_act="gelu_pytorch_tanh"),
     "gemma2": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, query_pre_attn_scalar=HEAD_DIM, sliding_window=8,
-                   final_logit_softcapping=30.0, attn_logit_softcapping=50.0),
+                   final_logit_softcapping=30.0, attn_logit_softcapping=50.0, rms_norm_eps=_SMALL_EPS),
     "gemma3_text": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, query_pre_attn_scalar=HEAD_DIM, sliding_window=8,
-                        sliding_window_pattern=2, rms_norm_eps=_QK_NORM_EPS),
+                        sliding_window_pattern=2, rms_norm_eps=_SMALL_EPS),
     "phi": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=N_LAYERS,
                 num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, partial_rotary_factor=0.5,
                 max_position_embeddings=128, tie_word_embeddings=False),
@@ -76,7 +76,7 @@ CONFIGS = {
     "bloom": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, n_layer=N_LAYERS, n_head=HEADS),
     "starcoder2": dict(_LLAMA_LIKE, use_bias=True, sliding_window=None, tie_word_embeddings=True),
     "olmo": dict(_LLAMA_LIKE, num_key_value_heads=HEADS, tie_word_embeddings=False),
-    "olmo2": dict(_LLAMA_LIKE, num_key_value_heads=HEADS, tie_word_embeddings=False, rms_norm_eps=_QK_NORM_EPS),
+    "olmo2": dict(_LLAMA_LIKE, num_key_value_heads=HEADS, tie_word_embeddings=False, rms_norm_eps=_SMALL_EPS),
     "stablelm": dict(_LLAMA_LIKE, partial_rotary_factor=0.25, use_qkv_bias=True, qk_layernorm=False,
                      use_parallel_residual=False, tie_word_embeddings=False),
     "bert": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, num_hidden_layers=N_LAYERS,
