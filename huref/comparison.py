@@ -57,12 +57,15 @@ def open_side(
     dtype: torch.dtype = torch.float32,
     progress: Callable[[str], None] | None = None,
 ) -> Side:
-    """Open a side; a model's terms are computed with `like`'s layers and token count if given."""
+    """Open a side; a model's terms are computed with `like`'s token count, and its layers when
+    `like` had them chosen explicitly (else the same default rule picks them)."""
     if is_invariants_file(spec):
         return Side(spec, load_terms(spec))
     model = load_model(spec, revision)
     if like is not None:
-        layers, n_tokens = relative_layers(like) or layers, len(like.tokens)
+        n_tokens = len(like.tokens)
+        if like.meta.get("layer_choice") == "given":
+            layers = relative_layers(like) or layers
     terms = invariant_terms(model, layers, n_tokens, device=device, dtype=dtype, progress=progress)
     return Side(spec, terms, model)
 
@@ -88,5 +91,6 @@ def compare(a: Side, b: Side) -> dict:
 def check_same_settings(a: Side, b: Side) -> None:
     """Refuse to compare two invariants files computed on different layer positions."""
     ra, rb = relative_layers(a.terms), relative_layers(b.terms)
-    if ra is not None and rb is not None and ra != rb:
+    defaults = {a.terms.meta.get("layer_choice"), b.terms.meta.get("layer_choice")} == {"default"}
+    if ra is not None and rb is not None and ra != rb and not defaults:
         raise HurefError(f"the two sides use different layers (from the end: {ra} vs {rb})")

@@ -41,6 +41,7 @@ from huref.tokens import select_tokens
 TERM_NAMES = ("qk", "vo", "ffn")
 DEFAULT_TOKENS = 4096
 DEFAULT_LAYERS = 2  # the last two, as in the paper
+INERT_TOLERANCE = 1e-6  # a layer whose VO and FFN terms stay below this, relative to X_o·X_oᵀ, writes nothing
 
 
 @dataclass
@@ -171,19 +172,35 @@ def invariant_terms(
     """
     if n_tokens < 2:
         raise HurefError("--tokens must be at least 2")
-    chosen = resolve_layers(model.dims.n_layers, layers)
+    n_layers = model.dims.n_layers
+    wanted = resolve_layers(n_layers, layers)
+    # Default layers: the last ones that write to the residual stream. A layer whose attention and
+    # FFN writes vanish is an identity, which can be appended without changing the model; skip it.
+    candidates = wanted if layers else list(range(n_layers - 1, -1, -1))
     n_rows = model.embedding_shape()[0]
     ids, keys = select_tokens(model.vocab, n_rows, n_tokens)
     if len(ids) < 2:
         raise HurefError(f"{model.name}: fewer than 2 usable tokens in the vocabulary")
     say = progress or (lambda step: None)
     say("reading embedding rows")
+    chosen, values, skipped = [], [], []
     with torch.no_grad():
         x = embedding_rows(model, ids).to(device=device, dtype=dtype)
-        values = []
-        for i in chosen:
+        identity_scale = float((x - x.mean(1, keepdim=True) if model.arch.layer_norm else x).pow(2).sum(1).max())
+        for i in candidates:
+            if len(chosen) == len(wanted):
+                break
             say(f"layer {i}")
-            values.append(layer_terms(layer_weights(model, i), x, model.arch.layer_norm).float().cpu())
+            terms = layer_terms(layer_weights(model, i), x, model.arch.layer_norm)
+            if not layers and float(terms[1:].abs().max()) <= INERT_TOLERANCE * identity_scale:
+                skipped.append(i)
+                continue
+            chosen.append(i)
+            values.append(terms.float().cpu())
+    if len(chosen) < len(wanted):
+        raise HurefError(f"{model.name}: fewer than {len(wanted)} layers write to the residual stream")
+    order = sorted(range(len(chosen)), key=chosen.__getitem__)
+    chosen, values = [chosen[k] for k in order], [values[k] for k in order]
     meta = {
         "model": model.name,
         "model_type": model.config.get("model_type"),
@@ -193,6 +210,8 @@ def invariant_terms(
         "n_tokens": len(ids),
         "tool_version": huref.__version__,
         "dtype": str(dtype).replace("torch.", ""),
+        "layer_choice": "given" if layers else "default",
+        "skipped_inert_layers": skipped,
         "sha256": dict(sorted(model.reader.digests.items())),
     }
     return Terms(torch.stack(values), chosen, keys, meta)

@@ -196,3 +196,36 @@ def test_hub_model_from_the_offline_cache(llama, tmp_path, monkeypatch):
     assert compare_terms(terms, reference)["ics"] > 0.99999
     with pytest.raises(HurefError, match="not in the local Hugging Face cache"):
         load_model("acme/absent")
+
+
+def test_appended_identity_layers_are_skipped(llama, tmp_path):
+    """Two layers whose attention and FFN write nothing leave the model's function unchanged; the
+    default layer choice must skip them rather than fingerprint them."""
+    from transformers import AutoModelForCausalLM
+
+    state = load_file(llama / "model.safetensors")
+    config = json.loads((llama / "config.json").read_text())
+    n = config["num_hidden_layers"]
+    generator = torch.Generator().manual_seed(5)
+    for extra in (n, n + 1):
+        for name, tensor in list(state.items()):
+            if name.startswith(f"model.layers.{n - 1}."):
+                new = name.replace(f"layers.{n - 1}.", f"layers.{extra}.")
+                noise = torch.randn(tensor.shape, generator=generator)
+                zero = name.endswith(("o_proj.weight", "down_proj.weight"))
+                state[new] = torch.zeros_like(tensor) if zero else noise
+    config["num_hidden_layers"] = n + 2
+    padded = tmp_path / "padded"
+    shutil.copytree(llama, padded)
+    save_file(state, padded / "model.safetensors")
+    (padded / "config.json").write_text(json.dumps(config))
+
+    ids = tiny_models.sample_ids()
+    before = AutoModelForCausalLM.from_pretrained(llama).eval()(ids).logits
+    after = AutoModelForCausalLM.from_pretrained(padded).eval()(ids).logits
+    assert torch.allclose(before, after, atol=1e-4)
+
+    original = invariant_terms(load_model(str(llama)))
+    terms = invariant_terms(load_model(str(padded)))
+    assert terms.layers == [n - 2, n - 1] and terms.meta["skipped_inert_layers"] == [n + 1, n]
+    assert compare_terms(original, terms)["ics"] > 0.999
