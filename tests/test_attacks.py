@@ -1,0 +1,164 @@
+"""Function-preserving attacks on every tiny architecture: logits unchanged, weights moved, ICS unchanged.
+
+For each architecture and each attack valid for it (huref.attacks.valid_attacks), the attacked
+checkpoint is loaded with transformers and run on the same text (tokenized by each side's own
+tokenizer.json): its logits must equal the original's to 1e-4 once the vocabulary columns are matched
+by token string. The weights must have moved, and the invariant terms must not: ICS >= 0.999.
+Independently initialised models must give |ICS| <= 0.1.
+"""
+
+import json
+
+import pytest
+import torch
+import transformers
+from tokenizers import Tokenizer
+
+import tiny_models
+from huref import attacks
+from huref.errors import HurefError
+from huref.invariants import invariant_terms
+from huref.similarity import compare_terms, pcs
+from huref.sources import load_model
+
+LOGIT_TOLERANCE = 1e-4
+MIN_ICS_UNDER_ATTACK = 0.999
+MAX_ABS_ICS_INDEPENDENT = 0.1
+ATTACK_SEED = 1
+
+transformers.logging.set_verbosity_error()
+
+
+def layout(arch):
+    return attacks.layout_of(tiny_models.make_config(arch).to_dict())
+
+
+def composites(arch):
+    """A residual rewrite with both vocabulary attacks, and every valid attack at once."""
+    lay = layout(arch)
+    residual = attacks.residual_attack(lay).__name__
+    return [f"{residual}+reorder_vocabulary+append_vocabulary", "+".join(attacks.valid_attacks(lay))]
+
+
+CASES = [(arch, name) for arch in tiny_models.ARCHITECTURES
+         for name in attacks.valid_attacks(layout(arch)) + composites(arch)]
+
+
+def load_torch_model(path, arch):
+    auto = transformers.AutoModelForMaskedLM if arch == "bert" else transformers.AutoModelForCausalLM
+    return auto.from_pretrained(path, dtype=torch.float32).eval()
+
+
+def sample_text(seed=0):
+    """Two lines of 24 words from the tiny vocabulary (never the unknown token)."""
+    words = tiny_models.token_strings()
+    return [" ".join(words[i] for i in row) for row in tiny_models.sample_ids(seed=seed).tolist()]
+
+
+def run(path, arch):
+    """(logits [2, 24, vocab], token string -> id) of the checkpoint in `path` on `sample_text()`."""
+    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    ids = torch.tensor([e.ids for e in tokenizer.encode_batch(sample_text())])
+    with torch.no_grad():
+        logits = load_torch_model(path, arch)(input_ids=ids).logits
+    return logits, attacks.vocabulary(json.loads((path / "tokenizer.json").read_text()))
+
+
+class Reference:
+    """The original tiny checkpoint of one architecture with its logits, vocabulary, tensors and terms."""
+
+    def __init__(self, path, arch):
+        self.path = path
+        self.logits, self.vocab = run(path, arch)
+        self.tensors = attacks.read_checkpoint(path).tensors
+        self.model = load_model(str(path))
+        self.terms = invariant_terms(self.model)
+
+
+@pytest.fixture(scope="session")
+def reference(tiny_zoo):
+    cache = {}
+
+    def get(arch):
+        if arch not in cache:
+            cache[arch] = Reference(tiny_zoo(arch), arch)
+        return cache[arch]
+    return get
+
+
+def logit_difference(ref: Reference, path, arch) -> float:
+    """Max |logit difference| on the sample text, vocabulary columns matched by token string."""
+    logits, vocab = run(path, arch)
+    strings = sorted(ref.vocab, key=ref.vocab.get)
+    columns = torch.tensor([vocab[s] for s in strings])
+    return float((logits[..., columns] - ref.logits).abs().max())
+
+
+def weights_moved(before: dict, after: dict) -> bool:
+    """Some same-named tensor changed shape, or all same-shaped ones together moved:
+    cosine < 0.99 or relative distance > 0.1."""
+    common = [n for n in before if n in after and before[n].shape == after[n].shape]
+    if len(common) < len(before):
+        return True
+    a = torch.cat([before[n].double().reshape(-1) for n in common])
+    b = torch.cat([after[n].double().reshape(-1) for n in common])
+    cosine = float(a @ b / (a.norm() * b.norm()))
+    return cosine < 0.99 or float((a - b).norm() / a.norm()) > 0.1
+
+
+@pytest.mark.parametrize("arch,attack", CASES, ids=[f"{a}-{n}" for a, n in CASES])
+def test_attack_preserves_logits_and_invariants(arch, attack, reference, tmp_path):
+    ref = reference(arch)
+    attacked = attacks.attack_directory(ref.path, tmp_path / "attacked", attack, seed=ATTACK_SEED)
+
+    assert logit_difference(ref, attacked, arch) <= LOGIT_TOLERANCE
+    assert weights_moved(ref.tensors, attacks.read_checkpoint(attacked).tensors)
+    model = load_model(str(attacked))
+    if "+" in attack:   # the composites move every layer: the paper's naive baseline must see it
+        assert pcs(ref.model, model, list(range(tiny_models.N_LAYERS))) < 0.9
+    result = compare_terms(ref.terms, invariant_terms(model))
+    assert result["n_common"] == len(ref.terms.tokens)
+    assert result["ics"] >= MIN_ICS_UNDER_ATTACK, result
+
+
+@pytest.mark.parametrize("arch", tiny_models.ARCHITECTURES)
+def test_independent_initialisations_are_unrelated(arch, reference, tiny_zoo):
+    other = invariant_terms(load_model(str(tiny_zoo(arch, seed=7))))
+    assert abs(compare_terms(reference(arch).terms, other)["ics"]) <= MAX_ABS_ICS_INDEPENDENT
+
+
+# Attacks outside their validity rules: the rules are needed, and the logit check can fail.
+INVALID = [("gemma2", "rotation"), ("bloom", "head_permutation"), ("qwen3", "qk_transform"),
+           ("gpt2", "ffn_scale"), ("llama", "mean_shift"), ("bert", "rotation")]
+
+
+@pytest.mark.parametrize("arch,attack", INVALID, ids=[f"{a}-{n}" for a, n in INVALID])
+def test_invalid_attacks_are_refused_and_would_change_the_logits(arch, attack, reference, tmp_path):
+    ref = reference(arch)
+    assert not attacks.is_valid(attack, layout(arch))
+    with pytest.raises(HurefError):
+        attacks.attack_directory(ref.path, tmp_path / "refused", attack)
+    forced = attacks.ATTACKS[attack](attacks.read_checkpoint(ref.path), torch.Generator().manual_seed(ATTACK_SEED))
+    assert logit_difference(ref, attacks.write_checkpoint(forced, tmp_path / "forced"), arch) > 1e-2
+
+
+def test_rotation_is_orthogonal_and_keeps_the_ones_direction_for_layernorm():
+    generator = torch.Generator().manual_seed(0)
+    T = attacks.orthogonal_fixing_ones(48, generator)
+    assert torch.allclose(T @ T.T, torch.eye(48, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(T @ torch.ones(48, dtype=torch.float64), torch.ones(48, dtype=torch.float64), atol=1e-12)
+    assert (T - torch.eye(48, dtype=torch.float64)).abs().max() > 0.1
+
+
+def test_rope_commuting_map_commutes_with_every_rotary_position():
+    lay = layout("phi")   # partial rotary: 8 of 16 dims, rotate_half pairs
+    M = attacks.rope_commuting_matrix(lay, torch.Generator().manual_seed(0))
+    half = lay.rotary_dim // 2
+    for position in (1, 5, 17):
+        angles = position * 10000.0 ** (-torch.arange(half, dtype=torch.float64) / half)
+        rope = torch.eye(lay.head_dim, dtype=torch.float64)
+        index = torch.arange(half)
+        rope[index, index] = rope[index + half, index + half] = torch.cos(angles)
+        rope[index, index + half], rope[index + half, index] = -torch.sin(angles), torch.sin(angles)
+        assert torch.allclose(M @ rope, rope @ M, atol=1e-12)
+    assert torch.linalg.cond(M) < 100
