@@ -1,0 +1,164 @@
+"""The fingerprint encoder: invariant terms [L, 3, n, n] -> a 512-d latent that follows N(0, I).
+
+Each n x n term is average-pooled to a GRID x GRID matrix and z-scored, so any token count
+works and the CPU cost does not grow with n. Tokens are pooled by bucket: a token's bucket is
+a hash of its selection key (`huref.tokens`), so a token lands in the same cell whichever other
+tokens were selected, and a relative whose vocabulary grew (new tokens displacing a few
+selected ones) changes only the cells those tokens touch, instead of shifting every later row.
+Pooling keeps the structure of the terms: the average of X M X^T over buckets I, J is
+xbar_I M xbar_J^T, the same bilinear form on averaged embeddings. A small CNN trunk, shared by
+all layers, turns the three pooled terms of one layer into a feature vector; features are
+averaged over layers (so a model read at any number of layers is encoded) and a linear head
+maps them to 512 numbers, which are z-scored per latent as in the HuRef reference code.
+scripts/train_encoder.py trains the weights; docs/ENCODER.md reports how close the latents are
+to N(0, I).
+"""
+
+import hashlib
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from huref.errors import HurefError
+
+GRID = 64
+LATENT_DIM = 512
+WEIGHTS_NAME = "encoder.safetensors"
+BUCKET_SALT = b"huref-encoder-bucket:"
+
+
+def token_buckets(tokens):
+    """Bucket (0..GRID-1) of each token key: a SHA-256 of the key, salted so it is unrelated to
+    the hash rank that selected the tokens. Returns a LongTensor [n]."""
+    return torch.tensor([int.from_bytes(hashlib.sha256(BUCKET_SALT + key.encode()).digest()[:8], "big") % GRID
+                         for key in tokens])
+
+
+def zscore_cells(cells, filled):
+    """z-score pooled matrices cells [..., GRID, GRID] over their filled cells (mask broadcastable
+    to cells); empty cells become 0. Raises HurefError for a constant matrix."""
+    filled = filled.expand_as(cells)
+    count = filled.sum(dim=(-2, -1), keepdim=True)
+    mean = torch.where(filled, cells, 0).sum(dim=(-2, -1), keepdim=True) / count
+    centred = torch.where(filled, cells - mean, 0)
+    std = (centred.pow(2).sum(dim=(-2, -1), keepdim=True) / (count - 1)).sqrt()
+    if not (std > 1e-7 * mean.abs()).all():
+        raise HurefError("an invariant term is constant; it carries no fingerprint")
+    return centred / std
+
+
+def pool_matrices(matrices, buckets):
+    """Average matrices [K, n, n] over token buckets [n] and z-score each: [K, GRID, GRID] float32.
+
+    Entry (I, J) is the mean of the entries whose row token is in bucket I and column token in
+    bucket J; cells of an empty bucket are 0 and the z-score runs over the other cells.
+    """
+    K, n, _ = matrices.shape
+    counts = torch.bincount(buckets, minlength=GRID).to(matrices.dtype)
+    rows = matrices.new_zeros(K, GRID, n).index_add_(1, buckets, matrices)
+    cells = matrices.new_zeros(K, GRID, GRID).index_add_(2, buckets, rows)
+    pairs = counts[:, None] * counts[None, :]
+    cells = cells / pairs.clamp_min(1)
+    return zscore_cells(cells, pairs > 0).float()
+
+
+def pool_terms(values, tokens):
+    """Pool raw invariant terms [L, 3, n, n] over the buckets of their n token keys: [L, 3, GRID, GRID].
+
+    The z-score after pooling removes any affine rescaling of a term, so the raw terms need no
+    z-score first (pooling is linear); the sums run in float64.
+    """
+    if values.ndim != 4 or values.shape[1] != 3 or values.shape[2] != values.shape[3]:
+        raise HurefError(f"invariant terms must have shape [layers, 3, n, n], got {list(values.shape)}")
+    if len(tokens) != values.shape[2]:
+        raise HurefError(f"{len(tokens)} token keys for terms over {values.shape[2]} tokens")
+    if not torch.isfinite(values).all():
+        raise HurefError("invariant terms contain NaN or infinite values")
+    buckets = token_buckets(tokens)
+    return torch.stack([pool_matrices(layer.double(), buckets) for layer in values])
+
+
+def standardize_latent(h):
+    """z-score each row of h [B, D] over its D entries (the latent normalization of HuRef)."""
+    return (h - h.mean(dim=-1, keepdim=True)) / h.std(dim=-1, keepdim=True)
+
+
+class Encoder(nn.Module):
+    """CNN from pooled terms [B, L, 3, GRID, GRID] to latents [B, LATENT_DIM] with rows z-scored."""
+
+    def __init__(self, widths=(16, 32, 64, 128)):
+        super().__init__()
+        layers, channels = [], 3
+        for width in widths:  # each stage halves the grid: 64 -> 32 -> 16 -> 8 -> 4
+            layers += [nn.Conv2d(channels, width, kernel_size=4, stride=2, padding=1), nn.GELU()]
+            channels = width
+        self.trunk = nn.Sequential(*layers)
+        side = GRID >> len(widths)
+        self.head = nn.Linear(channels * side * side, LATENT_DIM)
+
+    def forward(self, pooled):
+        B, L = pooled.shape[:2]
+        features = self.trunk(pooled.flatten(0, 1)).flatten(1)  # [B * L, C * side * side]
+        features = features.reshape(B, L, -1).mean(dim=1)  # one trunk for every layer, then average
+        return standardize_latent(self.head(features))
+
+
+def weights_dir():
+    """The weights folder: $HUREF_WEIGHTS if set, else weights/ beside the huref package."""
+    import huref
+
+    return Path(os.environ.get("HUREF_WEIGHTS") or Path(huref.__file__).parent.parent / "weights")
+
+
+def encoder_path(path=None):
+    """Path of the encoder weights file (the given one, or weights_dir()/encoder.safetensors)."""
+    path = Path(path) if path else weights_dir() / WEIGHTS_NAME
+    if not path.is_file():
+        raise HurefError(f"encoder weights not found at {path} (train them with scripts/train_encoder.py)")
+    return path
+
+
+def save_encoder(encoder, path, settings):
+    """Write encoder weights and the training settings (a JSON-able dict) to a safetensors file."""
+    tensors = {name: t.detach().contiguous() for name, t in encoder.state_dict().items()}
+    save_file(tensors, str(path), metadata={"settings": json.dumps(settings, sort_keys=True)})
+
+
+@lru_cache(maxsize=4)
+def _load(path_str):
+    encoder = Encoder()
+    try:
+        encoder.load_state_dict(load_file(path_str))
+    except Exception as error:  # a foreign or damaged file: say which file, not a traceback
+        raise HurefError(f"cannot load encoder weights from {path_str}: {error}") from None
+    return encoder.eval()
+
+
+def load_encoder(path=None):
+    """Load the trained Encoder (eval mode) from path or the default weights file; cached."""
+    return _load(str(encoder_path(path).resolve()))
+
+
+def encoder_digest(path=None):
+    """SHA-256 hex digest of the encoder weights file."""
+    digest = hashlib.sha256()
+    with open(encoder_path(path), "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def encode(values, tokens, encoder=None):
+    """Encode raw invariant terms [L, 3, n, n] over n token keys into a float32 latent [512].
+
+    The latent has zero mean and unit std over its entries. encoder: an Encoder, or None for
+    load_encoder(). Runs on CPU.
+    """
+    encoder = encoder if encoder is not None else load_encoder()
+    return encoder(pool_terms(values.detach().cpu(), tokens)[None])[0]

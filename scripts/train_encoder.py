@@ -1,0 +1,246 @@
+"""Train the fingerprint encoder on synthetic invariant terms, or evaluate trained weights.
+
+    nice -n 10 python scripts/train_encoder.py -o weights/encoder.safetensors      # ~30 min, 1 thread
+    python scripts/train_encoder.py --evaluate weights/encoder.safetensors         # held-out figures
+
+Samples are shaped like invariant terms, X M X^T with M = A B^T + g I (X: embeddings of n
+tokens with a decaying spectrum, a shared mean direction and uneven row norms; A, B: random
+h x h factors with decaying spectra; g I: the self-similarity that real q/k and v/o terms
+show). Every token sits in a random bucket, as its key's hash puts it in huref.encoder.
+Since bucket averaging is linear, pool(X M X^T) = (P X) M (P X)^T with P the averaging
+matrix, so a sample costs O(n h) to draw and pool instead of O(n^2 h) (tests check the
+identity). Positives are perturbed copies of the anchor as fine-tuning and vocabulary edits
+make them: weight noise on A, B, noise on the embeddings, and a share of the tokens replaced
+by new tokens (new rows in new buckets), as when appended vocabulary displaces some of the
+selected tokens. Negatives are the other, independent samples of the batch.
+
+Loss = (1 - cos(anchor, positive)) + W_NEG * mean cos^2 over independent pairs
+     + W_GAUSS * sliced Wasserstein-2 distance between the batch of latents and N(0, I).
+The last term replaces the discriminator of the HuRef paper: every 1-D projection of N(0, I)
+on a unit vector is exactly N(0, 1), so comparing sorted projections with the N(0, 1)
+quantiles measures the distance to N(0, I) with no second network, no adversarial game and
+no sampling noise on the reference side. Directions are random unit vectors plus the 512
+axes (so each coordinate's marginal is matched directly).
+"""
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from huref.encoder import GRID, LATENT_DIM, Encoder, load_encoder, save_encoder, zscore_cells  # noqa: E402
+
+SETTINGS = dict(
+    seed=20261124,
+    steps=1800,
+    batch=48,
+    lr=2e-3,
+    lr_final=5e-5,
+    w_neg=2.0,
+    w_gauss=1.0,
+    n_directions=256,
+    tokens=(96, 4096),  # log-uniform token count n
+    hidden=(64, 96, 128, 192, 256),  # embedding width h
+    layers=(1, 2, 2, 2, 3),  # L, drawn per batch
+    max_weight_noise=0.2,  # relative noise on A, B
+    max_embedding_noise=0.1,  # relative noise on X
+    max_token_change=0.1,  # share of tokens replaced by new ones ...
+    token_change_rate=0.5,  # ... in this share of the positives (many relatives keep the vocabulary)
+)
+
+
+def pool_embeddings(x, buckets):
+    """Mean row of x [B, n, h] per bucket (buckets [B, n] in 0..GRID-1; 0 for an empty one) -> [B, GRID, h]."""
+    B, n, h = x.shape
+    flat = (buckets + GRID * torch.arange(B)[:, None]).flatten()
+    sums = x.new_zeros(B * GRID, h).index_add_(0, flat, x.reshape(B * n, h))
+    counts = torch.bincount(flat, minlength=B * GRID).clamp_min(1)
+    return (sums / counts[:, None]).reshape(B, GRID, h)
+
+
+def bucket_filled(buckets):
+    """Mask [B, 1, GRID, GRID] of the cells whose row and column buckets hold a token."""
+    present = torch.zeros(buckets.shape[0], GRID, dtype=torch.bool).scatter_(1, buckets, True)
+    return (present[:, :, None] & present[:, None, :])[:, None]
+
+
+def decaying_spectrum(batch, size, max_power, gen):
+    """Per-sample scales k^-a, a ~ U(0, max_power), normalized to unit RMS: [batch, size]."""
+    power = torch.rand(batch, 1, generator=gen) * max_power
+    spectrum = torch.arange(1, size + 1).float()[None] ** -power
+    return spectrum / spectrum.pow(2).mean(dim=1, keepdim=True).sqrt()
+
+
+def sample_embeddings(batch, n, h, gen):
+    """Token embeddings [batch, n, h]: decaying spectrum, uneven row norms, shared mean direction."""
+    spectrum = decaying_spectrum(batch, h, 1.0, gen)[:, None]
+    rows = torch.randn(batch, n, h, generator=gen) * spectrum
+    rows = rows * torch.exp(0.3 * torch.randn(batch, n, 1, generator=gen))
+    mean = torch.randn(batch, 1, h, generator=gen) * spectrum * 1.5 * torch.rand(batch, 1, 1, generator=gen)
+    return rows + mean, spectrum
+
+
+def replace_tokens(x, buckets, share, spectrum, gen):
+    """Replace round(share[b] * n) random tokens of sample b (rows of x [B, n, h], buckets [B, n])
+    by new tokens: fresh rows in fresh buckets. Returns new (x, buckets)."""
+    x, buckets = x.clone(), buckets.clone()
+    B, n, h = x.shape
+    for b in range(B):
+        m = int(round(float(share[b]) * n))
+        replaced = torch.randperm(n, generator=gen)[:m]
+        x[b, replaced] = torch.randn(m, h, generator=gen) * spectrum[b]
+        buckets[b, replaced] = torch.randint(GRID, (m,), generator=gen)
+    return x, buckets
+
+
+def sample_pair(batch, n, h, n_layers, gen, settings=SETTINGS):
+    """Anchor and positive pooled terms [batch, L, 3, GRID, GRID] and their raw term cosine [batch]."""
+    x, spectrum = sample_embeddings(batch, n, h, gen)
+    buckets = torch.randint(GRID, (batch, n), generator=gen)
+    u = lambda top: torch.rand(batch, 1, 1, generator=gen) * top  # noqa: E731  per-sample level
+    share = u(settings["max_token_change"]).flatten() * (torch.rand(batch, generator=gen) < settings["token_change_rate"])
+    x_pos, buckets_pos = replace_tokens(x, buckets, share, spectrum[:, 0], gen)
+    x_pos = x_pos + u(settings["max_embedding_noise"]) * torch.randn(batch, n, h, generator=gen) * spectrum
+    pooled, pooled_pos = pool_embeddings(x, buckets), pool_embeddings(x_pos, buckets_pos)
+    weight_noise = u(settings["max_weight_noise"])
+    anchor, positive = [], []
+    for _ in range(n_layers * 3):
+        a_scale = decaying_spectrum(batch, h, 1.5, gen)[:, None] / math.sqrt(h)
+        b_scale = decaying_spectrum(batch, h, 1.5, gen)[:, None] / math.sqrt(h)
+        a = torch.randn(batch, h, h, generator=gen) * a_scale
+        b = torch.randn(batch, h, h, generator=gen) * b_scale
+        a_pos = a + weight_noise * torch.randn(batch, h, h, generator=gen) * a_scale
+        b_pos = b + weight_noise * torch.randn(batch, h, h, generator=gen) * b_scale
+        self_term = torch.randn(batch, 1, 1, generator=gen)
+        for p, aa, bb, out in ((pooled, a, b, anchor), (pooled_pos, a_pos, b_pos, positive)):
+            out.append((p @ aa) @ (p @ bb).transpose(1, 2) + self_term * p @ p.transpose(1, 2))
+    shape = (batch, n_layers, 3, GRID, GRID)
+    anchor = zscore_cells(torch.stack(anchor, 1), bucket_filled(buckets)).reshape(shape)
+    positive = zscore_cells(torch.stack(positive, 1), bucket_filled(buckets_pos)).reshape(shape)
+    raw_cosine = F.cosine_similarity(anchor.flatten(1), positive.flatten(1))
+    return anchor, positive, raw_cosine
+
+
+def draw_shape(gen, settings=SETTINGS):
+    """Token count n (log-uniform), width h and layer count L for one batch."""
+    lo, hi = settings["tokens"]
+    n = int(math.exp(math.log(lo) + torch.rand(1, generator=gen).item() * math.log(hi / lo)))
+    pick = lambda options: options[torch.randint(len(options), (1,), generator=gen).item()]  # noqa: E731
+    return n, pick(settings["hidden"]), pick(settings["layers"])
+
+
+def gaussian_quantiles(count):
+    """N(0, 1) quantiles at (i + 0.5) / count, i = 0..count-1."""
+    p = (torch.arange(count) + 0.5) / count
+    return math.sqrt(2) * torch.erfinv(2 * p - 1)
+
+
+def sliced_wasserstein_to_normal(z, directions):
+    """Mean squared gap between sorted projections of z [B, D] on unit directions [D, K] and N(0, 1) quantiles."""
+    projected = (z @ directions).sort(dim=0).values
+    return (projected - gaussian_quantiles(z.shape[0])[:, None]).pow(2).mean()
+
+
+def independent_cos2(z):
+    """Mean squared cosine between distinct rows of z [B, D]."""
+    unit = F.normalize(z, dim=1)
+    cos = unit @ unit.T
+    off_diagonal = ~torch.eye(len(z), dtype=torch.bool)
+    return cos[off_diagonal].pow(2).mean()
+
+
+def train(out_path, settings=SETTINGS, log_every=50):
+    torch.set_num_threads(1)
+    torch.manual_seed(settings["seed"])
+    gen = torch.Generator().manual_seed(settings["seed"])
+    encoder = Encoder()
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=settings["lr"])
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings["steps"], eta_min=settings["lr_final"])
+    axes = torch.eye(LATENT_DIM)
+    start = time.time()
+    for step in range(1, settings["steps"] + 1):
+        n, h, n_layers = draw_shape(gen, settings)
+        anchor, positive, raw_cosine = sample_pair(settings["batch"], n, h, n_layers, gen, settings)
+        z_anchor, z_positive = encoder(anchor), encoder(positive)
+        positive_loss = (1 - F.cosine_similarity(z_anchor, z_positive)).mean()
+        negative_loss = independent_cos2(z_anchor)
+        random_dirs = F.normalize(torch.randn(LATENT_DIM, settings["n_directions"], generator=gen), dim=0)
+        gauss_loss = sliced_wasserstein_to_normal(torch.cat([z_anchor, z_positive]), torch.cat([axes, random_dirs], 1))
+        loss = positive_loss + settings["w_neg"] * negative_loss + settings["w_gauss"] * gauss_loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if step % log_every == 0 or step == 1:
+            print(f"step {step:5d}  n={n:4d} h={h:3d} L={n_layers}  loss {loss.item():.4f}  "
+                  f"1-cos+ {positive_loss.item():.4f} (raw {1 - raw_cosine.mean().item():.4f})  "
+                  f"cos2- {negative_loss.item():.4f}  sw {gauss_loss.item():.4f}  {time.time() - start:.0f}s",
+                  flush=True)
+    settings = dict(settings, train_seconds=round(time.time() - start), torch=torch.__version__)
+    save_encoder(encoder, out_path, settings)
+    print(f"saved {out_path} after {settings['train_seconds']} s", flush=True)
+
+
+@torch.no_grad()
+def evaluate(weights, pairs=1200, seed=7, batch=50):
+    """Held-out figures: positive/negative cosines, per-dimension moments, normality tests (a dict)."""
+    from scipy import stats
+
+    torch.set_num_threads(1)
+    encoder = load_encoder(weights)
+    gen = torch.Generator().manual_seed(seed)
+    z_a, z_p, raw, shapes = [], [], [], []
+    for _ in range(math.ceil(pairs / batch)):
+        n, h, n_layers = draw_shape(gen)
+        anchor, positive, raw_cosine = sample_pair(batch, n, h, n_layers, gen)
+        z_a.append(encoder(anchor))
+        z_p.append(encoder(positive))
+        raw.append(raw_cosine)
+        shapes.append((n, h, n_layers))
+    z_a, z_p, raw = torch.cat(z_a)[:pairs], torch.cat(z_p)[:pairs], torch.cat(raw)[:pairs]
+    positive = F.cosine_similarity(z_a, z_p)
+    unit = F.normalize(z_a, dim=1)
+    negative = (unit @ unit.T)[torch.triu(torch.ones(pairs, pairs, dtype=torch.bool), diagonal=1)].abs()
+    mean, std = z_a.mean(0), z_a.std(0)
+    reference = F.normalize(torch.randn(pairs, LATENT_DIM, generator=gen), dim=1)
+    reference_negative = (reference @ reference.T)[torch.triu(torch.ones(pairs, pairs, dtype=torch.bool), 1)].abs()
+    pooled = z_a.flatten()[torch.randperm(z_a.numel(), generator=gen)[:5000]].numpy()
+    direction = F.normalize(torch.randn(LATENT_DIM, generator=gen), dim=0)
+    per_dim_ks = [stats.kstest(z_a[:, d].numpy(), "norm").pvalue for d in range(LATENT_DIM)]
+    corr = torch.corrcoef(z_a.T)
+    return {
+        "pairs": pairs,
+        "seed": seed,
+        "positive_cosine": {"mean": positive.mean().item(), "min": positive.min().item(),
+                            "p05": positive.quantile(0.05).item()},
+        "raw_term_cosine_of_positives": {"mean": raw.mean().item(), "min": raw.min().item()},
+        "negative_abs_cosine": {"mean": negative.mean().item(), "p99": negative.quantile(0.99).item(),
+                                "max": negative.max().item()},
+        "negative_abs_cosine_of_true_gaussians": reference_negative.mean().item(),
+        "per_dim_mean": {"mean_abs": mean.abs().mean().item(), "max_abs": mean.abs().max().item()},
+        "per_dim_std": {"mean": std.mean().item(), "min": std.min().item(), "max": std.max().item()},
+        "max_abs_offdiagonal_correlation": (corr - torch.eye(LATENT_DIM)).abs().max().item(),
+        "ks_pooled_5000_coords": dict(zip(("statistic", "pvalue"), map(float, stats.kstest(pooled, "norm")))),
+        "shapiro_random_projection": dict(zip(("statistic", "pvalue"),
+                                              map(float, stats.shapiro((z_a @ direction).numpy())))),
+        "per_dim_ks_share_p_below_0.01": sum(p < 0.01 for p in per_dim_ks) / LATENT_DIM,
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("-o", "--out", default="weights/encoder.safetensors", help="where to write the weights")
+    parser.add_argument("--steps", type=int, default=SETTINGS["steps"])
+    parser.add_argument("--evaluate", metavar="WEIGHTS", help="evaluate these weights on held-out samples instead")
+    parser.add_argument("--pairs", type=int, default=1200, help="held-out pairs for --evaluate")
+    args = parser.parse_args()
+    if args.evaluate:
+        print(json.dumps(evaluate(args.evaluate, pairs=args.pairs), indent=2))
+    else:
+        train(args.out, dict(SETTINGS, steps=args.steps))
