@@ -162,3 +162,32 @@ def test_rope_commuting_map_commutes_with_every_rotary_position():
         rope[index, index + half], rope[index + half, index] = -torch.sin(angles), torch.sin(angles)
         assert torch.allclose(M @ rope, rope @ M, atol=1e-12)
     assert torch.linalg.cond(M) < 100
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "olmo2"])
+def test_vocabulary_attacks_keep_most_of_a_small_token_selection(arch, reference, tmp_path):
+    """With fewer probe tokens than the vocabulary, appended tokens may displace a few selected ones;
+    the two sides must still share most keys and agree on them."""
+    ref = reference(arch)
+    name = attacks.residual_attack(layout(arch)).__name__ + "+reorder_vocabulary+append_vocabulary"
+    attacked = attacks.attack_directory(ref.path, tmp_path / "attacked", name, seed=ATTACK_SEED)
+    n_tokens = 64
+    result = compare_terms(invariant_terms(ref.model, n_tokens=n_tokens),
+                           invariant_terms(load_model(str(attacked)), n_tokens=n_tokens))
+    assert result["n_common"] >= 0.75 * n_tokens
+    assert result["ics"] >= MIN_ICS_UNDER_ATTACK
+
+
+@pytest.mark.xfail(strict=True, reason="token selection breaks ties between equal keys by id (see /tmp/attack_findings.txt)")
+def test_reordering_a_vocabulary_with_colliding_token_keys(tmp_path):
+    """Token strings "\u2581w" and "\u0120w" share the selection key " w"; reordering the vocabulary
+    must not change which embedding row stands for that key."""
+    vocab = tiny_models.token_strings()
+    for k in range(10):
+        word = vocab[10 + 2 * k]
+        vocab[10 + 2 * k], vocab[11 + 2 * k] = "\u2581" + word, "\u0120" + word
+    original = tiny_models.save_checkpoint(tiny_models.build_model("llama"), tmp_path / "original", vocab)
+    terms = invariant_terms(load_model(str(original)))
+    for seed in range(3):
+        attacked = attacks.attack_directory(original, tmp_path / f"reordered{seed}", "reorder_vocabulary", seed=seed)
+        assert compare_terms(terms, invariant_terms(load_model(str(attacked))))["ics"] >= MIN_ICS_UNDER_ATTACK
