@@ -152,7 +152,7 @@ def _local(directory: Path) -> Model:
     ggufs = sorted(directory.glob("*.gguf"))
     if not (directory / "config.json").is_file():
         if ggufs:
-            return _gguf(ggufs[0])
+            return _gguf(directory)
         raise HurefError(f"{directory}: no config.json (not a Hugging Face model directory)")
 
     def fetch(file: str) -> Path:

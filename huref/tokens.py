@@ -24,16 +24,20 @@ def select_tokens(vocab: list[str | None] | None, n_rows: int, n: int) -> tuple[
     """Pick up to `n` token ids among the first `n_rows` embedding rows; return (ids, keys).
 
     `vocab[id]` is the token string, or None for special tokens; `vocab=None` selects by id.
-    Keys are unique (of tokens whose key repeats, the lowest id stands for it).
+    Keys are unique (of tokens whose key repeats, the one with the smallest raw string stands for it).
     """
-    candidates: dict[str, int] = {}
+    candidates: dict[str, tuple[str, int]] = {}
     for token_id in range(n_rows):
         if vocab is None:
-            key = f"id:{token_id}"
+            key, raw = f"id:{token_id}", ""
         elif token_id < len(vocab) and vocab[token_id] is not None:
-            key = token_key(vocab[token_id])
+            raw = vocab[token_id]
+            key = token_key(raw)
         else:
             continue
-        candidates.setdefault(key, token_id)
+        # tokens whose keys collide ("▁w" and "Ġw"): the smallest raw string stands for the key,
+        # a choice that does not depend on ids (raw strings are unique within a vocabulary)
+        if key not in candidates or raw < candidates[key][0]:
+            candidates[key] = (raw, token_id)
     ranked = sorted(candidates, key=lambda k: hashlib.sha256(k.encode()).digest())[:n]
-    return [candidates[k] for k in ranked], ranked
+    return [candidates[k][1] for k in ranked], ranked
