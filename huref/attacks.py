@@ -196,6 +196,7 @@ class Layout:
     qk_norm: str | None = None       # "head": per-head q/k norm; "row": over the whole projection
     alibi: bool = False
     relu: bool = False
+    reader_bias: bool = True         # config does not switch the q/k/v/FFN-input biases off
     fused: dict = field(default_factory=dict)
     conv1d: tuple = ()
     experts: str | None = None
@@ -266,7 +267,8 @@ def layout_of(config: dict) -> Layout:
         model_type=model_type, n_layers=_config_value(config, "num_hidden_layers", "n_layer", "num_layers"),
         hidden=hidden, n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim, rotary_dim=rotary_dim,
         rotary_style=style if rotary_dim else None, layer=layer, tied=bool(config.get("tie_word_embeddings", True)),
-        relu=activation == "relu", n_experts=n_experts, **arch)
+        relu=activation == "relu", n_experts=n_experts,
+        reader_bias=all(config.get(k) is not False for k in ("bias", "use_bias", "use_qkv_bias", "enable_bias")), **arch)
 
 
 # ----------------------------------------------------------------------------- canonical (unfused) view
@@ -435,6 +437,8 @@ def _f64(fn):
 
 def _norm_gain(canon, i, role):
     """(gain as the forward multiplies it, bias) of a norm, or (None, None) when it has no parameters."""
+    if role is None:
+        return None, None
     weight, bias = canon.get(i, role), canon.get(i, role, "bias")
     if weight is None:
         return None, bias
@@ -805,6 +809,44 @@ def post_norm_rescale(checkpoint: Checkpoint, generator: torch.Generator) -> Che
     return _edit(checkpoint, edit)
 
 
+def layernorm_null_direction(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
+    """LayerNorm pre-norm models: add u·(1/g)ᵀ to each matrix reading a LayerNorm (gain g, bias b).
+
+    The normalised input z is centred, so (u·(1/g)ᵀ)(g∘z + b) = u·Σ(b/g): a constant, moved into the
+    reader's bias. Readers without a bias are left alone (unless the norm has no bias at all).
+    """
+    def edit(canon, result):
+        lay = canon.layout
+
+        def shift(i, norm_role, readers):
+            gain, bias = _norm_gain(canon, i, norm_role)
+            gain = torch.ones(lay.hidden, dtype=torch.float64) if gain is None else gain
+            offset = 0.0 if bias is None else float((bias.double() / gain).sum())
+            for r in readers:
+                w = canon.get(i, r)
+                if w is None or (canon.get(i, r, "bias") is None and offset != 0.0):
+                    continue
+                u = float(w.std()) * 3 * torch.randn(w.shape[0], generator=generator, dtype=torch.float64)
+                canon.put(i, r, (w.double() + u[:, None] / gain).float())
+                canon.update(i, r, _f64(lambda b: b - u * offset), "bias")
+
+        for i in range(lay.n_layers):
+            for norm_role, readers in _reader_groups(canon, i):
+                shift(i, norm_role, readers)
+        shift(None, lay.final_norm, [lay.head])
+    return _edit(checkpoint, edit)
+
+
+def router_shift(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
+    """MoE: add one random vector to every row of each router; the softmax over experts cancels it."""
+    def edit(canon, result):
+        for i in range(canon.layout.n_layers):
+            router = canon.get(i, "router")
+            delta = float(router.std()) * 3 * torch.randn(router.shape[1], generator=generator)
+            canon.put(i, "router", router + delta)
+    return _edit(checkpoint, edit)
+
+
 def mean_shift(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
     """LayerNorm models: add multiples of the all-ones vector to every embedding row and every residual write.
 
@@ -913,7 +955,7 @@ def compose(*attacks):
 ATTACKS = {f.__name__: f for f in (
     rotation, zhu_rotation, residual_permutation, qk_transform, qk_scale, qk_norm_rescale, qk_norm_gain_exchange,
     vo_transform, head_permutation, ffn_permutation, ffn_scale, expert_permutation, embedding_scale,
-    post_norm_rescale, mean_shift,
+    post_norm_rescale, mean_shift, layernorm_null_direction, router_shift,
     append_vocabulary, reorder_vocabulary)}
 
 
@@ -938,6 +980,9 @@ def is_valid(name: str, layout: Layout) -> bool:
         "embedding_scale": layout.eps_key is not None and layout.pre_norms and not layout.residual_post_norm,
         "post_norm_rescale": layout.post_norms and not layout.residual_post_norm,
         "mean_shift": layer_norm,
+        "layernorm_null_direction": layer_norm and layout.pre_norms and not layout.residual_post_norm
+                                    and (layout.reader_bias or layout.norm == "ln_bare"),
+        "router_shift": layout.n_experts > 0,
         "append_vocabulary": True,
         "reorder_vocabulary": True,
     }

@@ -95,15 +95,15 @@ def logit_difference(ref: Reference, path, arch) -> float:
 
 
 def weights_moved(before: dict, after: dict) -> bool:
-    """Some same-named tensor changed shape, or all same-shaped ones together moved:
-    cosine < 0.99 or relative distance > 0.1."""
-    common = [n for n in before if n in after and before[n].shape == after[n].shape]
-    if len(common) < len(before):
-        return True
-    a = torch.cat([before[n].double().reshape(-1) for n in common])
-    b = torch.cat([after[n].double().reshape(-1) for n in common])
-    cosine = float(a @ b / (a.norm() * b.norm()))
-    return cosine < 0.99 or float((a - b).norm() / a.norm()) > 0.1
+    """Some same-named tensor changed shape or moved: cosine < 0.99 or relative distance > 0.1."""
+    for name, a in before.items():
+        b = after.get(name)
+        if b is None or b.shape != a.shape:
+            return True
+        a, b = a.double().reshape(-1), b.double().reshape(-1)
+        if float(a @ b) < 0.99 * float(a.norm() * b.norm()) or float((a - b).norm()) > 0.1 * float(a.norm()):
+            return True
+    return False
 
 
 @pytest.mark.parametrize("arch,attack", CASES, ids=[f"{a}-{n}" for a, n in CASES])
