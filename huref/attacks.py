@@ -113,6 +113,7 @@ ARCHITECTURES = {
                        layer=dict(_NO_MLP, up="mlp.c_fc", down="mlp.c_proj")),
     "gpt2": dict(prefix="transformer.h.{i}.", embed="transformer.wte", pos_embeds=("transformer.wpe",),
                  final_norm="transformer.ln_f", head="lm_head", norm="ln", ffn="plain", eps_key="layer_norm_epsilon",
+                 rotary_style=None,
                  layer={"attn_norm": "ln_1", "o": "attn.c_proj", "mlp_norm": "ln_2", "up": "mlp.c_fc",
                         "down": "mlp.c_proj"},
                  fused={"attn.c_attn": ("concat", ("q", "k", "v"))},
@@ -253,9 +254,6 @@ def layout_of(config: dict) -> Layout:
             arch["rotary_style"] = None
     if model_type == "gptj":
         rotary_dim = config.get("rotary_dim") or head_dim
-    elif model_type in ("gpt2",):
-        rotary_dim = 0
-        arch["rotary_style"] = None
     else:
         rotary_dim = int(head_dim * partial)
     style = arch.pop("rotary_style", "half")
