@@ -1,4 +1,8 @@
-"""Reader for `.safetensors` files, parsed here and memory-mapped: only the bytes asked for are read.
+"""Reader for `.safetensors` files, parsed here: only the bytes asked for are read.
+
+A range of rows is read with one positioned read into a fresh buffer, so no file pages stay mapped
+into the process (they would count in its resident memory); scattered rows (embedding rows,
+interleaved heads) are gathered through a memory map.
 
 Format: 8-byte little-endian header length N, N bytes of JSON {name: {dtype, shape,
 data_offsets: [begin, end]}, "__metadata__": {...}}, then the raw little-endian data.
@@ -11,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import weakref
 from typing import Sequence
 
 import numpy as np
@@ -79,6 +84,7 @@ class SafetensorsReader(TensorReader):
         self.path = path
         self.header, self.data_start = read_header(path)
         self._map = None
+        self._file = None
 
     def names(self) -> list[str]:
         return list(self.header)
@@ -93,17 +99,39 @@ class SafetensorsReader(TensorReader):
         entry = self.header[name]
         itemsize, dtype = DTYPES[entry["dtype"]]
         shape = self.shape(name)
-        if self._map is None:
-            self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
-        begin, end = (int(x) for x in entry["data_offsets"])
-        raw = self._map[self.data_start + begin : self.data_start + end]
+        begin = self.data_start + int(entry["data_offsets"][0])
         row_len = shape[-1] if shape else 1
         n_rows = math.prod(shape[:-1]) if len(shape) > 1 else 1
-        matrix = raw.reshape(n_rows, row_len * itemsize)
-        picked = np.ascontiguousarray(matrix[as_row_index(rows, n_rows)])
-        tensor = torch.from_numpy(picked.copy()).view(dtype)
+        row_bytes = row_len * itemsize
+        index = as_row_index(rows, n_rows)
+        if isinstance(index, slice) and index.step == 1:
+            count = len(range(n_rows)[index])
+            picked = self._read_bytes(begin + index.start * row_bytes, count * row_bytes)
+        else:
+            if self._map is None:
+                self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
+            picked = self._map[begin : begin + n_rows * row_bytes].reshape(n_rows, row_bytes)[index]  # a copy
+        tensor = torch.from_numpy(picked).view(dtype)
         tensor = tensor.reshape(shape) if rows is None else tensor.reshape(-1, row_len)
         return tensor, memoryview(picked).cast("B")
 
+    def _read_bytes(self, offset: int, nbytes: int) -> np.ndarray:
+        """nbytes of the file from offset, into a fresh uint8 buffer."""
+        if self._file is None:
+            self._file = open(self.path, "rb", buffering=0)
+            weakref.finalize(self, self._file.close)
+        buffer = np.empty(nbytes, dtype=np.uint8)
+        view, done = memoryview(buffer), 0
+        self._file.seek(offset)
+        while done < nbytes:
+            got = self._file.readinto(view[done:])
+            if not got:
+                raise HurefError(f"{self.path}: truncated (the file changed while being read)")
+            done += got
+        return buffer
+
     def close(self) -> None:
         self._map = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
