@@ -13,7 +13,6 @@ It runs on CUDA when available, else on the CPU (one thread unless --threads).
 
 import argparse
 import json
-import math
 import shutil
 import sys
 import time

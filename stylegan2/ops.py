@@ -1,4 +1,4 @@
-"""The three low-level operations of the StyleGAN2 generator, in plain PyTorch.
+"""The low-level operations of the StyleGAN2 generator (and our discriminator), in plain PyTorch.
 
 - `fir_filter_2d`: the low-pass FIR filter from a 1-D tap list ([1, 3, 3, 1]), as a normalized 2-D kernel.
 - `upsample_2x`: zero-insertion up-sampling by 2 followed by that filter (what NVIDIA's upfirdn2d does).

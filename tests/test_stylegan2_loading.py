@@ -10,7 +10,6 @@ import subprocess
 import sys
 import types
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import pytest
