@@ -127,7 +127,7 @@ def convert(hf_dir, out_path, qtype: str = "F32", split_max_tensors: int = 0) ->
     for hf_name, value in sorted(tensors.items()):
         name = _gguf_name(hf_name, name_map)
         data = np.ascontiguousarray(value, dtype=np.float32)
-        if arch == "llama" and name.endswith(("attn_q.weight", "attn_k.weight")):
+        if arch == "llama" and name.endswith(("attn_q.weight", "attn_k.weight", "attn_q.bias", "attn_k.bias")):
             data = rope_interleave(data, n_heads if "attn_q" in name else n_kv)
         if arch in GEMMA and name.endswith("norm.weight"):
             data = data + 1.0

@@ -12,6 +12,7 @@ import gguf
 import numpy as np
 import pytest
 import torch
+import transformers
 from safetensors.torch import load_file
 
 import huref.readers.gguf as gguf_reader
@@ -21,6 +22,7 @@ from huref.invariants import invariant_terms
 from huref.similarity import compare_terms
 from huref.sources import load_model, load_vocab
 
+import tiny_models
 from gguf_convert import convert
 from tiny_models import N_LAYERS
 
@@ -50,6 +52,19 @@ def test_f32_gguf_reads_back_every_tensor_config_and_token(name, tiny_zoo, tmp_p
     assert model.dims.head_dim == load_model(str(source)).dims.head_dim
     assert model.config["tie_word_embeddings"] == ("lm_head.weight" not in original)
     assert model.vocab == load_vocab(source)
+
+
+def test_llama_query_and_key_biases_come_back_in_hugging_face_order(tmp_path):
+    config = tiny_models.make_config("llama", attention_bias=True)
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj):
+                proj.bias.copy_(torch.randn(proj.bias.shape))
+    source = tiny_models.save_checkpoint(model, tmp_path / "llama-bias", tiny_models.token_strings())
+    reader = load_model(str(convert(source, tmp_path / "llama-bias.gguf", "F32"))).reader
+    for name, value in load_file(source / "model.safetensors").items():
+        assert torch.equal(reader.read(name), value), name
 
 
 @pytest.mark.parametrize("name", ["llama", "gemma3_text"])

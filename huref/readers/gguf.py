@@ -87,7 +87,7 @@ class Entry:
     tensor: object  # gguf.ReaderTensor
     shape: tuple[int, ...]  # Hugging Face shape
     expert: int | None = None  # index into a 3-D expert tensor
-    row_order: np.ndarray | None = None  # Hugging Face row -> stored row
+    row_order: np.ndarray | None = None  # Hugging Face row (bias: element) -> stored one
     minus_one: bool = False
 
 
@@ -121,7 +121,8 @@ class GGUFTensorReader(TensorReader):
         n_rows = math.prod(entry.shape[:-1]) if len(entry.shape) > 1 else 1
         stored = data.reshape(n_rows, -1)  # quantized: bytes of whole blocks per row
         index = as_row_index(rows, n_rows)
-        if entry.row_order is not None:
+        vector_order = entry.row_order if len(entry.shape) == 1 else None  # a Q/K bias
+        if entry.row_order is not None and vector_order is None:
             index = entry.row_order[index]
         picked = np.ascontiguousarray(stored[index])
         try:
@@ -132,6 +133,8 @@ class GGUFTensorReader(TensorReader):
                 "gguf package cannot dequantize"
             ) from None
         values = torch.from_numpy(np.array(values, dtype=np.float32))
+        if vector_order is not None:
+            values = values[:, torch.from_numpy(vector_order)]
         if entry.minus_one:
             values = values - 1.0
         values = values.reshape(entry.shape) if rows is None else values.reshape(-1, entry.shape[-1])
@@ -327,7 +330,7 @@ def hf_entries(tensors: dict, arch: str, config: dict) -> dict[str, Entry]:
             part, kind = plain.groups()
             hf_name = GLOBAL_NAMES[part] + "." + kind
         row_order = None
-        if arch in ROPE_INTERLEAVED and part in ("attn_q", "attn_k") and kind == "weight":
+        if arch in ROPE_INTERLEAVED and part in ("attn_q", "attn_k"):
             heads = config["num_attention_heads"] if part == "attn_q" else config["num_key_value_heads"]
             row_order = _rope_row_order(shape[0], heads)
         minus_one = arch in NORM_PLUS_ONE and part.endswith("norm") and kind == "weight"
