@@ -824,7 +824,7 @@ def layernorm_null_direction(checkpoint: Checkpoint, generator: torch.Generator)
                 w = canon.get(i, r)
                 if w is None or (canon.get(i, r, "bias") is None and offset != 0.0):
                     continue
-                u = float(w.std()) * 3 * torch.randn(w.shape[0], generator=generator, dtype=torch.float64)
+                u = float(w.std()) * torch.randn(w.shape[0], generator=generator, dtype=torch.float64)
                 canon.put(i, r, (w.double() + u[:, None] / gain).float())
                 canon.update(i, r, _f64(lambda b: b - u * offset), "bias")
 
@@ -854,7 +854,7 @@ def mean_shift(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint
         lay = canon.layout
         if lay.tied:
             _untie(canon, result)
-        spread = float(canon.get(None, lay.embed).std()) * 3
+        spread = float(canon.get(None, lay.embed).std())
 
         def shift_rows(w):   # w [*, H]: each row plus s·1
             return w + spread * torch.randn(w.shape[0], 1, generator=generator)

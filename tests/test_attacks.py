@@ -3,7 +3,8 @@
 For each architecture and each attack valid for it (huref.attacks.valid_attacks), the attacked
 checkpoint is loaded with transformers and run on the same text (tokenized by each side's own
 tokenizer.json): its logits must equal the original's to 1e-4 once the vocabulary columns are matched
-by token string. The weights must have moved, and the invariant terms must not: ICS >= 0.999.
+by token string. The weights must have moved (and the parameter cosine PCS dropped), and the
+invariant terms must not: ICS >= 0.999.
 Independently initialised models must give |ICS| <= 0.1.
 """
 
@@ -106,7 +107,7 @@ def weights_moved(before: dict, after: dict) -> bool:
     return False
 
 
-@pytest.mark.parametrize("arch,attack", CASES, ids=[f"{a}-{n}" for a, n in CASES])
+@pytest.mark.parametrize("arch,attack", CASES, ids=[f"{a}-{'all' if n.count('+') > 2 else n}" for a, n in CASES])
 def test_attack_preserves_logits_and_invariants(arch, attack, reference, tmp_path):
     ref = reference(arch)
     attacked = attacks.attack_directory(ref.path, tmp_path / "attacked", attack, seed=ATTACK_SEED)
@@ -114,8 +115,11 @@ def test_attack_preserves_logits_and_invariants(arch, attack, reference, tmp_pat
     assert logit_difference(ref, attacked, arch) <= LOGIT_TOLERANCE
     assert weights_moved(ref.tensors, attacks.read_checkpoint(attacked).tensors)
     model = load_model(str(attacked))
+    parameter_cosine = pcs(ref.model, model, list(range(tiny_models.N_LAYERS)))
     if "+" in attack:   # the composites move every layer: the paper's naive baseline must see it
-        assert pcs(ref.model, model, list(range(tiny_models.N_LAYERS))) < 0.9
+        assert parameter_cosine < 0.9
+    elif attack != "append_vocabulary":   # alone, it only changes tensors whose shape changes
+        assert parameter_cosine < 0.995
     result = compare_terms(ref.terms, invariant_terms(model))
     assert result["n_common"] == len(ref.terms.tokens)
     assert result["ics"] >= MIN_ICS_UNDER_ATTACK, result
