@@ -159,3 +159,29 @@ def test_truncated_or_foreign_files_are_errors(tiny_zoo, tmp_path, monkeypatch, 
         cli.main()
     assert exit_info.value.code == 2
     assert "not a GGUF file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("qtype", ["BF16", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"])
+def test_types_gguf_cannot_quantize_are_read_row_by_row(qtype, tmp_path):
+    """K-quants (256-value super-blocks) and BF16 from random block bytes; every byte is masked with
+    0x3B so each float16 scale inside a block is finite. Reference: gguf's dequantizer on the whole."""
+    quant = gguf.GGMLQuantizationType[qtype]
+    shape = (12, 512)  # [rows, values per row], two super-blocks per row
+    byte_shape = gguf.quants.quant_shape_to_byte_shape(shape, quant)
+    raw = (np.random.default_rng(0).integers(0, 256, byte_shape) & 0x3B).astype(np.uint8)
+    writer = gguf.GGUFWriter(tmp_path / "m.gguf", "qwen2")
+    writer.add_block_count(1)
+    writer.add_embedding_length(shape[1])
+    writer.add_head_count(4)
+    writer.add_tensor("token_embd.weight", raw, raw_dtype=quant)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    reference = torch.from_numpy(gguf.quants.dequantize(raw, quant).astype(np.float32))
+    assert torch.isfinite(reference).all() and reference.std() > 0
+    _, reader, _ = gguf_reader.open_gguf(str(tmp_path / "m.gguf"))
+    name = "model.embed_tokens.weight"
+    assert reader.shape(name) == shape and reader.quant_type(name) == qtype
+    assert torch.equal(reader.read(name), reference)
+    assert torch.equal(reader.read(name, rows=[11, 2, 5]), reference[[11, 2, 5]])
