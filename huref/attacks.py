@@ -29,12 +29,18 @@ from huref.errors import HurefError
 
 # --------------------------------------------------------------------------------------------- checkpoints
 
+# JSON files beside the weights that are carried over (their token ids follow a vocabulary reordering)
+EXTRA_FILES = ("tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
+
+
 @dataclass
 class Checkpoint:
-    """A checkpoint in memory: `tensors` by saved name, `config` (config.json), `tokenizer` (tokenizer.json, or None)."""
+    """A checkpoint in memory: `tensors` by saved name, `config` (config.json), `tokenizer` (tokenizer.json,
+    or None) and `extras` (the EXTRA_FILES present, by file name)."""
     tensors: dict
     config: dict
     tokenizer: dict | None = None
+    extras: dict = field(default_factory=dict)
 
 
 def read_checkpoint(directory) -> Checkpoint:
@@ -48,7 +54,8 @@ def read_checkpoint(directory) -> Checkpoint:
         raise HurefError(f"no *.safetensors in {directory}")
     tokenizer_path = directory / "tokenizer.json"
     tokenizer = json.loads(tokenizer_path.read_text()) if tokenizer_path.exists() else None
-    return Checkpoint({k: v.float() for k, v in tensors.items()}, config, tokenizer)
+    extras = {name: json.loads((directory / name).read_text()) for name in EXTRA_FILES if (directory / name).exists()}
+    return Checkpoint({k: v.float() for k, v in tensors.items()}, config, tokenizer, extras)
 
 
 def write_checkpoint(checkpoint: Checkpoint, directory) -> Path:
@@ -58,9 +65,12 @@ def write_checkpoint(checkpoint: Checkpoint, directory) -> Path:
     (directory / "config.json").write_text(json.dumps(checkpoint.config, indent=2))
     save_file({k: v.contiguous() for k, v in checkpoint.tensors.items()}, str(directory / "model.safetensors"),
               metadata={"format": "pt"})
+    extras = dict(checkpoint.extras)
     if checkpoint.tokenizer is not None:
         (directory / "tokenizer.json").write_text(json.dumps(checkpoint.tokenizer))
-        (directory / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast"}))
+        extras.setdefault("tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast"})
+    for name, content in extras.items():
+        (directory / name).write_text(json.dumps(content, indent=2))
     return directory
 
 
@@ -383,7 +393,8 @@ def _edit(checkpoint: Checkpoint, fn) -> Checkpoint:
     """Apply fn(canon) to a split copy of `checkpoint` and return the joined result (config copied)."""
     layout = layout_of(checkpoint.config)
     canon = Canon(_split(checkpoint.tensors, layout), layout)
-    result = Checkpoint(canon.t, copy.deepcopy(checkpoint.config), copy.deepcopy(checkpoint.tokenizer))
+    result = Checkpoint(canon.t, copy.deepcopy(checkpoint.config), copy.deepcopy(checkpoint.tokenizer),
+                        copy.deepcopy(checkpoint.extras))
     fn(canon, result)
     result.tensors = _join(canon.t, layout)
     return result
@@ -920,9 +931,19 @@ def reorder_vocabulary(checkpoint: Checkpoint, generator: torch.Generator) -> Ch
         new_of_old[order] = torch.arange(n)
         for name in _vocab_rows(canon):
             canon.t[name] = canon.t[name][order]
-        for key in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id", "decoder_start_token_id"):
-            if isinstance(result.config.get(key), int) and result.config[key] < n:
-                result.config[key] = int(new_of_old[result.config[key]])
+        def remap(value):   # a token id, or a list of them
+            if isinstance(value, list):
+                return [remap(v) for v in value]
+            return int(new_of_old[value]) if isinstance(value, int) and 0 <= value < n else value
+
+        for settings in (result.config, result.extras.get("generation_config.json", {})):
+            for key in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id", "decoder_start_token_id"):
+                if key in settings:
+                    settings[key] = remap(settings[key])
+        tokenizer_config = result.extras.get("tokenizer_config.json", {})
+        if "added_tokens_decoder" in tokenizer_config:
+            tokenizer_config["added_tokens_decoder"] = {
+                str(remap(int(i))): token for i, token in tokenizer_config["added_tokens_decoder"].items()}
         tok = result.tokenizer
         if tok is None:
             return

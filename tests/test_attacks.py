@@ -194,3 +194,15 @@ def test_reordering_a_vocabulary_with_colliding_token_keys(tmp_path):
     for seed in range(3):
         attacked = attacks.attack_directory(original, tmp_path / f"reordered{seed}", "reorder_vocabulary", seed=seed)
         assert compare_terms(terms, invariant_terms(load_model(str(attacked))))["ics"] >= MIN_ICS_UNDER_ATTACK
+
+
+def test_reordering_keeps_special_token_ids_on_the_same_strings(tiny_zoo, tmp_path):
+    original = tiny_zoo("llama")
+    reordered = attacks.attack_directory(original, tmp_path / "reordered", "reorder_vocabulary", seed=ATTACK_SEED)
+    strings = {i: s for s, i in attacks.vocabulary(json.loads((original / "tokenizer.json").read_text())).items()}
+    new_ids = attacks.vocabulary(json.loads((reordered / "tokenizer.json").read_text()))
+    for file in ("config.json", "generation_config.json"):
+        before, after = (json.loads((d / file).read_text()) for d in (original, reordered))
+        for key in ("bos_token_id", "eos_token_id"):
+            assert after[key] == new_ids[strings[before[key]]]
+        assert (before["bos_token_id"], before["eos_token_id"]) != (after["bos_token_id"], after["eos_token_id"])
