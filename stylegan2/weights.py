@@ -49,9 +49,14 @@ def read_config(path) -> dict:
 
 
 def build_generator(init_kwargs: dict, state_dict: dict, source) -> Generator:
-    """Generator(**init_kwargs) with state_dict loaded strictly, in eval mode; errors name `source`."""
+    """Generator(**init_kwargs) with state_dict loaded strictly, in eval mode; errors name `source`.
+
+    The module is first built on the meta device (no memory), so kwargs that describe a huge network
+    cost nothing unless the file really holds tensors of those shapes.
+    """
     try:
-        G = Generator(**init_kwargs)
+        with torch.device("meta"):
+            G = Generator(**init_kwargs)
     except (TypeError, ValueError) as e:
         raise HurefError(f"{source}: unsupported generator configuration ({e})") from None
     expected = G.state_dict()
@@ -62,6 +67,7 @@ def build_generator(init_kwargs: dict, state_dict: dict, source) -> Generator:
     for name, t in state_dict.items():
         if tuple(t.shape) != tuple(expected[name].shape):
             raise HurefError(f"{source}: tensor {name} has shape {tuple(t.shape)}, expected {tuple(expected[name].shape)}")
+    G = G.to_empty(device="cpu")
     G.load_state_dict({k: v.to(torch.float32) for k, v in state_dict.items()})
     return G.eval().requires_grad_(False)
 
