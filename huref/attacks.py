@@ -13,12 +13,17 @@ orthogonal T that is W T^T.
 Fused tensors (gpt2 c_attn, gpt_neox/bloom per-head query_key_value, falcon's multi-query and grouped
 layouts, phi3 qkv_proj/gate_up_proj) are split into virtual parts named "<tensor>#q" etc. before an
 attack and joined again after it; gpt2's Conv1D weights are transposed to [out, in] and back.
+MoE experts are expected under their per-expert saved names (what transformers 5 writes by default).
+
+A Checkpoint holds every tensor in memory as float32: this is for test and experiment models, not
+for reading a 70B model (the fingerprinting itself never does that, see huref.sources).
+`attack_directory(source, target, "rotation+reorder_vocabulary")` is the entry point for a saved model.
 """
 
 import copy
 import json
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -284,7 +289,7 @@ def layout_of(config: dict) -> Layout:
 def _split(tensors: dict, layout: Layout) -> dict:
     """Tensors with fused weights split into "<name>#<role>" parts and Conv1D weights made [out, in]."""
     out = dict(tensors)
-    H, nh, nkv, d = layout.hidden, layout.n_heads, layout.n_kv_heads, layout.head_dim
+    nh, nkv, d = layout.n_heads, layout.n_kv_heads, layout.head_dim
     for i in range(layout.n_layers):
         prefix = layout.prefix.format(i=i)
         for module in layout.conv1d:
@@ -499,7 +504,7 @@ def change_residual_basis(canon: Canon, result: Checkpoint, T: torch.Tensor, fol
     write = _f64(lambda w: T @ w)            # writer weights [H, *] and biases [H]
 
     def fold_into(i, norm_role, readers):
-        gain, bias = _norm_gain(canon, i, norm_role) if norm_role else (None, None)
+        gain, bias = _norm_gain(canon, i, norm_role)
         if fold and gain is not None:
             for r in readers:
                 canon.update(i, r, _f64(lambda w: w @ torch.diag(gain) @ T.T))
@@ -649,7 +654,6 @@ def qk_norm_rescale(checkpoint: Checkpoint, generator: torch.Generator) -> Check
     """
     def edit(canon, result):
         lay = canon.layout
-        eye = torch.eye(lay.head_dim, dtype=torch.float64)
         for i in range(lay.n_layers):
             n_q, n_k = (lay.n_heads, lay.n_kv_heads) if lay.qk_norm == "head" else (1, 1)
             # factors >= 1, so the norms' epsilon matters even less than in the original
