@@ -88,15 +88,21 @@ def invariants(model, output, n_tokens, layers, revision, device, precision, qui
 @click.argument("a")
 @click.argument("b")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
+@click.option("--image", type=click.Path(dir_okay=False), default=None,
+              help="Also write the two dogs side by side with the score to this PNG.")
 @common_options
-def compare(a, b, as_json, n_tokens, layers, revision, device, precision, quiet):
-    """Compare A and B (each a model or an invariants file): ICS, per term and layer, PCS, verdict."""
+def compare(a, b, as_json, image, n_tokens, layers, revision, device, precision, quiet):
+    """Compare A and B (each a model, an invariants file or a fingerprint FP.json): ICS, per term and
+    layer, PCS, verdict; with a fingerprint, the latent cosine."""
     from huref.comparison import check_same_settings, compare as compare_sides, is_invariants_file, open_side
+    from huref.fingerprint import is_fingerprint_file
 
     chosen = parse_layers(layers)
     progress = _progress("compare", 2 * (1 + len(chosen or [0, 0])), quiet)
     kwargs = dict(layers=chosen, n_tokens=n_tokens, revision=revision, device=_device(device),
                   dtype=_dtype(precision), progress=progress.step)
+    if is_fingerprint_file(a) or is_fingerprint_file(b):
+        return compare_latents(a, b, as_json, image, progress, kwargs)
     swap = is_invariants_file(b) and not is_invariants_file(a)  # open the file side first
     first = open_side(b if swap else a, **kwargs)
     second = open_side(a if swap else b, like=first.terms if first.model is None else None, **kwargs)
@@ -104,6 +110,12 @@ def compare(a, b, as_json, n_tokens, layers, revision, device, precision, quiet)
     check_same_settings(side_a, side_b)
     progress.close()
     report = compare_sides(side_a, side_b)
+    if image:
+        from huref.report import comparison_image
+        from huref.verify import Subject
+
+        comparison_image(Subject(a, side_a.terms, side=side_a), Subject(b, side_b.terms, side=side_b),
+                         f"ICS {report['ics']:+.4f}  ({report['verdict']})", image)
     if as_json:
         click.echo(json.dumps(report))
     else:
@@ -145,6 +157,161 @@ def format_report(report: dict) -> str:
     pcs = "n/a" if report["pcs"] is None else f"{report['pcs']:+.4f}"
     lines.append(f"ICS {report['ics']:+.4f}   PCS {pcs}   verdict: {report['verdict']}")
     return "\n".join(lines)
+
+
+# ---- fingerprints: huref fingerprint / show / verify / report, and compare's fingerprint case ----
+
+def generator_option(f):
+    return click.option("--generator", default=None,
+                        help="bundled, afhqdog (once downloaded) or a generator file. "
+                             "Default: afhqdog when downloaded, else bundled.")(f)
+
+
+def truncation_option(f):
+    return click.option("--truncation", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+                        help="Truncation psi on the first 8 style inputs (the HuRef pipeline's setting); "
+                             "lower gives cleaner, more alike dogs.")(f)
+
+
+def compare_latents(a, b, as_json, image, progress, kwargs):
+    """compare when A or B is a fingerprint: latent cosine, said so."""
+    from huref.verify import compare_with_fingerprints
+
+    subject_a, subject_b, report = compare_with_fingerprints(a, b, **kwargs)
+    progress.close()
+    if image:
+        from huref.report import comparison_image
+
+        comparison_image(subject_a, subject_b, f"latent cosine {report['latent_cosine']:+.4f}  ({report['verdict']})",
+                         image)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    for tag in ("a", "b"):
+        side = report[tag]
+        click.echo(f"{tag.upper()}: {side['source']}  ({side['kind']}, {side['model_type']}, "
+                   f"layers {side['layers']}, {side['n_tokens']} tokens)")
+    click.echo(f"note: {report['note']}")
+    click.echo(f"latent cosine {report['latent_cosine']:+.4f}   threshold {report['threshold']:.2f}   "
+               f"verdict: {report['verdict']}")
+
+
+@cli.command()
+@click.argument("model")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output PNG.")
+@click.option("--json", "as_json", is_flag=True, help="Print the latent and metadata as one JSON object.")
+@click.option("--save-fingerprint", type=click.Path(dir_okay=False), default=None,
+              help="Also write the publishable FP.json (and FP.private.safetensors, the private opening "
+                   "of its commitment: keep it, never publish it).")
+@generator_option
+@truncation_option
+@common_options
+def fingerprint(model, output, as_json, save_fingerprint, generator, truncation, n_tokens, layers, revision,
+                device, precision, quiet):
+    """Draw MODEL's fingerprint: invariant terms -> encoder -> generator -> a dog PNG."""
+    from huref.fingerprint import build_fingerprint, latent, opening_path, save_fingerprint as write_fp, save_opening
+    from huref.invariants import invariant_terms
+    from huref.render import load_generator, render, save_png
+    from huref.sources import load_model
+
+    G, generator_info = load_generator(generator)
+    chosen = parse_layers(layers)
+    progress = _progress("fingerprint", 3 + len(chosen or [0, 0]), quiet)
+    progress.step("reading tensors")
+    opened = load_model(model, revision)
+    terms = invariant_terms(opened, chosen, n_tokens, device=_device(device), dtype=_dtype(precision),
+                            progress=progress.step)
+    progress.step("encoding")
+    fp, salt = build_fingerprint(terms, generator_info)
+    progress.step("rendering")
+    picture = render(latent(fp), G, truncation)
+    progress.close()
+    save_png(picture, output)
+    if save_fingerprint:
+        write_fp(fp, save_fingerprint)
+        save_opening(terms, salt, opening_path(save_fingerprint))
+        click.echo(f"wrote {save_fingerprint} (publishable) and {opening_path(save_fingerprint)} "
+                   f"(private: opens the commitment, keep it)", err=True)
+    if as_json:
+        click.echo(json.dumps(dict(fp, image=output, truncation=truncation)))
+    else:
+        click.echo(f"wrote {output}: fingerprint of {model} ({fp['model_type']}, layers {fp['layers']}, "
+                   f"{fp['n_tokens']} tokens, generator {generator_info['name']})")
+
+
+@cli.command()
+@click.argument("fingerprint_file", metavar="FP.json")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output PNG.")
+@generator_option
+@truncation_option
+def show(fingerprint_file, output, generator, truncation):
+    """Render a published fingerprint FP.json as its dog PNG."""
+    from huref.fingerprint import latent, load_fingerprint
+    from huref.render import load_generator, render, save_png
+
+    fp = load_fingerprint(fingerprint_file)
+    named = fp["generator"]["name"]
+    G, info = load_generator(generator or (named if named in ("bundled", "afhqdog") else None))
+    if info["sha256"] != fp["generator"].get("sha256"):
+        click.echo(f"huref: note: rendering with generator {info['name']}, not the one the fingerprint names "
+                   f"({named}); the dog will look different", err=True)
+    save_png(render(latent(fp), G, truncation), output)
+    click.echo(f"wrote {output}")
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--base", "bases", multiple=True, help="A model, invariants file or fingerprint (repeatable).")
+@click.option("--registry", type=click.Path(file_okay=False), default=None,
+              help="Compare against every fingerprint (.json) and invariants (.safetensors) file in this folder.")
+@click.option("--min-ics", type=float, default=None, help="ICS threshold (default: the calibrated same-base one).")
+@click.option("--min-latent", type=float, default=None, help="Latent-cosine threshold for fingerprint bases.")
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
+@common_options
+def verify(model, bases, registry, min_ics, min_latent, as_json, n_tokens, layers, revision, device, precision,
+           quiet):
+    """Exit 0 when MODEL derives from a base (--base / --registry), 1 when not, 2 on bad input."""
+    from huref.verify import registry_files, verify as run_verify
+
+    candidates = list(bases) + (registry_files(registry) if registry else [])
+    if not candidates:
+        raise HurefError("give --base BASE or --registry DIR")
+    progress = _progress("verify", 2 + 2 * len(candidates), quiet)
+    result = run_verify(model, candidates, min_ics, min_latent, layers=parse_layers(layers), n_tokens=n_tokens,
+                        revision=revision, device=_device(device), dtype=_dtype(precision), progress=progress.step)
+    progress.close()
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        best = result["best"]
+        says = "derives from" if result["derives"] else "does not derive from"
+        relation = ">=" if best["derives"] else "<"
+        click.echo(f"{model} {says} {best['base']} ({best['kind']} {best['score']:+.4f} {relation} {best['threshold']:.2f})")
+        for match in result["matches"][1:]:
+            click.echo(f"  also: {match['base']}  {match['kind']} {match['score']:+.4f}")
+    return 0 if result["derives"] else 1
+
+
+@cli.command()
+@click.argument("specs", nargs=-1, required=True, metavar="A B [C ...]")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output HTML file.")
+@generator_option
+@truncation_option
+@common_options
+def report(specs, output, generator, truncation, n_tokens, layers, revision, device, precision, quiet):
+    """HTML report of models, invariants files and fingerprints: dogs, score heatmap, per-term detail."""
+    from huref.fingerprint import write_atomically
+    from huref.report import make_report
+
+    if len(specs) < 2:
+        raise HurefError("report needs at least two models, invariants files or fingerprints")
+    progress = _progress("report", 2 + 4 * len(specs), quiet)
+    page = make_report(list(specs), generator, truncation, progress=progress.step, layers=parse_layers(layers),
+                       n_tokens=n_tokens, revision=revision, device=_device(device), dtype=_dtype(precision))
+    progress.close()
+    write_atomically(output, page.encode())
+    click.echo(f"wrote {output}")
+
 
 
 def main() -> None:

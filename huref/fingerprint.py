@@ -1,0 +1,176 @@
+"""Publishable fingerprints (FP.json): the latent of a model's invariant terms, what produced it,
+and a salted commitment to the private terms.
+
+FP.json is one JSON object:
+    format "huref-fingerprint", format_version 1, latent (512 floats), model, model_type,
+    n_layers, layers (absolute indices), token_strategy, n_tokens, tool_version,
+    encoder_sha256, generator {name, sha256}, commitment {scheme, sha256}.
+
+The commitment is SHA-256(DOMAIN || salt || header || values): salt 32 random bytes kept by the
+owner, header the canonical JSON of the layers and token keys, values the terms as float32
+little-endian bytes in [L, 3, n, n] order. Revealing the salt and the terms (the private opening
+file) lets anyone check that these exact terms were fixed when the fingerprint was published,
+re-encode them and find the published latent. It does not prove that the terms came from any
+given weights (anyone can compute terms of a public model, or commit to made-up numbers), who
+trained the model, or when (a timestamp needs the FP.json posted somewhere dated). Without the
+salt, the digest reveals nothing about the terms and cannot be used to test a guess.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import secrets
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import huref
+from huref.encoder import LATENT_DIM, encode, encoder_digest, load_encoder
+from huref.errors import HurefError
+from huref.invariants import Terms, load_terms, save_terms
+
+FORMAT = "huref-fingerprint"
+FORMAT_VERSION = 1
+COMMITMENT_SCHEME = "sha256(domain || salt || header || float32-le values), huref v1"
+COMMITMENT_DOMAIN = b"huref-commitment-v1\0"
+LATENT_THRESHOLD = 0.5  # latent cosine at or above which two fingerprints share a base (docs/ENCODER.md)
+REQUIRED = {"latent": list, "model_type": (str, type(None)), "layers": list, "n_tokens": int,
+            "token_strategy": (str, type(None)), "tool_version": str, "encoder_sha256": str,
+            "generator": dict, "commitment": dict}
+
+
+def commitment_digest(terms: Terms, salt: bytes) -> str:
+    """Hex SHA-256 committing to terms' values, layers and token keys under salt."""
+    header = json.dumps({"layers": terms.layers, "tokens": terms.tokens, "shape": list(terms.values.shape)},
+                        sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    values = terms.values.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4").tobytes()
+    return hashlib.sha256(COMMITMENT_DOMAIN + salt + header + b"\0" + values).hexdigest()
+
+
+def latent_record(terms: Terms, encoder_path=None) -> dict:
+    """The public part of terms that latents are compared on: {"latent": [512 floats],
+    "encoder_sha256", "token_strategy", "model", "model_type", "n_layers", "layers", "layer_choice",
+    "n_tokens"} (what compare_fingerprints reads)."""
+    meta = terms.meta
+    return {
+        "latent": [float(v) for v in encode(terms.values, terms.tokens, load_encoder(encoder_path)).tolist()],
+        "model": meta.get("model"),
+        "model_type": meta.get("model_type"),
+        "n_layers": meta.get("n_layers"),
+        "layers": list(terms.layers),
+        "layer_choice": meta.get("layer_choice"),
+        "token_strategy": meta.get("token_strategy"),
+        "n_tokens": len(terms.tokens),
+        "encoder_sha256": encoder_digest(encoder_path),
+    }
+
+
+def build_fingerprint(terms: Terms, generator: dict, encoder_path=None) -> tuple[dict, bytes]:
+    """The FP.json object for terms and a fresh salt: (fingerprint dict, salt bytes).
+
+    generator: {"name": str, "sha256": str} of the generator meant to render it.
+    """
+    salt = secrets.token_bytes(32)
+    fingerprint = {"format": FORMAT, "format_version": FORMAT_VERSION, "tool_version": huref.__version__}
+    fingerprint.update(latent_record(terms, encoder_path))
+    fingerprint["generator"] = dict(generator)
+    fingerprint["commitment"] = {"scheme": COMMITMENT_SCHEME, "sha256": commitment_digest(terms, salt)}
+    return fingerprint, salt
+
+
+def latent(fingerprint: dict) -> torch.Tensor:
+    """The fingerprint's latent as a float32 tensor [512]."""
+    return torch.tensor(fingerprint["latent"], dtype=torch.float32)
+
+
+def write_atomically(path, data: bytes) -> None:
+    """Write data to path through a temporary file, so a failure leaves no partial file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise HurefError(f"{path}: cannot write ({e.strerror})") from None
+
+
+def save_fingerprint(fingerprint: dict, path) -> None:
+    """Write FP.json (indented, keys in a fixed order), atomically."""
+    write_atomically(path, (json.dumps(fingerprint, indent=1) + "\n").encode())
+
+
+def opening_path(fingerprint_path) -> Path:
+    """Where the private opening of FP.json goes: FP.private.safetensors beside it."""
+    path = Path(fingerprint_path)
+    return path.with_name(path.stem + ".private.safetensors")
+
+
+def save_opening(terms: Terms, salt: bytes, path) -> None:
+    """Write the private opening (the terms, with the salt in their metadata); never publish it."""
+    save_terms(Terms(terms.values, terms.layers, terms.tokens, dict(terms.meta, commitment_salt=salt.hex())), path)
+
+
+def check_opening(fingerprint: dict, opening_file) -> bool:
+    """True when the opening file (terms + salt) matches the fingerprint's commitment and latent's encoder."""
+    terms = load_terms(opening_file)
+    salt_hex = terms.meta.get("commitment_salt")
+    if not isinstance(salt_hex, str):
+        raise HurefError(f"{opening_file}: no commitment salt in this invariants file")
+    try:
+        salt = bytes.fromhex(salt_hex)
+    except ValueError:
+        raise HurefError(f"{opening_file}: the commitment salt is not hex") from None
+    return commitment_digest(terms, salt) == fingerprint["commitment"]["sha256"]
+
+
+def is_fingerprint_file(spec) -> bool:
+    """True for an existing .json file (the CLI's way to tell fingerprints from models)."""
+    path = Path(spec)
+    return path.suffix.lower() == ".json" and path.is_file()
+
+
+def load_fingerprint(path) -> dict:
+    """Read and check an FP.json; anything malformed raises HurefError with one line."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise HurefError(f"{path}: cannot read ({e.strerror})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise HurefError(f"{path}: not a fingerprint (invalid JSON: {e})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise HurefError(f"{path}: not a huref fingerprint (no \"format\": \"{FORMAT}\")")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise HurefError(f"{path}: fingerprint format version {data.get('format_version')!r} is not supported "
+                         f"(this huref reads {FORMAT_VERSION})")
+    for key, kind in REQUIRED.items():
+        if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):
+            raise HurefError(f"{path}: fingerprint field \"{key}\" is missing or has the wrong type")
+    values = data["latent"]
+    if len(values) != LATENT_DIM or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                            and math.isfinite(v) for v in values):
+        raise HurefError(f"{path}: fingerprint latent must be {LATENT_DIM} finite numbers")
+    if not isinstance(data["commitment"].get("sha256"), str) or not isinstance(data["generator"].get("name"), str):
+        raise HurefError(f"{path}: fingerprint commitment or generator entry is malformed")
+    return data
+
+
+def compare_fingerprints(a: dict, b: dict) -> dict:
+    """Compare two fingerprints by latent cosine.
+
+    Returns {"kind": "latent", "latent_cosine": float, "threshold": LATENT_THRESHOLD,
+    "same_base": bool, "note": str}. Latents of different encoders cannot be compared (HurefError).
+    """
+    if a["encoder_sha256"] != b["encoder_sha256"]:
+        raise HurefError("the two fingerprints were made with different encoder weights; their latents "
+                         "cannot be compared (recompute one with the other's encoder)")
+    cosine = float(F.cosine_similarity(latent(a), latent(b), dim=0))
+    notes = ["latent cosine (a published fingerprint carries no invariant terms, so no ICS)"]
+    if a.get("token_strategy") != b.get("token_strategy"):
+        notes.append("the two selected tokens differently (by string and by id); the score means little")
+    return {"kind": "latent", "latent_cosine": cosine, "threshold": LATENT_THRESHOLD,
+            "same_base": cosine >= LATENT_THRESHOLD, "note": "; ".join(notes)}
