@@ -110,7 +110,7 @@ ARCHITECTURES = {
                              post_attn_norm="post_attention_layernorm", post_mlp_norm="post_feedforward_layernorm")),
     "mixtral": dict(_LLAMA, layer=_NO_MLP, experts="block_sparse_moe.experts.{e}.",
                     expert_layer={"gate": "w1", "up": "w3", "down": "w2"}, router="block_sparse_moe.gate"),
-    "qwen2_moe": dict(_LLAMA, layer=dict(_NO_MLP, shared_gate="mlp.shared_expert.gate_proj",
+    "qwen2_moe": dict(_LLAMA, layer=dict(_LLAMA_LAYER, shared_gate="mlp.shared_expert.gate_proj",
                                          shared_up="mlp.shared_expert.up_proj",
                                          shared_down="mlp.shared_expert.down_proj",
                                          shared_router="mlp.shared_expert_gate"),
@@ -213,6 +213,7 @@ class Layout:
     alibi: bool = False
     relu: bool = False
     reader_bias: bool = True         # config does not switch the q/k/v/FFN-input biases off
+    clip_qkv: bool = False           # olmo: q, k, v are clamped, so only their values may not change
     fused: dict = field(default_factory=dict)
     conv1d: tuple = ()
     experts: str | None = None
@@ -249,6 +250,14 @@ def layout_of(config: dict) -> Layout:
     rope = config.get("rope_parameters") or {}
     partial = _config_value(config, "partial_rotary_factor", "rotary_pct", default=rope.get("partial_rotary_factor", 1.0))
     layer = dict(arch.pop("layer"))
+    unsupported = {
+        "opt": not config.get("do_layer_norm_before", True)
+        or config.get("word_embed_proj_dim", hidden) != hidden,
+        "stablelm": bool(config.get("qk_layernorm")), "phi": bool(config.get("qk_layernorm")),
+    }
+    if unsupported.get(model_type):
+        raise HurefError(f"attacks: this {model_type} variant (post-LayerNorm, projected embeddings or "
+                         "per-head q/k LayerNorm) is not supported")
     if model_type == "falcon":
         if config.get("new_decoder_architecture"):
             n_kv_heads = config["num_kv_heads"]
@@ -281,6 +290,7 @@ def layout_of(config: dict) -> Layout:
         hidden=hidden, n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim, rotary_dim=rotary_dim,
         rotary_style=style if rotary_dim else None, layer=layer, tied=bool(config.get("tie_word_embeddings", True)),
         relu=activation == "relu", n_experts=n_experts,
+        clip_qkv=config.get("clip_qkv") is not None,
         reader_bias=all(config.get(k) is not False for k in ("bias", "use_bias", "use_qkv_bias", "enable_bias")), **arch)
 
 
@@ -387,8 +397,8 @@ class Canon:
         units = []
         if self.get(i, "up") is not None:
             units.append(("gate" if self.get(i, "gate") is not None else None, "up", "down"))
-        for e in range(self.layout.n_experts):
-            units.append((f"expert{e}.gate", f"expert{e}.up", f"expert{e}.down"))
+        if self.get(i, "router") is not None:   # a sparse layer (qwen2_moe may keep some layers dense)
+            units += [(f"expert{e}.gate", f"expert{e}.up", f"expert{e}.down") for e in range(self.layout.n_experts)]
         if self.get(i, "shared_up") is not None:
             units.append(("shared_gate", "shared_up", "shared_down"))
         return units
@@ -765,6 +775,8 @@ def expert_permutation(checkpoint: Checkpoint, generator: torch.Generator) -> Ch
     def edit(canon, result):
         lay = canon.layout
         for i in range(lay.n_layers):
+            if canon.get(i, "router") is None:
+                continue
             order = _perm(lay.n_experts, generator)
             old = {(e, sub): canon.get(i, f"expert{e}.{sub}") for e in range(lay.n_experts) for sub in lay.expert_layer}
             for e in range(lay.n_experts):
@@ -855,6 +867,8 @@ def router_shift(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoi
     def edit(canon, result):
         for i in range(canon.layout.n_layers):
             router = canon.get(i, "router")
+            if router is None:
+                continue
             delta = float(router.std()) * 3 * torch.randn(router.shape[1], generator=generator)
             canon.put(i, "router", router + delta)
     return _edit(checkpoint, edit)
@@ -990,11 +1004,11 @@ def is_valid(name: str, layout: Layout) -> bool:
         "rotation": layout.pre_norms and not layout.post_norms and layout.emb_norm is None,
         "zhu_rotation": layout.norm in ("rms", "rms_offset") and layout.pre_norms and not layout.post_norms,
         "residual_permutation": True,
-        "qk_transform": layout.qk_norm is None,
-        "qk_scale": layout.qk_norm is None,
-        "qk_norm_rescale": layout.qk_norm is not None,
+        "qk_transform": layout.qk_norm is None and not layout.clip_qkv,
+        "qk_scale": layout.qk_norm is None and not layout.clip_qkv,
+        "qk_norm_rescale": layout.qk_norm is not None and not layout.clip_qkv,
         "qk_norm_gain_exchange": layout.qk_norm is not None,
-        "vo_transform": True,
+        "vo_transform": not layout.clip_qkv,
         "head_permutation": not layout.alibi,   # ALiBi slopes are tied to head positions
         "ffn_permutation": True,
         "ffn_scale": layout.ffn == "gated" or layout.relu,

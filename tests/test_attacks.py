@@ -41,7 +41,16 @@ def composites(arch):
     return [f"{residual}+reorder_vocabulary+append_vocabulary", "+".join(attacks.valid_attacks(lay))]
 
 
-CASES = [(arch, name) for arch in tiny_models.ARCHITECTURES
+# Architectures the invariant engine cannot read yet (reported; delete the entry with the fix).
+KNOWN_ENGINE_GAPS = {"qwen2_moe_dense": "huref.layers requires experts in every qwen2_moe layer"}
+
+
+def case(arch, *values):
+    marks = [pytest.mark.xfail(strict=True, reason=KNOWN_ENGINE_GAPS[arch])] if arch in KNOWN_ENGINE_GAPS else []
+    return pytest.param(arch, *values, marks=marks, id="-".join([arch, *values]))
+
+
+CASES = [case(arch, "all" if name.count("+") > 2 else name) for arch in tiny_models.ARCHITECTURES
          for name in attacks.valid_attacks(layout(arch)) + composites(arch)]
 
 
@@ -107,8 +116,10 @@ def weights_moved(before: dict, after: dict) -> bool:
     return False
 
 
-@pytest.mark.parametrize("arch,attack", CASES, ids=[f"{a}-{'all' if n.count('+') > 2 else n}" for a, n in CASES])
+@pytest.mark.parametrize("arch,attack", CASES)
 def test_attack_preserves_logits_and_invariants(arch, attack, reference, tmp_path):
+    if attack == "all":
+        attack = composites(arch)[1]
     ref = reference(arch)
     attacked = attacks.attack_directory(ref.path, tmp_path / "attacked", attack, seed=ATTACK_SEED)
 
@@ -125,7 +136,7 @@ def test_attack_preserves_logits_and_invariants(arch, attack, reference, tmp_pat
     assert result["ics"] >= MIN_ICS_UNDER_ATTACK, result
 
 
-@pytest.mark.parametrize("arch", tiny_models.ARCHITECTURES)
+@pytest.mark.parametrize("arch", [case(arch) for arch in tiny_models.ARCHITECTURES])
 def test_independent_initialisations_are_unrelated(arch, reference, tiny_zoo):
     other = invariant_terms(load_model(str(tiny_zoo(arch, seed=7))))
     assert abs(compare_terms(reference(arch).terms, other)["ics"]) <= MAX_ABS_ICS_INDEPENDENT

@@ -2,6 +2,8 @@
 
 Every model is float32, 3 layers, hidden size 64 (4 query heads of 16, 2 key/value heads where the
 architecture has grouped-query attention), a 384-token vocabulary, and MoE layers with 4 experts.
+Variants of one model_type have their own entries: falcon_gqa (new_decoder_architecture, grouped KV)
+beside falcon (multi-query, parallel), qwen2_moe_dense (its middle layer keeps a dense FFN).
 Norm gains and every bias get random non-trivial values, so that norm folding and bias handling
 matter. Each checkpoint is saved in Hugging Face layout (config.json + model.safetensors) together
 with a word-level tokenizer.json over a synthetic vocabulary of distinct strings.
@@ -45,6 +47,9 @@ CONFIGS = {
     "qwen2_moe": dict(_LLAMA_LIKE, moe_intermediate_size=32, shared_expert_intermediate_size=48,
                       num_experts=4, num_experts_per_tok=2, decoder_sparse_step=1, mlp_only_layers=[],
                       tie_word_embeddings=False),
+    "qwen2_moe_dense": dict(_LLAMA_LIKE, moe_intermediate_size=32, shared_expert_intermediate_size=48,
+                            num_experts=4, num_experts_per_tok=2, decoder_sparse_step=1, mlp_only_layers=[1],
+                            tie_word_embeddings=False),
     "qwen3": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, tie_word_embeddings=True, rms_norm_eps=_SMALL_EPS),
     "gemma": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, hidden_act="gelu_pytorch_tanh"),
     "gemma2": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, query_pre_attn_scalar=HEAD_DIM, sliding_window=8,
@@ -84,8 +89,9 @@ CONFIGS = {
 }
 
 ARCHITECTURES = tuple(CONFIGS)
-# config.json model_type of each entry (several entries may share one, e.g. both falcon layouts)
-MODEL_TYPE = {name: name.split("_gqa")[0] for name in CONFIGS}
+# config.json model_type of each entry: variants of one model_type get their own entry
+VARIANT_OF = {"falcon_gqa": "falcon", "qwen2_moe_dense": "qwen2_moe"}
+MODEL_TYPE = {name: VARIANT_OF.get(name, name) for name in CONFIGS}
 
 
 def make_config(name: str, **overrides):
