@@ -874,6 +874,19 @@ def router_shift(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoi
     return _edit(checkpoint, edit)
 
 
+def embedding_row_scale(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
+    """Models whose token embedding goes straight into a LayerNorm (bloom): scale each token's row by its own
+    factor >= 1; the norm divides it out (its epsilon matters even less afterwards). The head is untied."""
+    def edit(canon, result):
+        lay = canon.layout
+        if lay.tied:
+            _untie(canon, result)
+        name = canon.name(None, lay.embed)
+        factors = 1 + random_scales(canon.t[name].shape[0], generator, signed=False, spread=1.5)
+        canon.t[name] = (canon.t[name].double() * factors[:, None]).float()
+    return _edit(checkpoint, edit)
+
+
 def mean_shift(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
     """LayerNorm models: add multiples of the all-ones vector to every embedding row and every residual write.
 
@@ -992,7 +1005,7 @@ def compose(*attacks):
 ATTACKS = {f.__name__: f for f in (
     rotation, zhu_rotation, residual_permutation, qk_transform, qk_scale, qk_norm_rescale, qk_norm_gain_exchange,
     vo_transform, head_permutation, ffn_permutation, ffn_scale, expert_permutation, embedding_scale,
-    post_norm_rescale, mean_shift, layernorm_null_direction, router_shift,
+    post_norm_rescale, embedding_row_scale, mean_shift, layernorm_null_direction, router_shift,
     append_vocabulary, reorder_vocabulary)}
 
 
@@ -1016,6 +1029,8 @@ def is_valid(name: str, layout: Layout) -> bool:
         # needs the norm epsilon in config.json and residual reads only through norms
         "embedding_scale": layout.eps_key is not None and layout.pre_norms and not layout.residual_post_norm,
         "post_norm_rescale": layout.post_norms and not layout.residual_post_norm,
+        # the embedding norm must see the token embedding alone (bert adds position embeddings first)
+        "embedding_row_scale": layout.emb_norm is not None and not layout.pos_embeds,
         "mean_shift": layer_norm,
         "layernorm_null_direction": layer_norm and layout.pre_norms and not layout.residual_post_norm
                                     and (layout.reader_bias or layout.norm == "ln_bare"),

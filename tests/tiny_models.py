@@ -32,7 +32,7 @@ _LLAMA_LIKE = dict(
     num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, max_position_embeddings=128,
 )
 
-# QK-norm and post-norm models: a norm divides out a rescaling of the matrix before it only up to its
+# QK-norm, post-norm and embedding-norm models: a norm divides out a rescaling of the matrix before it only up to its
 # epsilon, which would be comparable to the tiny models' small activations (olmo2's queries read the raw
 # residual); real models have eps << the mean square. A small eps keeps those attacks exact in float32.
 _SMALL_EPS = 1e-10
@@ -78,7 +78,8 @@ CONFIGS = {
     "opt": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, ffn_dim=FFN, num_hidden_layers=N_LAYERS,
                 num_attention_heads=HEADS, word_embed_proj_dim=HIDDEN, max_position_embeddings=128,
                 do_layer_norm_before=True),
-    "bloom": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, n_layer=N_LAYERS, n_head=HEADS),
+    "bloom": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, n_layer=N_LAYERS, n_head=HEADS,
+                  layer_norm_epsilon=_SMALL_EPS),
     "starcoder2": dict(_LLAMA_LIKE, use_bias=True, sliding_window=None, tie_word_embeddings=True),
     "olmo": dict(_LLAMA_LIKE, num_key_value_heads=HEADS, tie_word_embeddings=False),
     "olmo2": dict(_LLAMA_LIKE, num_key_value_heads=HEADS, tie_word_embeddings=False, rms_norm_eps=_SMALL_EPS),
