@@ -112,7 +112,9 @@ def convert(hf_dir, out_path, qtype: str = "F32", split_max_tensors: int = 0) ->
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
     writer.add_layer_norm_rms_eps(config.get("rms_norm_eps", 1e-6))
-    writer.add_rope_freq_base(config.get("rope_theta") or (config.get("rope_parameters") or {}).get("rope_theta", 1e4))
+    rope = config.get("rope_parameters") or {}
+    rope = rope.get("full_attention", rope)  # gemma3: one entry per attention type
+    writer.add_rope_freq_base(config.get("rope_theta") or rope.get("rope_theta", 1e4))
     if config.get("num_local_experts"):
         writer.add_expert_count(config["num_local_experts"])
         writer.add_expert_used_count(config["num_experts_per_tok"])
