@@ -275,6 +275,41 @@ def tiny_quant_figures() -> dict:
     return figures
 
 
+DOG_SIDE = 256  # docs thumbnails
+DOG_PAIRS = [("smollm2.gguf", "smollm2-vim.q8"), ("gemma3.gguf", "gemma3-vim.st"), ("smollm2.gguf", "gemma3.gguf")]
+
+
+def dogs(terms: dict) -> dict | None:
+    """A dog per model in docs/real/LABEL.png, side-by-side pictures of DOG_PAIRS, latent cosines;
+    None when the encoder weights are not there yet."""
+    from huref.errors import HurefError
+    from huref.fingerprint import build_fingerprint, compare_fingerprints, latent
+    from huref.render import load_generator, render, side_by_side
+
+    try:
+        generator, info = load_generator(None)
+        fingerprints = {label: build_fingerprint(t, info)[0] for label, t in terms.items()}
+    except HurefError as error:
+        print(f"no dogs: {error}")
+        return None
+    out = REPO / "docs" / "real"
+    out.mkdir(exist_ok=True)
+    pictures = {}
+    for label, fp in fingerprints.items():
+        pictures[label] = render(latent(fp), generator).resize((DOG_SIDE, DOG_SIDE))
+        pictures[label].save(out / f"{label}.png")
+    cosines = {}
+    for a, b, *_ in PAIRS + DOG_PAIRS:
+        if a in fingerprints and b in fingerprints:
+            cosines[f"{a} | {b}"] = round(compare_fingerprints(fingerprints[a], fingerprints[b])["latent_cosine"], 4)
+    for a, b in DOG_PAIRS:
+        if a in pictures and b in pictures:
+            score = f"latent cosine {cosines[f'{a} | {b}']:.3f}"
+            side_by_side(pictures[a], pictures[b], a, b, score).save(out / f"{a}--{b}.png")
+    return {"generator": info, "encoder_sha256": next(iter(fingerprints.values()))["encoder_sha256"],
+            "latent_cosine": cosines}
+
+
 def measure() -> None:
     """ICS/PCS of every pair in PAIRS (+ losses, tiny quant figures) -> docs/real_models.json, .md."""
     from huref.similarity import compare_terms, pcs
@@ -309,7 +344,7 @@ def measure() -> None:
                       "hidden_size": t.meta["hidden_size"], "n_tokens": t.meta["n_tokens"],
                       "layers": t.layers, "seconds": t.meta.get("seconds")} for label, t in terms.items()}
     report = {"models": models, "pairs": rows, "finetunes": finetunes, "tiny_gguf_ics": tiny_quant_figures(),
-              "reader_crosscheck": {name: crosscheck(name) for name in GGUF}}
+              "reader_crosscheck": {name: crosscheck(name) for name in GGUF}, "dogs": dogs(terms)}
     (REPO / "docs" / "real_models.json").write_text(json.dumps(report, indent=1) + "\n")
     (REPO / "docs" / "REAL_MODELS.md").write_text(markdown(report))
     print("wrote docs/real_models.json and docs/REAL_MODELS.md")
@@ -361,6 +396,19 @@ def markdown(report: dict) -> str:
             "|---|" + "---|" * len(next(iter(report["tiny_gguf_ics"].values())))]
     for name, figures in report["tiny_gguf_ics"].items():
         out.append(f"| tiny {name} | " + " | ".join(f"{v:.4f}" for v in figures.values()) + " |")
+    if report["dogs"]:
+        d = report["dogs"]
+        out += ["", "### Dogs", "",
+                f"`huref fingerprint` pipeline on the same terms (encoder {d['encoder_sha256'][:12]}, generator "
+                f"{d['generator']['name']}); pictures in docs/real/ ({DOG_SIDE} px thumbnails).", "",
+                "| " + " | ".join(f"{a}<br>![{a}](real/{a}.png)" for a in report["models"]) + " |",
+                "|" + "---|" * len(report["models"]), "",
+                "| A | B | latent cosine |", "|---|---|---|"]
+        out += [f"| {k.split(' | ')[0]} | {k.split(' | ')[1]} | {v:.4f} |" for k, v in d["latent_cosine"].items()]
+        out += [""] + [f"![{a} vs {b}](real/{a}--{b}.png)" for a, b in DOG_PAIRS
+                       if f"{a} | {b}" in d["latent_cosine"]]
+    else:
+        out += ["", "### Dogs", "", "Not drawn: the encoder weights were not available when this ran."]
     out += ["", "### The GGUF reader on the real files", "",
             "Every tensor huref reads from the two real GGUF files equals what transformers' own GGUF loader "
             "(a separate implementation of the name map, rotary row order and gemma norm offset) gives, and "
