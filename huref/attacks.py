@@ -887,6 +887,21 @@ def embedding_row_scale(checkpoint: Checkpoint, generator: torch.Generator) -> C
     return _edit(checkpoint, edit)
 
 
+def position_embedding_shift(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
+    """Learned absolute positions (gpt2, gpt_neo, opt, bert): add one vector v to every token embedding row
+    and subtract it from every row of the other embedding each input adds (positions). The sum entering
+    the model is unchanged; the head is untied from the embedding."""
+    def edit(canon, result):
+        lay = canon.layout
+        if lay.tied:
+            _untie(canon, result)
+        embed = canon.name(None, lay.embed)
+        v = 2 * float(canon.t[embed].std()) * torch.randn(lay.hidden, generator=generator)
+        canon.t[embed] = canon.t[embed] + v
+        canon.update(None, lay.pos_embeds[0], lambda w: w - v)
+    return _edit(checkpoint, edit)
+
+
 def mean_shift(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
     """LayerNorm models: add multiples of the all-ones vector to every embedding row and every residual write.
 
@@ -1005,7 +1020,7 @@ def compose(*attacks):
 ATTACKS = {f.__name__: f for f in (
     rotation, zhu_rotation, residual_permutation, qk_transform, qk_scale, qk_norm_rescale, qk_norm_gain_exchange,
     vo_transform, head_permutation, ffn_permutation, ffn_scale, expert_permutation, embedding_scale,
-    post_norm_rescale, embedding_row_scale, mean_shift, layernorm_null_direction, router_shift,
+    post_norm_rescale, embedding_row_scale, position_embedding_shift, mean_shift, layernorm_null_direction, router_shift,
     append_vocabulary, reorder_vocabulary)}
 
 
@@ -1031,6 +1046,7 @@ def is_valid(name: str, layout: Layout) -> bool:
         "post_norm_rescale": layout.post_norms and not layout.residual_post_norm,
         # the embedding norm must see the token embedding alone (bert adds position embeddings first)
         "embedding_row_scale": layout.emb_norm is not None and not layout.pos_embeds,
+        "position_embedding_shift": bool(layout.pos_embeds),
         "mean_shift": layer_norm,
         "layernorm_null_direction": layer_norm and layout.pre_norms and not layout.residual_post_norm
                                     and (layout.reader_bias or layout.norm == "ln_bare"),

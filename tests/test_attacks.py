@@ -41,16 +41,25 @@ def composites(arch):
     return [f"{residual}+reorder_vocabulary+append_vocabulary", "+".join(attacks.valid_attacks(lay))]
 
 
-# Architectures the invariant engine cannot read yet (reported; delete the entry with the fix).
-KNOWN_ENGINE_GAPS = {"qwen2_moe_dense": "huref.layers requires experts in every qwen2_moe layer"}
+# Architectures the invariant engine cannot read yet, and attacks it does not survive yet (both reported
+# to the engine's owner): their cases are strict xfails. Delete an entry together with its fix.
+KNOWN_ENGINE_GAPS = {   # key: architecture or attack -> (reason, the exception the case fails with)
+    "qwen2_moe_dense": ("huref.layers requires experts in every qwen2_moe layer", HurefError),
+    "position_embedding_shift": ("the probe rows X ignore the learned position embeddings", AssertionError),
+}
 
 
-def case(arch, *values):
-    marks = [pytest.mark.xfail(strict=True, reason=KNOWN_ENGINE_GAPS[arch])] if arch in KNOWN_ENGINE_GAPS else []
-    return pytest.param(arch, *values, marks=marks, id="-".join([arch, *values]))
+def case(arch, attack=None):
+    """A pytest case for (arch, attack); "+"-joined composites of more than three attacks are named "all"."""
+    parts = attack.split("+") if attack else []
+    gaps = [KNOWN_ENGINE_GAPS[key] for key in [arch, *parts] if key in KNOWN_ENGINE_GAPS]
+    marks = [pytest.mark.xfail(strict=True, reason="; ".join(g[0] for g in gaps),
+                               raises=tuple(g[1] for g in gaps))] if gaps else []
+    values = [arch] if attack is None else [arch, "all" if len(parts) > 3 else attack]
+    return pytest.param(*values, marks=marks, id="-".join(values))
 
 
-CASES = [case(arch, "all" if name.count("+") > 2 else name) for arch in tiny_models.ARCHITECTURES
+CASES = [case(arch, name) for arch in tiny_models.ARCHITECTURES
          for name in attacks.valid_attacks(layout(arch)) + composites(arch)]
 
 
