@@ -259,7 +259,7 @@ def hf_config(meta: dict, arch: str, tensors: dict) -> dict:
     n_experts = int(get("expert_count", 0) or 0)
     model_type, model_class = MIXTRAL if arch == "llama" and n_experts else MODEL_TYPES[arch]
     embed = tensors.get("token_embd.weight")
-    vocab_size = int(embed.shape[-1]) if embed is not None else len(meta.get("tokenizer.ggml.tokens", []))
+    vocab_size = int(embed.shape[-1]) if embed is not None else 0  # no embedding: open_gguf refuses the file
     head_dim = int(get("attention.key_length", 0) or hidden // n_heads)
     config = {
         "architectures": [model_class],
