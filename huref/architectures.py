@@ -11,6 +11,10 @@ Conventions
 - Every matrix is used in Hugging Face orientation [out, in]; `transposed=True` marks tensors stored
   as [in, out] (GPT-2's Conv1D).
 - `layout` says where a logical matrix sits inside a fused tensor (see `huref.layers.LAYOUTS`).
+- `added_embeds`: embeddings added to every token's row on the way in (learned absolute positions,
+  BERT's token types), as (name, first used row). The probe rows take their mean over used rows, the
+  input at an average position: a vector moved from the token rows into the position rows, which
+  leaves every input unchanged, then leaves the probe rows unchanged too.
 - A norm tuple lists candidates: the first whose tensor exists is used (falcon names its norms
   differently per variant). `Norm(None, ...)` is a norm without parameters (OLMo).
 - Norm kinds: "rms" (x / rms(x) * w), "rms_plus1" (gemma: x / rms(x) * (1 + w)), "layer"
@@ -20,7 +24,7 @@ Conventions
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from huref.errors import HurefError
 
@@ -80,6 +84,7 @@ class ArchSpec:
     qk_norm_optional: bool = False
     embed_norm: tuple[Norm, ...] = ()
     embed_proj: str | None = None
+    added_embeds: tuple[tuple[str, int], ...] = ()
     base_prefix: str = ""
     unsupported: tuple[tuple[str, object, str], ...] = field(default=())
 
@@ -110,6 +115,11 @@ _FUSED_EXPERTS = FFN(
     up=Proj("mlp.experts.gate_up_proj", "experts_gate_up", "up"),
     down=Proj("mlp.experts.down_proj", "experts"),
     experts=True,
+)
+_QWEN_SHARED_EXPERT = FFN(
+    gate=Proj("mlp.shared_expert.gate_proj.weight"),
+    up=Proj("mlp.shared_expert.up_proj.weight"),
+    down=Proj("mlp.shared_expert.down_proj.weight"),
 )
 _LLAMA = dict(
     embed="embed_tokens.weight",
@@ -150,13 +160,10 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
                 up=Proj("mlp.experts.{e}.up_proj.weight"),
                 down=Proj("mlp.experts.{e}.down_proj.weight"),
                 experts=True,
-                shared=FFN(
-                    gate=Proj("mlp.shared_expert.gate_proj.weight"),
-                    up=Proj("mlp.shared_expert.up_proj.weight"),
-                    down=Proj("mlp.shared_expert.down_proj.weight"),
-                ),
+                shared=_QWEN_SHARED_EXPERT,
             ),
-            _FUSED_EXPERTS,
+            replace(_FUSED_EXPERTS, shared=_QWEN_SHARED_EXPERT),
+            _GATED,  # layers listed in mlp_only_layers, or off decoder_sparse_step, are dense
         ),
         **_LLAMA,
     ),
@@ -251,6 +258,7 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         ffn=(FFN(up=Proj("mlp.c_fc.weight", transposed=True), down=Proj("mlp.c_proj.weight", transposed=True)),),
         attn_norm=_ln("ln_1.weight"),
         ffn_norm=_ln("ln_2.weight"),
+        added_embeds=(("wpe.weight", 0),),
     ),
     ArchSpec(
         model_types=("gpt_neox",),
@@ -290,6 +298,7 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         ffn=(FFN(up=Proj("mlp.c_fc.weight"), down=Proj("mlp.c_proj.weight")),),
         attn_norm=_ln("ln_1.weight"),
         ffn_norm=_ln("ln_2.weight"),
+        added_embeds=(("wpe.weight", 0),),
     ),
     ArchSpec(
         model_types=("falcon",),
@@ -317,6 +326,7 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         attn_norm=_ln("self_attn_layer_norm.weight"),
         ffn_norm=_ln("final_layer_norm.weight"),
         embed_proj="project_in.weight",
+        added_embeds=(("embed_positions.weight", 2),),  # OPT offsets positions by 2
         unsupported=(("do_layer_norm_before", False, "post-LayerNorm OPT (e.g. opt-350m)"),),
     ),
     ArchSpec(
@@ -348,6 +358,7 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         ffn=(FFN(up=Proj("intermediate.dense.weight"), down=Proj("output.dense.weight")),),
         ffn_norm=_ln("attention.output.LayerNorm.weight"),
         embed_norm=_ln("embeddings.LayerNorm.weight"),
+        added_embeds=(("embeddings.position_embeddings.weight", 0), ("embeddings.token_type_embeddings.weight", 0)),
     ),
 )
 

@@ -319,13 +319,20 @@ def layer_weights(model, i: int) -> LayerWeights:
 
 
 def embedding_rows(model, ids: list[int]) -> torch.Tensor:
-    """Residual-stream rows [n, hidden] of the given token ids: embedding rows, then the
-    embedding norm's scale (bloom, bert; bias dropped) and input projection (OPT) if any."""
+    """Residual-stream rows [n, hidden] of the given token ids: embedding rows, through the input
+    projection (OPT) if any, plus the mean of the embeddings every input adds (learned positions,
+    token types), then the embedding norm's scale (bloom, bert; bias dropped) if any."""
     spec = model.arch
     rows = model.reader.read(model.tensor_name(spec.embed), rows=ids)
     if spec.embed_proj and model.reader.has(model.tensor_name(spec.embed_proj)):
         proj = model.reader.read(model.tensor_name(spec.embed_proj))
         rows = rows @ proj.T
+    for name, first_row in spec.added_embeds:
+        added = model.reader.read(model.tensor_name(name))
+        if added.dim() != 2 or added.shape[1] != rows.shape[1] or added.shape[0] <= first_row:
+            raise HurefError(f"tensor '{model.tensor_name(name)}' has shape {tuple(added.shape)}, "
+                             f"which does not fit embedding rows of width {rows.shape[1]}")
+        rows = rows + added[first_row:].mean(0)
     norm = _norm(model, spec.embed_norm, {}, rows.shape[1])
     if norm is not None:
         rows = apply_norm(norm, rows)

@@ -44,8 +44,6 @@ def composites(arch):
 # Architectures the invariant engine cannot read yet, and attacks it does not survive yet (both reported
 # to the engine's owner): their cases are strict xfails. Delete an entry together with its fix.
 KNOWN_ENGINE_GAPS = {   # key: architecture or attack -> (reason, the exception the case fails with)
-    "qwen2_moe_dense": ("huref.layers requires experts in every qwen2_moe layer", HurefError),
-    "position_embedding_shift": ("the probe rows X ignore the learned position embeddings", AssertionError),
 }
 
 
