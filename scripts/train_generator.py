@@ -82,7 +82,7 @@ def save_checkpoint(run_dir: Path, state: dict):
     tmp.replace(run_dir / "checkpoint.pt")
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data_dir", type=Path)
     ap.add_argument("--run-dir", type=Path, required=True, help="checkpoints, grids and exports (outside the repo)")
@@ -93,11 +93,12 @@ def main():
     ap.add_argument("--r1-every", type=int, default=16, help="lazy regularization interval (steps)")
     ap.add_argument("--ema-kimg", type=float, default=10.0, help="half-life of G_ema in thousands of images")
     ap.add_argument("--ema-rampup", type=float, default=0.05)
-    ap.add_argument("--minutes", type=float, default=60.0, help="stop after this much wall time")
+    ap.add_argument("--minutes", type=float, default=60.0, help="stop after this much wall time (this run)")
+    ap.add_argument("--kimg", type=float, default=float("inf"), help="stop once this many thousand images were seen (all runs)")
     ap.add_argument("--checkpoint-minutes", type=float, default=10.0)
     ap.add_argument("--threads", type=int, default=1, help="CPU threads")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_num_threads(args.threads)
@@ -155,7 +156,7 @@ def main():
 
     start = last_print = last_ckpt = time.time()
     seconds_at_start = seconds
-    while time.time() - start < args.minutes * 60:
+    while time.time() - start < args.minutes * 60 and images_seen < args.kimg * 1000:
         n = args.batch
         # Generator step: make D call fakes real.
         G.requires_grad_(True); D.requires_grad_(False)
