@@ -7,7 +7,8 @@ DATA_DIR holds the dog photographs (*.jpg / *.png, any square size); they are lo
 (colour, translation, cutout) on every image the discriminator sees, x-flips of the reals, and an
 exponential moving average of the generator (G_ema) with a ramp-up. Every --checkpoint-minutes (and at
 the end) the run directory gets an atomic checkpoint (resumed automatically), a 4x4 sample grid of G_ema,
-and G_ema in huref's format (generator.safetensors + generator.json). Run it again to continue.
+and G_ema in huref's format (generator.safetensors + generator.json). Run it again to continue:
+--minutes bounds one run, --kimg the images seen over all runs.
 It runs on CUDA when available, else on the CPU (one thread unless --threads).
 """
 
