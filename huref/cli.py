@@ -314,6 +314,32 @@ def report(specs, output, generator, truncation, n_tokens, layers, revision, dev
 
 
 
+@cli.group("generator")
+def generator_group() -> None:
+    """Get or convert StyleGAN2 generators (NVIDIA's AFHQ-dog, or any stylegan2-ada-pytorch pickle)."""
+
+
+@generator_group.command("download")
+@click.argument("name", type=click.Choice(["afhqdog"]))
+@click.option("--url", default=None, help="Fetch from this URL instead of NVIDIA's CDN.")
+def generator_download(name, url):
+    """Download NVIDIA's AFHQ-dog generator into huref's cache (resumable; NVIDIA licence, non-commercial)."""
+    from stylegan2.download import AFHQDOG_URL, download_afhqdog
+
+    click.echo(str(download_afhqdog(url=url or AFHQDOG_URL)))
+
+
+@generator_group.command("convert")
+@click.argument("in_pkl", type=click.Path(exists=True, dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False))
+def generator_convert(in_pkl, out):
+    """Convert an NVIDIA network pickle's G_ema to OUT.safetensors + OUT.json, running nothing from the pickle."""
+    from stylegan2 import convert
+
+    path = convert(in_pkl, out)
+    click.echo(f"wrote {path} and {path.with_suffix('.json')}")
+
+
 def main() -> None:
     """Entry point: run the CLI, turning errors into one line on stderr and an exit code."""
     try:
