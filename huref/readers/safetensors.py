@@ -104,7 +104,7 @@ class SafetensorsReader(TensorReader):
         n_rows = math.prod(shape[:-1]) if len(shape) > 1 else 1
         row_bytes = row_len * itemsize
         index = as_row_index(rows, n_rows)
-        if isinstance(index, slice) and index.step == 1:
+        if isinstance(index, slice) and index.step in (None, 1):
             count = len(range(n_rows)[index])
             picked = self._read_bytes(begin + index.start * row_bytes, count * row_bytes)
         else:
