@@ -158,6 +158,8 @@ def reference_terms(directory, name: str, layers: list[int], token_keys: list[st
     ids = [vocab[key[len("s:"):]] for key in token_keys]
     x = _w(model.get_input_embeddings().weight)[ids]
     layer_list, read, layer_norm = ARCHITECTURES[name]
+    if name == "gpt2":  # every input adds a learned position: probe rows carry their mean
+        x = x + _w(model.transformer.wpe.weight).mean(0)
     n_heads = model.config.num_attention_heads
     with torch.no_grad():
         return torch.stack([reference_layer(read(layer_list(model)[i]), x, layer_norm, n_heads) for i in layers])
