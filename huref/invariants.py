@@ -21,7 +21,9 @@ Face orientation (a Linear weight W is [out, in] and maps a row x to x·Wᵀ):
   above; that elementwise product of weight matrices is not invariant to a residual rotation.
 
 Cost: each weight matrix is multiplied once by X (n·in·out flops) and never materialized in full;
-the query heads of a group are summed before the n×n product (exact: Σ_h Q_h·K_gᵀ = (Σ_h Q_h)·K_gᵀ).
+the query heads of a group are summed before the n×n product (exact: Σ_h Q_h·K_gᵀ = (Σ_h Q_h)·K_gᵀ),
+and, without a QK norm, already on the weights (Σ_h X·Wq_hᵀ = X·(Σ_h Wq_h)ᵀ), as the output heads
+of a group are for VO.
 """
 
 from __future__ import annotations
@@ -54,11 +56,17 @@ class Terms:
     meta: dict = field(default_factory=dict)
 
 
-def project(matrix: Matrix, rows: torch.Tensor) -> torch.Tensor:
-    """rows · Wᵀ  ([n, in] -> [n, out]), reading W one block of rows at a time."""
-    out = rows.new_empty(rows.shape[0], matrix.out_dim)
-    for start, stop, block in matrix.blocks():
-        out[:, start:stop] = rows @ block.to(rows).T
+def project(matrix: Matrix, rows: torch.Tensor, heads: "HeadGroups | None" = None) -> torch.Tensor:
+    """rows · Wᵀ  ([n, in] -> [n, out]), reading W one block of rows at a time.
+
+    With `heads`, W (a query matrix) has its rows first summed over the query heads sharing a
+    key/value head, so out = n_kv_heads * head_dim: X·(Σ_t Wq_t)ᵀ = Σ_t X·Wq_tᵀ with 1/group the flops.
+    """
+    group = heads.group if heads else 1
+    out = rows.new_empty(rows.shape[0], matrix.out_dim // group)
+    for start, stop, block in matrix.blocks(multiple=group * heads.head_dim if heads else 1):
+        block = block.to(rows)
+        out[:, start // group : stop // group] = rows @ (heads.sum_group_rows(block) if heads else block).T
     return out
 
 
@@ -104,13 +112,22 @@ class HeadGroups:
         r = t.shape[0]
         return t.reshape(r, self.n_kv_heads, self.group, self.head_dim).sum(2).reshape(r, -1)
 
+    def sum_group_rows(self, t: torch.Tensor) -> torch.Tensor:
+        """Query weight rows [k * group * head_dim, in] -> [k * head_dim, in], summing each group's heads."""
+        if self.group == 1:
+            return t
+        return t.reshape(-1, self.group, self.head_dim, t.shape[1]).sum(1).reshape(-1, t.shape[1])
+
 
 def qk_term(layer: LayerWeights, x_attn: torch.Tensor) -> torch.Tensor:
     """Σ_h N_q(X·Wq_hᵀ)·N_k(X·Wk_g(h)ᵀ)ᵀ  [n, n]."""
     heads = HeadGroups(layer.n_heads, layer.n_kv_heads, layer.head_dim)
-    q = apply_norm(layer.q_norm, project(layer.q, x_attn), layer.n_heads)
+    if layer.q_norm is None:  # sum each group's query heads on the weights, before projecting
+        q = project(layer.q, x_attn, heads)
+    else:
+        q = heads.sum_groups(apply_norm(layer.q_norm, project(layer.q, x_attn), layer.n_heads))
     k = apply_norm(layer.k_norm, project(layer.k, x_attn), layer.n_kv_heads)
-    return heads.sum_groups(q) @ k.T
+    return q @ k.T
 
 
 def vo_term(layer: LayerWeights, x_attn: torch.Tensor, x_out: torch.Tensor) -> torch.Tensor:

@@ -161,9 +161,10 @@ class Matrix:
             return slice(base + start, base + stop)
         return self.index[start:stop]
 
-    def blocks(self):
-        """Yield (start, stop, rows) over the whole matrix, one block at a time."""
-        step = self.block_size()
+    def blocks(self, multiple: int = 1):
+        """Yield (start, stop, rows) over the whole matrix, one block at a time; every block but the
+        last has a multiple of `multiple` rows."""
+        step = max(multiple, self.block_size() // multiple * multiple)
         for start in range(0, self.out_dim, step):
             stop = min(self.out_dim, start + step)
             yield start, stop, self.rows(start, stop)
