@@ -902,16 +902,17 @@ def position_embedding_shift(checkpoint: Checkpoint, generator: torch.Generator)
     return _edit(checkpoint, edit)
 
 
-def mean_shift(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
+def mean_shift(checkpoint: Checkpoint, generator: torch.Generator, magnitude: float = 1.0) -> Checkpoint:
     """LayerNorm models: add multiples of the all-ones vector to every embedding row and every residual write.
 
     LayerNorm removes the mean, so nothing downstream sees the shift; the head is untied from the embedding.
+    The shifts are about `magnitude` times the embedding's standard deviation.
     """
     def edit(canon, result):
         lay = canon.layout
         if lay.tied:
             _untie(canon, result)
-        spread = float(canon.get(None, lay.embed).std())
+        spread = magnitude * float(canon.get(None, lay.embed).std())
 
         def shift_rows(w):   # w [*, H]: each row plus s·1
             return w + spread * torch.randn(w.shape[0], 1, generator=generator)
