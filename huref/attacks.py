@@ -63,13 +63,14 @@ def read_checkpoint(directory) -> Checkpoint:
     return Checkpoint({k: v.float() for k, v in tensors.items()}, config, tokenizer, extras)
 
 
-def write_checkpoint(checkpoint: Checkpoint, directory) -> Path:
-    """Write `checkpoint` into `directory` as config.json + model.safetensors (+ tokenizer.json)."""
+def write_checkpoint(checkpoint: Checkpoint, directory, dtype: torch.dtype = torch.float32) -> Path:
+    """Write `checkpoint` into `directory` as config.json + model.safetensors (tensors stored as `dtype`;
+    anything but float32 rounds the weights) + tokenizer.json and the EXTRA_FILES it holds."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(checkpoint.config, indent=2))
-    save_file({k: v.contiguous() for k, v in checkpoint.tensors.items()}, str(directory / "model.safetensors"),
-              metadata={"format": "pt"})
+    save_file({k: v.to(dtype).contiguous() for k, v in checkpoint.tensors.items()},
+              str(directory / "model.safetensors"), metadata={"format": "pt"})
     extras = dict(checkpoint.extras)
     if checkpoint.tokenizer is not None:
         (directory / "tokenizer.json").write_text(json.dumps(checkpoint.tokenizer))

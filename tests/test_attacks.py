@@ -182,6 +182,17 @@ def test_a_large_mean_shift_keeps_invariants(arch, reference, tmp_path):
     assert compare_terms(ref.terms, invariant_terms(load_model(str(path))))["ics"] >= MIN_ICS_UNDER_ATTACK
 
 
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma2"])
+def test_every_attack_then_bfloat16_storage_keeps_invariants(arch, reference, tmp_path):
+    """What an attacker would publish: all valid attacks composed, then the weights rounded to bfloat16
+    (logits move by ~1e-2 from the rounding alone; the invariant terms must barely move)."""
+    ref = reference(arch)
+    attacked = attacks.compose(*(attacks.ATTACKS[n] for n in attacks.valid_attacks(layout(arch))))(
+        attacks.read_checkpoint(ref.path), torch.Generator().manual_seed(ATTACK_SEED))
+    path = attacks.write_checkpoint(attacked, tmp_path / "bf16", dtype=torch.bfloat16)
+    assert compare_terms(ref.terms, invariant_terms(load_model(str(path))))["ics"] >= MIN_ICS_UNDER_ATTACK
+
+
 def test_rotation_is_orthogonal_and_keeps_the_ones_direction_for_layernorm():
     generator = torch.Generator().manual_seed(0)
     T = attacks.orthogonal_fixing_ones(48, generator)
