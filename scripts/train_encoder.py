@@ -38,15 +38,15 @@ from huref.encoder import GRID, LATENT_DIM, Encoder, load_encoder, save_encoder,
 
 SETTINGS = dict(
     seed=20261124,
-    steps=1800,
+    steps=1200,
     batch=48,
     lr=2e-3,
     lr_final=5e-5,
-    w_neg=2.0,
+    w_neg=8.0,
     w_gauss=1.0,
     n_directions=256,
     tokens=(96, 4096),  # log-uniform token count n
-    hidden=(64, 96, 128, 192, 256),  # embedding width h
+    hidden=(64, 96, 128),  # embedding width h (wider costs time, adds nothing at a 64-bucket grid)
     layers=(1, 2, 2, 2, 3),  # L, drawn per batch
     max_weight_noise=0.2,  # relative noise on A, B
     max_embedding_noise=0.1,  # relative noise on X
@@ -99,16 +99,25 @@ def replace_tokens(x, buckets, share, spectrum, gen):
     return x, buckets
 
 
-def sample_pair(batch, n, h, n_layers, gen, settings=SETTINGS):
-    """Anchor and positive pooled terms [batch, L, 3, GRID, GRID] and their raw term cosine [batch]."""
+def sample_pair(batch, n, h, n_layers, gen, settings=SETTINGS, levels=None):
+    """Anchor and positive pooled terms [batch, L, 3, GRID, GRID] and their raw term cosine [batch].
+
+    Perturbation levels are drawn per sample from settings, or fixed by levels =
+    {"tokens": share, "embedding": noise, "weights": noise} (for measurements).
+    """
     x, spectrum = sample_embeddings(batch, n, h, gen)
     buckets = torch.randint(GRID, (batch, n), generator=gen)
     u = lambda top: torch.rand(batch, 1, 1, generator=gen) * top  # noqa: E731  per-sample level
-    share = u(settings["max_token_change"]).flatten() * (torch.rand(batch, generator=gen) < settings["token_change_rate"])
+    fixed = lambda name: torch.full((batch, 1, 1), float(levels[name]))  # noqa: E731
+    if levels is None:
+        share = u(settings["max_token_change"]).flatten() * (torch.rand(batch, generator=gen) < settings["token_change_rate"])
+    else:
+        share = fixed("tokens").flatten()
     x_pos, buckets_pos = replace_tokens(x, buckets, share, spectrum[:, 0], gen)
-    x_pos = x_pos + u(settings["max_embedding_noise"]) * torch.randn(batch, n, h, generator=gen) * spectrum
+    embedding_noise = u(settings["max_embedding_noise"]) if levels is None else fixed("embedding")
+    x_pos = x_pos + embedding_noise * torch.randn(batch, n, h, generator=gen) * spectrum
     pooled, pooled_pos = pool_embeddings(x, buckets), pool_embeddings(x_pos, buckets_pos)
-    weight_noise = u(settings["max_weight_noise"])
+    weight_noise = u(settings["max_weight_noise"]) if levels is None else fixed("weights")
     anchor, positive = [], []
     for _ in range(n_layers * 3):
         a_scale = decaying_spectrum(batch, h, 1.5, gen)[:, None] / math.sqrt(h)
@@ -155,8 +164,8 @@ def independent_cos2(z):
     return cos[off_diagonal].pow(2).mean()
 
 
-def train(out_path, settings=SETTINGS, log_every=50):
-    torch.set_num_threads(1)
+def train(out_path, settings=SETTINGS, log_every=50, threads=1):
+    torch.set_num_threads(threads)
     torch.manual_seed(settings["seed"])
     gen = torch.Generator().manual_seed(settings["seed"])
     encoder = Encoder()
@@ -230,7 +239,37 @@ def evaluate(weights, pairs=1200, seed=7, batch=50):
         "shapiro_random_projection": dict(zip(("statistic", "pvalue"),
                                               map(float, stats.shapiro((z_a @ direction).numpy())))),
         "per_dim_ks_share_p_below_0.01": sum(p < 0.01 for p in per_dim_ks) / LATENT_DIM,
+        "positive_cosine_by_perturbation": by_perturbation(encoder, gen),
     }
+
+
+CONDITIONS = {  # name -> fixed perturbation levels of the positive copy
+    "identical copy": dict(tokens=0, embedding=0, weights=0),
+    "weights 5% (fine-tune)": dict(tokens=0, embedding=0.02, weights=0.05),
+    "weights 20%": dict(tokens=0, embedding=0.1, weights=0.2),
+    "weights 40%": dict(tokens=0, embedding=0.2, weights=0.4),
+    "tokens 5% replaced": dict(tokens=0.05, embedding=0, weights=0),
+    "tokens 10% replaced": dict(tokens=0.1, embedding=0, weights=0),
+    "tokens 20% replaced": dict(tokens=0.2, embedding=0, weights=0),
+    "tokens 35% replaced": dict(tokens=0.35, embedding=0, weights=0),
+}
+
+
+@torch.no_grad()
+def by_perturbation(encoder, gen, batches=4, batch=50):
+    """Mean and 5th percentile of raw-term and latent cosine of positives at each fixed CONDITIONS level."""
+    rows = {}
+    for name, levels in CONDITIONS.items():
+        raw, latent = [], []
+        for _ in range(batches):
+            n, h, n_layers = draw_shape(gen)
+            anchor, positive, raw_cosine = sample_pair(batch, n, h, n_layers, gen, levels=levels)
+            latent.append(F.cosine_similarity(encoder(anchor), encoder(positive)))
+            raw.append(raw_cosine)
+        raw, latent = torch.cat(raw), torch.cat(latent)
+        rows[name] = {"raw_mean": raw.mean().item(), "latent_mean": latent.mean().item(),
+                      "latent_p05": latent.quantile(0.05).item()}
+    return rows
 
 
 if __name__ == "__main__":
@@ -239,8 +278,9 @@ if __name__ == "__main__":
     parser.add_argument("--steps", type=int, default=SETTINGS["steps"])
     parser.add_argument("--evaluate", metavar="WEIGHTS", help="evaluate these weights on held-out samples instead")
     parser.add_argument("--pairs", type=int, default=1200, help="held-out pairs for --evaluate")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 leaves the rest of the machine free)")
     args = parser.parse_args()
     if args.evaluate:
         print(json.dumps(evaluate(args.evaluate, pairs=args.pairs), indent=2))
     else:
-        train(args.out, dict(SETTINGS, steps=args.steps))
+        train(args.out, dict(SETTINGS, steps=args.steps), threads=args.threads)

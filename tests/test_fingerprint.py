@@ -1,0 +1,263 @@
+"""The fingerprint product: huref fingerprint / show / verify / compare / report, FP.json and its commitment.
+
+Runs on the demo models (`demo:base`, its disguised fine-tune `demo:offspring`, an unrelated
+`demo:independent`), the shipped encoder and the bundled generator.
+"""
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+from html.parser import HTMLParser
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from huref import cli
+from huref.fingerprint import (LATENT_THRESHOLD, check_opening, commitment_digest, load_fingerprint, opening_path,
+                               save_opening)
+from huref.invariants import Terms, invariant_terms, load_terms, save_terms
+from huref.similarity import compare_terms, thresholds
+from huref.sources import load_model
+
+
+def run_cli(monkeypatch, capsys, *args):
+    """Run `huref ARGS` in this process: (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["huref", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def fingerprint_command(name, folder):
+    png, fp = folder / f"{name}.png", folder / f"{name}.json"
+    return png, fp, ["fingerprint", f"demo:{name}", "-o", str(png), "--generator", "bundled",
+                     "--save-fingerprint", str(fp), "--json"]
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """Fingerprints of the three demo models made by the real command: the first in a separate
+    process, the others in this one (same entry point, less start-up time)."""
+    folder = tmp_path_factory.mktemp("published")
+    made = {}
+    png, fp, args = fingerprint_command("base", folder)
+    result = subprocess.run([sys.executable, "-m", "huref.cli", *args], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    made["base"] = {"png": png, "fp": fp, "json": json.loads(result.stdout)}
+    for name in ("offspring", "independent"):
+        png, fp, args = fingerprint_command(name, folder)
+        out = io.StringIO()
+        with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
+            patch.setattr(sys, "argv", ["huref", *args])
+            cli.main()
+        assert done.value.code == 0
+        made[name] = {"png": png, "fp": fp, "json": json.loads(out.getvalue())}
+    return made
+
+
+def test_png_is_byte_identical_across_runs(published, tmp_path):
+    again = tmp_path / "again.png"
+    result = subprocess.run([sys.executable, "-m", "huref.cli", "fingerprint", "demo:base", "-o", str(again),
+                             "--generator", "bundled", "-q"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert again.read_bytes() == published["base"]["png"].read_bytes()
+    assert published["base"]["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_json_output_matches_the_saved_fingerprint(published):
+    printed, saved = published["base"]["json"], load_fingerprint(published["base"]["fp"])
+    assert printed["image"] == str(published["base"]["png"])
+    for key, value in saved.items():
+        assert printed[key] == value
+    z = torch.tensor(saved["latent"])
+    assert z.shape == (512,) and abs(float(z.mean())) < 1e-4 and abs(float(z.std()) - 1) < 1e-4
+    assert saved["model_type"] == "llama" and saved["n_tokens"] == 1024 and saved["layers"] == [2, 3]
+    assert saved["generator"]["name"] == "bundled" and len(saved["encoder_sha256"]) == 64
+
+
+def test_round_trip_fingerprint_then_show(published, tmp_path, monkeypatch, capsys):
+    shown = tmp_path / "shown.png"
+    code, _, err = run_cli(monkeypatch, capsys, "show", str(published["base"]["fp"]), "-o", str(shown))
+    assert code == 0, err
+    assert shown.read_bytes() == published["base"]["png"].read_bytes()
+
+
+def test_relatives_share_a_dog_and_strangers_do_not(published):
+    z = {name: torch.tensor(load_fingerprint(item["fp"])["latent"]) for name, item in published.items()}
+    related = float(F.cosine_similarity(z["base"], z["offspring"], dim=0))
+    unrelated = float(F.cosine_similarity(z["base"], z["independent"], dim=0))
+    assert related >= LATENT_THRESHOLD > unrelated
+    assert related > unrelated + 0.3
+
+
+def test_commitment_opens_with_the_private_file_only(published, tmp_path):
+    fp_path = published["base"]["fp"]
+    fp = load_fingerprint(fp_path)
+    private = opening_path(fp_path)
+    assert check_opening(fp, private)
+    terms = load_terms(private)
+    salt = bytes.fromhex(terms.meta["commitment_salt"])
+    assert salt.hex() not in fp_path.read_text()
+    # the committed terms are the model's terms, bit for bit
+    fresh = invariant_terms(load_model("demo:base"))
+    assert torch.equal(fresh.values, terms.values) and fresh.tokens == terms.tokens
+    assert commitment_digest(fresh, salt) == fp["commitment"]["sha256"]
+    # another salt, one changed number, or reordered tokens do not open it
+    assert commitment_digest(fresh, bytes(32)) != fp["commitment"]["sha256"]
+    nudged = fresh.values.clone()
+    nudged[1, 2, 3, 4] = torch.nextafter(nudged[1, 2, 3, 4], torch.tensor(float("inf")))
+    assert commitment_digest(Terms(nudged, fresh.layers, fresh.tokens), salt) != fp["commitment"]["sha256"]
+    tampered = tmp_path / "tampered.safetensors"
+    save_opening(Terms(nudged, fresh.layers, fresh.tokens, fresh.meta), salt, tampered)
+    assert not check_opening(fp, tampered)
+
+
+def test_verify_exit_codes_and_json(published, tmp_path, monkeypatch, capsys):
+    base_fp = str(published["base"]["fp"])
+    code, out, _ = run_cli(monkeypatch, capsys, "verify", "demo:offspring", "--base", base_fp, "--json")
+    result = json.loads(out)
+    assert code == 0 and result["derives"] and result["best"]["kind"] == "latent"
+    code, out, _ = run_cli(monkeypatch, capsys, "verify", "demo:independent", "--base", base_fp, "--json")
+    assert code == 1 and not json.loads(out)["derives"]
+    # a model as base: scored by ICS, with the calibrated threshold unless --min-ics is given
+    code, out, _ = run_cli(monkeypatch, capsys, "verify", "demo:offspring", "--base", "demo:base", "--json")
+    result = json.loads(out)
+    ics = compare_terms(invariant_terms(load_model("demo:offspring")), invariant_terms(load_model("demo:base")))["ics"]
+    assert code == 0 and result["best"]["kind"] == "ics" and result["best"]["threshold"] == thresholds()["same_base"]
+    assert result["best"]["score"] == pytest.approx(ics, abs=1e-9)
+    code, _, _ = run_cli(monkeypatch, capsys, "verify", "demo:offspring", "--base", "demo:base",
+                         "--min-ics", str(min(ics + 0.001, 1.01)))
+    assert code == 1
+    code, out, err = run_cli(monkeypatch, capsys, "verify", "demo:offspring")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+
+
+def test_verify_registry_reports_the_best_match(published, tmp_path, monkeypatch, capsys):
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    (registry / "independent.json").write_bytes(published["independent"]["fp"].read_bytes())
+    save_terms(invariant_terms(load_model("demo:base")), registry / "base.safetensors")
+    code, out, _ = run_cli(monkeypatch, capsys, "verify", "demo:offspring", "--registry", str(registry), "--json")
+    result = json.loads(out)
+    assert code == 0 and result["best"]["base"] == str(registry / "base.safetensors")
+    assert [m["kind"] for m in result["matches"]] == ["ics", "latent"]
+    code, out, _ = run_cli(monkeypatch, capsys, "verify", "demo:offspring", "--registry", str(tmp_path / "none"))
+    assert code == 2
+
+
+MALFORMED = {
+    "not json": "{latent: [",
+    "wrong format tag": json.dumps({"format": "something-else"}),
+    "future version": None,  # filled from a real fingerprint below
+    "short latent": None,
+    "NaN in latent": None,
+    "string in latent": None,
+    "missing commitment": None,
+}
+
+
+def malformed_text(kind, good: dict) -> str:
+    if MALFORMED[kind] is not None:
+        return MALFORMED[kind]
+    bad = json.loads(json.dumps(good))
+    if kind == "future version":
+        bad["format_version"] = 99
+    elif kind == "short latent":
+        bad["latent"] = bad["latent"][:-1]
+    elif kind == "NaN in latent":
+        bad["latent"][5] = float("nan")
+    elif kind == "string in latent":
+        bad["latent"][5] = "0.5"
+    else:
+        del bad["commitment"]
+    return json.dumps(bad)
+
+
+@pytest.mark.parametrize("kind", list(MALFORMED))
+def test_malformed_fingerprints_give_one_line_and_exit_2(kind, published, tmp_path, monkeypatch, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(malformed_text(kind, load_fingerprint(published["base"]["fp"])))
+    for args in (["show", str(bad), "-o", str(tmp_path / "out.png")],
+                 ["compare", str(bad), str(published["base"]["fp"]), "--image", str(tmp_path / "side.png")],
+                 ["verify", "demo:base", "--base", str(bad)]):
+        code, out, err = run_cli(monkeypatch, capsys, *args)
+        assert code == 2, (args, err)
+        assert out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert str(bad) in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json"]  # no partial output
+
+
+def test_compare_accepts_fingerprints_and_draws_the_pair(published, tmp_path, monkeypatch, capsys):
+    side = tmp_path / "side.png"
+    code, out, err = run_cli(monkeypatch, capsys, "compare", str(published["base"]["fp"]), "demo:offspring",
+                             "--json", "--image", str(side))
+    report = json.loads(out)
+    z_base = torch.tensor(load_fingerprint(published["base"]["fp"])["latent"])
+    z_off = torch.tensor(load_fingerprint(published["offspring"]["fp"])["latent"])
+    assert code == 0 and report["kind"] == "latent" and report["verdict"] == "same-base"
+    assert report["latent_cosine"] == pytest.approx(float(F.cosine_similarity(z_base, z_off, dim=0)), abs=1e-6)
+    assert "latent" in report["note"] and report["b"]["kind"] == "model"
+    from PIL import Image
+
+    picture = Image.open(side)
+    assert picture.width > 2 * picture.height * 0.8  # two dogs next to each other
+    code, out, _ = run_cli(monkeypatch, capsys, "compare", str(published["base"]["fp"]),
+                           str(published["independent"]["fp"]))
+    assert code == 0 and "latent cosine" in out and "unrelated" in out
+
+
+class Tags(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.open = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def test_report_holds_dogs_matrix_and_terms(published, tmp_path, monkeypatch, capsys):
+    page = tmp_path / "report.html"
+    code, _, err = run_cli(monkeypatch, capsys, "report", "demo:base", "demo:offspring",
+                           str(published["independent"]["fp"]), "-o", str(page), "--generator", "bundled")
+    assert code == 0, err
+    text = page.read_text()
+    parser = Tags()
+    parser.feed(text)
+    images = [attrs["src"] for tag, attrs in parser.tags if tag == "img"]
+    assert len(images) == 3 and all(src.startswith("data:image/png;base64,") for src in images)
+    import base64
+
+    assert base64.b64decode(images[0].split(",", 1)[1]) == published["base"]["png"].read_bytes()
+    ics = compare_terms(invariant_terms(load_model("demo:base")), invariant_terms(load_model("demo:offspring")))
+    assert f"{ics['ics']:+.4f}" in text and f"{ics['terms']['ffn']:+.3f}" in text
+    assert text.count("<tr>") == 1 + 3 + 1 + 3  # matrix header + rows, detail header + 3 pairs
+
+
+ATTACKED_ARCHITECTURES = ("llama", "gpt2", "qwen2_moe")
+
+
+@pytest.mark.parametrize("arch", ATTACKED_ARCHITECTURES)
+def test_attacked_copies_keep_the_latent(arch, tiny_zoo, tmp_path):
+    """Every valid function-preserving rewrite at once (weights all moved): latent cosine >= 0.99.
+    Appending 40 tokens to the 384-token vocabulary adds new probe tokens: the latent moves more,
+    but stays above the same-base threshold."""
+    import tiny_models
+    from huref import attacks
+    from huref.fingerprint import latent_record
+    from huref.similarity import pcs
+
+    layout = attacks.layout_of(tiny_models.make_config(arch).to_dict())
+    rewrites = [a for a in attacks.valid_attacks(layout) if a != "append_vocabulary"]
+    original = tiny_zoo(arch)
+    rewritten = attacks.attack_directory(original, tmp_path / "rewritten", "+".join(rewrites), seed=1)
+    appended = attacks.attack_directory(original, tmp_path / "appended", "append_vocabulary", seed=1)
+    models = {name: load_model(str(path)) for name, path in
+              (("original", original), ("rewritten", rewritten), ("appended", appended))}
+    assert pcs(models["original"], models["rewritten"], list(range(tiny_models.N_LAYERS))) < 0.9
+    z = {name: torch.tensor(latent_record(invariant_terms(model))["latent"]) for name, model in models.items()}
+    assert float(F.cosine_similarity(z["original"], z["rewritten"], dim=0)) >= 0.99
+    assert float(F.cosine_similarity(z["original"], z["appended"], dim=0)) >= LATENT_THRESHOLD
