@@ -1,0 +1,39 @@
+"""The dog gallery of the report: each model's fingerprint picture, one row per base with its offspring.
+
+Uses huref's own pipeline (terms of the last two layers -> encoder latent -> generator -> picture),
+so it needs the encoder weights (weights/encoder.safetensors) and a generator; `make_gallery`
+returns None when they are not there.
+"""
+
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from huref.errors import HurefError
+
+CELL = 160
+LABEL = 28
+
+
+def make_gallery(rows: list[list[tuple[str, object]]], path: Path) -> str | None:
+    """Render a grid PNG at `path`; `rows` holds (label, Terms) per cell. Returns the generator's name,
+    or None when the encoder or generator is unavailable."""
+    from huref.fingerprint import latent, latent_record
+    from huref.render import load_generator, render
+
+    try:
+        generator, identity = load_generator(None)
+        pictures = [[(label, render(latent(latent_record(terms)), generator)) for label, terms in row] for row in rows]
+    except HurefError:
+        return None
+    width = max(len(row) for row in pictures)
+    sheet = Image.new("RGB", (width * CELL, len(pictures) * (CELL + LABEL)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, row in enumerate(pictures):
+        for c, (label, picture) in enumerate(row):
+            x, y = c * CELL, r * (CELL + LABEL)
+            sheet.paste(picture.resize((CELL - 8, CELL - 8)), (x + 4, y + 4))
+            draw.text((x + 4, y + CELL - 2), label[:26], fill="black")
+    sheet.save(path)
+    return identity["name"]
+
