@@ -1007,6 +1007,56 @@ def reorder_vocabulary(checkpoint: Checkpoint, generator: torch.Generator) -> Ch
     return _edit(checkpoint, edit)
 
 
+def _walk(node):
+    """Every dict inside a parsed tokenizer.json component (Sequences included)."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def rename_token_strings(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
+    """Rename every vocabulary string through a random bijection of the letters a-z onto other characters,
+    with a normaliser that applies it to the input text and a decoder step that undoes it on the output.
+
+    Text still maps to the same ids and ids decode to the same text; the weights are untouched. Not for
+    byte-level tokenizers (their pre-tokenizer would see the replaced characters as other bytes) or
+    byte-fallback ones. Not in ATTACKS: whether it applies depends on the tokenizer, not the architecture.
+    """
+    tok = copy.deepcopy(checkpoint.tokenizer)
+    if tok is None:
+        raise HurefError("rename_token_strings needs a tokenizer.json")
+    if any(node.get("type") == "ByteLevel" for node in _walk(tok.get("pre_tokenizer"))) or tok["model"].get("byte_fallback"):
+        raise HurefError("rename_token_strings does not apply to byte-level or byte-fallback tokenizers")
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    pool = [chr(c) for c in range(0x100, 0x180)]   # Latin Extended-A
+    picked = [pool[int(j)] for j in _perm(len(pool), generator)[:len(letters)]]
+    rename = str.maketrans(letters, "".join(picked))
+    model = tok["model"]
+    specials = {t["content"] for t in tok.get("added_tokens", [])} | {model.get("unk_token")}
+
+    def renamed(piece):
+        return piece if piece in specials else piece.translate(rename)
+
+    if isinstance(model["vocab"], list):
+        model["vocab"] = [[renamed(piece), score] for piece, score in model["vocab"]]
+    else:
+        model["vocab"] = {renamed(piece): i for piece, i in model["vocab"].items()}
+    if "merges" in model:
+        model["merges"] = [" ".join(map(renamed, m.split(" "))) if isinstance(m, str) else [renamed(x) for x in m]
+                           for m in model["merges"]]
+    forward = [{"type": "Replace", "pattern": {"String": a}, "content": b} for a, b in zip(letters, picked)]
+    backward = [{"type": "Replace", "pattern": {"String": b}, "content": a} for a, b in zip(letters, picked)]
+    tok["normalizer"] = {"type": "Sequence", "normalizers": ([tok["normalizer"]] if tok.get("normalizer") else []) + forward}
+    # no decoder joins tokens with spaces; WordPiece's decoder does the same for pieces without its prefix
+    joiner = tok.get("decoder") or {"type": "WordPiece", "prefix": "\u0000##", "cleanup": False}
+    tok["decoder"] = {"type": "Sequence", "decoders": backward + [joiner]}
+    return Checkpoint(dict(checkpoint.tensors), copy.deepcopy(checkpoint.config), tok, copy.deepcopy(checkpoint.extras))
+
+
 # ------------------------------------------------------------------------------------------- the suite
 
 def compose(*attacks):
