@@ -174,7 +174,11 @@ def quantize() -> None:
     from gguf_convert import convert
 
     for name, qtype in (("smollm2-vim", "Q8_0"), ("smollm2-vim", "Q4_0"), ("gemma3-vim", "Q8_0")):
-        print(convert(hf_dir(name), CACHE / "gguf" / f"{name}.{qtype}.gguf", qtype))
+        target = CACHE / "gguf" / f"{name}.{qtype}.gguf"
+        if not (hf_dir(name) / "finetune.json").is_file() or target.is_file():
+            print(f"{target}: skipped ({'exists' if target.is_file() else 'no fine-tune yet'})")
+            continue
+        print(convert(hf_dir(name), target, qtype))
 
 
 # ---------------------------------------------------------------- measurements
