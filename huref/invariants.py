@@ -146,8 +146,9 @@ def ffn_term(layer: LayerWeights, x_ffn: torch.Tensor, x_out: torch.Tensor) -> t
     written = None
     for ffn in layer.ffns:
         hidden = project(ffn.up, x_ffn)
-        if ffn.gate is not None:
-            hidden.mul_(project(ffn.gate, x_ffn))
+        if ffn.gate is not None:  # multiplied in block by block: no second [n, inner] buffer
+            for start, stop, block in ffn.gate.blocks():
+                hidden[:, start:stop].mul_(x_ffn @ block.to(x_ffn).T)
         part = write_back(ffn.down, hidden)
         written = part if written is None else written.add_(part)
     return apply_norm(layer.ffn_post_norm, written) @ x_out.T
