@@ -37,7 +37,7 @@ FORMAT = "huref-fingerprint"
 FORMAT_VERSION = 1
 COMMITMENT_SCHEME = "sha256(domain || salt || header || float32-le values), huref v1"
 COMMITMENT_DOMAIN = b"huref-commitment-v1\0"
-LATENT_THRESHOLD = 0.5  # latent cosine at or above which two fingerprints share a base (docs/ENCODER.md)
+LATENT_THRESHOLD = 0.5  # latent cosine at or above which two fingerprints share a base (why: docs/ENCODER.md)
 REQUIRED = {"latent": list, "model_type": (str, type(None)), "layers": list, "n_tokens": int,
             "token_strategy": (str, type(None)), "tool_version": str, "encoder_sha256": str,
             "generator": dict, "commitment": dict}
