@@ -8,7 +8,6 @@ does with psi 0.5 and cutoff 8): lower psi gives cleaner but more alike dogs.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from pathlib import Path
 
@@ -20,15 +19,6 @@ from huref.errors import HurefError
 DEFAULT_TRUNCATION = 0.5
 DEFAULT_CUTOFF = 8
 MIN_SIDE = 256  # small generators are enlarged (integer factor) to at least this many pixels
-
-
-def file_sha256(path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def generator_file(choice: str | None) -> tuple[str, Path]:
@@ -55,11 +45,12 @@ def load_generator(choice: str | None = None):
 
     Returns (Generator in eval mode, {"name": str, "sha256": hex digest of its weights file}).
     """
-    import stylegan2
+    from stylegan2 import load_network
+    from stylegan2.download import sha256_of
 
     name, path = generator_file(choice)
-    generator, _ = stylegan2.load_network(path)
-    return generator, {"name": name, "sha256": file_sha256(path)}
+    generator, _ = load_network(path)
+    return generator, {"name": name, "sha256": sha256_of(path)}
 
 
 @torch.no_grad()

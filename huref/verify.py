@@ -112,7 +112,8 @@ def verify(model: str, bases: list[str], min_ics=None, min_latent=None, **open_k
     matches = []
     for base in opened_bases:
         if base.fingerprint is not None:
-            key = ("fingerprint", str(fingerprint_settings(base.fingerprint)))
+            settings = fingerprint_settings(base.fingerprint)
+            key = ("fingerprint", settings["n_tokens"], tuple(settings["layers"] or ()))
         else:
             key = ("terms", len(base.terms.tokens), tuple(base.terms.layers), base.terms.meta.get("n_layers"))
         if key not in computed:
