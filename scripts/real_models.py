@@ -310,8 +310,9 @@ def dogs(terms: dict) -> dict | None:
         if a in pictures and b in pictures:
             score = f"latent cosine {cosines[f'{a} | {b}']:.3f}"
             side_by_side(pictures[a], pictures[b], a, b, score).save(out / f"{a}--{b}.png")
-    return {"generator": info, "encoder_sha256": next(iter(fingerprints.values()))["encoder_sha256"],
-            "latent_cosine": cosines}
+    first = next(iter(fingerprints.values()))
+    return {"generator": info, "encoder_sha256": first["encoder_sha256"], "latent_cosine": cosines,
+            "threshold": compare_fingerprints(first, first)["threshold"]}
 
 
 def measure() -> None:
@@ -330,9 +331,9 @@ def measure() -> None:
         same_shape = terms[a].meta["hidden_size"] == terms[b].meta["hidden_size"]
         rows.append({
             "a": a, "b": b, "relation": relation, "expected": expected,
-            "ics": round(result["ics"], 4), "terms": {k: round(v, 4) for k, v in result["terms"].items()},
+            "ics": round(result["ics"], 6), "terms": {k: round(v, 6) for k, v in result["terms"].items()},
             "n_common": result["n_common"], "layers": [terms[a].layers, terms[b].layers],
-            "pcs": round(p, 4) if same_shape and (p := pcs(model_a, model_b, terms[a].layers)) is not None else None,
+            "pcs": round(p, 6) if same_shape and (p := pcs(model_a, model_b, terms[a].layers)) is not None else None,
         })
         print(rows[-1], flush=True)
     finetunes = {}
@@ -381,14 +382,16 @@ def markdown(report: dict) -> str:
     out += ["", "| A | B | relation | expected | ICS | qk / vo / ffn | common tokens | PCS |", "|---|---|---|---|---|---|---|---|"]
     for r in report["pairs"]:
         t = r["terms"]
-        pcs_text = "n/a (shapes differ)" if r["pcs"] is None else f"{r['pcs']:.4f}"
-        out.append(f"| {r['a']} | {r['b']} | {r['relation']} | {r['expected']} | {r['ics']:.4f} | "
-                   f"{t['qk']:.3f} / {t['vo']:.3f} / {t['ffn']:.3f} | {r['n_common']} | {pcs_text} |")
+        pcs_text = "n/a (shapes differ)" if r["pcs"] is None else f"{r['pcs']:.6f}"
+        out.append(f"| {r['a']} | {r['b']} | {r['relation']} | {r['expected']} | {r['ics']:.5f} | "
+                   f"{t['qk']:.4f} / {t['vo']:.4f} / {t['ffn']:.4f} | {r['n_common']} | {pcs_text} |")
     out += ["", "### Fine-tunes (CPU, float32, one thread, on vim's help files)", "",
             "Only the top layers and the final norm train (token embeddings, tied head and lower layers "
             "frozen) so that the runs fit a 2-core machine shared with other jobs; the default invariant "
             "layers (the last two) are among the trained ones. Losses: mean next-token loss in nats on fixed "
-            "held-out windows (files no run trains on, scripts/corpora.py).", "",
+            "held-out windows (files no run trains on, scripts/corpora.py). PCS covers the token embedding "
+            "and the two compared layers; the frozen embedding dominates it, so it stays at ~1 for the "
+            "fine-tunes although their layers moved.", "",
             "| base | trained | steps x batch x tokens | lr | minutes | loss vim held-out before -> after | "
             "loss Python stdlib held-out before -> after |", "|---|---|---|---|---|---|---|"]
     for name, f in report["finetunes"].items():
@@ -404,7 +407,8 @@ def markdown(report: dict) -> str:
         d = report["dogs"]
         out += ["", "### Dogs", "",
                 f"`huref fingerprint` pipeline on the same terms (encoder {d['encoder_sha256'][:12]}, generator "
-                f"{d['generator']['name']}); pictures in docs/real/ ({DOG_SIDE} px thumbnails).", "",
+                f"{d['generator']['name']}); pictures in docs/real/ ({DOG_SIDE} px thumbnails). Latent cosine "
+                f"is what `huref compare` reports between two FP.json files (same-base at >= {d['threshold']}).", "",
                 "| " + " | ".join(f"{a}<br>![{a}](real/{a}.png)" for a in report["models"]) + " |",
                 "|" + "---|" * len(report["models"]), "",
                 "| A | B | latent cosine |", "|---|---|---|"]
