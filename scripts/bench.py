@@ -383,8 +383,13 @@ def available_gb() -> float:
     return info["MemAvailable"] / 2**20
 
 
-def measure(label: str, runs: int, sizes: list[str], with_baseline: bool, with_precision: bool) -> Path:
-    """Time huref (and the baseline) on the built checkpoints; write results/<label>.json."""
+FINGERPRINT_SIZES = ("7b", "70b")  # the fingerprint targets; 13B shows memory growth with invariants alone
+
+
+def measure(label: str, runs: int, sizes: list[str], with_baseline: bool, with_precision: bool,
+            runs_large: int = 2) -> Path:
+    """Time huref (and the baseline) on the built checkpoints; write results/<label>.json.
+    7B gets `runs` runs per tool, 13B and 70B `runs_large`; the first of each starts cold."""
     results_dir = CACHE / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     scratch = CACHE / "scratch"
@@ -403,12 +408,12 @@ def measure(label: str, runs: int, sizes: list[str], with_baseline: bool, with_p
     result["matmul_load"] = round(os.getloadavg()[0], 2)
     result["read_gbps"] = {k: round(v, 2) for k, v in read_speed(next((CACHE / "llama-7b").glob("*.safetensors"))).items()}
     print("matmul GFLOP/s:", result["matmul_gflops"], "read GB/s:", result["read_gbps"], flush=True)
-    tools = ["invariants"] + (["fingerprint"] if has_fingerprint() else [])
+    fingerprint = has_fingerprint()
     for size in sizes:
         directory = CACHE / f"llama-{size}"
-        for tool in tools:
+        for tool in ["invariants"] + (["fingerprint"] if fingerprint and size in FINGERPRINT_SIZES else []):
             out = scratch / f"{tool}-{size}.{'safetensors' if tool == 'invariants' else 'png'}"
-            for k in range(runs):
+            for k in range(runs if size == "7b" else runs_large):
                 if k == 0:
                     evict(directory)
                 run = {"tool": tool, "size": size, "run": k, "cold": k == 0, **timed(huref_command(tool, directory, out))}
@@ -438,8 +443,12 @@ def measure(label: str, runs: int, sizes: list[str], with_baseline: bool, with_p
             directory = CACHE / "llama-7b"
             need = floor_counts("7b")["checkpoint_bytes"] * (2 if dtype == "float32" else 1) / 2**30 + 2
             base = {"tool": f"baseline transformers ({dtype})", "size": "7b", "run": 0, "cold": False}
-            if available_gb() < need:
-                base.update(skipped=f"needs ~{need:.0f} GiB, {available_gb():.0f} GiB available of {machine()['ram_gb']} GiB")
+            if need > result["machine"]["ram_gb"]:
+                base.update(skipped=f"the weights alone need ~{need - 2:.0f} GiB, more than the machine's "
+                                    f"{result['machine']['ram_gb']} GiB")
+            elif available_gb() < need:
+                base.update(skipped=f"needs ~{need:.0f} GiB; only {available_gb():.0f} GiB were free beside "
+                                    f"other jobs when measured")
             else:
                 out = scratch / f"baseline-7b-{dtype}.safetensors"
                 base.update(timed([sys.executable, __file__, "baseline", str(directory), "--dtype", dtype, "-o", str(out)]))
@@ -478,6 +487,51 @@ def _summary(runs: list[dict]) -> dict:
     }
 
 
+def _targets(groups: dict, floors: dict, gflops: float) -> list[str]:
+    """The issue's targets, each with the measured figure and whether it holds."""
+    def get(tool, size):
+        return _summary(groups[tool, size]) if (tool, size) in groups else None
+
+    lines = ["", "## Targets", "", "| target | measured | holds |", "|---|---|---|"]
+    fp7, fp70, inv7 = get("fingerprint", "7b"), get("fingerprint", "70b"), get("invariants", "7b")
+    if fp7 and fp7["wall"]:
+        lines.append(f"| 7B `huref fingerprint`: peak RSS <= 3 GB | {fp7['rss'] / 1024:.2f} GiB | "
+                     f"{'yes' if fp7['rss'] * 2**20 <= 3e9 else 'no'} |")
+        lines.append(f"| 7B `huref fingerprint`: wall <= 2 min | {fp7['wall']:.1f} s (load {fp7['load']}) | "
+                     f"{'yes' if fp7['wall'] <= 120 else 'no'} |")
+    if fp70 and fp70["wall"]:
+        lines.append(f"| 70B-shaped `huref fingerprint`: peak RSS <= 6 GB, completes | {fp70['rss'] / 1024:.2f} GiB, "
+                     f"{fp70['wall']:.1f} s | {'yes' if fp70['rss'] * 2**20 <= 6e9 else 'no'} |")
+    sizes = [size for size in SHAPES if get("invariants", size) and get("invariants", size)["rss"]]
+    if len(sizes) > 1:
+        rss = ", ".join(f"{size.upper()} {get('invariants', size)['rss'] / 1024:.2f} GiB" for size in sizes)
+        lines.append(f"| memory grows with one layer, not the number of layers | {rss} | see Memory |")
+    if inv7 and inv7["wall"]:
+        floor_s = floors["7b"]["total_flops"] / (gflops * 1e9)
+        ratio = inv7["wall"] / floor_s
+        lines.append(f"| 7B `huref invariants` within 1.2x of the matmul floor | {ratio:.2f}x "
+                     f"({inv7['wall']:.1f} s vs {floor_s:.1f} s) | {'yes' if ratio <= 1.2 else 'no'} |")
+    return lines
+
+
+def _gpu_section(gpu: dict) -> list[str]:
+    tiny = {k[len("tiny_"):-len("_rel_diff")]: v for k, v in gpu.items() if k.startswith("tiny_")}
+    worst = max(tiny.values()) if tiny else float("nan")
+    lines = ["", "## GPU (`--device cuda`)", "",
+             f"Checked once on a device machine ({gpu['gpu']}, torch {gpu['torch']}, TF32 "
+             f"{'on' if gpu['tf32'] else 'off'}): the terms of {len(tiny)} tiny architectures "
+             f"({', '.join(tiny)}) computed with `--device cuda` match the CPU's to {worst:.1e} relative "
+             f"(max |difference| / max |term|), with the same tokens, layers and tensor hashes; "
+             f"`huref invariants --device cuda` exited {gpu['cli_rc']}."]
+    if "7b_cuda_wall_s_1" in gpu:
+        lines.append(f"On a 7B-shaped checkpoint (embedding + last two layers, bf16) there, `invariant_terms` took "
+                     f"{gpu['7b_cuda_wall_s_1']:.1f} s on the GPU (warm page cache; {gpu['7b_cuda_wall_s_0']:.1f} s "
+                     f"the first time) against {gpu['7b_cpu_wall_s']:.1f} s on its {gpu['7b_cpu_threads']} CPU threads, "
+                     f"agreeing to {gpu['7b_rel_diff']:.1e}: on a GPU the matmuls are nearly free and reading, hashing "
+                     f"and converting the 0.8 GB of weights on the CPU is what remains.")
+    return lines
+
+
 def report(results: dict) -> str:
     """The text of docs/PERFORMANCE.md for one results file."""
     m, gflops = results["machine"], results["matmul_gflops"]
@@ -507,7 +561,7 @@ def report(results: dict) -> str:
         "bytes in the page cache); *cold* is the first run, after the checkpoint's files were evicted from",
         "the page cache.",
         "",
-        "| checkpoint | command | runs | wall (median) | cold run | peak RSS (median) | peak anon / file-backed | load | when (UTC) |",
+        "| checkpoint | command | warm runs | wall (median) | cold run | peak RSS (median) | peak anon / file-backed | load | when (UTC) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for (tool, size), runs in groups.items():
@@ -569,7 +623,8 @@ def report(results: dict) -> str:
             f"| open the checkpoint (config, index, tokenizer.json) | {b['open_s']:.1f} |",
             f"| read tensors: read, SHA-256, finite check, bfloat16 -> float32 | {b['read_s']:.1f} |",
             f"| compute the terms (matmuls at {compute_rate:.0f} GFLOP/s, norms) | {b['compute_s']:.1f} |",
-            f"| write the invariants file (2 x 3 x 4096 x 4096 float32, 403 MB) | {b['save_s']:.1f} |",
+            f"| write the invariants file (2 x 3 x 4096 x 4096 float32, {N_LAYERS_READ * 3 * N_TOKENS**2 * 4 / 1e6:.0f} MB) "
+            f"| {b['save_s']:.1f} |",
         ]
     lines += ["", "## Memory", "",
               "Peak memory follows the size of one layer's working set, not the model: huref holds the probe rows",
@@ -584,6 +639,10 @@ def report(results: dict) -> str:
         layer_bytes = (floors[size]["bytes_read"] - 2 * N_TOKENS * shape["hidden"]) / N_LAYERS_READ
         lines.append(f"| {size.upper()} | {shape['layers']} | {_gb(floors[size]['checkpoint_bytes'])} | "
                      f"{_gb(layer_bytes)} | {_summary(groups['invariants', size])['rss'] / 1024:.2f} GiB |")
+    lines += _targets(groups, floors, gflops)
+    gpu = CACHE / "results" / "gpu.json"
+    if gpu.exists():
+        lines += _gpu_section(json.loads(gpu.read_text()))
     lines += ["", "## Reproduce", "", "```",
               "python scripts/bench.py build                 # once, ~25 GB in /work/cache/bench (HUREF_BENCH_CACHE)",
               f"python scripts/bench.py measure --label {results['label']}",
@@ -599,7 +658,8 @@ def main() -> None:
     p.add_argument("--sizes", default="7b,13b,70b")
     p = sub.add_parser("measure", help="time huref and the baseline; write results/LABEL.json in the cache")
     p.add_argument("--label", default="latest")
-    p.add_argument("--runs", type=int, default=3, help="runs per tool and size; the first starts cold")
+    p.add_argument("--runs", type=int, default=3, help="runs per tool on 7B; the first starts cold")
+    p.add_argument("--runs-large", type=int, default=2, help="runs per tool on 13B and 70B")
     p.add_argument("--sizes", default="7b,13b,70b")
     p.add_argument("--no-baseline", action="store_true")
     p.add_argument("--no-precision", action="store_true", help="skip the float64 check run on 7B")
@@ -619,7 +679,8 @@ def main() -> None:
         for size in args.sizes.split(","):
             print(build(size), flush=True)
     elif args.command == "measure":
-        print(measure(args.label, args.runs, args.sizes.split(","), not args.no_baseline, not args.no_precision))
+        print(measure(args.label, args.runs, args.sizes.split(","), not args.no_baseline, not args.no_precision,
+                      args.runs_large))
     elif args.command == "baseline":
         baseline(args.directory, args.dtype, args.output)
     elif args.command == "breakdown":
