@@ -38,7 +38,7 @@ from huref.encoder import GRID, LATENT_DIM, Encoder, load_encoder, save_encoder,
 
 SETTINGS = dict(
     seed=20261124,
-    steps=1200,
+    steps=2400,
     batch=48,
     lr=2e-3,
     lr_final=5e-5,
