@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -97,15 +97,24 @@ def job(entry: dict, scale: dict):
 
 
 def build(entries: list[dict], scale: dict, workers: int, log) -> None:
-    """Build every entry not yet cached: bases first, then their offspring, `workers` processes at a time."""
-    waves = [[e for e in entries if e["parent"] is None or e["kind"] == "mlm fine-tune"],
-             [e for e in entries if e["parent"] is not None and e["kind"] != "mlm fine-tune"]]
+    """Build every entry not yet cached, `workers` processes at a time, each as soon as its parent exists."""
+    finished, pending, running = set(), list(entries), {}
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        for wave in waves:
-            jobs = [job(e, scale) for e in wave]
-            futures = [pool.submit(*fn_and_spec) for fn_and_spec in jobs if fn_and_spec is not None]
-            for future in futures:
-                log(f"built {future.result()}")
+        while pending or running:
+            for entry in [e for e in pending if e["parent"] is None or e["kind"] == "mlm fine-tune"
+                          or str(e["parent"]) in finished]:
+                pending.remove(entry)
+                fn_and_spec = job(entry, scale)
+                if fn_and_spec is None:
+                    finished.add(str(entry["dir"]))
+                else:
+                    running[pool.submit(*fn_and_spec)] = entry
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                entry = running.pop(future)
+                future.result()
+                finished.add(str(entry["dir"]))
+                log(f"built {entry['name']}")
 
 
 def compute_terms(spec: dict) -> str:
@@ -135,6 +144,10 @@ def all_terms(entries, root: Path, scale: dict, workers: int, log) -> None:
 def pair_tables(entries, root: Path, log) -> dict:
     """{(name_a, name_b): {"table": [k][3] cosines or None, "n_common": int, "pcs": float | None}} for all
     pairs a < b; the table is None when the two share fewer probe tokens than huref compares on."""
+    cache = root / "pairs.json"
+    key = {e["name"]: terms_path(root, e).stat().st_mtime for e in entries}
+    if cache.exists() and json.loads(cache.read_text())["key"] == key:
+        return {(a, b): p for a, b, p in json.loads(cache.read_text())["pairs"]}
     pairs = {}
     models = {e["name"]: load_model(str(e["dir"])) for e in entries}
     for i, a in enumerate(entries):
@@ -150,6 +163,7 @@ def pair_tables(entries, root: Path, log) -> dict:
             default = list(range(ma.dims.n_layers - DEFAULT_LAYERS, ma.dims.n_layers))
             pairs[(a["name"], b["name"])] = dict(table=table, n_common=n_common, pcs=pcs(ma, mb, default))
         log(f"pairs of {a['name']}")
+    cache.write_text(json.dumps({"key": key, "pairs": [[a, b, p] for (a, b), p in pairs.items()]}))
     return pairs
 
 
@@ -162,7 +176,7 @@ def token_curves(entries, root: Path) -> dict:
     by_name = {e["name"]: e for e in entries}
     chosen = [("llama-A", "llama-A/sft"), ("llama-A", "llama-A/cpt+vocab"), ("llama-A", "llama-A/lora"),
               ("llama-A", "llama-A/attacked"), ("llama-A", "llama-B"), ("llama-A", "neox-D"),
-              ("MiniLM", "MiniLM/mlm-ft"), ("MiniLM", "MiniLM-reinit"), ("MiniLM", "llama-A")]
+              ("MiniLM", "MiniLM/mlm-ft"), ("MiniLM", "MiniLM-reinit"), ("llama-B", "llama-C")]
     curves = {}
     for a, b in chosen:
         ta = zs.last_layers(load_terms(terms_path(root, by_name[a])), DEFAULT_LAYERS)
@@ -234,10 +248,17 @@ def weight_change(entry: dict) -> float | None:
 
 
 def plateau(curve: list) -> float:
-    """Relative drop of the logged training loss over the last fifth of training (0: flat)."""
+    """Relative drop of the mean logged training loss from the fourth fifth of training to the last (0: flat)."""
     losses = [loss for _, loss in curve]
-    tail = losses[-max(2, len(losses) // 5):]
-    return (tail[0] - tail[-1]) / tail[-1]
+    fifth = max(1, len(losses) // 5)
+    before, last = losses[-2 * fifth:-fifth], losses[-fifth:]
+    return (sum(before) / len(before) - sum(last) / len(last)) / (sum(last) / len(last))
+
+
+def ics_of(pairs: dict, a: str, b: str, layers: list[int]) -> float:
+    """ICS of the pair (a, b) over the given rows of its cosine table."""
+    table = (pairs.get((a, b)) or pairs[(b, a)])["table"]
+    return zs.ics(torch.tensor(table), layers=layers)
 
 
 def caveats(pairs: dict, labelled: list[dict], by_name: dict) -> list[str]:
@@ -257,11 +278,20 @@ def caveats(pairs: dict, labelled: list[dict], by_name: dict) -> list[str]:
                  f"(ICS {unrelated[0]['ics']:.3f}). Offspring here are trained for a few hundred steps on a "
                  "few megabytes; longer or larger fine-tunes drift further, and how far ICS falls for them is "
                  "not measured here.")
+    tiny = [e["name"] for e in by_name.values() if e["kind"] == "base"]
+    first = max(ics_of(pairs, a, b, [0]) for i, a in enumerate(tiny) for b in tiny[i + 1:])
+    last = max(ics_of(pairs, a, b, [-1]) for i, a in enumerate(tiny) for b in tiny[i + 1:])
+    items.append(f"Which layers are used matters: between independently trained tiny bases the first layer alone "
+                 f"gives ICS up to {first:.3f} (the last layer alone: up to {last:.3f}). Early layers mostly encode "
+                 "the shared corpus's token statistics, so a verdict on the first layer would misread unrelated "
+                 "models trained on similar text as relatives; huref's default, the last two layers, is the one "
+                 "calibrated here.")
     flat = {e["name"]: plateau(e["info"]["curve"]) for e in by_name.values()
             if e["kind"] == "base" and e["info"].get("curve")}
-    items.append("Bases are tiny and briefly trained (CPU only, shared with other work): over the last fifth of "
+    items.append("The bases did not reach the clear loss plateau the plan asked for: they are tiny and briefly trained "
+                 "(CPU only, shared with other work, so steps were cut to fit the time), and over the last fifth of "
                  "training their loss still fell by " + ", ".join(f"{n} {100 * v:.1f}%" for n, v in flat.items())
-                 + " — close to, not at, a plateau. All four bases share one corpus (different 70% subsets), the "
+                 + " (mean of the fourth fifth against the last). All four bases share one corpus (different 70% subsets), the "
                  "hardest case for telling independent models apart, since they learn the same token statistics.")
     items.append("The 'attacked' copy composes every function-preserving rewrite huref.attacks offers for llama "
                  "except `append_vocabulary`: that one adds random head rows, which take probability mass from the "
@@ -270,7 +300,7 @@ def caveats(pairs: dict, labelled: list[dict], by_name: dict) -> list[str]:
     items.append("The real-model part is small: one pretrained BERT (all-MiniLM-L6-v2), a short MLM fine-tune "
                  "with a freshly initialised MLM head, and a random re-initialisation. The paper's LLM families "
                  "cannot be downloaded here; see REAL_MODELS.md where it exists.")
-    items.append("The thresholds are chosen on this zoo alone (a few dozen models at most). A gap between the "
+    items.append(f"The thresholds are chosen on this zoo alone ({len(by_name)} models, {len(labelled)} comparable pairs). A gap between the "
                  "groups on it says the verdict separates these cases, not what error rate it has on models "
                  "unlike them; the inconclusive band is the honest answer for pairs that land between.")
     return items
@@ -320,7 +350,8 @@ def main() -> None:
                 for a, b in (("llama-A", "llama-A/sft"), ("llama-A", "llama-B"), ("MiniLM", "MiniLM/mlm-ft")))
     gallery_note = stage("dog gallery", dog_gallery, entries, root, args.out / "results" / "gallery.png")
     timings["total"] = time.perf_counter() - started
-    report.write(args.out, dict(scale_name=args.scale, scale=scale, entries=entries, pairs=pairs, labelled=labelled,
+    report.write(args.out, dict(scale_name=args.scale, scale=scale, workers=args.workers, entries=entries,
+                                pairs=pairs, labelled=labelled,
                                 curves=curves, ffn_rows=ffn_rows, thresholds=thresholds,
                                 errors=calibration.errors(labelled, thresholds), engine_check=check,
                                 timings=timings, default_layers=DEFAULT_LAYERS, gallery=gallery_note,
