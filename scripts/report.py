@@ -302,7 +302,7 @@ def write(out: Path, results: dict) -> None:
 
     real = out / "REAL_MODELS.md"
     L += ["## Real models", ""]
-    L += ([f"Results on real pretrained checkpoints are in [REAL_MODELS.md](REAL_MODELS.md)."] if real.exists()
+    L += (["Results on real pretrained checkpoints are in [REAL_MODELS.md](REAL_MODELS.md)."] if real.exists()
           else ["docs/REAL_MODELS.md did not exist when this report was generated."])
     L += [""]
 

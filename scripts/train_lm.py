@@ -12,7 +12,6 @@ A model directory is Hugging Face layout: config.json, model.safetensors, tokeni
 
 import json
 import math
-import time
 from pathlib import Path
 
 import torch
@@ -208,9 +207,3 @@ def train_lora_merged(model, ids: torch.Tensor, steps: int, seed: int, rank: int
         p.requires_grad_(True)
     return curve
 
-
-def timed(fn, *args, **kwargs):
-    """(fn(*args, **kwargs), seconds taken)."""
-    start = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, time.perf_counter() - start
