@@ -588,12 +588,19 @@ def report(results: dict) -> str:
                 lines.append(f"- huref float32 (default) vs `--precision float64` on 7B: max |difference| / max |term| = "
                              f"{r['max_rel_diff_float32_vs_float64']:.1e} (the tested bound is 1e-4).")
 
+    if any(r["tool"].startswith("baseline") for r in results["runs"]):
+        lines += ["", "The baseline loads with `AutoModelForCausalLM.from_pretrained` and then computes the same terms",
+                  "from the loaded weights (huref's algebra over an in-memory reader), in one process. With the dtype",
+                  "as stored (bfloat16), transformers 5 memory-maps the shards instead of copying them, so its resident",
+                  "memory counts only the pages the computation touched (13.5 GB stay mapped, and anything that runs",
+                  "the model touches them all); in float32 (the issue: ~27 GB for the paper's way) it must materialize every",
+                  "weight and cannot run on this machine."]
     lines += [
         "", "## Floors", "",
         f"What cannot be avoided: reading the bytes of the embedding rows and the two layers, and the matmul",
         f"flops of the cheapest evaluation order (`huref/invariants.py`; the query heads of a group are summed",
         f"on the weights, so 70B's 64 query heads cost what 8 do). This machine sustains "
-        f"**{gflops:.0f} GFLOP/s** on a 4096x4096 float32 matmul (load {results['matmul_load']:.1f} when measured), "
+        f"**{gflops:.0f} GFLOP/s** on a 4096x4096 float32 matmul (the best sample; load {results['matmul_load']:.1f} then), "
         f"reads {results['read_gbps']['disk']:.2f} GB/s from disk and {results['read_gbps']['page_cache']:.2f} GB/s "
         f"from the page cache.",
         "",
@@ -626,10 +633,27 @@ def report(results: dict) -> str:
             f"| write the invariants file (2 x 3 x 4096 x 4096 float32, {N_LAYERS_READ * 3 * N_TOKENS**2 * 4 / 1e6:.0f} MB) "
             f"| {b['save_s']:.1f} |",
         ]
+    if b:
+        other = b["start_and_imports_s"] + b["open_s"] + b["read_s"] + b["save_s"]
+        lines += [
+            "", "The gap to the matmul floor, and what would close it:", "",
+            f"- Work around the matmuls: {other:.1f} s of this run (start and imports, reading, writing). Reading is",
+            "  mostly per-byte passes over the 0.8 GB of weights: SHA-256 (kept: the metadata names the bytes),",
+            "  bfloat16 -> float32 (now a bit placement, ~4x faster than torch's conversion) and the finite check",
+            "  in `huref/readers/__init__.py`, `torch.isfinite(t).all()`, the largest of them: 2.9 s per 7B layer",
+            "  measured at load ~8 against 0.2 s for `torch.aminmax(t)`, which gives the same verdict (NaN and",
+            "  infinities propagate to its result) in one vectorised pass; that one-line change is left to the",
+            "  file's owner.",
+            "- The matmuls themselves run below the 4096x4096 rate: the FFN's write-back multiplies [4096 x 11008]",
+            "  by blocks of the down projection, a different shape, and the machine's second core is shared.",
+            "- Other jobs: at a load above 2 the two cores are shared, and every figure here stretches with it.",
+            "- Overlapping reading with computing (a reader thread one block ahead) would hide the reads only",
+            "  where there are idle cores or the disk is cold; on 2 busy cores it moves work, not removes it.",
+        ]
     lines += ["", "## Memory", "",
               "Peak memory follows the size of one layer's working set, not the model: huref holds the probe rows",
-              "X [n, d], one layer's projections (the FFN's [n, ffn] hidden rows twice, for the gate and the up",
-              "projection), one weight block of ~64 MB in float32 at a time, and the finished terms (3 x n x n",
+              "X [n, d], one layer's projections (the FFN's [n, ffn] hidden rows once: the gate is multiplied in",
+              "block by block), one weight block of ~64 MB in float32 at a time, and the finished terms (3 x n x n",
               "float32 = 201 MB per layer). Weight rows are read with positioned reads into fresh buffers, so no",
               "checkpoint pages stay mapped into the process.", "",
               "| checkpoint | layers | whole checkpoint | one layer (bf16) | huref peak RSS |", "|---|---|---|---|---|"]
@@ -667,6 +691,8 @@ def main() -> None:
     p.add_argument("directory", type=Path)
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("-o", "--output", type=Path, required=True)
+    p = sub.add_parser("matmul", help="add a matmul-rate sample (with the load) to results/LABEL.matmul.json")
+    p.add_argument("--label", default="latest")
     p = sub.add_parser("breakdown", help="(internal) time the phases of one run in-process")
     p.add_argument("directory", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True)
@@ -685,8 +711,20 @@ def main() -> None:
         baseline(args.directory, args.dtype, args.output)
     elif args.command == "breakdown":
         print(json.dumps(breakdown(args.directory, args.output)))
+    elif args.command == "matmul":
+        path = CACHE / "results" / f"{args.label}.matmul.json"
+        samples = json.loads(path.read_text()) if path.exists() else []
+        samples.append({"gflops": round(matmul_gflops(), 1), "load": round(os.getloadavg()[0], 2),
+                        "utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")})
+        path.write_text(json.dumps(samples, indent=1))
+        print(samples[-1])
     elif args.command == "report":
         results = json.loads((CACHE / "results" / f"{args.label}.json").read_text())
+        extra = CACHE / "results" / f"{args.label}.matmul.json"
+        if extra.exists():  # the best rate seen is what the machine sustains when nothing else runs
+            best = max(json.loads(extra.read_text()), key=lambda sample: sample["gflops"])
+            if best["gflops"] > results["matmul_gflops"]:
+                results["matmul_gflops"], results["matmul_load"] = best["gflops"], best["load"]
         args.output.write_text(report(results))
         print(args.output)
 
