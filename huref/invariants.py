@@ -156,7 +156,9 @@ def ffn_term(layer: LayerWeights, x_ffn: torch.Tensor, x_out: torch.Tensor) -> t
 
 def layer_terms(layer: LayerWeights, x: torch.Tensor, centre: bool) -> torch.Tensor:
     """The three terms of one layer, stacked [3, n, n], from raw residual rows x [n, d]."""
-    x_out = x - x.mean(1, keepdim=True) if centre else x
+    # centred in float64: a huge all-ones component (a LayerNorm model's mean shift) would otherwise
+    # leave a float32 remainder along 1 that the write side's huge all-ones component amplifies
+    x_out = (x.double() - x.double().mean(1, keepdim=True)).to(x.dtype) if centre else x
     x_attn = apply_norm(layer.attn_norm, x)
     x_ffn = apply_norm(layer.ffn_norm, x)
     return torch.stack([qk_term(layer, x_attn), vo_term(layer, x_attn, x_out), ffn_term(layer, x_ffn, x_out)])
