@@ -6,10 +6,15 @@ a hash of its selection key (`huref.tokens`), so a token lands in the same cell 
 tokens were selected, and a relative whose vocabulary grew (new tokens displacing a few
 selected ones) changes only the cells those tokens touch, instead of shifting every later row.
 Pooling keeps the structure of the terms: the average of X M X^T over buckets I, J is
-xbar_I M xbar_J^T, the same bilinear form on averaged embeddings. A small CNN trunk, shared by
+xbar_I M xbar_J^T, the same bilinear form on averaged embeddings. A convolutional trunk, shared by
 all layers, turns the three pooled terms of one layer into a feature vector; features are
 averaged over layers (so a model read at any number of layers is encoded) and a linear head
 maps them to 512 numbers, which are z-scored per latent as in the HuRef reference code.
+The convolutions have no activation between them, so the encoder is a trained linear map of the
+pooled terms: a relative's latent is then as close to the original's as its pooled terms are
+(a nonlinearity can only lose that closeness when relatives differ by noise shaped like the
+differences between models; docs/ENCODER.md has the argument and the measurements), and each
+latent coordinate, a weighted sum of thousands of cells, comes out close to Gaussian.
 scripts/train_encoder.py trains the weights; docs/ENCODER.md reports how close the latents are
 to N(0, I).
 """
@@ -89,13 +94,13 @@ def standardize_latent(h):
 
 
 class Encoder(nn.Module):
-    """CNN from pooled terms [B, L, 3, GRID, GRID] to latents [B, LATENT_DIM] with rows z-scored."""
+    """Linear convolutions from pooled terms [B, L, 3, GRID, GRID] to latents [B, LATENT_DIM], rows z-scored."""
 
     def __init__(self, widths=(16, 32, 64, 128)):
         super().__init__()
         layers, channels = [], 3
-        for width in widths:  # each stage halves the grid: 64 -> 32 -> 16 -> 8 -> 4
-            layers += [nn.Conv2d(channels, width, kernel_size=4, stride=2, padding=1), nn.GELU()]
+        for width in widths:  # each stage halves the grid: 64 -> 32 -> 16 -> 8 -> 4; no activation (see above)
+            layers.append(nn.Conv2d(channels, width, kernel_size=4, stride=2, padding=1))
             channels = width
         self.trunk = nn.Sequential(*layers)
         side = GRID >> len(widths)

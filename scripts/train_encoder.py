@@ -196,23 +196,40 @@ def train(out_path, settings=SETTINGS, log_every=50, threads=1):
     print(f"saved {out_path} after {settings['train_seconds']} s", flush=True)
 
 
+# Relatives as fine-tuning makes them: the weight and embedding noise of SETTINGS, and in half of the
+# pairs up to 2 % of the probe tokens changed. Hash-ranked probes (huref.tokens) are displaced in
+# the share dV / (V + dV) when dV tokens join a vocabulary of V; fine-tunes add none or a few
+# (special tokens are never probes). The training mixture (up to 10 %) is the stress case.
+FINE_TUNES = dict(SETTINGS, max_token_change=0.02)
+
+
 @torch.no_grad()
-def evaluate(weights, pairs=1200, seed=7, batch=50):
+def held_out(encoder, pairs, gen, settings=SETTINGS, batch=50):
+    """Latents of held-out anchor/positive pairs drawn as in training: (z_anchor, z_positive, raw cosine)."""
+    z_a, z_p, raw = [], [], []
+    for _ in range(math.ceil(pairs / batch)):
+        n, h, n_layers = draw_shape(gen, settings)
+        anchor, positive, raw_cosine = sample_pair(batch, n, h, n_layers, gen, settings)
+        z_a.append(encoder(anchor))
+        z_p.append(encoder(positive))
+        raw.append(raw_cosine)
+    return torch.cat(z_a)[:pairs], torch.cat(z_p)[:pairs], torch.cat(raw)[:pairs]
+
+
+def cosine_summary(cos):
+    return {"mean": cos.mean().item(), "p05": cos.quantile(0.05).item(), "min": cos.min().item()}
+
+
+@torch.no_grad()
+def evaluate(weights, pairs=1200, seed=7):
     """Held-out figures: positive/negative cosines, per-dimension moments, normality tests (a dict)."""
     from scipy import stats
 
     torch.set_num_threads(1)
     encoder = load_encoder(weights)
     gen = torch.Generator().manual_seed(seed)
-    z_a, z_p, raw, shapes = [], [], [], []
-    for _ in range(math.ceil(pairs / batch)):
-        n, h, n_layers = draw_shape(gen)
-        anchor, positive, raw_cosine = sample_pair(batch, n, h, n_layers, gen)
-        z_a.append(encoder(anchor))
-        z_p.append(encoder(positive))
-        raw.append(raw_cosine)
-        shapes.append((n, h, n_layers))
-    z_a, z_p, raw = torch.cat(z_a)[:pairs], torch.cat(z_p)[:pairs], torch.cat(raw)[:pairs]
+    z_a, z_p, raw = held_out(encoder, pairs, gen)
+    fine_a, fine_p, fine_raw = held_out(encoder, pairs, gen, FINE_TUNES)
     positive = F.cosine_similarity(z_a, z_p)
     unit = F.normalize(z_a, dim=1)
     negative = (unit @ unit.T)[torch.triu(torch.ones(pairs, pairs, dtype=torch.bool), diagonal=1)].abs()
@@ -226,9 +243,10 @@ def evaluate(weights, pairs=1200, seed=7, batch=50):
     return {
         "pairs": pairs,
         "seed": seed,
-        "positive_cosine": {"mean": positive.mean().item(), "min": positive.min().item(),
-                            "p05": positive.quantile(0.05).item()},
-        "raw_term_cosine_of_positives": {"mean": raw.mean().item(), "min": raw.min().item()},
+        "positive_cosine_fine_tunes": cosine_summary(F.cosine_similarity(fine_a, fine_p)),
+        "raw_term_cosine_fine_tunes": cosine_summary(fine_raw),
+        "positive_cosine_training_mixture": cosine_summary(positive),
+        "raw_term_cosine_training_mixture": cosine_summary(raw),
         "negative_abs_cosine": {"mean": negative.mean().item(), "p99": negative.quantile(0.99).item(),
                                 "max": negative.max().item()},
         "negative_abs_cosine_of_true_gaussians": reference_negative.mean().item(),
@@ -272,15 +290,67 @@ def by_perturbation(encoder, gen, batches=4, batch=50):
     return rows
 
 
+ATTACKED_ARCHITECTURES = ("llama", "mistral", "gpt2", "falcon", "gemma2", "qwen2_moe")
+
+
+def attacked_copies(weights, architectures=ATTACKED_ARCHITECTURES):
+    """Latent and raw-term cosine with the original for tiny zoo checkpoints (tests/tiny_models.py,
+    384-token vocabularies, every token a probe) under: every valid function-preserving rewrite at
+    once; 4 appended tokens (1 % of the vocabulary); 40 appended tokens (10 %); every rewrite then 4
+    appended tokens; and, as the unrelated case, an independent init of the same architecture."""
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    import tiny_models
+    from huref import attacks
+    from huref.encoder import encode, pool_terms
+    from huref.invariants import invariant_terms
+    from huref.sources import load_model
+
+    torch.set_num_threads(1)
+    encoder = load_encoder(weights)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch in architectures:
+            original = tiny_models.build_checkpoint(arch, Path(tmp) / arch)
+            layout = attacks.layout_of(tiny_models.make_config(arch).to_dict())
+            rewrites = [attacks.ATTACKS[a] for a in attacks.valid_attacks(layout) if a != "append_vocabulary"]
+
+            def append_4(checkpoint, generator):
+                return attacks.append_vocabulary(checkpoint, generator, n_new=4)
+            variants = {
+                "all rewrites": attacks.compose(*rewrites),
+                "append 4 tokens": append_4,
+                "append 40 tokens": attacks.append_vocabulary,
+                "all rewrites + append 4": attacks.compose(*rewrites, append_4),
+            }
+            paths = {"original": original,
+                     "independent init": tiny_models.build_checkpoint(arch, Path(tmp) / f"{arch}-other", seed=1)}
+            for name, attack in variants.items():
+                attacked = attack(attacks.read_checkpoint(original), torch.Generator().manual_seed(1))
+                paths[name] = attacks.write_checkpoint(attacked, Path(tmp) / f"{arch}-{len(paths)}")
+            terms = {name: invariant_terms(load_model(str(path))) for name, path in paths.items()}
+            z = {name: encode(t.values, t.tokens, encoder) for name, t in terms.items()}
+            pooled = {name: pool_terms(t.values, t.tokens).flatten() for name, t in terms.items()}
+            results[arch] = {name: {"latent": F.cosine_similarity(z["original"], z[name], dim=0).item(),
+                                    "pooled": F.cosine_similarity(pooled["original"], pooled[name], dim=0).item()}
+                             for name in paths if name != "original"}
+            print(arch, {k: round(v["latent"], 4) for k, v in results[arch].items()}, file=sys.stderr, flush=True)
+    return results
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-o", "--out", default="weights/encoder.safetensors", help="where to write the weights")
     parser.add_argument("--steps", type=int, default=SETTINGS["steps"])
     parser.add_argument("--evaluate", metavar="WEIGHTS", help="evaluate these weights on held-out samples instead")
+    parser.add_argument("--attacked", metavar="WEIGHTS", help="measure these weights on attacked tiny checkpoints")
     parser.add_argument("--pairs", type=int, default=1200, help="held-out pairs for --evaluate")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 leaves the rest of the machine free)")
     args = parser.parse_args()
-    if args.evaluate:
+    if args.attacked:
+        print(json.dumps(attacked_copies(args.attacked), indent=2))
+    elif args.evaluate:
         print(json.dumps(evaluate(args.evaluate, pairs=args.pairs), indent=2))
     else:
         train(args.out, dict(SETTINGS, steps=args.steps), threads=args.threads)

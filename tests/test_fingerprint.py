@@ -243,8 +243,8 @@ ATTACKED_ARCHITECTURES = ("llama", "gpt2", "qwen2_moe")
 @pytest.mark.parametrize("arch", ATTACKED_ARCHITECTURES)
 def test_attacked_copies_keep_the_latent(arch, tiny_zoo, tmp_path):
     """Every valid function-preserving rewrite at once (weights all moved): latent cosine >= 0.99.
-    Appending 40 tokens to the 384-token vocabulary adds new probe tokens: the latent moves more,
-    but stays above the same-base threshold."""
+    Appending 40 tokens to the 384-token vocabulary adds new probe tokens (10 % of them): the latent
+    moves more, but stays above the same-base threshold. An independent init stays far below it."""
     import tiny_models
     from huref import attacks
     from huref.fingerprint import latent_record
@@ -256,8 +256,10 @@ def test_attacked_copies_keep_the_latent(arch, tiny_zoo, tmp_path):
     rewritten = attacks.attack_directory(original, tmp_path / "rewritten", "+".join(rewrites), seed=1)
     appended = attacks.attack_directory(original, tmp_path / "appended", "append_vocabulary", seed=1)
     models = {name: load_model(str(path)) for name, path in
-              (("original", original), ("rewritten", rewritten), ("appended", appended))}
+              (("original", original), ("rewritten", rewritten), ("appended", appended),
+               ("independent", tiny_zoo(arch, seed=1)))}
     assert pcs(models["original"], models["rewritten"], list(range(tiny_models.N_LAYERS))) < 0.9
     z = {name: torch.tensor(latent_record(invariant_terms(model))["latent"]) for name, model in models.items()}
     assert float(F.cosine_similarity(z["original"], z["rewritten"], dim=0)) >= 0.99
     assert float(F.cosine_similarity(z["original"], z["appended"], dim=0)) >= LATENT_THRESHOLD
+    assert abs(float(F.cosine_similarity(z["original"], z["independent"], dim=0))) < LATENT_THRESHOLD / 2
