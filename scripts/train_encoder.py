@@ -290,7 +290,7 @@ def by_perturbation(encoder, gen, batches=4, batch=50):
     return rows
 
 
-ATTACKED_ARCHITECTURES = ("llama", "mistral", "gpt2", "falcon", "gemma2", "qwen2_moe")
+ATTACKED_ARCHITECTURES = ("llama", "gpt2", "falcon", "gemma2", "qwen2_moe")
 
 
 def attacked_copies(weights, architectures=ATTACKED_ARCHITECTURES):
