@@ -85,6 +85,9 @@ def load_vocab(directory: Path) -> list[str | None] | None:
             by_id = {int(i): tok for tok, i in vocab.items()}
         else:
             return None
+        replace = decoder_replacements(data.get("decoder"))
+        if replace:  # pieces as the decoder writes them: a renaming the decoder undoes keeps the keys
+            by_id = {i: _replaced(tok, replace) for i, tok in by_id.items()}
         for added in data.get("added_tokens") or []:
             by_id[int(added["id"])] = None if added.get("special") else added["content"]
         return _as_list(by_id)
@@ -96,6 +99,27 @@ def load_vocab(directory: Path) -> list[str | None] | None:
         lines = path.read_text(encoding="utf-8").splitlines()
         return [None if re.fullmatch(r"\[[A-Z]+\]|\[unused\d+\]", t) else t for t in lines]
     return None
+
+
+def decoder_replacements(decoder) -> list[tuple[str, str]]:
+    """The (string, replacement) steps of a tokenizer.json decoder's Replace decoders, in order
+    (Sequences walked); the other decoder kinds do not rename single pieces."""
+    if not isinstance(decoder, dict):
+        return []
+    if decoder.get("type") == "Sequence":
+        return [step for part in decoder.get("decoders") or [] for step in decoder_replacements(part)]
+    pattern = decoder.get("pattern")
+    if decoder.get("type") == "Replace" and isinstance(pattern, dict) and isinstance(pattern.get("String"), str):
+        return [(pattern["String"], str(decoder.get("content", "")))]
+    return []
+
+
+def _replaced(piece, replace: list[tuple[str, str]]):
+    if not isinstance(piece, str):
+        return piece
+    for old, new in replace:
+        piece = piece.replace(old, new)
+    return piece
 
 
 def _as_list(by_id: dict[int, str | None]) -> list[str | None]:

@@ -597,8 +597,8 @@ def report(results: dict) -> str:
                   "weight and cannot run on this machine."]
     lines += [
         "", "## Floors", "",
-        f"What cannot be avoided: reading the bytes of the embedding rows and the two layers, and the matmul",
-        f"flops of the cheapest evaluation order (`huref/invariants.py`; the query heads of a group are summed",
+        "What cannot be avoided: reading the bytes of the embedding rows and the two layers, and the matmul",
+        "flops of the cheapest evaluation order (`huref/invariants.py`; the query heads of a group are summed",
         f"on the weights, so 70B's 64 query heads cost what 8 do). This machine sustains "
         f"**{gflops:.0f} GFLOP/s** on a 4096x4096 float32 matmul (the best sample; load {results['matmul_load']:.1f} then), "
         f"reads {results['read_gbps']['disk']:.2f} GB/s from disk and {results['read_gbps']['page_cache']:.2f} GB/s "

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import gguf
-from gguf import GGMLQuantizationType, MODEL_ARCH, MODEL_ARCH_NAMES
+from gguf import GGMLQuantizationType, MODEL_ARCH_NAMES
 from safetensors.numpy import load_file
 
 # config.json model_type -> llama.cpp architecture

@@ -41,26 +41,10 @@ def composites(arch):
     return [f"{residual}+reorder_vocabulary+append_vocabulary", "+".join(attacks.valid_attacks(lay))]
 
 
-# Architectures the invariant engine cannot read yet, and attacks it does not survive yet (both reported
-# to the engine's owner): their cases are strict xfails. Delete an entry together with its fix.
-KNOWN_ENGINE_GAPS = {   # key: architecture, attack or test -> (reason, the exception the case fails with)
-    "renamed_token_strings": ("probe tokens are keyed by raw vocabulary strings, not by the text they decode to",
-                              HurefError),
-}
-
-
-def gap_marks(*keys):
-    """A strict xfail mark for the KNOWN_ENGINE_GAPS among `keys`, else no mark."""
-    gaps = [KNOWN_ENGINE_GAPS[key] for key in keys if key in KNOWN_ENGINE_GAPS]
-    return [pytest.mark.xfail(strict=True, reason="; ".join(g[0] for g in gaps),
-                              raises=tuple(g[1] for g in gaps))] if gaps else []
-
-
 def case(arch, attack=None):
     """A pytest case for (arch, attack); "+"-joined composites of more than three attacks are named "all"."""
-    parts = attack.split("+") if attack else []
-    values = [arch] if attack is None else [arch, "all" if len(parts) > 3 else attack]
-    return pytest.param(*values, marks=gap_marks(arch, *parts), id="-".join(values))
+    values = [arch] if attack is None else [arch, "all" if len(attack.split("+")) > 3 else attack]
+    return pytest.param(*values, id="-".join(values))
 
 
 CASES = [case(arch, name) for arch in tiny_models.ARCHITECTURES
@@ -193,7 +177,7 @@ def test_every_attack_then_bfloat16_storage_keeps_invariants(arch, reference, tm
     assert compare_terms(ref.terms, invariant_terms(load_model(str(path))))["ics"] >= MIN_ICS_UNDER_ATTACK
 
 
-@pytest.mark.parametrize("arch", [pytest.param(a, marks=gap_marks("renamed_token_strings")) for a in ("llama", "gpt2")])
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_renamed_token_strings_keep_invariants(arch, reference, tmp_path):
     """A rotation, then every vocabulary string renamed by a letter bijection that the tokenizer's normaliser
     applies to the text and its decoder undoes: same ids for the same text, same decoded text, same logits."""

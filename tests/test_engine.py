@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from huref import cli
 from huref.errors import HurefError
-from huref.invariants import invariant_terms, load_terms, save_terms
+from huref.invariants import invariant_terms, load_terms
 from huref.readers.safetensors import SafetensorsReader
 from huref.similarity import compare_terms
 from huref.sources import load_model
