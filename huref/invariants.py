@@ -254,20 +254,17 @@ def save_terms(terms: Terms, path: str | Path) -> None:
 
 def load_terms(path: str | Path) -> Terms:
     """Read an invariants file written by `save_terms`; malformed files raise HurefError."""
-    from huref.readers.safetensors import SafetensorsReader, read_header
+    from huref.readers.safetensors import SafetensorsReader
 
     path = str(path)
+    reader = SafetensorsReader(path)
     try:
-        with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            raw_meta = json.loads(f.read(n)).get("__metadata__", {})
-        header = json.loads(raw_meta["huref"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        header = json.loads(reader.metadata["huref"])
+    except (ValueError, KeyError, TypeError):
         header = None
     if not isinstance(header, dict) or header.get("huref") != "invariants":
         raise HurefError(f"{path}: not a huref invariants file")
-    read_header(path)
-    values = SafetensorsReader(path).read("values")
+    values = reader.read("values")
     layers, tokens = header.get("layers"), header.get("tokens")
     if (values.dim() != 4 or values.shape[1] != 3 or values.shape[2] != values.shape[3]
             or not isinstance(layers, list) or not isinstance(tokens, list)

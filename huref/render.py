@@ -9,7 +9,6 @@ does with psi 0.5 and cutoff 8): lower psi gives cleaner but more alike dogs.
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
@@ -21,34 +20,17 @@ DEFAULT_CUTOFF = 8
 MIN_SIDE = 256  # small generators are enlarged (integer factor) to at least this many pixels
 
 
-def generator_file(choice: str | None) -> tuple[str, Path]:
-    """(name, weights file) for --generator: "bundled", "afhqdog" (NVIDIA's AFHQ-dog pickle, once
-    downloaded), a path, or None for afhqdog when it is cached and the bundled one otherwise."""
-    from stylegan2.download import AFHQDOG_FILE, cache_dir
-    from stylegan2.load import BUNDLED
-
-    afhqdog = cache_dir() / AFHQDOG_FILE
-    if choice is None:
-        choice = "afhqdog" if afhqdog.exists() else "bundled"
-    if choice == "bundled":
-        return choice, BUNDLED
-    if choice == "afhqdog":
-        if not afhqdog.exists():
-            raise HurefError("the AFHQ-dog generator is not downloaded; run `huref generator download afhqdog` "
-                             "or use --generator bundled")
-        return choice, afhqdog
-    return Path(choice).name, Path(choice)
-
-
 def load_generator(choice: str | None = None):
-    """The generator for choice (see generator_file) and its identity.
+    """The generator for choice ("bundled", "afhqdog", a path, or None for afhqdog when cached and
+    the bundled one otherwise, with a notice; `stylegan2.load.resolve_generator`) and its identity.
 
     Returns (Generator in eval mode, {"name": str, "sha256": hex digest of its weights file}).
     """
     from stylegan2 import load_network
     from stylegan2.download import sha256_of
+    from stylegan2.load import resolve_generator
 
-    name, path = generator_file(choice)
+    name, path = resolve_generator(choice)
     generator, _ = load_network(path)
     return generator, {"name": name, "sha256": sha256_of(path)}
 

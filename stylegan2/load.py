@@ -40,22 +40,32 @@ def convert(in_pkl, out_safetensors) -> Path:
     return save_generator(G, out, extra=info)
 
 
-def default_generator(choice=None) -> tuple[Generator, dict]:
-    """The generator `huref fingerprint` draws with -> (Generator, info).
+def resolve_generator(choice=None) -> tuple[str, Path]:
+    """(name, weights file) of the generator to draw with.
 
-    choice: a path (--generator PATH) to load; otherwise NVIDIA's AFHQ-dog pickle if it is in the cache
-    (`huref generator download afhqdog`), else the bundled 64x64 generator, with a one-line notice on stderr.
-    info["name"] says which one it is.
+    choice: "bundled", "afhqdog" (NVIDIA's AFHQ-dog pickle, once `huref generator download afhqdog`
+    has cached it), a path (--generator PATH), or None: afhqdog when cached, else the bundled 64x64
+    generator with a one-line notice on stderr.
     """
-    if choice is not None:
-        G, info = load_network(choice)
-        return G, {**info, "name": Path(choice).name}
-    cached = cache_dir() / AFHQDOG_FILE
-    if cached.exists():
-        G, info = load_nvidia_pickle(cached)
-        return G, {**info, "name": "afhqdog"}
-    if not BUNDLED.exists():
-        raise HurefError(f"the bundled generator {BUNDLED} is missing; pass --generator PATH")
-    print(FALLBACK_NOTICE, file=sys.stderr)
-    G, info = load_network(BUNDLED)
-    return G, {**info, "name": "bundled-dog64"}
+    afhqdog = cache_dir() / AFHQDOG_FILE
+    if choice is None:
+        choice = "afhqdog" if afhqdog.exists() else "bundled"
+        if choice == "bundled":
+            print(FALLBACK_NOTICE, file=sys.stderr)
+    if choice == "bundled":
+        if not BUNDLED.exists():
+            raise HurefError(f"the bundled generator {BUNDLED} is missing; pass --generator PATH")
+        return "bundled", BUNDLED
+    if choice == "afhqdog":
+        if not afhqdog.exists():
+            raise HurefError("the AFHQ-dog generator is not downloaded; run `huref generator download afhqdog` "
+                             "or use --generator bundled")
+        return "afhqdog", afhqdog
+    return Path(choice).name, Path(choice)
+
+
+def default_generator(choice=None) -> tuple[Generator, dict]:
+    """The generator for choice (see resolve_generator) -> (Generator, info); info["name"] says which."""
+    name, path = resolve_generator(choice)
+    G, info = load_network(path)
+    return G, {**info, "name": name}

@@ -185,7 +185,7 @@ def test_default_generator_prefers_cached_afhqdog_then_falls_back_with_a_notice(
                                                                                   nvidia_modules):
     monkeypatch.setenv("HUREF_CACHE", str(tmp_path / "cache"))
     G, info = stylegan2.default_generator()
-    assert info["name"] == "bundled-dog64" and "huref generator download afhqdog" in capsys.readouterr().err
+    assert info["name"] == "bundled" and "huref generator download afhqdog" in capsys.readouterr().err
     cached = tmp_path / "cache" / "stylegan2" / "afhqdog.pkl"
     cached.parent.mkdir(parents=True)
     write_nvidia_pickle(cached, random_generator(), nvidia_modules, tmp_path / "ran")

@@ -43,8 +43,9 @@ DTYPES = {
 MAX_HEADER = 100 * 1024 * 1024
 
 
-def read_header(path: str) -> tuple[dict, int]:
-    """Parse and validate a safetensors header; return ({name: entry}, offset of the data)."""
+def read_header(path: str) -> tuple[dict, int, dict]:
+    """Parse and validate a safetensors header; return ({name: entry}, offset of the data, its
+    "__metadata__" dict (empty when absent))."""
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as f:
@@ -61,7 +62,9 @@ def read_header(path: str) -> tuple[dict, int]:
         raise HurefError(f"{path}: malformed safetensors header (not JSON)") from None
     if not isinstance(header, dict):
         raise HurefError(f"{path}: malformed safetensors header")
-    header.pop("__metadata__", None)
+    metadata = header.pop("__metadata__", None)
+    if not isinstance(metadata, (dict, type(None))):
+        raise HurefError(f"{path}: malformed safetensors metadata")
     data_size = size - 8 - n
     for name, entry in header.items():
         try:
@@ -74,7 +77,7 @@ def read_header(path: str) -> tuple[dict, int]:
             raise HurefError(f"{path}: tensor '{name}' has inconsistent offsets")
         if end > data_size:
             raise HurefError(f"{path}: truncated (tensor '{name}' ends past the end of the file)")
-    return header, 8 + n
+    return header, 8 + n, metadata or {}
 
 
 def consecutive_runs(index: np.ndarray):
@@ -101,7 +104,7 @@ class SafetensorsReader(TensorReader):
     def __init__(self, path: str) -> None:
         super().__init__()
         self.path = path
-        self.header, self.data_start = read_header(path)
+        self.header, self.data_start, self.metadata = read_header(path)
         self._file = None
 
     def names(self) -> list[str]:
