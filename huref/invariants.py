@@ -257,7 +257,10 @@ def load_terms(path: str | Path) -> Terms:
     from huref.readers.safetensors import SafetensorsReader
 
     path = str(path)
-    reader = SafetensorsReader(path)
+    try:
+        reader = SafetensorsReader(path)
+    except HurefError as error:
+        raise HurefError(f"{path}: not a huref invariants file ({str(error).removeprefix(path + ': ')})") from None
     try:
         header = json.loads(reader.metadata["huref"])
     except (ValueError, KeyError, TypeError):
