@@ -1,7 +1,8 @@
 """Train the fingerprint encoder on synthetic invariant terms, or evaluate trained weights.
 
-    nice -n 10 python scripts/train_encoder.py -o weights/encoder.safetensors      # ~30 min, 1 thread
+    nice -n 10 python scripts/train_encoder.py -o weights/encoder.safetensors      # ~13 min, 1 thread
     python scripts/train_encoder.py --evaluate weights/encoder.safetensors         # held-out figures
+    python scripts/train_encoder.py --attacked weights/encoder.safetensors         # attacked tiny checkpoints
 
 Samples are shaped like invariant terms, X M X^T with M = A B^T + g I (X: embeddings of n
 tokens with a decaying spectrum, a shared mean direction and uneven row norms; A, B: random
