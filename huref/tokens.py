@@ -4,11 +4,11 @@ Each candidate token gets a key: its string when a vocabulary is known ("s:" + t
 the tokenizer's decoder writes it (its Replace steps, `huref.sources.load_vocab`), with the
 SentencePiece '▁' and byte-level 'Ġ' space markers written as a plain space), else its id
 ("id:" + id). Renaming every piece through a mapping that the normalizer applies to the text
-and the decoder undoes therefore keeps the keys. Candidates are ranked by the SHA-256 of their key and the first n are taken, in that
-order. The choice therefore does not depend on token ids: reordering the vocabulary (with its
-tokenizer) selects the same tokens in the same order, and tokens appended to a vocabulary
-displace a selected token only where their hash ranks lower, so two relatives share almost all
-keys. Comparisons align two term sets on the keys they share (`huref.similarity`). Special and
+and the decoder undoes therefore keeps the keys. Candidates are ranked by the SHA-256 of their
+key and the first n are taken, in that order. The choice does not depend on token ids:
+reordering the vocabulary (with its tokenizer) selects the same tokens in the same order, and
+tokens appended to a vocabulary displace a selected token only where their hash ranks lower, so
+two relatives share almost all keys. Comparisons align two term sets on the keys they share (`huref.similarity`). Special and
 control tokens are never selected; they carry little of what pretraining learned.
 """
 
