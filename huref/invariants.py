@@ -154,11 +154,19 @@ def ffn_term(layer: LayerWeights, x_ffn: torch.Tensor, x_out: torch.Tensor) -> t
     return apply_norm(layer.ffn_post_norm, written) @ x_out.T
 
 
-def layer_terms(layer: LayerWeights, x: torch.Tensor, centre: bool) -> torch.Tensor:
-    """The three terms of one layer, stacked [3, n, n], from raw residual rows x [n, d]."""
-    # centred in float64: a huge all-ones component (a LayerNorm model's mean shift) would otherwise
-    # leave a float32 remainder along 1 that the write side's huge all-ones component amplifies
-    x_out = (x.double() - x.double().mean(1, keepdim=True)).to(x.dtype) if centre else x
+def write_side_rows(x: torch.Tensor, centre: bool) -> torch.Tensor:
+    """X_o: the raw rows x [n, d] where sublayers write, centred for LayerNorm models. Centred in
+    float64: a huge all-ones component (a LayerNorm model's mean shift) would otherwise leave a
+    float32 remainder along 1 that the write side's huge all-ones component amplifies."""
+    if not centre:
+        return x
+    wide = x.double()
+    return (wide - wide.mean(1, keepdim=True)).to(x.dtype)
+
+
+def layer_terms(layer: LayerWeights, x: torch.Tensor, x_out: torch.Tensor) -> torch.Tensor:
+    """The three terms of one layer, stacked [3, n, n], from raw residual rows x [n, d] and their
+    write-side form x_out (`write_side_rows`)."""
     x_attn = apply_norm(layer.attn_norm, x)
     x_ffn = apply_norm(layer.ffn_norm, x)
     return torch.stack([qk_term(layer, x_attn), vo_term(layer, x_attn, x_out), ffn_term(layer, x_ffn, x_out)])
@@ -206,12 +214,13 @@ def invariant_terms(
     chosen, values, skipped = [], [], []
     with torch.no_grad():
         x = embedding_rows(model, ids).to(device=device, dtype=dtype)
-        identity_scale = float((x - x.mean(1, keepdim=True) if model.arch.layer_norm else x).pow(2).sum(1).max())
+        x_out = write_side_rows(x, model.arch.layer_norm)
+        identity_scale = float(x_out.pow(2).sum(1).max())
         for i in candidates:
             if len(chosen) == len(wanted):
                 break
             say(f"layer {i}")
-            terms = layer_terms(layer_weights(model, i), x, model.arch.layer_norm)
+            terms = layer_terms(layer_weights(model, i), x, x_out)
             if not layers and float(terms[1:].abs().max()) <= INERT_TOLERANCE * identity_scale:
                 skipped.append(i)
                 continue
