@@ -205,12 +205,13 @@ FINE_TUNES = dict(SETTINGS, max_token_change=0.02)
 
 
 @torch.no_grad()
-def held_out(encoder, pairs, gen, settings=SETTINGS, batch=50):
-    """Latents of held-out anchor/positive pairs drawn as in training: (z_anchor, z_positive, raw cosine)."""
+def held_out(encoder, pairs, gen, settings=SETTINGS, levels=None, batch=50):
+    """Latents of held-out anchor/positive pairs drawn as in training (or at fixed `levels`, see
+    sample_pair): (z_anchor, z_positive, raw cosine)."""
     z_a, z_p, raw = [], [], []
     for _ in range(math.ceil(pairs / batch)):
         n, h, n_layers = draw_shape(gen, settings)
-        anchor, positive, raw_cosine = sample_pair(batch, n, h, n_layers, gen, settings)
+        anchor, positive, raw_cosine = sample_pair(batch, n, h, n_layers, gen, settings, levels)
         z_a.append(encoder(anchor))
         z_p.append(encoder(positive))
         raw.append(raw_cosine)
@@ -274,18 +275,12 @@ CONDITIONS = {  # name -> fixed perturbation levels of the positive copy
 }
 
 
-@torch.no_grad()
-def by_perturbation(encoder, gen, batches=4, batch=50):
+def by_perturbation(encoder, gen, pairs=200):
     """Mean and 5th percentile of raw-term and latent cosine of positives at each fixed CONDITIONS level."""
     rows = {}
     for name, levels in CONDITIONS.items():
-        raw, latent = [], []
-        for _ in range(batches):
-            n, h, n_layers = draw_shape(gen)
-            anchor, positive, raw_cosine = sample_pair(batch, n, h, n_layers, gen, levels=levels)
-            latent.append(F.cosine_similarity(encoder(anchor), encoder(positive)))
-            raw.append(raw_cosine)
-        raw, latent = torch.cat(raw), torch.cat(latent)
+        z_a, z_p, raw = held_out(encoder, pairs, gen, levels=levels)
+        latent = F.cosine_similarity(z_a, z_p)
         rows[name] = {"raw_mean": raw.mean().item(), "latent_mean": latent.mean().item(),
                       "latent_p05": latent.quantile(0.05).item()}
     return rows
