@@ -1,4 +1,7 @@
-"""Shared fixtures: the tiny-model zoo, each checkpoint built once per test session."""
+"""Shared fixtures: the tiny-model zoo, each checkpoint built once per test session; scripts as modules."""
+
+import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,3 +25,15 @@ def tiny_zoo(tmp_path_factory):
         return built[name, seed]
 
     return zoo
+
+
+@pytest.fixture(scope="session")
+def script():
+    """script(name) -> scripts/NAME.py imported as a module from its file (scripts/ is not a package)."""
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -1,8 +1,6 @@
 """The encoder: bucket pooling (checked against a direct computation), invariances, weights file."""
 
-import importlib.util
 import hashlib
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,16 +8,6 @@ import torch
 from huref.encoder import (GRID, LATENT_DIM, Encoder, encode, encoder_digest, load_encoder, pool_terms,
                            save_encoder, token_buckets)
 from huref.errors import HurefError
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_training_script():
-    spec = importlib.util.spec_from_file_location("train_encoder", ROOT / "scripts" / "train_encoder.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def random_terms(n, n_layers=2, seed=0):
     gen = torch.Generator().manual_seed(seed)
@@ -47,9 +35,9 @@ def test_pool_terms_matches_loop_over_cells():
     torch.testing.assert_close(pooled[1, 2].double(), expected, atol=1e-5, rtol=0)
 
 
-def test_training_shortcut_equals_pooling_the_full_term():
+def test_training_shortcut_equals_pooling_the_full_term(script):
     """scripts/train_encoder.py pools embeddings, then multiplies: the same as pooling X M X^T."""
-    train = load_training_script()
+    train = script("train_encoder")
     gen = torch.Generator().manual_seed(1)
     n, h = 200, 16
     x = torch.randn(1, n, h, generator=gen)
@@ -132,9 +120,9 @@ def test_weights_round_trip_digest_and_env_lookup(tmp_path, monkeypatch):
         load_encoder(tmp_path / "broken.safetensors")
 
 
-def test_shipped_encoder_separates_relatives_from_strangers():
+def test_shipped_encoder_separates_relatives_from_strangers(script):
     """The shipped weights: a perturbed copy stays close, an independent sample does not."""
-    train = load_training_script()
+    train = script("train_encoder")
     gen = torch.Generator().manual_seed(11)
     anchor, positive, _ = train.sample_pair(16, 1024, 96, 2, gen)
     encoder = load_encoder()

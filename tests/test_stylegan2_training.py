@@ -1,8 +1,6 @@
 """scripts/train_generator.py: a few steps on tiny images, a checkpoint, and a resumed second run."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -10,18 +8,8 @@ from PIL import Image
 
 import stylegan2
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_generator.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("train_generator", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_training_checkpoints_and_resumes(tmp_path, monkeypatch):
-    train = load_script()
+def test_training_checkpoints_and_resumes(tmp_path, monkeypatch, script):
+    train = script("train_generator")
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # keep the test session's thread count
     data = tmp_path / "photos"
     data.mkdir()
@@ -43,8 +31,8 @@ def test_training_checkpoints_and_resumes(tmp_path, monkeypatch):
     assert Image.open(run / "grid-latest.png").size == (32, 32)
 
 
-def test_diff_augment_keeps_shape_and_passes_gradients():
-    train = load_script()
+def test_diff_augment_keeps_shape_and_passes_gradients(script):
+    train = script("train_generator")
     x = torch.rand(3, 3, 16, 16, requires_grad=True)
     y = train.diff_augment(x * 2 - 1)
     assert y.shape == x.shape
