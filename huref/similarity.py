@@ -104,10 +104,10 @@ def thresholds() -> dict:
         return json.load(f)
 
 
-def verdict(ics: float) -> str:
+def verdict(ics: float, t: dict | None = None) -> str:
     """'same-base' at or above the same-base threshold, 'unrelated' at or below the unrelated one,
-    'inconclusive' between."""
-    t = thresholds()
+    'inconclusive' between; t: {"same_base", "unrelated"}, by default `thresholds()`."""
+    t = t if t is not None else thresholds()
     if ics >= t["same_base"]:
         return "same-base"
     if ics <= t["unrelated"]:

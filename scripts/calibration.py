@@ -11,6 +11,8 @@ wrong verdicts, only inconclusive ones.
 
 import math
 
+from huref.similarity import verdict
+
 
 def choose_thresholds(same: list[float], unrelated: list[float]) -> dict:
     """{"same_base": t_s, "unrelated": t_u, "gap": lowest same-base minus highest unrelated ICS}."""
@@ -27,15 +29,6 @@ def choose_thresholds(same: list[float], unrelated: list[float]) -> dict:
         t_s, t_u = math.ceil(t_s * 100) / 100, math.floor(t_u * 100) / 100
     return {"same_base": t_s, "unrelated": min(t_u, t_s), "gap": gap,
             "lowest_same_base": lowest_same, "highest_unrelated": highest_unrelated}
-
-
-def verdict(ics: float, thresholds: dict) -> str:
-    """The verdict huref.similarity gives with these thresholds."""
-    if ics >= thresholds["same_base"]:
-        return "same-base"
-    if ics <= thresholds["unrelated"]:
-        return "unrelated"
-    return "inconclusive"
 
 
 def errors(pairs: list[dict], thresholds: dict) -> dict:
