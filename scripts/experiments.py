@@ -255,12 +255,6 @@ def plateau(curve: list) -> float:
     return (sum(before) / len(before) - sum(last) / len(last)) / (sum(last) / len(last))
 
 
-def ics_of(pairs: dict, a: str, b: str, layers: list[int]) -> float:
-    """ICS of the pair (a, b) over the given rows of its cosine table."""
-    table = (pairs.get((a, b)) or pairs[(b, a)])["table"]
-    return zs.ics(torch.tensor(table), layers=layers)
-
-
 def caveats(pairs: dict, labelled: list[dict], by_name: dict) -> list[str]:
     """The report's "what did not work, and limits" items, with the numbers of this run."""
     items = []
@@ -279,8 +273,8 @@ def caveats(pairs: dict, labelled: list[dict], by_name: dict) -> list[str]:
                  "few megabytes; longer or larger fine-tunes drift further, and how far ICS falls for them is "
                  "not measured here.")
     tiny = [e["name"] for e in by_name.values() if e["kind"] == "base"]
-    first = max(ics_of(pairs, a, b, [0]) for i, a in enumerate(tiny) for b in tiny[i + 1:])
-    last = max(ics_of(pairs, a, b, [-1]) for i, a in enumerate(tiny) for b in tiny[i + 1:])
+    first = max(report.pair_ics(report.pair_of(pairs, a, b), layers=[0]) for i, a in enumerate(tiny) for b in tiny[i + 1:])
+    last = max(report.pair_ics(report.pair_of(pairs, a, b), layers=[-1]) for i, a in enumerate(tiny) for b in tiny[i + 1:])
     items.append(f"Which layers are used matters: between independently trained tiny bases the first layer alone "
                  f"gives ICS up to {first:.3f} (the last layer alone: up to {last:.3f}). Early layers mostly encode "
                  "the shared corpus's token statistics, so a verdict on the first layer would misread unrelated "
@@ -341,7 +335,7 @@ def main() -> None:
     ffn_rows = stage("FFN term: huref's form against the paper's", ffn_form_comparison, entries + extra, root)
     by_name = {e["name"]: e for e in entries}
     labelled = [dict(a=a, b=b, label="same-base" if related(by_name[a], by_name[b]) else "unrelated",
-                     ics=zs.ics(torch.tensor(p["table"])[-DEFAULT_LAYERS:]), n_common=p["n_common"])
+                     ics=report.pair_ics(p), n_common=p["n_common"])
                 for (a, b), p in pairs.items() if p["table"] is not None]
     thresholds = calibration.choose_thresholds([p["ics"] for p in labelled if p["label"] == "same-base"],
                                                [p["ics"] for p in labelled if p["label"] == "unrelated"])

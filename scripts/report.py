@@ -16,18 +16,23 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+import zoo_similarity as zs  # noqa: E402
+from huref.invariants import DEFAULT_LAYERS  # noqa: E402
+
 TERMS = ("qk", "vo", "ffn")
 
 
-def _ics(pair: dict, layers=None, terms=None) -> float | None:
+def pair_ics(pair: dict, layers=None, terms=None) -> float | None:
+    """ICS of a pair from its cosine table (`zoo_similarity.ics`) over `layers`, by default huref's
+    (the last DEFAULT_LAYERS), and `terms`; None for a pair that could not be compared."""
     if pair["table"] is None:
         return None
     table = torch.tensor(pair["table"])
-    table = table[-2:] if layers is None else table[layers]
-    return float(table.mean() if terms is None else table[:, terms].mean())
+    return zs.ics(table, list(range(len(table)))[-DEFAULT_LAYERS:] if layers is None else layers, terms)
 
 
-def _get(pairs: dict, a: str, b: str) -> dict:
+def pair_of(pairs: dict, a: str, b: str) -> dict:
+    """The entry of the pair (a, b) in either order."""
     return pairs[(a, b)] if (a, b) in pairs else pairs[(b, a)]
 
 
@@ -134,8 +139,8 @@ def write(out: Path, results: dict) -> None:
     names = [e["name"] for e in entries]
     by_name = {e["name"]: e for e in entries}
 
-    ics_values = [[1.0 if a == b else _ics(_get(pairs, a, b)) for b in names] for a in names]
-    pcs_values = [[1.0 if a == b else _get(pairs, a, b)["pcs"] for b in names] for a in names]
+    ics_values = [[1.0 if a == b else pair_ics(pair_of(pairs, a, b)) for b in names] for a in names]
+    pcs_values = [[1.0 if a == b else pair_of(pairs, a, b)["pcs"] for b in names] for a in names]
     _matrix_figure(names, ics_values, "ICS (last two layers)", figures / "ics_matrix.png")
     _matrix_figure(names, pcs_values, "PCS (last two layers + embedding; blank: no tensor in common)",
                    figures / "pcs_matrix.png")
@@ -148,7 +153,7 @@ def write(out: Path, results: dict) -> None:
     tiny_same = [p for p in same if not p["a"].startswith("MiniLM")]
     tiny_unrelated = [p for p in unrelated if p["a"].split("/")[0] in ("llama-A", "llama-B", "llama-C", "neox-D")
                       and p["b"].split("/")[0] in ("llama-A", "llama-B", "llama-C", "neox-D")]
-    attacked = [_get(pairs, e["family"], e["name"]) for e in entries if e["kind"] == "attacked"]
+    attacked = [pair_of(pairs, e["family"], e["name"]) for e in entries if e["kind"] == "attacked"]
     saved = {k: thresholds[k] for k in ("same_base", "unrelated")}
     (figures / "thresholds.json").write_text(json.dumps(dict(
         saved, metric="ics", layers="last two", source="docs/RESULTS.md (scripts/experiments.py)",
@@ -175,7 +180,7 @@ def write(out: Path, results: dict) -> None:
           f"{statistics.median(abs(p['ics']) for p in unrelated):.3f}).",
           f"- **PCS falls, ICS does not**: for the function-preserving attacked copies, PCS is "
           f"{', '.join(_fmt(p['pcs']) for p in attacked)} while ICS is "
-          f"{', '.join(_fmt(_ics(p)) for p in attacked)}.",
+          f"{', '.join(_fmt(pair_ics(p)) for p in attacked)}.",
           f"- **Verdict thresholds** (ICS over the last two layers): same-base at ≥ {thresholds['same_base']}, "
           f"unrelated at ≤ {thresholds['unrelated']}, inconclusive between; on this zoo: "
           f"{errors['same-base']['unrelated']} same-base pairs called unrelated, "
@@ -242,15 +247,15 @@ def write(out: Path, results: dict) -> None:
     shown += [("MiniLM", "MiniLM/mlm-ft"), ("MiniLM", "MiniLM-reinit")]
     rows = []
     for a, b in shown:
-        p = _get(pairs, a, b)
+        p = pair_of(pairs, a, b)
         every = None if p["table"] is None else list(range(len(p["table"])))
-        rows.append([a, b, _fmt(_ics(p))] + [_fmt(_ics(p, terms=[t])) for t in range(3)]
-                    + [_fmt(_ics(p, layers=[0]) if every else None), _fmt(_ics(p, layers=every) if every else None),
+        rows.append([a, b, _fmt(pair_ics(p))] + [_fmt(pair_ics(p, terms=[t])) for t in range(3)]
+                    + [_fmt(pair_ics(p, layers=[0]) if every else None), _fmt(pair_ics(p, layers=every) if every else None),
                        _fmt(p["pcs"]), p["n_common"]])
     L += _table(["A", "B", "ICS (default)", "qk", "vo", "ffn", "first layer compared", "all layers compared", "PCS", "tokens"], rows)
-    layer_rows = [(f"llama-A vs {b}", [_ics(_get(pairs, "llama-A", b), layers=[i]) for i in range(len(_get(pairs, "llama-A", b)["table"]))])
+    layer_rows = [(f"llama-A vs {b}", [pair_ics(pair_of(pairs, "llama-A", b), layers=[i]) for i in range(len(pair_of(pairs, "llama-A", b)["table"]))])
                   for b in ("llama-A/sft", "llama-A/cpt+vocab", "llama-A/lora", "llama-B", "neox-D")]
-    layer_rows += [(f"MiniLM vs {b}", [_ics(_get(pairs, "MiniLM", b), layers=[i]) for i in range(len(_get(pairs, "MiniLM", b)["table"]))])
+    layer_rows += [(f"MiniLM vs {b}", [pair_ics(pair_of(pairs, "MiniLM", b), layers=[i]) for i in range(len(pair_of(pairs, "MiniLM", b)["table"]))])
                    for b in ("MiniLM/mlm-ft", "MiniLM-reinit")]
     _layers_figure(layer_rows, figures / "ics_by_layer.png")
     L += ["", "![ICS by layer](results/ics_by_layer.png)", ""]
