@@ -241,9 +241,7 @@ def machine() -> dict:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    with open("/proc/meminfo") as f:
-        mem_kb = int(f.readline().split()[1])
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gb": round(mem_kb / 2**20, 1),
+    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gb": round(meminfo_gib("MemTotal"), 1),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "python": platform.python_version()}
 
@@ -282,16 +280,8 @@ def timed(command: list[str], env: dict | None = None) -> dict:
 
 
 def huref_command(tool: str, directory: Path, out: Path, extra: list[str] = ()) -> list[str]:
-    run = [sys.executable, "-c", "from huref.cli import main; main()"]
-    if tool == "invariants":
-        return run + ["invariants", str(directory), "-o", str(out), "-q", *extra]
-    return run + ["fingerprint", str(directory), "-o", str(out), "-q", *extra]
-
-
-def has_fingerprint() -> bool:
-    probe = subprocess.run(huref_command("fingerprint", Path("x"), Path("x"))[:3] + ["fingerprint", "--help"],
-                           capture_output=True)
-    return probe.returncode == 0
+    """`huref TOOL DIRECTORY -o OUT -q EXTRA...` (tool: invariants | fingerprint) in this interpreter."""
+    return [sys.executable, "-c", "from huref.cli import main; main()", tool, str(directory), "-o", str(out), "-q", *extra]
 
 
 def baseline(directory: Path, dtype: str, out: Path) -> None:
@@ -377,10 +367,11 @@ def relative_difference(a: Path, b: Path) -> float:
     return float((va - vb).abs().max() / vb.abs().max())
 
 
-def available_gb() -> float:
+def meminfo_gib(key: str) -> float:
+    """A /proc/meminfo figure (MemTotal, MemAvailable, ...) in GiB."""
     with open("/proc/meminfo") as f:
         info = {line.split(":")[0]: int(line.split()[1]) for line in f}
-    return info["MemAvailable"] / 2**20
+    return info[key] / 2**20
 
 
 FINGERPRINT_SIZES = ("7b", "70b")  # the fingerprint targets; 13B shows memory growth with invariants alone
@@ -408,10 +399,9 @@ def measure(label: str, runs: int, sizes: list[str], with_baseline: bool, with_p
     result["matmul_load"] = round(os.getloadavg()[0], 2)
     result["read_gbps"] = {k: round(v, 2) for k, v in read_speed(next((CACHE / "llama-7b").glob("*.safetensors"))).items()}
     print("matmul GFLOP/s:", result["matmul_gflops"], "read GB/s:", result["read_gbps"], flush=True)
-    fingerprint = has_fingerprint()
     for size in sizes:
         directory = CACHE / f"llama-{size}"
-        for tool in ["invariants"] + (["fingerprint"] if fingerprint and size in FINGERPRINT_SIZES else []):
+        for tool in ["invariants"] + (["fingerprint"] if size in FINGERPRINT_SIZES else []):
             out = scratch / f"{tool}-{size}.{'safetensors' if tool == 'invariants' else 'png'}"
             for k in range(runs if size == "7b" else runs_large):
                 if k == 0:
@@ -446,8 +436,8 @@ def measure(label: str, runs: int, sizes: list[str], with_baseline: bool, with_p
             if need > result["machine"]["ram_gb"]:
                 base.update(skipped=f"the weights alone need ~{need - 2:.0f} GiB, more than the machine's "
                                     f"{result['machine']['ram_gb']} GiB")
-            elif available_gb() < need:
-                base.update(skipped=f"needs ~{need:.0f} GiB; only {available_gb():.0f} GiB were free beside "
+            elif meminfo_gib("MemAvailable") < need:
+                base.update(skipped=f"needs ~{need:.0f} GiB; only {meminfo_gib('MemAvailable'):.0f} GiB were free beside "
                                     f"other jobs when measured")
             else:
                 out = scratch / f"baseline-7b-{dtype}.safetensors"
