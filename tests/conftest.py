@@ -1,6 +1,7 @@
 """Shared fixtures: the tiny-model zoo, each checkpoint built once per test session; scripts as modules."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,18 @@ def script():
         return module
 
     return load
+
+
+@pytest.fixture
+def huref_cli(monkeypatch, capsys):
+    """huref_cli(*args) runs `huref ARGS` in this process: (exit code, stdout, stderr)."""
+    from huref import cli
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["huref", *args])
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main()
+        out, err = capsys.readouterr()
+        return exit_info.value.code, out, err
+
+    return run

@@ -3,14 +3,12 @@
 import json
 import shutil
 import struct
-import sys
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from huref import cli
 from huref.errors import HurefError
 from huref.invariants import invariant_terms, load_terms
 from huref.readers.safetensors import SafetensorsReader
@@ -24,15 +22,6 @@ import tiny_models
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory):
     return tiny_models.build_checkpoint("llama", tmp_path_factory.mktemp("llama"), seed=0)
-
-
-def run_cli(args, monkeypatch, capsys):
-    """Run `huref ARGS` in-process; return (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["huref", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
 
 
 def test_safetensors_reader_matches_the_reference_loader(tmp_path):
@@ -86,23 +75,23 @@ def test_token_selection_ignores_ids_and_special_tokens():
     assert select_tokens(None, 10, 4)[1][0].startswith("id:")
 
 
-def test_invariants_file_round_trip_and_compare_with_model(llama, tmp_path, monkeypatch, capsys):
+def test_invariants_file_round_trip_and_compare_with_model(llama, tmp_path, huref_cli):
     out = tmp_path / "inv.safetensors"
-    code, _, err = run_cli(["invariants", str(llama), "-o", str(out), "--tokens", "200", "-q"], monkeypatch, capsys)
+    code, _, err = huref_cli("invariants", str(llama), "-o", str(out), "--tokens", "200", "-q")
     assert code == 0 and out.is_file()
     terms = load_terms(out)
     assert terms.values.shape == (2, 3, 200, 200) and terms.layers == [1, 2]
     assert terms.meta["model_type"] == "llama" and len(terms.meta["sha256"]) > 5
-    code, out_text, _ = run_cli(["compare", str(out), str(llama), "--json", "-q"], monkeypatch, capsys)
+    code, out_text, _ = huref_cli("compare", str(out), str(llama), "--json", "-q")
     report = json.loads(out_text)
     assert code == 0 and report["ics"] > 0.9999 and report["pcs"] is None
     assert set(report) >= {"ics", "terms", "layers", "pcs", "verdict", "a", "b"}
     assert report["b"]["n_tokens"] == 200  # the model side followed the file's settings
 
 
-def test_compare_models_json_contract(llama, tmp_path, monkeypatch, capsys):
+def test_compare_models_json_contract(llama, tmp_path, huref_cli):
     other = tiny_models.build_checkpoint("llama", tmp_path / "other", seed=3)
-    code, out_text, err = run_cli(["compare", str(llama), str(other), "--json", "-q"], monkeypatch, capsys)
+    code, out_text, err = huref_cli("compare", str(llama), str(other), "--json", "-q")
     report = json.loads(out_text)
     assert code == 0 and err == ""
     assert abs(report["ics"]) < 0.1 and report["verdict"] == "unrelated"
@@ -155,27 +144,27 @@ def _garbage_header(directory):
     (_bad_index, "not valid JSON"),
     (_garbage_header, "malformed"),
 ])
-def test_bad_inputs_give_one_line_and_exit_2(llama, tmp_path, monkeypatch, capsys, breakage, message):
+def test_bad_inputs_give_one_line_and_exit_2(llama, tmp_path, huref_cli, breakage, message):
     broken = tmp_path / "broken"
     shutil.copytree(llama, broken)
     breakage(broken)
     out = tmp_path / "out.safetensors"
-    code, stdout, err = run_cli(["invariants", str(broken), "-o", str(out), "-q"], monkeypatch, capsys)
+    code, stdout, err = huref_cli("invariants", str(broken), "-o", str(out), "-q")
     assert code == 2, err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not out.exists() and not list(tmp_path.glob("out*"))
 
 
-def test_missing_path_and_bad_arguments(llama, tmp_path, monkeypatch, capsys):
-    code, _, err = run_cli(["compare", str(tmp_path / "nope"), str(llama)], monkeypatch, capsys)
+def test_missing_path_and_bad_arguments(llama, tmp_path, huref_cli):
+    code, _, err = huref_cli("compare", str(tmp_path / "nope"), str(llama))
     assert code == 2 and "no such file or directory" in err and err.count("\n") == 1
-    code, _, err = run_cli(["invariants", str(llama), "-o", str(tmp_path / "o"), "--layers", "7"], monkeypatch, capsys)
+    code, _, err = huref_cli("invariants", str(llama), "-o", str(tmp_path / "o"), "--layers", "7")
     assert code == 2 and "out of range" in err
-    code, _, err = run_cli(["compare", str(llama)], monkeypatch, capsys)
+    code, _, err = huref_cli("compare", str(llama))
     assert code == 2 and "Missing argument" in err
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\x00" * 3)
-    code, _, err = run_cli(["compare", str(garbage), str(llama)], monkeypatch, capsys)
+    code, _, err = huref_cli("compare", str(garbage), str(llama))
     assert code == 2 and "not a huref invariants file" in err
 
 

@@ -23,15 +23,6 @@ from huref.similarity import compare_terms, thresholds
 from huref.sources import load_model
 
 
-def run_cli(monkeypatch, capsys, *args):
-    """Run `huref ARGS` in this process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["huref", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
-
-
 def fingerprint_command(name, folder):
     png, fp = folder / f"{name}.png", folder / f"{name}.json"
     return png, fp, ["fingerprint", f"demo:{name}", "-o", str(png), "--generator", "bundled",
@@ -79,9 +70,9 @@ def test_json_output_matches_the_saved_fingerprint(published):
     assert saved["generator"]["name"] == "bundled" and len(saved["encoder_sha256"]) == 64
 
 
-def test_round_trip_fingerprint_then_show(published, tmp_path, monkeypatch, capsys):
+def test_round_trip_fingerprint_then_show(published, tmp_path, huref_cli):
     shown = tmp_path / "shown.png"
-    code, _, err = run_cli(monkeypatch, capsys, "show", str(published["base"]["fp"]), "-o", str(shown))
+    code, _, err = huref_cli("show", str(published["base"]["fp"]), "-o", str(shown))
     assert code == 0, err
     assert shown.read_bytes() == published["base"]["png"].read_bytes()
 
@@ -116,36 +107,36 @@ def test_commitment_opens_with_the_private_file_only(published, tmp_path):
     assert not check_opening(fp, tampered)
 
 
-def test_verify_exit_codes_and_json(published, tmp_path, monkeypatch, capsys):
+def test_verify_exit_codes_and_json(published, tmp_path, huref_cli):
     base_fp = str(published["base"]["fp"])
-    code, out, _ = run_cli(monkeypatch, capsys, "verify", "demo:offspring", "--base", base_fp, "--json")
+    code, out, _ = huref_cli("verify", "demo:offspring", "--base", base_fp, "--json")
     result = json.loads(out)
     assert code == 0 and result["derives"] and result["best"]["kind"] == "latent"
-    code, out, _ = run_cli(monkeypatch, capsys, "verify", "demo:independent", "--base", base_fp, "--json")
+    code, out, _ = huref_cli("verify", "demo:independent", "--base", base_fp, "--json")
     assert code == 1 and not json.loads(out)["derives"]
     # a model as base: scored by ICS, with the calibrated threshold unless --min-ics is given
-    code, out, _ = run_cli(monkeypatch, capsys, "verify", "demo:offspring", "--base", "demo:base", "--json")
+    code, out, _ = huref_cli("verify", "demo:offspring", "--base", "demo:base", "--json")
     result = json.loads(out)
     ics = compare_terms(invariant_terms(load_model("demo:offspring")), invariant_terms(load_model("demo:base")))["ics"]
     assert code == 0 and result["best"]["kind"] == "ics" and result["best"]["threshold"] == thresholds()["same_base"]
     assert result["best"]["score"] == pytest.approx(ics, abs=1e-9)
-    code, _, _ = run_cli(monkeypatch, capsys, "verify", "demo:offspring", "--base", "demo:base",
+    code, _, _ = huref_cli("verify", "demo:offspring", "--base", "demo:base",
                          "--min-ics", str(min(ics + 0.001, 1.01)))
     assert code == 1
-    code, out, err = run_cli(monkeypatch, capsys, "verify", "demo:offspring")
+    code, out, err = huref_cli("verify", "demo:offspring")
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
 
 
-def test_verify_registry_reports_the_best_match(published, tmp_path, monkeypatch, capsys):
+def test_verify_registry_reports_the_best_match(published, tmp_path, huref_cli):
     registry = tmp_path / "registry"
     registry.mkdir()
     (registry / "independent.json").write_bytes(published["independent"]["fp"].read_bytes())
     save_terms(invariant_terms(load_model("demo:base")), registry / "base.safetensors")
-    code, out, _ = run_cli(monkeypatch, capsys, "verify", "demo:offspring", "--registry", str(registry), "--json")
+    code, out, _ = huref_cli("verify", "demo:offspring", "--registry", str(registry), "--json")
     result = json.loads(out)
     assert code == 0 and result["best"]["base"] == str(registry / "base.safetensors")
     assert [m["kind"] for m in result["matches"]] == ["ics", "latent"]
-    code, out, _ = run_cli(monkeypatch, capsys, "verify", "demo:offspring", "--registry", str(tmp_path / "none"))
+    code, out, _ = huref_cli("verify", "demo:offspring", "--registry", str(tmp_path / "none"))
     assert code == 2
 
 
@@ -178,22 +169,22 @@ def malformed_text(kind, good: dict) -> str:
 
 
 @pytest.mark.parametrize("kind", list(MALFORMED))
-def test_malformed_fingerprints_give_one_line_and_exit_2(kind, published, tmp_path, monkeypatch, capsys):
+def test_malformed_fingerprints_give_one_line_and_exit_2(kind, published, tmp_path, huref_cli):
     bad = tmp_path / "bad.json"
     bad.write_text(malformed_text(kind, load_fingerprint(published["base"]["fp"])))
     for args in (["show", str(bad), "-o", str(tmp_path / "out.png")],
                  ["compare", str(bad), str(published["base"]["fp"]), "--image", str(tmp_path / "side.png")],
                  ["verify", "demo:base", "--base", str(bad)]):
-        code, out, err = run_cli(monkeypatch, capsys, *args)
+        code, out, err = huref_cli(*args)
         assert code == 2, (args, err)
         assert out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err
         assert str(bad) in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json"]  # no partial output
 
 
-def test_compare_accepts_fingerprints_and_draws_the_pair(published, tmp_path, monkeypatch, capsys):
+def test_compare_accepts_fingerprints_and_draws_the_pair(published, tmp_path, huref_cli):
     side = tmp_path / "side.png"
-    code, out, err = run_cli(monkeypatch, capsys, "compare", str(published["base"]["fp"]), "demo:offspring",
+    code, out, err = huref_cli("compare", str(published["base"]["fp"]), "demo:offspring",
                              "--json", "--image", str(side))
     report = json.loads(out)
     z_base = torch.tensor(load_fingerprint(published["base"]["fp"])["latent"])
@@ -205,7 +196,7 @@ def test_compare_accepts_fingerprints_and_draws_the_pair(published, tmp_path, mo
 
     picture = Image.open(side)
     assert picture.width > 2 * picture.height * 0.8  # two dogs next to each other
-    code, out, _ = run_cli(monkeypatch, capsys, "compare", str(published["base"]["fp"]),
+    code, out, _ = huref_cli("compare", str(published["base"]["fp"]),
                            str(published["independent"]["fp"]))
     assert code == 0 and "latent cosine" in out and "unrelated" in out
 
@@ -213,15 +204,15 @@ def test_compare_accepts_fingerprints_and_draws_the_pair(published, tmp_path, mo
 class Tags(HTMLParser):
     def __init__(self):
         super().__init__()
-        self.tags, self.open = [], []
+        self.tags = []
 
     def handle_starttag(self, tag, attrs):
         self.tags.append((tag, dict(attrs)))
 
 
-def test_report_holds_dogs_matrix_and_terms(published, tmp_path, monkeypatch, capsys):
+def test_report_holds_dogs_matrix_and_terms(published, tmp_path, huref_cli):
     page = tmp_path / "report.html"
-    code, _, err = run_cli(monkeypatch, capsys, "report", "demo:base", "demo:offspring",
+    code, _, err = huref_cli("report", "demo:base", "demo:offspring",
                            str(published["independent"]["fp"]), "-o", str(page), "--generator", "bundled")
     assert code == 0, err
     text = page.read_text()

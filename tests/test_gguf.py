@@ -6,7 +6,6 @@ order, gemma's `1 + w` norms), so these tests check huref's reverse mapping agai
 """
 
 import json
-import sys
 
 import gguf
 import numpy as np
@@ -16,7 +15,6 @@ import transformers
 from safetensors.torch import load_file
 
 import huref.readers.gguf as gguf_reader
-from huref import cli
 from huref.errors import HurefError
 from huref.invariants import invariant_terms
 from huref.similarity import compare_terms
@@ -147,18 +145,16 @@ def test_unsupported_architecture_is_one_clear_line(tmp_path):
     assert "\n" not in str(error.value)
 
 
-def test_truncated_or_foreign_files_are_errors(tiny_zoo, tmp_path, monkeypatch, capsys):
+def test_truncated_or_foreign_files_are_errors(tiny_zoo, tmp_path, huref_cli):
     data = convert(tiny_zoo("llama"), tmp_path / "llama.gguf", "Q8_0").read_bytes()
     for cut in (len(data) * 3 // 4, 200, 10):
         (tmp_path / "cut.gguf").write_bytes(data[:cut])
         with pytest.raises(HurefError, match="cut.gguf: (truncated or malformed GGUF|not a GGUF)"):
             load_model(str(tmp_path / "cut.gguf"))
     (tmp_path / "cut.gguf").write_bytes(b"PK\x03\x04 not a gguf file")
-    monkeypatch.setattr(sys, "argv", ["huref", "invariants", str(tmp_path / "cut.gguf"), "-o", str(tmp_path / "t.st")])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-    assert exit_info.value.code == 2
-    assert "not a GGUF file" in capsys.readouterr().err
+    code, _, err = huref_cli("invariants", str(tmp_path / "cut.gguf"), "-o", str(tmp_path / "t.st"))
+    assert code == 2
+    assert "not a GGUF file" in err
 
 
 @pytest.mark.parametrize("qtype", ["BF16", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"])
