@@ -151,11 +151,9 @@ def load_encoder(path=None):
 
 def encoder_digest(path=None):
     """SHA-256 hex digest of the encoder weights file."""
-    digest = hashlib.sha256()
-    with open(encoder_path(path), "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    from stylegan2.download import sha256_of
+
+    return sha256_of(encoder_path(path))
 
 
 @torch.no_grad()
