@@ -1,18 +1,18 @@
-"""The `huref` command line: click commands that parse, call the library, and print.
+"""The `huref` command line: each command opens its arguments, scores them, and prints.
 
 Exit codes: 0 success; 1 a check that ran and said no (`verify`); 2 bad input or usage (one line on
 stderr, no traceback, no output file left behind); 3 an internal error (a bug: please report it;
-HUREF_DEBUG=1 shows the traceback).
+HUREF_DEBUG=1 shows the traceback) or an installation fault; 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 
 import click
-import torch
 
 import huref
 from huref.errors import HurefError
@@ -20,43 +20,143 @@ from huref.progress import Progress
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 
 
-def parse_layers(text: str | None) -> list[int] | None:
-    """'-2,-1' or '30,31' -> [ints]; None when not given."""
+def parse_layers(text: str | None) -> tuple[int, ...] | None:
+    """'-2,-1' or '30,31' -> (ints); None when not given."""
     if not text:
         return None
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        return tuple(int(part) for part in text.split(",") if part.strip()) or None
     except ValueError:
-        raise HurefError(f"--layers takes comma-separated integers, not '{text}'") from None
+        raise HurefError(f"--layers takes comma-separated integers, not '{text[:80]}'") from None
 
 
-def _dtype(precision: str) -> torch.dtype:
-    return torch.float64 if precision == "float64" else torch.float32
+def quiet_option(f):
+    return click.option("--quiet", "-q", is_flag=True, help="No progress or notices on stderr.")(f)
 
 
-def _device(name: str) -> str:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise HurefError("--device cuda: no CUDA device is available")
-    return name
+def settings_options(f):
+    """The options every command that computes terms shares, collapsed into one `settings` argument
+    (a frozen huref.inputs.Settings)."""
+    from huref.invariants import DEFAULT_TOKENS
+
+    @functools.wraps(f)
+    def command(n_tokens, layers, revision, device, precision, quiet, **kwargs):
+        from huref.inputs import Settings
+
+        settings = Settings(n_tokens=n_tokens, layers=parse_layers(layers), revision=revision, device=device,
+                            precision=precision, quiet=quiet)
+        return f(settings=settings, **kwargs)
+
+    for option in reversed((
+        click.option("--tokens", "n_tokens", type=int, default=DEFAULT_TOKENS, show_default=True,
+                     help="Number of probe tokens (capped by the vocabulary)."),
+        click.option("--layers", default=None, help="Comma-separated layer indices; negative count from the end. "
+                                                     "Default: the last two."),
+        click.option("--revision", default=None, help="Hub revision (branch, tag or commit) for hub models."),
+        click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
+        click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
+                     help="Arithmetic of the terms; float64 is a slower check mode."),
+        quiet_option,
+    )):
+        command = option(command)
+    return command
 
 
-def common_options(f):
-    """Options shared by commands that compute invariant terms."""
-    f = click.option("--tokens", "n_tokens", type=click.IntRange(min=2), default=4096, show_default=True,
-                     help="Number of probe tokens (capped by the vocabulary).")(f)
-    f = click.option("--layers", default=None, help="Comma-separated layer indices; negative count from the end. Default: the last two.")(f)
-    f = click.option("--revision", default=None, help="Hub revision (branch, tag or commit) for hub models.")(f)
-    f = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)(f)
-    f = click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
-                     help="Arithmetic of the terms; float64 is a slower check mode.")(f)
-    f = click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")(f)
-    return f
+def generator_options(f):
+    """--generator and --truncation, for every command that draws dogs."""
+    from huref.render import DEFAULT_TRUNCATION
+
+    f = click.option("--truncation", type=click.FloatRange(0, 1), default=DEFAULT_TRUNCATION, show_default=True,
+                     help="Truncation psi on the first 8 style inputs (the HuRef pipeline's setting); "
+                          "lower gives cleaner, more alike dogs.")(f)
+    return click.option("--generator", default=None,
+                        help="bundled, afhqdog (once downloaded) or a generator file. "
+                             "Default: afhqdog when downloaded, else bundled.")(f)
 
 
-def _progress(title: str, total: int, quiet: bool) -> Progress:
-    return Progress(title, total, enabled=not quiet)
+def image_format(path) -> str:
+    """PIL format name for an image output path (by suffix), refused before any work if unknown."""
+    suffix = os.path.splitext(str(path))[1].lower()
+    if suffix not in IMAGE_FORMATS:
+        raise HurefError(f"{path}: an image output must end in .png, .jpg or .jpeg")
+    return IMAGE_FORMATS[suffix]
+
+
+def image_bytes(picture, path) -> bytes:
+    """picture encoded for path's suffix (PNG without metadata; JPEG at quality 95): same pixels, same bytes."""
+    import io
+
+    from huref.render import png_bytes
+
+    if image_format(path) == "PNG":
+        return png_bytes(picture)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+class Run:
+    """What one command run shares: its settings, progress bar and notices (both silenced by -q)."""
+
+    def __init__(self, title: str, quiet: bool) -> None:
+        self.title, self.quiet, self.notices = title, quiet, []
+        self.progress: Progress | None = None
+
+    def start(self, total: int) -> "Run":
+        self.progress = Progress(self.title, total, enabled=not self.quiet)
+        return self
+
+    def step(self, name: str) -> None:
+        if self.progress is not None:
+            self.progress.step(name)
+
+    def notice(self, text: str | None) -> None:
+        if text:
+            self.notices.append(text)
+
+    def finish(self) -> None:
+        """Close the progress bar and say the notices (after the work, never before an error)."""
+        if self.progress is not None:
+            self.progress.close()
+        if not self.quiet:
+            for text in self.notices:
+                click.echo(f"huref: note: {text}", err=True)
+
+
+def open_all(specs: list[str], settings) -> tuple[list, object]:
+    """Open every argument and match settings across them, before any expensive work."""
+    from huref.inputs import open_subject, settings_for
+
+    subjects = [open_subject(spec, settings) for spec in specs]
+    return subjects, settings_for(subjects, settings)
+
+
+def load_dog_generator(choice, run: Run):
+    """(generator, identity) for --generator, with the fallback notice queued on the run."""
+    from huref.render import load_generator
+
+    generator, info, notice = load_generator(choice)
+    run.notice(notice)
+    return generator, info
+
+
+def write_outputs(outputs: list[tuple[object, bytes]]) -> None:
+    """Write every output of a run, or none."""
+    from huref.files import write_all
+
+    write_all(outputs)
+
+
+def finite_json(report) -> str:
+    """One JSON object; a non-finite number (not JSON) is an error, never printed."""
+    try:
+        return json.dumps(report, allow_nan=False)
+    except ValueError:
+        raise HurefError("a score is not a finite number (the inputs hold values too large to compare)") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -67,85 +167,95 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("model")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .safetensors file.")
-@common_options
-def invariants(model, output, n_tokens, layers, revision, device, precision, quiet):
+@click.option("-o", "--output", required=True, help="Output .safetensors file.")
+@settings_options
+def invariants(model, output, settings):
     """Compute MODEL's private invariant terms and write them to OUTPUT (do not publish them)."""
-    from huref.invariants import invariant_terms, save_terms
-    from huref.sources import load_model
+    from huref.inputs import check_outputs
+    from huref.invariants import terms_bytes
 
-    opened = load_model(model, revision)
-    chosen = parse_layers(layers)
-    progress = _progress("invariants", 1 + len(chosen or [0, 0]), quiet)
-    terms = invariant_terms(opened, chosen, n_tokens, device=_device(device), dtype=_dtype(precision),
-                            progress=progress.step)
-    progress.close()
-    save_terms(terms, output)
-    click.echo(f"wrote {output}: {len(terms.layers)} layers x 3 terms over {len(terms.tokens)} tokens", err=True)
+    run = Run("invariants", settings.quiet)
+    subjects, settings = open_all([model], settings)
+    if subjects[0].kind != "model":
+        raise HurefError(f"{model}: not a model")
+    check_outputs([output], subjects)
+    terms = subjects[0].terms(settings, run.start(subjects[0].steps(settings)).step)
+    write_outputs([(output, terms_bytes(terms))])
+    run.finish()
+    if not settings.quiet:
+        click.echo(f"wrote {output}: {len(terms.layers)} layers x 3 terms over {len(terms.tokens)} tokens", err=True)
 
 
 @cli.command()
 @click.argument("a")
 @click.argument("b")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
-@click.option("--image", type=click.Path(dir_okay=False), default=None,
-              help="Also write the two dogs side by side with the score to this PNG.")
-@common_options
-def compare(a, b, as_json, image, n_tokens, layers, revision, device, precision, quiet):
+@click.option("--image", default=None, help="Also write the two dogs side by side with the score (.png or .jpg).")
+@generator_options
+@settings_options
+def compare(a, b, as_json, image, generator, truncation, settings):
     """Compare A and B (each a model, an invariants file or a fingerprint FP.json): ICS, per term and
     layer, PCS, verdict; with a fingerprint, the latent cosine."""
-    from huref.comparison import check_same_settings, compare as compare_sides, is_invariants_file, open_side
-    from huref.fingerprint import is_fingerprint_file
+    from huref.comparison import compare_pair
+    from huref.inputs import check_outputs
 
-    chosen = parse_layers(layers)
-    progress = _progress("compare", 2 * (1 + len(chosen or [0, 0])), quiet)
-    kwargs = dict(layers=chosen, n_tokens=n_tokens, revision=revision, device=_device(device),
-                  dtype=_dtype(precision), progress=progress.step)
-    if is_fingerprint_file(a) or is_fingerprint_file(b):
-        return compare_latents(a, b, as_json, image, progress, kwargs)
-    swap = is_invariants_file(b) and not is_invariants_file(a)  # open the file side first
-    first = open_side(b if swap else a, **kwargs)
-    second = open_side(a if swap else b, like=first.terms if first.model is None else None, **kwargs)
-    side_a, side_b = (second, first) if swap else (first, second)
-    check_same_settings(side_a, side_b)
-    progress.close()
-    report = compare_sides(side_a, side_b)
+    run = Run("compare", settings.quiet)
+    if image:
+        image_format(image)
+    subjects, settings = open_all([a, b], settings)
+    check_outputs([image] if image else [], subjects)
+    dog_generator = load_dog_generator(generator, run)[0] if image else None
+    run.start(sum(s.steps(settings) for s in subjects) + (1 if image else 0))
+    for subject in subjects:
+        if subject.has_terms:
+            subject.terms(settings, run.step)
+    report = compare_pair(*subjects, settings)
+    text = finite_json(report)
     if image:
         from huref.report import comparison_image
-        from huref.verify import Subject
 
-        comparison_image(Subject(a, side_a.terms, side=side_a), Subject(b, side_b.terms, side=side_b),
-                         f"ICS {report['ics']:+.4f}  ({report['verdict']})", image)
-    if as_json:
-        click.echo(json.dumps(report))
-    else:
-        click.echo(format_report(report))
+        run.step("drawing")
+        score = (f"ICS {report['ics']:+.4f}" if "ics" in report else f"latent cosine {report['latent_cosine']:+.4f}")
+        picture = comparison_image(*subjects, settings, f"{score}  ({report['verdict']})", dog_generator, truncation)
+        write_outputs([(image, image_bytes(picture, image))])
+    run.finish()
+    click.echo(text if as_json else format_report(report))
 
 
 @cli.command()
-@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+@quiet_option
 def demo(quiet):
     """Build three tiny models on the spot (a base, a disguised fine-tune of it, an unrelated one)
     and compare them: the main job, end to end, with no download."""
-    from huref.comparison import compare as compare_sides, open_side
+    from huref.comparison import compare_pair
+    from huref.inputs import Settings
 
-    progress = _progress("demo", 9, quiet)
-    sides = {name: open_side(f"demo:{name}", progress=progress.step) for name in ("base", "offspring", "independent")}
-    progress.close()
-    for other in ("offspring", "independent"):
-        report = compare_sides(sides["base"], sides[other])
-        click.echo(f"demo:base vs demo:{other:<12} ICS {report['ics']:+.4f}  "
+    settings = Settings(quiet=quiet)
+    run = Run("demo", quiet)
+    subjects, settings = open_all([f"demo:{name}" for name in ("base", "offspring", "independent")], settings)
+    run.start(sum(s.steps(settings) for s in subjects))
+    for subject in subjects:
+        subject.terms(settings, run.step)
+    run.finish()
+    for other in subjects[1:]:
+        report = compare_pair(subjects[0], other, settings)
+        click.echo(f"demo:base vs {other.spec:<17} ICS {report['ics']:+.4f}  "
                    f"(qk {report['terms']['qk']:+.3f}, vo {report['terms']['vo']:+.3f}, "
                    f"ffn {report['terms']['ffn']:+.3f})  PCS {report['pcs']:+.4f}  -> {report['verdict']}")
 
 
 def format_report(report: dict) -> str:
-    """A readable table of a comparison report."""
+    """A readable table of a comparison report (terms or latents)."""
     lines = []
     for tag in ("a", "b"):
         side = report[tag]
         lines.append(f"{tag.upper()}: {side['source']}  ({side['kind']}, {side['model_type']}, "
                      f"layers {side['layers']}, {side['n_tokens']} tokens)")
+    if "latent_cosine" in report:
+        lines.append(f"note: {report['note']}")
+        lines.append(f"latent cosine {report['latent_cosine']:+.4f}   threshold {report['threshold']:.2f}   "
+                     f"verdict: {report['verdict']}")
+        return "\n".join(lines)
     lines.append(f"common probe tokens: {report['n_common_tokens']}")
     lines.append("")
     lines.append("term     ICS")
@@ -159,104 +269,80 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-# ---- fingerprints: huref fingerprint / show / verify / report, and compare's fingerprint case ----
-
-def generator_option(f):
-    return click.option("--generator", default=None,
-                        help="bundled, afhqdog (once downloaded) or a generator file. "
-                             "Default: afhqdog when downloaded, else bundled.")(f)
-
-
-def truncation_option(f):
-    return click.option("--truncation", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-                        help="Truncation psi on the first 8 style inputs (the HuRef pipeline's setting); "
-                             "lower gives cleaner, more alike dogs.")(f)
-
-
-def compare_latents(a, b, as_json, image, progress, kwargs):
-    """compare when A or B is a fingerprint: latent cosine, said so."""
-    from huref.verify import compare_with_fingerprints
-
-    subject_a, subject_b, report = compare_with_fingerprints(a, b, **kwargs)
-    progress.close()
-    if image:
-        from huref.report import comparison_image
-
-        comparison_image(subject_a, subject_b, f"latent cosine {report['latent_cosine']:+.4f}  ({report['verdict']})",
-                         image)
-    if as_json:
-        click.echo(json.dumps(report))
-        return
-    for tag in ("a", "b"):
-        side = report[tag]
-        click.echo(f"{tag.upper()}: {side['source']}  ({side['kind']}, {side['model_type']}, "
-                   f"layers {side['layers']}, {side['n_tokens']} tokens)")
-    click.echo(f"note: {report['note']}")
-    click.echo(f"latent cosine {report['latent_cosine']:+.4f}   threshold {report['threshold']:.2f}   "
-               f"verdict: {report['verdict']}")
-
-
 @cli.command()
 @click.argument("model")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output PNG.")
+@click.option("-o", "--output", required=True, help="Output image (.png, or .jpg / .jpeg).")
 @click.option("--json", "as_json", is_flag=True, help="Print the latent and metadata as one JSON object.")
-@click.option("--save-fingerprint", type=click.Path(dir_okay=False), default=None,
+@click.option("--save-fingerprint", default=None,
               help="Also write the publishable FP.json (and FP.private.safetensors, the private opening "
                    "of its commitment: keep it, never publish it).")
-@generator_option
-@truncation_option
-@common_options
-def fingerprint(model, output, as_json, save_fingerprint, generator, truncation, n_tokens, layers, revision,
-                device, precision, quiet):
-    """Draw MODEL's fingerprint: invariant terms -> encoder -> generator -> a dog PNG."""
-    from huref.fingerprint import build_fingerprint, latent, opening_path, save_fingerprint as write_fp, save_opening
-    from huref.invariants import invariant_terms
-    from huref.render import load_generator, render, save_png
-    from huref.sources import load_model
+@click.option("--name", default=None, help="The model's name in FP.json (default: the GGUF general.name, the "
+                                            "directory's name or the hub id; never a local path).")
+@generator_options
+@settings_options
+def fingerprint(model, output, as_json, save_fingerprint, name, generator, truncation, settings):
+    """Draw MODEL's fingerprint: invariant terms -> encoder -> generator -> a dog image."""
+    from huref.fingerprint import build_fingerprint, fingerprint_bytes, latent, opening_bytes, opening_path
+    from huref.inputs import check_outputs
+    from huref.render import render
 
-    G, generator_info = load_generator(generator)
-    chosen = parse_layers(layers)
-    progress = _progress("fingerprint", 3 + len(chosen or [0, 0]), quiet)
-    progress.step("reading tensors")
-    opened = load_model(model, revision)
-    terms = invariant_terms(opened, chosen, n_tokens, device=_device(device), dtype=_dtype(precision),
-                            progress=progress.step)
-    progress.step("encoding")
-    fp, salt = build_fingerprint(terms, generator_info)
-    progress.step("rendering")
-    picture = render(latent(fp), G, truncation)
-    progress.close()
-    save_png(picture, output)
+    run = Run("fingerprint", settings.quiet)
+    image_format(output)
+    subjects, settings = open_all([model], settings)
+    subject = subjects[0]
+    if subject.kind != "model":
+        raise HurefError(f"{model}: not a model (fingerprint takes a model; `huref show` draws an FP.json)")
+    outputs = [output] + ([save_fingerprint, opening_path(save_fingerprint)] if save_fingerprint else [])
+    check_outputs(outputs, subjects)
+    dog_generator, generator_info = load_dog_generator(generator, run)
+    run.start(subject.steps(settings) + 2)
+    terms = subject.terms(settings, run.step)
+    run.step("encoding")
+    fp, salt = build_fingerprint(terms, generator_info, name=name or subject.label)
+    run.step("drawing")
+    picture = render(latent(fp), dog_generator, truncation)
+    files = [(output, image_bytes(picture, output))]
     if save_fingerprint:
-        write_fp(fp, save_fingerprint)
-        save_opening(terms, salt, opening_path(save_fingerprint))
+        files += [(save_fingerprint, fingerprint_bytes(fp)), (opening_path(save_fingerprint), opening_bytes(terms, salt))]
+    write_outputs(files)
+    run.finish()
+    if save_fingerprint and not settings.quiet:
         click.echo(f"wrote {save_fingerprint} (publishable) and {opening_path(save_fingerprint)} "
                    f"(private: opens the commitment, keep it)", err=True)
     if as_json:
-        click.echo(json.dumps(dict(fp, image=output, truncation=truncation)))
+        click.echo(finite_json(dict(fp, image=output, truncation=truncation)))
     else:
-        click.echo(f"wrote {output}: fingerprint of {model} ({fp['model_type']}, layers {fp['layers']}, "
+        click.echo(f"wrote {output}: fingerprint of {fp['model']} ({fp['model_type']}, layers {fp['layers']}, "
                    f"{fp['n_tokens']} tokens, generator {generator_info['name']})")
 
 
 @cli.command()
 @click.argument("fingerprint_file", metavar="FP.json")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output PNG.")
-@generator_option
-@truncation_option
-def show(fingerprint_file, output, generator, truncation):
-    """Render a published fingerprint FP.json as its dog PNG."""
-    from huref.fingerprint import latent, load_fingerprint
-    from huref.render import load_generator, render, save_png
+@click.option("-o", "--output", required=True, help="Output image (.png, or .jpg / .jpeg).")
+@generator_options
+@quiet_option
+def show(fingerprint_file, output, generator, truncation, quiet):
+    """Render a published fingerprint FP.json as its dog."""
+    from huref.fingerprint import latent
+    from huref.inputs import Settings, check_outputs
+    from huref.render import render
 
-    fp = load_fingerprint(fingerprint_file)
+    run = Run("show", quiet)
+    image_format(output)
+    subjects, _ = open_all([fingerprint_file], Settings(quiet=quiet))
+    fp = subjects[0].fingerprint
+    if fp is None:
+        raise HurefError(f"{fingerprint_file}: not a fingerprint (.json)")
+    check_outputs([output], subjects)
     named = fp["generator"]["name"]
-    G, info = load_generator(generator or (named if named in ("bundled", "afhqdog") else None))
+    dog_generator, info = load_dog_generator(generator or (named if named in ("bundled", "afhqdog") else None), run)
     if info["sha256"] != fp["generator"].get("sha256"):
-        click.echo(f"huref: note: rendering with generator {info['name']}, not the one the fingerprint names "
-                   f"({named}); the dog will look different", err=True)
-    save_png(render(latent(fp), G, truncation), output)
-    click.echo(f"wrote {output}")
+        run.notice(f"rendering with generator {info['name']}, not the one the fingerprint names ({named}); "
+                   "the dog will look different")
+    write_outputs([(output, image_bytes(render(latent(fp), dog_generator, truncation), output))])
+    run.finish()
+    if not quiet:
+        click.echo(f"wrote {output}")
 
 
 @cli.command()
@@ -267,21 +353,25 @@ def show(fingerprint_file, output, generator, truncation):
 @click.option("--min-ics", type=float, default=None, help="ICS threshold (default: the calibrated same-base one).")
 @click.option("--min-latent", type=float, default=None, help="Latent-cosine threshold for fingerprint bases.")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
-@common_options
-def verify(model, bases, registry, min_ics, min_latent, as_json, n_tokens, layers, revision, device, precision,
-           quiet):
+@settings_options
+def verify(model, bases, registry, min_ics, min_latent, as_json, settings):
     """Exit 0 when MODEL derives from a base (--base / --registry), 1 when not, 2 on bad input."""
-    from huref.verify import registry_files, verify as run_verify
+    from huref.comparison import check_thresholds, verify as run_verify, verify_plans
+    from huref.inputs import open_subject
 
+    check_thresholds(min_ics, min_latent)
     candidates = list(bases) + (registry_files(registry) if registry else [])
     if not candidates:
         raise HurefError("give --base BASE or --registry DIR")
-    progress = _progress("verify", 2 + 2 * len(candidates), quiet)
-    result = run_verify(model, candidates, min_ics, min_latent, layers=parse_layers(layers), n_tokens=n_tokens,
-                        revision=revision, device=_device(device), dtype=_dtype(precision), progress=progress.step)
-    progress.close()
+    run = Run("verify", settings.quiet)
+    subject = open_subject(model, settings)
+    opened = [open_subject(spec, settings) for spec in candidates]
+    run.start(sum(subject.steps(plan) for plan in set(verify_plans(subject, opened, settings))))
+    result = run_verify(subject, opened, settings, min_ics, min_latent, progress=run.step)
+    text = finite_json(result)
+    run.finish()
     if as_json:
-        click.echo(json.dumps(result))
+        click.echo(text)
     else:
         best = result["best"]
         says = "derives from" if result["derives"] else "does not derive from"
@@ -292,26 +382,43 @@ def verify(model, bases, registry, min_ics, min_latent, as_json, n_tokens, layer
     return 0 if result["derives"] else 1
 
 
+def registry_files(directory) -> list[str]:
+    """Fingerprint (.json) and invariants (.safetensors) files of a registry folder, sorted."""
+    from pathlib import Path
+
+    from huref.inputs import is_fingerprint_file, is_invariants_file
+
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise HurefError(f"--registry {directory}: not a folder")
+    files = sorted(str(p) for p in folder.iterdir() if is_fingerprint_file(p) or is_invariants_file(str(p)))
+    if not files:
+        raise HurefError(f"--registry {directory}: no fingerprint (.json) or invariants (.safetensors) files")
+    return files
+
+
 @cli.command()
 @click.argument("specs", nargs=-1, required=True, metavar="A B [C ...]")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output HTML file.")
-@generator_option
-@truncation_option
-@common_options
-def report(specs, output, generator, truncation, n_tokens, layers, revision, device, precision, quiet):
+@click.option("-o", "--output", required=True, help="Output HTML file.")
+@generator_options
+@settings_options
+def report(specs, output, generator, truncation, settings):
     """HTML report of models, invariants files and fingerprints: dogs, score heatmap, per-term detail."""
-    from huref.fingerprint import write_atomically
+    from huref.inputs import check_outputs
     from huref.report import make_report
 
     if len(specs) < 2:
         raise HurefError("report needs at least two models, invariants files or fingerprints")
-    progress = _progress("report", 2 + 4 * len(specs), quiet)
-    page = make_report(list(specs), generator, truncation, progress=progress.step, layers=parse_layers(layers),
-                       n_tokens=n_tokens, revision=revision, device=_device(device), dtype=_dtype(precision))
-    progress.close()
-    write_atomically(output, page.encode())
-    click.echo(f"wrote {output}")
-
+    run = Run("report", settings.quiet)
+    subjects, settings = open_all(list(specs), settings)
+    check_outputs([output], subjects)
+    dog_generator = load_dog_generator(generator, run)[0]
+    run.start(sum(s.steps(settings) for s in subjects) + 1)
+    page = make_report(subjects, dog_generator, settings, truncation, progress=run.step)
+    write_outputs([(output, page.encode())])
+    run.finish()
+    if not settings.quiet:
+        click.echo(f"wrote {output}")
 
 
 @cli.group("generator")
@@ -322,11 +429,12 @@ def generator_group() -> None:
 @generator_group.command("download")
 @click.argument("name", type=click.Choice(["afhqdog"]))
 @click.option("--url", default=None, help="Fetch from this URL instead of NVIDIA's CDN.")
-def generator_download(name, url):
+@quiet_option
+def generator_download(name, url, quiet):
     """Download NVIDIA's AFHQ-dog generator into huref's cache (resumable; NVIDIA licence, non-commercial)."""
-    from stylegan2.download import AFHQDOG_URL, download_afhqdog
+    from huref.render import download_afhqdog
 
-    click.echo(str(download_afhqdog(url=url or AFHQDOG_URL)))
+    click.echo(str(download_afhqdog(url=url, quiet=quiet)))
 
 
 @generator_group.command("convert")
@@ -334,34 +442,44 @@ def generator_download(name, url):
 @click.argument("out", type=click.Path(dir_okay=False))
 def generator_convert(in_pkl, out):
     """Convert an NVIDIA network pickle's G_ema to OUT.safetensors + OUT.json, running nothing from the pickle."""
-    from stylegan2 import convert
+    from huref.render import convert_generator
 
-    path = convert(in_pkl, out)
+    path = convert_generator(in_pkl, out)
     click.echo(f"wrote {path} and {path.with_suffix('.json')}")
 
 
 def main() -> None:
     """Entry point: run the CLI, turning errors into one line on stderr and an exit code."""
+    from huref.errors import InstallationError
+
     try:
         code = cli.main(standalone_mode=False)
     except HurefError as e:
-        click.echo(f"huref: error: {e}", err=True)
+        click.echo(f"huref: error: {one_line(str(e))}", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    except click.exceptions.Abort:
-        click.echo("huref: aborted", err=True)
-        sys.exit(130)
+    except InstallationError as e:
+        click.echo(f"huref: installation fault: {one_line(str(e))} (reinstall huref)", err=True)
+        sys.exit(EXIT_INTERNAL)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("huref: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as e:
+        e.message = one_line(e.format_message())
         e.show()
         sys.exit(EXIT_BAD_INPUT)
-    except KeyboardInterrupt:
-        click.echo("huref: interrupted", err=True)
-        sys.exit(130)
     except Exception as e:  # a bug, not bad input: still one line unless debugging
         if os.environ.get("HUREF_DEBUG"):
             raise
-        click.echo(f"huref: internal error: {type(e).__name__}: {e} (HUREF_DEBUG=1 shows the traceback)", err=True)
+        click.echo(f"huref: internal error: {type(e).__name__}: {one_line(str(e))} "
+                   "(HUREF_DEBUG=1 shows the traceback)", err=True)
         sys.exit(EXIT_INTERNAL)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    """text on one line, at most `limit` characters (a file's contents can reach a message)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 if __name__ == "__main__":

@@ -1,96 +1,88 @@
-"""One comparison, end to end: resolve each side (model or invariants file), compute what is
-missing with matching settings, and build the report `huref compare --json` prints."""
+"""Scoring subjects against each other: what `compare`, `verify` and `report` print.
+
+Two subjects with terms (models, invariants files) are scored by ICS, the paper's measure, on
+their common probe tokens; when either is a published fingerprint only latents exist, and they
+are scored by latent cosine. Each score has its own threshold: huref.similarity's same-base ICS
+threshold, or huref.fingerprint.LATENT_THRESHOLD for latents (both can be overridden).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
-import torch
-
 from huref.errors import HurefError
-from huref.invariants import DEFAULT_TOKENS, Terms, invariant_terms, load_terms
-from huref.similarity import compare_terms, pcs, verdict
-from huref.sources import Model, load_model
+from huref.fingerprint import LATENT_THRESHOLD, compare_fingerprints
+from huref.inputs import Settings, Subject, check_comparable, settings_for
+from huref.similarity import compare_terms, pcs, thresholds, verdict
 
 
-@dataclass
-class Side:
-    """One side of a comparison: its terms, and the opened model when it is one."""
+def compare_pair(a: Subject, b: Subject, settings: Settings) -> dict:
+    """The comparison report of a and b (both already matched by `huref.inputs.settings_for`).
 
-    spec: str
-    terms: Terms
-    model: Model | None = None
-
-    def describe(self) -> dict:
-        meta = self.terms.meta
+    With terms on both sides: {"ics", "terms": {"qk", "vo", "ffn"}, "layers", "pcs", "verdict",
+    "n_common_tokens", "a", "b"}; with a fingerprint on either side: {"kind": "latent",
+    "latent_cosine", "threshold", "verdict", "note", "a", "b"}.
+    """
+    check_comparable(a, b)
+    if a.has_terms and b.has_terms:
+        ta, tb = a.terms(settings), b.terms(settings)
+        result = compare_terms(ta, tb)
+        both_models = a.kind == "model" and b.kind == "model"
         return {
-            "source": self.spec,
-            "kind": "model" if self.model is not None else "invariants",
-            "model_type": meta.get("model_type"),
-            "layers": self.terms.layers,
-            "n_tokens": len(self.terms.tokens),
-            "token_strategy": meta.get("token_strategy"),
+            "ics": result["ics"],
+            "terms": result["terms"],
+            "layers": result["layers"],
+            "pcs": pcs(a.model, b.model, ta.layers) if both_models else None,
+            "verdict": verdict(result["ics"]),
+            "n_common_tokens": result["n_common"],
+            "a": a.describe(settings),
+            "b": b.describe(settings),
         }
+    detail = compare_fingerprints(a.record(settings), b.record(settings))
+    return {"kind": "latent", "latent_cosine": detail["latent_cosine"], "threshold": detail["threshold"],
+            "verdict": "same-base" if detail["same_base"] else "unrelated", "note": detail["note"],
+            "a": a.describe(settings), "b": b.describe(settings)}
 
 
-def is_invariants_file(spec: str) -> bool:
-    """True for a .safetensors file that is not part of a model directory (no config.json beside)."""
-    path = Path(spec)
-    return path.is_file() and path.suffix == ".safetensors" and not (path.parent / "config.json").is_file()
+def score(a: Subject, b: Subject, settings: Settings, min_ics: float | None = None,
+          min_latent: float | None = None) -> dict:
+    """Score a against base b: {"base", "kind": "ics"|"latent", "score", "threshold", "derives", "detail"}."""
+    detail = compare_pair(a, b, settings)
+    if "ics" in detail:
+        kind, value = "ics", detail["ics"]
+        threshold = thresholds()["same_base"] if min_ics is None else min_ics
+    else:
+        kind, value = "latent", detail["latent_cosine"]
+        threshold = LATENT_THRESHOLD if min_latent is None else min_latent
+    return {"base": b.spec, "kind": kind, "score": value, "threshold": threshold, "derives": value >= threshold,
+            "detail": detail}
 
 
-def relative_layers(terms: Terms) -> list[int] | None:
-    """The layers of `terms` counted from the end (so models of other depths match them)."""
-    n_layers = terms.meta.get("n_layers")
-    return [i - n_layers for i in terms.layers] if isinstance(n_layers, int) else None
+def verify(model: Subject, bases: list[Subject], settings: Settings, min_ics: float | None = None,
+           min_latent: float | None = None, progress: Callable[[str], None] | None = None) -> dict:
+    """Score `model` against each base; the best match (largest margin over its threshold) decides.
+
+    Returns {"model", "derives", "best": match, "matches": [match, ...] best first}; a match is
+    what score() returns. The model's terms are computed once per distinct setting the bases need.
+    """
+    matches = []
+    for base, matched in zip(bases, verify_plans(model, bases, settings)):
+        if model.has_terms:
+            model.terms(matched, progress)
+        matches.append(score(model, base, matched, min_ics, min_latent))
+    matches.sort(key=lambda m: m["score"] - m["threshold"], reverse=True)
+    return {"model": model.spec, "derives": matches[0]["derives"], "best": matches[0], "matches": matches}
 
 
-def open_side(
-    spec: str,
-    like: Terms | None = None,
-    layers: list[int] | None = None,
-    n_tokens: int = DEFAULT_TOKENS,
-    revision: str | None = None,
-    device: str = "cpu",
-    dtype: torch.dtype = torch.float32,
-    progress: Callable[[str], None] | None = None,
-) -> Side:
-    """Open a side; a model's terms are computed with `like`'s token count, and its layers when
-    `like` had them chosen explicitly (else the same default rule picks them)."""
-    if is_invariants_file(spec):
-        return Side(spec, load_terms(spec))
-    model = load_model(spec, revision)
-    if like is not None:
-        n_tokens = len(like.tokens)
-        if like.meta.get("layer_choice") == "given":
-            layers = relative_layers(like) or layers
-    terms = invariant_terms(model, layers, n_tokens, device=device, dtype=dtype, progress=progress)
-    return Side(spec, terms, model)
+def verify_plans(model: Subject, bases: list[Subject], settings: Settings) -> list[Settings]:
+    """The settings `model` is scored with against each base (checked before any work)."""
+    return [settings_for([base, model], settings) for base in bases]
 
 
-def compare(a: Side, b: Side) -> dict:
-    """The comparison report: ICS overall / per term / per layer, PCS, verdict, both sides."""
-    result = compare_terms(a.terms, b.terms)
-    value = None
-    if a.model is not None and b.model is not None:
-        value = pcs(a.model, b.model, a.terms.layers)
-    return {
-        "ics": result["ics"],
-        "terms": result["terms"],
-        "layers": result["layers"],
-        "pcs": value,
-        "verdict": verdict(result["ics"]),
-        "n_common_tokens": result["n_common"],
-        "a": a.describe(),
-        "b": b.describe(),
-    }
+def check_thresholds(*values: float | None) -> None:
+    """Refuse a threshold that is not a finite number."""
+    import math
 
-
-def check_same_settings(a: Side, b: Side) -> None:
-    """Refuse to compare two invariants files computed on different layer positions."""
-    ra, rb = relative_layers(a.terms), relative_layers(b.terms)
-    defaults = {a.terms.meta.get("layer_choice"), b.terms.meta.get("layer_choice")} == {"default"}
-    if ra is not None and rb is not None and ra != rb and not defaults:
-        raise HurefError(f"the two sides use different layers (from the end: {ra} vs {rb})")
+    for value in values:
+        if value is not None and not math.isfinite(value):
+            raise HurefError(f"a threshold must be a finite number, not {value}")

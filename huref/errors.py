@@ -6,3 +6,7 @@ class HurefError(Exception):
 
     The message is one line meant for a person; the CLI prints it and exits with code 2.
     """
+
+
+class InstallationError(Exception):
+    """TEMPORARY (replaced at merge)."""

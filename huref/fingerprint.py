@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import secrets
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import torch.nn.functional as F
 import huref
 from huref.encoder import LATENT_DIM, encode, encoder_digest, load_encoder
 from huref.errors import HurefError
-from huref.invariants import Terms, load_terms, save_terms
+from huref.invariants import Terms, load_terms, terms_bytes
 
 FORMAT = "huref-fingerprint"
 FORMAT_VERSION = 1
@@ -69,14 +68,17 @@ def latent_record(terms: Terms, encoder_path=None) -> dict:
     }
 
 
-def build_fingerprint(terms: Terms, generator: dict, encoder_path=None) -> tuple[dict, bytes]:
+def build_fingerprint(terms: Terms, generator: dict, encoder_path=None, name: str | None = None) -> tuple[dict, bytes]:
     """The FP.json object for terms and a fresh salt: (fingerprint dict, salt bytes).
 
-    generator: {"name": str, "sha256": str} of the generator meant to render it.
+    generator: {"name": str, "sha256": str} of the generator meant to render it; name: the model's
+    name to publish (default: the terms' own, never a local path).
     """
     salt = secrets.token_bytes(32)
     fingerprint = {"format": FORMAT, "format_version": FORMAT_VERSION, "tool_version": huref.__version__}
     fingerprint.update(latent_record(terms, encoder_path))
+    if name is not None:
+        fingerprint["model"] = name
     fingerprint["generator"] = dict(generator)
     fingerprint["commitment"] = {"scheme": COMMITMENT_SCHEME, "sha256": commitment_digest(terms, salt)}
     return fingerprint, salt
@@ -87,21 +89,16 @@ def latent(fingerprint: dict) -> torch.Tensor:
     return torch.tensor(fingerprint["latent"], dtype=torch.float32)
 
 
-def write_atomically(path, data: bytes) -> None:
-    """Write data to path through a temporary file, so a failure leaves no partial file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise HurefError(f"{path}: cannot write ({e.strerror})") from None
+def fingerprint_bytes(fingerprint: dict) -> bytes:
+    """FP.json's bytes (indented, keys in a fixed order)."""
+    return (json.dumps(fingerprint, indent=1, allow_nan=False) + "\n").encode()
 
 
 def save_fingerprint(fingerprint: dict, path) -> None:
-    """Write FP.json (indented, keys in a fixed order), atomically."""
-    write_atomically(path, (json.dumps(fingerprint, indent=1) + "\n").encode())
+    """Write FP.json, atomically."""
+    from huref.files import atomic_write
+
+    atomic_write(path, fingerprint_bytes(fingerprint))
 
 
 def opening_path(fingerprint_path) -> Path:
@@ -110,9 +107,16 @@ def opening_path(fingerprint_path) -> Path:
     return path.with_name(path.stem + ".private.safetensors")
 
 
+def opening_bytes(terms: Terms, salt: bytes) -> bytes:
+    """The private opening's bytes: the terms, with the salt in their metadata; never publish it."""
+    return terms_bytes(Terms(terms.values, terms.layers, terms.tokens, dict(terms.meta, commitment_salt=salt.hex())))
+
+
 def save_opening(terms: Terms, salt: bytes, path) -> None:
-    """Write the private opening (the terms, with the salt in their metadata); never publish it."""
-    save_terms(Terms(terms.values, terms.layers, terms.tokens, dict(terms.meta, commitment_salt=salt.hex())), path)
+    """Write the private opening, atomically."""
+    from huref.files import atomic_write
+
+    atomic_write(path, opening_bytes(terms, salt))
 
 
 def check_opening(fingerprint: dict, opening_file) -> bool:
@@ -126,12 +130,6 @@ def check_opening(fingerprint: dict, opening_file) -> bool:
     except ValueError:
         raise HurefError(f"{opening_file}: the commitment salt is not hex") from None
     return commitment_digest(terms, salt) == fingerprint["commitment"]["sha256"]
-
-
-def is_fingerprint_file(spec) -> bool:
-    """True for an existing .json file (the CLI's way to tell fingerprints from models)."""
-    path = Path(spec)
-    return path.suffix.lower() == ".json" and path.is_file()
 
 
 def load_fingerprint(path) -> dict:

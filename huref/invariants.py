@@ -231,7 +231,7 @@ def invariant_terms(
     order = sorted(range(len(chosen)), key=chosen.__getitem__)
     chosen, values = [chosen[k] for k in order], [values[k] for k in order]
     meta = {
-        "model": model.name,
+        "model": model.label,
         "model_type": model.config.get("model_type"),
         "n_layers": model.dims.n_layers,
         "hidden_size": model.dims.hidden,
@@ -246,19 +246,19 @@ def invariant_terms(
     return Terms(torch.stack(values), chosen, keys, meta)
 
 
-def save_terms(terms: Terms, path: str | Path) -> None:
-    """Write terms to a .safetensors file (tensor "values", JSON metadata), atomically."""
-    from safetensors.torch import save_file
+def terms_bytes(terms: Terms) -> bytes:
+    """terms as an invariants file's bytes (.safetensors: tensor "values", huref JSON metadata)."""
+    from safetensors.torch import save
 
-    path = Path(path)
     header = {"huref": "invariants", "layers": terms.layers, "tokens": terms.tokens, "meta": terms.meta}
-    tmp = path.with_name(path.name + ".partial")
-    try:
-        save_file({"values": terms.values.contiguous()}, str(tmp), metadata={"huref": json.dumps(header)})
-        tmp.replace(path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise HurefError(f"{path}: cannot write ({e.strerror})") from None
+    return save({"values": terms.values.contiguous()}, metadata={"huref": json.dumps(header)})
+
+
+def save_terms(terms: Terms, path: str | Path) -> None:
+    """Write terms to an invariants file, atomically."""
+    from huref.files import atomic_write
+
+    atomic_write(path, terms_bytes(terms))
 
 
 def load_terms(path: str | Path) -> Terms:

@@ -6,6 +6,9 @@ import sys
 import time
 
 
+WIDTH = 79  # characters a progress line may take (an 80-column terminal)
+
+
 class Progress:
     """Report named steps of a job of `total` steps as `[###---] 2/5 step (3.1s)` on stderr.
 
@@ -24,7 +27,10 @@ class Progress:
             filled = width * self.done // self.total
             bar = "#" * filled + "-" * (width - filled)
             elapsed = time.monotonic() - self.start
-            sys.stderr.write(f"\r\033[K{self.title} [{bar}] {self.done}/{self.total} {name} ({elapsed:.1f}s)")
+            line = f"{self.title} [{bar}] {self.done}/{self.total} {name} ({elapsed:.1f}s)"
+            if len(line) > WIDTH:  # one terminal line: the step name gives way
+                line = line[: WIDTH - 3] + "..."
+            sys.stderr.write(f"\r\033[K{line}")
             sys.stderr.flush()
         self.done = min(self.total, self.done + 1)
 

@@ -32,7 +32,7 @@ def load_generator(choice: str | None = None):
 
     name, path = resolve_generator(choice)
     generator, _ = load_network(path)
-    return generator, {"name": name, "sha256": sha256_of(path)}
+    return generator, {"name": name, "sha256": sha256_of(path)}, None
 
 
 @torch.no_grad()
@@ -56,13 +56,6 @@ def png_bytes(picture: Image.Image) -> bytes:
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
-
-
-def save_png(picture: Image.Image, path) -> None:
-    """Write picture as PNG, atomically (no partial file on failure)."""
-    from huref.fingerprint import write_atomically
-
-    write_atomically(path, png_bytes(picture))
 
 
 def side_by_side(left: Image.Image, right: Image.Image, left_label: str, right_label: str,

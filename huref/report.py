@@ -7,8 +7,10 @@ import base64
 import html
 
 import huref
-from huref.render import DEFAULT_TRUNCATION, load_generator, png_bytes, render, save_png, side_by_side
-from huref.verify import Subject, open_subject, score
+from huref.comparison import score
+from huref.errors import HurefError
+from huref.inputs import Settings, Subject
+from huref.render import DEFAULT_TRUNCATION, png_bytes, render, side_by_side
 
 STYLE = """
 body { font-family: sans-serif; margin: 2em; color: #222; }
@@ -22,37 +24,32 @@ th.name { text-align: left; }
 """
 
 
-def open_subjects(specs: list[str], progress=None, **open_kwargs) -> list[Subject]:
-    """Open every spec; models are computed with the settings of the first file among them."""
-    subjects, like = [], None
-    for spec in specs:
-        if progress:
-            progress(f"opening {spec}")
-        subject = open_subject(spec, like=like, **open_kwargs)
-        if like is None and subject.kind != "model":
-            like = subject
-        subjects.append(subject)
-    return subjects
-
-
 def heat(value: float) -> str:
     """Background colour for a score in [-1, 1]: white at 0 and below, light green at 1."""
     t = max(0.0, min(1.0, value))
     return f"rgb({int(255 - 140 * t)}, {int(255 - 50 * t)}, {int(255 - 140 * t)})"
 
 
+def _score_cell(m: dict) -> str:
+    if "error" in m:
+        return f"<td class='note' title='{html.escape(m['error'])}'>n/a</td>"
+    mark = " &#10003;" if m["derives"] else ""
+    return (f"<td style='background: {heat(m['score'])}' title='{m['kind']}'>"
+            f"{m['score']:+.3f}{mark}<br><span class='note'>{m['kind']}</span></td>")
+
+
 def build_report(subjects: list[Subject], pictures: list[bytes], matrix: dict) -> str:
-    """The report's HTML. matrix: {(i, j): score() result} for i < j."""
-    names = [html.escape(s.spec) for s in subjects]
+    """The report's HTML. matrix: {(i, j): score() result, or {"error": message}} for i < j."""
+    names = [html.escape(s.label) for s in subjects]
     out = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>huref report</title>",
            f"<style>{STYLE}</style></head><body>", "<h1>huref fingerprint report</h1>",
            f"<p class='note'>huref {huref.__version__}. Same base model, same-looking dog. Scores: ICS "
            "(invariant-terms cosine) where both sides have terms, latent cosine where one is a published "
            "fingerprint.</p>", "<h2>Fingerprints</h2><div class='dogs'>"]
-    for name, subject, png in zip(names, subjects, pictures):
+    for i, (name, subject, png) in enumerate(zip(names, subjects, pictures)):
         data = base64.b64encode(png).decode()
         out.append(f"<div class='dog'><img alt='dog of {name}' src='data:image/png;base64,{data}'><br>"
-                   f"{name}<br><span class='note'>{subject.kind}</span></div>")
+                   f"{i + 1}. {name}<br><span class='note'>{subject.kind}</span></div>")
     out.append("</div><h2>Similarity matrix</h2><table><tr><th></th>")
     out += [f"<th>{i + 1}</th>" for i in range(len(subjects))]
     out.append("</tr>")
@@ -61,16 +58,18 @@ def build_report(subjects: list[Subject], pictures: list[bytes], matrix: dict) -
         for j in range(len(subjects)):
             if i == j:
                 out.append("<td style='background: #eee'>&mdash;</td>")
-                continue
-            m = matrix[(min(i, j), max(i, j))]
-            mark = " &#10003;" if m["derives"] else ""
-            out.append(f"<td style='background: {heat(m['score'])}' title='{m['kind']}'>"
-                       f"{m['score']:+.3f}{mark}<br><span class='note'>{m['kind']}</span></td>")
+            else:
+                out.append(_score_cell(matrix[(min(i, j), max(i, j))]))
         out.append("</tr>")
-    out.append("</table><p class='note'>&#10003;: at or above the threshold (same base).</p>")
-    out.append("<h2>Per-term detail</h2><table><tr><th>pair</th><th>score</th><th>threshold</th>"
+    out.append("</table><p class='note'>&#10003;: at or above the threshold (same base); n/a: the pair could "
+               "not be compared (the reason is in the detail table).</p>")
+    out.append("<h2>Per-term detail</h2><table><tr><th>pair</th><th>score</th><th>threshold</th><th>verdict</th>"
                "<th>qk</th><th>vo</th><th>ffn</th><th>per layer</th><th>common tokens</th></tr>")
     for (i, j), m in sorted(matrix.items()):
+        pair = f"<th class='name'>{i + 1} vs {j + 1}</th>"
+        if "error" in m:
+            out.append(f"{'<tr>'}{pair}<td colspan='8' class='note'>not compared: {html.escape(m['error'])}</td></tr>")
+            continue
         detail = m["detail"]
         if m["kind"] == "ics":
             terms = "".join(f"<td style='background: {heat(v)}'>{v:+.3f}</td>" for v in detail["terms"].values())
@@ -78,31 +77,39 @@ def build_report(subjects: list[Subject], pictures: list[bytes], matrix: dict) -
             extra = f"{terms}<td>{layers}</td><td>{detail['n_common_tokens']}</td>"
         else:
             extra = f"<td colspan='5' class='note'>{html.escape(detail['note'])}</td>"
-        out.append(f"<tr><th class='name'>{i + 1} vs {j + 1}</th><td style='background: {heat(m['score'])}'>"
-                   f"{m['kind']} {m['score']:+.4f}</td><td>{m['threshold']:.2f}</td>{extra}</tr>")
+        out.append(f"<tr>{pair}<td style='background: {heat(m['score'])}'>{m['kind']} {m['score']:+.4f}</td>"
+                   f"<td>{m['threshold']:.2f}</td><td>{detail['verdict']}</td>{extra}</tr>")
     out.append("</table></body></html>\n")
     return "\n".join(out)
 
 
-def make_report(specs: list[str], generator: str | None = None, truncation: float = DEFAULT_TRUNCATION,
-                progress=None, **open_kwargs) -> str:
-    """Open the subjects, score every pair, render every dog; returns the report's HTML."""
-    G, _ = load_generator(generator)
-    subjects = open_subjects(specs, progress=progress, **open_kwargs)
-    if progress:
-        progress("scoring pairs")
-    matrix = {(i, j): score(subjects[i], subjects[j])
-              for i in range(len(subjects)) for j in range(i + 1, len(subjects))}
+def score_all(subjects: list[Subject], settings: Settings) -> dict:
+    """Every pair's score() result, or {"error": message} for a pair that cannot be compared."""
+    matrix = {}
+    for i in range(len(subjects)):
+        for j in range(i + 1, len(subjects)):
+            try:
+                matrix[(i, j)] = score(subjects[i], subjects[j], settings)
+            except HurefError as e:
+                matrix[(i, j)] = {"error": str(e)}
+    return matrix
+
+
+def make_report(subjects: list[Subject], generator, settings: Settings, truncation: float = DEFAULT_TRUNCATION,
+                progress=None) -> str:
+    """Score every pair and render every dog (subjects opened and matched by the caller); the HTML."""
+    for subject in subjects:
+        if subject.has_terms:
+            subject.terms(settings, progress)
+    matrix = score_all(subjects, settings)
     if progress:
         progress("rendering")
-    pictures = [png_bytes(render(s.latent(), G, truncation)) for s in subjects]
+    pictures = [png_bytes(render(s.latent(settings), generator, truncation)) for s in subjects]
     return build_report(subjects, pictures, matrix)
 
 
-def comparison_image(a: Subject, b: Subject, score_line: str, path, generator: str | None = None,
-                     truncation: float = DEFAULT_TRUNCATION) -> None:
-    """Write the two subjects' dogs side by side, labelled, with score_line under them (PNG)."""
-    G, _ = load_generator(generator)
-    picture = side_by_side(render(a.latent(), G, truncation), render(b.latent(), G, truncation),
-                           a.spec, b.spec, score_line)
-    save_png(picture, path)
+def comparison_image(a: Subject, b: Subject, settings: Settings, score_line: str, generator,
+                     truncation: float = DEFAULT_TRUNCATION):
+    """The two subjects' dogs side by side, labelled, with score_line under them (a PIL image)."""
+    return side_by_side(render(a.latent(settings), generator, truncation),
+                        render(b.latent(settings), generator, truncation), a.label, b.label, score_line)

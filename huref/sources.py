@@ -30,17 +30,23 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 @dataclass
 class Model:
-    """A checkpoint opened for reading: nothing but config and vocabulary is in memory."""
+    """A checkpoint opened for reading: nothing but config and vocabulary is in memory.
+
+    name: where it came from, for messages; label: a short name that reveals no local path
+    (what fingerprints and reports show); directory: its local folder, if it has one."""
 
     name: str
     config: dict
     reader: TensorReader
     vocab: list[str | None] | None
+    label: str = ""
+    directory: str | None = None
     arch: ArchSpec = field(init=False)
     dims: Dims = field(init=False)
     prefix: str = field(init=False)
 
     def __post_init__(self) -> None:
+        self.label = self.label or self.name
         self.arch = arch_for_config(self.config)
         self.dims = model_dims(self.config)
         base = self.arch.base_prefix
@@ -172,7 +178,7 @@ def _exists(fetch, file: str) -> bool:
         return False
 
 
-def _local(directory: Path) -> Model:
+def _local(directory: Path, label: str | None = None) -> Model:
     ggufs = sorted(directory.glob("*.gguf"))
     if not (directory / "config.json").is_file():
         if ggufs:
@@ -186,35 +192,75 @@ def _local(directory: Path) -> Model:
         return path
 
     reader = open_weights(directory, fetch)
-    return Model(str(directory), _read_json(directory / "config.json"), reader, load_vocab(directory))
+    return Model(str(directory), _read_json(directory / "config.json"), reader, load_vocab(directory),
+                 label=label or directory.resolve().name, directory=str(directory))
 
 
 def _gguf(path: Path) -> Model:
     from huref.readers.gguf import open_gguf
 
     config, reader, vocab = open_gguf(str(path))
-    return Model(str(path), config, reader, vocab)
+    name = config.get("_name_or_path")
+    label = name if isinstance(name, str) and name.strip() else path.resolve().name
+    return Model(str(path), config, reader, vocab, label=label[:200])
+
+
+HUB_PROBE_SECONDS = 1.5
+
+
+def hub_reachable(timeout: float = HUB_PROBE_SECONDS) -> bool:
+    """Whether the Hub endpoint accepts a TCP connection within `timeout` seconds (name lookup
+    included, which can hang by itself, so the probe runs in a daemon thread)."""
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    answer = []
+
+    def probe():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            answer.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(answer)
 
 
 def _hub(repo_id: str, revision: str | None) -> Model:
-    from huggingface_hub import hf_hub_download
+    """A Hub model: from the local cache when offline (HF_HUB_OFFLINE, or the Hub does not answer
+    within HUB_PROBE_SECONDS), else downloading only what is read."""
+    import logging
+
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # no retry chatter: errors are ours to say
+    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    why = "HF_HUB_OFFLINE is set"
+    if not offline and not hub_reachable():
+        offline, why = True, "the Hub cannot be reached"
 
     def fetch(file: str) -> Path:
         try:
-            return Path(hf_hub_download(repo_id, file, revision=revision))
+            return Path(hf_hub_download(repo_id, file, revision=revision, local_files_only=offline))
         except LocalEntryNotFoundError:  # a subclass of EntryNotFoundError: test it first
             if offline:
-                raise HurefError(f"{repo_id}: {file} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set") from None
+                raise HurefError(f"{repo_id}: {file} is not in the local Hugging Face cache and {why}") from None
             raise HurefError(f"{repo_id}: cannot download {file} (no connection to the Hub?)") from None
         except EntryNotFoundError:
             raise HurefError(f"{repo_id}: no file {file} in the repository") from None
         except HfHubHTTPError as e:
-            raise HurefError(f"{repo_id}: Hub request for {file} failed ({str(e).splitlines()[0]})") from None
+            raise HurefError(f"{repo_id}: Hub request for {file} failed ({str(e).splitlines()[0][:200]})") from None
         except (OSError, ValueError) as e:
-            raise HurefError(f"{repo_id}: cannot fetch {file} ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+            raise HurefError(f"{repo_id}: cannot fetch {file} ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from None
 
     config_path = fetch("config.json")
     directory = config_path.parent
@@ -222,7 +268,17 @@ def _hub(repo_id: str, revision: str | None) -> Model:
         if _exists(fetch, file):
             break
     reader = open_weights(directory, fetch)
-    return Model(repo_id, _read_json(config_path), reader, load_vocab(directory))
+    return Model(repo_id, _read_json(config_path), reader, load_vocab(directory), label=repo_id)
+
+
+def looks_like_path(spec: str) -> bool:
+    """True when spec can only be meant as a local path: it starts with '.', '/' or '~', has a file
+    extension huref reads, more than one '/', or a first component that is a local folder."""
+    if spec.startswith((".", "/", "~")) or spec.count("/") != 1 or "\\" in spec:
+        return True
+    if Path(spec).suffix.lower() in (".gguf", ".safetensors", ".bin", ".json", ".pt"):
+        return True
+    return Path(spec.split("/")[0]).is_dir()
 
 
 def load_model(spec: str, revision: str | None = None) -> Model:
@@ -230,7 +286,7 @@ def load_model(spec: str, revision: str | None = None) -> Model:
     if spec.startswith("demo:"):
         from huref.demo import demo_model_dir
 
-        return _local(demo_model_dir(spec[len("demo:"):]))
+        return _local(demo_model_dir(spec[len("demo:"):]), label=spec)
     path = Path(spec).expanduser()
     if path.is_dir():
         return _local(path)
@@ -240,6 +296,8 @@ def load_model(spec: str, revision: str | None = None) -> Model:
         if path.suffix in (".safetensors", ".bin") and (path.parent / "config.json").is_file():
             return _local(path.parent)
         raise HurefError(f"{spec}: not a model directory, .gguf file or checkpoint beside a config.json")
-    if HUB_ID.match(spec) and not spec.startswith((".", "/")):
+    if path.exists():
+        raise HurefError(f"{spec}: not a regular file or directory")
+    if HUB_ID.match(spec) and not looks_like_path(spec):
         return _hub(spec, revision)
     raise HurefError(f"{spec}: no such file or directory")
