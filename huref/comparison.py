@@ -32,7 +32,7 @@ def compare_pair(a: Subject, b: Subject, settings: Settings) -> dict:
             "ics": result["ics"],
             "terms": result["terms"],
             "layers": result["layers"],
-            "pcs": pcs(a.model, b.model, ta.layers) if both_models else None,
+            "pcs": side_pcs(a, b, ta.layers) if both_models else None,
             "verdict": verdict(result["ics"]),
             "n_common_tokens": result["n_common"],
             "a": a.describe(settings),
@@ -42,6 +42,15 @@ def compare_pair(a: Subject, b: Subject, settings: Settings) -> dict:
     return {"kind": "latent", "latent_cosine": detail["latent_cosine"], "threshold": detail["threshold"],
             "verdict": "same-base" if detail["same_base"] else "unrelated", "note": detail["note"],
             "a": a.describe(settings), "b": b.describe(settings)}
+
+
+def side_pcs(a: Subject, b: Subject, layers: list[int]) -> float | None:
+    """PCS, the paper's naive side metric; None where it cannot be computed (a bad value in a tensor
+    the terms never read must not block the main result)."""
+    try:
+        return pcs(a.model, b.model, layers)
+    except HurefError:
+        return None
 
 
 def score(a: Subject, b: Subject, settings: Settings, min_ics: float | None = None,
@@ -70,6 +79,7 @@ def verify(model: Subject, bases: list[Subject], settings: Settings, min_ics: fl
         if model.has_terms:
             model.terms(matched, progress)
         matches.append(score(model, base, matched, min_ics, min_latent))
+        base.forget()  # one base's terms in memory at a time
     matches.sort(key=lambda m: m["score"] - m["threshold"], reverse=True)
     return {"model": model.spec, "derives": matches[0]["derives"], "best": matches[0], "matches": matches}
 

@@ -22,7 +22,8 @@ from typing import Callable
 import torch
 
 from huref.errors import HurefError
-from huref.invariants import DEFAULT_LAYERS, DEFAULT_TOKENS, Terms, invariant_terms, load_terms, resolve_layers
+from huref.invariants import (DEFAULT_LAYERS, DEFAULT_TOKENS, Terms, invariant_terms, load_terms, resolve_layers,
+                              terms_header)
 from huref.similarity import MIN_COMMON_TOKENS
 
 KINDS = ("model", "invariants", "fingerprint")
@@ -122,6 +123,8 @@ class Subject:
     def terms(self, settings: Settings, progress: Callable[[str], None] | None = None) -> Terms:
         """The subject's terms: stored, or computed (once per distinct setting) for a model."""
         if self.kind == "invariants":
+            if self.stored.values.shape[2] != len(self.stored.tokens):  # only the header is read yet
+                self.stored = load_terms(self.spec)
             return self.stored
         if self.kind != "model":
             raise HurefError(f"{self.spec}: a fingerprint carries no invariant terms")
@@ -131,6 +134,13 @@ class Subject:
                                                settings.n_tokens, device=settings.device, dtype=settings.dtype,
                                                progress=progress)
         return self._terms[key]
+
+    def forget(self) -> None:
+        """Drop what was read or computed (a registry is scored one file at a time)."""
+        self._terms.clear()
+        self._records.clear()
+        if self.kind == "invariants":
+            self.stored = terms_header(self.spec)[0]
 
     def record(self, settings: Settings) -> dict:
         """The latent record (FP.json's public fields): the fingerprint itself, or the terms encoded."""
@@ -188,7 +198,7 @@ def open_subject(spec: str, settings: Settings | None = None) -> Subject:
     if is_fingerprint_file(spec):
         return Subject(spec, "fingerprint", label_of(spec), fingerprint=load_fingerprint(spec))
     if is_invariants_file(spec):
-        return Subject(spec, "invariants", label_of(spec), stored=load_terms(spec))
+        return Subject(spec, "invariants", label_of(spec), stored=terms_header(spec)[0])
     model = load_model(spec, settings.revision)
     return Subject(spec, "model", model.label, model=model)
 

@@ -172,6 +172,28 @@ def layer_terms(layer: LayerWeights, x: torch.Tensor, x_out: torch.Tensor) -> to
     return torch.stack([qk_term(layer, x_attn), vo_term(layer, x_attn, x_out), ffn_term(layer, x_ffn, x_out)])
 
 
+def memory_budget() -> int:
+    """Bytes the terms may take: HUREF_MEMORY_GB (default 4) GiB."""
+    import os
+
+    try:
+        gib = float(os.environ.get("HUREF_MEMORY_GB", "4"))
+    except ValueError:
+        raise HurefError("HUREF_MEMORY_GB must be a number of GiB") from None
+    return int(gib * (1 << 30))
+
+
+def check_memory(n_layers: int, n: int, dtype: torch.dtype) -> None:
+    """Refuse, before allocating, terms of n_layers layers over n tokens that would not fit the
+    budget: the kept terms [L, 3, n, n] float32 plus one layer's [3, n, n] working set in dtype."""
+    width = 8 if dtype == torch.float64 else 4
+    needed = n_layers * 3 * n * n * 4 + 2 * 3 * n * n * width
+    if needed > memory_budget():
+        raise HurefError(f"{n_layers} layers of terms over {n} tokens need {needed / (1 << 30):.1f} GiB, more than "
+                         f"the {memory_budget() / (1 << 30):.1f} GiB budget (fewer --tokens or layers, or raise "
+                         "HUREF_MEMORY_GB)")
+
+
 def resolve_layers(n_layers: int, layers: list[int] | None) -> list[int]:
     """Absolute layer indices: default the last two; negative indices count from the end."""
     chosen = layers if layers else list(range(-min(DEFAULT_LAYERS, n_layers), 0))
@@ -209,6 +231,7 @@ def invariant_terms(
     ids, keys = select_tokens(model.vocab, n_rows, n_tokens)
     if len(ids) < 2:
         raise HurefError(f"{model.name}: fewer than 2 usable tokens in the vocabulary")
+    check_memory(len(wanted), len(ids), dtype)
     say = progress or (lambda step: None)
     say("reading embedding rows")
     chosen, values, skipped = [], [], []
@@ -226,6 +249,9 @@ def invariant_terms(
                 continue
             chosen.append(i)
             values.append(terms.float().cpu())
+            if not bool(torch.isfinite(values[-1]).all()):
+                raise HurefError(f"{model.name}: the terms of layer {i} overflow (weights too large to be a "
+                                 "trained model's)")
     if len(chosen) < len(wanted):
         raise HurefError(f"{model.name}: fewer than {len(wanted)} layers write to the residual stream")
     order = sorted(range(len(chosen)), key=chosen.__getitem__)
@@ -261,25 +287,34 @@ def save_terms(terms: Terms, path: str | Path) -> None:
     atomic_write(path, terms_bytes(terms))
 
 
-def load_terms(path: str | Path) -> Terms:
-    """Read an invariants file written by `save_terms`; malformed files raise HurefError."""
+def terms_header(path: str | Path) -> tuple[Terms, object]:
+    """An invariants file's header, checked, with its values not yet read: (Terms whose values is
+    an empty [L, 3, 0, 0] placeholder, the open reader). Malformed files raise HurefError."""
     from huref.readers.safetensors import SafetensorsReader
 
     path = str(path)
     try:
         reader = SafetensorsReader(path)
+        header = json.loads(reader.metadata["huref"])
     except HurefError as error:
         raise HurefError(f"{path}: not a huref invariants file ({str(error).removeprefix(path + ': ')})") from None
-    try:
-        header = json.loads(reader.metadata["huref"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         header = None
-    if not isinstance(header, dict) or header.get("huref") != "invariants":
+    if not isinstance(header, dict) or header.get("huref") != "invariants" or not reader.has("values"):
         raise HurefError(f"{path}: not a huref invariants file")
-    values = reader.read("values")
-    layers, tokens = header.get("layers"), header.get("tokens")
-    if (values.dim() != 4 or values.shape[1] != 3 or values.shape[2] != values.shape[3]
-            or not isinstance(layers, list) or not isinstance(tokens, list)
-            or len(layers) != values.shape[0] or len(tokens) != values.shape[2]):
-        raise HurefError(f"{path}: invariants file with inconsistent shapes")
-    return Terms(values, layers, tokens, header.get("meta") or {})
+    shape = tuple(reader.shape("values"))
+    layers, tokens, meta = header.get("layers"), header.get("tokens"), header.get("meta", {})
+    if (len(shape) != 4 or shape[1] != 3 or shape[2] != shape[3]
+            or not isinstance(layers, list) or not all(type(i) is int for i in layers)
+            or not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens)
+            or len(set(tokens)) != len(tokens) or not isinstance(meta, dict)
+            or len(layers) != shape[0] or len(tokens) != shape[2]):
+        raise HurefError(f"{path}: invariants file with inconsistent shapes or header")
+    check_memory(shape[0], shape[2], torch.float32)
+    return Terms(torch.empty(shape[0], 3, 0, 0), layers, tokens, meta), reader
+
+
+def load_terms(path: str | Path) -> Terms:
+    """Read an invariants file written by `save_terms`; malformed files raise HurefError."""
+    header, reader = terms_header(path)
+    return Terms(reader.read("values"), header.layers, header.tokens, header.meta)

@@ -65,44 +65,87 @@ class Model:
         return self.reader.shape(self.tensor_name(self.arch.embed))
 
 
+MAX_JSON_BYTES = 512 * 1024 * 1024  # config, index and tokenizer files are far smaller
+MAX_VOCAB_ID = 1 << 24  # 16.7M ids; the largest vocabularies in use have about 262k
+
+
 def _read_json(path: Path) -> dict:
     try:
+        if not path.is_file():
+            raise HurefError(f"{path}: not a regular file")
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise HurefError(f"{path}: {path.stat().st_size} bytes is too large for a JSON file huref reads "
+                             f"(at most {MAX_JSON_BYTES})")
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except OSError as e:
         raise HurefError(f"{path}: cannot read ({e.strerror})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise HurefError(f"{path}: not valid JSON") from None
     if not isinstance(data, dict):
         raise HurefError(f"{path}: expected a JSON object")
     return data
 
 
+def _token_id(value, path: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_VOCAB_ID:
+        raise HurefError(f"{path}: token id {str(value)[:40]!r} is not an integer in [0, {MAX_VOCAB_ID})")
+    return value
+
+
+def _token_string(value, path: Path) -> str:
+    if not isinstance(value, str):
+        raise HurefError(f"{path}: token {str(value)[:40]!r} is not a string")
+    return value
+
+
 def load_vocab(directory: Path) -> list[str | None] | None:
-    """Token strings by id from tokenizer.json, vocab.json or vocab.txt; special tokens are None."""
+    """Token strings by id from tokenizer.json, vocab.json or vocab.txt; special tokens are None.
+    A malformed file (ids that are not integers in range, pieces that are not strings) raises HurefError."""
+    try:
+        return _load_vocab(directory)
+    except RecursionError:
+        raise HurefError(f"{directory}: tokenizer files nested too deeply") from None
+
+
+def _load_vocab(directory: Path) -> list[str | None] | None:
     path = directory / "tokenizer.json"
-    if path.is_file():
+    if path.exists():
         data = _read_json(path)
         model = data.get("model") or {}
-        vocab = model.get("vocab")
+        vocab = model.get("vocab") if isinstance(model, dict) else None
         if isinstance(vocab, list):  # Unigram: [[piece, score], ...]
-            by_id = {i: entry[0] for i, entry in enumerate(vocab)}
+            if len(vocab) >= MAX_VOCAB_ID:
+                raise HurefError(f"{path}: {len(vocab)} tokens is more than huref reads ({MAX_VOCAB_ID})")
+            by_id = {i: _token_string(entry[0] if isinstance(entry, list) and entry else entry, path)
+                     for i, entry in enumerate(vocab)}
         elif isinstance(vocab, dict):
-            by_id = {int(i): tok for tok, i in vocab.items()}
+            by_id = {_token_id(i, path): _token_string(tok, path) for tok, i in vocab.items()}
         else:
             return None
         replace = decoder_replacements(data.get("decoder"))
         if replace:  # pieces as the decoder writes them: a renaming the decoder undoes keeps the keys
             by_id = {i: _replaced(tok, replace) for i, tok in by_id.items()}
-        for added in data.get("added_tokens") or []:
-            by_id[int(added["id"])] = None if added.get("special") else added["content"]
+        added_tokens = data.get("added_tokens") or []
+        if not isinstance(added_tokens, list):
+            raise HurefError(f"{path}: added_tokens is not a list")
+        for added in added_tokens:
+            if not isinstance(added, dict):
+                raise HurefError(f"{path}: an added token is not an object")
+            token_id = _token_id(added.get("id"), path)
+            by_id[token_id] = None if added.get("special") else _token_string(added.get("content"), path)
         return _as_list(by_id)
     path = directory / "vocab.json"
-    if path.is_file():
-        return _as_list({int(i): tok for tok, i in _read_json(path).items()})
+    if path.exists():
+        return _as_list({_token_id(i, path): _token_string(tok, path) for tok, i in _read_json(path).items()})
     path = directory / "vocab.txt"
-    if path.is_file():
-        lines = path.read_text(encoding="utf-8").splitlines()
+    if path.exists():
+        if not path.is_file() or path.stat().st_size > MAX_JSON_BYTES:
+            raise HurefError(f"{path}: not a regular file of a plausible size")
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise HurefError(f"{path}: not UTF-8 text") from None
         return [None if re.fullmatch(r"\[[A-Z]+\]|\[unused\d+\]", t) else t for t in lines]
     return None
 
@@ -113,7 +156,8 @@ def decoder_replacements(decoder) -> list[tuple[str, str]]:
     if not isinstance(decoder, dict):
         return []
     if decoder.get("type") == "Sequence":
-        return [step for part in decoder.get("decoders") or [] for step in decoder_replacements(part)]
+        parts = decoder.get("decoders")
+        return [step for part in parts for step in decoder_replacements(part)] if isinstance(parts, list) else []
     pattern = decoder.get("pattern")
     if decoder.get("type") == "Replace" and isinstance(pattern, dict) and isinstance(pattern.get("String"), str):
         return [(pattern["String"], str(decoder.get("content", "")))]
