@@ -20,6 +20,7 @@ from huref.architectures import ArchSpec, arch_for_config
 from huref.errors import HurefError
 from huref.layers import Dims, model_dims
 from huref.readers import TensorReader
+from huref.readers.quant import dequantizing
 from huref.readers.safetensors import SafetensorsReader, read_header
 from huref.readers.sharded import ShardedReader
 from huref.readers.torchbin import TorchBinReader
@@ -47,6 +48,7 @@ class Model:
 
     def __post_init__(self) -> None:
         self.label = self.label or self.name
+        self.reader = dequantizing(self.reader, self.config)
         self.arch = arch_for_config(self.config)
         self.dims = model_dims(self.config)
         base = self.arch.base_prefix

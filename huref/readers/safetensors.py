@@ -33,6 +33,7 @@ DTYPES = {
     "BF16": (2, torch.bfloat16),
     "F8_E4M3": (1, torch.float8_e4m3fn),
     "F8_E5M2": (1, torch.float8_e5m2),
+    "F8_E8M0": (1, torch.float8_e8m0fnu),  # power-of-two scales (ue8m0) of FP8 checkpoints
     "I64": (8, torch.int64),
     "I32": (4, torch.int32),
     "I16": (2, torch.int16),
