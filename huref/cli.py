@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 1 a check that ran and said no (`verify`); 2 bad input or usage (one line on
 stderr, no traceback, no output file left behind); 3 an internal error (a bug: please report it;
-HUREF_DEBUG=1 shows the traceback).
+HUREF_DEBUG=1 shows the traceback) or an installation fault (packaged weights missing).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import click
 import torch
 
 import huref
-from huref.errors import HurefError
+from huref.errors import HurefError, InstallationError
 from huref.progress import Progress
 
 EXIT_BAD_INPUT = 2
@@ -210,11 +210,12 @@ def fingerprint(model, output, as_json, save_fingerprint, generator, truncation,
                 device, precision, quiet):
     """Draw MODEL's fingerprint: invariant terms -> encoder -> generator -> a dog PNG."""
     from huref.fingerprint import build_fingerprint, latent, opening_path, save_fingerprint as write_fp, save_opening
+    from huref.generators import load_generator
     from huref.invariants import invariant_terms
-    from huref.render import load_generator, render, save_png
+    from huref.render import render, save_png
     from huref.sources import load_model
 
-    G, generator_info = load_generator(generator)
+    G, generator_info, notice = load_generator(generator)
     chosen = parse_layers(layers)
     progress = _progress("fingerprint", 3 + len(chosen or [0, 0]), quiet)
     progress.step("reading tensors")
@@ -237,6 +238,8 @@ def fingerprint(model, output, as_json, save_fingerprint, generator, truncation,
     else:
         click.echo(f"wrote {output}: fingerprint of {model} ({fp['model_type']}, layers {fp['layers']}, "
                    f"{fp['n_tokens']} tokens, generator {generator_info['name']})")
+    if notice and not quiet:
+        click.echo(notice, err=True)
 
 
 @cli.command()
@@ -247,16 +250,19 @@ def fingerprint(model, output, as_json, save_fingerprint, generator, truncation,
 def show(fingerprint_file, output, generator, truncation):
     """Render a published fingerprint FP.json as its dog PNG."""
     from huref.fingerprint import latent, load_fingerprint
-    from huref.render import load_generator, render, save_png
+    from huref.generators import load_generator
+    from huref.render import render, save_png
 
     fp = load_fingerprint(fingerprint_file)
     named = fp["generator"]["name"]
-    G, info = load_generator(generator or (named if named in ("bundled", "afhqdog") else None))
+    G, info, notice = load_generator(generator or (named if named in ("bundled", "afhqdog") else None))
     if info["sha256"] != fp["generator"].get("sha256"):
         click.echo(f"huref: note: rendering with generator {info['name']}, not the one the fingerprint names "
                    f"({named}); the dog will look different", err=True)
     save_png(render(latent(fp), G, truncation), output)
     click.echo(f"wrote {output}")
+    if notice:
+        click.echo(notice, err=True)
 
 
 @cli.command()
@@ -300,7 +306,7 @@ def verify(model, bases, registry, min_ics, min_latent, as_json, n_tokens, layer
 @common_options
 def report(specs, output, generator, truncation, n_tokens, layers, revision, device, precision, quiet):
     """HTML report of models, invariants files and fingerprints: dogs, score heatmap, per-term detail."""
-    from huref.fingerprint import write_atomically
+    from huref.files import write_atomically
     from huref.report import make_report
 
     if len(specs) < 2:
@@ -324,9 +330,15 @@ def generator_group() -> None:
 @click.option("--url", default=None, help="Fetch from this URL instead of NVIDIA's CDN.")
 def generator_download(name, url):
     """Download NVIDIA's AFHQ-dog generator into huref's cache (resumable; NVIDIA licence, non-commercial)."""
-    from stylegan2.download import AFHQDOG_URL, download_afhqdog
+    from huref.generators import AFHQDOG_URL, LICENSE_NOTICE, download_afhqdog
+    from huref.progress import ByteProgress
 
-    click.echo(str(download_afhqdog(url=url or AFHQDOG_URL)))
+    click.echo(LICENSE_NOTICE, err=True)
+    progress = ByteProgress()
+    path, record = download_afhqdog(url or AFHQDOG_URL, progress=progress)
+    progress.close()
+    click.echo(f"{path}: sha256 {record['sha256']}", err=True)
+    click.echo(str(path))
 
 
 @generator_group.command("convert")
@@ -334,9 +346,9 @@ def generator_download(name, url):
 @click.argument("out", type=click.Path(dir_okay=False))
 def generator_convert(in_pkl, out):
     """Convert an NVIDIA network pickle's G_ema to OUT.safetensors + OUT.json, running nothing from the pickle."""
-    from stylegan2 import convert
+    from huref.generators import convert_generator
 
-    path = convert(in_pkl, out)
+    path = convert_generator(in_pkl, out)
     click.echo(f"wrote {path} and {path.with_suffix('.json')}")
 
 
@@ -347,6 +359,9 @@ def main() -> None:
     except HurefError as e:
         click.echo(f"huref: error: {e}", err=True)
         sys.exit(EXIT_BAD_INPUT)
+    except InstallationError as e:
+        click.echo(f"huref: installation fault: {e} (reinstall huref)", err=True)
+        sys.exit(EXIT_INTERNAL)
     except click.exceptions.Abort:
         click.echo("huref: aborted", err=True)
         sys.exit(130)

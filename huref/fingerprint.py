@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import secrets
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 import huref
 from huref.encoder import LATENT_DIM, encode, encoder_digest, load_encoder
 from huref.errors import HurefError
+from huref.files import write_atomically
 from huref.invariants import Terms, load_terms, save_terms
 
 FORMAT = "huref-fingerprint"
@@ -85,18 +85,6 @@ def build_fingerprint(terms: Terms, generator: dict, encoder_path=None) -> tuple
 def latent(fingerprint: dict) -> torch.Tensor:
     """The fingerprint's latent as a float32 tensor [512]."""
     return torch.tensor(fingerprint["latent"], dtype=torch.float32)
-
-
-def write_atomically(path, data: bytes) -> None:
-    """Write data to path through a temporary file, so a failure leaves no partial file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise HurefError(f"{path}: cannot write ({e.strerror})") from None
 
 
 def save_fingerprint(fingerprint: dict, path) -> None:

@@ -248,17 +248,10 @@ def invariant_terms(
 
 def save_terms(terms: Terms, path: str | Path) -> None:
     """Write terms to a .safetensors file (tensor "values", JSON metadata), atomically."""
-    from safetensors.torch import save_file
+    from huref.files import safetensors_chunks, write_atomically
 
-    path = Path(path)
     header = {"huref": "invariants", "layers": terms.layers, "tokens": terms.tokens, "meta": terms.meta}
-    tmp = path.with_name(path.name + ".partial")
-    try:
-        save_file({"values": terms.values.contiguous()}, str(tmp), metadata={"huref": json.dumps(header)})
-        tmp.replace(path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise HurefError(f"{path}: cannot write ({e.strerror})") from None
+    write_atomically(path, safetensors_chunks({"values": terms.values}, {"huref": json.dumps(header)}))
 
 
 def load_terms(path: str | Path) -> Terms:

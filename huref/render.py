@@ -14,25 +14,11 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from huref.errors import HurefError
+from huref.files import write_atomically
 
 DEFAULT_TRUNCATION = 0.5
 DEFAULT_CUTOFF = 8
 MIN_SIDE = 256  # small generators are enlarged (integer factor) to at least this many pixels
-
-
-def load_generator(choice: str | None = None):
-    """The generator for choice ("bundled", "afhqdog", a path, or None for afhqdog when cached and
-    the bundled one otherwise, with a notice; `stylegan2.load.resolve_generator`) and its identity.
-
-    Returns (Generator in eval mode, {"name": str, "sha256": hex digest of its weights file}).
-    """
-    from stylegan2 import load_network
-    from stylegan2.download import sha256_of
-    from stylegan2.load import resolve_generator
-
-    name, path = resolve_generator(choice)
-    generator, _ = load_network(path)
-    return generator, {"name": name, "sha256": sha256_of(path)}
 
 
 @torch.no_grad()
@@ -60,8 +46,6 @@ def png_bytes(picture: Image.Image) -> bytes:
 
 def save_png(picture: Image.Image, path) -> None:
     """Write picture as PNG, atomically (no partial file on failure)."""
-    from huref.fingerprint import write_atomically
-
     write_atomically(path, png_bytes(picture))
 
 

@@ -7,7 +7,8 @@ import base64
 import html
 
 import huref
-from huref.render import DEFAULT_TRUNCATION, load_generator, png_bytes, render, save_png, side_by_side
+from huref.generators import load_generator
+from huref.render import DEFAULT_TRUNCATION, png_bytes, render, save_png, side_by_side
 from huref.verify import Subject, open_subject, score
 
 STYLE = """
@@ -87,7 +88,7 @@ def build_report(subjects: list[Subject], pictures: list[bytes], matrix: dict) -
 def make_report(specs: list[str], generator: str | None = None, truncation: float = DEFAULT_TRUNCATION,
                 progress=None, **open_kwargs) -> str:
     """Open the subjects, score every pair, render every dog; returns the report's HTML."""
-    G, _ = load_generator(generator)
+    G, _, _ = load_generator(generator)
     subjects = open_subjects(specs, progress=progress, **open_kwargs)
     if progress:
         progress("scoring pairs")
@@ -102,7 +103,7 @@ def make_report(specs: list[str], generator: str | None = None, truncation: floa
 def comparison_image(a: Subject, b: Subject, score_line: str, path, generator: str | None = None,
                      truncation: float = DEFAULT_TRUNCATION) -> None:
     """Write the two subjects' dogs side by side, labelled, with score_line under them (PNG)."""
-    G, _ = load_generator(generator)
+    G, _, _ = load_generator(generator)
     picture = side_by_side(render(a.latent(), G, truncation), render(b.latent(), G, truncation),
                            a.spec, b.spec, score_line)
     save_png(picture, path)
