@@ -15,7 +15,7 @@ import sys
 import click
 
 import huref
-from huref.errors import HurefError
+from huref.errors import HurefError, InstallationError
 from huref.progress import Progress
 
 EXIT_BAD_INPUT = 2
@@ -137,7 +137,7 @@ def open_all(specs: list[str], settings) -> tuple[list, object]:
 
 def load_dog_generator(choice, run: Run):
     """(generator, identity) for --generator, with the fallback notice queued on the run."""
-    from huref.render import load_generator
+    from huref.generators import load_generator
 
     generator, info, notice = load_generator(choice)
     run.notice(notice)
@@ -172,7 +172,7 @@ def cli() -> None:
 def invariants(model, output, settings):
     """Compute MODEL's private invariant terms and write them to OUTPUT (do not publish them)."""
     from huref.inputs import check_outputs
-    from huref.invariants import terms_bytes
+    from huref.invariants import terms_chunks
 
     run = Run("invariants", settings.quiet)
     subjects, settings = open_all([model], settings)
@@ -180,7 +180,7 @@ def invariants(model, output, settings):
         raise HurefError(f"{model}: not a model")
     check_outputs([output], subjects)
     terms = subjects[0].terms(settings, run.start(subjects[0].steps(settings)).step)
-    write_outputs([(output, terms_bytes(terms))])
+    write_outputs([(output, terms_chunks(terms))])
     run.finish()
     if not settings.quiet:
         click.echo(f"wrote {output}: {len(terms.layers)} layers x 3 terms over {len(terms.tokens)} tokens", err=True)
@@ -282,7 +282,7 @@ def format_report(report: dict) -> str:
 @settings_options
 def fingerprint(model, output, as_json, save_fingerprint, name, generator, truncation, settings):
     """Draw MODEL's fingerprint: invariant terms -> encoder -> generator -> a dog image."""
-    from huref.fingerprint import build_fingerprint, fingerprint_bytes, latent, opening_bytes, opening_path
+    from huref.fingerprint import build_fingerprint, fingerprint_bytes, latent, opening_chunks, opening_path
     from huref.inputs import check_outputs
     from huref.render import render
 
@@ -303,7 +303,7 @@ def fingerprint(model, output, as_json, save_fingerprint, name, generator, trunc
     picture = render(latent(fp), dog_generator, truncation)
     files = [(output, image_bytes(picture, output))]
     if save_fingerprint:
-        files += [(save_fingerprint, fingerprint_bytes(fp)), (opening_path(save_fingerprint), opening_bytes(terms, salt))]
+        files += [(save_fingerprint, fingerprint_bytes(fp)), (opening_path(save_fingerprint), opening_chunks(terms, salt))]
     write_outputs(files)
     run.finish()
     if save_fingerprint and not settings.quiet:
@@ -432,9 +432,17 @@ def generator_group() -> None:
 @quiet_option
 def generator_download(name, url, quiet):
     """Download NVIDIA's AFHQ-dog generator into huref's cache (resumable; NVIDIA licence, non-commercial)."""
-    from huref.render import download_afhqdog
+    from huref.generators import AFHQDOG_URL, LICENSE_NOTICE, download_afhqdog
+    from huref.progress import ByteProgress
 
-    click.echo(str(download_afhqdog(url=url, quiet=quiet)))
+    if not quiet:
+        click.echo(LICENSE_NOTICE, err=True)
+    progress = ByteProgress(enabled=not quiet)
+    path, record = download_afhqdog(url or AFHQDOG_URL, progress=progress)
+    progress.close()
+    if not quiet:
+        click.echo(f"{path}: sha256 {record['sha256']}", err=True)
+    click.echo(str(path))
 
 
 @generator_group.command("convert")
@@ -442,7 +450,7 @@ def generator_download(name, url, quiet):
 @click.argument("out", type=click.Path(dir_okay=False))
 def generator_convert(in_pkl, out):
     """Convert an NVIDIA network pickle's G_ema to OUT.safetensors + OUT.json, running nothing from the pickle."""
-    from huref.render import convert_generator
+    from huref.generators import convert_generator
 
     path = convert_generator(in_pkl, out)
     click.echo(f"wrote {path} and {path.with_suffix('.json')}")
@@ -450,8 +458,6 @@ def generator_convert(in_pkl, out):
 
 def main() -> None:
     """Entry point: run the CLI, turning errors into one line on stderr and an exit code."""
-    from huref.errors import InstallationError
-
     try:
         code = cli.main(standalone_mode=False)
     except HurefError as e:

@@ -9,20 +9,17 @@ is another llama initialized from another seed. They are written once to
 
 from __future__ import annotations
 
-import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
 
 from huref.errors import HurefError
+from huref.files import cache_dir
 
 DEMO_MODELS = ("base", "offspring", "independent")
 VERSION = "v1"
-
-
-def cache_dir() -> Path:
-    """huref's cache directory (HUREF_CACHE, else ~/.cache/huref)."""
-    return Path(os.environ.get("HUREF_CACHE") or Path.home() / ".cache" / "huref")
 
 
 def _config():
@@ -75,8 +72,15 @@ def demo_model_dir(name: str) -> Path:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    tmp = directory.with_name(directory.name + ".partial")
-    model.save_pretrained(tmp, safe_serialization=True)
-    if not directory.exists():
-        tmp.replace(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))  # renamed once complete
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        try:
+            tmp.replace(directory)
+        except OSError:  # another process finished first: use its copy
+            if not (directory / "model.safetensors").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return directory

@@ -21,15 +21,15 @@ to N(0, I).
 
 import hashlib
 import json
-import os
 from functools import lru_cache
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from huref.errors import HurefError
+from huref.files import package_data, safetensors_chunks, sha256_of, write_atomically
 
 GRID = 64
 LATENT_DIM = 512
@@ -113,16 +113,12 @@ class Encoder(nn.Module):
         return standardize_latent(self.head(features))
 
 
-def weights_dir():
-    """The weights folder: $HUREF_WEIGHTS if set, else weights/ beside the huref package."""
-    import huref
-
-    return Path(os.environ.get("HUREF_WEIGHTS") or Path(huref.__file__).parent.parent / "weights")
-
-
-def encoder_path(path=None):
-    """Path of the encoder weights file (the given one, or weights_dir()/encoder.safetensors)."""
-    path = Path(path) if path else weights_dir() / WEIGHTS_NAME
+def encoder_path(path=None) -> Path:
+    """The encoder weights file: path when given (HurefError if it is not a file), else the packaged
+    huref/data/encoder.safetensors (InstallationError if it is missing)."""
+    if not path:
+        return package_data(WEIGHTS_NAME)
+    path = Path(path)
     if not path.is_file():
         raise HurefError(f"encoder weights not found at {path} (train them with scripts/train_encoder.py)")
     return path
@@ -130,8 +126,7 @@ def encoder_path(path=None):
 
 def save_encoder(encoder, path, settings):
     """Write encoder weights and the training settings (a JSON-able dict) to a safetensors file."""
-    tensors = {name: t.detach().contiguous() for name, t in encoder.state_dict().items()}
-    save_file(tensors, str(path), metadata={"settings": json.dumps(settings, sort_keys=True)})
+    write_atomically(path, safetensors_chunks(encoder.state_dict(), {"settings": json.dumps(settings, sort_keys=True)}))
 
 
 @lru_cache(maxsize=4)
@@ -145,14 +140,12 @@ def _load(path_str):
 
 
 def load_encoder(path=None):
-    """Load the trained Encoder (eval mode) from path or the default weights file; cached."""
+    """Load the trained Encoder (eval mode) from path or the packaged weights file; cached."""
     return _load(str(encoder_path(path).resolve()))
 
 
 def encoder_digest(path=None):
     """SHA-256 hex digest of the encoder weights file."""
-    from stylegan2.download import sha256_of
-
     return sha256_of(encoder_path(path))
 
 

@@ -1,4 +1,4 @@
-"""The one error type the library raises for anything a user can get wrong."""
+"""huref's two error types: what a user got wrong, and what is wrong with the installation."""
 
 
 class HurefError(Exception):
@@ -9,4 +9,8 @@ class HurefError(Exception):
 
 
 class InstallationError(Exception):
-    """TEMPORARY (replaced at merge)."""
+    """Part of huref's own installation is missing or broken (packaged encoder or generator weights).
+
+    Not a HurefError: the user's input is not at fault. The message says what is missing, in one
+    line; the CLI prints it as an installation fault and exits with code 3.
+    """

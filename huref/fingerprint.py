@@ -30,7 +30,8 @@ import torch.nn.functional as F
 import huref
 from huref.encoder import LATENT_DIM, encode, encoder_digest, load_encoder
 from huref.errors import HurefError
-from huref.invariants import Terms, load_terms, terms_bytes
+from huref.files import write_atomically
+from huref.invariants import Terms, load_terms, terms_chunks
 
 FORMAT = "huref-fingerprint"
 FORMAT_VERSION = 1
@@ -96,9 +97,7 @@ def fingerprint_bytes(fingerprint: dict) -> bytes:
 
 def save_fingerprint(fingerprint: dict, path) -> None:
     """Write FP.json, atomically."""
-    from huref.files import atomic_write
-
-    atomic_write(path, fingerprint_bytes(fingerprint))
+    write_atomically(path, fingerprint_bytes(fingerprint))
 
 
 def opening_path(fingerprint_path) -> Path:
@@ -107,16 +106,14 @@ def opening_path(fingerprint_path) -> Path:
     return path.with_name(path.stem + ".private.safetensors")
 
 
-def opening_bytes(terms: Terms, salt: bytes) -> bytes:
-    """The private opening's bytes: the terms, with the salt in their metadata; never publish it."""
-    return terms_bytes(Terms(terms.values, terms.layers, terms.tokens, dict(terms.meta, commitment_salt=salt.hex())))
+def opening_chunks(terms: Terms, salt: bytes):
+    """The private opening's bytes, in chunks: the terms, with the salt in their metadata; never publish it."""
+    return terms_chunks(Terms(terms.values, terms.layers, terms.tokens, dict(terms.meta, commitment_salt=salt.hex())))
 
 
 def save_opening(terms: Terms, salt: bytes, path) -> None:
     """Write the private opening, atomically."""
-    from huref.files import atomic_write
-
-    atomic_write(path, opening_bytes(terms, salt))
+    write_atomically(path, opening_chunks(terms, salt))
 
 
 def check_opening(fingerprint: dict, opening_file) -> bool:

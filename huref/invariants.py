@@ -272,19 +272,20 @@ def invariant_terms(
     return Terms(torch.stack(values), chosen, keys, meta)
 
 
-def terms_bytes(terms: Terms) -> bytes:
-    """terms as an invariants file's bytes (.safetensors: tensor "values", huref JSON metadata)."""
-    from safetensors.torch import save
+def terms_chunks(terms: Terms):
+    """terms as an invariants file's bytes, in chunks (.safetensors: tensor "values", huref JSON
+    metadata), without copying the values."""
+    from huref.files import safetensors_chunks
 
     header = {"huref": "invariants", "layers": terms.layers, "tokens": terms.tokens, "meta": terms.meta}
-    return save({"values": terms.values.contiguous()}, metadata={"huref": json.dumps(header)})
+    return safetensors_chunks({"values": terms.values}, {"huref": json.dumps(header)})
 
 
 def save_terms(terms: Terms, path: str | Path) -> None:
     """Write terms to an invariants file, atomically."""
-    from huref.files import atomic_write
+    from huref.files import write_atomically
 
-    atomic_write(path, terms_bytes(terms))
+    write_atomically(path, terms_chunks(terms))
 
 
 def terms_header(path: str | Path) -> tuple[Terms, object]:

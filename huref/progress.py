@@ -38,3 +38,32 @@ class Progress:
         if self.enabled:
             sys.stderr.write("\r\033[K")
             sys.stderr.flush()
+
+
+class ByteProgress:
+    """A one-line byte counter for a download, `[####....]  42%  12.3 / 29.2 MB` on stderr: call it
+    with (done_bytes, total_bytes or None). Silent when `enabled` is False or stderr is not a terminal."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.shown = None  # the percentage on screen ("" once a byte count without a total is)
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if not self.enabled:
+            return
+        if total:
+            percent = 100 * done // total
+            if percent == self.shown:
+                return
+            self.shown = percent
+            bar = "#" * (percent * 30 // 100) + "." * (30 - percent * 30 // 100)
+            sys.stderr.write(f"\r  [{bar}] {percent:3d}%  {done / 1e6:,.1f} / {total / 1e6:,.1f} MB")
+        else:
+            self.shown = ""
+            sys.stderr.write(f"\r  {done / 1e6:,.1f} MB")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.shown is not None:
+            sys.stderr.write("\n")
+            sys.stderr.flush()

@@ -20,21 +20,6 @@ DEFAULT_CUTOFF = 8
 MIN_SIDE = 256  # small generators are enlarged (integer factor) to at least this many pixels
 
 
-def load_generator(choice: str | None = None):
-    """The generator for choice ("bundled", "afhqdog", a path, or None for afhqdog when cached and
-    the bundled one otherwise, with a notice; `stylegan2.load.resolve_generator`) and its identity.
-
-    Returns (Generator in eval mode, {"name": str, "sha256": hex digest of its weights file}).
-    """
-    from stylegan2 import load_network
-    from stylegan2.download import sha256_of
-    from stylegan2.load import resolve_generator
-
-    name, path = resolve_generator(choice)
-    generator, _ = load_network(path)
-    return generator, {"name": name, "sha256": sha256_of(path)}, None
-
-
 @torch.no_grad()
 def render(z: torch.Tensor, generator, truncation: float = DEFAULT_TRUNCATION,
            cutoff: int = DEFAULT_CUTOFF) -> Image.Image:

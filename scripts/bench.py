@@ -14,6 +14,7 @@ partial hub download. Wall time and peak resident memory come from wait4() on th
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -27,6 +28,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+
+from huref.files import write_atomically
 
 CACHE = Path(os.environ.get("HUREF_BENCH_CACHE", "/work/cache/bench"))
 REPO = Path(__file__).resolve().parent.parent
@@ -80,8 +83,8 @@ def needed(name: str, n_layers: int) -> bool:
     return name == "model.embed_tokens.weight" or any(name.startswith(p) for p in last)
 
 
-def write_tensor_data(f, name: str, shape: list[int]) -> None:
-    """Stream a random bfloat16 tensor to f, a few million values at a time (std 0.02; norms ~1)."""
+def tensor_data(name: str, shape: list[int]):
+    """The bytes of a random bfloat16 tensor, yielded a few million values at a time (std 0.02; norms ~1)."""
     generator = torch.Generator().manual_seed(zlib.crc32(name.encode()))
     numel = math.prod(shape)
     chunk = 1 << 23
@@ -91,7 +94,7 @@ def write_tensor_data(f, name: str, shape: list[int]) -> None:
             values = 1.0 + 0.1 * torch.randn(count, generator=generator)
         else:
             values = 0.02 * torch.randn(count, generator=generator)
-        f.write(values.to(torch.bfloat16).view(torch.int16).numpy().tobytes())
+        yield values.to(torch.bfloat16).view(torch.int16).numpy().tobytes()
 
 
 def write_shard(path: Path, tensors: list[tuple[str, list[int]]]) -> None:
@@ -103,13 +106,8 @@ def write_shard(path: Path, tensors: list[tuple[str, list[int]]]) -> None:
         offset += nbytes
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "wb") as f:
-        f.write(len(text).to_bytes(8, "little"))
-        f.write(text)
-        for name, shape in tensors:
-            write_tensor_data(f, name, shape)
-    tmp.replace(path)
+    data = itertools.chain([len(text).to_bytes(8, "little"), text], *(tensor_data(name, shape) for name, shape in tensors))
+    write_atomically(path, data)
 
 
 def write_tokenizer(directory: Path) -> None:

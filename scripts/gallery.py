@@ -1,7 +1,7 @@
 """The dog gallery of the report: each model's fingerprint picture, one row per base with its offspring.
 
 Uses huref's own pipeline (terms of the last two layers -> encoder latent -> generator -> picture),
-so it needs the encoder weights (weights/encoder.safetensors) and a generator; `make_gallery`
+so it needs the encoder weights (huref/data/encoder.safetensors) and a generator; `make_gallery`
 returns None when they are not there.
 """
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from huref.errors import HurefError
+from huref.errors import HurefError, InstallationError
 
 CELL = 160
 LABEL = 28
@@ -19,12 +19,13 @@ def make_gallery(rows: list[list[tuple[str, object]]], path: Path) -> str | None
     """Render a grid PNG at `path`; `rows` holds (label, Terms) per cell. Returns the generator's name,
     or None when the encoder or generator is unavailable."""
     from huref.fingerprint import latent, latent_record
-    from huref.render import load_generator, render
+    from huref.generators import load_generator
+    from huref.render import render
 
     try:
-        generator, identity = load_generator(None)
+        generator, identity, _ = load_generator(None)
         pictures = [[(label, render(latent(latent_record(terms)), generator)) for label, terms in row] for row in rows]
-    except HurefError:
+    except (HurefError, InstallationError):
         return None
     width = max(len(row) for row in pictures)
     sheet = Image.new("RGB", (width * CELL, len(pictures) * (CELL + LABEL)), "white")

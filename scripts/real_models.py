@@ -286,14 +286,15 @@ DOG_PAIRS = [("smollm2.gguf", "smollm2-vim.q8"), ("gemma3.gguf", "gemma3-vim.st"
 def dogs(terms: dict) -> dict | None:
     """A dog per model in docs/real/LABEL.png, side-by-side pictures of DOG_PAIRS, latent cosines;
     None when the encoder weights are not there yet."""
-    from huref.errors import HurefError
+    from huref.errors import HurefError, InstallationError
     from huref.fingerprint import build_fingerprint, compare_fingerprints, latent
-    from huref.render import load_generator, render, side_by_side
+    from huref.generators import load_generator
+    from huref.render import render, side_by_side
 
     try:
-        generator, info = load_generator(None)
+        generator, info, _ = load_generator(None)
         fingerprints = {label: build_fingerprint(t, info)[0] for label, t in terms.items()}
-    except HurefError as error:
+    except (HurefError, InstallationError) as error:
         print(f"no dogs: {error}")
         return None
     out = REPO / "docs" / "real"

@@ -1,8 +1,8 @@
 """Train the fingerprint encoder on synthetic invariant terms, or evaluate trained weights.
 
-    nice -n 10 python scripts/train_encoder.py -o weights/encoder.safetensors      # ~13 min, 1 thread
-    python scripts/train_encoder.py --evaluate weights/encoder.safetensors         # held-out figures
-    python scripts/train_encoder.py --attacked weights/encoder.safetensors         # attacked tiny checkpoints
+    nice -n 10 python scripts/train_encoder.py -o huref/data/encoder.safetensors      # ~13 min, 1 thread
+    python scripts/train_encoder.py --evaluate huref/data/encoder.safetensors         # held-out figures
+    python scripts/train_encoder.py --attacked huref/data/encoder.safetensors         # attacked tiny checkpoints
 
 Samples are shaped like invariant terms, X M X^T with M = A B^T + g I (X: embeddings of n
 tokens with a decaying spectrum, a shared mean direction and uneven row norms; A, B: random
@@ -337,7 +337,7 @@ def attacked_copies(weights, architectures=ATTACKED_ARCHITECTURES):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("-o", "--out", default="weights/encoder.safetensors", help="where to write the weights")
+    parser.add_argument("-o", "--out", default="huref/data/encoder.safetensors", help="where to write the weights")
     parser.add_argument("--steps", type=int, default=SETTINGS["steps"])
     parser.add_argument("--evaluate", metavar="WEIGHTS", help="evaluate these weights on held-out samples instead")
     parser.add_argument("--attacked", metavar="WEIGHTS", help="measure these weights on attacked tiny checkpoints")

@@ -1,4 +1,4 @@
-"""Train the small dog generator that huref bundles in weights/ (StyleGAN2 with our own code).
+"""Train the small dog generator that huref bundles in huref/data/ (StyleGAN2 with our own code).
 
     python scripts/train_generator.py DATA_DIR --run-dir /work/cache/generator-run [--minutes 60]
 
@@ -13,6 +13,7 @@ It runs on CUDA when available, else on the CPU (one thread unless --threads).
 """
 
 import argparse
+import io
 import json
 import shutil
 import sys
@@ -25,9 +26,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from huref.files import write_atomically  # noqa: E402
+from huref.generators import save_generator  # noqa: E402
 from stylegan2.discriminator import Discriminator  # noqa: E402
 from stylegan2.networks import Generator  # noqa: E402
-from stylegan2.weights import save_generator  # noqa: E402
 
 
 def load_photos(data_dir: Path, resolution: int) -> torch.Tensor:
@@ -77,10 +79,10 @@ def sample_grid(G: Generator, z: torch.Tensor, path: Path):
 
 
 def save_checkpoint(run_dir: Path, state: dict):
-    """Write the checkpoint to a temporary name, then rename it over the old one."""
-    tmp = run_dir / "checkpoint.pt.tmp"
-    torch.save(state, tmp)
-    tmp.replace(run_dir / "checkpoint.pt")
+    """Write the checkpoint (torch.save of state), atomically."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_atomically(run_dir / "checkpoint.pt", buffer.getbuffer())
 
 
 def main(argv=None):

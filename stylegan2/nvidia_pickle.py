@@ -7,7 +7,7 @@ nn.Module __dict__: `_parameters`, `_buffers`, `_modules` of further records, `_
 Unpickling it normally would exec that source. Here a restricted unpickler maps the handful of globals
 such a file legitimately names to inert rebuilders (records become plain `PersistentRecord` data,
 tensors are rebuilt from their bytes with torch's weights-only loader) and refuses every other global
-with one HurefError line, so nothing named by the file is ever imported or called.
+with one GeneratorError line, so nothing named by the file is ever imported or called.
 The G_ema record then becomes our Generator: built from its stored kwargs, loaded with its tensors.
 """
 
@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from huref.errors import HurefError
-
+from .errors import GeneratorError
 from .networks import Generator
 from .weights import build_generator
 
@@ -137,17 +136,17 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def read_network_pickle(path) -> object:
-    """Unpickle path with RestrictedUnpickler; raises HurefError naming the first refused global."""
+    """Unpickle path with RestrictedUnpickler; raises GeneratorError naming the first refused global."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
             return RestrictedUnpickler(f).load()
     except RefusedGlobal as e:
         hint = " (a TensorFlow-era pickle, not supported)" if str(e).startswith("dnnlib.tflib") else ""
-        raise HurefError(f"{path}: refused to load: the pickle asks for {e}, which is not a tensor, container "
+        raise GeneratorError(f"{path}: refused to load: the pickle asks for {e}, which is not a tensor, container "
                          f"or StyleGAN2 network record{hint}; nothing from the file was run") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, RuntimeError) as e:
-        raise HurefError(f"{path}: not a readable network pickle ({type(e).__name__}: {e})") from None
+        raise GeneratorError(f"{path}: not a readable network pickle ({type(e).__name__}: {e})") from None
 
 
 def plain(value):
@@ -172,7 +171,7 @@ def record_tensors(record: PersistentRecord, prefix: str = "") -> dict:
         if isinstance(child, PersistentRecord):
             tensors.update(record_tensors(child, f"{prefix}{name}."))
         elif child is not None:
-            raise HurefError(f"sub-module {prefix}{name} is not a network record")
+            raise GeneratorError(f"sub-module {prefix}{name} is not a network record")
     return tensors
 
 
@@ -181,9 +180,9 @@ def load_nvidia_pickle(path, key: str = "G_ema") -> tuple[Generator, dict]:
     data = read_network_pickle(path)
     record = data.get(key) if isinstance(data, dict) else data
     if not isinstance(record, PersistentRecord) or record.class_name != "Generator":
-        raise HurefError(f"{path}: no {key} generator record in this pickle")
+        raise GeneratorError(f"{path}: no {key} generator record in this pickle")
     if record.state.get("_init_args"):
-        raise HurefError(f"{path}: the generator was built with positional arguments; only keyword arguments are supported")
+        raise GeneratorError(f"{path}: the generator was built with positional arguments; only keyword arguments are supported")
     init_kwargs = plain(record.state.get("_init_kwargs") or {})
     G = build_generator(init_kwargs, record_tensors(record), path)
     info = {"source": Path(path).name, "network": key, "init_kwargs": init_kwargs,

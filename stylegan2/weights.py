@@ -10,10 +10,9 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
-from huref.errors import HurefError
-
+from .errors import GeneratorError
 from .networks import Generator
 
 FORMAT = "huref-stylegan2"
@@ -24,27 +23,25 @@ def config_path(weights_path) -> Path:
     return Path(weights_path).with_suffix(".json")
 
 
-def save_generator(G: Generator, path, extra: dict | None = None) -> Path:
-    """Write G's state_dict to path (.safetensors) and its kwargs + extra info to the .json beside it."""
-    path = Path(path)
+def serialize_generator(G: Generator, extra: dict | None = None) -> tuple[bytes, bytes]:
+    """G in huref's format, as bytes for the caller to write: (NAME.safetensors: the state_dict in
+    float32, NAME.json: its kwargs + the extra info)."""
     tensors = {name: t.detach().to("cpu", torch.float32).contiguous() for name, t in G.state_dict().items()}
-    save_file(tensors, str(path))
     config = {"format": FORMAT, "version": 1, "init_kwargs": G.init_kwargs, "info": dict(extra or {})}
-    config_path(path).write_text(json.dumps(config, indent=2) + "\n")
-    return path
+    return save(tensors), (json.dumps(config, indent=2) + "\n").encode()
 
 
 def read_config(path) -> dict:
-    """The parsed JSON config of a generator saved by save_generator, checked for its format tag."""
+    """The parsed JSON config of a generator in huref's format (serialize_generator), checked for its format tag."""
     cfg_path = config_path(path)
     if not cfg_path.exists():
-        raise HurefError(f"{path}: missing its config {cfg_path.name} (huref generators are .safetensors + .json)")
+        raise GeneratorError(f"{path}: missing its config {cfg_path.name} (huref generators are .safetensors + .json)")
     try:
         config = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as e:
-        raise HurefError(f"{cfg_path}: not valid JSON ({e})") from None
+        raise GeneratorError(f"{cfg_path}: not valid JSON ({e})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT or not isinstance(config.get("init_kwargs"), dict):
-        raise HurefError(f"{cfg_path}: not a {FORMAT} config")
+        raise GeneratorError(f"{cfg_path}: not a {FORMAT} config")
     return config
 
 
@@ -58,15 +55,15 @@ def build_generator(init_kwargs: dict, state_dict: dict, source) -> Generator:
         with torch.device("meta"):
             G = Generator(**init_kwargs)
     except (TypeError, ValueError) as e:
-        raise HurefError(f"{source}: unsupported generator configuration ({e})") from None
+        raise GeneratorError(f"{source}: unsupported generator configuration ({e})") from None
     expected = G.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     if missing or unexpected:
-        raise HurefError(f"{source}: tensors do not match the generator (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise GeneratorError(f"{source}: tensors do not match the generator (missing {missing[:3]}, unexpected {unexpected[:3]})")
     for name, t in state_dict.items():
         if tuple(t.shape) != tuple(expected[name].shape):
-            raise HurefError(f"{source}: tensor {name} has shape {tuple(t.shape)}, expected {tuple(expected[name].shape)}")
+            raise GeneratorError(f"{source}: tensor {name} has shape {tuple(t.shape)}, expected {tuple(expected[name].shape)}")
     G = G.to_empty(device="cpu")
     G.load_state_dict({k: v.to(torch.float32) for k, v in state_dict.items()})
     return G.eval().requires_grad_(False)
@@ -79,5 +76,5 @@ def load_generator(path) -> tuple[Generator, dict]:
     try:
         state_dict = load_file(str(path))
     except (SafetensorError, OSError) as e:
-        raise HurefError(f"{path}: cannot read safetensors ({e})") from None
+        raise GeneratorError(f"{path}: cannot read safetensors ({e})") from None
     return build_generator(config["init_kwargs"], state_dict, path), config

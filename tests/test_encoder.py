@@ -1,13 +1,16 @@
 """The encoder: bucket pooling (checked against a direct computation), invariances, weights file."""
 
 import hashlib
+import json
 
 import pytest
 import torch
+from safetensors import safe_open
 
+import huref.files
 from huref.encoder import (GRID, LATENT_DIM, Encoder, encode, encoder_digest, load_encoder, pool_terms,
                            save_encoder, token_buckets)
-from huref.errors import HurefError
+from huref.errors import HurefError, InstallationError
 
 def random_terms(n, n_layers=2, seed=0):
     gen = torch.Generator().manual_seed(seed)
@@ -102,18 +105,22 @@ def test_bad_terms_raise_one_line_errors(bad):
         pool_terms(values, tokens)
 
 
-def test_weights_round_trip_digest_and_env_lookup(tmp_path, monkeypatch):
+def test_weights_round_trip_digest_and_package_lookup(tmp_path, monkeypatch):
     torch.manual_seed(0)
     encoder = Encoder()
     path = tmp_path / "encoder.safetensors"
     save_encoder(encoder, path, {"seed": 0})
-    monkeypatch.setenv("HUREF_WEIGHTS", str(tmp_path))
+    monkeypatch.setattr(huref.files, "data_dir", lambda: tmp_path)  # the packaged weights are looked up here
     loaded = load_encoder()
     for name, t in encoder.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], t)
     assert encoder_digest() == hashlib.sha256(path.read_bytes()).hexdigest()
-    monkeypatch.setenv("HUREF_WEIGHTS", str(tmp_path / "missing"))
-    with pytest.raises(HurefError, match="not found"):
+    with safe_open(str(path), "pt") as f:
+        assert json.loads(f.metadata()["settings"]) == {"seed": 0}
+    with pytest.raises(HurefError, match="not found"):  # a path the user gave
+        load_encoder(tmp_path / "missing.safetensors")
+    monkeypatch.setattr(huref.files, "data_dir", lambda: tmp_path / "missing")
+    with pytest.raises(InstallationError, match="encoder.safetensors is missing"):  # the installation's fault
         load_encoder()
     (tmp_path / "broken.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(HurefError, match="cannot load"):

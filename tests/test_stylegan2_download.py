@@ -1,5 +1,7 @@
 """Downloading the AFHQ-dog pickle, against a local HTTP server on 127.0.0.1: complete, interrupted and
-resumed with a Range request, a server that sends fewer bytes than it announced, and one that ignores Range."""
+resumed with a Range request, a server that sends fewer bytes than it announced, and one that ignores Range.
+stylegan2.download does the transfer (GeneratorError, progress through a callback); huref.generators puts
+it in huref's cache with its record (HurefError)."""
 
 import hashlib
 import json
@@ -11,7 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from huref.errors import HurefError
-from stylegan2.download import download, download_afhqdog
+from huref.generators import download_afhqdog
+from stylegan2 import GeneratorError
+from stylegan2.download import LICENSE_NOTICE, download
 
 PAYLOAD = os.urandom(3 * (1 << 20) + 12345)  # a bit over three 1 MiB chunks
 
@@ -68,49 +72,63 @@ def server(monkeypatch):
     s.close()
 
 
-def test_complete_download_records_sha256_and_licence(server, tmp_path, capsys):
-    path = download_afhqdog(tmp_path, url=server.url, progress=True)
-    assert path == tmp_path / "afhqdog.pkl" and path.read_bytes() == PAYLOAD
-    assert not (tmp_path / "afhqdog.pkl.part").exists()
-    record = json.loads((tmp_path / "afhqdog.pkl.json").read_text())
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """huref's cache for the test; downloaded generators go to its stylegan2/ folder."""
+    monkeypatch.setenv("HUREF_CACHE", str(tmp_path))
+    return tmp_path / "stylegan2"
+
+
+def test_complete_download_records_sha256_and_licence(server, cache, capsys):
+    reports = []
+    path, record = download_afhqdog(server.url, progress=lambda done, total: reports.append((done, total)))
+    assert path == cache / "afhqdog.pkl" and path.read_bytes() == PAYLOAD
+    assert not (cache / "afhqdog.pkl.part").exists()
+    assert record == json.loads((cache / "afhqdog.pkl.json").read_text())
     assert record["sha256"] == hashlib.sha256(PAYLOAD).hexdigest() and record["size"] == len(PAYLOAD)
-    err = capsys.readouterr().err
-    assert "NVIDIA Source Code License" in err and "non-commercial" in err and "100%" in err
+    assert "NVIDIA Source Code License" in record["license"] and "non-commercial" in LICENSE_NOTICE
+    assert reports[-1] == (len(PAYLOAD), len(PAYLOAD)) and [d for d, _ in reports] == sorted(d for d, _ in reports)
+    assert capsys.readouterr() == ("", "")  # the library prints nothing; the CLI shows licence and progress
     # Once complete, a second call uses the cached file without asking the server.
     requests = len(server.range_headers)
-    assert download_afhqdog(tmp_path, url=server.url, progress=False) == path
+    assert download_afhqdog(server.url) == (path, record)
     assert len(server.range_headers) == requests
 
 
-def test_interrupted_download_leaves_no_complete_looking_file_and_resumes(server, tmp_path):
+def test_interrupted_download_leaves_no_complete_looking_file_and_resumes(server, cache):
     server.cut_after = 1_500_000
     with pytest.raises(HurefError, match="run the command again to resume"):
-        download_afhqdog(tmp_path, url=server.url, progress=False)
-    assert not (tmp_path / "afhqdog.pkl").exists()
-    assert (tmp_path / "afhqdog.pkl.part").stat().st_size == 1_500_000
+        download_afhqdog(server.url)
+    assert not (cache / "afhqdog.pkl").exists()
+    assert (cache / "afhqdog.pkl.part").stat().st_size == 1_500_000
     server.cut_after = None
-    path = download_afhqdog(tmp_path, url=server.url, progress=False)
+    path, record = download_afhqdog(server.url)
     assert server.range_headers[-1] == "bytes=1500000-"
-    assert path.read_bytes() == PAYLOAD and not (tmp_path / "afhqdog.pkl.part").exists()
-    record = json.loads((tmp_path / "afhqdog.pkl.json").read_text())
+    assert path.read_bytes() == PAYLOAD and not (cache / "afhqdog.pkl.part").exists()
     assert record["sha256"] == hashlib.sha256(PAYLOAD).hexdigest()
+
+
+def test_cli_download_shows_the_licence_and_prints_the_path(server, cache, huref_cli):
+    code, out, err = huref_cli("generator", "download", "afhqdog", "--url", server.url)
+    assert code == 0 and out.strip() == str(cache / "afhqdog.pkl")
+    assert LICENSE_NOTICE in err and hashlib.sha256(PAYLOAD).hexdigest() in err
 
 
 def test_wrong_size_is_reported_and_not_renamed(server, tmp_path):
     server.lie_total = len(PAYLOAD) + 100  # announces more than it has, then closes
-    with pytest.raises(HurefError, match=f"ended with {len(PAYLOAD)} of {len(PAYLOAD) + 100} bytes"):
-        download(server.url, tmp_path / "afhqdog.pkl", progress=False)
+    with pytest.raises(GeneratorError, match=f"ended with {len(PAYLOAD)} of {len(PAYLOAD) + 100} bytes"):
+        download(server.url, tmp_path / "afhqdog.pkl")
     assert not (tmp_path / "afhqdog.pkl").exists()
 
 
 def test_server_ignoring_range_restarts_from_zero(server, tmp_path):
     (tmp_path / "afhqdog.pkl.part").write_bytes(b"stale bytes from another file")
     server.honour_range = False
-    path = download(server.url, tmp_path / "afhqdog.pkl", progress=False)
+    path = download(server.url, tmp_path / "afhqdog.pkl")
     assert server.range_headers[-1] is not None and path.read_bytes() == PAYLOAD
 
 
 def test_unreachable_host_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("no_proxy", "127.0.0.1")
-    with pytest.raises(HurefError, match="cannot reach"):
-        download("http://127.0.0.1:9/afhqdog.pkl", tmp_path / "x.pkl", progress=False, timeout=5)
+    with pytest.raises(GeneratorError, match="cannot reach"):
+        download("http://127.0.0.1:9/afhqdog.pkl", tmp_path / "x.pkl", timeout=5)

@@ -1,5 +1,6 @@
 """Loading generators: NVIDIA-format pickles (crafted here, in the layout torch_utils.persistence writes),
-refusal of anything else a pickle asks for, huref's safetensors + JSON format, and the default choice."""
+refusal of anything else a pickle asks for, huref's safetensors + JSON format, and huref's choice of
+generator (huref.generators: the bundled one, the cached AFHQ-dog, a file)."""
 
 import builtins
 import hashlib
@@ -10,14 +11,18 @@ import subprocess
 import sys
 import types
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import huref.files
 import stylegan2
-from huref.errors import HurefError
-from stylegan2.load import BUNDLED
+from huref.errors import HurefError, InstallationError
+from huref.generators import (FALLBACK_NOTICE, bundled_generator, convert_generator, load_generator,
+                              resolve_generator, save_generator)
+from stylegan2 import GeneratorError
 from stylegan2.networks import Generator
 
 KWARGS = dict(z_dim=16, c_dim=0, w_dim=16, img_resolution=8, img_channels=3,
@@ -116,7 +121,7 @@ def test_nvidia_pickle_rebuilds_the_same_tensors_without_running_anything(tmp_pa
 def test_convert_writes_our_format_with_the_pickle_hash(tmp_path, nvidia_modules):
     G = random_generator(1)
     write_nvidia_pickle(tmp_path / "net.pkl", G, nvidia_modules, tmp_path / "ran")
-    out = stylegan2.convert(tmp_path / "net.pkl", tmp_path / "net.safetensors")
+    out = convert_generator(tmp_path / "net.pkl", tmp_path / "net.safetensors")
     config = json.loads((tmp_path / "net.json").read_text())
     assert config["info"]["source_sha256"] == hashlib.sha256((tmp_path / "net.pkl").read_bytes()).hexdigest()
     loaded, _ = stylegan2.load_network(out)
@@ -135,7 +140,7 @@ ATTACKS = {
 def test_pickle_calling_any_other_global_is_refused_and_nothing_runs(tmp_path, attack):
     marker = tmp_path / "pwned"
     (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"G_ema": ATTACKS[attack](marker)}, protocol=3))
-    with pytest.raises(HurefError, match="refused to load.*nothing from the file was run") as err:
+    with pytest.raises(GeneratorError, match="refused to load.*nothing from the file was run") as err:
         stylegan2.load_network(tmp_path / "evil.pkl")
     assert len(str(err.value).splitlines()) == 1
     assert not marker.exists()
@@ -145,14 +150,14 @@ def test_attack_hidden_inside_a_valid_record_is_refused(tmp_path, nvidia_modules
     marker = tmp_path / "pwned"
     write_nvidia_pickle(tmp_path / "net.pkl", random_generator(), nvidia_modules, tmp_path / "ran",
                         extra={"augment_pipe": Reduce(os.system, f"touch {marker}")})
-    with pytest.raises(HurefError, match=r"(posix|os)\.system"):
+    with pytest.raises(GeneratorError, match=r"(posix|os)\.system"):
         stylegan2.load_network(tmp_path / "net.pkl")
     assert not marker.exists()
 
 
 def test_our_format_round_trip(tmp_path):
     G = random_generator(2)
-    stylegan2.save_generator(G, tmp_path / "g.safetensors", extra={"images_seen": 7})
+    save_generator(G, tmp_path / "g.safetensors", extra={"images_seen": 7})
     loaded, config = stylegan2.load_generator(tmp_path / "g.safetensors")
     assert config["info"]["images_seen"] == 7 and config["init_kwargs"] == G.init_kwargs
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in G.state_dict().items())
@@ -162,19 +167,22 @@ def test_our_format_round_trip(tmp_path):
 
 def test_our_format_errors_are_one_line(tmp_path):
     G = random_generator()
-    stylegan2.save_generator(G, tmp_path / "g.safetensors")
+    save_generator(G, tmp_path / "g.safetensors")
     config = json.loads((tmp_path / "g.json").read_text())
     config["init_kwargs"]["synthesis_kwargs"]["channel_max"] = 16  # tensors no longer fit
     (tmp_path / "g.json").write_text(json.dumps(config))
-    with pytest.raises(HurefError, match="shape"):
+    with pytest.raises(GeneratorError, match="shape"):
         stylegan2.load_network(tmp_path / "g.safetensors")
     (tmp_path / "g.json").unlink()
-    with pytest.raises(HurefError, match="missing its config"):
+    with pytest.raises(GeneratorError, match="missing its config"):
         stylegan2.load_network(tmp_path / "g.safetensors")
+    with pytest.raises(HurefError, match="missing its config") as err:  # huref says the same, as its own error
+        load_generator(str(tmp_path / "g.safetensors"))
+    assert len(str(err.value).splitlines()) == 1
 
 
 def test_bundled_generator_loads_and_draws():
-    G, info = stylegan2.load_network(BUNDLED)
+    G, info = stylegan2.load_network(bundled_generator())
     assert info["images_seen"] > 0
     img = G(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(0)))
     assert img.shape == (2, 3, G.img_resolution, G.img_resolution)
@@ -184,12 +192,37 @@ def test_bundled_generator_loads_and_draws():
 def test_default_generator_prefers_cached_afhqdog_then_falls_back_with_a_notice(tmp_path, monkeypatch, capsys,
                                                                                   nvidia_modules):
     monkeypatch.setenv("HUREF_CACHE", str(tmp_path / "cache"))
-    G, info = stylegan2.default_generator()
-    assert info["name"] == "bundled" and "huref generator download afhqdog" in capsys.readouterr().err
+    G, info, notice = load_generator()
+    assert info["name"] == "bundled" and notice == FALLBACK_NOTICE and "huref generator download afhqdog" in notice
+    assert info["sha256"] == hashlib.sha256(bundled_generator().read_bytes()).hexdigest()
     cached = tmp_path / "cache" / "stylegan2" / "afhqdog.pkl"
     cached.parent.mkdir(parents=True)
     write_nvidia_pickle(cached, random_generator(), nvidia_modules, tmp_path / "ran")
-    G, info = stylegan2.default_generator()
-    assert info["name"] == "afhqdog" and G.img_resolution == 8 and capsys.readouterr().err == ""
-    G, info = stylegan2.default_generator(BUNDLED)
-    assert info["name"] == BUNDLED.name and capsys.readouterr().err == ""
+    G, info, notice = load_generator()
+    assert info["name"] == "afhqdog" and G.img_resolution == 8 and notice is None
+    assert resolve_generator("bundled") == ("bundled", bundled_generator(), None)  # asked for: no notice
+    G, info, notice = load_generator(str(bundled_generator()))
+    assert info["name"] == bundled_generator().name and notice is None
+    assert capsys.readouterr().err == ""  # nothing printed, ever
+
+
+def test_a_missing_bundled_generator_is_an_installation_fault(tmp_path, monkeypatch):
+    monkeypatch.setenv("HUREF_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(huref.files, "data_dir", lambda: tmp_path)
+    for choice in (None, "bundled"):
+        with pytest.raises(InstallationError, match="generator.json is missing"):
+            resolve_generator(choice)
+    with pytest.raises(HurefError, match="AFHQ-dog generator is not downloaded"):  # the user's choice
+        resolve_generator("afhqdog")
+
+
+def test_stylegan2_stands_alone():
+    """stylegan2 imports nothing from huref and prints nothing (a fresh interpreter, no huref importable)."""
+    code = ("import sys; sys.modules['huref'] = None; import stylegan2, stylegan2.discriminator; "
+            "print(sorted(m for m in sys.modules if m.startswith('huref')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['huref']" and done.stderr == ""
+    package = Path(stylegan2.__file__).parent
+    assert not [p.name for p in package.glob("*.py") if "print(" in p.read_text() or "sys.stderr" in p.read_text()]
