@@ -15,7 +15,6 @@ It runs on CUDA when available, else on the CPU (one thread unless --threads).
 import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -24,10 +23,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stylegan2.discriminator import Discriminator  # noqa: E402
-from stylegan2.networks import Generator  # noqa: E402
-from stylegan2.weights import save_generator  # noqa: E402
+from stylegan2.discriminator import Discriminator
+from stylegan2.networks import Generator
+from stylegan2.weights import save_generator
 
 
 def load_photos(data_dir: Path, resolution: int) -> torch.Tensor:
