@@ -1,30 +1,45 @@
-"""Architectures as data: where each weight of a transformer layer lives in a checkpoint.
+"""Architectures as data: which tensor of a checkpoint plays which role, one row per family.
 
-An `ArchSpec` names, for one family of `config.json` `model_type`s, the tensors the invariant
-terms read (embedding, Q/K/V/O, FFN, the norms on each path) and how fused tensors are laid out.
-Nothing here computes; `huref.layers` turns a spec plus a checkpoint into per-layer weights.
+An `ArchSpec` names, for one family of `config.json` `model_type`s, the tensor of every role the
+invariant engine and the attack library (`huref_lab.attacks`) touch: the embedding and what is
+added to it, per layer Q/K/V/O, the FFN (gate/up/down; experts with their router; a shared
+expert with its gate), every norm on every path (input norms, post norms on the writes, QK norms),
+then the final norm and the LM head. It also says how fused tensors are laid out, what kind each
+norm is, how positions enter (RoPE, ALiBi, learned rows), and which config.json values change the
+structure (`variants`). Nothing here computes: `huref.layers` turns a spec plus a checkpoint into
+per-layer weights, and `arch_for_config` picks the row and applies its variants.
 
 Conventions
 - Tensor names are templates relative to the checkpoint's base prefix; `{i}` is the layer index,
   `{e}` the expert index. Some checkpoints drop the base prefix ("transformer.", "bert."): both
-  spellings are accepted.
+  spellings are accepted. The head's names (`head`, `head_bias`, `head_reader`) sit outside the
+  base model and are written in full.
 - Every matrix is used in Hugging Face orientation [out, in]; `transposed=True` marks tensors stored
-  as [in, out] (GPT-2's Conv1D).
-- `layout` says where a logical matrix sits inside a fused tensor (see `huref.layers.LAYOUTS`).
+  as [in, out] (GPT-2's Conv1D). A bias sits beside its weight ("<module>.bias" for
+  "<module>.weight"); only the attacks touch biases.
+- Fused layouts (`Proj.layout`, row-index maps in `huref.layers.LAYOUTS`): "plain" (the whole
+  tensor), "qkv_split" (Q, K, V rows one after another), "qkv_heads" (per head: q, k, v),
+  "qkv_groups" (per key/value head: its query heads, k, v), "gate_up_split" (gate rows, then up
+  rows), "experts" (3-D [expert, out, in]), "experts_gate_up" (3-D, each expert's gate then up).
+- Norm kinds: "rms" (x / rms(x) * w), "rms_plus1" (gemma: x / rms(x) * (1 + w)), "layer"
+  (centre, divide by std, * w; the bias is never used by the engine). `Norm(None, kind)` is a norm
+  without parameters (OLMo). QK norms have scope "head" (per head: qwen3, gemma3, phi) or "row"
+  (the whole projection: olmo2).
+- A tuple of norms or of FFNs lists alternatives: the first whose tensor exists in the layer is used
+  (falcon names its norms per variant, and a parallel block reads one norm for both sublayers;
+  qwen2_moe/qwen3_moe keep some layers dense).
 - `added_embeds`: embeddings added to every token's row on the way in (learned absolute positions,
   BERT's token types), as (name, first used row). The probe rows take their mean over used rows, the
   input at an average position: a vector moved from the token rows into the position rows, which
   leaves every input unchanged, then leaves the probe rows unchanged too.
-- A norm tuple lists candidates: the first whose tensor exists is used (falcon names its norms
-  differently per variant). `Norm(None, ...)` is a norm without parameters (OLMo).
-- Norm kinds: "rms" (x / rms(x) * w), "rms_plus1" (gemma: x / rms(x) * (1 + w)), "layer"
-  (centre, divide by std, * w; the bias is never used). QK norms have scope "head" (per head:
-  qwen3, gemma3, phi) or "row" (the whole projection: olmo2).
+- `variants`: `when(key, value, default, field=...)` replaces fields of the row when config.json's
+  `key` equals `value` (a missing key reads as `default`, transformers' default), in order, later
+  ones winning; `unsupported="..."` marks a variant huref refuses.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from huref.errors import HurefError
 
@@ -53,7 +68,9 @@ class FFN:
     """A feed-forward block: gated (gate, up, down) or plain (up = W1, down = W2).
 
     `experts=True`: the names hold `{e}` (or a fused 3-D layout) and the block repeats per expert;
-    `shared`: an always-on expert beside the routed ones (qwen2_moe).
+    `router`: the matrix [n_experts, hidden] scoring the experts (for a shared expert: its sigmoid
+    gate [1, hidden]), reading the same norm as up and gate; `shared`: an always-on expert beside the
+    routed ones (qwen2_moe).
     """
 
     up: Proj
@@ -61,11 +78,27 @@ class FFN:
     gate: Proj | None = None
     experts: bool = False
     shared: "FFN | None" = None
+    router: str | None = None
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Fields of a row replaced when config.json's `key` is `value` (missing: `default`)."""
+
+    key: str
+    value: object
+    default: object
+    changes: tuple[tuple[str, object], ...]
+
+
+def when(key: str, value, default=None, **changes) -> Variant:
+    """The variant of a row for config `key` == `value`: `changes` are ArchSpec fields."""
+    return Variant(key, value, default, tuple(changes.items()))
 
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """Where one architecture keeps the weights of its embedding and of layer `{i}`."""
+    """Which tensor plays which role in one architecture, and the facts around them (see the module doc)."""
 
     model_types: tuple[str, ...]
     embed: str
@@ -79,20 +112,38 @@ class ArchSpec:
     ffn_norm: tuple[Norm, ...] = ()
     attn_post_norm: tuple[Norm, ...] = ()
     ffn_post_norm: tuple[Norm, ...] = ()
+    # post-LN (BERT): the LayerNorm over the residual sum after the FFN, which the next layer reads;
+    # the one after attention is the FFN's input norm (`ffn_norm`). The invariant terms do not use it.
+    residual_norm: tuple[Norm, ...] = ()
     q_norm: tuple[Norm, ...] = ()
     k_norm: tuple[Norm, ...] = ()
-    qk_norm_optional: bool = False
     embed_norm: tuple[Norm, ...] = ()
     embed_proj: str | None = None
     added_embeds: tuple[tuple[str, int], ...] = ()
+    final_norm: tuple[Norm, ...] = ()
+    head: str = "lm_head.weight"
+    head_bias: str | None = None  # a token-indexed bias kept apart from the head's own (BERT)
+    head_reader: str | None = None  # a matrix between the final residual and the head (BERT's transform)
     base_prefix: str = ""
-    unsupported: tuple[tuple[str, object, str], ...] = field(default=())
+    n_kv_heads: int | None = None  # a fixed key/value head count (falcon multi-query); None: from config
+    rope: str | None = "half"  # RoPE's dimension pairs: "half" (p, p + r/2), "pairs" (2p, 2p + 1); None: no RoPE
+    alibi: bool = False  # ALiBi: per-head position biases, tied to each head's index
+    variants: tuple[Variant, ...] = ()
+    unsupported: str | None = None  # why huref refuses this variant (set by a variant)
 
     @property
     def layer_norm(self) -> bool:
         """True when the model uses LayerNorm, which cannot see the residual stream's mean."""
         norms = self.attn_norm + self.ffn_norm + self.attn_post_norm + self.ffn_post_norm + self.embed_norm
         return any(n.kind == "layer" for n in norms)
+
+    def for_config(self, config: dict) -> "ArchSpec":
+        """This row with the variants config.json selects applied (the result has no variants left)."""
+        spec = replace(self, variants=())
+        for variant in self.variants:
+            if config.get(variant.key, variant.default) == variant.value:
+                spec = replace(spec, **dict(variant.changes))
+        return spec
 
 
 def _rms(name: str, kind: str = "rms") -> tuple[Norm, ...]:
@@ -109,17 +160,30 @@ _LLAMA_ATTN = dict(
     v=Proj("self_attn.v_proj.weight"),
     o=Proj("self_attn.o_proj.weight"),
 )
+_QK_NORM = dict(
+    q_norm=(Norm("self_attn.q_norm.weight", "rms", "head"),),
+    k_norm=(Norm("self_attn.k_norm.weight", "rms", "head"),),
+)
 _GATED = FFN(gate=Proj("mlp.gate_proj.weight"), up=Proj("mlp.up_proj.weight"), down=Proj("mlp.down_proj.weight"))
 _FUSED_EXPERTS = FFN(
     gate=Proj("mlp.experts.gate_up_proj", "experts_gate_up", "gate"),
     up=Proj("mlp.experts.gate_up_proj", "experts_gate_up", "up"),
     down=Proj("mlp.experts.down_proj", "experts"),
     experts=True,
+    router="mlp.gate.weight",
+)
+_QWEN_EXPERTS = FFN(
+    gate=Proj("mlp.experts.{e}.gate_proj.weight"),
+    up=Proj("mlp.experts.{e}.up_proj.weight"),
+    down=Proj("mlp.experts.{e}.down_proj.weight"),
+    experts=True,
+    router="mlp.gate.weight",
 )
 _QWEN_SHARED_EXPERT = FFN(
     gate=Proj("mlp.shared_expert.gate_proj.weight"),
     up=Proj("mlp.shared_expert.up_proj.weight"),
     down=Proj("mlp.shared_expert.down_proj.weight"),
+    router="mlp.shared_expert_gate.weight",
 )
 _LLAMA = dict(
     embed="embed_tokens.weight",
@@ -127,18 +191,32 @@ _LLAMA = dict(
     base_prefix="model.",
     attn_norm=_rms("input_layernorm.weight"),
     ffn_norm=_rms("post_attention_layernorm.weight"),
+    final_norm=_rms("norm.weight"),
     **_LLAMA_ATTN,
 )
+_GEMMA = dict(
+    _LLAMA,
+    attn_norm=_rms("input_layernorm.weight", "rms_plus1"),
+    ffn_norm=_rms("post_attention_layernorm.weight", "rms_plus1"),
+    final_norm=_rms("norm.weight", "rms_plus1"),
+)
+_GEMMA2 = dict(
+    _GEMMA,
+    ffn_norm=_rms("pre_feedforward_layernorm.weight", "rms_plus1"),
+    attn_post_norm=_rms("post_attention_layernorm.weight", "rms_plus1"),
+    ffn_post_norm=_rms("post_feedforward_layernorm.weight", "rms_plus1"),
+)
+_GPT = dict(embed="wte.weight", layer="h.{i}.", base_prefix="transformer.", final_norm=_ln("ln_f.weight"))
+
+
+def _fused_qkv(name: str, layout: str) -> dict:
+    """q, k and v as parts of one fused tensor."""
+    return {part: Proj(name, layout, part) for part in "qkv"}
+
 
 ARCHITECTURES: tuple[ArchSpec, ...] = (
     ArchSpec(model_types=("llama", "mistral", "qwen2"), ffn=(_GATED,), **_LLAMA),
-    ArchSpec(
-        model_types=("qwen3",),
-        ffn=(_GATED,),
-        q_norm=(Norm("self_attn.q_norm.weight", "rms", "head"),),
-        k_norm=(Norm("self_attn.k_norm.weight", "rms", "head"),),
-        **_LLAMA,
-    ),
+    ArchSpec(model_types=("qwen3",), ffn=(_GATED,), **_QK_NORM, **_LLAMA),
     ArchSpec(
         model_types=("mixtral",),
         ffn=(
@@ -147,6 +225,7 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
                 up=Proj("block_sparse_moe.experts.{e}.w3.weight"),
                 down=Proj("block_sparse_moe.experts.{e}.w2.weight"),
                 experts=True,
+                router="block_sparse_moe.gate.weight",
             ),
             _FUSED_EXPERTS,
         ),
@@ -155,39 +234,28 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
     ArchSpec(
         model_types=("qwen2_moe",),
         ffn=(
-            FFN(
-                gate=Proj("mlp.experts.{e}.gate_proj.weight"),
-                up=Proj("mlp.experts.{e}.up_proj.weight"),
-                down=Proj("mlp.experts.{e}.down_proj.weight"),
-                experts=True,
-                shared=_QWEN_SHARED_EXPERT,
-            ),
+            replace(_QWEN_EXPERTS, shared=_QWEN_SHARED_EXPERT),
             replace(_FUSED_EXPERTS, shared=_QWEN_SHARED_EXPERT),
             _GATED,  # layers listed in mlp_only_layers, or off decoder_sparse_step, are dense
         ),
         **_LLAMA,
     ),
+    # qwen3 attention (per-head QK norms) with qwen2_moe-like experts and no shared expert
+    ArchSpec(model_types=("qwen3_moe",), ffn=(_QWEN_EXPERTS, _FUSED_EXPERTS, _GATED), **_QK_NORM, **_LLAMA),
+    ArchSpec(model_types=("gemma",), ffn=(_GATED,), **_GEMMA),
+    ArchSpec(model_types=("gemma2",), ffn=(_GATED,), **_GEMMA2),
     ArchSpec(
-        model_types=("gemma",),
+        model_types=("gemma3_text",),
         ffn=(_GATED,),
-        **{**_LLAMA, "attn_norm": _rms("input_layernorm.weight", "rms_plus1"),
-           "ffn_norm": _rms("post_attention_layernorm.weight", "rms_plus1")},
-    ),
-    ArchSpec(
-        model_types=("gemma2", "gemma3_text"),
-        ffn=(_GATED,),
-        attn_post_norm=_rms("post_attention_layernorm.weight", "rms_plus1"),
-        ffn_post_norm=_rms("post_feedforward_layernorm.weight", "rms_plus1"),
         q_norm=(Norm("self_attn.q_norm.weight", "rms_plus1", "head"),),
         k_norm=(Norm("self_attn.k_norm.weight", "rms_plus1", "head"),),
-        qk_norm_optional=True,
-        **{**_LLAMA, "attn_norm": _rms("input_layernorm.weight", "rms_plus1"),
-           "ffn_norm": _rms("pre_feedforward_layernorm.weight", "rms_plus1")},
+        **_GEMMA2,
     ),
     ArchSpec(
         model_types=("olmo",),
         ffn=(_GATED,),
-        **{**_LLAMA, "attn_norm": (Norm(None, "layer"),), "ffn_norm": (Norm(None, "layer"),)},
+        **{**_LLAMA, "attn_norm": (Norm(None, "layer"),), "ffn_norm": (Norm(None, "layer"),),
+           "final_norm": (Norm(None, "layer"),)},
     ),
     ArchSpec(
         model_types=("olmo2",),
@@ -201,17 +269,18 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
     ArchSpec(
         model_types=("stablelm",),
         ffn=(_GATED,),
-        unsupported=(("qk_layernorm", True, "StableLM with per-head QK LayerNorm"),),
+        variants=(when("qk_layernorm", True, unsupported="StableLM with per-head QK LayerNorm (qk_layernorm=true)"),),
         **{**_LLAMA, "attn_norm": _ln("input_layernorm.weight"),
-           "ffn_norm": _ln("post_attention_layernorm.weight")},
+           "ffn_norm": _ln("post_attention_layernorm.weight"), "final_norm": _ln("norm.weight")},
     ),
     ArchSpec(
         model_types=("starcoder2",),
         ffn=(FFN(up=Proj("mlp.c_fc.weight"), down=Proj("mlp.c_proj.weight")),),
         **{**_LLAMA, "attn_norm": _ln("input_layernorm.weight"),
-           "ffn_norm": _ln("post_attention_layernorm.weight")},
+           "ffn_norm": _ln("post_attention_layernorm.weight"), "final_norm": _ln("norm.weight")},
     ),
     ArchSpec(
+        # a parallel block: attention and FFN read the same LayerNorm
         model_types=("phi",),
         embed="embed_tokens.weight",
         layer="layers.{i}.",
@@ -223,19 +292,12 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         ffn=(FFN(up=Proj("mlp.fc1.weight"), down=Proj("mlp.fc2.weight")),),
         attn_norm=_ln("input_layernorm.weight"),
         ffn_norm=_ln("input_layernorm.weight"),
-        q_norm=(Norm("self_attn.q_layernorm.weight", "layer", "head"),),
-        k_norm=(Norm("self_attn.k_layernorm.weight", "layer", "head"),),
-        qk_norm_optional=True,
+        final_norm=_ln("final_layernorm.weight"),
+        variants=(when("qk_layernorm", True, q_norm=(Norm("self_attn.q_layernorm.weight", "layer", "head"),),
+                       k_norm=(Norm("self_attn.k_layernorm.weight", "layer", "head"),)),),
     ),
     ArchSpec(
         model_types=("phi3",),
-        embed="embed_tokens.weight",
-        layer="layers.{i}.",
-        base_prefix="model.",
-        q=Proj("self_attn.qkv_proj.weight", "qkv_split", "q"),
-        k=Proj("self_attn.qkv_proj.weight", "qkv_split", "k"),
-        v=Proj("self_attn.qkv_proj.weight", "qkv_split", "v"),
-        o=Proj("self_attn.o_proj.weight"),
         ffn=(
             FFN(
                 gate=Proj("mlp.gate_up_proj.weight", "gate_up_split", "gate"),
@@ -243,14 +305,10 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
                 down=Proj("mlp.down_proj.weight"),
             ),
         ),
-        attn_norm=_rms("input_layernorm.weight"),
-        ffn_norm=_rms("post_attention_layernorm.weight"),
+        **{**_LLAMA, **_fused_qkv("self_attn.qkv_proj.weight", "qkv_split")},
     ),
     ArchSpec(
         model_types=("gpt2",),
-        embed="wte.weight",
-        layer="h.{i}.",
-        base_prefix="transformer.",
         q=Proj("attn.c_attn.weight", "qkv_split", "q", transposed=True),
         k=Proj("attn.c_attn.weight", "qkv_split", "k", transposed=True),
         v=Proj("attn.c_attn.weight", "qkv_split", "v", transposed=True),
@@ -259,25 +317,24 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         attn_norm=_ln("ln_1.weight"),
         ffn_norm=_ln("ln_2.weight"),
         added_embeds=(("wpe.weight", 0),),
+        rope=None,
+        **_GPT,
     ),
     ArchSpec(
         model_types=("gpt_neox",),
         embed="embed_in.weight",
         layer="layers.{i}.",
         base_prefix="gpt_neox.",
-        q=Proj("attention.query_key_value.weight", "qkv_heads", "q"),
-        k=Proj("attention.query_key_value.weight", "qkv_heads", "k"),
-        v=Proj("attention.query_key_value.weight", "qkv_heads", "v"),
         o=Proj("attention.dense.weight"),
         ffn=(FFN(up=Proj("mlp.dense_h_to_4h.weight"), down=Proj("mlp.dense_4h_to_h.weight")),),
         attn_norm=_ln("input_layernorm.weight"),
         ffn_norm=_ln("post_attention_layernorm.weight"),
+        final_norm=_ln("final_layer_norm.weight"),
+        head="embed_out.weight",
+        **_fused_qkv("attention.query_key_value.weight", "qkv_heads"),
     ),
     ArchSpec(
         model_types=("gptj",),
-        embed="wte.weight",
-        layer="h.{i}.",
-        base_prefix="transformer.",
         q=Proj("attn.q_proj.weight"),
         k=Proj("attn.k_proj.weight"),
         v=Proj("attn.v_proj.weight"),
@@ -285,12 +342,11 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         ffn=(FFN(up=Proj("mlp.fc_in.weight"), down=Proj("mlp.fc_out.weight")),),
         attn_norm=_ln("ln_1.weight"),
         ffn_norm=_ln("ln_1.weight"),
+        rope="pairs",
+        **_GPT,
     ),
     ArchSpec(
         model_types=("gpt_neo",),
-        embed="wte.weight",
-        layer="h.{i}.",
-        base_prefix="transformer.",
         q=Proj("attn.attention.q_proj.weight"),
         k=Proj("attn.attention.k_proj.weight"),
         v=Proj("attn.attention.v_proj.weight"),
@@ -299,19 +355,27 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         attn_norm=_ln("ln_1.weight"),
         ffn_norm=_ln("ln_2.weight"),
         added_embeds=(("wpe.weight", 0),),
+        rope=None,
+        **_GPT,
     ),
     ArchSpec(
+        # multi-query by default (one key/value head after the queries); the norms differ per
+        # variant (ln_attn/ln_mlp, or one input_layernorm for a parallel block, or two in sequence)
         model_types=("falcon",),
-        embed="word_embeddings.weight",
-        layer="h.{i}.",
-        base_prefix="transformer.",
-        q=Proj("self_attention.query_key_value.weight", "falcon_qkv", "q"),
-        k=Proj("self_attention.query_key_value.weight", "falcon_qkv", "k"),
-        v=Proj("self_attention.query_key_value.weight", "falcon_qkv", "v"),
         o=Proj("self_attention.dense.weight"),
         ffn=(FFN(up=Proj("mlp.dense_h_to_4h.weight"), down=Proj("mlp.dense_4h_to_h.weight")),),
         attn_norm=_ln("ln_attn.weight", "input_layernorm.weight"),
         ffn_norm=_ln("ln_mlp.weight", "post_attention_layernorm.weight", "input_layernorm.weight"),
+        n_kv_heads=1,
+        variants=(
+            when("multi_query", False, True, n_kv_heads=None,
+                 **_fused_qkv("self_attention.query_key_value.weight", "qkv_heads")),
+            when("new_decoder_architecture", True, False, n_kv_heads=None,
+                 **_fused_qkv("self_attention.query_key_value.weight", "qkv_groups")),
+            when("alibi", True, False, rope=None, alibi=True),
+        ),
+        **_fused_qkv("self_attention.query_key_value.weight", "qkv_split"),
+        **{**_GPT, "embed": "word_embeddings.weight"},
     ),
     ArchSpec(
         model_types=("opt",),
@@ -325,24 +389,26 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         ffn=(FFN(up=Proj("fc1.weight"), down=Proj("fc2.weight")),),
         attn_norm=_ln("self_attn_layer_norm.weight"),
         ffn_norm=_ln("final_layer_norm.weight"),
+        final_norm=_ln("final_layer_norm.weight"),
         embed_proj="project_in.weight",
         added_embeds=(("embed_positions.weight", 2),),  # OPT offsets positions by 2
-        unsupported=(("do_layer_norm_before", False, "post-LayerNorm OPT (e.g. opt-350m)"),),
+        rope=None,
+        variants=(when("do_layer_norm_before", False, True,
+                       unsupported="post-LayerNorm OPT, e.g. opt-350m (do_layer_norm_before=false)"),),
     ),
     ArchSpec(
         model_types=("bloom",),
-        embed="word_embeddings.weight",
-        layer="h.{i}.",
-        base_prefix="transformer.",
-        q=Proj("self_attention.query_key_value.weight", "qkv_heads", "q"),
-        k=Proj("self_attention.query_key_value.weight", "qkv_heads", "k"),
-        v=Proj("self_attention.query_key_value.weight", "qkv_heads", "v"),
         o=Proj("self_attention.dense.weight"),
         ffn=(FFN(up=Proj("mlp.dense_h_to_4h.weight"), down=Proj("mlp.dense_4h_to_h.weight")),),
         attn_norm=_ln("input_layernorm.weight"),
         ffn_norm=_ln("post_attention_layernorm.weight"),
         embed_norm=_ln("word_embeddings_layernorm.weight"),
-        unsupported=(("apply_residual_connection_post_layernorm", True, "BLOOM with post-LayerNorm residuals"),),
+        rope=None,
+        alibi=True,
+        variants=(when("apply_residual_connection_post_layernorm", True, False, unsupported=(
+            "BLOOM with post-LayerNorm residuals (apply_residual_connection_post_layernorm=true)")),),
+        **_fused_qkv("self_attention.query_key_value.weight", "qkv_heads"),
+        **{**_GPT, "embed": "word_embeddings.weight"},
     ),
     ArchSpec(
         # Post-LN encoder: each sublayer reads the stream as the previous LayerNorm left it, so the
@@ -357,8 +423,13 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         o=Proj("attention.output.dense.weight"),
         ffn=(FFN(up=Proj("intermediate.dense.weight"), down=Proj("output.dense.weight")),),
         ffn_norm=_ln("attention.output.LayerNorm.weight"),
+        residual_norm=_ln("output.LayerNorm.weight"),
         embed_norm=_ln("embeddings.LayerNorm.weight"),
         added_embeds=(("embeddings.position_embeddings.weight", 0), ("embeddings.token_type_embeddings.weight", 0)),
+        head="cls.predictions.decoder.weight",
+        head_bias="cls.predictions.bias",
+        head_reader="cls.predictions.transform.dense.weight",
+        rope=None,
     ),
 )
 
@@ -377,8 +448,7 @@ def arch_for_config(config: dict) -> ArchSpec:
         raise HurefError(
             f"unsupported model_type '{model_type}'; supported: {', '.join(supported_model_types())}"
         )
-    spec = _BY_TYPE[model_type]
-    for key, value, what in spec.unsupported:
-        if config.get(key) == value:
-            raise HurefError(f"unsupported variant of {model_type}: {what} ({key}={value})")
+    spec = _BY_TYPE[model_type].for_config(config)
+    if spec.unsupported:
+        raise HurefError(f"unsupported variant of {model_type}: {spec.unsupported}")
     return spec

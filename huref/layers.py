@@ -10,12 +10,12 @@ unfused here by row index maps (`LAYOUTS`), and grouped-query heads are describe
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from huref.architectures import FFN, Norm, Proj
+from huref.architectures import FFN, ArchSpec, Norm, Proj, arch_for_config
 from huref.errors import HurefError
 
 BLOCK_ELEMENTS = 1 << 24  # rows per block are chosen so a float32 block is ~64 MB
@@ -33,37 +33,38 @@ class Dims:
     head_dim: int
     eps: float
     n_experts: int
-    flags: dict = field(default_factory=dict)
 
 
-def _first(config: dict, *keys: str, default=None):
+# config.json keys of the norm epsilon, in the order they are looked for
+EPS_KEYS = ("rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", "norm_eps", "norm_epsilon")
+
+
+def config_value(config: dict, *keys: str, default=None):
+    """The value of the first of `keys` that config.json sets (not null), else `default`."""
     for key in keys:
         if config.get(key) is not None:
             return config[key]
     return default
 
 
-def model_dims(config: dict) -> Dims:
-    """Read hidden size, layer and head counts, norm epsilon and expert count from a config dict."""
+def model_dims(config: dict, arch: ArchSpec | None = None) -> Dims:
+    """Read hidden size, layer and head counts, norm epsilon and expert count from a config dict
+    (`arch`: its ArchSpec, by default `arch_for_config(config)`, which may fix the key/value heads)."""
+    arch = arch or arch_for_config(config)
     try:
-        hidden = int(_first(config, "hidden_size", "n_embd", "d_model"))
-        n_layers = int(_first(config, "num_hidden_layers", "n_layer", "num_layers"))
-        n_heads = int(_first(config, "num_attention_heads", "n_head", "num_heads"))
+        hidden = int(config_value(config, "hidden_size", "n_embd", "d_model"))
+        n_layers = int(config_value(config, "num_hidden_layers", "n_layer", "num_layers"))
+        n_heads = int(config_value(config, "num_attention_heads", "n_head", "num_heads"))
     except TypeError:
         raise HurefError("config.json lacks the hidden size, layer count or head count") from None
-    if config.get("new_decoder_architecture"):
-        n_kv = int(_first(config, "num_kv_heads", default=n_heads))
-    elif config.get("multi_query"):
-        n_kv = 1
-    else:
-        n_kv = int(_first(config, "num_key_value_heads", "num_kv_heads", "n_head_kv", default=n_heads))
-    head_dim = int(_first(config, "head_dim", default=hidden // n_heads))
+    n_kv = arch.n_kv_heads or int(config_value(config, "num_key_value_heads", "num_kv_heads", "n_head_kv",
+                                               default=n_heads))
+    head_dim = int(config_value(config, "head_dim", default=hidden // n_heads))
     if min(hidden, n_layers, n_heads, n_kv, head_dim) <= 0 or n_heads % n_kv:
         raise HurefError("config.json declares inconsistent sizes (heads, key/value heads, hidden size)")
-    eps = float(_first(config, "rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", "norm_eps", default=1e-5))
-    n_experts = int(_first(config, "num_local_experts", "num_experts", default=0))
-    flags = {k: bool(config.get(k)) for k in ("new_decoder_architecture", "multi_query")}
-    return Dims(hidden, n_layers, n_heads, n_kv, head_dim, eps, n_experts, flags)
+    eps = float(config_value(config, *EPS_KEYS, default=1e-5))
+    n_experts = int(config_value(config, "num_local_experts", "num_experts", default=0))
+    return Dims(hidden, n_layers, n_heads, n_kv, head_dim, eps, n_experts)
 
 
 # --- fused layouts: (part, dims, logical 2-D row count, expert) -> rows of the stored 2-D view ---
@@ -84,14 +85,6 @@ def _qkv_groups(part, d, n_rows, e):
     index = np.arange(n_rows).reshape(d.n_kv_heads, g + 2, d.head_dim)
     picked = {"q": index[:, :g], "k": index[:, g], "v": index[:, g + 1]}[part]
     return picked.reshape(-1)
-
-
-def _falcon_qkv(part, d, n_rows, e):
-    if d.flags["new_decoder_architecture"]:
-        return _qkv_groups(part, d, n_rows, e)
-    if d.flags["multi_query"]:
-        return _qkv_split(part, d, n_rows, e)
-    return _qkv_heads(part, d, n_rows, e)
 
 
 def _halves(part, d, n_rows, e):
@@ -116,7 +109,6 @@ LAYOUTS = {
     "qkv_split": _qkv_split,
     "qkv_heads": _qkv_heads,
     "qkv_groups": _qkv_groups,
-    "falcon_qkv": _falcon_qkv,
     "gate_up_split": _halves,
     "experts": _experts,
     "experts_gate_up": _experts_gate_up,
@@ -224,7 +216,7 @@ class LayerWeights:
         return found
 
 
-def _norm(model, candidates: tuple[Norm, ...], template_args: dict, width: int, optional: bool = False):
+def _norm(model, candidates: tuple[Norm, ...], template_args: dict, width: int):
     for norm in candidates:
         if norm.name is None:
             return NormWeights(norm.kind, None, norm.scope, model.dims.eps)
@@ -234,7 +226,7 @@ def _norm(model, candidates: tuple[Norm, ...], template_args: dict, width: int, 
             if weight.numel() != width:
                 raise HurefError(f"tensor '{name}' has {weight.numel()} entries, expected {width}")
             return NormWeights(norm.kind, weight, norm.scope, model.dims.eps)
-    if candidates and not optional:
+    if candidates:
         first = candidates[0].name.format(**template_args)
         raise HurefError(f"tensor '{model.tensor_name(first)}' is missing from the checkpoint")
     return None
@@ -317,8 +309,8 @@ def layer_weights(model, i: int) -> LayerWeights:
         ffn_norm=_norm(model, local_norms(spec.ffn_norm), args, d.hidden),
         attn_post_norm=_norm(model, local_norms(spec.attn_post_norm), args, d.hidden),
         ffn_post_norm=_norm(model, local_norms(spec.ffn_post_norm), args, d.hidden),
-        q_norm=_norm(model, local_norms(spec.q_norm), args, q_width, spec.qk_norm_optional),
-        k_norm=_norm(model, local_norms(spec.k_norm), args, k_width, spec.qk_norm_optional),
+        q_norm=_norm(model, local_norms(spec.q_norm), args, q_width),
+        k_norm=_norm(model, local_norms(spec.k_norm), args, k_width),
     )
 
 

@@ -1,6 +1,6 @@
 """Benchmark huref on checkpoints shaped like Llama-2 7B, 13B and 70B; write docs/PERFORMANCE.md.
 
-    python scripts/bench.py build                 # once: synthetic checkpoints in /work/cache/bench
+    python scripts/bench.py build                 # once: synthetic checkpoints in the cache (--cache)
     python scripts/bench.py measure --label final # time huref (and the transformers baseline) -> results/final.json
     python scripts/bench.py report --label final  # docs/PERFORMANCE.md from that results file
 
@@ -29,14 +29,15 @@ from pathlib import Path
 
 import torch
 
-from huref.files import write_atomically
+from huref.architectures import arch_for_config
+from huref.files import cache_dir, write_atomically
+from huref.invariants import DEFAULT_LAYERS as N_LAYERS_READ
+from huref.invariants import DEFAULT_TOKENS as N_TOKENS
 
-CACHE = Path(os.environ.get("HUREF_BENCH_CACHE", "/work/cache/bench"))
 REPO = Path(__file__).resolve().parent.parent
 MAX_SHARD_BYTES = 2 * 10**9  # "a few GB" per shard, in the state-dict order transformers writes
 VOCAB = 32000
-N_TOKENS = 4096  # huref's default
-N_LAYERS_READ = 2  # huref's default: the last two layers
+LLAMA = arch_for_config({"model_type": "llama"})  # the tensor names, from huref's architecture table
 
 SHAPES = {
     "7b": dict(layers=32, hidden=4096, ffn=11008, heads=32, kv_heads=32, partial=False),
@@ -47,21 +48,25 @@ SHAPES = {
 
 # --- building the checkpoints -------------------------------------------------------------------
 
+def layer_prefix(i: int) -> str:
+    """Full name prefix of layer i's tensors."""
+    return LLAMA.base_prefix + LLAMA.layer.format(i=i)
+
+
 def tensor_shapes(shape: dict) -> list[tuple[str, list[int]]]:
     """(name, shape) of every tensor of a Llama checkpoint, in the order transformers saves them."""
     d, f, hd = shape["hidden"], shape["ffn"], shape["hidden"] // shape["heads"]
     kv = shape["kv_heads"] * hd
-    tensors = [("model.embed_tokens.weight", [VOCAB, d])]
+    (ffn,) = LLAMA.ffn
+    tensors = [(LLAMA.base_prefix + LLAMA.embed, [VOCAB, d])]
     for i in range(shape["layers"]):
-        p = f"model.layers.{i}."
+        p = layer_prefix(i)
         tensors += [
-            (p + "self_attn.q_proj.weight", [d, d]), (p + "self_attn.k_proj.weight", [kv, d]),
-            (p + "self_attn.v_proj.weight", [kv, d]), (p + "self_attn.o_proj.weight", [d, d]),
-            (p + "mlp.gate_proj.weight", [f, d]), (p + "mlp.up_proj.weight", [f, d]),
-            (p + "mlp.down_proj.weight", [d, f]),
-            (p + "input_layernorm.weight", [d]), (p + "post_attention_layernorm.weight", [d]),
+            (p + LLAMA.q.name, [d, d]), (p + LLAMA.k.name, [kv, d]), (p + LLAMA.v.name, [kv, d]),
+            (p + LLAMA.o.name, [d, d]), (p + ffn.gate.name, [f, d]), (p + ffn.up.name, [f, d]),
+            (p + ffn.down.name, [d, f]), (p + LLAMA.attn_norm[0].name, [d]), (p + LLAMA.ffn_norm[0].name, [d]),
         ]
-    return tensors + [("model.norm.weight", [d]), ("lm_head.weight", [VOCAB, d])]
+    return tensors + [(LLAMA.base_prefix + LLAMA.final_norm[0].name, [d]), (LLAMA.head, [VOCAB, d])]
 
 
 def shard_plan(tensors: list[tuple[str, list[int]]]) -> list[list[tuple[str, list[int]]]]:
@@ -79,8 +84,8 @@ def shard_plan(tensors: list[tuple[str, list[int]]]) -> list[list[tuple[str, lis
 
 def needed(name: str, n_layers: int) -> bool:
     """Whether huref reads this tensor at default settings: the embedding and the last two layers."""
-    last = {f"model.layers.{i}." for i in range(n_layers - N_LAYERS_READ, n_layers)}
-    return name == "model.embed_tokens.weight" or any(name.startswith(p) for p in last)
+    last = {layer_prefix(i) for i in range(n_layers - N_LAYERS_READ, n_layers)}
+    return name == LLAMA.base_prefix + LLAMA.embed or any(name.startswith(p) for p in last)
 
 
 def tensor_data(name: str, shape: list[int]):
@@ -144,10 +149,10 @@ def write_config(directory: Path, shape: dict) -> None:
     (directory / "config.json").write_text(json.dumps(config, indent=2))
 
 
-def build(size: str) -> Path:
-    """Build (or finish building) the checkpoint of one size; return its directory."""
+def build(size: str, cache: Path) -> Path:
+    """Build (or finish building) the checkpoint of one size in `cache`; return its directory."""
     shape = SHAPES[size]
-    directory = CACHE / f"llama-{size}"
+    directory = cache / f"llama-{size}"
     directory.mkdir(parents=True, exist_ok=True)
     tensors = tensor_shapes(shape)
     shards = shard_plan(tensors)
@@ -375,13 +380,13 @@ def meminfo_gib(key: str) -> float:
 FINGERPRINT_SIZES = ("7b", "70b")  # the fingerprint targets; 13B shows memory growth with invariants alone
 
 
-def measure(label: str, runs: int, sizes: list[str], with_baseline: bool, with_precision: bool,
+def measure(cache: Path, label: str, runs: int, sizes: list[str], with_baseline: bool, with_precision: bool,
             runs_large: int = 2) -> Path:
-    """Time huref (and the baseline) on the built checkpoints; write results/<label>.json.
+    """Time huref (and the baseline) on the checkpoints built in `cache`; write cache/results/<label>.json.
     7B gets `runs` runs per tool, 13B and 70B `runs_large`; the first of each starts cold."""
-    results_dir = CACHE / "results"
+    results_dir = cache / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
-    scratch = CACHE / "scratch"
+    scratch = cache / "scratch"
     scratch.mkdir(exist_ok=True)
     git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     result = {"label": label, "git": git.stdout.strip(), "machine": machine(), "runs": [],
@@ -395,10 +400,10 @@ def measure(label: str, runs: int, sizes: list[str], with_baseline: bool, with_p
     print("machine:", result["machine"], flush=True)
     result["matmul_gflops"] = round(matmul_gflops(), 1)
     result["matmul_load"] = round(os.getloadavg()[0], 2)
-    result["read_gbps"] = {k: round(v, 2) for k, v in read_speed(next((CACHE / "llama-7b").glob("*.safetensors"))).items()}
+    result["read_gbps"] = {k: round(v, 2) for k, v in read_speed(next((cache / "llama-7b").glob("*.safetensors"))).items()}
     print("matmul GFLOP/s:", result["matmul_gflops"], "read GB/s:", result["read_gbps"], flush=True)
     for size in sizes:
-        directory = CACHE / f"llama-{size}"
+        directory = cache / f"llama-{size}"
         for tool in ["invariants"] + (["fingerprint"] if size in FINGERPRINT_SIZES else []):
             out = scratch / f"{tool}-{size}.{'safetensors' if tool == 'invariants' else 'png'}"
             for k in range(runs if size == "7b" else runs_large):
@@ -409,7 +414,7 @@ def measure(label: str, runs: int, sizes: list[str], with_baseline: bool, with_p
                 result["runs"].append(run)
                 save()
     if "7b" in sizes:
-        command = [sys.executable, __file__, "breakdown", str(CACHE / "llama-7b"), "-o", str(scratch / "breakdown.safetensors")]
+        command = [sys.executable, __file__, "breakdown", str(cache / "llama-7b"), "-o", str(scratch / "breakdown.safetensors")]
         load = os.getloadavg()[0]
         found = subprocess.run(command, capture_output=True, text=True)
         if found.returncode == 0:
@@ -417,7 +422,7 @@ def measure(label: str, runs: int, sizes: list[str], with_baseline: bool, with_p
             print("breakdown:", result["breakdown_7b"], flush=True)
         save()
     if with_precision:
-        directory = CACHE / "llama-7b"
+        directory = cache / "llama-7b"
         out = scratch / "invariants-7b-float64.safetensors"
         run = {"tool": "invariants --precision float64", "size": "7b", "run": 0, "cold": False,
                **timed(huref_command("invariants", directory, out, ["--precision", "float64"]))}
@@ -428,7 +433,7 @@ def measure(label: str, runs: int, sizes: list[str], with_baseline: bool, with_p
         save()
     if with_baseline:
         for dtype in ("bfloat16", "float32"):
-            directory = CACHE / "llama-7b"
+            directory = cache / "llama-7b"
             need = floor_counts("7b")["checkpoint_bytes"] * (2 if dtype == "float32" else 1) / 2**30 + 2
             base = {"tool": f"baseline transformers ({dtype})", "size": "7b", "run": 0, "cold": False}
             if need > result["machine"]["ram_gb"]:
@@ -520,7 +525,7 @@ def _gpu_section(gpu: dict) -> list[str]:
     return lines
 
 
-def report(results: dict) -> str:
+def report(results: dict, cache: Path) -> str:
     """The text of docs/PERFORMANCE.md for one results file."""
     m, gflops = results["machine"], results["matmul_gflops"]
     floors = results["floors"]
@@ -544,7 +549,7 @@ def report(results: dict) -> str:
         "",
         "## Results",
         "",
-        "Defaults: last two layers, 4096 probe tokens, float32 arithmetic, CPU. Wall time and peak resident",
+        f"Defaults: last {N_LAYERS_READ} layers, {N_TOKENS} probe tokens, float32 arithmetic, CPU. Wall time and peak resident",
         "memory (ru_maxrss, as `/usr/bin/time -v` reports it) are medians over the warm runs (checkpoint",
         "bytes in the page cache); *cold* is the first run, after the checkpoint's files were evicted from",
         "the page cache.",
@@ -618,7 +623,7 @@ def report(results: dict) -> str:
             f"| open the checkpoint (config, index, tokenizer.json) | {b['open_s']:.1f} |",
             f"| read tensors: read, SHA-256, finite check, bfloat16 -> float32 | {b['read_s']:.1f} |",
             f"| compute the terms (matmuls at {compute_rate:.0f} GFLOP/s, norms) | {b['compute_s']:.1f} |",
-            f"| write the invariants file (2 x 3 x 4096 x 4096 float32, {N_LAYERS_READ * 3 * N_TOKENS**2 * 4 / 1e6:.0f} MB) "
+            f"| write the invariants file ({N_LAYERS_READ} x 3 x {N_TOKENS} x {N_TOKENS} float32, {N_LAYERS_READ * 3 * N_TOKENS**2 * 4 / 1e6:.0f} MB) "
             f"| {b['save_s']:.1f} |",
         ]
     if b:
@@ -651,11 +656,11 @@ def report(results: dict) -> str:
         lines.append(f"| {size.upper()} | {shape['layers']} | {_gb(floors[size]['checkpoint_bytes'])} | "
                      f"{_gb(layer_bytes)} | {_summary(groups['invariants', size])['rss'] / 1024:.2f} GiB |")
     lines += _targets(groups, floors, gflops)
-    gpu = CACHE / "results" / "gpu.json"
+    gpu = cache / "results" / "gpu.json"
     if gpu.exists():
         lines += _gpu_section(json.loads(gpu.read_text()))
     lines += ["", "## Reproduce", "", "```",
-              "python scripts/bench.py build                 # once, ~25 GB in /work/cache/bench (HUREF_BENCH_CACHE)",
+              "python scripts/bench.py build                 # once, ~25 GB in the cache (--cache)",
               f"python scripts/bench.py measure --label {results['label']}",
               f"python scripts/bench.py report --label {results['label']}   # this file",
               "```", ""]
@@ -664,6 +669,9 @@ def report(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache", type=Path, default=Path(os.environ.get("HUREF_BENCH_CACHE") or cache_dir() / "bench"),
+                        help="where the checkpoints and results live (default: $HUREF_BENCH_CACHE, else huref's "
+                             "cache directory / bench)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("build", help="write the synthetic checkpoints into the cache")
     p.add_argument("--sizes", default="7b,13b,70b")
@@ -690,29 +698,29 @@ def main() -> None:
     if args.command == "build":
         torch.set_num_threads(1)
         for size in args.sizes.split(","):
-            print(build(size), flush=True)
+            print(build(size, args.cache), flush=True)
     elif args.command == "measure":
-        print(measure(args.label, args.runs, args.sizes.split(","), not args.no_baseline, not args.no_precision,
+        print(measure(args.cache, args.label, args.runs, args.sizes.split(","), not args.no_baseline, not args.no_precision,
                       args.runs_large))
     elif args.command == "baseline":
         baseline(args.directory, args.dtype, args.output)
     elif args.command == "breakdown":
         print(json.dumps(breakdown(args.directory, args.output)))
     elif args.command == "matmul":
-        path = CACHE / "results" / f"{args.label}.matmul.json"
+        path = args.cache / "results" / f"{args.label}.matmul.json"
         samples = json.loads(path.read_text()) if path.exists() else []
         samples.append({"gflops": round(matmul_gflops(), 1), "load": round(os.getloadavg()[0], 2),
                         "utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")})
         path.write_text(json.dumps(samples, indent=1))
         print(samples[-1])
     elif args.command == "report":
-        results = json.loads((CACHE / "results" / f"{args.label}.json").read_text())
-        extra = CACHE / "results" / f"{args.label}.matmul.json"
+        results = json.loads((args.cache / "results" / f"{args.label}.json").read_text())
+        extra = args.cache / "results" / f"{args.label}.matmul.json"
         if extra.exists():  # the best rate seen is what the machine sustains when nothing else runs
             best = max(json.loads(extra.read_text()), key=lambda sample: sample["gflops"])
             if best["gflops"] > results["matmul_gflops"]:
                 results["matmul_gflops"], results["matmul_load"] = best["gflops"], best["load"]
-        args.output.write_text(report(results))
+        args.output.write_text(report(results, args.cache))
         print(args.output)
 
 

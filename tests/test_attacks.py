@@ -1,6 +1,6 @@
 """Function-preserving attacks on every tiny architecture: logits unchanged, weights moved, ICS unchanged.
 
-For each architecture and each attack valid for it (huref.attacks.valid_attacks), the attacked
+For each architecture and each attack valid for it (huref_lab.attacks.valid_attacks), the attacked
 checkpoint is loaded with transformers and run on the same text (tokenized by each side's own
 tokenizer.json): its logits must equal the original's to 1e-4 once the vocabulary columns are matched
 by token string. The weights must have moved (and the parameter cosine PCS dropped), and the
@@ -15,12 +15,11 @@ import torch
 import transformers
 from tokenizers import Tokenizer
 
-import tiny_models
-from huref import attacks
 from huref.errors import HurefError
 from huref.invariants import invariant_terms
 from huref.similarity import compare_terms, pcs
 from huref.sources import load_model
+from huref_lab import attacks, tiny_models
 
 LOGIT_TOLERANCE = 1e-4
 MIN_ICS_UNDER_ATTACK = 0.999
@@ -258,3 +257,35 @@ def test_reordering_keeps_special_token_ids_on_the_same_strings(tiny_zoo, tmp_pa
         for key in ("bos_token_id", "eos_token_id"):
             assert after[key] == new_ids[strings[before[key]]]
         assert (before["bos_token_id"], before["eos_token_id"]) != (after["bos_token_id"], after["eos_token_id"])
+
+
+def fuse_experts(checkpoint, layout):
+    """The checkpoint with each MoE layer's per-expert matrices stacked as transformers 5 holds them in
+    memory: mlp.experts.gate_up_proj [E, 2 * inner, hidden] (each expert's gate rows, then its up rows)
+    and mlp.experts.down_proj [E, hidden, inner]."""
+    tensors = dict(checkpoint.tensors)
+    for i in range(layout.n_layers):
+        prefix = f"model.layers.{i}.mlp.experts."
+        if f"{prefix}0.up_proj.weight" not in tensors:
+            continue
+        pop = [{sub: tensors.pop(f"{prefix}{e}.{sub}_proj.weight") for sub in ("gate", "up", "down")}
+               for e in range(layout.n_experts)]
+        tensors[prefix + "gate_up_proj"] = torch.stack([torch.cat([p["gate"], p["up"]]) for p in pop])
+        tensors[prefix + "down_proj"] = torch.stack([p["down"] for p in pop])
+    return attacks.Checkpoint(tensors, checkpoint.config, checkpoint.tokenizer, checkpoint.extras)
+
+
+def test_fused_3d_experts_are_attacked_as_their_per_expert_matrices(tiny_zoo):
+    """Every valid attack on a qwen3_moe checkpoint whose experts are fused 3-D tensors gives the fused
+    form of the same attack on the per-expert checkpoint (same seed): the split/join through
+    huref.layers.LAYOUTS' expert row maps loses nothing and addresses the same matrices."""
+    lay = layout("qwen3_moe")
+    original = attacks.read_checkpoint(tiny_zoo("qwen3_moe"))
+    attack = attacks.compose(*(attacks.ATTACKS[n] for n in attacks.valid_attacks(lay)))
+    per_expert = attack(original, torch.Generator().manual_seed(ATTACK_SEED))
+    fused = attack(fuse_experts(original, lay), torch.Generator().manual_seed(ATTACK_SEED))
+    expected = fuse_experts(per_expert, lay).tensors
+    assert any(name.endswith("experts.gate_up_proj") for name in fused.tensors)
+    assert sorted(fused.tensors) == sorted(expected)
+    for name, value in expected.items():
+        assert torch.equal(fused.tensors[name], value), name

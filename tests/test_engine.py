@@ -16,7 +16,7 @@ from huref.similarity import compare_terms
 from huref.sources import load_model
 from huref.tokens import select_tokens
 
-import tiny_models
+from huref_lab import tiny_models
 
 
 @pytest.fixture(scope="module")

@@ -5,21 +5,20 @@ fine-tuned on other text; an independent base gets its own tokenizer, seed and f
 fine-tuned copy must keep a clearly higher ICS with its base than the independent base has.
 """
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import corpora  # noqa: E402
-import train_lm  # noqa: E402
-import zoo  # noqa: E402
-import zoo_similarity as zs  # noqa: E402
+from huref.invariants import invariant_terms
+from huref.similarity import compare_terms
+from huref.sources import load_model
 
-from huref.invariants import invariant_terms  # noqa: E402
-from huref.similarity import compare_terms  # noqa: E402
-from huref.sources import load_model  # noqa: E402
+# scripts/, importable through pytest's `pythonpath` setting (pyproject.toml)
+import corpora
+import train_lm
+import zoo
+import zoo_similarity as zs
 
 SIZE = dict(hidden=64, layers=2, heads=4, kv_heads=2, ffn=128, context=64)
 STEPS = 40

@@ -236,8 +236,7 @@ def test_attacked_copies_keep_the_latent(arch, tiny_zoo, tmp_path):
     """Every valid function-preserving rewrite at once (weights all moved): latent cosine >= 0.99.
     Appending 40 tokens to the 384-token vocabulary adds new probe tokens (10 % of them): the latent
     moves more, but stays above the same-base threshold. An independent init stays far below it."""
-    import tiny_models
-    from huref import attacks
+    from huref_lab import attacks, tiny_models
     from huref.fingerprint import latent_record
     from huref.similarity import pcs
 

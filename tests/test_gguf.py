@@ -1,6 +1,6 @@
 """GGUF checkpoints read as the Hugging Face checkpoints they were converted from.
 
-Every GGUF file here is written by tests/gguf_convert.py, which names tensors with llama.cpp's own
+Every GGUF file here is written by huref_lab/gguf_convert.py, which names tensors with llama.cpp's own
 table (`gguf.get_tensor_name_map`) and applies llama.cpp's conventions (reversed dims, rotary row
 order, gemma's `1 + w` norms), so these tests check huref's reverse mapping against llama.cpp's.
 """
@@ -20,9 +20,9 @@ from huref.invariants import invariant_terms
 from huref.similarity import compare_terms
 from huref.sources import load_model, load_vocab
 
-import tiny_models
-from gguf_convert import convert
-from tiny_models import N_LAYERS
+from huref_lab import tiny_models
+from huref_lab.gguf_convert import convert
+from huref_lab.tiny_models import N_LAYERS
 
 ALL_LAYERS = list(range(N_LAYERS))
 ARCHITECTURES = ["llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3"]

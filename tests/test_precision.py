@@ -14,7 +14,7 @@ import transformers
 from huref.invariants import TERM_NAMES, invariant_terms
 from huref.sources import load_model
 
-import tiny_models
+from huref_lab import tiny_models
 
 F64 = torch.float64
 TOLERANCE = 1e-4  # default settings (float32), relative to the largest entry of each term

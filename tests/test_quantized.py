@@ -12,11 +12,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import quant_packing as qp
+from huref_lab import quant_packing as qp
 from huref.errors import HurefError
 from huref.readers.quant import dequantizing
 from huref.readers.safetensors import SafetensorsReader
-from tiny_models import make_config, save_checkpoint, token_strings
+from huref_lab.tiny_models import make_config, save_checkpoint, token_strings
 
 OUT, IN, GROUP = 256, 384, 128
 

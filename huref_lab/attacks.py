@@ -10,10 +10,11 @@ Orientation: every matrix is handled as HF nn.Linear stores it, [out, in]; resid
 A residual-stream change of basis x -> T x turns a reader W into W T^-1 and a writer W into T W; for
 orthogonal T that is W T^T.
 
-Fused tensors (gpt2 c_attn, gpt_neox/bloom per-head query_key_value, falcon's multi-query and grouped
-layouts, phi3 qkv_proj/gate_up_proj) are split into virtual parts named "<tensor>#q" etc. before an
-attack and joined again after it; gpt2's Conv1D weights are transposed to [out, in] and back.
-MoE experts are expected under their per-expert saved names (what transformers 5 writes by default).
+Which tensor plays which role comes from huref.architectures (the one table the fingerprinting reads
+too). Fused tensors (gpt2 c_attn, gpt_neox/bloom per-head query_key_value, falcon's multi-query and
+grouped layouts, phi3 qkv_proj/gate_up_proj, 3-D experts) are split into virtual parts named
+"<tensor>#q" etc. before an attack, by the row maps of huref.layers.LAYOUTS, and joined again after
+it; gpt2's Conv1D weights are transposed to [out, in] and back.
 
 A Checkpoint holds every tensor in memory as float32: this is for test and experiment models, not
 for reading a 70B model (the fingerprinting itself never does that, see huref.sources).
@@ -29,7 +30,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from huref.architectures import FFN, ArchSpec, Norm, Proj, arch_for_config
 from huref.errors import HurefError
+from huref.layers import EPS_KEYS, LAYOUTS, Dims, config_value, model_dims
 
 
 # --------------------------------------------------------------------------------------------- checkpoints
@@ -82,301 +85,264 @@ def write_checkpoint(checkpoint: Checkpoint, directory, dtype: torch.dtype = tor
 
 # ------------------------------------------------------------------------------------------ architectures
 
-_LLAMA_LAYER = {
-    "attn_norm": "input_layernorm", "q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj",
-    "o": "self_attn.o_proj", "mlp_norm": "post_attention_layernorm",
-    "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj",
-}
-_LLAMA = dict(prefix="model.layers.{i}.", embed="model.embed_tokens", final_norm="model.norm", head="lm_head",
-              layer=_LLAMA_LAYER, norm="rms", ffn="gated", eps_key="rms_norm_eps")
-_GEMMA2_LAYER = dict(_LLAMA_LAYER, post_attn_norm="post_attention_layernorm",
-                     mlp_norm="pre_feedforward_layernorm", post_mlp_norm="post_feedforward_layernorm")
-_QK_NORM = dict(q_norm="self_attn.q_norm", k_norm="self_attn.k_norm")
-_NO_MLP = {k: v for k, v in _LLAMA_LAYER.items() if k not in ("gate", "up", "down")}
-_PLAIN_LINEAR_ATTN = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj"}
-
-# model_type -> how its tensors are named and what its blocks are made of (before config-dependent details)
-ARCHITECTURES = {
-    "llama": _LLAMA,
-    "mistral": _LLAMA,
-    "qwen2": _LLAMA,
-    "qwen3": dict(_LLAMA, layer=dict(_LLAMA_LAYER, **_QK_NORM), qk_norm="head"),
-    "gemma": dict(_LLAMA, norm="rms_offset"),
-    "gemma2": dict(_LLAMA, norm="rms_offset", layer=_GEMMA2_LAYER),
-    "gemma3_text": dict(_LLAMA, norm="rms_offset", layer=dict(_GEMMA2_LAYER, **_QK_NORM), qk_norm="head"),
-    "olmo": dict(_LLAMA, norm="ln_bare", eps_key=None,
-                 layer={k: v for k, v in _LLAMA_LAYER.items() if "norm" not in k}),
-    "olmo2": dict(_LLAMA, eps_key=None, qk_norm="row",
-                  layer=dict({k: v for k, v in _LLAMA_LAYER.items() if "norm" not in k}, **_QK_NORM,
-                             post_attn_norm="post_attention_layernorm", post_mlp_norm="post_feedforward_layernorm")),
-    "mixtral": dict(_LLAMA, layer=_NO_MLP, experts="block_sparse_moe.experts.{e}.",
-                    expert_layer={"gate": "w1", "up": "w3", "down": "w2"}, router="block_sparse_moe.gate"),
-    "qwen2_moe": dict(_LLAMA, layer=dict(_LLAMA_LAYER, shared_gate="mlp.shared_expert.gate_proj",
-                                         shared_up="mlp.shared_expert.up_proj",
-                                         shared_down="mlp.shared_expert.down_proj",
-                                         shared_router="mlp.shared_expert_gate"),
-                      experts="mlp.experts.{e}.",
-                      expert_layer={"gate": "gate_proj", "up": "up_proj", "down": "down_proj"}, router="mlp.gate"),
-    "phi": dict(_LLAMA, norm="ln", ffn="plain", final_norm="model.final_layernorm", eps_key="layer_norm_eps",
-                head_bias="lm_head.bias",
-                layer=dict(_PLAIN_LINEAR_ATTN, attn_norm="input_layernorm", o="self_attn.dense",
-                           up="mlp.fc1", down="mlp.fc2"), shared_norm=True),
-    "phi3": dict(_LLAMA, layer=dict(attn_norm="input_layernorm", o="self_attn.o_proj",
-                                    mlp_norm="post_attention_layernorm", down="mlp.down_proj"),
-                 fused={"self_attn.qkv_proj": ("concat", ("q", "k", "v")), "mlp.gate_up_proj": ("concat", ("gate", "up"))}),
-    "stablelm": dict(_LLAMA, norm="ln", eps_key="layer_norm_eps"),
-    "starcoder2": dict(_LLAMA, norm="ln", ffn="plain", eps_key="norm_epsilon",
-                       layer=dict(_NO_MLP, up="mlp.c_fc", down="mlp.c_proj")),
-    "gpt2": dict(prefix="transformer.h.{i}.", embed="transformer.wte", pos_embeds=("transformer.wpe",),
-                 final_norm="transformer.ln_f", head="lm_head", norm="ln", ffn="plain", eps_key="layer_norm_epsilon",
-                 rotary_style=None,
-                 layer={"attn_norm": "ln_1", "o": "attn.c_proj", "mlp_norm": "ln_2", "up": "mlp.c_fc",
-                        "down": "mlp.c_proj"},
-                 fused={"attn.c_attn": ("concat", ("q", "k", "v"))},
-                 conv1d=("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")),
-    "gpt_neox": dict(prefix="gpt_neox.layers.{i}.", embed="gpt_neox.embed_in", final_norm="gpt_neox.final_layer_norm",
-                     head="embed_out", norm="ln", ffn="plain", eps_key="layer_norm_eps",
-                     layer={"attn_norm": "input_layernorm", "o": "attention.dense",
-                            "mlp_norm": "post_attention_layernorm", "up": "mlp.dense_h_to_4h",
-                            "down": "mlp.dense_4h_to_h"},
-                     fused={"attention.query_key_value": ("per_head", ("q", "k", "v"))}),
-    "gptj": dict(prefix="transformer.h.{i}.", embed="transformer.wte", final_norm="transformer.ln_f", head="lm_head",
-                 head_bias="lm_head.bias", norm="ln", ffn="plain", eps_key="layer_norm_epsilon", rotary_style="pairs",
-                 layer={"attn_norm": "ln_1", "q": "attn.q_proj", "k": "attn.k_proj", "v": "attn.v_proj",
-                        "o": "attn.out_proj", "up": "mlp.fc_in", "down": "mlp.fc_out"}, shared_norm=True),
-    "gpt_neo": dict(prefix="transformer.h.{i}.", embed="transformer.wte", pos_embeds=("transformer.wpe",),
-                    final_norm="transformer.ln_f", head="lm_head", norm="ln", ffn="plain",
-                    eps_key="layer_norm_epsilon", rotary_style=None,
-                    layer={"attn_norm": "ln_1", "q": "attn.attention.q_proj", "k": "attn.attention.k_proj",
-                           "v": "attn.attention.v_proj", "o": "attn.attention.out_proj", "mlp_norm": "ln_2",
-                           "up": "mlp.c_fc", "down": "mlp.c_proj"}),
-    "falcon": dict(prefix="transformer.h.{i}.", embed="transformer.word_embeddings", final_norm="transformer.ln_f",
-                   head="lm_head", norm="ln", ffn="plain", eps_key="layer_norm_epsilon",
-                   layer={"o": "self_attention.dense", "up": "mlp.dense_h_to_4h", "down": "mlp.dense_4h_to_h"}),
-    "opt": dict(prefix="model.decoder.layers.{i}.", embed="model.decoder.embed_tokens",
-                pos_embeds=("model.decoder.embed_positions",), final_norm="model.decoder.final_layer_norm",
-                head="lm_head", norm="ln", ffn="plain", eps_key=None, rotary_style=None,
-                layer={"attn_norm": "self_attn_layer_norm", "q": "self_attn.q_proj", "k": "self_attn.k_proj",
-                       "v": "self_attn.v_proj", "o": "self_attn.out_proj", "mlp_norm": "final_layer_norm",
-                       "up": "fc1", "down": "fc2"}),
-    "bloom": dict(prefix="transformer.h.{i}.", embed="transformer.word_embeddings",
-                  emb_norm="transformer.word_embeddings_layernorm", final_norm="transformer.ln_f", head="lm_head",
-                  norm="ln", ffn="plain", eps_key="layer_norm_epsilon", rotary_style=None, alibi=True,
-                  layer={"attn_norm": "input_layernorm", "o": "self_attention.dense",
-                         "mlp_norm": "post_attention_layernorm", "up": "mlp.dense_h_to_4h",
-                         "down": "mlp.dense_4h_to_h"},
-                  fused={"self_attention.query_key_value": ("per_head", ("q", "k", "v"))}),
-    "bert": dict(prefix="bert.encoder.layer.{i}.", embed="bert.embeddings.word_embeddings",
-                 pos_embeds=("bert.embeddings.position_embeddings", "bert.embeddings.token_type_embeddings"),
-                 emb_norm="bert.embeddings.LayerNorm", final_norm=None, head="cls.predictions.decoder",
-                 head_bias="cls.predictions.bias", head_bias_alias="cls.predictions.decoder.bias",
-                 head_reader="cls.predictions.transform.dense",
-                 norm="ln", ffn="plain", eps_key="layer_norm_eps", rotary_style=None, residual_post_norm=True,
-                 layer={"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
-                        "o": "attention.output.dense", "post_attn_norm": "attention.output.LayerNorm",
-                        "up": "intermediate.dense", "down": "output.dense", "post_mlp_norm": "output.LayerNorm"}),
-}
-
-
 @dataclass
 class Layout:
-    """Everything the attacks need to know about one checkpoint's architecture (pure data).
-
-    `layer` maps roles (attn_norm, q, k, v, o, q_norm, k_norm, post_attn_norm, mlp_norm, gate, up, down,
-    post_mlp_norm, shared_*) to module names relative to `prefix`; `fused` maps a fused module to
-    (layout kind, roles); `norm` is "rms", "rms_offset" (gain is 1 + weight), "ln" or "ln_bare" (no parameters).
-    """
+    """What the attacks need to know about one checkpoint's architecture (pure data): its ArchSpec row
+    with the config's variants applied (huref.architectures, the one table of tensor roles), its sizes,
+    and the config values a rewrite depends on. Tensor names are full names as transformers saves them."""
     model_type: str
-    n_layers: int
-    hidden: int
-    n_heads: int
-    n_kv_heads: int
-    head_dim: int
+    arch: ArchSpec
+    dims: Dims
     rotary_dim: int          # leading dims of each head that RoPE rotates (0: no RoPE)
-    rotary_style: str | None  # "half": pairs (p, p + r/2); "pairs": (2p, 2p + 1)
-    prefix: str
-    layer: dict
-    embed: str
-    head: str
-    norm: str
-    ffn: str
-    tied: bool
-    eps_key: str | None = None
-    pos_embeds: tuple = ()
-    emb_norm: str | None = None
-    final_norm: str | None = None
-    head_bias: str | None = None
-    head_bias_alias: str | None = None   # bert: the decoder's own bias, saved only once untied
-    head_reader: str | None = None   # bert: the transform that reads the residual before the head
-    residual_post_norm: bool = False # bert: the post-norms normalise the residual sum, not just the write
-    shared_norm: bool = False        # the FFN reads the attention's norm (gptj, phi, falcon parallel)
-    qk_norm: str | None = None       # "head": per-head q/k norm; "row": over the whole projection
-    alibi: bool = False
-    relu: bool = False
-    reader_bias: bool = True         # config does not switch the q/k/v/FFN-input biases off
-    clip_qkv: bool = False           # olmo: q, k, v are clamped, so only their values may not change
-    fused: dict = field(default_factory=dict)
-    conv1d: tuple = ()
-    experts: str | None = None
-    expert_layer: dict = field(default_factory=dict)
-    router: str | None = None
-    n_experts: int = 0
+    tied: bool               # the head shares the embedding's tensor
+    eps_key: str | None      # config.json key of the norm epsilon (None: the model fixes it)
+    relu: bool
+    reader_bias: bool        # config does not switch the q/k/v/FFN-input biases off
+    clip_qkv: bool           # olmo: q, k, v are clamped, so only their values may not change
+
+    n_layers = property(lambda self: self.dims.n_layers)
+    hidden = property(lambda self: self.dims.hidden)
+    n_heads = property(lambda self: self.dims.n_heads)
+    n_kv_heads = property(lambda self: self.dims.n_kv_heads)
+    head_dim = property(lambda self: self.dims.head_dim)
 
     @property
-    def post_norms(self) -> bool:
-        return "post_attn_norm" in self.layer or "post_mlp_norm" in self.layer
+    def rotary_style(self) -> str | None:
+        """"half": RoPE rotates pairs (p, p + r/2); "pairs": (2p, 2p + 1); None: no RoPE."""
+        return self.arch.rope if self.rotary_dim else None
+
+    @property
+    def n_experts(self) -> int:
+        return self.dims.n_experts if any(f.experts for f in self.arch.ffn) else 0
+
+    @property
+    def layer_norm(self) -> bool:
+        return self.arch.layer_norm
 
     @property
     def pre_norms(self) -> bool:
-        return "attn_norm" in self.layer or self.norm == "ln_bare"
+        """Every block reads the residual stream through an input norm (with or without parameters)."""
+        return bool(self.arch.attn_norm)
+
+    @property
+    def bare_norms(self) -> bool:
+        """The input norms have no parameters (OLMo)."""
+        return any(n.name is None for n in self.arch.attn_norm)
+
+    @property
+    def post_norms(self) -> bool:
+        return bool(self.arch.attn_post_norm or self.arch.ffn_post_norm)
+
+    @property
+    def residual_post_norm(self) -> bool:
+        """Post-LN (BERT): a norm over the residual sum, not just over a block's write."""
+        return bool(self.arch.residual_norm)
+
+    @property
+    def qk_norm(self) -> str | None:
+        """"head": per-head q/k norm; "row": over the whole projection; None: no QK norm."""
+        return self.arch.q_norm[0].scope if self.arch.q_norm else None
+
+    @property
+    def gated(self) -> bool:
+        return all(f.gate is not None for f in self.arch.ffn)
+
+    @property
+    def alibi(self) -> bool:
+        return self.arch.alibi
+
+    def full_name(self, name: str) -> str:
+        """A tensor name of the ArchSpec (relative to the base model) as transformers saves it."""
+        return self.arch.base_prefix + name
+
+    @property
+    def embed(self) -> str:
+        return self.full_name(self.arch.embed)
+
+    @property
+    def pos_embeds(self) -> tuple[str, ...]:
+        return tuple(self.full_name(name) for name, _ in self.arch.added_embeds)
+
+    @property
+    def emb_norm(self) -> str | None:
+        return _norm_name(self, self.arch.embed_norm)
+
+    @property
+    def final_norm(self) -> str | None:
+        return _norm_name(self, self.arch.final_norm)
+
+    @property
+    def head(self) -> str:
+        return self.arch.head
+
+    @property
+    def head_bias(self) -> str | None:
+        return self.arch.head_bias
+
+    @property
+    def head_reader(self) -> str | None:
+        return self.arch.head_reader
 
 
-def _config_value(config: dict, *keys, default=None):
-    for key in keys:
-        if config.get(key) is not None:
-            return config[key]
-    return default
+def _norm_name(layout: Layout, norms: tuple[Norm, ...]) -> str | None:
+    """Full name of a global norm's scale (None: no norm, or one without parameters)."""
+    return layout.full_name(norms[0].name) if norms and norms[0].name else None
 
 
 def layout_of(config: dict) -> Layout:
     """The Layout of a checkpoint with HF `config` (config.json as a dict)."""
-    model_type = config.get("model_type")
-    if model_type not in ARCHITECTURES:
-        raise HurefError(f"attacks: unsupported model_type {model_type!r}; supported: {', '.join(ARCHITECTURES)}")
-    arch = dict(ARCHITECTURES[model_type])
-    hidden = _config_value(config, "hidden_size", "n_embd", "d_model")
-    n_heads = _config_value(config, "num_attention_heads", "n_head", "num_heads")
-    n_kv_heads = _config_value(config, "num_key_value_heads", default=n_heads)
-    head_dim = _config_value(config, "head_dim", default=hidden // n_heads)
+    arch = arch_for_config(config)
+    if any(n.kind == "layer" for n in arch.q_norm + arch.k_norm):
+        raise HurefError(f"attacks: {config['model_type']} with LayerNorm on queries and keys is not supported")
+    dims = model_dims(config, arch)
     rope = config.get("rope_parameters") or {}
-    partial = _config_value(config, "partial_rotary_factor", "rotary_pct", default=rope.get("partial_rotary_factor", 1.0))
-    layer = dict(arch.pop("layer"))
-    unsupported = {
-        "opt": not config.get("do_layer_norm_before", True)
-        or config.get("word_embed_proj_dim", hidden) != hidden,
-        "stablelm": bool(config.get("qk_layernorm")), "phi": bool(config.get("qk_layernorm")),
-    }
-    if unsupported.get(model_type):
-        raise HurefError(f"attacks: this {model_type} variant (post-LayerNorm, projected embeddings or "
-                         "per-head q/k LayerNorm) is not supported")
-    if model_type == "falcon":
-        if config.get("new_decoder_architecture"):
-            n_kv_heads = config["num_kv_heads"]
-            kind = "grouped"
-        else:
-            n_kv_heads = 1 if config.get("multi_query", True) else n_heads
-            kind = "concat" if config.get("multi_query", True) else "per_head"
-        arch["fused"] = {"self_attention.query_key_value": (kind, ("q", "k", "v"))}
-        if config.get("new_decoder_architecture") and (config.get("num_ln_in_parallel_attn") or 2) == 2:
-            layer.update(attn_norm="ln_attn", mlp_norm="ln_mlp")
-        elif not config.get("parallel_attn", True):
-            layer.update(attn_norm="input_layernorm", mlp_norm="post_attention_layernorm")
-        else:
-            layer["attn_norm"] = "input_layernorm"
-            arch["shared_norm"] = True
-        arch["alibi"] = bool(config.get("alibi"))
-        if arch["alibi"]:
-            arch["rotary_style"] = None
-    if model_type == "gptj":
-        rotary_dim = config.get("rotary_dim") or head_dim
-    else:
-        rotary_dim = int(head_dim * partial)
-    style = arch.pop("rotary_style", "half")
-    if style is None:
-        rotary_dim = 0
-    activation = str(_config_value(config, "hidden_act", "activation_function", "activation", default=""))
-    n_experts = _config_value(config, "num_local_experts", "num_experts", default=0) if "experts" in arch else 0
+    partial = config_value(config, "partial_rotary_factor", "rotary_pct",
+                           default=rope.get("partial_rotary_factor", 1.0))
+    rotary_dim = 0 if arch.rope is None else int(config_value(config, "rotary_dim", default=dims.head_dim * partial))
+    activation = str(config_value(config, "hidden_act", "activation_function", "activation", default=""))
     return Layout(
-        model_type=model_type, n_layers=_config_value(config, "num_hidden_layers", "n_layer", "num_layers"),
-        hidden=hidden, n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim, rotary_dim=rotary_dim,
-        rotary_style=style if rotary_dim else None, layer=layer, tied=bool(config.get("tie_word_embeddings", True)),
-        relu=activation == "relu", n_experts=n_experts,
-        clip_qkv=config.get("clip_qkv") is not None,
-        reader_bias=all(config.get(k) is not False for k in ("bias", "use_bias", "use_qkv_bias", "enable_bias")), **arch)
+        model_type=config["model_type"], arch=arch, dims=dims, rotary_dim=rotary_dim,
+        tied=bool(config.get("tie_word_embeddings", True)),
+        eps_key=next((key for key in EPS_KEYS if config.get(key) is not None), None),
+        relu=activation == "relu", clip_qkv=config.get("clip_qkv") is not None,
+        reader_bias=all(config.get(k) is not False for k in ("bias", "use_bias", "use_qkv_bias", "enable_bias")))
 
 
 # ----------------------------------------------------------------------------- canonical (unfused) view
 
-def _split(tensors: dict, layout: Layout) -> dict:
-    """Tensors with fused weights split into "<name>#<role>" parts and Conv1D weights made [out, in]."""
-    out = dict(tensors)
-    nh, nkv, d = layout.n_heads, layout.n_kv_heads, layout.head_dim
-    for i in range(layout.n_layers):
-        prefix = layout.prefix.format(i=i)
-        for module in layout.conv1d:
-            out[prefix + module + ".weight"] = out[prefix + module + ".weight"].T
-        for module, (kind, roles) in layout.fused.items():
-            for suffix in ("weight", "bias"):
-                name = f"{prefix}{module}.{suffix}"
-                if name not in out:
-                    continue
-                fused = out.pop(name)
-                rest = fused.shape[1:]
-                if kind == "concat":
-                    sizes = {"q": nh * d, "k": nkv * d, "v": nkv * d}
-                    sizes = [sizes[r] if r in sizes else fused.shape[0] // len(roles) for r in roles]
-                    parts = torch.split(fused, sizes)
-                elif kind == "per_head":   # [head, (q, k, v), d]
-                    grouped = fused.reshape(nh, 3, d, *rest)
-                    parts = [grouped[:, j].reshape(nh * d, *rest) for j in range(3)]
-                else:                      # grouped: [kv head, (q x n_rep, k, v), d]
-                    rep = nh // nkv
-                    grouped = fused.reshape(nkv, rep + 2, d, *rest)
-                    parts = [grouped[:, :rep].reshape(nh * d, *rest), grouped[:, rep].reshape(nkv * d, *rest),
-                             grouped[:, rep + 1].reshape(nkv * d, *rest)]
-                for role, part in zip(roles, parts):
-                    out[f"{name}#{role}"] = part.clone()
-    return out
+def _bias_name(weight_name: str) -> str | None:
+    """The bias beside a weight "<module>.weight" (None for a bare parameter such as 3-D experts)."""
+    return weight_name[: -len("weight")] + "bias" if weight_name.endswith(".weight") else None
 
 
-def _join(parts: dict, layout: Layout) -> dict:
-    """Inverse of `_split`."""
-    out = dict(parts)
-    nh, nkv, d = layout.n_heads, layout.n_kv_heads, layout.head_dim
-    for i in range(layout.n_layers):
-        prefix = layout.prefix.format(i=i)
-        for module, (kind, roles) in layout.fused.items():
-            for suffix in ("weight", "bias"):
-                name = f"{prefix}{module}.{suffix}"
-                if f"{name}#{roles[0]}" not in out:
-                    continue
-                pieces = [out.pop(f"{name}#{r}") for r in roles]
-                rest = pieces[0].shape[1:]
-                if kind == "concat":
-                    out[name] = torch.cat(pieces)
-                elif kind == "per_head":
-                    out[name] = torch.stack([p.reshape(nh, d, *rest) for p in pieces], 1).reshape(-1, *rest)
-                else:
-                    rep = nh // nkv
-                    q = pieces[0].reshape(nkv, rep, d, *rest)
-                    k, v = (p.reshape(nkv, 1, d, *rest) for p in pieces[1:])
-                    out[name] = torch.cat([q, k, v], 1).reshape(-1, *rest)
-        for module in layout.conv1d:
-            out[prefix + module + ".weight"] = out[prefix + module + ".weight"].T.contiguous()
-    return out
+def _rows(index):
+    """A row index of huref.layers.LAYOUTS (slice or numpy array) usable on a torch tensor."""
+    return index if isinstance(index, slice) else torch.as_tensor(index)
+
+
+# the norms of a layer, by ArchSpec field (these names are also the roles)
+NORM_ROLES = ("attn_norm", "ffn_norm", "attn_post_norm", "ffn_post_norm", "residual_norm", "q_norm", "k_norm")
 
 
 class Canon:
-    """Named access to the logical matrices of a split checkpoint: `w(i, role)`, `b(i, role)`, set with `put`."""
+    """A checkpoint's tensors with every fused tensor split into its logical matrices ("<name>#<part>")
+    and Conv1D weights made [out, in]; `get(i, role)`, `put` and `update` address them by role.
+
+    Roles of layer i: q, k, v, o; the norms of NORM_ROLES that it has; the FFN's gate, up, down (a dense
+    layer) or expert<e>.gate/up/down with router, and shared.gate/up/down with shared_router (MoE).
+    i=None: `role` is a tensor's full name. `join()` gives the tensors back in their saved form.
+    """
 
     def __init__(self, tensors: dict, layout: Layout):
-        self.t = tensors
+        self.t = dict(tensors)
         self.layout = layout
-        self.fused_role = {role: module for module, (_, roles) in layout.fused.items() for role in roles}
+        self.kinds = {}        # norm scale name -> norm kind
+        self.fused = {}        # stored name -> [(part tag, layout, part, expert)]
+        self.transposed = set()
+        arch = layout.arch
+        if arch.embed_proj and layout.full_name(arch.embed_proj) in self.t:
+            raise HurefError("attacks: a model with an input projection of its embeddings is not supported")
+        for name, norms in ((layout.emb_norm, arch.embed_norm), (layout.final_norm, arch.final_norm)):
+            if name:
+                self.kinds[name] = norms[0].kind
+        self.roles, self.units = [], []
+        for i in range(layout.n_layers):
+            roles, units = self._layer(i)
+            self.roles.append(roles)
+            self.units.append(units)
+        self._split()
+
+    def _layer(self, i):
+        """(role -> (weight name, bias name), FFN units [(gate role or None, up role, down role)]) of layer i."""
+        lay, arch = self.layout, self.layout.arch
+        prefix = lay.full_name(arch.layer.format(i=i))
+        roles = {}
+
+        def add(role, proj: Proj, e=0, expert_layout=False):
+            stored = prefix + proj.name.format(e=e)
+            bias = _bias_name(stored)
+            if proj.transposed:
+                self.transposed.add(stored)
+            if proj.layout == "plain":
+                roles[role] = (stored, bias)
+                return
+            tag = f"#{proj.part}{e if expert_layout else ''}"
+            parts = self.fused.setdefault(stored, [])
+            if (tag, proj.layout, proj.part, e) not in parts:
+                parts.append((tag, proj.layout, proj.part, e))
+            roles[role] = (stored + tag, bias and bias + tag)
+
+        for role in "qkvo":
+            add(role, getattr(arch, role))
+        for role in NORM_ROLES:
+            norm = next((n for n in getattr(arch, role) if n.name is None or prefix + n.name in self.t), None)
+            if norm is not None and norm.name is not None:
+                roles[role] = (prefix + norm.name, _bias_name(prefix + norm.name))
+                self.kinds[prefix + norm.name] = norm.kind
+        ffn = next((f for f in arch.ffn if prefix + f.up.name.format(e=0) in self.t), None)
+        if ffn is None:
+            raise HurefError(f"attacks: tensor '{prefix + arch.ffn[0].up.name.format(e=0)}' is missing")
+
+        def add_unit(label, unit: FFN, e=0):
+            for sub in ("gate", "up", "down"):
+                if getattr(unit, sub) is not None:
+                    add(label + sub, getattr(unit, sub), e, unit.experts)
+            return (label + "gate" if unit.gate is not None else None, label + "up", label + "down")
+
+        if not ffn.experts:
+            return roles, [add_unit("", ffn)]
+        units = [add_unit(f"expert{e}.", ffn, e) for e in range(lay.n_experts)]
+        if ffn.router:
+            roles["router"] = (prefix + ffn.router, _bias_name(prefix + ffn.router))
+        if ffn.shared is not None:
+            units.append(add_unit("shared.", ffn.shared))
+            if ffn.shared.router:
+                roles["shared_router"] = (prefix + ffn.shared.router, _bias_name(prefix + ffn.shared.router))
+        return roles, units
+
+    def _split(self):
+        """Replace each fused tensor (and its bias) by its parts, through huref.layers.LAYOUTS' row maps."""
+        self.shapes = {}
+        for name in self.transposed:
+            self.t[name] = self.t[name].T
+        for stored, parts in self.fused.items():
+            for name in (stored, _bias_name(stored)):
+                if name not in self.t:
+                    continue
+                value = self.t.pop(name)
+                self.shapes[name] = value.shape
+                rows = value.reshape(-1, value.shape[-1]) if value.dim() > 1 else value  # [rows, in] or [rows]
+                for tag, layout, part, e in parts:
+                    self.t[name + tag] = rows[_rows(LAYOUTS[layout](part, self.layout.dims, rows.shape[0], e))].clone()
+
+    def join(self) -> dict:
+        """The tensors in their saved form: parts written back into their fused tensors, Conv1D weights [in, out]."""
+        out = dict(self.t)
+        for stored, parts in self.fused.items():
+            for name in (stored, _bias_name(stored)):
+                if name not in self.shapes:
+                    continue
+                shape = self.shapes[name]
+                pieces = [out.pop(name + tag) for tag, *_ in parts]
+                n_rows = math.prod(shape[:-1]) if len(shape) > 1 else shape[0]
+                rows = pieces[0].new_empty(n_rows, *shape[-1:] if len(shape) > 1 else ())
+                for piece, (tag, layout, part, e) in zip(pieces, parts):
+                    rows[_rows(LAYOUTS[layout](part, self.layout.dims, n_rows, e))] = piece
+                out[name] = rows.reshape(shape)
+        for name in self.transposed:
+            out[name] = out[name].T.contiguous()
+        return out
 
     def name(self, i, role, suffix="weight"):
-        """Key of `role`'s weight/bias in layer i (i=None: a global module name given as `role`)."""
+        """Key of `role`'s weight/bias in layer i (i=None: `role` is the weight's full name); None if absent."""
         if i is None:
-            return f"{role}.{suffix}"
-        prefix = self.layout.prefix.format(i=i)
-        if role in self.fused_role:
-            return f"{prefix}{self.fused_role[role]}.{suffix}#{role}"
-        if role.startswith("expert"):
-            e, sub = role[len("expert"):].split(".")
-            return f"{prefix}{self.layout.experts.format(e=e)}{self.layout.expert_layer[sub]}.{suffix}"
-        if role == "router":
-            return f"{prefix}{self.layout.router}.{suffix}"
-        return f"{prefix}{self.layout.layer[role]}.{suffix}" if role in self.layout.layer else None
+            return role if suffix == "weight" else _bias_name(role)
+        names = self.roles[i].get(role)
+        return None if names is None else names[0 if suffix == "weight" else 1]
+
+    def kind(self, i, role) -> str | None:
+        """The norm kind ("rms", "rms_plus1", "layer") of norm `role`."""
+        return self.kinds.get(self.name(i, role))
 
     def get(self, i, role, suffix="weight"):
         key = self.name(i, role, suffix)
@@ -394,25 +360,18 @@ class Canon:
             self.put(i, role, fn(value), suffix)
 
     def ffn_units(self, i):
-        """The FFNs of layer i as lists of roles [(gate or None, up, down)]: dense, each expert, shared expert."""
-        units = []
-        if self.get(i, "up") is not None:
-            units.append(("gate" if self.get(i, "gate") is not None else None, "up", "down"))
-        if self.get(i, "router") is not None:   # a sparse layer (qwen2_moe may keep some layers dense)
-            units += [(f"expert{e}.gate", f"expert{e}.up", f"expert{e}.down") for e in range(self.layout.n_experts)]
-        if self.get(i, "shared_up") is not None:
-            units.append(("shared_gate", "shared_up", "shared_down"))
-        return units
+        """The FFNs of layer i as role lists [(gate or None, up, down)]: dense, or each expert and the shared one."""
+        return self.units[i]
 
 
 def _edit(checkpoint: Checkpoint, fn) -> Checkpoint:
-    """Apply fn(canon) to a split copy of `checkpoint` and return the joined result (config copied)."""
+    """Apply fn(canon, result) to a split copy of `checkpoint` and return the joined result (config copied)."""
     layout = layout_of(checkpoint.config)
-    canon = Canon(_split(checkpoint.tensors, layout), layout)
+    canon = Canon(checkpoint.tensors, layout)
     result = Checkpoint(canon.t, copy.deepcopy(checkpoint.config), copy.deepcopy(checkpoint.tokenizer),
                         copy.deepcopy(checkpoint.extras))
     fn(canon, result)
-    result.tensors = _join(canon.t, layout)
+    result.tensors = canon.join()
     return result
 
 
@@ -467,24 +426,23 @@ def _norm_gain(canon, i, role):
     weight, bias = canon.get(i, role), canon.get(i, role, "bias")
     if weight is None:
         return None, bias
-    return (weight.double() + 1 if canon.layout.norm == "rms_offset" else weight.double()), bias
+    return (weight.double() + 1 if canon.kind(i, role) == "rms_plus1" else weight.double()), bias
 
 
 def _set_gain(canon, i, role, gain):
     if canon.get(i, role) is not None:
-        canon.put(i, role, (gain - 1 if canon.layout.norm == "rms_offset" else gain).float())
+        canon.put(i, role, (gain - 1 if canon.kind(i, role) == "rms_plus1" else gain).float())
 
 
 def _reader_groups(canon, i):
     """[(norm role or None, reader roles)] of layer i: each norm (if any) and the matrices reading its output."""
-    lay = canon.layout
     attn = ["q", "k", "v"]
     ffn = [r for unit in canon.ffn_units(i) for r in unit[:2] if r is not None]
     ffn += [r for r in ("router", "shared_router") if canon.get(i, r) is not None]
-    attn_norm = "attn_norm" if "attn_norm" in lay.layer else None
-    if lay.shared_norm:
+    attn_norm, ffn_norm = (role if canon.get(i, role) is not None else None for role in ("attn_norm", "ffn_norm"))
+    if attn_norm and canon.name(i, attn_norm) == canon.name(i, ffn_norm):   # a parallel block (gptj, phi, falcon)
         return [(attn_norm, attn + ffn)]
-    return [(attn_norm, attn), ("mlp_norm" if "mlp_norm" in lay.layer else None, ffn)]
+    return [(attn_norm, attn), (ffn_norm, ffn)]
 
 
 def _writers(canon, i):
@@ -497,8 +455,8 @@ def _untie(canon, result):
     lay = canon.layout
     if lay.tied and canon.name(None, lay.head) not in canon.t:
         canon.t[canon.name(None, lay.head)] = canon.t[canon.name(None, lay.embed)].clone()
-        if lay.head_bias_alias:
-            canon.t[lay.head_bias_alias] = canon.t[lay.head_bias].clone()
+        if lay.head_bias:   # bert: the decoder's own bias, saved only once untied
+            canon.t[_bias_name(lay.head)] = canon.t[lay.head_bias].clone()
     result.config["tie_word_embeddings"] = False
 
 
@@ -544,8 +502,8 @@ def change_residual_basis(canon: Canon, result: Checkpoint, T: torch.Tensor, fol
         for role in _writers(canon, i):
             canon.update(i, role, write)
             canon.update(i, role, write, "bias")
-        for role in ("post_attn_norm", "post_mlp_norm"):
-            if role in lay.layer:
+        for role in ("attn_post_norm", "ffn_post_norm", "residual_norm"):
+            if canon.get(i, role) is not None:
                 gain, bias = _norm_gain(canon, i, role)
                 _set_gain(canon, i, role, Tabs @ gain)
                 if bias is not None:
@@ -561,7 +519,7 @@ def rotation(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
     the LayerNorm bias carried as T(b/g). A tied head is untied (it absorbs the final norm's gain).
     """
     layout = layout_of(checkpoint.config)
-    draw = orthogonal_fixing_ones if layout.norm.startswith("ln") else random_orthogonal
+    draw = orthogonal_fixing_ones if layout.layer_norm else random_orthogonal
     T = draw(layout.hidden, generator)
     return _edit(checkpoint, lambda canon, result: change_residual_basis(canon, result, T, fold=True))
 
@@ -587,7 +545,7 @@ def residual_permutation(checkpoint: Checkpoint, generator: torch.Generator) -> 
     """
     layout = layout_of(checkpoint.config)
     T = torch.eye(layout.hidden, dtype=torch.float64)[_perm(layout.hidden, generator)]
-    if not layout.norm.startswith("ln"):
+    if not layout.layer_norm:
         T = T * random_scales(layout.hidden, generator, spread=0.0)[:, None]
     return _edit(checkpoint, lambda canon, result: change_residual_basis(canon, result, T, fold=False))
 
@@ -779,9 +737,10 @@ def expert_permutation(checkpoint: Checkpoint, generator: torch.Generator) -> Ch
             if canon.get(i, "router") is None:
                 continue
             order = _perm(lay.n_experts, generator)
-            old = {(e, sub): canon.get(i, f"expert{e}.{sub}") for e in range(lay.n_experts) for sub in lay.expert_layer}
+            subs = [sub for sub in ("gate", "up", "down") if canon.get(i, f"expert0.{sub}") is not None]
+            old = {(e, sub): canon.get(i, f"expert{e}.{sub}") for e in range(lay.n_experts) for sub in subs}
             for e in range(lay.n_experts):
-                for sub in lay.expert_layer:
+                for sub in subs:
                     canon.put(i, f"expert{e}.{sub}", old[(int(order[e]), sub)])
             canon.update(i, "router", lambda w: w[order])
     return _edit(checkpoint, edit)
@@ -807,8 +766,8 @@ def embedding_scale(checkpoint: Checkpoint, generator: torch.Generator, factor: 
             for role in _writers(canon, i):   # with a post-norm this keeps its input in step with its eps
                 canon.update(i, role, times)
                 canon.update(i, role, times, "bias")
-            for post in ("post_attn_norm", "post_mlp_norm"):
-                if post in lay.layer:
+            for post in ("attn_post_norm", "ffn_post_norm"):
+                if canon.get(i, post) is not None:
                     gain, _ = _norm_gain(canon, i, post)
                     _set_gain(canon, i, post, gain * factor)
             if lay.qk_norm:
@@ -947,7 +906,7 @@ def _vocab_rows(canon):
     """(name, kind) of every tensor indexed by token id: embedding, head (if untied), head bias."""
     lay = canon.layout
     names = [canon.name(None, lay.embed), canon.name(None, lay.head)]
-    names += [lay.head_bias, lay.head_bias_alias]
+    names += [_bias_name(lay.head), lay.head_bias]
     return [n for n in names if n in canon.t]
 
 
@@ -1078,11 +1037,11 @@ ATTACKS = {f.__name__: f for f in (
 
 def is_valid(name: str, layout: Layout) -> bool:
     """Whether attack `name` preserves the function of models with `layout` (the rules, as data, in one place)."""
-    layer_norm = layout.norm.startswith("ln")
+    layer_norm = layout.layer_norm
     rules = {
         # folding needs every residual read to go through a pre-norm and no norm on a residual write
         "rotation": layout.pre_norms and not layout.post_norms and layout.emb_norm is None,
-        "zhu_rotation": layout.norm in ("rms", "rms_offset") and layout.pre_norms and not layout.post_norms,
+        "zhu_rotation": not layer_norm and layout.pre_norms and not layout.post_norms,
         "residual_permutation": True,
         "qk_transform": layout.qk_norm is None and not layout.clip_qkv,
         "qk_scale": layout.qk_norm is None and not layout.clip_qkv,
@@ -1091,7 +1050,7 @@ def is_valid(name: str, layout: Layout) -> bool:
         "vo_transform": not layout.clip_qkv,
         "head_permutation": not layout.alibi,   # ALiBi slopes are tied to head positions
         "ffn_permutation": True,
-        "ffn_scale": layout.ffn == "gated" or layout.relu,
+        "ffn_scale": layout.gated or layout.relu,
         "expert_permutation": layout.n_experts > 0,
         # needs the norm epsilon in config.json and residual reads only through norms
         "embedding_scale": layout.eps_key is not None and layout.pre_norms and not layout.residual_post_norm,
@@ -1101,7 +1060,7 @@ def is_valid(name: str, layout: Layout) -> bool:
         "position_embedding_shift": bool(layout.pos_embeds),
         "mean_shift": layer_norm,
         "layernorm_null_direction": layer_norm and layout.pre_norms and not layout.residual_post_norm
-                                    and (layout.reader_bias or layout.norm == "ln_bare"),
+                                    and (layout.reader_bias or layout.bare_norms),
         "router_shift": layout.n_experts > 0,
         "append_vocabulary": True,
         "reorder_vocabulary": True,

@@ -3,7 +3,8 @@
 Every model is float32, 3 layers, hidden size 64 (4 query heads of 16, 2 key/value heads where the
 architecture has grouped-query attention), a 384-token vocabulary, and MoE layers with 4 experts.
 Variants of one model_type have their own entries: falcon_gqa (new_decoder_architecture, grouped KV)
-beside falcon (multi-query, parallel), qwen2_moe_dense (its middle layer keeps a dense FFN).
+beside falcon (multi-query, parallel), qwen2_moe_dense (its middle layer keeps a dense FFN, as
+qwen3_moe's does).
 Norm gains and every bias get random non-trivial values, so that norm folding and bias handling
 matter. Each checkpoint is saved in Hugging Face layout (config.json + model.safetensors) together
 with a word-level tokenizer.json over a synthetic vocabulary of distinct strings.
@@ -51,6 +52,8 @@ CONFIGS = {
                             num_experts=4, num_experts_per_tok=2, decoder_sparse_step=1, mlp_only_layers=[1],
                             tie_word_embeddings=False),
     "qwen3": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, tie_word_embeddings=True, rms_norm_eps=_SMALL_EPS),
+    "qwen3_moe": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2,
+                      decoder_sparse_step=1, mlp_only_layers=[1], tie_word_embeddings=False, rms_norm_eps=_SMALL_EPS),
     "gemma": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, hidden_act="gelu_pytorch_tanh"),
     "gemma2": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, query_pre_attn_scalar=HEAD_DIM, sliding_window=8,
                    final_logit_softcapping=30.0, attn_logit_softcapping=50.0, rms_norm_eps=_SMALL_EPS),
