@@ -1,6 +1,7 @@
 """Peak memory of `huref compare` / `huref report` on small GGUF models with a large vocabulary.
 
     python scripts/gguf_memory.py build              # once: GGUF files in /work/cache/gguf_memory
+    python scripts/gguf_memory.py invariants         # peak RSS of `huref invariants A.gguf -o T.st -q`
     python scripts/gguf_memory.py compare            # peak RSS of `huref compare A.gguf B.gguf -q`
     python scripts/gguf_memory.py report             # peak RSS of `huref report` over four models
 
@@ -123,7 +124,7 @@ def peak_rss(args: list[str], env: dict | None = None) -> tuple[int, float, subp
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["build", "compare", "report"])
+    parser.add_argument("what", choices=["build", "invariants", "compare", "report"])
     what = parser.parse_args().what
     if what == "build":
         for seed, path in enumerate(model_paths(4)):
@@ -134,7 +135,9 @@ def main() -> None:
     missing = [str(p) for p in model_paths(4) if not p.is_file()]
     if missing:
         sys.exit(f"run `python scripts/gguf_memory.py build` first (missing {', '.join(missing)})")
-    if what == "compare":
+    if what == "invariants":
+        args = ["invariants", str(model_paths(1)[0]), "-o", str(CACHE / "terms.safetensors"), "-q"]
+    elif what == "compare":
         args = ["compare", *map(str, model_paths(2)), "-q", "--json"]
     else:
         args = ["report", *map(str, model_paths(4)), "-o", str(CACHE / "report.html"), "-q"]

@@ -45,6 +45,7 @@ import torch
 
 from huref.errors import HurefError
 from huref.readers import TensorReader, as_row_index, read_exactly
+from huref.readers.safetensors import consecutive_runs
 
 # llama.cpp `general.architecture` -> Hugging Face model_type; a file with experts may be another type.
 MODEL_TYPES = {
@@ -143,8 +144,6 @@ class GGUFTensorReader(TensorReader):
 
     def _read(self, name: str, rows: Sequence[int] | slice | None):
         from gguf.quants import dequantize
-
-        from huref.readers.safetensors import consecutive_runs
 
         entry = self.entries[name]
         stored = entry.stored
@@ -426,9 +425,9 @@ def hf_entries(tensors: dict[str, StoredTensor], arch: str, config: dict) -> dic
         hf_base = names.get(base)
         if hf_base is None or kind not in ("weight", "bias"):
             continue
-        if "{e}" in hf_base:
-            if len(stored.shape) != 3:
-                raise HurefError(f"GGUF tensor {name} should hold one matrix per expert but has shape {stored.shape}")
+        if "{e}" in hf_base:  # [n_experts, out, in] weights, [n_experts, out] biases
+            if len(stored.shape) != (3 if kind == "weight" else 2):
+                raise HurefError(f"GGUF tensor {name} should hold one {kind} per expert but has shape {stored.shape}")
             for e in range(stored.shape[0]):
                 entries[f"{hf_base.format(e=e)}.{kind}"] = Entry(stored, stored.shape[1:], expert=e)
             continue
