@@ -27,11 +27,9 @@ def standardize(t: torch.Tensor) -> torch.Tensor:
     return (t - t.mean()) / (std if std > 0 else 1.0)
 
 
-def _cosine(parts_a: list[torch.Tensor], parts_b: list[torch.Tensor]) -> float:
-    a = torch.cat([p.reshape(-1) for p in parts_a])
-    b = torch.cat([p.reshape(-1) for p in parts_b])
-    denom = a.norm() * b.norm()
-    return max(-1.0, min(1.0, float(a @ b / denom))) if denom > 0 else 0.0
+def _cosine_of_sums(dot: float, norm_a: float, norm_b: float) -> float:
+    denom = (norm_a * norm_b) ** 0.5
+    return max(-1.0, min(1.0, dot / denom)) if denom > 0 else 0.0
 
 
 def align(a: Terms, b: Terms) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,18 +52,23 @@ def align(a: Terms, b: Terms) -> tuple[torch.Tensor, torch.Tensor]:
 def compare_terms(a: Terms, b: Terms) -> dict:
     """ICS overall, per term and per layer, on the common tokens.
 
+    Each (layer, term) pair is standardized and reduced to three sums (a·b, a·a, b·b) before the
+    next is formed, so memory holds one n×n pair in float64 beyond the terms themselves; every
+    cosine is then a ratio of sums.
+
     Returns {"ics": float, "terms": {"qk", "vo", "ffn": float}, "layers": [float per layer],
     "n_common": int}.
     """
     va, vb = align(a, b)
-    za = [[standardize(va[l, t]) for t in range(3)] for l in range(va.shape[0])]
-    zb = [[standardize(vb[l, t]) for t in range(3)] for l in range(vb.shape[0])]
-    layers = range(len(za))
+    sums = torch.zeros(va.shape[0], 3, 3, dtype=torch.float64)  # [layer, term, (a·b, a·a, b·b)]
+    for l in range(va.shape[0]):
+        for t in range(3):
+            za, zb = standardize(va[l, t]), standardize(vb[l, t])
+            sums[l, t] = torch.stack([(za * zb).sum(), (za * za).sum(), (zb * zb).sum()])
     return {
-        "ics": _cosine([z for row in za for z in row], [z for row in zb for z in row]),
-        "terms": {name: _cosine([za[l][t] for l in layers], [zb[l][t] for l in layers])
-                  for t, name in enumerate(TERM_NAMES)},
-        "layers": [_cosine(za[l], zb[l]) for l in layers],
+        "ics": _cosine_of_sums(*sums.sum((0, 1)).tolist()),
+        "terms": {name: _cosine_of_sums(*sums[:, t].sum(0).tolist()) for t, name in enumerate(TERM_NAMES)},
+        "layers": [_cosine_of_sums(*sums[l].sum(0).tolist()) for l in range(va.shape[0])],
         "n_common": int(va.shape[2]),
     }
 

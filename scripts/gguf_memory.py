@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -24,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-CACHE = Path(os.environ.get("HUREF_GGUF_MEMORY_CACHE", "/work/cache/gguf_memory"))
+from huref.files import cache_dir
+
+CACHE = Path(os.environ.get("HUREF_GGUF_MEMORY_CACHE") or cache_dir() / "gguf_memory")
 REPO = Path(__file__).resolve().parent.parent
 SHAPE = dict(vocab=151936, hidden=1024, heads=16, kv_heads=8, ffn=2816, layers=2)
 CHUNK_ROWS = 8192  # rows quantized at a time while writing, so building stays small too
