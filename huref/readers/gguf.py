@@ -356,7 +356,7 @@ def _single(value, key: str):
 
 def hf_config(meta: dict, arch: str, tensors: dict[str, StoredTensor]) -> dict:
     """The config.json keys huref reads (model_type and the sizes `huref.layers.model_dims` takes),
-    plus vocab_size and tie_word_embeddings, from GGUF metadata (`{arch}.embedding_length`, ...)."""
+    plus vocab_size, tie_word_embeddings and _name_or_path (general.name), from GGUF metadata (`{arch}.embedding_length`, ...)."""
     from gguf import Keys
 
     def get(key: str, default=None):
@@ -384,6 +384,9 @@ def hf_config(meta: dict, arch: str, tensors: dict[str, StoredTensor]) -> dict:
     }
     if n_experts:
         config["num_local_experts"] = n_experts
+    name = meta.get(Keys.General.NAME)
+    if isinstance(name, str) and name.strip():
+        config["_name_or_path"] = name.strip()[:200]  # the published name: huref's label for the model
     return config
 
 
