@@ -32,8 +32,8 @@ def _cosine_of_sums(dot: float, norm_a: float, norm_b: float) -> float:
     return max(-1.0, min(1.0, dot / denom)) if denom > 0 else 0.0
 
 
-def align(a: Terms, b: Terms) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both term tensors restricted to their common token keys, in a's order: ([L,3,m,m], [L,3,m,m])."""
+def common_indices(a: Terms, b: Terms) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions of the token keys a and b share, in a's order: (indices into a, indices into b)."""
     if len(a.layers) != len(b.layers):
         raise HurefError(f"cannot compare terms of {len(a.layers)} layers with terms of {len(b.layers)} layers")
     strategies = {a.meta.get("token_strategy"), b.meta.get("token_strategy")}
@@ -44,32 +44,44 @@ def align(a: Terms, b: Terms) -> tuple[torch.Tensor, torch.Tensor]:
     pairs = [(i, where_b[key]) for i, key in enumerate(a.tokens) if key in where_b]
     if len(pairs) < MIN_COMMON_TOKENS:
         raise HurefError(f"the two models share only {len(pairs)} probe tokens (need {MIN_COMMON_TOKENS})")
-    ia = torch.tensor([p[0] for p in pairs])
-    ib = torch.tensor([p[1] for p in pairs])
+    return torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
+
+
+def _restricted(term: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """An n×n term restricted to the rows and columns in index (no copy when index is all of it, in order)."""
+    if len(index) == term.shape[0] and bool((index == torch.arange(len(index))).all()):
+        return term
+    return term[index][:, index]
+
+
+def align(a: Terms, b: Terms) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both term tensors restricted to their common token keys, in a's order: ([L,3,m,m], [L,3,m,m])."""
+    ia, ib = common_indices(a, b)
     return a.values[:, :, ia][:, :, :, ia], b.values[:, :, ib][:, :, :, ib]
 
 
 def compare_terms(a: Terms, b: Terms) -> dict:
     """ICS overall, per term and per layer, on the common tokens.
 
-    Each (layer, term) pair is standardized and reduced to three sums (a·b, a·a, b·b) before the
-    next is formed, so memory holds one n×n pair in float64 beyond the terms themselves; every
-    cosine is then a ratio of sums.
+    Each (layer, term) pair is restricted to the common tokens, standardized and reduced to three
+    sums (a·b, a·a, b·b) before the next is formed, so memory holds one n×n pair in float64 beyond
+    the terms themselves; every cosine is then a ratio of sums.
 
     Returns {"ics": float, "terms": {"qk", "vo", "ffn": float}, "layers": [float per layer],
     "n_common": int}.
     """
-    va, vb = align(a, b)
-    sums = torch.zeros(va.shape[0], 3, 3, dtype=torch.float64)  # [layer, term, (a·b, a·a, b·b)]
-    for l in range(va.shape[0]):
+    ia, ib = common_indices(a, b)
+    n_layers = len(a.layers)
+    sums = torch.zeros(n_layers, 3, 3, dtype=torch.float64)  # [layer, term, (a·b, a·a, b·b)]
+    for l in range(n_layers):
         for t in range(3):
-            za, zb = standardize(va[l, t]), standardize(vb[l, t])
+            za, zb = standardize(_restricted(a.values[l, t], ia)), standardize(_restricted(b.values[l, t], ib))
             sums[l, t] = torch.stack([(za * zb).sum(), (za * za).sum(), (zb * zb).sum()])
     return {
         "ics": _cosine_of_sums(*sums.sum((0, 1)).tolist()),
         "terms": {name: _cosine_of_sums(*sums[:, t].sum(0).tolist()) for t, name in enumerate(TERM_NAMES)},
-        "layers": [_cosine_of_sums(*sums[l].sum(0).tolist()) for l in range(va.shape[0])],
-        "n_common": int(va.shape[2]),
+        "layers": [_cosine_of_sums(*sums[l].sum(0).tolist()) for l in range(n_layers)],
+        "n_common": len(ia),
     }
 
 
