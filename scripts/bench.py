@@ -782,7 +782,7 @@ def main() -> None:
     p.add_argument("directory", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True)
     p = sub.add_parser("moe", help="time one deepseek_v3-shaped MoE layer; results/moe_layer.json in the cache")
-    p.add_argument("--experts", default="8,16", help="routed expert counts, one checkpoint each")
+    p.add_argument("--experts", default="4,12", help="routed expert counts, one checkpoint each")
     p.add_argument("--tokens", type=int, default=N_TOKENS)
     p.add_argument("--device", default="cpu")
     p = sub.add_parser("report", help="write docs/PERFORMANCE.md from results/LABEL.json")
