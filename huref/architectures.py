@@ -32,6 +32,9 @@ Conventions
   BERT's token types), as (name, first used row). The probe rows take their mean over used rows, the
   input at an average position: a vector moved from the token rows into the position rows, which
   leaves every input unchanged, then leaves the probe rows unchanged too.
+- `mla`: multi-head latent attention (DeepSeek-V2/V3): q, k, v are None and a `LatentAttention`
+  names the latent matrices and norms; its sizes come from config.json (`huref.layers.latent_dims`).
+  `router_scores`: "softmax" (adding one vector to every router row changes nothing) or "sigmoid".
 - `variants`: `when(key, value, default, field=...)` replaces fields of the row when config.json's
   `key` equals `value` (a missing key reads as `default`, transformers' default), in order, later
   ones winning; `unsupported="..."` marks a variant huref refuses.
@@ -70,7 +73,7 @@ class FFN:
     `experts=True`: the names hold `{e}` (or a fused 3-D layout) and the block repeats per expert;
     `router`: the matrix [n_experts, hidden] scoring the experts (for a shared expert: its sigmoid
     gate [1, hidden]), reading the same norm as up and gate; `shared`: an always-on expert beside the
-    routed ones (qwen2_moe).
+    routed ones (qwen2_moe, deepseek); `router_bias`: a per-expert bias on the router's scores.
     """
 
     up: Proj
@@ -79,6 +82,25 @@ class FFN:
     experts: bool = False
     shared: "FFN | None" = None
     router: str | None = None
+    router_bias: str | None = None  # a per-expert bias added to the scores for the choice only (DeepSeek-V3)
+
+
+@dataclass(frozen=True)
+class LatentAttention:
+    """Multi-head latent attention (DeepSeek-V2/V3): queries through a low-rank latent (q_a, its RMS
+    norm, q_b) or one matrix (`q`, when config.json's q_lora_rank is null); keys and values through
+    a shared latent (`kv_a` writes kv_lora_rank latent rows, then qk_rope_head_dim rows of one rotary
+    key shared by every head; its latent part goes through `kv_a_norm`, then `kv_b` writes per head
+    qk_nope_head_dim key rows and v_head_dim value rows). Query rows per head: nope, then rope."""
+
+    q: Proj
+    q_a: Proj
+    q_a_norm: Norm
+    q_b: Proj
+    kv_a: Proj
+    kv_a_norm: Norm
+    kv_b: Proj
+    norm_eps: float = 1e-6  # transformers builds the latent norms with this epsilon, not rms_norm_eps
 
 
 @dataclass(frozen=True)
@@ -103,11 +125,13 @@ class ArchSpec:
     model_types: tuple[str, ...]
     embed: str
     layer: str
-    q: Proj
-    k: Proj
-    v: Proj
+    q: Proj | None  # None (with k, v) when `mla` describes the attention
+    k: Proj | None
+    v: Proj | None
     o: Proj
     ffn: tuple[FFN, ...]
+    mla: LatentAttention | None = None
+    router_scores: str = "softmax"  # how the router turns logits into expert weights: "softmax" or "sigmoid"
     attn_norm: tuple[Norm, ...] = ()
     ffn_norm: tuple[Norm, ...] = ()
     attn_post_norm: tuple[Norm, ...] = ()
@@ -194,6 +218,27 @@ _LLAMA = dict(
     final_norm=_rms("norm.weight"),
     **_LLAMA_ATTN,
 )
+_LLAMA_MLA = dict(
+    _LLAMA,
+    q=None,
+    k=None,
+    v=None,
+    mla=LatentAttention(
+        q=Proj("self_attn.q_proj.weight"),
+        q_a=Proj("self_attn.q_a_proj.weight"),
+        q_a_norm=Norm("self_attn.q_a_layernorm.weight"),
+        q_b=Proj("self_attn.q_b_proj.weight"),
+        kv_a=Proj("self_attn.kv_a_proj_with_mqa.weight"),
+        kv_a_norm=Norm("self_attn.kv_a_layernorm.weight"),
+        kv_b=Proj("self_attn.kv_b_proj.weight"),
+    ),
+)
+_DEEPSEEK_SHARED_EXPERT = FFN(
+    gate=Proj("mlp.shared_experts.gate_proj.weight"),
+    up=Proj("mlp.shared_experts.up_proj.weight"),
+    down=Proj("mlp.shared_experts.down_proj.weight"),
+)
+_DEEPSEEK_EXPERTS = replace(_QWEN_EXPERTS, shared=_DEEPSEEK_SHARED_EXPERT)
 _GEMMA = dict(
     _LLAMA,
     attn_norm=_rms("input_layernorm.weight", "rms_plus1"),
@@ -242,6 +287,25 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
     ),
     # qwen3 attention (per-head QK norms) with qwen2_moe-like experts and no shared expert
     ArchSpec(model_types=("qwen3_moe",), ffn=(_QWEN_EXPERTS, _FUSED_EXPERTS, _GATED), **_QK_NORM, **_LLAMA),
+    # --- multi-head latent attention (DeepSeek-V2/V3 and the families built on them) ---
+    ArchSpec(
+        model_types=("deepseek_v2",),
+        ffn=(_DEEPSEEK_EXPERTS, replace(_FUSED_EXPERTS, shared=_DEEPSEEK_SHARED_EXPERT), _GATED),
+        rope="pairs",  # complex multiplication on (2p, 2p + 1)
+        **_LLAMA_MLA,
+    ),
+    ArchSpec(
+        # sigmoid router with a bias used for the choice only ("noaux_tc"); layers before
+        # first_k_dense_replace are dense
+        model_types=("deepseek_v3", "glm4_moe_lite"),
+        ffn=(replace(_DEEPSEEK_EXPERTS, router_bias="mlp.gate.e_score_correction_bias"),
+             replace(_FUSED_EXPERTS, shared=_DEEPSEEK_SHARED_EXPERT, router_bias="mlp.gate.e_score_correction_bias"),
+             _GATED),
+        router_scores="sigmoid",
+        rope="pairs",
+        variants=(when("rope_interleave", False, True, rope="half"),),
+        **_LLAMA_MLA,
+    ),
     ArchSpec(model_types=("gemma",), ffn=(_GATED,), **_GEMMA),
     ArchSpec(model_types=("gemma2",), ffn=(_GATED,), **_GEMMA2),
     ArchSpec(

@@ -18,12 +18,16 @@ def every_variant(spec):
 
 def projections(spec):
     ffns = list(spec.ffn) + [f.shared for f in spec.ffn if f.shared]
-    return [spec.q, spec.k, spec.v, spec.o] + [p for f in ffns for p in (f.gate, f.up, f.down) if p]
+    attention = [spec.q, spec.k, spec.v, spec.o]
+    if spec.mla:
+        attention += [spec.mla.q, spec.mla.q_a, spec.mla.q_b, spec.mla.kv_a, spec.mla.kv_b]
+    return [p for p in attention if p] + [p for f in ffns for p in (f.gate, f.up, f.down) if p]
 
 
 def norms(spec):
-    return [n for field in ("attn_norm", "ffn_norm", "attn_post_norm", "ffn_post_norm", "residual_norm", "q_norm",
-                            "k_norm", "embed_norm", "final_norm") for n in getattr(spec, field)]
+    latent = [spec.mla.q_a_norm, spec.mla.kv_a_norm] if spec.mla else []
+    return latent + [n for field in ("attn_norm", "ffn_norm", "attn_post_norm", "ffn_post_norm", "residual_norm",
+                                     "q_norm", "k_norm", "embed_norm", "final_norm") for n in getattr(spec, field)]
 
 
 @pytest.mark.parametrize("spec", ARCHITECTURES, ids=[s.model_types[0] for s in ARCHITECTURES])
