@@ -219,17 +219,22 @@ def write_side_rows(x: torch.Tensor, centre: bool) -> torch.Tensor:
     return (wide - wide.mean(1, keepdim=True)).to(x.dtype)
 
 
-def layer_terms(layer: LayerWeights, x: torch.Tensor, x_out: torch.Tensor) -> torch.Tensor:
-    """The three terms of one layer, stacked [3, n, n], from raw residual rows x [n, d] and their
-    write-side form x_out (`write_side_rows`)."""
+def layer_terms(layer: LayerWeights, x: torch.Tensor, x_out: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The three terms of one layer [3, n, n], from raw residual rows x [n, d] and their write-side
+    form x_out (`write_side_rows`), written into `out` when given (each term is copied in as soon
+    as it exists, so no second [3, n, n] buffer is made)."""
+    n = x.shape[0]
+    out = x.new_empty(3, n, n) if out is None else out
     x_attn = apply_norm(layer.attn_norm, x)
-    x_ffn = apply_norm(layer.ffn_norm, x)
     if layer.mla is not None:
         c_q, c_kv, k_pe = latent_rows(layer, x_attn)
-        qk, vo = mla_qk_term(layer, c_q, c_kv, k_pe), mla_vo_term(layer, c_kv, x_out)
+        out[0] = mla_qk_term(layer, c_q, c_kv, k_pe)
+        out[1] = mla_vo_term(layer, c_kv, x_out)
     else:
-        qk, vo = qk_term(layer, x_attn), vo_term(layer, x_attn, x_out)
-    return torch.stack([qk, vo, ffn_term(layer, x_ffn, x_out)])
+        out[0] = qk_term(layer, x_attn)
+        out[1] = vo_term(layer, x_attn, x_out)
+    out[2] = ffn_term(layer, apply_norm(layer.ffn_norm, x), x_out)
+    return out
 
 
 def memory_budget() -> int:
@@ -294,7 +299,10 @@ def invariant_terms(
     check_memory(len(wanted), len(ids), dtype)
     say = progress or (lambda step: None)
     say("reading embedding rows")
-    chosen, values, skipped = [], [], []
+    chosen, skipped = [], []
+    # kept terms, filled in place: slots in layer order (the default walk goes down from the top)
+    values = torch.empty(len(wanted), 3, len(ids), len(ids))
+    slot_order = sorted(range(len(wanted)), key=wanted.__getitem__)
     with torch.no_grad():
         x = embedding_rows(model, ids).to(device=device, dtype=dtype)
         x_out = write_side_rows(x, model.arch.layer_norm)
@@ -303,19 +311,18 @@ def invariant_terms(
             if len(chosen) == len(wanted):
                 break
             say(f"layer {i}")
-            terms = layer_terms(layer_weights(model, i), x, x_out)
+            slot = slot_order.index(len(chosen)) if layers else len(wanted) - 1 - len(chosen)
+            terms = layer_terms(layer_weights(model, i), x, x_out, values[slot])
             if not layers and float(terms[1:].abs().max()) <= INERT_TOLERANCE * identity_scale:
                 skipped.append(i)
                 continue
             chosen.append(i)
-            values.append(terms.float().cpu())
-            if not bool(torch.isfinite(values[-1]).all()):
+            if not bool(torch.isfinite(terms).all()):
                 raise HurefError(f"{model.name}: the terms of layer {i} overflow (weights too large to be a "
                                  "trained model's)")
     if len(chosen) < len(wanted):
         raise HurefError(f"{model.name}: fewer than {len(wanted)} layers write to the residual stream")
-    order = sorted(range(len(chosen)), key=chosen.__getitem__)
-    chosen, values = [chosen[k] for k in order], [values[k] for k in order]
+    chosen = sorted(chosen)
     meta = {
         "model": model.label,
         "model_type": model.config.get("model_type"),
@@ -329,7 +336,7 @@ def invariant_terms(
         "skipped_inert_layers": skipped,
         "sha256": dict(sorted(model.reader.digests.items())),
     }
-    return Terms(torch.stack(values), chosen, keys, meta)
+    return Terms(values, chosen, keys, meta)
 
 
 def terms_chunks(terms: Terms):
