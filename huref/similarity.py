@@ -20,11 +20,33 @@ MIN_COMMON_TOKENS = 16
 THRESHOLDS_FILE = Path(__file__).with_name("data") / "thresholds.json"
 
 
+STAT_ROWS = 256  # rows of an n×n term turned into float64 at a time
+
+
 def standardize(t: torch.Tensor) -> torch.Tensor:
     """z-score over the whole tensor (float64): zero mean, unit standard deviation."""
     t = t.double()
     std = t.std()
     return (t - t.mean()) / (std if std > 0 else 1.0)
+
+
+def standardized_sums(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float, float]:
+    """(za·zb, za·za, zb·zb) of the standardized (`standardize`) a and b, two same-shaped matrices,
+    accumulated in float64 over blocks of STAT_ROWS rows: no full-size copy is made."""
+    sum_a = sum_b = 0.0
+    for start in range(0, a.shape[0], STAT_ROWS):
+        sum_a += float(a[start:start + STAT_ROWS].double().sum())
+        sum_b += float(b[start:start + STAT_ROWS].double().sum())
+    mean_a, mean_b = sum_a / a.numel(), sum_b / b.numel()
+    ab = aa = bb = 0.0
+    for start in range(0, a.shape[0], STAT_ROWS):
+        da = a[start:start + STAT_ROWS].double() - mean_a
+        db = b[start:start + STAT_ROWS].double() - mean_b
+        ab, aa, bb = ab + float((da * db).sum()), aa + float((da * da).sum()), bb + float((db * db).sum())
+    # standardizing divides by std = sqrt(aa / (N - 1)): scale the sums accordingly (zero spread stays 0)
+    n1 = a.numel() - 1
+    scale_a, scale_b = (n1 / aa if aa > 0 else 1.0), (n1 / bb if bb > 0 else 1.0)
+    return ab * (scale_a * scale_b) ** 0.5, aa * scale_a, bb * scale_b
 
 
 def _cosine_of_sums(dot: float, norm_a: float, norm_b: float) -> float:
@@ -64,8 +86,8 @@ def compare_terms(a: Terms, b: Terms) -> dict:
     """ICS overall, per term and per layer, on the common tokens.
 
     Each (layer, term) pair is restricted to the common tokens, standardized and reduced to three
-    sums (a·b, a·a, b·b) before the next is formed, so memory holds one n×n pair in float64 beyond
-    the terms themselves; every cosine is then a ratio of sums.
+    sums (a·b, a·a, b·b) block by block (`standardized_sums`), so memory holds little beyond the
+    terms themselves; every cosine is then a ratio of sums.
 
     Returns {"ics": float, "terms": {"qk", "vo", "ffn": float}, "layers": [float per layer],
     "n_common": int}.
@@ -75,8 +97,8 @@ def compare_terms(a: Terms, b: Terms) -> dict:
     sums = torch.zeros(n_layers, 3, 3, dtype=torch.float64)  # [layer, term, (a·b, a·a, b·b)]
     for l in range(n_layers):
         for t in range(3):
-            za, zb = standardize(_restricted(a.values[l, t], ia)), standardize(_restricted(b.values[l, t], ib))
-            sums[l, t] = torch.stack([(za * zb).sum(), (za * za).sum(), (zb * zb).sum()])
+            sums[l, t] = torch.tensor(standardized_sums(_restricted(a.values[l, t], ia), _restricted(b.values[l, t], ib)),
+                                      dtype=torch.float64)
     return {
         "ics": _cosine_of_sums(*sums.sum((0, 1)).tolist()),
         "terms": {name: _cosine_of_sums(*sums[:, t].sum(0).tolist()) for t, name in enumerate(TERM_NAMES)},
