@@ -126,7 +126,10 @@ def _load_storage_bytes(data):
     declared = declared_storage_bytes(data)
     if declared > len(data):
         raise pickle.UnpicklingError(f"a storage declares {declared} bytes but holds {len(data)}")
-    storage = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    try:
+        storage = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except (RuntimeError, AssertionError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as e:
+        raise pickle.UnpicklingError(f"unreadable storage ({type(e).__name__})") from None
     if not isinstance(storage, torch.TypedStorage):
         raise pickle.UnpicklingError("storage payload did not hold a storage")
     return storage
@@ -209,7 +212,8 @@ def read_network_pickle(path) -> object:
                          f"or StyleGAN2 network record{hint}; nothing from the file was run") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, RuntimeError,
             KeyError, RecursionError, MemoryError, OverflowError) as e:
-        raise GeneratorError(f"{path}: not a readable network pickle ({type(e).__name__}: {e})") from None
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise GeneratorError(f"{path}: not a readable network pickle ({type(e).__name__}: {first})") from None
 
 
 MAX_KWARGS_NODES = 10_000  # values in a network's stored kwargs (NVIDIA's hold about 20)
