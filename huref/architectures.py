@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from huref.errors import HurefError
+from huref.errors import HurefError, excerpt
 
 
 @dataclass(frozen=True)
@@ -165,6 +165,8 @@ class ArchSpec:
         """This row with the variants config.json selects applied (the result has no variants left)."""
         spec = replace(self, variants=())
         for variant in self.variants:
+            if not isinstance(config.get(variant.key, variant.default), (bool, type(None))):
+                raise HurefError(f"config.json: {variant.key} is {excerpt(config[variant.key])}, not true or false")
             if config.get(variant.key, variant.default) == variant.value:
                 spec = replace(spec, **dict(variant.changes))
         return spec
@@ -508,6 +510,8 @@ def supported_model_types() -> list[str]:
 def arch_for_config(config: dict) -> ArchSpec:
     """Return the ArchSpec for a config.json dict, or raise a one-line HurefError."""
     model_type = config.get("model_type")
+    if not isinstance(model_type, str):
+        raise HurefError(f"config.json: model_type is {excerpt(model_type)}, not a string")
     if model_type not in _BY_TYPE:
         raise HurefError(
             f"unsupported model_type '{model_type}'; supported: {', '.join(supported_model_types())}"

@@ -470,9 +470,8 @@ def main() -> None:
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("huref: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    except click.ClickException as e:
-        e.message = one_line(e.format_message())
-        e.show()
+    except click.ClickException as e:  # a usage error: one line too (`huref COMMAND --help` shows the usage)
+        click.echo(f"huref: error: {one_line(e.format_message())}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     except Exception as e:  # a bug, not bad input: still one line unless debugging
         if os.environ.get("HUREF_DEBUG"):

@@ -1,4 +1,5 @@
-"""huref's two error types: what a user got wrong, and what is wrong with the installation."""
+"""huref's two error types: what a user got wrong, and what is wrong with the installation; and
+`excerpt`, how a message quotes a value read from a file."""
 
 
 class HurefError(Exception):
@@ -14,3 +15,9 @@ class InstallationError(Exception):
     Not a HurefError: the user's input is not at fault. The message says what is missing, in one
     line; the CLI prints it as an installation fault and exits with code 3.
     """
+
+
+def excerpt(value, limit: int = 40) -> str:
+    """repr(value) cut to at most `limit` characters: a file's contents quoted in a message stay short."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

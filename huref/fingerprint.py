@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import secrets
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 
 import huref
 from huref.encoder import LATENT_DIM, encode, encoder_digest, load_encoder
-from huref.errors import HurefError
+from huref.errors import HurefError, excerpt
 from huref.files import write_atomically
 from huref.invariants import Terms, load_terms, terms_chunks
 
@@ -129,26 +128,43 @@ def check_opening(fingerprint: dict, opening_file) -> bool:
     return commitment_digest(terms, salt) == fingerprint["commitment"]["sha256"]
 
 
+MAX_FINGERPRINT_BYTES = 16 * 1024 * 1024  # an FP.json is about 12 kB
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def load_fingerprint(path) -> dict:
-    """Read and check an FP.json; anything malformed raises HurefError with one line."""
+    """Read and check an FP.json; anything malformed raises HurefError with one line.
+
+    Checked at parse time: the size of the file, every field's type, a latent of LATENT_DIM numbers
+    that are finite in float32, layers as integers, n_layers an integer or null, n_tokens at least 2.
+    """
+    from huref.readers import open_regular
+
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        with open_regular(str(path)) as f:
+            raw = f.read(MAX_FINGERPRINT_BYTES + 1)
+        if len(raw) > MAX_FINGERPRINT_BYTES:
+            raise HurefError(f"{path}: too large for a fingerprint (more than {MAX_FINGERPRINT_BYTES} bytes)")
+        data = json.loads(raw.decode("utf-8"))
     except OSError as e:
         raise HurefError(f"{path}: cannot read ({e.strerror})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise HurefError(f"{path}: not a fingerprint (invalid JSON: {e})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise HurefError(f"{path}: not a fingerprint (not valid JSON, or nested too deeply)") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise HurefError(f"{path}: not a huref fingerprint (no \"format\": \"{FORMAT}\")")
-    if data.get("format_version") != FORMAT_VERSION:
-        raise HurefError(f"{path}: fingerprint format version {data.get('format_version')!r} is not supported "
-                         f"(this huref reads {FORMAT_VERSION})")
+    if data.get("format_version") != FORMAT_VERSION or isinstance(data.get("format_version"), bool):
+        raise HurefError(f"{path}: fingerprint format version {excerpt(data.get('format_version'))} is not "
+                         f"supported (this huref reads {FORMAT_VERSION})")
     for key, kind in REQUIRED.items():
         if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):
             raise HurefError(f"{path}: fingerprint field \"{key}\" is missing or has the wrong type")
     values = data["latent"]
-    if len(values) != LATENT_DIM or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                            and math.isfinite(v) for v in values):
-        raise HurefError(f"{path}: fingerprint latent must be {LATENT_DIM} finite numbers")
+    if len(values) != LATENT_DIM or not all(type(v) in (int, float) and abs(v) <= FLOAT32_MAX for v in values):
+        raise HurefError(f"{path}: fingerprint latent must be {LATENT_DIM} numbers, finite in float32")
+    if (not all(type(i) is int for i in data["layers"]) or data["n_tokens"] < 2
+            or not (data.get("n_layers") is None or type(data["n_layers"]) is int)
+            or not isinstance(data.get("layer_choice"), (str, type(None)))):
+        raise HurefError(f"{path}: fingerprint layers, n_layers, layer_choice or n_tokens are malformed")
     if not isinstance(data["commitment"].get("sha256"), str) or not isinstance(data["generator"].get("name"), str):
         raise HurefError(f"{path}: fingerprint commitment or generator entry is malformed")
     return data

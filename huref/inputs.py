@@ -209,6 +209,12 @@ def open_subject(spec: str, settings: Settings | None = None) -> Subject:
     from huref.sources import load_model
 
     settings = settings or Settings()
+    try:
+        os.stat(spec)
+    except (FileNotFoundError, NotADirectoryError):  # not a local path: a hub id or demo name, or missing
+        pass
+    except (OSError, ValueError) as e:  # a name too long, a loop of links, a NUL byte, no permission
+        raise HurefError(f"{spec}: cannot read ({getattr(e, 'strerror', None) or e})") from None
     if is_fingerprint_file(spec):
         return Subject(spec, "fingerprint", label_of(spec), fingerprint=load_fingerprint(spec))
     if is_invariants_file(spec):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from huref.architectures import FFN, ArchSpec, Norm, Proj, arch_for_config
-from huref.errors import HurefError
+from huref.errors import HurefError, excerpt
 
 BLOCK_ELEMENTS = 1 << 24  # rows per block are chosen so a float32 block is ~64 MB
 BLOCK_ROW_MULTIPLE = 256
@@ -39,31 +39,61 @@ class Dims:
 EPS_KEYS = ("rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", "norm_eps", "norm_epsilon")
 
 
-def config_value(config: dict, *keys: str, default=None):
-    """The value of the first of `keys` that config.json sets (not null), else `default`."""
+MAX_SIZE = 1 << 24  # no size a config declares (layers, heads, widths, experts) is near this
+
+
+def config_value(config: dict, *keys: str, default=None, kind: type | None = None, low: float | None = None,
+                 high: float | None = None, where: str = "config.json"):
+    """The value of the first of `keys` that config.json sets (not null), else `default`.
+
+    With `kind` the value found is checked: `int` takes a JSON integer (not a boolean, not 2.0),
+    `float` any finite number, `str` a string; numbers must lie in [low, high]. Anything else is
+    a one-line HurefError naming the key (and `where` it was read), so a config's types are settled
+    where they are read.
+    """
     for key in keys:
         if config.get(key) is not None:
-            return config[key]
+            return _checked(key, config[key], kind, low, high, where)
     return default
+
+
+def _checked(key: str, value, kind: type | None, low, high, where: str):
+    if kind is None:
+        return value
+    if kind is int:
+        ok = type(value) is int
+    elif kind is float:
+        ok = type(value) in (int, float) and math.isfinite(value)
+    else:
+        ok = isinstance(value, kind)
+    if ok and kind in (int, float):
+        ok = (low is None or value >= low) and (high is None or value <= high)
+    if not ok:
+        shown = excerpt(value)
+        wanted = {int: "an integer", float: "a finite number", str: "a string"}.get(kind, kind.__name__)
+        bounds = f" in [{low}, {high}]" if kind in (int, float) and (low, high) != (None, None) else ""
+        raise HurefError(f"{where}: {key} is {shown}, not {wanted}{bounds}")
+    return float(value) if kind is float else value
 
 
 def model_dims(config: dict, arch: ArchSpec | None = None) -> Dims:
     """Read hidden size, layer and head counts, norm epsilon and expert count from a config dict
     (`arch`: its ArchSpec, by default `arch_for_config(config)`, which may fix the key/value heads)."""
     arch = arch or arch_for_config(config)
-    try:
-        hidden = int(config_value(config, "hidden_size", "n_embd", "d_model"))
-        n_layers = int(config_value(config, "num_hidden_layers", "n_layer", "num_layers"))
-        n_heads = int(config_value(config, "num_attention_heads", "n_head", "num_heads"))
-    except TypeError:
-        raise HurefError("config.json lacks the hidden size, layer count or head count") from None
-    n_kv = arch.n_kv_heads or int(config_value(config, "num_key_value_heads", "num_kv_heads", "n_head_kv",
-                                               default=n_heads))
-    head_dim = int(config_value(config, "head_dim", default=hidden // n_heads))
+    size = dict(kind=int, low=1, high=MAX_SIZE)
+    hidden = config_value(config, "hidden_size", "n_embd", "d_model", **size)
+    n_layers = config_value(config, "num_hidden_layers", "n_layer", "num_layers", **size)
+    n_heads = config_value(config, "num_attention_heads", "n_head", "num_heads", **size)
+    if None in (hidden, n_layers, n_heads):
+        raise HurefError("config.json lacks the hidden size, layer count or head count")
+    n_kv = arch.n_kv_heads or config_value(config, "num_key_value_heads", "num_kv_heads", "n_head_kv",
+                                           default=n_heads, **size)
+    head_dim = config_value(config, "head_dim", default=hidden // n_heads, **size)
     if min(hidden, n_layers, n_heads, n_kv, head_dim) <= 0 or n_heads % n_kv:
         raise HurefError("config.json declares inconsistent sizes (heads, key/value heads, hidden size)")
-    eps = float(config_value(config, *EPS_KEYS, default=1e-5))
-    n_experts = int(config_value(config, "num_local_experts", "num_experts", "n_routed_experts", default=0))
+    eps = config_value(config, *EPS_KEYS, default=1e-5, kind=float, low=0.0)
+    n_experts = config_value(config, "num_local_experts", "num_experts", "n_routed_experts", default=0, kind=int,
+                             low=0, high=MAX_SIZE)
     return Dims(hidden, n_layers, n_heads, n_kv, head_dim, eps, n_experts)
 
 
@@ -203,13 +233,12 @@ class LatentDims:
 
 def latent_dims(config: dict) -> LatentDims:
     """The MLA sizes config.json declares (q_lora_rank null or 0: queries in one matrix)."""
-    try:
-        sizes = [int(config.get("q_lora_rank") or 0)] + [
-            int(config[key]) for key in ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")]
-    except (KeyError, TypeError, ValueError):
-        raise HurefError("config.json lacks the latent attention sizes (kv_lora_rank, qk_nope_head_dim, "
-                         "qk_rope_head_dim, v_head_dim)") from None
-    if min(sizes) < 0 or min(sizes[1:3] + sizes[4:]) <= 0:
+    keys = ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
+    if any(config.get(key) is None for key in keys):
+        raise HurefError(f"config.json lacks the latent attention sizes ({', '.join(keys)})")
+    sizes = [config_value(config, "q_lora_rank", default=0, kind=int, low=0, high=MAX_SIZE) or 0] + [
+        config_value(config, key, kind=int, low=0, high=MAX_SIZE) for key in keys]
+    if min(sizes[1:3] + sizes[4:]) <= 0:
         raise HurefError("config.json declares inconsistent latent attention sizes")
     return LatentDims(*sizes)
 

@@ -139,7 +139,9 @@ def _load_vocab(directory: Path) -> list[str | None] | None:
     if path.exists():
         data = _read_json(path)
         model = data.get("model") or {}
-        vocab = model.get("vocab") if isinstance(model, dict) else None
+        if not isinstance(model, dict):
+            raise HurefError(f"{path}: \"model\" is not an object")
+        vocab = model.get("vocab")
         if isinstance(vocab, list):  # Unigram: [[piece, score], ...]
             if len(vocab) >= MAX_VOCAB_ID:
                 raise HurefError(f"{path}: {len(vocab)} tokens is more than huref reads ({MAX_VOCAB_ID})")

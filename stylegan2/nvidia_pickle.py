@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checks import open_regular
 from .errors import GeneratorError
 from .networks import Generator
 from .weights import build_generator
@@ -67,22 +68,86 @@ def _numpy_scalar(dtype, data=None):
     return np.frombuffer(data, dtype=np.dtype(dtype.byteorder + dtype.code), count=1)[0].item()
 
 
+# bytes per element of the storage classes a legacy torch.save names (unknown names count 8)
+STORAGE_ITEMSIZE = {"UntypedStorage": 1, "ByteStorage": 1, "CharStorage": 1, "BoolStorage": 1, "HalfStorage": 2,
+                    "BFloat16Storage": 2, "ShortStorage": 2, "FloatStorage": 4, "IntStorage": 4}
+
+
+class _Inert:
+    """What a scanned pickle's globals and calls become: nothing is looked up or run."""
+
+    def __init__(self, *args, name=""):
+        self.name = name
+
+    def __call__(self, *args, **kwargs):
+        return _Inert()
+
+    def __setstate__(self, state):
+        pass
+
+
+class _StorageScan(pickle.Unpickler):
+    """Unpickles one record of a legacy torch.save stream inertly, collecting its storage ids."""
+
+    def __init__(self, f):
+        super().__init__(f)
+        self.storages = {}
+
+    def find_class(self, module, name):
+        return _Inert(name=name)
+
+    def persistent_load(self, pid):
+        if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage":
+            kind = getattr(pid[1], "name", "")
+            self.storages[str(pid[2])] = (pid[4], STORAGE_ITEMSIZE.get(kind, 8))
+        return _Inert()
+
+
+def declared_storage_bytes(data: bytes) -> int:
+    """Bytes the storages of a legacy torch.save stream declare (read without allocating them);
+    0 for the zip format, whose records are sized by the bytes they hold."""
+    if data[:4] == b"PK\x03\x04":
+        return 0
+    stream = io.BytesIO(data)
+    scan = _StorageScan(stream)
+    for _ in range(4):  # magic number, protocol version, system info, then the object itself
+        scan.load()
+    sizes = scan.storages.values()
+    if not all(type(n) is int and n >= 0 for n, _ in sizes):
+        raise pickle.UnpicklingError("storage with a malformed size")
+    return sum(n * itemsize for n, itemsize in sizes)
+
+
 def _load_storage_bytes(data):
-    """torch.storage._load_from_bytes(bytes): a storage saved by torch.save, read weights-only."""
+    """torch.storage._load_from_bytes(bytes): a storage saved by torch.save, read weights-only, once
+    the sizes it declares are found to fit in its bytes (nothing larger is ever allocated)."""
     if not isinstance(data, bytes):
         raise pickle.UnpicklingError("storage payload is not bytes")
-    storage = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    declared = declared_storage_bytes(data)
+    if declared > len(data):
+        raise pickle.UnpicklingError(f"a storage declares {declared} bytes but holds {len(data)}")
+    try:
+        storage = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except (RuntimeError, AssertionError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as e:
+        raise pickle.UnpicklingError(f"unreadable storage ({type(e).__name__})") from None
     if not isinstance(storage, torch.TypedStorage):
         raise pickle.UnpicklingError("storage payload did not hold a storage")
     return storage
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
-    """torch._utils._rebuild_tensor_v2: a tensor viewing `storage` (copied out, gradient-free)."""
+    """torch._utils._rebuild_tensor_v2: a tensor viewing `storage` (copied out, gradient-free). Its
+    elements must fit in the storage (a stride-0 tensor repeating one number 2^28 times is refused)."""
     if not isinstance(storage, torch.TypedStorage):
         raise pickle.UnpicklingError("tensor without a storage")
+    if not (type(storage_offset) is int and storage_offset >= 0 and isinstance(size, (tuple, list))
+            and isinstance(stride, (tuple, list)) and len(size) == len(stride)
+            and all(type(v) is int and v >= 0 for v in (*size, *stride))):
+        raise pickle.UnpicklingError("tensor with a malformed size, stride or offset")
     t = torch.empty((0,), dtype=storage.dtype)
-    t.set_(storage, storage_offset, tuple(size), tuple(stride))
+    t.set_(storage, storage_offset, tuple(size), tuple(stride))  # refuses a view reaching past the storage
+    if t.numel() * t.element_size() > t.untyped_storage().nbytes():
+        raise pickle.UnpicklingError(f"tensor of shape {tuple(size)} has more elements than its storage holds")
     return t.clone()
 
 
@@ -95,11 +160,11 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=Non
 
 def _persistent_record(meta):
     """torch_utils.persistence._reconstruct_persistent_obj(meta), as a record; the source is only hashed."""
-    if not isinstance(meta, dict) or meta.get("type") != "class" or not isinstance(meta.get("state"), dict):
+    if (not isinstance(meta, dict) or meta.get("type") != "class" or not isinstance(meta.get("state"), dict)
+            or not isinstance(meta.get("module_src", ""), str) or not isinstance(meta.get("class_name"), str)):
         raise pickle.UnpicklingError("malformed persistent object")
-    source = meta.get("module_src", "")
-    return PersistentRecord(str(meta.get("class_name")), meta["state"],
-                            hashlib.sha256(str(source).encode()).hexdigest())
+    return PersistentRecord(meta["class_name"], meta["state"],
+                            hashlib.sha256(meta.get("module_src", "").encode()).hexdigest())
 
 
 ALLOWED_GLOBALS = {
@@ -139,37 +204,61 @@ def read_network_pickle(path) -> object:
     """Unpickle path with RestrictedUnpickler; raises GeneratorError naming the first refused global."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             return RestrictedUnpickler(f).load()
     except RefusedGlobal as e:
         hint = " (a TensorFlow-era pickle, not supported)" if str(e).startswith("dnnlib.tflib") else ""
         raise GeneratorError(f"{path}: refused to load: the pickle asks for {e}, which is not a tensor, container "
                          f"or StyleGAN2 network record{hint}; nothing from the file was run") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, RuntimeError) as e:
-        raise GeneratorError(f"{path}: not a readable network pickle ({type(e).__name__}: {e})") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, RuntimeError,
+            KeyError, RecursionError, MemoryError, OverflowError) as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise GeneratorError(f"{path}: not a readable network pickle ({type(e).__name__}: {first})") from None
 
 
-def plain(value):
-    """EasyDicts and OrderedDicts inside stored kwargs -> plain dicts (recursively)."""
+MAX_KWARGS_NODES = 10_000  # values in a network's stored kwargs (NVIDIA's hold about 20)
+
+
+def plain(value, budget: list[int] | None = None):
+    """EasyDicts and OrderedDicts inside stored kwargs -> plain dicts (recursively). A pickle can
+    make a small file stand for a huge tree (one list referenced twice at every level), so at most
+    MAX_KWARGS_NODES values are copied before GeneratorError."""
+    budget = [MAX_KWARGS_NODES] if budget is None else budget
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise GeneratorError(f"the stored generator kwargs hold more than {MAX_KWARGS_NODES} values")
     if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
+        return {k: plain(v, budget) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(plain(v) for v in value)
+        return type(value)(plain(v, budget) for v in value)
     return value
 
 
-def record_tensors(record: PersistentRecord, prefix: str = "") -> dict:
-    """Flatten a record tree into a state_dict: parameters, persistent buffers, then sub-modules."""
+MAX_MODULES = 10_000  # records in a network's module tree (NVIDIA's generators have a few hundred)
+
+
+def record_tensors(record: PersistentRecord, prefix: str = "", budget: list[int] | None = None) -> dict:
+    """Flatten a record tree into a state_dict: parameters, persistent buffers, then sub-modules.
+    At most MAX_MODULES records are visited (a pickle can reference one record from many places)."""
+    budget = [MAX_MODULES] if budget is None else budget
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise GeneratorError(f"the generator holds more than {MAX_MODULES} module records")
     state = record.state
+    for kind in ("_parameters", "_buffers", "_modules"):
+        if not isinstance(state.get(kind) or {}, dict):
+            raise GeneratorError(f"{prefix or 'the generator'}: {kind} is not a mapping")
     skip = set(state.get("_non_persistent_buffers_set") or ())
     tensors = {}
     for kind in ("_parameters", "_buffers"):
         for name, t in (state.get(kind) or {}).items():
             if t is not None and name not in skip:
+                if not isinstance(t, torch.Tensor):
+                    raise GeneratorError(f"{prefix}{name} is not a tensor")
                 tensors[prefix + name] = t
     for name, child in (state.get("_modules") or {}).items():
         if isinstance(child, PersistentRecord):
-            tensors.update(record_tensors(child, f"{prefix}{name}."))
+            tensors.update(record_tensors(child, f"{prefix}{name}.", budget))
         elif child is not None:
             raise GeneratorError(f"sub-module {prefix}{name} is not a network record")
     return tensors
@@ -183,8 +272,12 @@ def load_nvidia_pickle(path, key: str = "G_ema") -> tuple[Generator, dict]:
         raise GeneratorError(f"{path}: no {key} generator record in this pickle")
     if record.state.get("_init_args"):
         raise GeneratorError(f"{path}: the generator was built with positional arguments; only keyword arguments are supported")
-    init_kwargs = plain(record.state.get("_init_kwargs") or {})
-    G = build_generator(init_kwargs, record_tensors(record), path)
+    try:
+        init_kwargs = plain(record.state.get("_init_kwargs") or {})
+        tensors = record_tensors(record)
+    except (GeneratorError, RecursionError, TypeError) as e:
+        raise GeneratorError(f"{path}: malformed generator record ({e or type(e).__name__})") from None
+    G = build_generator(init_kwargs, tensors, path)
     info = {"source": Path(path).name, "network": key, "init_kwargs": init_kwargs,
             "module_src_sha256": record.module_src_sha256}
     return G, info

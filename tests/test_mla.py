@@ -6,10 +6,9 @@ import torch
 import transformers
 
 from huref.invariants import invariant_terms
-from huref.layers import apply_norm, embedding_rows, layer_weights
+from huref.layers import embedding_rows, layer_weights
 from huref.sources import load_model
 from huref.tokens import select_tokens
-from huref_lab import tiny_models
 
 CAPTURED = {}
 

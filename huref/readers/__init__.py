@@ -9,6 +9,8 @@ an invariants file can say exactly which bytes it came from.
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from typing import Sequence
 
 import torch
@@ -57,6 +59,32 @@ class TensorReader:
 
     def close(self) -> None:
         """Release open files (a no-op for readers that hold none)."""
+
+
+def open_regular(path: str, buffering: int = -1):
+    """Open path for reading in binary, refusing (HurefError) anything that is not a regular file.
+
+    The file is opened without blocking and checked on the open descriptor, so a FIFO or device
+    planted at path (or a link to one) is refused instead of waited on.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise HurefError(f"{path}: cannot read ({e.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise HurefError(f"{path}: not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb", buffering=buffering)
+
+
+def check_backed(path: str, name: str, shape, nbytes: int, backing: int, file_size: int) -> None:
+    """Refuse a tensor whose declared size is not backed by the file: `nbytes` (its elements times
+    their size) must fit in the `backing` bytes behind it, and no dimension may exceed the file's
+    size (a dimension of 2^40 with nothing behind it would otherwise drive a loop or an index)."""
+    if nbytes > backing or any(d > file_size for d in shape):
+        raise HurefError(f"{path}: tensor '{name}' declares shape {tuple(shape)}, which the file's bytes "
+                         f"do not back ({nbytes} bytes needed, {backing} behind it)")
 
 
 def as_row_index(rows: Sequence[int] | slice | None, n_rows: int):

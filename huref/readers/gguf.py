@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from huref.errors import HurefError
+from huref.layers import MAX_SIZE, config_value
 from huref.readers import TensorReader, as_row_index, read_exactly
 from huref.readers.safetensors import consecutive_runs
 
@@ -327,6 +328,8 @@ def _parse_header(cursor: _HeaderCursor, path: str, gguf) -> GGUFFile:
         row_bytes = shape[-1] // block * block_bytes
         if data_start + offset + math.prod(shape[:-1]) * row_bytes > cursor.size:
             raise _Malformed(f"tensor {name} is cut short")
+        if any(d > cursor.size for d in shape):  # a 2^40 dimension beside a zero one has no bytes yet drives loops
+            raise _Malformed(f"tensor {name} declares a dimension larger than the file")
         tensors[name] = StoredTensor(path, name, shape, qtype, data_start + offset, row_bytes)
     return GGUFFile(metadata, tokens, tensors)
 
@@ -363,22 +366,36 @@ def hf_config(meta: dict, arch: str, tensors: dict[str, StoredTensor]) -> dict:
         name = key.format(arch=arch)
         return _single(meta.get(name, default), name)
 
-    try:
-        hidden = int(get(Keys.LLM.EMBEDDING_LENGTH))
-        n_layers = int(get(Keys.LLM.BLOCK_COUNT))
-        n_heads = int(get(Keys.Attention.HEAD_COUNT))
-    except TypeError:
-        raise HurefError(f"GGUF metadata lacks {arch}.embedding_length, block_count or attention.head_count") from None
-    n_experts = int(get(Keys.LLM.EXPERT_COUNT, 0) or 0)
+    def size(key: str, default=None, low: int = 1) -> int:
+        """A size from the metadata, checked: an integer in [low, MAX_SIZE]."""
+        value = get(key, default)
+        if value is None:
+            raise HurefError(f"GGUF metadata lacks {key.format(arch=arch)}")
+        if isinstance(value, (np.integer, np.floating)):
+            value = value.item()
+        name = key.format(arch=arch)
+        return config_value({name: value}, name, kind=int, low=low, high=MAX_SIZE, where="GGUF metadata")
+
+    hidden = size(Keys.LLM.EMBEDDING_LENGTH)
+    n_layers = size(Keys.LLM.BLOCK_COUNT)
+    n_heads = size(Keys.Attention.HEAD_COUNT)
+    n_kv_heads = size(Keys.Attention.HEAD_COUNT_KV, n_heads)
+    if hidden % n_heads or n_heads % n_kv_heads:
+        raise HurefError(f"GGUF metadata declares {n_heads} heads and {n_kv_heads} key/value heads for hidden "
+                         f"size {hidden}, which do not divide")
+    n_experts = size(Keys.LLM.EXPERT_COUNT, 0, low=0)
     eps = get(Keys.Attention.LAYERNORM_RMS_EPS, get(Keys.Attention.LAYERNORM_EPS, 1e-6))
+    if isinstance(eps, (np.integer, np.floating)):
+        eps = eps.item()
+    eps = config_value({"norm epsilon": eps}, "norm epsilon", kind=float, low=0.0, where="GGUF metadata")
     config = {
         "model_type": WITH_EXPERTS.get(arch, MODEL_TYPES[arch]) if n_experts else MODEL_TYPES[arch],
         "hidden_size": hidden,
         "num_hidden_layers": n_layers,
         "num_attention_heads": n_heads,
-        "num_key_value_heads": int(get(Keys.Attention.HEAD_COUNT_KV, n_heads)),
-        "head_dim": int(get(Keys.Attention.KEY_LENGTH, 0) or hidden // max(n_heads, 1)),
-        "rms_norm_eps": float(eps),
+        "num_key_value_heads": n_kv_heads,
+        "head_dim": size(Keys.Attention.KEY_LENGTH, 0, low=0) or hidden // n_heads,
+        "rms_norm_eps": eps,
         "vocab_size": tensors["token_embd.weight"].shape[0],
         "tie_word_embeddings": "output.weight" not in tensors,
     }
@@ -396,6 +413,8 @@ def _rope_row_order(n_rows: int, n_heads: int) -> np.ndarray:
     llama.cpp writes row (h, i, j) of the Hugging Face head layout [n_heads, 2, head_dim/2] at
     position (h, j, i): the two rotary halves become interleaved pairs.
     """
+    if n_heads <= 0 or n_rows % (2 * n_heads):
+        raise HurefError(f"a rotary projection of {n_rows} rows does not split into {n_heads} heads")
     stored_from_hf = np.arange(n_rows).reshape(n_heads, 2, n_rows // n_heads // 2).swapaxes(1, 2).reshape(-1)
     return np.argsort(stored_from_hf)
 

@@ -22,8 +22,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from huref.errors import HurefError
-from huref.readers import TensorReader, as_row_index
+from huref.errors import HurefError, excerpt
+from huref.readers import TensorReader, as_row_index, check_backed, open_regular
 
 # safetensors dtype -> (bytes per element, torch dtype)
 DTYPES = {
@@ -46,10 +46,15 @@ MAX_HEADER = 100 * 1024 * 1024
 
 def read_header(path: str) -> tuple[dict, int, dict]:
     """Parse and validate a safetensors header; return ({name: entry}, offset of the data, its
-    "__metadata__" dict (empty when absent))."""
+    "__metadata__" dict (empty when absent)).
+
+    Every entry is checked before anything else reads it: a known dtype, a shape of non-negative
+    integers, integer offsets inside the data whose span is exactly the tensor's bytes, and no
+    dimension larger than the file (`check_backed`). A FIFO or device is refused, not waited on.
+    """
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size
             head = f.read(8)
             if len(head) < 8:
                 raise HurefError(f"{path}: not a safetensors file (shorter than its header)")
@@ -59,8 +64,8 @@ def read_header(path: str) -> tuple[dict, int, dict]:
             header = json.loads(f.read(n))
     except OSError as e:
         raise HurefError(f"{path}: cannot read ({e.strerror})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise HurefError(f"{path}: malformed safetensors header (not JSON)") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise HurefError(f"{path}: malformed safetensors header (not JSON, or nested too deeply)") from None
     if not isinstance(header, dict):
         raise HurefError(f"{path}: malformed safetensors header")
     metadata = header.pop("__metadata__", None)
@@ -68,17 +73,23 @@ def read_header(path: str) -> tuple[dict, int, dict]:
         raise HurefError(f"{path}: malformed safetensors metadata")
     data_size = size - 8 - n
     for name, entry in header.items():
-        try:
-            itemsize = DTYPES[entry["dtype"]][0]
-            begin, end = (int(x) for x in entry["data_offsets"])
-            numel = math.prod(int(d) for d in entry["shape"])
-        except (KeyError, TypeError, ValueError):
-            raise HurefError(f"{path}: malformed entry for tensor '{name}'") from None
-        if end - begin != numel * itemsize or begin < 0:
+        if not (isinstance(entry, dict) and isinstance(entry.get("dtype"), str) and entry["dtype"] in DTYPES
+                and _ints(entry.get("shape"))
+                and _ints(entry.get("data_offsets")) and len(entry["data_offsets"]) == 2):
+            raise HurefError(f"{path}: malformed entry for tensor '{excerpt(name)[1:-1]}'")
+        begin, end = entry["data_offsets"]
+        nbytes = math.prod(entry["shape"]) * DTYPES[entry["dtype"]][0]
+        if end - begin != nbytes:
             raise HurefError(f"{path}: tensor '{name}' has inconsistent offsets")
         if end > data_size:
             raise HurefError(f"{path}: truncated (tensor '{name}' ends past the end of the file)")
+        check_backed(path, name, entry["shape"], nbytes, end - begin, size)
     return header, 8 + n, metadata or {}
+
+
+def _ints(value) -> bool:
+    """True for a list of non-negative integers (booleans and floats are not)."""
+    return isinstance(value, list) and all(type(v) is int and v >= 0 for v in value)
 
 
 def consecutive_runs(index: np.ndarray):
@@ -126,10 +137,14 @@ class SafetensorsReader(TensorReader):
         n_rows = math.prod(shape[:-1]) if len(shape) > 1 else 1
         row_bytes = row_len * itemsize
         index = as_row_index(rows, n_rows)
-        if isinstance(index, slice):
-            index = np.arange(n_rows)[index]
-        picked = np.empty(len(index) * row_bytes, dtype=np.uint8)
-        for first, count, at in consecutive_runs(index):
+        if isinstance(index, slice):  # one run of rows (a stepped slice is spelled out)
+            runs = ([(index.start, len(range(n_rows)[index]), 0)] if index.step == 1
+                    else list(consecutive_runs(np.arange(index.start, index.stop, index.step))))
+            n_picked = len(range(n_rows)[index])
+        else:
+            runs, n_picked = consecutive_runs(index), len(index)
+        picked = np.empty(n_picked * row_bytes, dtype=np.uint8)
+        for first, count, at in runs:
             self._read_into(picked[at * row_bytes : (at + count) * row_bytes], begin + first * row_bytes)
         tensor = bfloat16_to_float32(picked) if dtype == torch.bfloat16 else torch.from_numpy(picked).view(dtype)
         tensor = tensor.reshape(shape) if rows is None else tensor.reshape(-1, row_len)
@@ -138,7 +153,7 @@ class SafetensorsReader(TensorReader):
     def _read_into(self, buffer: np.ndarray, offset: int) -> None:
         """Fill a uint8 buffer with the file's bytes from offset."""
         if self._file is None:
-            self._file = open(self.path, "rb", buffering=0)
+            self._file = open_regular(self.path, buffering=0)
             weakref.finalize(self, self._file.close)
         view, done = memoryview(buffer), 0
         self._file.seek(offset)

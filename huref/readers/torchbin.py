@@ -1,11 +1,16 @@
-"""Reader for PyTorch `pytorch_model*.bin` files, loaded with `weights_only=True` and mmap.
+"""Reader for PyTorch `pytorch_model*.bin` files, loaded with `weights_only=True` (and mmap for the
+zip format).
 
 `weights_only=True` restricts unpickling to tensors and plain containers, so no code stored in
-the file can run; `mmap=True` leaves the data on disk until a tensor is touched.
+the file can run; `mmap=True` leaves the data of a zip-format file (torch >= 1.6) on disk until a
+tensor is touched. The legacy format (one pickle stream, `_use_new_zipfile_serialization=False`)
+cannot be mapped and is read into memory. Every tensor must be backed by its storage's bytes
+(`check_backed`): a stride-0 tensor declaring 2^28 rows over one stored number is refused.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
 import zipfile
 from typing import Sequence
@@ -14,7 +19,7 @@ import numpy as np
 import torch
 
 from huref.errors import HurefError
-from huref.readers import TensorReader, as_row_index
+from huref.readers import TensorReader, as_row_index, check_backed, open_regular
 
 
 class TorchBinReader(TensorReader):
@@ -23,8 +28,10 @@ class TorchBinReader(TensorReader):
     def __init__(self, path: str) -> None:
         super().__init__()
         self.path = path
+        with open_regular(path) as f:  # a FIFO or device is refused, not waited on
+            size = os.fstat(f.fileno()).st_size
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
         except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise HurefError(f"{path}: not a loadable weights-only PyTorch checkpoint ({first})") from None
@@ -32,6 +39,9 @@ class TorchBinReader(TensorReader):
             raise HurefError(f"{path}: cannot read ({e.strerror})") from None
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise HurefError(f"{path}: not a state dict of tensors")
+        for name, tensor in state.items():
+            check_backed(path, name, tensor.shape, tensor.numel() * tensor.element_size(),
+                         tensor.untyped_storage().nbytes() - tensor.storage_offset() * tensor.element_size(), size)
         self.state = state
 
     def names(self) -> list[str]:
