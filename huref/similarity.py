@@ -38,6 +38,13 @@ def align(a: Terms, b: Terms) -> tuple[torch.Tensor, torch.Tensor]:
     """Both term tensors restricted to their common token keys, in a's order: ([L,3,m,m], [L,3,m,m])."""
     if len(a.layers) != len(b.layers):
         raise HurefError(f"cannot compare terms of {len(a.layers)} layers with terms of {len(b.layers)} layers")
+    ia, ib = common_tokens(a, b)
+    return a.values[:, :, ia][:, :, :, ia], b.values[:, :, ib][:, :, :, ib]
+
+
+def common_tokens(a: Terms, b: Terms) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions (ia, ib) [m] of the token keys both term sets share, in a's order; raises HurefError
+    when the sides selected tokens differently or share fewer than MIN_COMMON_TOKENS."""
     strategies = {a.meta.get("token_strategy"), b.meta.get("token_strategy")}
     if len(strategies) > 1:
         raise HurefError("the two sides selected tokens differently (by string and by id); "
@@ -46,9 +53,7 @@ def align(a: Terms, b: Terms) -> tuple[torch.Tensor, torch.Tensor]:
     pairs = [(i, where_b[key]) for i, key in enumerate(a.tokens) if key in where_b]
     if len(pairs) < MIN_COMMON_TOKENS:
         raise HurefError(f"the two models share only {len(pairs)} probe tokens (need {MIN_COMMON_TOKENS})")
-    ia = torch.tensor([p[0] for p in pairs])
-    ib = torch.tensor([p[1] for p in pairs])
-    return a.values[:, :, ia][:, :, :, ia], b.values[:, :, ib][:, :, :, ib]
+    return torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
 
 
 def compare_terms(a: Terms, b: Terms) -> dict:
