@@ -30,6 +30,7 @@ from typing import Callable
 
 import torch
 
+from huref.errors import HurefError
 from huref.invariants import TERM_NAMES, Terms, invariant_terms
 from huref.similarity import common_tokens, standardize
 
@@ -52,10 +53,9 @@ def whole_depth_terms(
     progress: Callable[[str], None] | None = None,
 ) -> Terms:
     """Invariant terms of layers 0, stride, 2·stride, ... of `model` (a `huref.sources.Model`) over
-    n_tokens probe tokens: `Terms` with values [L/stride, 3, n, n]."""
+    n_tokens probe tokens: `Terms` with values [ceil(L/stride), 3, n, n]. Maps and alignments of
+    strided terms index positions in `terms.layers`, not layer numbers."""
     if stride < 1:
-        from huref.errors import HurefError
-
         raise HurefError("--stride must be at least 1")
     layers = list(range(0, model.dims.n_layers, stride))
     return invariant_terms(model, layers=layers, n_tokens=n_tokens, device=device, dtype=dtype, progress=progress)
