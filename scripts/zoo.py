@@ -44,17 +44,21 @@ def is_done(directory: Path, key: dict) -> bool:
 
 
 def train_base(spec: dict) -> str:
-    """Train one base from scratch. spec: name, model_type, seed, out, scale (vocab, size, steps, lr, batch)."""
+    """Train one base from scratch. spec: name, model_type, seed, out, scale (vocab, size, steps, lr, batch);
+    optional data_seed (the data subset and so the tokenizer: another base's seed makes a hard negative
+    sharing its tokenizer and data; default `seed`) and size (overrides scale["size"]: a sibling)."""
     torch.set_num_threads(1)
     out, scale = Path(spec["out"]), spec["scale"]
     key = {k: spec[k] for k in ("model_type", "seed")} | {"scale": scale}
+    key |= {k: spec[k] for k in ("data_seed", "size") if spec.get(k) is not None}
     if is_done(out, key):
         return spec["name"]
     start = time.perf_counter()
-    documents = corpora.shuffled(corpora.load("python", "train"), spec["seed"], fraction=0.7)
+    data_seed = spec.get("data_seed") or spec["seed"]
+    documents = corpora.shuffled(corpora.load("python", "train"), data_seed, fraction=0.7)
     tokenizer = train_lm.train_tokenizer(documents, scale["vocab"])
     ids = train_lm.encode(tokenizer, documents)
-    size = scale["size"]
+    size = spec.get("size") or scale["size"]
     model = train_lm.build_lm(spec["model_type"], tokenizer.get_vocab_size(), size, spec["seed"])
     curve = train_lm.train(model, ids, scale["base_steps"], spec["seed"], scale["lr"], scale["batch"],
                            size["context"])
@@ -166,3 +170,52 @@ def llama_attacks() -> str:
     layout = attacks.layout_of({"model_type": "llama", "hidden_size": 8, "num_attention_heads": 2,
                                 "num_hidden_layers": 1, "tie_word_embeddings": False, "rms_norm_eps": 1e-5})
     return "+".join(a for a in attacks.valid_attacks(layout) if a != "append_vocabulary")
+
+
+def restack(plan: list[tuple[str, int]], embeddings_from: str):
+    """A llama model whose layer k is layer plan[k][1] of the model in directory plan[k][0] (same width),
+    with the embeddings, final norm and head of `embeddings_from`; returns (model, its tokenizer)."""
+    donor, tokenizer, _ = train_lm.load(embeddings_from)
+    config = donor.config.__class__(**{**donor.config.to_dict(), "num_hidden_layers": len(plan)})
+    model = train_lm.transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    sources = {d: train_lm.load(d)[0] for d in {d for d, _ in plan}}
+    with torch.no_grad():
+        model.get_input_embeddings().load_state_dict(donor.get_input_embeddings().state_dict())
+        model.get_output_embeddings().load_state_dict(donor.get_output_embeddings().state_dict())
+        model.model.norm.load_state_dict(donor.model.norm.state_dict())
+        for k, (directory, i) in enumerate(plan):
+            model.model.layers[k].load_state_dict(sources[directory].model.layers[i].state_dict())
+    return model.eval(), tokenizer
+
+
+def structure_offspring(spec: dict) -> str:
+    """A depth-changed offspring of llama parents, healed on the base's corpus (Python) or trained on vim's help.
+
+    spec: name, kind, out, seed, scale, plan [[parent dir, layer]], embeddings_from (a parent dir),
+    steps, lr, corpus ("python" | "vim"), vocab (new vim tokens, 0 for none). kinds: "depth-pruned"
+    (middle layers dropped, healed), "upscaled" (layers duplicated, SOLAR-style, trained), "frankenmerge"
+    (layers of two bases stacked, healed), "cpt-heavy" (every layer kept; long continued pretraining)."""
+    torch.set_num_threads(1)
+    out, scale = Path(spec["out"]), spec["scale"]
+    key = {k: spec[k] for k in ("kind", "seed", "plan", "embeddings_from", "steps", "lr", "corpus", "vocab")}
+    key["scale"] = scale
+    if is_done(out, key):
+        return spec["name"]
+    start = time.perf_counter()
+    model, tokenizer = restack([tuple(p) for p in spec["plan"]], spec["embeddings_from"])
+    context = scale["size"]["context"]
+    before = losses(model, tokenizer, context)
+    extra = {}
+    if spec["vocab"]:
+        vim_train = corpora.load("vim", "train")
+        model, tokenizer, new_tokens = train_lm.extend_vocabulary(model, tokenizer, vim_train, spec["vocab"])
+        extra = {"new_tokens": len(new_tokens), "examples": new_tokens[:12]}
+    if spec["corpus"] == "vim":
+        ids = _vim_ids(tokenizer, spec["seed"])
+    else:
+        ids = train_lm.encode(tokenizer, corpora.shuffled(corpora.load("python", "train"), spec["seed"]))
+    curve = train_lm.train(model, ids, spec["steps"], spec["seed"], spec["lr"], scale["batch"], context, warmup=20)
+    info = {"key": key, "kind": spec["kind"], "curve": curve, "losses_before_training": before,
+            "losses": losses(model, tokenizer, context), "seconds": time.perf_counter() - start, **extra}
+    train_lm.save(model, tokenizer, out, info)
+    return spec["name"]
