@@ -69,7 +69,9 @@ class FFN:
 
     `experts=True`: the names hold `{e}` (or a fused 3-D layout) and the block repeats per expert;
     `router`: the matrix [n_experts, hidden] scoring the experts (for a shared expert: its sigmoid
-    gate [1, hidden]), reading the same norm as up and gate; `shared`: an always-on expert beside the
+    gate [1, hidden]), reading the same norm as up and gate; `scoring`: how the router's logits
+    become weights, "softmax" (blind to a shift added to every expert's logit) or "sigmoid" (each
+    expert scored alone: glm4_moe, deepseek_v3 style); `shared`: an always-on expert beside the
     routed ones (qwen2_moe).
     """
 
@@ -79,6 +81,7 @@ class FFN:
     experts: bool = False
     shared: "FFN | None" = None
     router: str | None = None
+    scoring: str = "softmax"
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,16 @@ _FUSED_EXPERTS = FFN(
     experts=True,
     router="mlp.gate.weight",
 )
+_PLAIN = FFN(up=Proj("mlp.up_proj.weight"), down=Proj("mlp.down_proj.weight"))
+_GATE_UP = FFN(
+    gate=Proj("mlp.gate_up_proj.weight", "gate_up_split", "gate"),
+    up=Proj("mlp.gate_up_proj.weight", "gate_up_split", "up"),
+    down=Proj("mlp.down_proj.weight"),
+)
+_HUNYUAN_QK_NORM = dict(
+    q_norm=(Norm("self_attn.query_layernorm.weight", "rms", "head"),),
+    k_norm=(Norm("self_attn.key_layernorm.weight", "rms", "head"),),
+)
 _QWEN_EXPERTS = FFN(
     gate=Proj("mlp.experts.{e}.gate_proj.weight"),
     up=Proj("mlp.experts.{e}.up_proj.weight"),
@@ -215,7 +228,49 @@ def _fused_qkv(name: str, layout: str) -> dict:
 
 
 ARCHITECTURES: tuple[ArchSpec, ...] = (
-    ArchSpec(model_types=("llama", "mistral", "qwen2"), ffn=(_GATED,), **_LLAMA),
+    # llama's tensors; the others change nothing the terms read: attention biases (seed_oss), layers
+    # without RoPE (smollm3: the terms never apply RoPE), sliding windows (cwm, ministral), scalar
+    # multipliers on the embedding, the residual writes, the attention scores and the logits (granite:
+    # each scales a whole term, which ICS does not see)
+    ArchSpec(model_types=("llama", "mistral", "qwen2", "internlm3", "iquestcoder", "cwm", "ministral", "ministral3",
+                          "seed_oss", "smollm3", "granite"), ffn=(_GATED,), **_LLAMA),
+    # RoPE on interleaved pairs (2p, 2p + 1)
+    ArchSpec(model_types=("helium", "ernie4_5"), ffn=(_GATED,), rope="pairs", **_LLAMA),
+    ArchSpec(model_types=("arcee",), ffn=(_PLAIN,), **_LLAMA),  # plain FFN with ReLU²
+    ArchSpec(
+        model_types=("exaone",),
+        embed="wte.weight",
+        layer="h.{i}.",
+        base_prefix="transformer.",
+        q=Proj("attn.attention.q_proj.weight"),
+        k=Proj("attn.attention.k_proj.weight"),
+        v=Proj("attn.attention.v_proj.weight"),
+        o=Proj("attn.attention.out_proj.weight"),
+        ffn=(FFN(gate=Proj("mlp.c_fc_0.weight"), up=Proj("mlp.c_fc_1.weight"), down=Proj("mlp.c_proj.weight")),),
+        attn_norm=_rms("ln_1.weight"),
+        ffn_norm=_rms("ln_2.weight"),
+        final_norm=_rms("ln_f.weight"),
+    ),
+    # post norms on both writes (peri-LN)
+    ArchSpec(model_types=("hyperclovax",), ffn=(_GATED,), attn_post_norm=_rms("post_norm1.weight"),
+             ffn_post_norm=_rms("post_norm2.weight"), **_LLAMA),
+    ArchSpec(model_types=("glm",), ffn=(_GATE_UP,), rope="pairs", **_LLAMA),
+    ArchSpec(model_types=("glm4",), ffn=(_GATE_UP,), rope="pairs", attn_post_norm=_rms("post_self_attn_layernorm.weight"),
+             ffn_post_norm=_rms("post_mlp_layernorm.weight"), **_LLAMA),
+    ArchSpec(model_types=("hunyuan_v1_dense",), ffn=(_GATED,), **_HUNYUAN_QK_NORM, **_LLAMA),
+    ArchSpec(
+        model_types=("apertus", "apertus1p5_text"),
+        ffn=(_PLAIN,),  # xIELU activation
+        **_QK_NORM,
+        **{**_LLAMA, "attn_norm": _rms("attention_layernorm.weight"), "ffn_norm": _rms("feedforward_layernorm.weight")},
+    ),
+    ArchSpec(
+        # LayerNorm without bias; plain FFN with ReLU²
+        model_types=("jais2",),
+        ffn=(_PLAIN,),
+        **{**_LLAMA, "attn_norm": _ln("input_layernorm.weight"), "ffn_norm": _ln("post_attention_layernorm.weight"),
+           "final_norm": _ln("norm.weight")},
+    ),
     ArchSpec(model_types=("qwen3",), ffn=(_GATED,), **_QK_NORM, **_LLAMA),
     ArchSpec(
         model_types=("mixtral",),
@@ -244,6 +299,9 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
     ArchSpec(model_types=("qwen3_moe",), ffn=(_QWEN_EXPERTS, _FUSED_EXPERTS, _GATED), **_QK_NORM, **_LLAMA),
     ArchSpec(model_types=("gemma",), ffn=(_GATED,), **_GEMMA),
     ArchSpec(model_types=("gemma2",), ffn=(_GATED,), **_GEMMA2),
+    # gemma2's pre-norms without its post norms
+    ArchSpec(model_types=("vaultgemma",), ffn=(_GATED,),
+             **{**_GEMMA, "ffn_norm": _rms("pre_feedforward_layernorm.weight", "rms_plus1")}),
     ArchSpec(
         model_types=("gemma3_text",),
         ffn=(_GATED,),
@@ -258,12 +316,21 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
            "final_norm": (Norm(None, "layer"),)},
     ),
     ArchSpec(
-        model_types=("olmo2",),
+        model_types=("olmo2", "olmo3"),
         ffn=(_GATED,),
         attn_post_norm=_rms("post_attention_layernorm.weight"),
         ffn_post_norm=_rms("post_feedforward_layernorm.weight"),
         q_norm=(Norm("self_attn.q_norm.weight", "rms", "row"),),
         k_norm=(Norm("self_attn.k_norm.weight", "rms", "row"),),
+        **{**_LLAMA, "attn_norm": (), "ffn_norm": ()},
+    ),
+    ArchSpec(
+        # olmo2's post norms with per-head QK norms
+        model_types=("exaone4",),
+        ffn=(_GATED,),
+        attn_post_norm=_rms("post_attention_layernorm.weight"),
+        ffn_post_norm=_rms("post_feedforward_layernorm.weight"),
+        **_QK_NORM,
         **{**_LLAMA, "attn_norm": (), "ffn_norm": ()},
     ),
     ArchSpec(
@@ -308,7 +375,7 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         **{**_LLAMA, **_fused_qkv("self_attn.qkv_proj.weight", "qkv_split")},
     ),
     ArchSpec(
-        model_types=("gpt2",),
+        model_types=("gpt2", "gpt-sw3"),
         q=Proj("attn.c_attn.weight", "qkv_split", "q", transposed=True),
         k=Proj("attn.c_attn.weight", "qkv_split", "k", transposed=True),
         v=Proj("attn.c_attn.weight", "qkv_split", "v", transposed=True),
