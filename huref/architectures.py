@@ -70,8 +70,9 @@ class FFN:
     `experts=True`: the names hold `{e}` (or a fused 3-D layout) and the block repeats per expert;
     `router`: the matrix [n_experts, hidden] scoring the experts (for a shared expert: its sigmoid
     gate [1, hidden]), reading the same norm as up and gate; `scoring`: how the router's logits
-    become weights, "softmax" (blind to a shift added to every expert's logit) or "sigmoid" (each
-    expert scored alone: glm4_moe, deepseek_v3 style); `shared`: an always-on expert beside the
+    become weights, "softmax" (blind to a shift added to every expert's logit), "sigmoid" (each
+    expert scored alone: glm4_moe, deepseek_v3 style) or "sparsemixer" (phimoe: softmax with masks
+    relative to the largest logit's magnitude, which a shift changes); `shared`: an always-on expert beside the
     routed ones (qwen2_moe).
     """
 
@@ -198,6 +199,41 @@ _QWEN_SHARED_EXPERT = FFN(
     down=Proj("mlp.shared_expert.down_proj.weight"),
     router="mlp.shared_expert_gate.weight",
 )
+_SHARED_EXPERTS = FFN(
+    gate=Proj("mlp.shared_experts.gate_proj.weight"),
+    up=Proj("mlp.shared_experts.up_proj.weight"),
+    down=Proj("mlp.shared_experts.down_proj.weight"),
+)
+_HUNYUAN_SHARED = FFN(
+    gate=Proj("mlp.shared_mlp.gate_proj.weight"),
+    up=Proj("mlp.shared_mlp.up_proj.weight"),
+    down=Proj("mlp.shared_mlp.down_proj.weight"),
+)
+_MIXTRAL_EXPERTS = FFN(
+    gate=Proj("block_sparse_moe.experts.{e}.w1.weight"),
+    up=Proj("block_sparse_moe.experts.{e}.w3.weight"),
+    down=Proj("block_sparse_moe.experts.{e}.w2.weight"),
+    experts=True,
+    router="block_sparse_moe.gate.weight",
+)
+_GRANITE_EXPERTS = FFN(  # 3-D [expert, 2 * inner, hidden] (gate rows, then up rows) and [expert, hidden, inner]
+    gate=Proj("block_sparse_moe.input_linear.weight", "experts_gate_up", "gate"),
+    up=Proj("block_sparse_moe.input_linear.weight", "experts_gate_up", "up"),
+    down=Proj("block_sparse_moe.output_linear.weight", "experts"),
+    experts=True,
+    router="block_sparse_moe.router.layer.weight",
+)
+_GRANITE_SHARED = FFN(
+    gate=Proj("shared_mlp.input_linear.weight", "gate_up_split", "gate"),
+    up=Proj("shared_mlp.input_linear.weight", "gate_up_split", "up"),
+    down=Proj("shared_mlp.output_linear.weight"),
+)
+# experts with shared experts, scored by sigmoids (glm4_moe, solar_open, exaone_moe); dense first layers
+_SIGMOID_MOE = (
+    replace(_QWEN_EXPERTS, shared=_SHARED_EXPERTS, scoring="sigmoid"),
+    replace(_FUSED_EXPERTS, shared=_SHARED_EXPERTS, scoring="sigmoid"),
+    _GATED,
+)
 _LLAMA = dict(
     embed="embed_tokens.weight",
     layer="layers.{i}.",
@@ -272,18 +308,59 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
            "final_norm": _ln("norm.weight")},
     ),
     ArchSpec(model_types=("qwen3",), ffn=(_GATED,), **_QK_NORM, **_LLAMA),
+    ArchSpec(model_types=("mixtral",), ffn=(_MIXTRAL_EXPERTS, _FUSED_EXPERTS), **_LLAMA),
+    ArchSpec(  # mixtral with LayerNorms (bias unused) and sparsemixer routing
+        model_types=("phimoe",),
+        ffn=(replace(_MIXTRAL_EXPERTS, scoring="sparsemixer"), replace(_FUSED_EXPERTS, scoring="sparsemixer")),
+        **{**_LLAMA, "attn_norm": _ln("input_layernorm.weight"), "ffn_norm": _ln("post_attention_layernorm.weight"),
+           "final_norm": _ln("norm.weight")},
+    ),
     ArchSpec(
-        model_types=("mixtral",),
-        ffn=(
-            FFN(
-                gate=Proj("block_sparse_moe.experts.{e}.w1.weight"),
-                up=Proj("block_sparse_moe.experts.{e}.w3.weight"),
-                down=Proj("block_sparse_moe.experts.{e}.w2.weight"),
-                experts=True,
-                router="block_sparse_moe.gate.weight",
-            ),
-            _FUSED_EXPERTS,
-        ),
+        model_types=("minimax_m2",),
+        ffn=(replace(_MIXTRAL_EXPERTS, scoring="sigmoid"), replace(_FUSED_EXPERTS, scoring="sigmoid")),
+        q_norm=(Norm("self_attn.q_norm.weight", "rms", "row"),),
+        k_norm=(Norm("self_attn.k_norm.weight", "rms", "row"),),
+        **_LLAMA,
+    ),
+    ArchSpec(
+        model_types=("olmoe",),
+        ffn=(_QWEN_EXPERTS, _FUSED_EXPERTS),
+        q_norm=(Norm("self_attn.q_norm.weight", "rms", "row"),),
+        k_norm=(Norm("self_attn.k_norm.weight", "rms", "row"),),
+        **_LLAMA,
+    ),
+    ArchSpec(
+        model_types=("granitemoe", "granitemoeshared"),
+        ffn=(replace(_GRANITE_EXPERTS, shared=_GRANITE_SHARED),),
+        variants=(when("shared_intermediate_size", 0, 0, ffn=(_GRANITE_EXPERTS,)),),
+        **_LLAMA,
+    ),
+    ArchSpec(
+        model_types=("glm4_moe", "solar_open"),
+        ffn=_SIGMOID_MOE,
+        variants=(when("use_qk_norm", True, False, **_QK_NORM),),
+        **_LLAMA,
+    ),
+    ArchSpec(model_types=("exaone_moe",), ffn=_SIGMOID_MOE, **_QK_NORM, **_LLAMA),
+    ArchSpec(
+        model_types=("ernie4_5_moe",),
+        ffn=(replace(_QWEN_EXPERTS, shared=_SHARED_EXPERTS), replace(_FUSED_EXPERTS, shared=_SHARED_EXPERTS), _GATED),
+        rope="pairs",
+        **_LLAMA,
+    ),
+    ArchSpec(
+        model_types=("hunyuan_v1_moe",),
+        ffn=(replace(_QWEN_EXPERTS, router="mlp.gate.wg.weight", shared=_HUNYUAN_SHARED),
+             replace(_FUSED_EXPERTS, router="mlp.gate.wg.weight", shared=_HUNYUAN_SHARED)),
+        **_HUNYUAN_QK_NORM,
+        **_LLAMA,
+    ),
+    ArchSpec(
+        model_types=("hy_v3",),
+        ffn=(replace(_QWEN_EXPERTS, router="mlp.router.gate.weight", shared=_HUNYUAN_SHARED, scoring="sigmoid"),
+             replace(_FUSED_EXPERTS, router="mlp.router.gate.weight", shared=_HUNYUAN_SHARED, scoring="sigmoid"),
+             _GATED),
+        **_QK_NORM,
         **_LLAMA,
     ),
     ArchSpec(
@@ -296,7 +373,7 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         **_LLAMA,
     ),
     # qwen3 attention (per-head QK norms) with qwen2_moe-like experts and no shared expert
-    ArchSpec(model_types=("qwen3_moe",), ffn=(_QWEN_EXPERTS, _FUSED_EXPERTS, _GATED), **_QK_NORM, **_LLAMA),
+    ArchSpec(model_types=("qwen3_moe", "mellum"), ffn=(_QWEN_EXPERTS, _FUSED_EXPERTS, _GATED), **_QK_NORM, **_LLAMA),
     ArchSpec(model_types=("gemma",), ffn=(_GATED,), **_GEMMA),
     ArchSpec(model_types=("gemma2",), ffn=(_GATED,), **_GEMMA2),
     # gemma2's pre-norms without its post norms

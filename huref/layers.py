@@ -63,7 +63,8 @@ def model_dims(config: dict, arch: ArchSpec | None = None) -> Dims:
     if min(hidden, n_layers, n_heads, n_kv, head_dim) <= 0 or n_heads % n_kv:
         raise HurefError("config.json declares inconsistent sizes (heads, key/value heads, hidden size)")
     eps = float(config_value(config, *EPS_KEYS, default=1e-5))
-    n_experts = int(config_value(config, "num_local_experts", "num_experts", default=0))
+    n_experts = int(config_value(config, "num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts",
+                                 default=0))
     return Dims(hidden, n_layers, n_heads, n_kv, head_dim, eps, n_experts)
 
 

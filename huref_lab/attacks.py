@@ -1061,7 +1061,8 @@ def is_valid(name: str, layout: Layout) -> bool:
         "mean_shift": layer_norm,
         "layernorm_null_direction": layer_norm and layout.pre_norms and not layout.residual_post_norm
                                     and (layout.reader_bias or layout.bare_norms),
-        "router_shift": layout.n_experts > 0,
+        # a shift added to every expert's logit: seen by sigmoid scores, not by a softmax
+        "router_shift": layout.n_experts > 0 and all(f.scoring == "softmax" for f in layout.arch.ffn if f.experts),
         "append_vocabulary": True,
         "reorder_vocabulary": True,
     }

@@ -9,6 +9,7 @@ from huref.errors import HurefError
 from huref.layers import LAYOUTS, model_dims
 
 NORM_KINDS = {"rms", "rms_plus1", "layer"}
+ROUTER_SCORINGS = {"softmax", "sigmoid", "sparsemixer"}
 
 
 def every_variant(spec):
@@ -33,6 +34,7 @@ def test_every_row_speaks_the_one_vocabulary(spec):
         assert {n.kind for n in norms(variant)} <= NORM_KINDS
         assert {n.scope for n in norms(variant)} <= {"row", "head"}
         assert variant.rope in ("half", "pairs", None)
+        assert {f.scoring for f in variant.ffn if f.experts} <= ROUTER_SCORINGS
 
 
 FALCON = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4)
