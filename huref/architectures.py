@@ -22,7 +22,8 @@ Conventions
   "qkv_groups" (per key/value head: its query heads, k, v), "gate_up_split" (gate rows, then up
   rows), "experts" (3-D [expert, out, in]), "experts_gate_up" (3-D, each expert's gate then up).
 - Norm kinds: "rms" (x / rms(x) * w), "rms_plus1" (gemma: x / rms(x) * (1 + w)), "layer"
-  (centre, divide by std, * w; the bias is never used by the engine). `Norm(None, kind)` is a norm
+  (centre, divide by std, * w; the bias is never used by the engine), "layer_plus1" (nemotron's
+  LayerNorm1P: centre, divide by std, * (1 + w)). `CENTRED_KINDS` and `PLUS_ONE_KINDS` group them. `Norm(None, kind)` is a norm
   without parameters (OLMo). QK norms have scope "head" (per head: qwen3, gemma3, phi) or "row"
   (the whole projection: olmo2).
 - A tuple of norms or of FFNs lists alternatives: the first whose tensor exists in the layer is used
@@ -42,6 +43,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from huref.errors import HurefError
+
+
+CENTRED_KINDS = frozenset({"layer", "layer_plus1"})  # norms that subtract the mean first
+PLUS_ONE_KINDS = frozenset({"rms_plus1", "layer_plus1"})  # norms whose scale is 1 + the stored weight
 
 
 @dataclass(frozen=True)
@@ -139,7 +144,7 @@ class ArchSpec:
     def layer_norm(self) -> bool:
         """True when the model uses LayerNorm, which cannot see the residual stream's mean."""
         norms = self.attn_norm + self.ffn_norm + self.attn_post_norm + self.ffn_post_norm + self.embed_norm
-        return any(n.kind == "layer" for n in norms)
+        return any(n.kind in CENTRED_KINDS for n in norms)
 
     def for_config(self, config: dict) -> "ArchSpec":
         """This row with the variants config.json selects applied (the result has no variants left)."""
@@ -450,6 +455,54 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
             ),
         ),
         **{**_LLAMA, **_fused_qkv("self_attn.qkv_proj.weight", "qkv_split")},
+    ),
+    ArchSpec(
+        # a parallel block (attention and FFN read one LayerNorm without bias); `logit_scale` scales the logits
+        model_types=("cohere", "cohere2"),
+        ffn=(_GATED,),
+        rope="pairs",
+        variants=(when("use_qk_norm", True, False, unsupported=(
+            "Command R+ style per-head QK LayerNorms with a gain per head (use_qk_norm=true)")),),
+        **{**_LLAMA, "attn_norm": _ln("input_layernorm.weight"), "ffn_norm": _ln("input_layernorm.weight"),
+           "final_norm": _ln("norm.weight")},
+    ),
+    ArchSpec(
+        # LayerNorm1P (1 + w); plain FFN with ReLU²
+        model_types=("nemotron",),
+        ffn=(_PLAIN,),
+        **{**_LLAMA, "attn_norm": _rms("input_layernorm.weight", "layer_plus1"),
+           "ffn_norm": _rms("post_attention_layernorm.weight", "layer_plus1"),
+           "final_norm": _rms("norm.weight", "layer_plus1")},
+    ),
+    ArchSpec(
+        # fused Wqkv (q, k, v one after another), LayerNorms without bias, ALiBi
+        model_types=("mpt",),
+        embed="wte.weight",
+        layer="blocks.{i}.",
+        base_prefix="transformer.",
+        o=Proj("attn.out_proj.weight"),
+        ffn=(FFN(up=Proj("ffn.up_proj.weight"), down=Proj("ffn.down_proj.weight")),),
+        attn_norm=_ln("norm_1.weight"),
+        ffn_norm=_ln("norm_2.weight"),
+        final_norm=_ln("norm_f.weight"),
+        rope=None,
+        alibi=True,
+        variants=(when("alibi", False, True, unsupported="MPT without ALiBi (learned positions, alibi=false)"),),
+        **_fused_qkv("attn.Wqkv.weight", "qkv_split"),
+    ),
+    ArchSpec(
+        # nn.Linear c_attn: multi-query (queries, one key head, one value head) or per head (q, k, v)
+        model_types=("gpt_bigcode",),
+        o=Proj("attn.c_proj.weight"),
+        ffn=(FFN(up=Proj("mlp.c_fc.weight"), down=Proj("mlp.c_proj.weight")),),
+        attn_norm=_ln("ln_1.weight"),
+        ffn_norm=_ln("ln_2.weight"),
+        added_embeds=(("wpe.weight", 0),),
+        rope=None,
+        n_kv_heads=1,
+        variants=(when("multi_query", False, True, n_kv_heads=None, **_fused_qkv("attn.c_attn.weight", "qkv_heads")),),
+        **_fused_qkv("attn.c_attn.weight", "qkv_split"),
+        **_GPT,
     ),
     ArchSpec(
         model_types=("gpt2", "gpt-sw3"),

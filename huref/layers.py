@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from huref.architectures import FFN, ArchSpec, Norm, Proj, arch_for_config
+from huref.architectures import CENTRED_KINDS, FFN, PLUS_ONE_KINDS, ArchSpec, Norm, Proj, arch_for_config
 from huref.errors import HurefError
 
 BLOCK_ELEMENTS = 1 << 24  # rows per block are chosen so a float32 block is ~64 MB
@@ -53,8 +53,8 @@ def model_dims(config: dict, arch: ArchSpec | None = None) -> Dims:
     arch = arch or arch_for_config(config)
     try:
         hidden = int(config_value(config, "hidden_size", "n_embd", "d_model"))
-        n_layers = int(config_value(config, "num_hidden_layers", "n_layer", "num_layers"))
-        n_heads = int(config_value(config, "num_attention_heads", "n_head", "num_heads"))
+        n_layers = int(config_value(config, "num_hidden_layers", "n_layer", "num_layers", "n_layers"))
+        n_heads = int(config_value(config, "num_attention_heads", "n_head", "num_heads", "n_heads"))
     except TypeError:
         raise HurefError("config.json lacks the hidden size, layer count or head count") from None
     n_kv = arch.n_kv_heads or int(config_value(config, "num_key_value_heads", "num_kv_heads", "n_head_kv",
@@ -178,7 +178,7 @@ class NormWeights:
     def scale(self) -> torch.Tensor | None:
         if self.weight is None:
             return None
-        return 1.0 + self.weight if self.kind == "rms_plus1" else self.weight
+        return 1.0 + self.weight if self.kind in PLUS_ONE_KINDS else self.weight
 
 
 @dataclass
@@ -345,7 +345,7 @@ def apply_norm(norm: NormWeights | None, rows: torch.Tensor, heads: int = 1) -> 
         return rows
     n = rows.shape[0]
     x = rows.reshape(n, heads, -1) if norm.scope == "head" else rows
-    if norm.kind == "layer":
+    if norm.kind in CENTRED_KINDS:
         x = x - x.mean(-1, keepdim=True)
     x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.eps)
     scale = norm.scale()

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from huref.architectures import FFN, ArchSpec, Norm, Proj, arch_for_config
+from huref.architectures import CENTRED_KINDS, FFN, PLUS_ONE_KINDS, ArchSpec, Norm, Proj, arch_for_config
 from huref.errors import HurefError
 from huref.layers import EPS_KEYS, LAYOUTS, Dims, config_value, model_dims
 
@@ -192,7 +192,7 @@ def _norm_name(layout: Layout, norms: tuple[Norm, ...]) -> str | None:
 def layout_of(config: dict) -> Layout:
     """The Layout of a checkpoint with HF `config` (config.json as a dict)."""
     arch = arch_for_config(config)
-    if any(n.kind == "layer" for n in arch.q_norm + arch.k_norm):
+    if any(n.kind in CENTRED_KINDS for n in arch.q_norm + arch.k_norm):
         raise HurefError(f"attacks: {config['model_type']} with LayerNorm on queries and keys is not supported")
     dims = model_dims(config, arch)
     rope = config.get("rope_parameters") or {}
@@ -341,7 +341,7 @@ class Canon:
         return None if names is None else names[0 if suffix == "weight" else 1]
 
     def kind(self, i, role) -> str | None:
-        """The norm kind ("rms", "rms_plus1", "layer") of norm `role`."""
+        """The norm kind ("rms", "rms_plus1", "layer", "layer_plus1") of norm `role`."""
         return self.kinds.get(self.name(i, role))
 
     def get(self, i, role, suffix="weight"):
@@ -426,12 +426,12 @@ def _norm_gain(canon, i, role):
     weight, bias = canon.get(i, role), canon.get(i, role, "bias")
     if weight is None:
         return None, bias
-    return (weight.double() + 1 if canon.kind(i, role) == "rms_plus1" else weight.double()), bias
+    return (weight.double() + 1 if canon.kind(i, role) in PLUS_ONE_KINDS else weight.double()), bias
 
 
 def _set_gain(canon, i, role, gain):
     if canon.get(i, role) is not None:
-        canon.put(i, role, (gain - 1 if canon.kind(i, role) == "rms_plus1" else gain).float())
+        canon.put(i, role, (gain - 1 if canon.kind(i, role) in PLUS_ONE_KINDS else gain).float())
 
 
 def _reader_groups(canon, i):

@@ -4,7 +4,7 @@ Every model is float32, 3 layers, hidden size 64 (4 query heads of 16, 2 key/val
 architecture has grouped-query attention), a 384-token vocabulary, and MoE layers with 4 experts.
 Variants of one model_type have their own entries: falcon_gqa (new_decoder_architecture, grouped KV)
 beside falcon (multi-query, parallel), qwen2_moe_dense (its middle layer keeps a dense FFN, as
-qwen3_moe's does).
+qwen3_moe's does), gpt_bigcode_mha (per-head fused c_attn beside the multi-query default).
 Norm gains and every bias get random non-trivial values, so that norm folding and bias handling
 matter. Each checkpoint is saved in Hugging Face layout (config.json + model.safetensors) together
 with a word-level tokenizer.json over a synthetic vocabulary of distinct strings.
@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 import transformers
 from tokenizers import Tokenizer, models, pre_tokenizers
+
+from huref.architectures import PLUS_ONE_KINDS, arch_for_config
 
 transformers.logging.disable_progress_bar()
 
@@ -139,13 +141,22 @@ CONFIGS = {
                            rms_norm_eps=_SMALL_EPS, tie_word_embeddings=False),
     "hy_v3": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2,
                   rms_norm_eps=_SMALL_EPS, tie_word_embeddings=False),
+    "cohere": dict(_LLAMA_LIKE, logit_scale=0.25, tie_word_embeddings=True),
+    "cohere2": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, sliding_window=8, logit_scale=0.25, tie_word_embeddings=True),
+    "nemotron": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, partial_rotary_factor=0.5, tie_word_embeddings=False),
+    "mpt": dict(vocab_size=VOCAB_SIZE, d_model=HIDDEN, n_layers=N_LAYERS, n_heads=HEADS, expansion_ratio=2,
+                max_seq_len=128),
+    "gpt_bigcode": dict(vocab_size=VOCAB_SIZE, n_embd=HIDDEN, n_layer=N_LAYERS, n_head=HEADS, n_positions=128,
+                        n_inner=FFN, multi_query=True),
+    "gpt_bigcode_mha": dict(vocab_size=VOCAB_SIZE, n_embd=HIDDEN, n_layer=N_LAYERS, n_head=HEADS, n_positions=128,
+                            n_inner=FFN, multi_query=False),
     "bert": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, num_hidden_layers=N_LAYERS,
                  num_attention_heads=HEADS, intermediate_size=FFN, max_position_embeddings=128),
 }
 
 ARCHITECTURES = tuple(CONFIGS)
 # config.json model_type of each entry: variants of one model_type get their own entry
-VARIANT_OF = {"falcon_gqa": "falcon", "qwen2_moe_dense": "qwen2_moe"}
+VARIANT_OF = {"falcon_gqa": "falcon", "qwen2_moe_dense": "qwen2_moe", "gpt_bigcode_mha": "gpt_bigcode"}
 MODEL_TYPE = {name: VARIANT_OF.get(name, name) for name in CONFIGS}
 
 
@@ -165,21 +176,22 @@ def _is_norm(module) -> bool:
 def build_model(name: str, seed: int = 0):
     """A randomly initialised float32 torch model for architecture `name`, in eval mode.
 
-    Norm gains are drawn around their neutral value (1, or 0 for gemma's `1 + weight` convention)
+    Norm gains are drawn around their neutral value (1, or 0 for the `1 + weight` convention of gemma and nemotron)
     and every norm and linear bias is non-zero.
     """
     config = make_config(name)
     torch.manual_seed(seed)
     auto = transformers.AutoModelForMaskedLM if name == "bert" else transformers.AutoModelForCausalLM
     model = auto.from_config(config, dtype=torch.float32).eval()
-    gemma_like = MODEL_TYPE[name].startswith("gemma")
+    spec = arch_for_config(config.to_dict())
+    plus_one = any(n.kind in PLUS_ONE_KINDS for n in spec.attn_norm + spec.ffn_norm + spec.final_norm)
     generator = torch.Generator().manual_seed(seed + 1000)
     with torch.no_grad():
         for module in model.modules():
             weight = getattr(module, "weight", None)
             bias = getattr(module, "bias", None)
             if _is_norm(module) and isinstance(weight, torch.nn.Parameter):
-                centre = 0.0 if gemma_like else 1.0
+                centre = 0.0 if plus_one else 1.0
                 weight.copy_(centre + 0.4 * (torch.rand(weight.shape, generator=generator) - 0.5) * 2)
             if isinstance(bias, torch.nn.Parameter):
                 bias.copy_(0.1 * torch.randn(bias.shape, generator=generator))

@@ -8,7 +8,7 @@ from huref.architectures import ARCHITECTURES, arch_for_config
 from huref.errors import HurefError
 from huref.layers import LAYOUTS, model_dims
 
-NORM_KINDS = {"rms", "rms_plus1", "layer"}
+NORM_KINDS = {"rms", "rms_plus1", "layer", "layer_plus1"}
 ROUTER_SCORINGS = {"softmax", "sigmoid", "sparsemixer"}
 
 
