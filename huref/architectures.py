@@ -446,6 +446,16 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
                        k_norm=(Norm("self_attn.k_layernorm.weight", "layer", "head"),)),),
     ),
     ArchSpec(
+        # per-head fused query_key_value, per-head QK LayerNorms, plain FFN with ReLU²
+        model_types=("persimmon",),
+        ffn=(FFN(up=Proj("mlp.dense_h_to_4h.weight"), down=Proj("mlp.dense_4h_to_h.weight")),),
+        q_norm=(Norm("self_attn.q_layernorm.weight", "layer", "head"),),
+        k_norm=(Norm("self_attn.k_layernorm.weight", "layer", "head"),),
+        **{**_LLAMA, "o": Proj("self_attn.dense.weight"), "attn_norm": _ln("input_layernorm.weight"), "ffn_norm": _ln("post_attention_layernorm.weight"),
+           "final_norm": _ln("final_layernorm.weight"),
+           **_fused_qkv("self_attn.query_key_value.weight", "qkv_heads")},
+    ),
+    ArchSpec(
         model_types=("phi3",),
         ffn=(
             FFN(

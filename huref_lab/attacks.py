@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from huref.architectures import CENTRED_KINDS, FFN, PLUS_ONE_KINDS, ArchSpec, Norm, Proj, arch_for_config
+from huref.architectures import FFN, PLUS_ONE_KINDS, ArchSpec, Norm, Proj, arch_for_config
 from huref.errors import HurefError
 from huref.layers import EPS_KEYS, LAYOUTS, Dims, config_value, model_dims
 
@@ -192,8 +192,6 @@ def _norm_name(layout: Layout, norms: tuple[Norm, ...]) -> str | None:
 def layout_of(config: dict) -> Layout:
     """The Layout of a checkpoint with HF `config` (config.json as a dict)."""
     arch = arch_for_config(config)
-    if any(n.kind in CENTRED_KINDS for n in arch.q_norm + arch.k_norm):
-        raise HurefError(f"attacks: {config['model_type']} with LayerNorm on queries and keys is not supported")
     dims = model_dims(config, arch)
     rope = config.get("rope_parameters") or {}
     partial = config_value(config, "partial_rotary_factor", "rotary_pct",
@@ -635,7 +633,8 @@ def qk_norm_rescale(checkpoint: Checkpoint, generator: torch.Generator) -> Check
 
 
 def qk_norm_gain_exchange(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
-    """QK-norm models: q_norm gain times s, k_norm gain divided by s, s equal on both dims of each rotary pair."""
+    """QK-norm models: q_norm gain (and a LayerNorm's bias) times s, k_norm's divided by s, s equal on both
+    dims of each rotary pair: every product of a query and a key dimension is unchanged."""
     def edit(canon, result):
         lay = canon.layout
         d = lay.head_dim
@@ -650,6 +649,7 @@ def qk_norm_gain_exchange(checkpoint: Checkpoint, generator: torch.Generator) ->
             for role, factor in (("q_norm", s_q), ("k_norm", 1 / s_k)):
                 gain, _ = _norm_gain(canon, i, role)
                 _set_gain(canon, i, role, gain * factor)
+                canon.update(i, role, _f64(lambda b: b * factor), "bias")
     return _edit(checkpoint, edit)
 
 

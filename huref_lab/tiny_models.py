@@ -150,13 +150,21 @@ CONFIGS = {
                         n_inner=FFN, multi_query=True),
     "gpt_bigcode_mha": dict(vocab_size=VOCAB_SIZE, n_embd=HIDDEN, n_layer=N_LAYERS, n_head=HEADS, n_positions=128,
                             n_inner=FFN, multi_query=False),
+    "persimmon": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=N_LAYERS,
+                      num_attention_heads=HEADS, max_position_embeddings=128, qk_layernorm=True,
+                      layer_norm_eps=_SMALL_EPS, tie_word_embeddings=False),
+    "phi_qk_layernorm": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, intermediate_size=FFN,
+                             num_hidden_layers=N_LAYERS, num_attention_heads=HEADS, num_key_value_heads=KV_HEADS,
+                             partial_rotary_factor=0.5, qk_layernorm=True, layer_norm_eps=_SMALL_EPS,
+                             max_position_embeddings=128, tie_word_embeddings=False),
     "bert": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, num_hidden_layers=N_LAYERS,
                  num_attention_heads=HEADS, intermediate_size=FFN, max_position_embeddings=128),
 }
 
 ARCHITECTURES = tuple(CONFIGS)
 # config.json model_type of each entry: variants of one model_type get their own entry
-VARIANT_OF = {"falcon_gqa": "falcon", "qwen2_moe_dense": "qwen2_moe", "gpt_bigcode_mha": "gpt_bigcode"}
+VARIANT_OF = {"falcon_gqa": "falcon", "qwen2_moe_dense": "qwen2_moe", "gpt_bigcode_mha": "gpt_bigcode",
+              "phi_qk_layernorm": "phi"}
 MODEL_TYPE = {name: VARIANT_OF.get(name, name) for name in CONFIGS}
 
 
