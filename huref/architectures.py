@@ -19,7 +19,8 @@ Conventions
   "<module>.weight"); only the attacks touch biases.
 - Fused layouts (`Proj.layout`, row-index maps in `huref.layers.LAYOUTS`): "plain" (the whole
   tensor), "qkv_split" (Q, K, V rows one after another), "qkv_heads" (per head: q, k, v),
-  "qkv_groups" (per key/value head: its query heads, k, v), "gate_up_split" (gate rows, then up
+  "qkv_groups" (per key/value head: its query heads, k, v), "qkv_mp4" (codegen: four shards, each
+  its slice of q, then v, then k), "gate_up_split" (gate rows, then up
   rows), "experts" (3-D [expert, out, in]), "experts_gate_up" (3-D, each expert's gate then up).
 - Norm kinds: "rms" (x / rms(x) * w), "rms_plus1" (gemma: x / rms(x) * (1 + w)), "layer"
   (centre, divide by std, * w; the bias is never used by the engine), "layer_plus1" (nemotron's
@@ -446,6 +447,24 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
                        k_norm=(Norm("self_attn.k_layernorm.weight", "layer", "head"),)),),
     ),
     ArchSpec(
+        # RMSNorms without parameters everywhere (on the embedding and QK too); plain FFN with ReLU²
+        model_types=("nanochat",),
+        embed_norm=(Norm(None),),
+        ffn=(FFN(up=Proj("mlp.fc1.weight"), down=Proj("mlp.fc2.weight")),),
+        q_norm=(Norm(None, "rms", "head"),),
+        k_norm=(Norm(None, "rms", "head"),),
+        **{**_LLAMA, "attn_norm": (Norm(None),), "ffn_norm": (Norm(None),), "final_norm": (Norm(None),)},
+    ),
+    ArchSpec(
+        # glm4's post norms, per-head QK norms, sigmoid-scored experts with shared experts
+        model_types=("kolibri1",),
+        ffn=_SIGMOID_MOE,
+        attn_post_norm=_rms("post_attn_norm.weight"),
+        ffn_post_norm=_rms("post_ffn_norm.weight"),
+        **_QK_NORM,
+        **_LLAMA,
+    ),
+    ArchSpec(
         # per-head fused query_key_value, per-head QK LayerNorms, plain FFN with ReLU²
         model_types=("persimmon",),
         ffn=(FFN(up=Proj("mlp.dense_h_to_4h.weight"), down=Proj("mlp.dense_4h_to_h.weight")),),
@@ -551,6 +570,31 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         ffn_norm=_ln("ln_1.weight"),
         rope="pairs",
         **_GPT,
+    ),
+    ArchSpec(
+        # gptj's parallel block with codegen's fused qkv_proj
+        model_types=("codegen",),
+        o=Proj("attn.out_proj.weight"),
+        ffn=(FFN(up=Proj("mlp.fc_in.weight"), down=Proj("mlp.fc_out.weight")),),
+        attn_norm=_ln("ln_1.weight"),
+        ffn_norm=_ln("ln_1.weight"),
+        rope="pairs",
+        **_fused_qkv("attn.qkv_proj.weight", "qkv_mp4"),
+        **_GPT,
+    ),
+    ArchSpec(
+        # post-LN as BERT (ln_1 after attention is the FFN's input norm) without an embedding norm
+        model_types=("openai-gpt",),
+        embed="tokens_embed.weight",
+        layer="h.{i}.",
+        base_prefix="transformer.",
+        o=Proj("attn.c_proj.weight", transposed=True),
+        ffn=(FFN(up=Proj("mlp.c_fc.weight", transposed=True), down=Proj("mlp.c_proj.weight", transposed=True)),),
+        ffn_norm=_ln("ln_1.weight"),
+        residual_norm=_ln("ln_2.weight"),
+        added_embeds=(("positions_embed.weight", 0),),
+        rope=None,
+        **{part: Proj("attn.c_attn.weight", "qkv_split", part, transposed=True) for part in "qkv"},
     ),
     ArchSpec(
         model_types=("gpt_neo",),

@@ -88,6 +88,11 @@ def _qkv_groups(part, d, n_rows, e):
     return picked.reshape(-1)
 
 
+def _qkv_mp4(part, d, n_rows, e):
+    index = np.arange(n_rows).reshape(4, 3, n_rows // 12)  # [shard, (q, v, k), hidden / 4]
+    return index[:, "qvk".index(part)].reshape(-1)
+
+
 def _halves(part, d, n_rows, e):
     half = n_rows // 2
     return slice(0, half) if part == "gate" else slice(half, n_rows)
@@ -110,6 +115,7 @@ LAYOUTS = {
     "qkv_split": _qkv_split,
     "qkv_heads": _qkv_heads,
     "qkv_groups": _qkv_groups,
+    "qkv_mp4": _qkv_mp4,
     "gate_up_split": _halves,
     "experts": _experts,
     "experts_gate_up": _experts_gate_up,

@@ -1046,19 +1046,22 @@ def is_valid(name: str, layout: Layout) -> bool:
         "qk_transform": layout.qk_norm is None and not layout.clip_qkv,
         "qk_scale": layout.qk_norm is None and not layout.clip_qkv,
         "qk_norm_rescale": layout.qk_norm is not None and not layout.clip_qkv,
-        "qk_norm_gain_exchange": layout.qk_norm is not None,
+        "qk_norm_gain_exchange": layout.qk_norm is not None and layout.arch.q_norm[0].name is not None,
         "vo_transform": not layout.clip_qkv,
         "head_permutation": not layout.alibi,   # ALiBi slopes are tied to head positions
         "ffn_permutation": True,
         "ffn_scale": layout.gated or layout.relu,
         "expert_permutation": layout.n_experts > 0,
-        # needs the norm epsilon in config.json and residual reads only through norms
-        "embedding_scale": layout.eps_key is not None and layout.pre_norms and not layout.residual_post_norm,
+        # needs the norm epsilon in config.json, residual reads only through norms, and an embedding norm (if
+        # any) with a gain to scale (a bare one would divide the scale out of the stream's start)
+        "embedding_scale": layout.eps_key is not None and layout.pre_norms and not layout.residual_post_norm
+                           and (not layout.arch.embed_norm or layout.emb_norm is not None),
         "post_norm_rescale": layout.post_norms and not layout.residual_post_norm,
         # the embedding norm must see the token embedding alone (bert adds position embeddings first)
         "embedding_row_scale": layout.emb_norm is not None and not layout.pos_embeds,
         "position_embedding_shift": bool(layout.pos_embeds),
-        "mean_shift": layer_norm,
+        # the first block must read the embedding through a LayerNorm (openai-gpt's reads it raw)
+        "mean_shift": layer_norm and (layout.pre_norms or layout.emb_norm is not None),
         "layernorm_null_direction": layer_norm and layout.pre_norms and not layout.residual_post_norm
                                     and (layout.reader_bias or layout.bare_norms),
         # a shift added to every expert's logit: seen by sigmoid scores, not by a softmax
