@@ -347,7 +347,17 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         variants=(when("use_qk_norm", True, False, **_QK_NORM),),
         **_LLAMA,
     ),
-    ArchSpec(model_types=("exaone_moe",), ffn=_SIGMOID_MOE, **_QK_NORM, **_LLAMA),
+    ArchSpec(model_types=("exaone_moe", "dots1"), ffn=_SIGMOID_MOE, **_QK_NORM, **_LLAMA),
+    ArchSpec(
+        # olmo2's attention and post norms with olmoe's experts
+        model_types=("flex_olmo",),
+        ffn=(_QWEN_EXPERTS, _FUSED_EXPERTS),
+        attn_post_norm=_rms("post_attention_layernorm.weight"),
+        ffn_post_norm=_rms("post_feedforward_layernorm.weight"),
+        q_norm=(Norm("self_attn.q_norm.weight", "rms", "row"),),
+        k_norm=(Norm("self_attn.k_norm.weight", "rms", "row"),),
+        **{**_LLAMA, "attn_norm": (), "ffn_norm": ()},
+    ),
     ArchSpec(
         model_types=("ernie4_5_moe",),
         ffn=(replace(_QWEN_EXPERTS, shared=_SHARED_EXPERTS), replace(_FUSED_EXPERTS, shared=_SHARED_EXPERTS), _GATED),

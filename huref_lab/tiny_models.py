@@ -164,6 +164,11 @@ CONFIGS = {
     "kolibri1": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2,
                      shared_expert_intermediate_size=48, sliding_window=8, rms_norm_eps=_SMALL_EPS,
                      tie_word_embeddings=False),
+    "dots1": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, moe_intermediate_size=32, n_routed_experts=4, num_experts_per_tok=2,
+                  n_shared_experts=1, first_k_dense_replace=1, n_group=1, topk_group=1, rms_norm_eps=_SMALL_EPS,
+                  tie_word_embeddings=False),
+    "flex_olmo": dict(_LLAMA_LIKE, intermediate_size=32, num_experts=4, num_experts_per_tok=2, rms_norm_eps=_SMALL_EPS,
+                      tie_word_embeddings=False),
     "bert": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, num_hidden_layers=N_LAYERS,
                  num_attention_heads=HEADS, intermediate_size=FFN, max_position_embeddings=128),
 }
