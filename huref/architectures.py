@@ -20,13 +20,13 @@ Conventions
 - Fused layouts (`Proj.layout`, row-index maps in `huref.layers.LAYOUTS`): "plain" (the whole
   tensor), "qkv_split" (Q, K, V rows one after another), "qkv_heads" (per head: q, k, v),
   "qkv_groups" (per key/value head: its query heads, k, v), "qkv_mp4" (codegen: four shards, each
-  its slice of q, then v, then k), "gate_up_split" (gate rows, then up
-  rows), "experts" (3-D [expert, out, in]), "experts_gate_up" (3-D, each expert's gate then up).
+  its slice of q, then v, then k), "gate_up_split" (gate rows, then up rows), "experts" (3-D
+  [expert, out, in]), "experts_gate_up" (3-D, each expert's gate then up).
 - Norm kinds: "rms" (x / rms(x) * w), "rms_plus1" (gemma: x / rms(x) * (1 + w)), "layer"
   (centre, divide by std, * w; the bias is never used by the engine), "layer_plus1" (nemotron's
-  LayerNorm1P: centre, divide by std, * (1 + w)). `CENTRED_KINDS` and `PLUS_ONE_KINDS` group them. `Norm(None, kind)` is a norm
-  without parameters (OLMo). QK norms have scope "head" (per head: qwen3, gemma3, phi) or "row"
-  (the whole projection: olmo2).
+  LayerNorm1P: centre, divide by std, * (1 + w)); `CENTRED_KINDS` and `PLUS_ONE_KINDS` group them.
+  `Norm(None, kind)` is a norm without parameters (OLMo, nanochat). QK norms have scope "head"
+  (per head: qwen3, gemma3, phi) or "row" (the whole projection: olmo2).
 - A tuple of norms or of FFNs lists alternatives: the first whose tensor exists in the layer is used
   (falcon names its norms per variant, and a parallel block reads one norm for both sublayers;
   qwen2_moe/qwen3_moe keep some layers dense).
@@ -297,8 +297,9 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
     ArchSpec(model_types=("hyperclovax",), ffn=(_GATED,), attn_post_norm=_rms("post_norm1.weight"),
              ffn_post_norm=_rms("post_norm2.weight"), **_LLAMA),
     ArchSpec(model_types=("glm",), ffn=(_GATE_UP,), rope="pairs", **_LLAMA),
-    ArchSpec(model_types=("glm4",), ffn=(_GATE_UP,), rope="pairs", attn_post_norm=_rms("post_self_attn_layernorm.weight"),
-             ffn_post_norm=_rms("post_mlp_layernorm.weight"), **_LLAMA),
+    ArchSpec(model_types=("glm4",), ffn=(_GATE_UP,), rope="pairs",
+             attn_post_norm=_rms("post_self_attn_layernorm.weight"), ffn_post_norm=_rms("post_mlp_layernorm.weight"),
+             **_LLAMA),
     ArchSpec(model_types=("hunyuan_v1_dense",), ffn=(_GATED,), **_HUNYUAN_QK_NORM, **_LLAMA),
     ArchSpec(
         model_types=("apertus", "apertus1p5_text"),
@@ -480,7 +481,8 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         ffn=(FFN(up=Proj("mlp.dense_h_to_4h.weight"), down=Proj("mlp.dense_4h_to_h.weight")),),
         q_norm=(Norm("self_attn.q_layernorm.weight", "layer", "head"),),
         k_norm=(Norm("self_attn.k_layernorm.weight", "layer", "head"),),
-        **{**_LLAMA, "o": Proj("self_attn.dense.weight"), "attn_norm": _ln("input_layernorm.weight"), "ffn_norm": _ln("post_attention_layernorm.weight"),
+        **{**_LLAMA, "o": Proj("self_attn.dense.weight"), "attn_norm": _ln("input_layernorm.weight"),
+           "ffn_norm": _ln("post_attention_layernorm.weight"),
            "final_norm": _ln("final_layernorm.weight"),
            **_fused_qkv("self_attn.query_key_value.weight", "qkv_heads")},
     ),

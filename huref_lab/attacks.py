@@ -203,7 +203,8 @@ def layout_of(config: dict) -> Layout:
         tied=bool(config.get("tie_word_embeddings", True)),
         eps_key=next((key for key in EPS_KEYS if config.get(key) is not None), None),
         relu=activation == "relu", clip_qkv=config.get("clip_qkv") is not None,
-        reader_bias=all(config.get(k) is not False for k in ("bias", "use_bias", "use_qkv_bias", "enable_bias")))
+        reader_bias=all(config.get(k) is not False
+                        for k in ("bias", "use_bias", "use_qkv_bias", "enable_bias", "attention_bias")))
 
 
 # ----------------------------------------------------------------------------- canonical (unfused) view

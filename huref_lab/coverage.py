@@ -16,7 +16,8 @@ from huref_lab.tiny_models import MODEL_TYPE
 
 OTHER_WORK = "handled by the MLA/hybrid/VLM work"
 _MLA = f"multi-head latent attention (q_a/q_b, kv_a/kv_b), {OTHER_WORK}"
-_HYBRID = f"hybrid layers (linear attention, gated delta-net, Mamba or convolution blocks beside attention), {OTHER_WORK}"
+_HYBRID = ("hybrid layers (linear attention, gated delta-net, Mamba or convolution blocks beside attention), "
+           f"{OTHER_WORK}")
 _VLM = f"multimodal wrapper (text_config, language-model prefix), {OTHER_WORK}"
 _SINKS = f"attention sinks, {OTHER_WORK} (gpt_oss)"
 _ENCODER_DECODER = "the decoder of an encoder-decoder model: its layers cross-attend to an encoder's output"
@@ -133,7 +134,8 @@ def statuses() -> list[tuple[str, str, str]]:
 def summary() -> str:
     """The README's count: "N of the M causal-LM model types of transformers V"."""
     supported = sum(1 for _, status, _ in statuses() if status == "supported")
-    return f"{supported} of the {len(causal_lm_types())} causal-LM model types of transformers {transformers.__version__}"
+    total = len(causal_lm_types())
+    return f"{supported} of the {total} causal-LM model types of transformers {transformers.__version__}"
 
 
 def render() -> str:
