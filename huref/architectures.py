@@ -34,6 +34,11 @@ Conventions
   BERT's token types), as (name, first used row). The probe rows take their mean over used rows, the
   input at an average position: a vector moved from the token rows into the position rows, which
   leaves every input unchanged, then leaves the probe rows unchanged too.
+- `mla`: multi-head latent attention (DeepSeek-V2/V3): q, k, v are None and a `LatentAttention`
+  names the latent matrices and norms; its sizes come from config.json (`huref.layers.latent_dims`).
+  `router_scores`: "softmax" (adding one vector to every router row changes nothing), "sigmoid", or
+  "sparsemixer" (phimoe: a softmax with masks relative to the largest logit's magnitude, which a
+  shift changes).
 - `variants`: `when(key, value, default, field=...)` replaces fields of the row when config.json's
   `key` equals `value` (a missing key reads as `default`, transformers' default), in order, later
   ones winning; `unsupported="..."` marks a variant huref refuses.
@@ -75,11 +80,8 @@ class FFN:
 
     `experts=True`: the names hold `{e}` (or a fused 3-D layout) and the block repeats per expert;
     `router`: the matrix [n_experts, hidden] scoring the experts (for a shared expert: its sigmoid
-    gate [1, hidden]), reading the same norm as up and gate; `scoring`: how the router's logits
-    become weights, "softmax" (blind to a shift added to every expert's logit), "sigmoid" (each
-    expert scored alone: glm4_moe, deepseek_v3 style) or "sparsemixer" (phimoe: softmax with masks
-    relative to the largest logit's magnitude, which a shift changes); `shared`: an always-on expert beside the
-    routed ones (qwen2_moe).
+    gate [1, hidden]), reading the same norm as up and gate; `shared`: an always-on expert beside the
+    routed ones (qwen2_moe, deepseek); `router_bias`: a per-expert bias on the router's scores.
     """
 
     up: Proj
@@ -88,7 +90,25 @@ class FFN:
     experts: bool = False
     shared: "FFN | None" = None
     router: str | None = None
-    scoring: str = "softmax"
+    router_bias: str | None = None  # a per-expert bias added to the scores for the choice only (DeepSeek-V3)
+
+
+@dataclass(frozen=True)
+class LatentAttention:
+    """Multi-head latent attention (DeepSeek-V2/V3): queries through a low-rank latent (q_a, its RMS
+    norm, q_b) or one matrix (`q`, when config.json's q_lora_rank is null); keys and values through
+    a shared latent (`kv_a` writes kv_lora_rank latent rows, then qk_rope_head_dim rows of one rotary
+    key shared by every head; its latent part goes through `kv_a_norm`, then `kv_b` writes per head
+    qk_nope_head_dim key rows and v_head_dim value rows). Query rows per head: nope, then rope."""
+
+    q: Proj
+    q_a: Proj
+    q_a_norm: Norm
+    q_b: Proj
+    kv_a: Proj
+    kv_a_norm: Norm
+    kv_b: Proj
+    norm_eps: float = 1e-6  # transformers builds the latent norms with this epsilon, not rms_norm_eps
 
 
 @dataclass(frozen=True)
@@ -113,11 +133,13 @@ class ArchSpec:
     model_types: tuple[str, ...]
     embed: str
     layer: str
-    q: Proj
-    k: Proj
-    v: Proj
+    q: Proj | None  # None (with k, v) when `mla` describes the attention
+    k: Proj | None
+    v: Proj | None
     o: Proj
     ffn: tuple[FFN, ...]
+    mla: LatentAttention | None = None
+    router_scores: str = "softmax"  # how the router turns logits into expert weights (see the module doc)
     attn_norm: tuple[Norm, ...] = ()
     ffn_norm: tuple[Norm, ...] = ()
     attn_post_norm: tuple[Norm, ...] = ()
@@ -234,12 +256,15 @@ _GRANITE_SHARED = FFN(
     up=Proj("shared_mlp.input_linear.weight", "gate_up_split", "up"),
     down=Proj("shared_mlp.output_linear.weight"),
 )
-# experts with shared experts, scored by sigmoids (glm4_moe, solar_open, exaone_moe); dense first layers
-_SIGMOID_MOE = (
-    replace(_QWEN_EXPERTS, shared=_SHARED_EXPERTS, scoring="sigmoid"),
-    replace(_FUSED_EXPERTS, shared=_SHARED_EXPERTS, scoring="sigmoid"),
-    _GATED,
-)
+
+
+def _sigmoid_moe(router_bias: str) -> tuple[FFN, ...]:
+    """Experts beside shared experts, with a choice-only router bias named `router_bias` (the row's
+    router_scores is "sigmoid"), then a dense FFN for the first layers."""
+    return (replace(_QWEN_EXPERTS, shared=_SHARED_EXPERTS, router_bias=router_bias),
+            replace(_FUSED_EXPERTS, shared=_SHARED_EXPERTS, router_bias=router_bias), _GATED)
+
+
 _LLAMA = dict(
     embed="embed_tokens.weight",
     layer="layers.{i}.",
@@ -249,6 +274,22 @@ _LLAMA = dict(
     final_norm=_rms("norm.weight"),
     **_LLAMA_ATTN,
 )
+_LLAMA_MLA = dict(
+    _LLAMA,
+    q=None,
+    k=None,
+    v=None,
+    mla=LatentAttention(
+        q=Proj("self_attn.q_proj.weight"),
+        q_a=Proj("self_attn.q_a_proj.weight"),
+        q_a_norm=Norm("self_attn.q_a_layernorm.weight"),
+        q_b=Proj("self_attn.q_b_proj.weight"),
+        kv_a=Proj("self_attn.kv_a_proj_with_mqa.weight"),
+        kv_a_norm=Norm("self_attn.kv_a_layernorm.weight"),
+        kv_b=Proj("self_attn.kv_b_proj.weight"),
+    ),
+)
+_DEEPSEEK_EXPERTS = replace(_QWEN_EXPERTS, shared=_SHARED_EXPERTS)
 _GEMMA = dict(
     _LLAMA,
     attn_norm=_rms("input_layernorm.weight", "rms_plus1"),
@@ -318,13 +359,16 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
     ArchSpec(model_types=("mixtral",), ffn=(_MIXTRAL_EXPERTS, _FUSED_EXPERTS), **_LLAMA),
     ArchSpec(  # mixtral with LayerNorms (bias unused) and sparsemixer routing
         model_types=("phimoe",),
-        ffn=(replace(_MIXTRAL_EXPERTS, scoring="sparsemixer"), replace(_FUSED_EXPERTS, scoring="sparsemixer")),
+        ffn=(_MIXTRAL_EXPERTS, _FUSED_EXPERTS),
+        router_scores="sparsemixer",
         **{**_LLAMA, "attn_norm": _ln("input_layernorm.weight"), "ffn_norm": _ln("post_attention_layernorm.weight"),
            "final_norm": _ln("norm.weight")},
     ),
     ArchSpec(
         model_types=("minimax_m2",),
-        ffn=(replace(_MIXTRAL_EXPERTS, scoring="sigmoid"), replace(_FUSED_EXPERTS, scoring="sigmoid")),
+        ffn=(replace(_MIXTRAL_EXPERTS, router_bias="block_sparse_moe.e_score_correction_bias"),
+             replace(_FUSED_EXPERTS, router_bias="block_sparse_moe.e_score_correction_bias")),
+        router_scores="sigmoid",
         q_norm=(Norm("self_attn.q_norm.weight", "rms", "row"),),
         k_norm=(Norm("self_attn.k_norm.weight", "rms", "row"),),
         **_LLAMA,
@@ -344,11 +388,15 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
     ),
     ArchSpec(
         model_types=("glm4_moe", "solar_open"),
-        ffn=_SIGMOID_MOE,
+        ffn=_sigmoid_moe("mlp.gate.e_score_correction_bias"),
+        router_scores="sigmoid",
         variants=(when("use_qk_norm", True, False, **_QK_NORM),),
         **_LLAMA,
     ),
-    ArchSpec(model_types=("exaone_moe", "dots1"), ffn=_SIGMOID_MOE, **_QK_NORM, **_LLAMA),
+    ArchSpec(model_types=("exaone_moe",), ffn=_sigmoid_moe("mlp.e_score_correction_bias"), router_scores="sigmoid",
+             **_QK_NORM, **_LLAMA),
+    ArchSpec(model_types=("dots1",), ffn=_sigmoid_moe("mlp.gate.e_score_correction_bias"), router_scores="sigmoid",
+             **_QK_NORM, **_LLAMA),
     ArchSpec(
         # olmo2's attention and post norms with olmoe's experts
         model_types=("flex_olmo",),
@@ -361,7 +409,10 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
     ),
     ArchSpec(
         model_types=("ernie4_5_moe",),
-        ffn=(replace(_QWEN_EXPERTS, shared=_SHARED_EXPERTS), replace(_FUSED_EXPERTS, shared=_SHARED_EXPERTS), _GATED),
+        # a softmax router whose choice adds a bias [1, experts]
+        ffn=(replace(_QWEN_EXPERTS, shared=_SHARED_EXPERTS, router_bias="mlp.moe_statics.e_score_correction_bias"),
+             replace(_FUSED_EXPERTS, shared=_SHARED_EXPERTS, router_bias="mlp.moe_statics.e_score_correction_bias"),
+             _GATED),
         rope="pairs",
         **_LLAMA,
     ),
@@ -374,9 +425,12 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
     ),
     ArchSpec(
         model_types=("hy_v3",),
-        ffn=(replace(_QWEN_EXPERTS, router="mlp.router.gate.weight", shared=_HUNYUAN_SHARED, scoring="sigmoid"),
-             replace(_FUSED_EXPERTS, router="mlp.router.gate.weight", shared=_HUNYUAN_SHARED, scoring="sigmoid"),
+        ffn=(replace(_QWEN_EXPERTS, router="mlp.router.gate.weight", shared=_HUNYUAN_SHARED,
+                     router_bias="mlp.expert_bias"),
+             replace(_FUSED_EXPERTS, router="mlp.router.gate.weight", shared=_HUNYUAN_SHARED,
+                     router_bias="mlp.expert_bias"),
              _GATED),
+        router_scores="sigmoid",
         **_QK_NORM,
         **_LLAMA,
     ),
@@ -391,6 +445,25 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
     ),
     # qwen3 attention (per-head QK norms) with qwen2_moe-like experts and no shared expert
     ArchSpec(model_types=("qwen3_moe", "mellum"), ffn=(_QWEN_EXPERTS, _FUSED_EXPERTS, _GATED), **_QK_NORM, **_LLAMA),
+    # --- multi-head latent attention (DeepSeek-V2/V3 and the families built on them) ---
+    ArchSpec(
+        model_types=("deepseek_v2",),
+        ffn=(_DEEPSEEK_EXPERTS, replace(_FUSED_EXPERTS, shared=_SHARED_EXPERTS), _GATED),
+        rope="pairs",  # complex multiplication on (2p, 2p + 1)
+        **_LLAMA_MLA,
+    ),
+    ArchSpec(
+        # sigmoid router with a bias used for the choice only ("noaux_tc"); layers before
+        # first_k_dense_replace are dense
+        model_types=("deepseek_v3", "glm4_moe_lite"),
+        ffn=(replace(_DEEPSEEK_EXPERTS, router_bias="mlp.gate.e_score_correction_bias"),
+             replace(_FUSED_EXPERTS, shared=_SHARED_EXPERTS, router_bias="mlp.gate.e_score_correction_bias"),
+             _GATED),
+        router_scores="sigmoid",
+        rope="pairs",
+        variants=(when("rope_interleave", False, True, rope="half"),),
+        **_LLAMA_MLA,
+    ),
     ArchSpec(model_types=("gemma",), ffn=(_GATED,), **_GEMMA),
     ArchSpec(model_types=("gemma2",), ffn=(_GATED,), **_GEMMA2),
     # gemma2's pre-norms without its post norms
@@ -469,7 +542,8 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
     ArchSpec(
         # glm4's post norms, per-head QK norms, sigmoid-scored experts with shared experts
         model_types=("kolibri1",),
-        ffn=_SIGMOID_MOE,
+        ffn=_sigmoid_moe("moe.router.expert_bias"),
+        router_scores="sigmoid",
         attn_post_norm=_rms("post_attn_norm.weight"),
         ffn_post_norm=_rms("post_ffn_norm.weight"),
         **_QK_NORM,

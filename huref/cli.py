@@ -70,9 +70,9 @@ def generator_options(f):
     """--generator and --truncation, for every command that draws dogs."""
     from huref.render import DEFAULT_TRUNCATION
 
-    f = click.option("--truncation", type=click.FloatRange(0, 1), default=DEFAULT_TRUNCATION, show_default=True,
-                     help="Truncation psi on the first 8 style inputs (the HuRef pipeline's setting); "
-                          "lower gives cleaner, more alike dogs.")(f)
+    f = click.option("--truncation", type=click.FloatRange(0, 1), default=DEFAULT_TRUNCATION,
+                     help="Truncation psi; lower gives cleaner, more alike dogs. Default: the generator's "
+                          "(AFHQ-dog: the paper's 0.5 on the first 8 style inputs; bundled: docs/GENERATOR.md).")(f)
     return click.option("--generator", default=None,
                         help="bundled, afhqdog (once downloaded) or a generator file. "
                              "Default: afhqdog when downloaded, else bundled.")(f)
@@ -284,7 +284,7 @@ def fingerprint(model, output, as_json, save_fingerprint, name, generator, trunc
     """Draw MODEL's fingerprint: invariant terms -> encoder -> generator -> a dog image."""
     from huref.fingerprint import build_fingerprint, fingerprint_bytes, latent, opening_chunks, opening_path
     from huref.inputs import check_outputs
-    from huref.render import render
+    from huref.render import latent_code, render, truncation_setting
 
     run = Run("fingerprint", settings.quiet)
     image_format(output)
@@ -301,6 +301,7 @@ def fingerprint(model, output, as_json, save_fingerprint, name, generator, trunc
     fp, salt = build_fingerprint(terms, generator_info, name=name or subject.label)
     run.step("drawing")
     picture = render(latent(fp), dog_generator, truncation)
+    psi, code = truncation_setting(dog_generator, truncation)[0], latent_code(latent(fp))
     files = [(output, image_bytes(picture, output))]
     if save_fingerprint:
         files += [(save_fingerprint, fingerprint_bytes(fp)), (opening_path(save_fingerprint), opening_chunks(terms, salt))]
@@ -310,10 +311,10 @@ def fingerprint(model, output, as_json, save_fingerprint, name, generator, trunc
         click.echo(f"wrote {save_fingerprint} (publishable) and {opening_path(save_fingerprint)} "
                    f"(private: opens the commitment, keep it)", err=True)
     if as_json:
-        click.echo(finite_json(dict(fp, image=output, truncation=truncation)))
+        click.echo(finite_json(dict(fp, image=output, truncation=psi, code=code)))
     else:
         click.echo(f"wrote {output}: fingerprint of {fp['model']} ({fp['model_type']}, layers {fp['layers']}, "
-                   f"{fp['n_tokens']} tokens, generator {generator_info['name']})")
+                   f"{fp['n_tokens']} tokens, generator {generator_info['name']}); code {code}")
 
 
 @cli.command()

@@ -1,6 +1,6 @@
 """Which dog generator draws a fingerprint, and getting it: the bundled 64x64 one (package data),
 NVIDIA's AFHQ-dog (downloaded into huref's cache) or a generator file; loading, saving, converting
-and downloading generators.
+and downloading generators; each generator's truncation setting.
 
 This is the one place huref calls `stylegan2`, and the one place its GeneratorError becomes a
 HurefError with the same line. Nothing here prints: a notice for the user is returned.
@@ -22,6 +22,8 @@ from huref.files import cache_dir, package_data, sha256_of, write_all, write_ato
 BUNDLED_FILE = "generator.safetensors"
 FALLBACK_NOTICE = ("huref: using the bundled 64x64 dog generator (a rough stand-in); for the paper's AFHQ-dog "
                    "generator run `huref generator download afhqdog` or pass --generator PATH")
+PAPER_TRUNCATION = (0.5, 8)  # (psi, cutoff): HuRef's setting for NVIDIA's AFHQ-dog generator
+
 
 @contextmanager
 def generator_errors():
@@ -66,14 +68,28 @@ def resolve_generator(choice: str | None = None) -> tuple[str, Path, str | None]
     return Path(choice).name, Path(choice), None
 
 
+def truncation_of(info: dict, source) -> tuple[float, int]:
+    """(psi, cutoff) a generator is drawn with by default: its file's "truncation": {"psi", "cutoff"}
+    (huref's .json "info"), else PAPER_TRUNCATION (NVIDIA's pickles, files without one)."""
+    setting = info.get("truncation")
+    if setting is None:
+        return PAPER_TRUNCATION
+    psi, cutoff = (setting.get("psi"), setting.get("cutoff")) if isinstance(setting, dict) else (None, None)
+    if not (isinstance(psi, (int, float)) and 0 <= psi <= 1 and isinstance(cutoff, int) and cutoff >= 0):
+        raise HurefError(f"{source}: \"truncation\" must be {{\"psi\": 0..1, \"cutoff\": a count}}, not {setting!r}")
+    return float(psi), cutoff
+
+
 def load_generator(choice: str | None = None):
     """The generator for choice (see resolve_generator), its identity and the notice.
 
-    Returns (Generator in eval mode, {"name": str, "sha256": hex digest of its weights file}, notice or None).
+    Returns (Generator in eval mode, with `truncation` = (psi, cutoff) from truncation_of,
+    {"name": str, "sha256": hex digest of its weights file}, notice or None).
     """
     name, path, notice = resolve_generator(choice)
     with generator_errors():
-        generator, _ = load_network(path)
+        generator, info = load_network(path)
+    generator.truncation = truncation_of(info, path)
     return generator, {"name": name, "sha256": sha256_of(path)}, notice
 
 

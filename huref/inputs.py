@@ -91,6 +91,7 @@ class Subject:
     fingerprint: dict | None = None
     _terms: dict = field(default_factory=dict, repr=False)
     _records: dict = field(default_factory=dict, repr=False)
+    _spilled: dict = field(default_factory=dict, repr=False)
 
     @property
     def has_terms(self) -> bool:
@@ -116,7 +117,7 @@ class Subject:
 
     def steps(self, settings: Settings) -> int:
         """Progress steps `terms(settings)` will report (0 when nothing is left to compute)."""
-        if self.kind != "model" or settings.terms_key() in self._terms:
+        if self.kind != "model" or settings.terms_key() in self._terms or settings.terms_key() in self._spilled:
             return 0
         return 1 + (len(settings.layers) if settings.layers else DEFAULT_LAYERS)
 
@@ -129,16 +130,29 @@ class Subject:
         if self.kind != "model":
             raise HurefError(f"{self.spec}: a fingerprint carries no invariant terms")
         key = settings.terms_key()
+        if key not in self._terms and key in self._spilled:
+            self._terms[key] = load_terms(self._spilled[key])
         if key not in self._terms:
             self._terms[key] = invariant_terms(self.model, list(settings.layers) if settings.layers else None,
                                                settings.n_tokens, device=settings.device, dtype=settings.dtype,
                                                progress=progress)
         return self._terms[key]
 
+    def spill(self, settings: Settings, path) -> None:
+        """Move a model's computed terms to the file at path (private scratch space), read back on use."""
+        from huref.files import write_atomically
+        from huref.invariants import terms_chunks
+
+        if self.kind == "model":
+            key = settings.terms_key()
+            write_atomically(path, terms_chunks(self.terms(settings)))
+            self._spilled[key] = str(path)
+            del self._terms[key]
+
     def forget(self) -> None:
-        """Drop what was read or computed (a registry is scored one file at a time)."""
+        """Drop the terms read or computed (latents, which are small, and spilled terms on disk
+        stay); a registry is scored one file at a time."""
         self._terms.clear()
-        self._records.clear()
         if self.kind == "invariants":
             self.stored = terms_header(self.spec)[0]
 

@@ -20,6 +20,12 @@ Face orientation (a Linear weight W is [out, in] and maps a row x to x·Wᵀ):
   rescaling, expert reordering. The paper's code uses (Wg ⊙ Wu)·Wd instead of the FFN term
   above; that elementwise product of weight matrices is not invariant to a residual rotation.
 
+Multi-head latent attention (DeepSeek-V2/V3, `mla_qk_term`, `mla_vo_term`): the rows are pushed
+through the latents as the model does, C_q = N_qa(X_a·Wq_aᵀ) (X_a without a q latent), C_kv =
+N_kva(X_a·Wkv_aᵀ's latent columns), k_pe = the rotary key columns shared by every head; then
+qk = Σ_h C_q·Wq_nope_hᵀ·Wk_h·C_kvᵀ + (C_q·Wq_pe_hᵀ)·k_peᵀ and vo = Σ_h C_kv·Wv_hᵀ·Wo_hᵀ·X_oᵀ
+(docs/INVARIANTS.md has the derivation and the rewrites they survive).
+
 Cost: each weight matrix is multiplied once by X (n·in·out flops) and never materialized in full;
 the query heads of a group are summed before the n×n product (exact: Σ_h Q_h·K_gᵀ = (Σ_h Q_h)·K_gᵀ),
 and, without a QK norm, already on the weights (Σ_h X·Wq_hᵀ = X·(Σ_h Wq_h)ᵀ), as the output heads
@@ -154,6 +160,55 @@ def ffn_term(layer: LayerWeights, x_ffn: torch.Tensor, x_out: torch.Tensor) -> t
     return apply_norm(layer.ffn_post_norm, written) @ x_out.T
 
 
+def _rows_of(matrix: Matrix, like: torch.Tensor) -> torch.Tensor:
+    """The whole matrix [out, in], read block by block, in `like`'s dtype and device."""
+    return torch.cat([block.to(like) for _, _, block in matrix.blocks()])
+
+
+def latent_rows(layer: LayerWeights, x_attn: torch.Tensor):
+    """MLA: (C_q [n, q_rank] (or x_attn itself without a q latent), C_kv [n, kv_rank], k_pe [n, rope]):
+    the probe rows in the latent spaces as the model computes them, latent norms applied (1/rms, gain)."""
+    m = layer.mla
+    c_q = x_attn if m.q_a is None else apply_norm(m.q_a_norm, project(m.q_a, x_attn))
+    a = project(m.kv_a, x_attn)                        # [n, kv_rank + rope]
+    c_kv = apply_norm(m.kv_a_norm, a[:, : m.dims.kv_rank])
+    return c_q, c_kv, a[:, m.dims.kv_rank :]
+
+
+def mla_qk_term(layer: LayerWeights, c_q: torch.Tensor, c_kv: torch.Tensor, k_pe: torch.Tensor) -> torch.Tensor:
+    """Σ_h q_nope_h·k_nope_hᵀ + q_pe_h·k_peᵀ  [n, n], from the latent rows (`latent_rows`).
+
+    The non-rotary part goes through the latent bilinear form B = Σ_h Wq_nope_hᵀ·Wk_h [q_rank, kv_rank]
+    (C_q·B·C_kvᵀ: weights multiplied once, never an [n, heads * dim] buffer); the rotary part through
+    the rotary query rows summed over heads (the key is shared): (C_q·(Σ_h Wq_pe_h)ᵀ)·k_peᵀ.
+    """
+    m, h = layer.mla.dims, layer.n_heads
+    kv_b = _rows_of(layer.mla.kv_b, c_q).reshape(h, m.nope + m.v, m.kv_rank)  # per head: k rows, then v rows
+    w_k = kv_b[:, : m.nope]                                                    # [h, nope, kv_rank]
+    form = c_q.new_zeros(c_q.shape[1], m.kv_rank)
+    rope_rows = c_q.new_zeros(m.rope, c_q.shape[1])
+    per_head = m.nope + m.rope
+    for start, stop, block in layer.mla.q.blocks(multiple=per_head):
+        heads = block.to(c_q).reshape(-1, per_head, c_q.shape[1])            # [heads in block, nope + rope, in]
+        first = start // per_head
+        form += torch.einsum("hdi,hdj->ij", heads[:, : m.nope], w_k[first : first + heads.shape[0]])
+        rope_rows += heads[:, m.nope :].sum(0)
+    return (c_q @ form) @ c_kv.T + (c_q @ rope_rows.T) @ k_pe.T
+
+
+def mla_vo_term(layer: LayerWeights, c_kv: torch.Tensor, x_out: torch.Tensor) -> torch.Tensor:
+    """P(Σ_h C_kv·Wv_hᵀ·Wo_hᵀ)·X_oᵀ  [n, n], through W = Σ_h Wo_h·Wv_h [hidden, kv_rank], built
+    from row blocks of Wo: C_kv·Wᵀ·X_oᵀ."""
+    m, h = layer.mla.dims, layer.n_heads
+    w_v = _rows_of(layer.mla.kv_b, c_kv).reshape(h, m.nope + m.v, m.kv_rank)[:, m.nope :]  # [h, v, kv_rank]
+    written = c_kv.new_empty(layer.o.out_dim, m.kv_rank)
+    for start, stop, block in layer.o.blocks():
+        written[start:stop] = torch.einsum("rhv,hvj->rj", block.to(c_kv).reshape(-1, h, m.v), w_v)
+    if layer.attn_post_norm is None:
+        return c_kv @ (x_out @ written).T
+    return apply_norm(layer.attn_post_norm, c_kv @ written.T) @ x_out.T
+
+
 def write_side_rows(x: torch.Tensor, centre: bool) -> torch.Tensor:
     """X_o: the raw rows x [n, d] where sublayers write, centred for LayerNorm models. Centred in
     float64: a huge all-ones component (a LayerNorm model's mean shift) would otherwise leave a
@@ -164,12 +219,22 @@ def write_side_rows(x: torch.Tensor, centre: bool) -> torch.Tensor:
     return (wide - wide.mean(1, keepdim=True)).to(x.dtype)
 
 
-def layer_terms(layer: LayerWeights, x: torch.Tensor, x_out: torch.Tensor) -> torch.Tensor:
-    """The three terms of one layer, stacked [3, n, n], from raw residual rows x [n, d] and their
-    write-side form x_out (`write_side_rows`)."""
+def layer_terms(layer: LayerWeights, x: torch.Tensor, x_out: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The three terms of one layer [3, n, n], from raw residual rows x [n, d] and their write-side
+    form x_out (`write_side_rows`), written into `out` when given (each term is copied in as soon
+    as it exists, so no second [3, n, n] buffer is made)."""
+    n = x.shape[0]
+    out = x.new_empty(3, n, n) if out is None else out
     x_attn = apply_norm(layer.attn_norm, x)
-    x_ffn = apply_norm(layer.ffn_norm, x)
-    return torch.stack([qk_term(layer, x_attn), vo_term(layer, x_attn, x_out), ffn_term(layer, x_ffn, x_out)])
+    if layer.mla is not None:
+        c_q, c_kv, k_pe = latent_rows(layer, x_attn)
+        out[0] = mla_qk_term(layer, c_q, c_kv, k_pe)
+        out[1] = mla_vo_term(layer, c_kv, x_out)
+    else:
+        out[0] = qk_term(layer, x_attn)
+        out[1] = vo_term(layer, x_attn, x_out)
+    out[2] = ffn_term(layer, apply_norm(layer.ffn_norm, x), x_out)
+    return out
 
 
 def memory_budget() -> int:
@@ -234,7 +299,10 @@ def invariant_terms(
     check_memory(len(wanted), len(ids), dtype)
     say = progress or (lambda step: None)
     say("reading embedding rows")
-    chosen, values, skipped = [], [], []
+    chosen, skipped = [], []
+    # kept terms, filled in place: slots in layer order (the default walk goes down from the top)
+    values = torch.empty(len(wanted), 3, len(ids), len(ids))
+    slot_order = sorted(range(len(wanted)), key=wanted.__getitem__)
     with torch.no_grad():
         x = embedding_rows(model, ids).to(device=device, dtype=dtype)
         x_out = write_side_rows(x, model.arch.layer_norm)
@@ -243,19 +311,18 @@ def invariant_terms(
             if len(chosen) == len(wanted):
                 break
             say(f"layer {i}")
-            terms = layer_terms(layer_weights(model, i), x, x_out)
+            slot = slot_order.index(len(chosen)) if layers else len(wanted) - 1 - len(chosen)
+            terms = layer_terms(layer_weights(model, i), x, x_out, values[slot])
             if not layers and float(terms[1:].abs().max()) <= INERT_TOLERANCE * identity_scale:
                 skipped.append(i)
                 continue
             chosen.append(i)
-            values.append(terms.float().cpu())
-            if not bool(torch.isfinite(values[-1]).all()):
+            if not bool(torch.isfinite(terms).all()):
                 raise HurefError(f"{model.name}: the terms of layer {i} overflow (weights too large to be a "
                                  "trained model's)")
     if len(chosen) < len(wanted):
         raise HurefError(f"{model.name}: fewer than {len(wanted)} layers write to the residual stream")
-    order = sorted(range(len(chosen)), key=chosen.__getitem__)
-    chosen, values = [chosen[k] for k in order], [values[k] for k in order]
+    chosen = sorted(chosen)
     meta = {
         "model": model.label,
         "model_type": model.config.get("model_type"),
@@ -269,7 +336,7 @@ def invariant_terms(
         "skipped_inert_layers": skipped,
         "sha256": dict(sorted(model.reader.digests.items())),
     }
-    return Terms(torch.stack(values), chosen, keys, meta)
+    return Terms(values, chosen, keys, meta)
 
 
 def terms_chunks(terms: Terms):

@@ -10,7 +10,7 @@ unfused here by row index maps (`LAYOUTS`), and grouped-query heads are describe
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -196,17 +196,57 @@ class FFNWeights:
     gate: Matrix | None = None
 
 
+@dataclass(frozen=True)
+class LatentDims:
+    """Multi-head latent attention sizes: q latent rank (0: no q latent), kv latent rank, per-head
+    non-rotary and rotary query/key dims, per-head value dim."""
+
+    q_rank: int
+    kv_rank: int
+    nope: int
+    rope: int
+    v: int
+
+
+def latent_dims(config: dict) -> LatentDims:
+    """The MLA sizes config.json declares (q_lora_rank null or 0: queries in one matrix)."""
+    try:
+        sizes = [int(config.get("q_lora_rank") or 0)] + [
+            int(config[key]) for key in ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")]
+    except (KeyError, TypeError, ValueError):
+        raise HurefError("config.json lacks the latent attention sizes (kv_lora_rank, qk_nope_head_dim, "
+                         "qk_rope_head_dim, v_head_dim)") from None
+    if min(sizes) < 0 or min(sizes[1:3] + sizes[4:]) <= 0:
+        raise HurefError("config.json declares inconsistent latent attention sizes")
+    return LatentDims(*sizes)
+
+
+@dataclass
+class LatentWeights:
+    """Multi-head latent attention of one layer. `q`: the matrix writing every head's query rows
+    [n_heads * (nope + rope), q_rank] (q_b) or [.., hidden] (q_proj, when q_a is None); `kv_a`:
+    [kv_rank + rope, hidden]; `kv_b`: [n_heads * (nope + v), kv_rank]; latent norms with 1/rms."""
+
+    dims: LatentDims
+    q: Matrix
+    kv_a: Matrix
+    kv_b: Matrix
+    kv_a_norm: NormWeights
+    q_a: Matrix | None = None
+    q_a_norm: NormWeights | None = None
+
+
 @dataclass
 class LayerWeights:
-    """Everything the invariant terms need from one layer."""
+    """Everything the invariant terms need from one layer (q, k, v are None when `mla` holds the attention)."""
 
     index: int
     n_heads: int
     n_kv_heads: int
     head_dim: int
-    q: Matrix
-    k: Matrix
-    v: Matrix
+    q: Matrix | None
+    k: Matrix | None
+    v: Matrix | None
     o: Matrix
     ffns: list[FFNWeights]
     attn_norm: NormWeights | None = None
@@ -215,9 +255,12 @@ class LayerWeights:
     ffn_post_norm: NormWeights | None = None
     q_norm: NormWeights | None = None
     k_norm: NormWeights | None = None
+    mla: LatentWeights | None = None
 
     def matrices(self) -> list[Matrix]:
-        found = [self.q, self.k, self.v, self.o]
+        found = [m for m in (self.q, self.k, self.v, self.o) if m is not None]
+        if self.mla is not None:
+            found += [m for m in (self.mla.q_a, self.mla.q, self.mla.kv_a, self.mla.kv_b) if m is not None]
         for f in self.ffns:
             found += [m for m in (f.gate, f.up, f.down) if m is not None]
         return found
@@ -302,15 +345,26 @@ def layer_weights(model, i: int) -> LayerWeights:
     q_out, kv_out = d.n_heads * d.head_dim, d.n_kv_heads * d.head_dim
     q_width = d.head_dim if spec.q_norm and spec.q_norm[0].scope == "head" else q_out
     k_width = d.head_dim if spec.k_norm and spec.k_norm[0].scope == "head" else kv_out
+    mla = None
+    if spec.mla is not None:
+        mla = _latent_weights(model, spec.mla, local, local_norms, args)
+        q = k = v = None
+        o_in = d.n_heads * mla.dims.v
+    else:
+        q = _matrix(model, local(spec.q), args, (q_out, d.hidden))
+        k = _matrix(model, local(spec.k), args, (kv_out, d.hidden))
+        v = _matrix(model, local(spec.v), args, (kv_out, d.hidden))
+        o_in = q_out
     return LayerWeights(
         index=i,
         n_heads=d.n_heads,
         n_kv_heads=d.n_kv_heads,
         head_dim=d.head_dim,
-        q=_matrix(model, local(spec.q), args, (q_out, d.hidden)),
-        k=_matrix(model, local(spec.k), args, (kv_out, d.hidden)),
-        v=_matrix(model, local(spec.v), args, (kv_out, d.hidden)),
-        o=_matrix(model, local(spec.o), args, (d.hidden, q_out)),
+        q=q,
+        k=k,
+        v=v,
+        o=_matrix(model, local(spec.o), args, (d.hidden, o_in)),
+        mla=mla,
         ffns=_ffn_list(model, tuple(local_ffn(f) for f in spec.ffn), args),
         attn_norm=_norm(model, local_norms(spec.attn_norm), args, d.hidden),
         ffn_norm=_norm(model, local_norms(spec.ffn_norm), args, d.hidden),
@@ -318,6 +372,28 @@ def layer_weights(model, i: int) -> LayerWeights:
         ffn_post_norm=_norm(model, local_norms(spec.ffn_post_norm), args, d.hidden),
         q_norm=_norm(model, local_norms(spec.q_norm), args, q_width),
         k_norm=_norm(model, local_norms(spec.k_norm), args, k_width),
+    )
+
+
+def _latent_weights(model, spec, local, local_norms, args: dict) -> LatentWeights:
+    """The MLA matrices and latent norms of one layer, shapes checked against config.json."""
+    d, m = model.dims, latent_dims(model.config)
+    q_rows = d.n_heads * (m.nope + m.rope)
+    q_a = q_a_norm = None
+    if m.q_rank:
+        q_a = _matrix(model, local(spec.q_a), args, (m.q_rank, d.hidden))
+        q_a_norm = replace(_norm(model, local_norms((spec.q_a_norm,)), args, m.q_rank), eps=spec.norm_eps)
+        q = _matrix(model, local(spec.q_b), args, (q_rows, m.q_rank))
+    else:
+        q = _matrix(model, local(spec.q), args, (q_rows, d.hidden))
+    return LatentWeights(
+        dims=m,
+        q=q,
+        kv_a=_matrix(model, local(spec.kv_a), args, (m.kv_rank + m.rope, d.hidden)),
+        kv_b=_matrix(model, local(spec.kv_b), args, (d.n_heads * (m.nope + m.v), m.kv_rank)),
+        kv_a_norm=replace(_norm(model, local_norms((spec.kv_a_norm,)), args, m.kv_rank), eps=spec.norm_eps),
+        q_a=q_a,
+        q_a_norm=q_a_norm,
     )
 
 

@@ -84,7 +84,8 @@ def build_report(subjects: list[Subject], pictures: list[bytes], matrix: dict) -
 
 
 def score_all(subjects: list[Subject], settings: Settings) -> dict:
-    """Every pair's score() result, or {"error": message} for a pair that cannot be compared."""
+    """Every pair's score() result, or {"error": message} for a pair that cannot be compared; at
+    most two subjects' terms are in memory at a time."""
     matrix = {}
     for i in range(len(subjects)):
         for j in range(i + 1, len(subjects)):
@@ -92,16 +93,26 @@ def score_all(subjects: list[Subject], settings: Settings) -> dict:
                 matrix[(i, j)] = score(subjects[i], subjects[j], settings)
             except HurefError as e:
                 matrix[(i, j)] = {"error": str(e)}
+            subjects[j].forget()
+        subjects[i].forget()
     return matrix
 
 
 def make_report(subjects: list[Subject], generator, settings: Settings, truncation: float = DEFAULT_TRUNCATION,
                 progress=None) -> str:
-    """Score every pair and render every dog (subjects opened and matched by the caller); the HTML."""
-    for subject in subjects:
-        if subject.has_terms:
-            subject.terms(settings, progress)
-    matrix = score_all(subjects, settings)
+    """Score every pair and render every dog (subjects opened and matched by the caller); the HTML.
+
+    Each model's terms are computed once, encoded, and spilled to a private temporary folder
+    (removed at the end), so memory holds two subjects' terms at a time whatever their number."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="huref-report-") as scratch:
+        for i, subject in enumerate(subjects):
+            if subject.has_terms:
+                subject.terms(settings, progress)
+                subject.record(settings)  # the latent, kept: it is small
+                subject.spill(settings, f"{scratch}/{i}.safetensors")
+        matrix = score_all(subjects, settings)
     if progress:
         progress("rendering")
     pictures = [png_bytes(render(s.latent(settings), generator, truncation)) for s in subjects]

@@ -20,6 +20,9 @@ MIN_COMMON_TOKENS = 16
 THRESHOLDS_FILE = Path(__file__).with_name("data") / "thresholds.json"
 
 
+STAT_ROWS = 256  # rows of an n×n term turned into float64 at a time
+
+
 def standardize(t: torch.Tensor) -> torch.Tensor:
     """z-score over the whole tensor (float64): zero mean, unit standard deviation."""
     t = t.double()
@@ -27,15 +30,32 @@ def standardize(t: torch.Tensor) -> torch.Tensor:
     return (t - t.mean()) / (std if std > 0 else 1.0)
 
 
-def _cosine(parts_a: list[torch.Tensor], parts_b: list[torch.Tensor]) -> float:
-    a = torch.cat([p.reshape(-1) for p in parts_a])
-    b = torch.cat([p.reshape(-1) for p in parts_b])
-    denom = a.norm() * b.norm()
-    return max(-1.0, min(1.0, float(a @ b / denom))) if denom > 0 else 0.0
+def standardized_sums(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float, float]:
+    """(za·zb, za·za, zb·zb) of the standardized (`standardize`) a and b, two same-shaped matrices,
+    accumulated in float64 over blocks of STAT_ROWS rows: no full-size copy is made."""
+    sum_a = sum_b = 0.0
+    for start in range(0, a.shape[0], STAT_ROWS):
+        sum_a += float(a[start:start + STAT_ROWS].double().sum())
+        sum_b += float(b[start:start + STAT_ROWS].double().sum())
+    mean_a, mean_b = sum_a / a.numel(), sum_b / b.numel()
+    ab = aa = bb = 0.0
+    for start in range(0, a.shape[0], STAT_ROWS):
+        da = a[start:start + STAT_ROWS].double() - mean_a
+        db = b[start:start + STAT_ROWS].double() - mean_b
+        ab, aa, bb = ab + float((da * db).sum()), aa + float((da * da).sum()), bb + float((db * db).sum())
+    # standardizing divides by std = sqrt(aa / (N - 1)): scale the sums accordingly (zero spread stays 0)
+    n1 = a.numel() - 1
+    scale_a, scale_b = (n1 / aa if aa > 0 else 1.0), (n1 / bb if bb > 0 else 1.0)
+    return ab * (scale_a * scale_b) ** 0.5, aa * scale_a, bb * scale_b
 
 
-def align(a: Terms, b: Terms) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both term tensors restricted to their common token keys, in a's order: ([L,3,m,m], [L,3,m,m])."""
+def _cosine_of_sums(dot: float, norm_a: float, norm_b: float) -> float:
+    denom = (norm_a * norm_b) ** 0.5
+    return max(-1.0, min(1.0, dot / denom)) if denom > 0 else 0.0
+
+
+def common_indices(a: Terms, b: Terms) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions of the token keys a and b share, in a's order: (indices into a, indices into b)."""
     if len(a.layers) != len(b.layers):
         raise HurefError(f"cannot compare terms of {len(a.layers)} layers with terms of {len(b.layers)} layers")
     strategies = {a.meta.get("token_strategy"), b.meta.get("token_strategy")}
@@ -46,27 +66,44 @@ def align(a: Terms, b: Terms) -> tuple[torch.Tensor, torch.Tensor]:
     pairs = [(i, where_b[key]) for i, key in enumerate(a.tokens) if key in where_b]
     if len(pairs) < MIN_COMMON_TOKENS:
         raise HurefError(f"the two models share only {len(pairs)} probe tokens (need {MIN_COMMON_TOKENS})")
-    ia = torch.tensor([p[0] for p in pairs])
-    ib = torch.tensor([p[1] for p in pairs])
+    return torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
+
+
+def _restricted(term: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """An n×n term restricted to the rows and columns in index (no copy when index is all of it, in order)."""
+    if len(index) == term.shape[0] and bool((index == torch.arange(len(index))).all()):
+        return term
+    return term[index][:, index]
+
+
+def align(a: Terms, b: Terms) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both term tensors restricted to their common token keys, in a's order: ([L,3,m,m], [L,3,m,m])."""
+    ia, ib = common_indices(a, b)
     return a.values[:, :, ia][:, :, :, ia], b.values[:, :, ib][:, :, :, ib]
 
 
 def compare_terms(a: Terms, b: Terms) -> dict:
     """ICS overall, per term and per layer, on the common tokens.
 
+    Each (layer, term) pair is restricted to the common tokens, standardized and reduced to three
+    sums (a·b, a·a, b·b) block by block (`standardized_sums`), so memory holds little beyond the
+    terms themselves; every cosine is then a ratio of sums.
+
     Returns {"ics": float, "terms": {"qk", "vo", "ffn": float}, "layers": [float per layer],
     "n_common": int}.
     """
-    va, vb = align(a, b)
-    za = [[standardize(va[l, t]) for t in range(3)] for l in range(va.shape[0])]
-    zb = [[standardize(vb[l, t]) for t in range(3)] for l in range(vb.shape[0])]
-    layers = range(len(za))
+    ia, ib = common_indices(a, b)
+    n_layers = len(a.layers)
+    sums = torch.zeros(n_layers, 3, 3, dtype=torch.float64)  # [layer, term, (a·b, a·a, b·b)]
+    for l in range(n_layers):
+        for t in range(3):
+            sums[l, t] = torch.tensor(standardized_sums(_restricted(a.values[l, t], ia), _restricted(b.values[l, t], ib)),
+                                      dtype=torch.float64)
     return {
-        "ics": _cosine([z for row in za for z in row], [z for row in zb for z in row]),
-        "terms": {name: _cosine([za[l][t] for l in layers], [zb[l][t] for l in layers])
-                  for t, name in enumerate(TERM_NAMES)},
-        "layers": [_cosine(za[l], zb[l]) for l in layers],
-        "n_common": int(va.shape[2]),
+        "ics": _cosine_of_sums(*sums.sum((0, 1)).tolist()),
+        "terms": {name: _cosine_of_sums(*sums[:, t].sum(0).tolist()) for t, name in enumerate(TERM_NAMES)},
+        "layers": [_cosine_of_sums(*sums[l].sum(0).tolist()) for l in range(n_layers)],
+        "n_common": len(ia),
     }
 
 

@@ -49,13 +49,14 @@ class Model:
     def __post_init__(self) -> None:
         self.label = self.label or self.name
         self.reader = dequantizing(self.reader, self.config)
+        self.config = language_model_config(self.config)
         self.arch = arch_for_config(self.config)
         self.dims = model_dims(self.config)
         base = self.arch.base_prefix
-        if self.reader.has(base + self.arch.embed):
-            self.prefix = base
-        elif self.reader.has(self.arch.embed):
-            self.prefix = ""
+        for prefix in (base, "", *(wrapper + base for wrapper in LANGUAGE_MODEL_WRAPPERS), *TEXT_MODEL_PREFIXES):
+            if self.reader.has(prefix + self.arch.embed):
+                self.prefix = prefix
+                break
         else:
             raise HurefError(f"{self.name}: embedding tensor '{base + self.arch.embed}' is missing")
 
@@ -65,6 +66,29 @@ class Model:
 
     def embedding_shape(self) -> tuple[int, ...]:
         return self.reader.shape(self.tensor_name(self.arch.embed))
+
+
+# Multimodal checkpoints: the language model's config is config.json's text_config; where that
+# lacks a model_type, transformers' default text model for the wrapper's model_type.
+TEXT_MODEL_TYPES = {"llava": "llama", "llava_next": "llama", "mistral3": "mistral", "idefics3": "llama",
+                    "gemma3": "gemma3_text", "qwen2_vl": "qwen2_vl_text", "qwen2_5_vl": "qwen2_5_vl_text",
+                    "llama4": "llama4_text"}
+# where the language model's base model sits inside a wrapper: before the text model's own base prefix
+# ("language_model." + "model.": transformers' saved llava / gemma3), or in place of it
+LANGUAGE_MODEL_WRAPPERS = ("language_model.",)
+TEXT_MODEL_PREFIXES = ("model.language_model.", "model.text_model.")
+
+
+def language_model_config(config: dict) -> dict:
+    """The config of the language model huref fingerprints: a multimodal config.json's `text_config`
+    (model_type filled in as transformers does, quantization_config carried over), else `config`."""
+    text = config.get("text_config")
+    if not isinstance(text, dict):
+        return config
+    text = {**text, "model_type": text.get("model_type") or TEXT_MODEL_TYPES.get(config.get("model_type"))}
+    if "quantization_config" in config:
+        text.setdefault("quantization_config", config["quantization_config"])
+    return text
 
 
 MAX_JSON_BYTES = 512 * 1024 * 1024  # config, index and tokenizer files are far smaller

@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from huref.architectures import FFN, PLUS_ONE_KINDS, ArchSpec, Norm, Proj, arch_for_config
 from huref.errors import HurefError
-from huref.layers import EPS_KEYS, LAYOUTS, Dims, config_value, model_dims
+from huref.layers import EPS_KEYS, LAYOUTS, Dims, LatentDims, config_value, latent_dims, model_dims
 
 
 # --------------------------------------------------------------------------------------------- checkpoints
@@ -99,6 +99,8 @@ class Layout:
     relu: bool
     reader_bias: bool        # config does not switch the q/k/v/FFN-input biases off
     clip_qkv: bool           # olmo: q, k, v are clamped, so only their values may not change
+    mla: LatentDims | None = None   # multi-head latent attention sizes (None: ordinary attention)
+    expert_groups: int = 1   # DeepSeek routes within groups of consecutive experts (config n_group)
 
     n_layers = property(lambda self: self.dims.n_layers)
     hidden = property(lambda self: self.dims.hidden)
@@ -196,10 +198,14 @@ def layout_of(config: dict) -> Layout:
     rope = config.get("rope_parameters") or {}
     partial = config_value(config, "partial_rotary_factor", "rotary_pct",
                            default=rope.get("partial_rotary_factor", 1.0))
+    mla = latent_dims(config) if arch.mla is not None else None
     rotary_dim = 0 if arch.rope is None else int(config_value(config, "rotary_dim", default=dims.head_dim * partial))
+    if mla is not None:   # RoPE turns the rotary part of each head only
+        rotary_dim = mla.rope
     activation = str(config_value(config, "hidden_act", "activation_function", "activation", default=""))
     return Layout(
-        model_type=config["model_type"], arch=arch, dims=dims, rotary_dim=rotary_dim,
+        model_type=config["model_type"], arch=arch, dims=dims, rotary_dim=rotary_dim, mla=mla,
+        expert_groups=int(config.get("n_group") or 1),
         tied=bool(config.get("tie_word_embeddings", True)),
         eps_key=next((key for key in EPS_KEYS if config.get(key) is not None), None),
         relu=activation == "relu", clip_qkv=config.get("clip_qkv") is not None,
@@ -271,8 +277,19 @@ class Canon:
                 parts.append((tag, proj.layout, proj.part, e))
             roles[role] = (stored + tag, bias and bias + tag)
 
-        for role in "qkvo":
-            add(role, getattr(arch, role))
+        if arch.mla is None:
+            for role in "qkvo":
+                add(role, getattr(arch, role))
+        else:   # roles q_a, q_a_norm, q_b (or q), kv_a, kv_a_norm, kv_b, o
+            mla = arch.mla
+            latent_q = prefix + mla.q_a.name in self.t
+            for role in (("q_a", "q_b") if latent_q else ("q",)) + ("kv_a", "kv_b"):
+                add(role, getattr(mla, role))
+            add("o", arch.o)
+            for role in (("q_a_norm",) if latent_q else ()) + ("kv_a_norm",):
+                name = prefix + getattr(mla, role).name
+                roles[role] = (name, _bias_name(name))
+                self.kinds[name] = getattr(mla, role).kind
         for role in NORM_ROLES:
             norm = next((n for n in getattr(arch, role) if n.name is None or prefix + n.name in self.t), None)
             if norm is not None and norm.name is not None:
@@ -293,6 +310,8 @@ class Canon:
         units = [add_unit(f"expert{e}.", ffn, e) for e in range(lay.n_experts)]
         if ffn.router:
             roles["router"] = (prefix + ffn.router, _bias_name(prefix + ffn.router))
+        if ffn.router_bias:
+            roles["router_bias"] = (prefix + ffn.router_bias, None)
         if ffn.shared is not None:
             units.append(add_unit("shared.", ffn.shared))
             if ffn.shared.router:
@@ -435,7 +454,7 @@ def _set_gain(canon, i, role, gain):
 
 def _reader_groups(canon, i):
     """[(norm role or None, reader roles)] of layer i: each norm (if any) and the matrices reading its output."""
-    attn = ["q", "k", "v"]
+    attn = ["q", "k", "v", "q_a", "kv_a"]   # those the layer has (q_a, kv_a: latent attention)
     ffn = [r for unit in canon.ffn_units(i) for r in unit[:2] if r is not None]
     ffn += [r for r in ("router", "shared_router") if canon.get(i, r) is not None]
     attn_norm, ffn_norm = (role if canon.get(i, role) is not None else None for role in ("attn_norm", "ffn_norm"))
@@ -559,13 +578,14 @@ def _rotary_pairs(layout: Layout) -> list[tuple[int, int]]:
     return [(p, p + r // 2) for p in range(r // 2)]
 
 
-def rope_commuting_matrix(layout: Layout, generator: torch.Generator) -> torch.Tensor:
-    """A random invertible d x d map M with (M q)·(M^-T k) = q·k that commutes with RoPE.
+def rope_commuting_matrix(layout: Layout, generator: torch.Generator, d: int | None = None) -> torch.Tensor:
+    """A random invertible d x d map M (d: the head dim by default) with (M q)·(M^-T k) = q·k that
+    commutes with RoPE.
 
     Each rotary pair gets a scaled 2-D rotation s·R(θ) (it commutes with RoPE's rotation of that plane);
     the non-rotary dims get an arbitrary well-conditioned invertible block.
     """
-    d = layout.head_dim
+    d = d or layout.head_dim
     M = torch.zeros(d, d, dtype=torch.float64)
     pairs = _rotary_pairs(layout)
     for a, b in pairs:
@@ -698,6 +718,94 @@ def head_permutation(checkpoint: Checkpoint, generator: torch.Generator) -> Chec
     return _edit(checkpoint, edit)
 
 
+# ------------------------------------------------------------------------- multi-head latent attention
+
+def _by_heads(canon, i, role, per_head: int, fn, columns=False, suffixes=("weight", "bias")):
+    """Replace `role` (its rows, or its columns with `columns`) viewed per head as [n_heads, per_head, rest]
+    by fn(that view) (float64, same shape)."""
+    def apply(w):
+        x = w.double().T if columns else w.double()
+        out = fn(x.reshape(canon.layout.n_heads, per_head, -1)).reshape(x.shape)
+        return (out.T if columns else out).contiguous().float()
+    for suffix in suffixes:
+        canon.update(i, role, apply, suffix)
+
+
+def _per_head_maps(maps):
+    """fn for `_by_heads`: head h's block [per_head, rest] -> maps[h] @ block."""
+    return lambda heads: torch.stack([maps[h] @ heads[h] for h in range(len(heads))])
+
+
+def _query_role(canon, i) -> str:
+    """The MLA matrix writing every head's query rows: q_b behind a q latent, else q."""
+    return "q_b" if canon.get(i, "q_b") is not None else "q"
+
+
+def latent_rotation(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
+    """MLA: rotate the q latent and the kv latent by random orthogonal maps U, the latent norm gains g
+    folded into the matrices reading them: q_a -> U·q_a, q_b -> q_b·diag(g)·Uᵀ, gain set to 1 (RMS
+    commutes with U, a gain does not); kv_a's latent rows -> U·rows (its rotary key rows stay),
+    kv_b -> kv_b·diag(g)·Uᵀ."""
+    def edit(canon, result):
+        for i in range(canon.layout.n_layers):
+            for writer, norm, reader in (("q_a", "q_a_norm", "q_b"), ("kv_a", "kv_a_norm", "kv_b")):
+                if canon.get(i, writer) is None:
+                    continue
+                gain = canon.get(i, norm).double()
+                r = len(gain)
+                U = random_orthogonal(r, generator)
+                canon.update(i, reader, _f64(lambda w: w @ torch.diag(gain) @ U.T))
+                canon.put(i, norm, torch.ones_like(gain).float())
+                for suffix in ("weight", "bias"):
+                    canon.update(i, writer, _f64(lambda w: torch.cat([U @ w[:r], w[r:]])), suffix)
+    return _edit(checkpoint, edit)
+
+
+def mla_head_permutation(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
+    """MLA: reorder the heads: query rows (nope + rope per head), kv_b rows (k + v per head), o columns."""
+    def edit(canon, result):
+        m = canon.layout.mla
+        for i in range(canon.layout.n_layers):
+            order = _perm(canon.layout.n_heads, generator)
+            _by_heads(canon, i, _query_role(canon, i), m.nope + m.rope, lambda heads: heads[order])
+            _by_heads(canon, i, "kv_b", m.nope + m.v, lambda heads: heads[order])
+            _by_heads(canon, i, "o", m.v, lambda heads: heads[order], columns=True, suffixes=("weight",))
+    return _edit(checkpoint, edit)
+
+
+def mla_qk_transform(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
+    """MLA: per head an invertible A_h on the non-rotary query rows and A_h^-T on that head's key rows in
+    kv_b; one RoPE-commuting M on every head's rotary query rows and M^-T on the shared rotary key rows
+    of kv_a (one M for all heads, since they share that key)."""
+    def edit(canon, result):
+        lay, m = canon.layout, canon.layout.mla
+        for i in range(lay.n_layers):
+            A = [random_invertible(m.nope, generator) for _ in range(lay.n_heads)]
+            M = rope_commuting_matrix(lay, generator, m.rope)
+            q_maps = [torch.block_diag(a, M) for a in A]
+            k_maps = [torch.block_diag(torch.linalg.inv(a).T, torch.eye(m.v, dtype=torch.float64)) for a in A]
+            _by_heads(canon, i, _query_role(canon, i), m.nope + m.rope, _per_head_maps(q_maps))
+            _by_heads(canon, i, "kv_b", m.nope + m.v, _per_head_maps(k_maps))
+            key_map = torch.block_diag(torch.eye(m.kv_rank, dtype=torch.float64), torch.linalg.inv(M).T)
+            for suffix in ("weight", "bias"):
+                canon.update(i, "kv_a", _f64(lambda w: key_map @ w), suffix)
+    return _edit(checkpoint, edit)
+
+
+def mla_vo_transform(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
+    """MLA: per head an invertible B_h on the value rows of kv_b, and o's columns of that head times B_h^-1."""
+    def edit(canon, result):
+        lay, m = canon.layout, canon.layout.mla
+        for i in range(lay.n_layers):
+            B = [random_invertible(m.v, generator) for _ in range(lay.n_heads)]
+            v_maps = [torch.block_diag(torch.eye(m.nope, dtype=torch.float64), b) for b in B]
+            _by_heads(canon, i, "kv_b", m.nope + m.v, _per_head_maps(v_maps))
+            # o's columns of head h, as rows [v, hidden]: B_h^-T @ rows  (o_h -> o_h·B_h^-1)
+            _by_heads(canon, i, "o", m.v, _per_head_maps([torch.linalg.inv(b).T for b in B]), columns=True,
+                      suffixes=("weight",))
+    return _edit(checkpoint, edit)
+
+
 # ------------------------------------------------------------------------------------------ FFN rewrites
 
 def ffn_permutation(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
@@ -731,19 +839,23 @@ def ffn_scale(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
 
 
 def expert_permutation(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
-    """Reorder the experts of every MoE layer together with the router's rows."""
+    """Reorder the experts of every MoE layer together with the router's rows (and score bias). Where the
+    router chooses groups of consecutive experts first (DeepSeek's n_group), the groups are reordered and
+    the experts within each group, so every group keeps its members."""
     def edit(canon, result):
         lay = canon.layout
+        size = lay.n_experts // lay.expert_groups
         for i in range(lay.n_layers):
             if canon.get(i, "router") is None:
                 continue
-            order = _perm(lay.n_experts, generator)
+            order = torch.cat([g * size + _perm(size, generator) for g in _perm(lay.expert_groups, generator)])
             subs = [sub for sub in ("gate", "up", "down") if canon.get(i, f"expert0.{sub}") is not None]
             old = {(e, sub): canon.get(i, f"expert{e}.{sub}") for e in range(lay.n_experts) for sub in subs}
             for e in range(lay.n_experts):
                 for sub in subs:
                     canon.put(i, f"expert{e}.{sub}", old[(int(order[e]), sub)])
             canon.update(i, "router", lambda w: w[order])
+            canon.update(i, "router_bias", lambda b: b[..., order])   # [experts] or [1, experts] (ernie4_5_moe)
     return _edit(checkpoint, edit)
 
 
@@ -1031,7 +1143,8 @@ def compose(*attacks):
 
 ATTACKS = {f.__name__: f for f in (
     rotation, zhu_rotation, residual_permutation, qk_transform, qk_scale, qk_norm_rescale, qk_norm_gain_exchange,
-    vo_transform, head_permutation, ffn_permutation, ffn_scale, expert_permutation, embedding_scale,
+    vo_transform, head_permutation, latent_rotation, mla_head_permutation, mla_qk_transform, mla_vo_transform,
+    ffn_permutation, ffn_scale, expert_permutation, embedding_scale,
     post_norm_rescale, embedding_row_scale, position_embedding_shift, mean_shift, layernorm_null_direction, router_shift,
     append_vocabulary, reorder_vocabulary)}
 
@@ -1039,17 +1152,23 @@ ATTACKS = {f.__name__: f for f in (
 def is_valid(name: str, layout: Layout) -> bool:
     """Whether attack `name` preserves the function of models with `layout` (the rules, as data, in one place)."""
     layer_norm = layout.layer_norm
+    mla = layout.mla is not None
     rules = {
         # folding needs every residual read to go through a pre-norm and no norm on a residual write
         "rotation": layout.pre_norms and not layout.post_norms and layout.emb_norm is None,
         "zhu_rotation": not layer_norm and layout.pre_norms and not layout.post_norms,
         "residual_permutation": True,
-        "qk_transform": layout.qk_norm is None and not layout.clip_qkv,
-        "qk_scale": layout.qk_norm is None and not layout.clip_qkv,
+        "qk_transform": layout.qk_norm is None and not layout.clip_qkv and not mla,
+        "qk_scale": layout.qk_norm is None and not layout.clip_qkv and not mla,
         "qk_norm_rescale": layout.qk_norm is not None and not layout.clip_qkv,
         "qk_norm_gain_exchange": layout.qk_norm is not None and layout.arch.q_norm[0].name is not None,
-        "vo_transform": not layout.clip_qkv,
-        "head_permutation": not layout.alibi,   # ALiBi slopes are tied to head positions
+        "vo_transform": not layout.clip_qkv and not mla,
+        "head_permutation": not layout.alibi and not mla,   # ALiBi slopes are tied to head positions
+        # latent attention (MLA) has its own head layout, latent spaces and shared rotary key
+        "latent_rotation": mla,
+        "mla_head_permutation": mla,
+        "mla_qk_transform": mla,
+        "mla_vo_transform": mla,
         "ffn_permutation": True,
         "ffn_scale": layout.gated or layout.relu,
         "expert_permutation": layout.n_experts > 0,
@@ -1065,8 +1184,8 @@ def is_valid(name: str, layout: Layout) -> bool:
         "mean_shift": layer_norm and (layout.pre_norms or layout.emb_norm is not None),
         "layernorm_null_direction": layer_norm and layout.pre_norms and not layout.residual_post_norm
                                     and (layout.reader_bias or layout.bare_norms),
-        # a shift added to every expert's logit: seen by sigmoid scores, not by a softmax
-        "router_shift": layout.n_experts > 0 and all(f.scoring == "softmax" for f in layout.arch.ffn if f.experts),
+        # a shift added to every expert's logit: a softmax cancels it, sigmoid scores and sparsemixer's masks do not
+        "router_shift": layout.n_experts > 0 and layout.arch.router_scores == "softmax",
         "append_vocabulary": True,
         "reorder_vocabulary": True,
     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import transformers
 
 from huref.architectures import ARCHITECTURES, supported_model_types
+from huref.sources import TEXT_MODEL_TYPES
 from huref_lab.tiny_models import MODEL_TYPE
 
 OTHER_WORK = "handled by the MLA/hybrid/VLM work"
@@ -41,8 +42,8 @@ NOT_APPLICABLE = {
 }
 
 NOT_YET = {
-    **{t: _MLA for t in ("axk1", "axk2", "deepseek_v2", "deepseek_v3", "deepseek_v32", "dots3_note", "dots3_note_text",
-                         "glm4_moe_lite", "glm_moe_dsa", "longcat_flash", "minicpm3", "sarvam_mla", "youtu")},
+    **{t: _MLA for t in ("axk1", "axk2", "deepseek_v32", "dots3_note", "dots3_note_text", "glm_moe_dsa",
+                         "longcat_flash", "minicpm3", "sarvam_mla", "youtu")},
     "deepseek_v4": f"{_MLA}; also {_HYPER_CONNECTIONS}",
     "hy_v4": f"{_MLA}; also {_HYPER_CONNECTIONS}",
     **{t: _HYBRID for t in ("bailing_hybrid", "bamba", "falcon_h1", "granitemoehybrid", "jamba", "kimi_linear",
@@ -51,8 +52,9 @@ NOT_YET = {
                             "zamba", "zamba2")},
     "qwen4_exp": f"{_HYBRID}; also {_HYPER_CONNECTIONS}",
     "qwen4_exp_text": f"{_HYBRID}; also {_HYPER_CONNECTIONS}",
-    **{t: _VLM for t in ("emu3", "fuyu", "gemma3", "gemma4", "gemma4_unified", "git", "got_ocr2", "llama4", "mllama",
-                         "minimax_m3_vl_text", "moss_transcribe_diarize", "phi4_multimodal")},
+    **{t: _VLM for t in ("emu3", "fuyu", "gemma4", "gemma4_unified", "git", "got_ocr2", "mllama", "minimax_m3_vl_text",
+                         "moss_transcribe_diarize", "phi4_multimodal")},
+    "llama4": f"read through text_config as llama4_text, which is not supported yet ({_TRANSPOSED_EXPERTS})",
     "gpt_oss": f"{_SINKS}; MXFP4 experts",
     **{t: _SINKS for t in ("granite_swa", "granitemoe_swa", "flint")},
     "mimo_v2_flash": f"{_SINKS}; value heads wider than query/key heads",
@@ -111,17 +113,29 @@ def refused_variants(model_type: str) -> list[str]:
     return [value for v in spec.variants for key, value in v.changes if key == "unsupported"]
 
 
+def supported_wrappers() -> dict[str, str]:
+    """Multimodal model types huref reads as their language model (huref.sources.TEXT_MODEL_TYPES) whose
+    language model is supported: wrapper model_type -> text model_type."""
+    supported = set(supported_model_types())
+    return {wrapper: text for wrapper, text in TEXT_MODEL_TYPES.items() if text in supported}
+
+
 def statuses() -> list[tuple[str, str, str]]:
     """(model_type, status, detail) for every causal-LM type and every supported one, sorted by type:
-    status "supported" (detail: its tiny models, and refused variants), "not applicable" or "not yet"
-    (detail: the reason), or "missing" when a type has none (tests/test_coverage.py refuses that)."""
+    status "supported" (detail: its tiny models and refused variants; for a multimodal wrapper, the
+    language model it is read as), "not applicable" or "not yet" (detail: the reason), or "missing"
+    when a type has none (tests/test_coverage.py refuses that)."""
     supported = set(supported_model_types())
+    wrappers = supported_wrappers()
     rows = []
     for model_type in sorted(set(causal_lm_types()) | supported):
         if model_type in supported:
             detail = ", ".join(f"`{name}`" for name in tiny_models_of(model_type)) or "no tiny model"
             refused = refused_variants(model_type)
             rows.append((model_type, "supported", detail + "".join(f"; refuses {r}" for r in refused)))
+        elif model_type in wrappers:
+            rows.append((model_type, "supported", f"multimodal wrapper, read as its language model "
+                                                  f"`{wrappers[model_type]}` (tests/test_multimodal.py)"))
         elif model_type in NOT_APPLICABLE:
             rows.append((model_type, "not applicable", NOT_APPLICABLE[model_type]))
         elif model_type in NOT_YET:

@@ -56,6 +56,22 @@ CONFIGS = {
     "qwen3": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, tie_word_embeddings=True, rms_norm_eps=_SMALL_EPS),
     "qwen3_moe": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2,
                       decoder_sparse_step=1, mlp_only_layers=[1], tie_word_embeddings=False, rms_norm_eps=_SMALL_EPS),
+    # multi-head latent attention: q latent 24, kv latent 16, per head 8 non-rotary + 4 rotary query/key
+    # dims and 12 value dims; the first layer dense, then 4 routed experts and a shared one
+    "deepseek_v3": dict(_LLAMA_LIKE, num_key_value_heads=HEADS, q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=8,
+                        qk_rope_head_dim=4, v_head_dim=12, moe_intermediate_size=32, n_routed_experts=4,
+                        num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1, n_group=2,
+                        topk_group=1, tie_word_embeddings=False),
+    # no q latent (q_proj, as DeepSeek-V2-Lite), softmax router
+    "deepseek_v2": dict(_LLAMA_LIKE, num_key_value_heads=HEADS, q_lora_rank=None, kv_lora_rank=16,
+                        qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=12, moe_intermediate_size=32,
+                        n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1,
+                        tie_word_embeddings=False),
+    # deepseek_v3's attention and experts; dense/sparse layers listed in mlp_layer_types
+    "glm4_moe_lite": dict(_LLAMA_LIKE, num_key_value_heads=HEADS, q_lora_rank=24, kv_lora_rank=16,
+                          qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=12, moe_intermediate_size=32,
+                          n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, n_group=1, topk_group=1,
+                          mlp_layer_types=["dense", "sparse", "sparse"], tie_word_embeddings=False),
     "gemma": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, hidden_act="gelu_pytorch_tanh"),
     "gemma2": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, query_pre_attn_scalar=HEAD_DIM, sliding_window=8,
                    final_logit_softcapping=30.0, attn_logit_softcapping=50.0, rms_norm_eps=_SMALL_EPS),
@@ -216,6 +232,9 @@ def build_model(name: str, seed: int = 0):
                 weight.copy_(centre + 0.4 * (torch.rand(weight.shape, generator=generator) - 0.5) * 2)
             if isinstance(bias, torch.nn.Parameter):
                 bias.copy_(0.1 * torch.randn(bias.shape, generator=generator))
+        for name, tensor in [*model.named_buffers(), *model.named_parameters()]:
+            if name.endswith("e_score_correction_bias"):   # a choice-only router bias (DeepSeek-V3, ernie4_5_moe)
+                tensor.copy_(0.1 * torch.randn(tensor.shape, generator=generator))
     return model
 
 

@@ -172,6 +172,93 @@ def build(size: str, cache: Path) -> Path:
     return directory
 
 
+# --- one deepseek_v3-shaped MoE layer: memory with 256 experts listed ----------------------------
+
+DEEPSEEK_V3 = dict(hidden=7168, heads=128, q_rank=1536, kv_rank=512, nope=128, rope=64, v=128, expert=2048)
+MOE_VOCAB = 8192  # embedding rows; no tokenizer: tokens are chosen by id
+
+
+def moe_tensors(experts: int) -> list[tuple[str, list[int]]]:
+    """(name, shape) of a one-layer deepseek_v3 checkpoint with `experts` routed experts and one shared."""
+    s = DEEPSEEK_V3
+    d, h, f = s["hidden"], s["heads"], s["expert"]
+    at = "model.layers.0."
+    tensors = [("model.embed_tokens.weight", [MOE_VOCAB, d]), (at + "input_layernorm.weight", [d]),
+               (at + "post_attention_layernorm.weight", [d]),
+               (at + "self_attn.q_a_proj.weight", [s["q_rank"], d]), (at + "self_attn.q_a_layernorm.weight", [s["q_rank"]]),
+               (at + "self_attn.q_b_proj.weight", [h * (s["nope"] + s["rope"]), s["q_rank"]]),
+               (at + "self_attn.kv_a_proj_with_mqa.weight", [s["kv_rank"] + s["rope"], d]),
+               (at + "self_attn.kv_a_layernorm.weight", [s["kv_rank"]]),
+               (at + "self_attn.kv_b_proj.weight", [h * (s["nope"] + s["v"]), s["kv_rank"]]),
+               (at + "self_attn.o_proj.weight", [d, h * s["v"]]), (at + "mlp.gate.weight", [experts, d])]
+    for expert in [f"experts.{e}." for e in range(experts)] + ["shared_experts."]:
+        tensors += [(f"{at}mlp.{expert}{m}_proj.weight", [f, d] if m != "down" else [d, f]) for m in ("gate", "up", "down")]
+    return tensors
+
+
+def moe_build(cache: Path, experts: int) -> Path:
+    """Write the one-layer deepseek_v3-shaped checkpoint with `experts` routed experts into the cache."""
+    s = DEEPSEEK_V3
+    directory = cache / f"deepseek-v3-layer-{experts}e"
+    directory.mkdir(parents=True, exist_ok=True)
+    if not (directory / "model.safetensors").exists():
+        write_shard(directory / "model.safetensors", moe_tensors(experts))
+    config = {"model_type": "deepseek_v3", "hidden_size": s["hidden"], "num_hidden_layers": 1,
+              "num_attention_heads": s["heads"], "num_key_value_heads": s["heads"], "q_lora_rank": s["q_rank"],
+              "kv_lora_rank": s["kv_rank"], "qk_nope_head_dim": s["nope"], "qk_rope_head_dim": s["rope"],
+              "v_head_dim": s["v"], "moe_intermediate_size": s["expert"], "intermediate_size": 18432,
+              "n_routed_experts": experts, "n_shared_experts": 1, "first_k_dense_replace": 0,
+              "rms_norm_eps": 1e-6, "vocab_size": MOE_VOCAB, "torch_dtype": "bfloat16"}
+    (directory / "config.json").write_text(json.dumps(config, indent=2))
+    return directory
+
+
+def moe_measure(cache: Path, experts: list[int], tokens: int, device: str = "cpu") -> dict:
+    """Time `huref invariants --layers 0` on each one-layer checkpoint; add to results/moe_layer.json."""
+    path = cache / "results" / "moe_layer.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    results = json.loads(path.read_text()) if path.exists() else {"machine": machine(), "runs": []}
+    for e in experts:
+        directory = moe_build(cache, e)
+        run = timed(huref_command("invariants", directory, cache / "moe.safetensors",
+                                  ["--layers", "0", "--tokens", str(tokens), "--device", device]))
+        run.update(experts=e, tokens=tokens, device=device, machine=machine()["cpu"],
+                   checkpoint_bytes=(directory / "model.safetensors").stat().st_size)
+        results["runs"].append(run)
+        print(run, flush=True)
+    path.write_text(json.dumps(results, indent=1))
+    return results
+
+
+def _moe_section(results: dict) -> list[str]:
+    lines = ["", "## One deepseek_v3-shaped MoE layer", "",
+             "A one-layer checkpoint with deepseek_v3's real shapes (hidden 7168, 128 heads, q latent 1536, kv latent",
+             "512, per head 128 + 64 query/key and 128 value dims, experts of width 2048, one shared expert), random",
+             "bf16; `huref invariants --layers 0` in a child process (`scripts/bench.py moe`). The experts are",
+             "listed as lazy handles and read one block (one expert's matrix, 59 MB in float32) at a time, so the",
+             "peak does not grow with the expert count while the time grows linearly. Rows marked extrapolated",
+             "extend the line through two measured counts to 256; the others are measurements.", "",
+             "| routed experts | checkpoint | tokens | device | wall | peak RSS | machine, load |",
+             "|---|---|---|---|---|---|---|"]
+    groups: dict = {}
+    for r in sorted(results["runs"], key=lambda r: (r.get("device", "cpu"), r["tokens"], r["experts"])):
+        where = f"{r.get('machine', results['machine']['cpu'])}, {r['load_before']}"
+        lines.append(f"| {r['experts']} | {_gb(r['checkpoint_bytes'])} | {r['tokens']} | {r.get('device', 'cpu')} | "
+                     f"{r['wall_s']} s | {r['peak_rss_mb'] / 1024:.2f} GiB | {where} |")
+        groups.setdefault((r.get("device", "cpu"), r["tokens"], r.get("machine")), []).append(r)
+    for (device, n, _), group in groups.items():
+        a, b = group[0], group[-1]
+        if b["experts"] > a["experts"] and b["experts"] < 256:
+            per_expert = (b["wall_s"] - a["wall_s"]) / (b["experts"] - a["experts"])
+            size = (b["checkpoint_bytes"] - a["checkpoint_bytes"]) / (b["experts"] - a["experts"])
+            lines.append(f"| 256 (extrapolated) | {_gb(a['checkpoint_bytes'] + (256 - a['experts']) * size)} | {n} | "
+                         f"{device} | {a['wall_s'] + (256 - a['experts']) * per_expert:.0f} s | "
+                         f"{max(r['peak_rss_mb'] for r in group) / 1024:.2f} GiB (flat) | |")
+    lines += ["", "Reproduce: `python scripts/bench.py moe --experts 4,12 --tokens 1024` (add `--device cuda`), then",
+              "`python scripts/bench.py report`."]
+    return lines
+
+
 # --- the floors: bytes to read, flops to do, what the machine sustains ---------------------------
 
 def floor_counts(size: str, n: int = N_TOKENS) -> dict:
@@ -659,6 +746,9 @@ def report(results: dict, cache: Path) -> str:
     gpu = cache / "results" / "gpu.json"
     if gpu.exists():
         lines += _gpu_section(json.loads(gpu.read_text()))
+    moe = cache / "results" / "moe_layer.json"
+    if moe.exists():
+        lines += _moe_section(json.loads(moe.read_text()))
     lines += ["", "## Reproduce", "", "```",
               "python scripts/bench.py build                 # once, ~25 GB in the cache (--cache)",
               f"python scripts/bench.py measure --label {results['label']}",
@@ -691,6 +781,10 @@ def main() -> None:
     p = sub.add_parser("breakdown", help="(internal) time the phases of one run in-process")
     p.add_argument("directory", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True)
+    p = sub.add_parser("moe", help="time one deepseek_v3-shaped MoE layer; results/moe_layer.json in the cache")
+    p.add_argument("--experts", default="4,12", help="routed expert counts, one checkpoint each")
+    p.add_argument("--tokens", type=int, default=N_TOKENS)
+    p.add_argument("--device", default="cpu")
     p = sub.add_parser("report", help="write docs/PERFORMANCE.md from results/LABEL.json")
     p.add_argument("--label", default="latest")
     p.add_argument("--output", type=Path, default=REPO / "docs" / "PERFORMANCE.md")
@@ -702,6 +796,8 @@ def main() -> None:
     elif args.command == "measure":
         print(measure(args.cache, args.label, args.runs, args.sizes.split(","), not args.no_baseline, not args.no_precision,
                       args.runs_large))
+    elif args.command == "moe":
+        moe_measure(args.cache, [int(e) for e in args.experts.split(",")], args.tokens, args.device)
     elif args.command == "baseline":
         baseline(args.directory, args.dtype, args.output)
     elif args.command == "breakdown":

@@ -28,13 +28,15 @@ def make_gallery(rows: list[list[tuple[str, object]]], path: Path) -> str | None
     except (HurefError, InstallationError):
         return None
     width = max(len(row) for row in pictures)
-    sheet = Image.new("RGB", (width * CELL, len(pictures) * (CELL + LABEL)), "white")
+    first = pictures[0][0][1]
+    height = (CELL - 8) * first.height // first.width + 8  # the dog and its code, scaled to the cell's width
+    sheet = Image.new("RGB", (width * CELL, len(pictures) * (height + LABEL)), "white")
     draw = ImageDraw.Draw(sheet)
     for r, row in enumerate(pictures):
         for c, (label, picture) in enumerate(row):
-            x, y = c * CELL, r * (CELL + LABEL)
-            sheet.paste(picture.resize((CELL - 8, CELL - 8)), (x + 4, y + 4))
-            draw.text((x + 4, y + CELL - 2), label[:26], fill="black")
+            x, y = c * CELL, r * (height + LABEL)
+            sheet.paste(picture.resize((CELL - 8, height - 8)), (x + 4, y + 4))
+            draw.text((x + 4, y + height - 2), label[:26], fill="black")
     sheet.save(path)
     return identity["name"]
 

@@ -299,7 +299,8 @@ def dogs(terms: dict) -> dict | None:
     out.mkdir(exist_ok=True)
     pictures = {}
     for label, fp in fingerprints.items():
-        pictures[label] = render(latent(fp), generator).resize((DOG_SIDE, DOG_SIDE))
+        picture = render(latent(fp), generator)  # the dog with its code under it
+        pictures[label] = picture.resize((DOG_SIDE, picture.height * DOG_SIDE // picture.width))
         pictures[label].save(out / f"{label}.png")
     cosines = {}
     for a, b, *_ in PAIRS + DOG_PAIRS:

@@ -10,6 +10,11 @@ the end) the run directory gets an atomic checkpoint (resumed automatically), a 
 and G_ema in huref's format (generator.safetensors + generator.json). Run it again to continue:
 --minutes bounds one run, --kimg the images seen over all runs.
 It runs on CUDA when available, else on the CPU (one thread unless --threads).
+
+To continue from a generator whose checkpoint was not kept (the shipped one): --init
+huref/data/generator.safetensors starts G and G_ema from those weights (and their images_seen) with a
+fresh discriminator, which --d-warmup-kimg trains alone first so that its first, uninformed
+gradients do not move the generator.
 """
 
 import argparse
@@ -26,6 +31,7 @@ from PIL import Image
 
 from huref.files import write_atomically
 from huref.generators import save_generator
+from stylegan2 import load_network
 from stylegan2.discriminator import Discriminator
 from stylegan2.networks import Generator
 
@@ -99,6 +105,10 @@ def main(argv=None):
     ap.add_argument("--checkpoint-minutes", type=float, default=10.0)
     ap.add_argument("--threads", type=int, default=1, help="CPU threads")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", type=Path, default=None,
+                    help="with no checkpoint in --run-dir: start G and G_ema from this huref generator (.safetensors)")
+    ap.add_argument("--d-warmup-kimg", type=float, default=0.0,
+                    help="after --init: train D alone for this many thousand images before G moves")
     args = ap.parse_args(argv)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -119,7 +129,7 @@ def main(argv=None):
     mb_ratio = args.r1_every / (args.r1_every + 1)
     opt_G = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.0, 0.99), eps=1e-8)
     opt_D = torch.optim.Adam(D.parameters(), lr=args.lr * mb_ratio, betas=(0.0, 0.99 ** mb_ratio), eps=1e-8)
-    images_seen, step, seconds = 0, 0, 0.0
+    images_seen, step, seconds, g_frozen_until = 0, 0, 0.0, 0
 
     ckpt_path = args.run_dir / "checkpoint.pt"
     if ckpt_path.exists():
@@ -127,7 +137,15 @@ def main(argv=None):
         G.load_state_dict(ckpt["G"]); G_ema.load_state_dict(ckpt["G_ema"]); D.load_state_dict(ckpt["D"])
         opt_G.load_state_dict(ckpt["opt_G"]); opt_D.load_state_dict(ckpt["opt_D"])
         images_seen, step, seconds = ckpt["images_seen"], ckpt["step"], ckpt["seconds"]
+        g_frozen_until = ckpt.get("g_frozen_until", 0)
         print(f"resumed from {ckpt_path}: {images_seen} images seen, step {step}", flush=True)
+    elif args.init is not None:
+        start_G, info = load_network(args.init)
+        G.load_state_dict(start_G.state_dict()); G_ema.load_state_dict(start_G.state_dict())
+        images_seen, seconds = int(info.get("images_seen", 0)), float(info.get("training_seconds", 0))
+        g_frozen_until = images_seen + int(args.d_warmup_kimg * 1000)
+        print(f"started from {args.init}: {images_seen} images seen; a fresh D trains alone until {g_frozen_until}",
+              flush=True)
 
     photos = load_photos(args.data_dir, args.resolution).to(device)
     print(f"{len(photos)} photos at {args.resolution}x{args.resolution} on {device}; "
@@ -153,19 +171,20 @@ def main(argv=None):
         save_checkpoint(args.run_dir, dict(G=G.state_dict(), G_ema=G_ema.state_dict(), D=D.state_dict(),
                                            opt_G=opt_G.state_dict(), opt_D=opt_D.state_dict(),
                                            images_seen=images_seen, step=step, seconds=seconds,
-                                           g_kwargs=json.dumps(g_kwargs)))
+                                           g_frozen_until=g_frozen_until, g_kwargs=json.dumps(g_kwargs)))
 
     start = last_print = last_ckpt = time.time()
     seconds_at_start = seconds
     while time.time() - start < args.minutes * 60 and images_seen < args.kimg * 1000:
         n = args.batch
-        # Generator step: make D call fakes real.
+        # Generator step: make D call fakes real (not while a fresh D warms up).
         G.requires_grad_(True); D.requires_grad_(False)
         fake = G(torch.randn(n, 512, device=device, generator=generator), noise_mode="random")
         loss_G = F.softplus(-D(diff_augment(fake))).mean()
-        opt_G.zero_grad(set_to_none=True)
-        loss_G.backward()
-        opt_G.step()
+        if images_seen >= g_frozen_until:
+            opt_G.zero_grad(set_to_none=True)
+            loss_G.backward()
+            opt_G.step()
 
         # Discriminator step: logistic loss, plus R1 on (augmented) reals every r1_every steps.
         G.requires_grad_(False); D.requires_grad_(True)

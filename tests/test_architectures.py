@@ -19,12 +19,16 @@ def every_variant(spec):
 
 def projections(spec):
     ffns = list(spec.ffn) + [f.shared for f in spec.ffn if f.shared]
-    return [spec.q, spec.k, spec.v, spec.o] + [p for f in ffns for p in (f.gate, f.up, f.down) if p]
+    attention = [spec.q, spec.k, spec.v, spec.o]
+    if spec.mla:
+        attention += [spec.mla.q, spec.mla.q_a, spec.mla.q_b, spec.mla.kv_a, spec.mla.kv_b]
+    return [p for p in attention if p] + [p for f in ffns for p in (f.gate, f.up, f.down) if p]
 
 
 def norms(spec):
-    return [n for field in ("attn_norm", "ffn_norm", "attn_post_norm", "ffn_post_norm", "residual_norm", "q_norm",
-                            "k_norm", "embed_norm", "final_norm") for n in getattr(spec, field)]
+    latent = [spec.mla.q_a_norm, spec.mla.kv_a_norm] if spec.mla else []
+    return latent + [n for field in ("attn_norm", "ffn_norm", "attn_post_norm", "ffn_post_norm", "residual_norm",
+                                     "q_norm", "k_norm", "embed_norm", "final_norm") for n in getattr(spec, field)]
 
 
 @pytest.mark.parametrize("spec", ARCHITECTURES, ids=[s.model_types[0] for s in ARCHITECTURES])
@@ -34,7 +38,7 @@ def test_every_row_speaks_the_one_vocabulary(spec):
         assert {n.kind for n in norms(variant)} <= NORM_KINDS
         assert {n.scope for n in norms(variant)} <= {"row", "head"}
         assert variant.rope in ("half", "pairs", None)
-        assert {f.scoring for f in variant.ffn if f.experts} <= ROUTER_SCORINGS
+        assert variant.router_scores in ROUTER_SCORINGS
 
 
 FALCON = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4)

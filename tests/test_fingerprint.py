@@ -195,7 +195,9 @@ def test_compare_accepts_fingerprints_and_draws_the_pair(published, tmp_path, hu
     from PIL import Image
 
     picture = Image.open(side)
-    assert picture.width > 2 * picture.height * 0.8  # two dogs next to each other
+    from huref.render import MIN_SIDE
+
+    assert picture.width > 2 * MIN_SIDE and picture.height < 2 * MIN_SIDE  # two dogs (with codes) next to each other
     code, out, _ = huref_cli("compare", str(published["base"]["fp"]),
                            str(published["independent"]["fp"]))
     assert code == 0 and "latent cosine" in out and "unrelated" in out

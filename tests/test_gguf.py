@@ -6,6 +6,8 @@ order, gemma's `1 + w` norms), so these tests check huref's reverse mapping agai
 """
 
 import json
+import math
+import re
 
 import gguf
 import numpy as np
@@ -181,3 +183,96 @@ def test_types_gguf_cannot_quantize_are_read_row_by_row(qtype, tmp_path):
     assert reader.shape(name) == shape and reader.quant_type(name) == qtype
     assert torch.equal(reader.read(name), reference)
     assert torch.equal(reader.read(name, rows=[11, 2, 5]), reference[[11, 2, 5]])
+
+
+def test_a_large_vocabulary_costs_no_memory_beyond_its_token_strings(script, tmp_path):
+    """`huref invariants` on a GGUF with a 151,936-token vocabulary (and as many merges) peaks within
+    100 MB of the same model with a 512-token vocabulary: the header is parsed without per-element
+    objects for tokenizer arrays, and only the selected embedding rows are read. (With gguf's
+    GGUFReader the large vocabulary cost ~500 MB more and 15 s more.)"""
+    memory = script("gguf_memory")
+    peaks = {}
+    for vocab in (512, 151936):
+        path = memory.write_model(tmp_path / f"v{vocab}.gguf", 0, vocab=vocab, hidden=64, heads=4, kv_heads=2,
+                                  ffn=128, layers=1)
+        rss, _, done = memory.peak_rss(["invariants", str(path), "-o", str(tmp_path / f"v{vocab}.st"),
+                                        "--tokens", "256", "-q"])
+        assert done.returncode == 0, done.stderr
+        peaks[vocab] = rss
+    print(f"peak RSS: {peaks[512] / 2**20:.0f} MiB with 512 tokens, {peaks[151936] / 2**20:.0f} MiB with 151,936")
+    assert peaks[151936] - peaks[512] < 100 * 2**20
+
+
+def test_invariants_read_only_the_selected_embedding_rows(tiny_zoo, tmp_path, monkeypatch):
+    """Bytes read from the file: the selected rows of token_embd and the tensors of the chosen layer."""
+    path = convert(tiny_zoo("llama"), tmp_path / "llama.gguf", "Q8_0")
+    model = load_model(str(path))
+    read = {}
+    real_read = gguf_reader.read_exactly
+    monkeypatch.setattr(gguf_reader, "read_exactly", lambda file, buffer, offset, name: (
+        read.__setitem__(offset, len(buffer)), real_read(file, buffer, offset, name))[1])
+    terms = invariant_terms(model, layers=[N_LAYERS - 1], n_tokens=16)
+    embed = model.reader.entries["model.embed_tokens.weight"].stored
+    embed_bytes = sum(n for offset, n in read.items() if embed.offset <= offset < embed.offset + embed.shape[0] * embed.row_bytes)
+    assert embed_bytes == len(terms.tokens) * embed.row_bytes
+    layer_bytes = sum(e.stored.row_bytes * math.prod(e.shape[:-1]) for name, e in model.reader.entries.items()
+                      if name.startswith(f"model.layers.{N_LAYERS - 1}."))
+    assert sum(read.values()) == embed_bytes + layer_bytes
+
+
+def _write_qwen3moe(path, tensors: dict, n_layers: int, n_experts: int, qtype):
+    """A qwen3moe GGUF from Hugging Face tensors named as in a per-expert qwen3_moe checkpoint,
+    named and stacked with llama.cpp's table as its converter does."""
+    writer = gguf.GGUFWriter(path, "qwen3moe")
+    writer.add_block_count(n_layers)
+    writer.add_embedding_length(tensors["model.embed_tokens.weight"].shape[1])
+    writer.add_head_count(4)
+    writer.add_head_count_kv(2)
+    writer.add_key_length(16)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_expert_count(n_experts)
+    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.QWEN3MOE, n_layers)
+    stacked = {}
+    for name, value in tensors.items():
+        base = name.removesuffix(".weight")
+        expert = re.match(r"(.*\.experts)\.(\d+)\.(\w+)$", base)
+        if expert:
+            stacked.setdefault(f"{expert.group(1)}.{expert.group(3)}", {})[int(expert.group(2))] = value
+        else:
+            stacked[base] = value
+    for base, value in stacked.items():
+        value = np.stack([value[e] for e in range(n_experts)]) if isinstance(value, dict) else value
+        name = name_map.get_name(base) + ".weight"
+        if value.ndim == 1:
+            writer.add_tensor(name, value)
+        else:
+            writer.add_tensor(name, gguf.quants.quantize(value, qtype), raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_qwen3moe_gguf_reads_back_per_expert_hugging_face_tensors(tmp_path):
+    hidden, n_experts, expert_width = 64, 4, 32
+    rng = np.random.default_rng(0)
+    shapes = {"model.embed_tokens.weight": (96, hidden), "model.norm.weight": (hidden,), "lm_head.weight": (96, hidden)}
+    for i in range(2):
+        p = f"model.layers.{i}."
+        shapes.update({p + "self_attn.q_proj.weight": (64, hidden), p + "self_attn.k_proj.weight": (32, hidden),
+                       p + "self_attn.v_proj.weight": (32, hidden), p + "self_attn.o_proj.weight": (hidden, 64),
+                       p + "self_attn.q_norm.weight": (16,), p + "self_attn.k_norm.weight": (16,),
+                       p + "input_layernorm.weight": (hidden,), p + "post_attention_layernorm.weight": (hidden,),
+                       p + "mlp.gate.weight": (n_experts, hidden)})
+        for e in range(n_experts):
+            shapes.update({p + f"mlp.experts.{e}.gate_proj.weight": (expert_width, hidden),
+                           p + f"mlp.experts.{e}.up_proj.weight": (expert_width, hidden),
+                           p + f"mlp.experts.{e}.down_proj.weight": (hidden, expert_width)})
+    tensors = {name: rng.standard_normal(shape, dtype=np.float32) for name, shape in shapes.items()}
+    _write_qwen3moe(tmp_path / "m.gguf", tensors, 2, n_experts, gguf.GGMLQuantizationType.F32)
+    config, reader, _ = gguf_reader.open_gguf(str(tmp_path / "m.gguf"))
+    assert config["model_type"] == "qwen3_moe" and config["num_local_experts"] == n_experts
+    assert sorted(reader.names()) == sorted(tensors)
+    for name, value in tensors.items():
+        assert reader.shape(name) == value.shape
+        assert torch.equal(reader.read(name), torch.from_numpy(value)), name

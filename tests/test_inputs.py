@@ -162,3 +162,15 @@ def test_fifo_input_is_not_opened(tmp_path, huref_cli):
     os.mkfifo(fifo)
     code, _, err = huref_cli("invariants", str(fifo), "-o", str(tmp_path / "o.safetensors"))
     assert code == 2 and "not a regular file" in err
+
+
+def test_gguf_label_is_its_published_name(tiny_zoo, tmp_path):
+    """A GGUF file is labelled by its general.name (what fingerprints publish), not its local path."""
+    import gguf
+
+    from huref.sources import load_model
+    from huref_lab.gguf_convert import convert
+
+    path = convert(tiny_zoo("llama"), tmp_path / "local-file-name.gguf", "F32")
+    name = gguf.GGUFReader(str(path)).get_field("general.name").contents()
+    assert name and load_model(str(path)).label == name

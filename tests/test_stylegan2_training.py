@@ -31,6 +31,31 @@ def test_training_checkpoints_and_resumes(tmp_path, monkeypatch, script):
     assert Image.open(run / "grid-latest.png").size == (32, 32)
 
 
+def test_init_from_a_generator_warms_a_fresh_discriminator_first(tmp_path, monkeypatch, script):
+    train = script("train_generator")
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    data = tmp_path / "photos"
+    data.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(data / f"dog.{i}.png")
+    common = [str(data), "--resolution", "8", "--batch", "4", "--r1-every", "2"]
+    train.main(common + ["--run-dir", str(tmp_path / "first"), "--kimg", "0.008"])
+    shipped = tmp_path / "first" / "generator.safetensors"
+    start, _ = stylegan2.load_network(shipped)
+    run = tmp_path / "second"
+    warm = common + ["--run-dir", str(run), "--init", str(shipped), "--d-warmup-kimg", "0.008"]
+    train.main(warm + ["--kimg", "0.016"])  # 2 steps, D alone: G keeps the shipped weights, D moves
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert (ckpt["images_seen"], ckpt["step"], ckpt["g_frozen_until"]) == (16, 2, 16)
+    weights = dict(start.named_parameters())  # buffers aside: w_avg tracks the mapping's output on every forward
+    assert all(torch.equal(ckpt["G"][k].cpu(), v) for k, v in weights.items())
+    train.main(warm + ["--kimg", "0.024"])  # resumes from the checkpoint (not --init): now G moves
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ckpt["images_seen"] == 24
+    assert any(not torch.equal(ckpt["G"][k].cpu(), v) for k, v in weights.items())
+
+
 def test_diff_augment_keeps_shape_and_passes_gradients(script):
     train = script("train_generator")
     x = torch.rand(3, 3, 16, 16, requires_grad=True)

@@ -71,3 +71,14 @@ def as_row_index(rows: Sequence[int] | slice | None, n_rows: int):
     if index.size and (index.min() < 0 or index.max() >= n_rows):
         raise HurefError(f"row index out of range for a tensor with {n_rows} rows")
     return index
+
+
+def read_exactly(file, buffer, offset: int, path: str) -> None:
+    """Fill a writable uint8 buffer with the bytes of an unbuffered binary `file` from `offset`."""
+    view, done = memoryview(buffer).cast("B"), 0
+    file.seek(offset)
+    while done < len(view):
+        got = file.readinto(view[done:])
+        if not got:
+            raise HurefError(f"{path}: truncated (the file changed while being read)")
+        done += got

@@ -1,28 +1,41 @@
 """Reader for GGUF checkpoints (llama.cpp's format), presented as if they were Hugging Face ones.
 
-`open_gguf(path)` returns what a Hugging Face directory would give: a config dict in config.json
-form built from the GGUF metadata, a `TensorReader` whose names, shapes and orientation are the
-Hugging Face ones ([out, in] for Linear weights), and the vocabulary from `tokenizer.ggml.tokens`.
+`open_gguf(path)` returns what a Hugging Face directory would give: a config dict holding the keys
+huref reads (`huref.layers.model_dims`, `huref.architectures.arch_for_config`) built from the GGUF
+metadata, a `TensorReader` whose names, shapes and orientation are the Hugging Face ones ([out, in]
+for Linear weights), and the vocabulary from `tokenizer.ggml.tokens`.
 
-What the translation undoes, so that a GGUF file and the checkpoint it was converted from read
-alike:
-- names: `blk.N.attn_q.weight` -> `model.layers.N.self_attn.q_proj.weight`, ... (`LAYER_NAMES`);
-  3-D expert tensors `ffn_{gate,up,down}_exps` become one 2-D tensor per expert (Mixtral names).
+Reading is lazy, as for safetensors: the header is parsed here (not with `gguf.GGUFReader`, which
+builds numpy views for every element of every metadata array, 300,000 of them for a 150k-token
+vocabulary with its merges), only the token strings are kept, and tensor bytes are read with
+positioned reads, never memory-mapped, so that pages of the file do not count in resident memory.
+A row of a GGUF matrix is always a whole number of quant blocks: reading some rows reads and
+dequantizes (`gguf.quants`) those rows only.
+
+Names come from llama.cpp's own table: for each llama.cpp architecture, `HF_LAYER_PARTS` lists the
+Hugging Face tensor names of its model_type, and `gguf.get_tensor_name_map` (the table llama.cpp's
+converter uses) says which GGUF tensor each one became. What else the translation undoes, so that
+a GGUF file and the checkpoint it was converted from read alike:
 - shapes: GGUF lists dimensions fastest-first (ggml's `ne`); here they are reversed.
+- experts: a 3-D `ffn_{gate,up,down}_exps` tensor becomes one 2-D tensor per expert (names with
+  `{e}` in `HF_LAYER_PARTS`).
 - rotary row order: for `llama` (also Mistral and Mixtral files) llama.cpp's converter reorders the
   rows of each Q and K head from the "rotate half" layout to interleaved pairs; the reader reads
   them back in Hugging Face order (`ROPE_INTERLEAVED`).
 - gemma norms: llama.cpp stores `1 + w` for every gemma norm scale; the reader returns `w`, so the
-  `rms_plus1` convention of `huref.architectures` gives the stored scale back.
-Quantized tensors are dequantized with `gguf.quants` one tensor (or some of its rows) at a time
-from the memory-mapped file; a row of a GGUF matrix is always a whole number of quant blocks, so
-reading rows never touches the rest of the tensor.
+  `rms_plus1` convention of `huref.architectures` gives the stored scale back (`NORM_PLUS_ONE`).
+
+Adding an architecture: a row in `MODEL_TYPES` (llama.cpp name -> model_type), its tensor names in
+`HF_LAYER_PARTS`, and membership in `ROPE_INTERLEAVED` / `NORM_PLUS_ONE` where the converter does that.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
+import struct
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -31,60 +44,77 @@ import numpy as np
 import torch
 
 from huref.errors import HurefError
-from huref.readers import TensorReader, as_row_index
+from huref.readers import TensorReader, as_row_index, read_exactly
+from huref.readers.safetensors import consecutive_runs
 
-# GGUF `general.architecture` -> Hugging Face model_type and model class.
+# llama.cpp `general.architecture` -> Hugging Face model_type; a file with experts may be another type.
 MODEL_TYPES = {
-    "llama": ("llama", "LlamaForCausalLM"),
-    "mistral": ("mistral", "MistralForCausalLM"),
-    "qwen2": ("qwen2", "Qwen2ForCausalLM"),
-    "qwen3": ("qwen3", "Qwen3ForCausalLM"),
-    "gemma": ("gemma", "GemmaForCausalLM"),
-    "gemma2": ("gemma2", "Gemma2ForCausalLM"),
-    "gemma3": ("gemma3_text", "Gemma3ForCausalLM"),
-    "phi3": ("phi3", "Phi3ForCausalLM"),
+    "llama": "llama",  # also Mistral: llama.cpp writes it as llama
+    "qwen2": "qwen2",
+    "qwen3": "qwen3",
+    "qwen3moe": "qwen3_moe",
+    "gemma": "gemma",
+    "gemma2": "gemma2",
+    "gemma3": "gemma3_text",
+    "phi3": "phi3",
 }
-MIXTRAL = ("mixtral", "MixtralForCausalLM")  # a `llama` file with experts
-NORM_PLUS_ONE = {"gemma", "gemma2", "gemma3"}
-ROPE_INTERLEAVED = {"llama"}
+WITH_EXPERTS = {"llama": "mixtral"}
+ROPE_INTERLEAVED = {"llama"}  # Q/K rows written per head as interleaved rotary pairs
+NORM_PLUS_ONE = {"gemma", "gemma2", "gemma3"}  # norm scales written as 1 + w
 
-GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
-# llama.cpp name inside block N -> Hugging Face name inside model.layers.N
-LAYER_NAMES = {
-    "attn_q": "self_attn.q_proj",
-    "attn_k": "self_attn.k_proj",
-    "attn_v": "self_attn.v_proj",
-    "attn_qkv": "self_attn.qkv_proj",
-    "attn_output": "self_attn.o_proj",
-    "attn_q_norm": "self_attn.q_norm",
-    "attn_k_norm": "self_attn.k_norm",
-    "attn_norm": "input_layernorm",
-    "ffn_norm": "post_attention_layernorm",
-    "post_attention_norm": "post_attention_layernorm",
-    "post_ffw_norm": "post_feedforward_layernorm",
-    "ffn_gate": "mlp.gate_proj",
-    "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj",
-    "ffn_gate_inp": "block_sparse_moe.gate",
+_ATTENTION = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
+_QK_NORMS = ("self_attn.q_norm", "self_attn.k_norm")
+_NORMS = ("input_layernorm", "post_attention_layernorm")
+_GATED = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+# model_type -> Hugging Face tensor names inside model.layers.N (no .weight/.bias); {e}: one per expert
+HF_LAYER_PARTS = {
+    "llama": _ATTENTION + _NORMS + _GATED,
+    "qwen2": _ATTENTION + _NORMS + _GATED,
+    "qwen3": _ATTENTION + _QK_NORMS + _NORMS + _GATED,
+    "gemma": _ATTENTION + _NORMS + _GATED,
+    "gemma2": _ATTENTION + _NORMS + ("pre_feedforward_layernorm", "post_feedforward_layernorm") + _GATED,
+    "gemma3_text": _ATTENTION + _QK_NORMS + _NORMS + ("pre_feedforward_layernorm", "post_feedforward_layernorm")
+    + _GATED,
+    "phi3": ("self_attn.qkv_proj", "self_attn.o_proj") + _NORMS + ("mlp.gate_up_proj", "mlp.down_proj"),
+    "mixtral": _ATTENTION + _NORMS + ("block_sparse_moe.gate", "block_sparse_moe.experts.{e}.w1",
+                                      "block_sparse_moe.experts.{e}.w2", "block_sparse_moe.experts.{e}.w3"),
+    "qwen3_moe": _ATTENTION + _QK_NORMS + _NORMS + ("mlp.gate", "mlp.experts.{e}.gate_proj",
+                                                    "mlp.experts.{e}.up_proj", "mlp.experts.{e}.down_proj"),
 }
-# gemma2/3 have four norms per layer: the GGUF `ffn_norm` is the one before the FFN.
-GEMMA_LAYER_NAMES = {**LAYER_NAMES, "ffn_norm": "pre_feedforward_layernorm"}
-EXPERT_NAMES = {
-    "ffn_gate_exps": "block_sparse_moe.experts.{e}.w1",
-    "ffn_down_exps": "block_sparse_moe.experts.{e}.w2",
-    "ffn_up_exps": "block_sparse_moe.experts.{e}.w3",
-}
-BLOCK_NAME = re.compile(r"^blk\.(\d+)\.(\w+)\.(weight|bias)$")
-GLOBAL_NAME = re.compile(r"^(\w+)\.(weight|bias)$")
+HF_GLOBAL_NAMES = ("model.embed_tokens", "model.norm", "lm_head")
+EMBEDDING = "model.embed_tokens.weight"
 SPLIT_NAME = re.compile(r"^(.*)-(\d{5})-of-(\d{5})\.gguf$")
-TOKEN_CONTROL = 3  # tokenizer.ggml.token_type of special/control tokens
+MAX_DIMS = 4  # GGML_MAX_DIMS
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9  # gguf.GGUFValueType
+
+
+@dataclass(frozen=True)
+class StoredTensor:
+    """One tensor as a GGUF file stores it: dims slowest-first (reversed ggml `ne`), type, bytes."""
+
+    path: str
+    name: str
+    shape: tuple[int, ...]
+    qtype: object  # gguf.GGMLQuantizationType
+    offset: int  # absolute file offset of its first byte
+    row_bytes: int  # bytes of one row (shape[-1] values, whole quant blocks)
+
+
+@dataclass(frozen=True)
+class GGUFFile:
+    """What huref keeps of one GGUF file's header."""
+
+    metadata: dict  # scalars as Python values, numeric arrays as numpy arrays; string arrays left out
+    tokens: list[str] | None  # tokenizer.ggml.tokens
+    tensors: dict[str, StoredTensor]
 
 
 @dataclass(frozen=True)
 class Entry:
     """Where one Hugging Face tensor lives in a GGUF file, and how to turn it back."""
 
-    tensor: object  # gguf.ReaderTensor
+    stored: StoredTensor
     shape: tuple[int, ...]  # Hugging Face shape
     expert: int | None = None  # index into a 3-D expert tensor
     row_order: np.ndarray | None = None  # Hugging Face row (bias: element) -> stored one
@@ -94,10 +124,10 @@ class Entry:
 class GGUFTensorReader(TensorReader):
     """A GGUF file (or its splits) read under Hugging Face tensor names, dequantized to float32."""
 
-    def __init__(self, entries: dict[str, Entry], files: list) -> None:
+    def __init__(self, entries: dict[str, Entry]) -> None:
         super().__init__()
         self.entries = entries
-        self.files = files
+        self._files: dict[str, object] = {}
 
     def names(self) -> list[str]:
         return list(self.entries)
@@ -110,29 +140,32 @@ class GGUFTensorReader(TensorReader):
 
     def quant_type(self, name: str) -> str:
         """The GGML storage type of tensor `name` ("Q4_K", "F32", ...)."""
-        return self.entries[name].tensor.tensor_type.name
+        return self.entries[name].stored.qtype.name
 
     def _read(self, name: str, rows: Sequence[int] | slice | None):
         from gguf.quants import dequantize
 
         entry = self.entries[name]
-        tensor = entry.tensor
-        data = tensor.data if entry.expert is None else tensor.data[entry.expert]
+        stored = entry.stored
         n_rows = math.prod(entry.shape[:-1]) if len(entry.shape) > 1 else 1
-        stored = data.reshape(n_rows, -1)  # quantized: bytes of whole blocks per row
         index = as_row_index(rows, n_rows)
+        index = np.arange(n_rows)[index] if isinstance(index, slice) else index
         vector_order = entry.row_order if len(entry.shape) == 1 else None  # a Q/K bias
         if entry.row_order is not None and vector_order is None:
             index = entry.row_order[index]
-        picked = np.ascontiguousarray(stored[index])
+        start = stored.offset + (entry.expert or 0) * n_rows * stored.row_bytes
+        picked = np.empty((len(index), stored.row_bytes), dtype=np.uint8)  # whole quant blocks per row
+        file = self._file(stored.path)
+        for first, count, at in consecutive_runs(index):
+            read_exactly(file, picked[at : at + count].reshape(-1), start + first * stored.row_bytes, stored.path)
         try:
-            values = dequantize(picked, tensor.tensor_type)
+            values = dequantize(picked, stored.qtype)
         except NotImplementedError:
             raise HurefError(
-                f"tensor '{tensor.name}' is stored as {tensor.tensor_type.name}, which the installed "
+                f"tensor '{stored.name}' is stored as {stored.qtype.name}, which the installed "
                 "gguf package cannot dequantize"
             ) from None
-        values = torch.from_numpy(np.array(values, dtype=np.float32))
+        values = torch.from_numpy(np.asarray(values, dtype=np.float32))
         if vector_order is not None:
             values = values[:, torch.from_numpy(vector_order)]
         if entry.minus_one:
@@ -140,29 +173,38 @@ class GGUFTensorReader(TensorReader):
         values = values.reshape(entry.shape) if rows is None else values.reshape(-1, entry.shape[-1])
         return values, memoryview(picked).cast("B")
 
+    def _file(self, path: str):
+        if path not in self._files:
+            self._files[path] = file = open(path, "rb", buffering=0)
+            weakref.finalize(self, file.close)
+        return self._files[path]
+
     def close(self) -> None:
-        self.entries, self.files = {}, []
+        for file in self._files.values():
+            file.close()
+        self._files = {}
 
 
 def open_gguf(path: str) -> tuple[dict, GGUFTensorReader, list[str | None] | None]:
     """Open a .gguf file, a directory holding one, or split files (give any one of them).
 
-    Returns (config: dict in Hugging Face config.json form, reader with Hugging Face tensor names
-    and [out, in] orientation, vocab: token strings by id with control tokens as None, or None).
+    Returns (config: dict with the Hugging Face config.json keys huref reads, reader with Hugging
+    Face tensor names and [out, in] orientation, vocab: token strings by id with control tokens as
+    None, or None).
     """
-    files = [_parse(p) for p in gguf_paths(Path(path))]
-    meta = _metadata(files[0])
+    files = [read_gguf(p) for p in gguf_paths(Path(path))]
+    meta = files[0].metadata
     arch = meta.get("general.architecture")
     if arch not in MODEL_TYPES:
         raise HurefError(
             f"{path}: unsupported GGUF architecture '{arch}'; supported: {', '.join(sorted(MODEL_TYPES))}"
         )
-    tensors = {t.name: t for f in files for t in f.tensors}
+    tensors = {name: t for f in files for name, t in f.tensors.items()}
+    if "token_embd.weight" not in tensors:
+        raise HurefError(f"{path}: no token_embd.weight tensor in the GGUF file")
     config = hf_config(meta, arch, tensors)
     entries = hf_entries(tensors, arch, config)
-    if "model.embed_tokens.weight" not in entries:
-        raise HurefError(f"{path}: no token_embd.weight tensor in the GGUF file")
-    return config, GGUFTensorReader(entries, files), _vocab(files[0])
+    return config, GGUFTensorReader(entries), _vocab(files[0])
 
 
 def gguf_paths(path: Path) -> list[Path]:
@@ -188,109 +230,163 @@ def gguf_paths(path: Path) -> list[Path]:
     return parts
 
 
-def _parse(path: Path):
-    from gguf import GGUFReader
+class _Malformed(Exception):
+    """The header does not parse; the message says where."""
+
+
+class _HeaderCursor:
+    """Sequential reads from a GGUF header, each checked against the file's size."""
+
+    def __init__(self, file, size: int) -> None:
+        self.file, self.size, self.position = file, size, file.tell()
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.position + n > self.size:
+            raise _Malformed("the header runs past the end of the file")
+        data = self.file.read(n)
+        self.position += n
+        return data
+
+    def scalar(self, fmt: str):
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
+
+    def string(self) -> str:
+        return self.take(self.scalar("<Q")).decode("utf-8", errors="replace")
+
+    def value(self, kind: int, keep_strings: bool = False):
+        """One metadata value of GGUFValueType `kind`: a Python scalar or str, a numpy array for a
+        numeric array, a list of str for a string array when keep_strings, else None (skipped)."""
+        if kind in _SCALARS:
+            return self.scalar(_SCALARS[kind])
+        if kind == _STRING:
+            return self.string()
+        if kind != _ARRAY:
+            raise _Malformed(f"unknown metadata value type {kind}")
+        item_kind, count = self.scalar("<I"), self.scalar("<Q")
+        if count > self.size:  # every item takes at least one byte
+            raise _Malformed("a metadata array claims more items than the file holds")
+        if item_kind in _SCALARS:
+            dtype = np.dtype(_SCALARS[item_kind])
+            return np.frombuffer(self.take(count * dtype.itemsize), dtype=dtype)
+        items = [self.value(item_kind) for _ in range(count)]
+        return items if keep_strings and item_kind == _STRING else None
+
+
+def read_gguf(path: Path) -> GGUFFile:
+    """Parse a GGUF header (version 2 or 3, little-endian): metadata, token strings and the place of
+    every tensor, each checked to lie inside the file. Nothing else of the file is read."""
+    import gguf
 
     try:
-        with open(path, "rb") as f:
-            magic = f.read(4)
+        size = os.path.getsize(path)
+        with open(path, "rb", buffering=1 << 20) as file:
+            if file.read(4) != b"GGUF":
+                raise HurefError(f"{path}: not a GGUF file (no GGUF magic)")
+            try:
+                return _parse_header(_HeaderCursor(file, size), str(path), gguf)
+            except (_Malformed, struct.error, ValueError) as e:  # ValueError: an unknown tensor type
+                raise HurefError(f"{path}: truncated or malformed GGUF file ({e})") from None
     except OSError as e:
         raise HurefError(f"{path}: cannot read ({e.strerror})") from None
-    if magic != b"GGUF":
-        raise HurefError(f"{path}: not a GGUF file (no GGUF magic)")
-    try:
-        reader = GGUFReader(str(path), "r")
-        for t in reader.tensors:  # a truncated file shows as a tensor shorter than its shape
-            if t.data.size * t.data.itemsize != int(t.n_bytes):
-                raise ValueError(f"tensor {t.name} is cut short")
-    except (ValueError, IndexError, KeyError, OverflowError, MemoryError) as e:
-        raise HurefError(f"{path}: truncated or malformed GGUF file ({str(e).splitlines()[0]})") from None
-    return reader
 
 
-def _metadata(reader) -> dict:
-    """Scalar and short-array metadata as Python values (token lists are read separately)."""
-    meta = {}
-    for key, field in reader.fields.items():
-        if key.startswith("tokenizer.ggml.") and key.endswith(("tokens", "scores", "token_type", "merges")):
-            continue
-        try:
-            meta[key] = field.contents()
-        except (ValueError, IndexError, UnicodeDecodeError):
-            continue
-    return meta
+def _parse_header(cursor: _HeaderCursor, path: str, gguf) -> GGUFFile:
+    version = cursor.scalar("<I")
+    if version & 0xFFFF == 0:
+        raise _Malformed("big-endian GGUF files are not supported")
+    if version not in (2, 3):
+        raise _Malformed(f"GGUF version {version} is not supported")
+    n_tensors, n_fields = cursor.scalar("<Q"), cursor.scalar("<Q")
+    if max(n_tensors, n_fields) > cursor.size:
+        raise _Malformed("the header claims more entries than the file holds")
+    metadata, tokens = {}, None
+    for _ in range(n_fields):
+        key = cursor.string()
+        value = cursor.value(cursor.scalar("<I"), keep_strings=key == gguf.Keys.Tokenizer.LIST)
+        if key == gguf.Keys.Tokenizer.LIST:
+            tokens = value
+        elif value is not None:
+            metadata[key] = value
+    infos = []
+    for _ in range(n_tensors):
+        name = cursor.string()
+        n_dims = cursor.scalar("<I")
+        if not 1 <= n_dims <= MAX_DIMS:
+            raise _Malformed(f"tensor {name} has {n_dims} dimensions")
+        ne = [cursor.scalar("<Q") for _ in range(n_dims)]
+        infos.append((name, tuple(reversed(ne)), gguf.GGMLQuantizationType(cursor.scalar("<I")), cursor.scalar("<Q")))
+    alignment = int(metadata.get(gguf.Keys.General.ALIGNMENT, gguf.GGUF_DEFAULT_ALIGNMENT))
+    if alignment <= 0:
+        raise _Malformed("general.alignment is not positive")
+    data_start = -(-cursor.position // alignment) * alignment
+    tensors = {}
+    for name, shape, qtype, offset in infos:
+        block, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
+        if shape[-1] % block:
+            raise _Malformed(f"tensor {name} rows are not whole {qtype.name} blocks")
+        row_bytes = shape[-1] // block * block_bytes
+        if data_start + offset + math.prod(shape[:-1]) * row_bytes > cursor.size:
+            raise _Malformed(f"tensor {name} is cut short")
+        tensors[name] = StoredTensor(path, name, shape, qtype, data_start + offset, row_bytes)
+    return GGUFFile(metadata, tokens, tensors)
 
 
-def _vocab(reader) -> list[str | None] | None:
-    tokens = reader.fields.get("tokenizer.ggml.tokens")
-    if tokens is None:
+def _vocab(file: GGUFFile) -> list[str | None] | None:
+    """Token strings by id; control tokens (tokenizer.ggml.token_type CONTROL) are None."""
+    import gguf
+
+    if file.tokens is None:
         return None
-    vocab = tokens.contents()
-    types = reader.fields.get("tokenizer.ggml.token_type")
-    if types is not None:
-        for i, kind in enumerate(types.contents()):
-            if kind == TOKEN_CONTROL and i < len(vocab):
-                vocab[i] = None
+    vocab: list[str | None] = list(file.tokens)
+    types = file.metadata.get(gguf.Keys.Tokenizer.TOKEN_TYPE)
+    if isinstance(types, np.ndarray):
+        for i in np.flatnonzero(types[: len(vocab)] == gguf.TokenType.CONTROL).tolist():
+            vocab[i] = None
     return vocab
 
 
 def _single(value, key: str):
-    """A per-layer list in the metadata must hold one value for the whole model."""
-    if isinstance(value, list):
-        if len(set(value)) != 1:
+    """A per-layer array in the metadata must hold one value for the whole model."""
+    if isinstance(value, np.ndarray):
+        if value.size == 0 or (value != value[0]).any():
             raise HurefError(f"GGUF metadata '{key}' differs between layers, which huref does not support")
-        return value[0]
+        return value[0].item()
     return value
 
 
-def hf_config(meta: dict, arch: str, tensors: dict) -> dict:
-    """A Hugging Face config.json dict from GGUF metadata (`{arch}.embedding_length`, ...)."""
+def hf_config(meta: dict, arch: str, tensors: dict[str, StoredTensor]) -> dict:
+    """The config.json keys huref reads (model_type and the sizes `huref.layers.model_dims` takes),
+    plus vocab_size, tie_word_embeddings and _name_or_path (general.name), from GGUF metadata (`{arch}.embedding_length`, ...)."""
+    from gguf import Keys
 
-    def get(key, default=None):
-        value = meta.get(f"{arch}.{key}", default)
-        return _single(value, f"{arch}.{key}")
+    def get(key: str, default=None):
+        name = key.format(arch=arch)
+        return _single(meta.get(name, default), name)
 
     try:
-        hidden = int(get("embedding_length"))
-        n_layers = int(get("block_count"))
-        n_heads = int(get("attention.head_count"))
+        hidden = int(get(Keys.LLM.EMBEDDING_LENGTH))
+        n_layers = int(get(Keys.LLM.BLOCK_COUNT))
+        n_heads = int(get(Keys.Attention.HEAD_COUNT))
     except TypeError:
         raise HurefError(f"GGUF metadata lacks {arch}.embedding_length, block_count or attention.head_count") from None
-    n_experts = int(get("expert_count", 0) or 0)
-    model_type, model_class = MIXTRAL if arch == "llama" and n_experts else MODEL_TYPES[arch]
-    embed = tensors.get("token_embd.weight")
-    vocab_size = int(embed.shape[-1]) if embed is not None else 0  # no embedding: open_gguf refuses the file
-    head_dim = int(get("attention.key_length", 0) or hidden // n_heads)
+    n_experts = int(get(Keys.LLM.EXPERT_COUNT, 0) or 0)
+    eps = get(Keys.Attention.LAYERNORM_RMS_EPS, get(Keys.Attention.LAYERNORM_EPS, 1e-6))
     config = {
-        "architectures": [model_class],
-        "model_type": model_type,
+        "model_type": WITH_EXPERTS.get(arch, MODEL_TYPES[arch]) if n_experts else MODEL_TYPES[arch],
         "hidden_size": hidden,
         "num_hidden_layers": n_layers,
         "num_attention_heads": n_heads,
-        "num_key_value_heads": int(get("attention.head_count_kv", n_heads)),
-        "head_dim": head_dim,
-        "intermediate_size": int(get("feed_forward_length", 0)),
-        "rms_norm_eps": float(get("attention.layer_norm_rms_epsilon", 1e-6)),
-        "rope_theta": float(get("rope.freq_base", 10000.0)),
-        "max_position_embeddings": int(get("context_length", 2048)),
-        "vocab_size": vocab_size,
+        "num_key_value_heads": int(get(Keys.Attention.HEAD_COUNT_KV, n_heads)),
+        "head_dim": int(get(Keys.Attention.KEY_LENGTH, 0) or hidden // max(n_heads, 1)),
+        "rms_norm_eps": float(eps),
+        "vocab_size": tensors["token_embd.weight"].shape[0],
         "tie_word_embeddings": "output.weight" not in tensors,
-        "torch_dtype": "float32",
     }
-    for key, hf_key in (("tokenizer.ggml.bos_token_id", "bos_token_id"), ("tokenizer.ggml.eos_token_id", "eos_token_id")):
-        if key in meta:
-            config[hf_key] = int(meta[key])
-    if get("attention.sliding_window") is not None:
-        config["sliding_window"] = int(get("attention.sliding_window"))
-    if arch in NORM_PLUS_ONE:
-        config["query_pre_attn_scalar"] = head_dim
-        config["hidden_activation"] = "gelu_pytorch_tanh"
-        for key in ("attn_logit_softcapping", "final_logit_softcapping"):
-            if get(key) is not None:
-                config[key] = float(get(key))
     if n_experts:
         config["num_local_experts"] = n_experts
-        config["num_experts_per_tok"] = int(get("expert_used_count", 2))
+    name = meta.get(Keys.General.NAME)
+    if isinstance(name, str) and name.strip():
+        config["_name_or_path"] = name.strip()[:200]  # the published name: huref's label for the model
     return config
 
 
@@ -304,35 +400,44 @@ def _rope_row_order(n_rows: int, n_heads: int) -> np.ndarray:
     return np.argsort(stored_from_hf)
 
 
-def hf_entries(tensors: dict, arch: str, config: dict) -> dict[str, Entry]:
+def gguf_to_hf_names(arch: str, model_type: str, n_layers: int) -> dict[str, str]:
+    """GGUF tensor base name -> Hugging Face one ("blk.3.attn_q" -> "model.layers.3.self_attn.q_proj"),
+    asked of llama.cpp's own table for every name in `HF_LAYER_PARTS[model_type]`; a 3-D expert
+    tensor maps to a name with `{e}`."""
+    import gguf
+
+    arch_enum = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch)
+    name_map = gguf.get_tensor_name_map(arch_enum, n_layers)
+    hf_names = list(HF_GLOBAL_NAMES) + [
+        f"model.layers.{i}.{part}" for i in range(n_layers) for part in HF_LAYER_PARTS[model_type]
+    ]
+    names = {}
+    for hf_name in hf_names:
+        gguf_name = name_map.get_name(hf_name.replace(".{e}", ""))  # llama.cpp names the stacked tensor
+        if gguf_name is not None:  # None: a tensor the architecture never has (gemma's lm_head)
+            names[gguf_name] = hf_name
+    return names
+
+
+def hf_entries(tensors: dict[str, StoredTensor], arch: str, config: dict) -> dict[str, Entry]:
     """Map every GGUF tensor huref can use to its Hugging Face name (others are left out)."""
-    layer_names = GEMMA_LAYER_NAMES if arch in NORM_PLUS_ONE else LAYER_NAMES
-    fused_gate_up = arch == "phi3"  # phi3 stores mlp.gate_up_proj as ffn_up
+    names = gguf_to_hf_names(arch, config["model_type"], config["num_hidden_layers"])
     entries: dict[str, Entry] = {}
-    for name, tensor in tensors.items():
-        shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
-        block = BLOCK_NAME.match(name)
-        if block:
-            layer, part, kind = block.groups()
-            prefix = f"model.layers.{layer}."
-            if part in EXPERT_NAMES:
-                for e in range(shape[0]):
-                    entries[prefix + EXPERT_NAMES[part].format(e=e) + "." + kind] = Entry(tensor, shape[1:], expert=e)
-                continue
-            if part not in layer_names:
-                continue
-            hf_part = "mlp.gate_up_proj" if fused_gate_up and part == "ffn_up" else layer_names[part]
-            hf_name = prefix + hf_part + "." + kind
-        else:
-            plain = GLOBAL_NAME.match(name)
-            if not plain or plain.group(1) not in GLOBAL_NAMES:
-                continue
-            part, kind = plain.groups()
-            hf_name = GLOBAL_NAMES[part] + "." + kind
+    for name, stored in tensors.items():
+        base, _, kind = name.rpartition(".")
+        hf_base = names.get(base)
+        if hf_base is None or kind not in ("weight", "bias"):
+            continue
+        if "{e}" in hf_base:  # [n_experts, out, in] weights, [n_experts, out] biases
+            if len(stored.shape) != (3 if kind == "weight" else 2):
+                raise HurefError(f"GGUF tensor {name} should hold one {kind} per expert but has shape {stored.shape}")
+            for e in range(stored.shape[0]):
+                entries[f"{hf_base.format(e=e)}.{kind}"] = Entry(stored, stored.shape[1:], expert=e)
+            continue
         row_order = None
-        if arch in ROPE_INTERLEAVED and part in ("attn_q", "attn_k"):
-            heads = config["num_attention_heads"] if part == "attn_q" else config["num_key_value_heads"]
-            row_order = _rope_row_order(shape[0], heads)
-        minus_one = arch in NORM_PLUS_ONE and part.endswith("norm") and kind == "weight"
-        entries[hf_name] = Entry(tensor, shape, row_order=row_order, minus_one=minus_one)
+        if arch in ROPE_INTERLEAVED and hf_base.endswith(("self_attn.q_proj", "self_attn.k_proj")):
+            key = "num_attention_heads" if hf_base.endswith("q_proj") else "num_key_value_heads"
+            row_order = _rope_row_order(stored.shape[0], config[key])
+        minus_one = arch in NORM_PLUS_ONE and hf_base.endswith("norm") and kind == "weight"
+        entries[f"{hf_base}.{kind}"] = Entry(stored, stored.shape, row_order=row_order, minus_one=minus_one)
     return entries
