@@ -393,6 +393,17 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         variants=(when("use_qk_norm", True, False, **_QK_NORM),),
         **_LLAMA,
     ),
+    ArchSpec(
+        # glm4_moe under bailing's names: fused query_key_value (q, k, v rows in turn), per-head QK norms
+        model_types=("sarvam_moe",),
+        ffn=_sigmoid_moe("mlp.gate.expert_bias"),
+        router_scores="sigmoid",
+        q_norm=(Norm("attention.query_layernorm.weight", "rms", "head"),),
+        k_norm=(Norm("attention.key_layernorm.weight", "rms", "head"),),
+        variants=(when("use_qk_norm", False, True, q_norm=(), k_norm=()),),
+        **{**_LLAMA, "embed": "word_embeddings.weight", "o": Proj("attention.dense.weight"),
+           **_fused_qkv("attention.query_key_value.weight", "qkv_split")},
+    ),
     ArchSpec(model_types=("exaone_moe",), ffn=_sigmoid_moe("mlp.e_score_correction_bias"), router_scores="sigmoid",
              **_QK_NORM, **_LLAMA),
     ArchSpec(model_types=("dots1",), ffn=_sigmoid_moe("mlp.gate.e_score_correction_bias"), router_scores="sigmoid",

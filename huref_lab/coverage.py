@@ -90,7 +90,6 @@ NOT_YET = {
     "cpmant": "segment embeddings and bucketed relative position biases not mapped yet",
     "gpt_neox_japanese": "not mapped yet (attention output bias kept apart from the dense layer)",
     "modernbert-decoder": "not mapped yet (ModernBERT's decoder: alternating local/global attention, its own names)",
-    "sarvam_moe": "not mapped yet (bailing-style fused query_key_value with per-head QK norms and sigmoid experts)",
     "zaya": "compressed convolutional attention: new QK/VO algebra",
 }
 

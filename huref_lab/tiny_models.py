@@ -150,7 +150,7 @@ CONFIGS = {
     "solar_open": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, moe_intermediate_size=32, n_routed_experts=4,
                        num_experts_per_tok=2, n_shared_experts=1, n_group=1, topk_group=1, tie_word_embeddings=False),
     "exaone_moe": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2,
-                       num_shared_experts=1, first_k_dense_replace=1, n_group=1, topk_group=1,
+                       n_shared_experts=1, first_k_dense_replace=1, n_group=1, topk_group=1,
                        rms_norm_eps=_SMALL_EPS, tie_word_embeddings=False),
     "ernie4_5_moe": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, moe_intermediate_size=32, moe_num_experts=4, moe_k=2,
                          moe_num_shared_experts=1, moe_layer_start_index=1, use_bias=True, tie_word_embeddings=False),
@@ -186,6 +186,9 @@ CONFIGS = {
                   tie_word_embeddings=False),
     "flex_olmo": dict(_LLAMA_LIKE, intermediate_size=32, num_experts=4, num_experts_per_tok=2, rms_norm_eps=_SMALL_EPS,
                       tie_word_embeddings=False),
+    "sarvam_moe": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, moe_intermediate_size=32, n_routed_experts=4,
+                       num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1, n_group=1, topk_group=1,
+                       rms_norm_eps=_SMALL_EPS, tie_word_embeddings=False),
     "bert": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, num_hidden_layers=N_LAYERS,
                  num_attention_heads=HEADS, intermediate_size=FFN, max_position_embeddings=128),
 }
