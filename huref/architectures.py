@@ -593,6 +593,18 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
            "final_norm": _ln("norm.weight")},
     ),
     ArchSpec(
+        # cohere2's parallel block with experts beside shared experts (their average is a scalar on the
+        # write); RMSNorms when config.json sets rms_norm_eps, else LayerNorms without bias
+        model_types=("cohere2_moe",),
+        ffn=(replace(_QWEN_EXPERTS, shared=_SHARED_EXPERTS), replace(_FUSED_EXPERTS, shared=_SHARED_EXPERTS), _GATED),
+        rope="pairs",
+        variants=(when("num_shared_experts", 0, 0, ffn=(_QWEN_EXPERTS, _FUSED_EXPERTS, _GATED)),
+                  when("rms_norm_eps", None, None, attn_norm=_ln("input_layernorm.weight"),
+                       ffn_norm=_ln("input_layernorm.weight"), final_norm=_ln("norm.weight")),
+                  when("expert_selection_fn", "sigmoid", "softmax", router_scores="sigmoid")),
+        **{**_LLAMA, "ffn_norm": _rms("input_layernorm.weight")},
+    ),
+    ArchSpec(
         # LayerNorm1P (1 + w); plain FFN with ReLU²
         model_types=("nemotron",),
         ffn=(_PLAIN,),

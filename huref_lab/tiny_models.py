@@ -4,7 +4,9 @@ Every model is float32, 3 layers, hidden size 64 (4 query heads of 16, 2 key/val
 architecture has grouped-query attention), a 384-token vocabulary, and MoE layers with 4 experts.
 Variants of one model_type have their own entries: falcon_gqa (new_decoder_architecture, grouped KV)
 beside falcon (multi-query, parallel), qwen2_moe_dense (its middle layer keeps a dense FFN, as
-qwen3_moe's does), gpt_bigcode_mha (per-head fused c_attn beside the multi-query default).
+qwen3_moe's does), gpt_bigcode_mha (per-head fused c_attn beside the multi-query default),
+phi_qk_layernorm (phi with its per-head QK LayerNorms), cohere2_moe_rms (RMSNorms, sigmoid router, no
+shared expert, beside LayerNorms, softmax and a shared expert).
 Norm gains and every bias get random non-trivial values, so that norm folding and bias handling
 matter. Each checkpoint is saved in Hugging Face layout (config.json + model.safetensors) together
 with a word-level tokenizer.json over a synthetic vocabulary of distinct strings.
@@ -145,8 +147,8 @@ CONFIGS = {
     "granitemoeshared": dict(_LLAMA_LIKE, intermediate_size=32, num_local_experts=4, num_experts_per_tok=2,
                              shared_intermediate_size=48, tie_word_embeddings=False),
     "glm4_moe": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, moe_intermediate_size=32, n_routed_experts=4,
-                     num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1, n_group=1, topk_group=1, use_qk_norm=True,
-                     rms_norm_eps=_SMALL_EPS, tie_word_embeddings=False),
+                     num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1, n_group=1, topk_group=1,
+                     use_qk_norm=True, rms_norm_eps=_SMALL_EPS, tie_word_embeddings=False),
     "solar_open": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, moe_intermediate_size=32, n_routed_experts=4,
                        num_experts_per_tok=2, n_shared_experts=1, n_group=1, topk_group=1, tie_word_embeddings=False),
     "exaone_moe": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2,
@@ -189,6 +191,14 @@ CONFIGS = {
     "sarvam_moe": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, moe_intermediate_size=32, n_routed_experts=4,
                        num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1, n_group=1, topk_group=1,
                        rms_norm_eps=_SMALL_EPS, tie_word_embeddings=False),
+    "cohere2_moe": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, intermediate_size=32, num_experts=4, num_experts_per_tok=2,
+                        num_shared_experts=1, mlp_layer_types=["dense", "sparse", "sparse"],
+                        prefix_dense_intermediate_size=FFN, sliding_window=8, logit_scale=0.25,
+                        tie_word_embeddings=True),
+    "cohere2_moe_rms": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, intermediate_size=32, num_experts=4, num_experts_per_tok=2,
+                            mlp_layer_types=["sparse", "dense", "sparse"], prefix_dense_intermediate_size=FFN,
+                            rms_norm_eps=1e-6, expert_selection_fn="sigmoid", sliding_window=8,
+                            tie_word_embeddings=True),
     "bert": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, num_hidden_layers=N_LAYERS,
                  num_attention_heads=HEADS, intermediate_size=FFN, max_position_embeddings=128),
 }
@@ -196,7 +206,7 @@ CONFIGS = {
 ARCHITECTURES = tuple(CONFIGS)
 # config.json model_type of each entry: variants of one model_type get their own entry
 VARIANT_OF = {"falcon_gqa": "falcon", "qwen2_moe_dense": "qwen2_moe", "gpt_bigcode_mha": "gpt_bigcode",
-              "phi_qk_layernorm": "phi"}
+              "phi_qk_layernorm": "phi", "cohere2_moe_rms": "cohere2_moe"}
 MODEL_TYPE = {name: VARIANT_OF.get(name, name) for name in CONFIGS}
 
 
