@@ -19,12 +19,14 @@ Conventions
   "<module>.weight"); only the attacks touch biases.
 - Fused layouts (`Proj.layout`, row-index maps in `huref.layers.LAYOUTS`): "plain" (the whole
   tensor), "qkv_split" (Q, K, V rows one after another), "qkv_heads" (per head: q, k, v),
-  "qkv_groups" (per key/value head: its query heads, k, v), "gate_up_split" (gate rows, then up
-  rows), "experts" (3-D [expert, out, in]), "experts_gate_up" (3-D, each expert's gate then up).
+  "qkv_groups" (per key/value head: its query heads, k, v), "qkv_mp4" (codegen: four shards, each
+  its slice of q, then v, then k), "gate_up_split" (gate rows, then up rows), "experts" (3-D
+  [expert, out, in]), "experts_gate_up" (3-D, each expert's gate then up).
 - Norm kinds: "rms" (x / rms(x) * w), "rms_plus1" (gemma: x / rms(x) * (1 + w)), "layer"
-  (centre, divide by std, * w; the bias is never used by the engine). `Norm(None, kind)` is a norm
-  without parameters (OLMo). QK norms have scope "head" (per head: qwen3, gemma3, phi) or "row"
-  (the whole projection: olmo2).
+  (centre, divide by std, * w; the bias is never used by the engine), "layer_plus1" (nemotron's
+  LayerNorm1P: centre, divide by std, * (1 + w)); `CENTRED_KINDS` and `PLUS_ONE_KINDS` group them.
+  `Norm(None, kind)` is a norm without parameters (OLMo, nanochat). QK norms have scope "head"
+  (per head: qwen3, gemma3, phi) or "row" (the whole projection: olmo2).
 - A tuple of norms or of FFNs lists alternatives: the first whose tensor exists in the layer is used
   (falcon names its norms per variant, and a parallel block reads one norm for both sublayers;
   qwen2_moe/qwen3_moe keep some layers dense).
@@ -34,7 +36,9 @@ Conventions
   leaves every input unchanged, then leaves the probe rows unchanged too.
 - `mla`: multi-head latent attention (DeepSeek-V2/V3): q, k, v are None and a `LatentAttention`
   names the latent matrices and norms; its sizes come from config.json (`huref.layers.latent_dims`).
-  `router_scores`: "softmax" (adding one vector to every router row changes nothing) or "sigmoid".
+  `router_scores`: "softmax" (adding one vector to every router row changes nothing), "sigmoid", or
+  "sparsemixer" (phimoe: a softmax with masks relative to the largest logit's magnitude, which a
+  shift changes).
 - `variants`: `when(key, value, default, field=...)` replaces fields of the row when config.json's
   `key` equals `value` (a missing key reads as `default`, transformers' default), in order, later
   ones winning; `unsupported="..."` marks a variant huref refuses.
@@ -45,6 +49,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from huref.errors import HurefError, excerpt
+
+
+CENTRED_KINDS = frozenset({"layer", "layer_plus1"})  # norms that subtract the mean first
+PLUS_ONE_KINDS = frozenset({"rms_plus1", "layer_plus1"})  # norms whose scale is 1 + the stored weight
 
 
 @dataclass(frozen=True)
@@ -131,7 +139,7 @@ class ArchSpec:
     o: Proj
     ffn: tuple[FFN, ...]
     mla: LatentAttention | None = None
-    router_scores: str = "softmax"  # how the router turns logits into expert weights: "softmax" or "sigmoid"
+    router_scores: str = "softmax"  # how the router turns logits into expert weights (see the module doc)
     attn_norm: tuple[Norm, ...] = ()
     ffn_norm: tuple[Norm, ...] = ()
     attn_post_norm: tuple[Norm, ...] = ()
@@ -159,15 +167,17 @@ class ArchSpec:
     def layer_norm(self) -> bool:
         """True when the model uses LayerNorm, which cannot see the residual stream's mean."""
         norms = self.attn_norm + self.ffn_norm + self.attn_post_norm + self.ffn_post_norm + self.embed_norm
-        return any(n.kind == "layer" for n in norms)
+        return any(n.kind in CENTRED_KINDS for n in norms)
 
     def for_config(self, config: dict) -> "ArchSpec":
         """This row with the variants config.json selects applied (the result has no variants left)."""
         spec = replace(self, variants=())
         for variant in self.variants:
-            if not isinstance(config.get(variant.key, variant.default), (bool, type(None))):
-                raise HurefError(f"config.json: {variant.key} is {excerpt(config[variant.key])}, not true or false")
-            if config.get(variant.key, variant.default) == variant.value:
+            found = config.get(variant.key, variant.default)
+            if variant.value is not None and found is not None and type(found) is not type(variant.value):  # bool is not int
+                wanted = "true or false" if isinstance(variant.value, bool) else f"of type {type(variant.value).__name__}"
+                raise HurefError(f"config.json: {variant.key} is {excerpt(found)}, not {wanted}")
+            if found == variant.value:
                 spec = replace(spec, **dict(variant.changes))
         return spec
 
@@ -198,6 +208,16 @@ _FUSED_EXPERTS = FFN(
     experts=True,
     router="mlp.gate.weight",
 )
+_PLAIN = FFN(up=Proj("mlp.up_proj.weight"), down=Proj("mlp.down_proj.weight"))
+_GATE_UP = FFN(
+    gate=Proj("mlp.gate_up_proj.weight", "gate_up_split", "gate"),
+    up=Proj("mlp.gate_up_proj.weight", "gate_up_split", "up"),
+    down=Proj("mlp.down_proj.weight"),
+)
+_HUNYUAN_QK_NORM = dict(
+    q_norm=(Norm("self_attn.query_layernorm.weight", "rms", "head"),),
+    k_norm=(Norm("self_attn.key_layernorm.weight", "rms", "head"),),
+)
 _QWEN_EXPERTS = FFN(
     gate=Proj("mlp.experts.{e}.gate_proj.weight"),
     up=Proj("mlp.experts.{e}.up_proj.weight"),
@@ -211,6 +231,44 @@ _QWEN_SHARED_EXPERT = FFN(
     down=Proj("mlp.shared_expert.down_proj.weight"),
     router="mlp.shared_expert_gate.weight",
 )
+_SHARED_EXPERTS = FFN(
+    gate=Proj("mlp.shared_experts.gate_proj.weight"),
+    up=Proj("mlp.shared_experts.up_proj.weight"),
+    down=Proj("mlp.shared_experts.down_proj.weight"),
+)
+_HUNYUAN_SHARED = FFN(
+    gate=Proj("mlp.shared_mlp.gate_proj.weight"),
+    up=Proj("mlp.shared_mlp.up_proj.weight"),
+    down=Proj("mlp.shared_mlp.down_proj.weight"),
+)
+_MIXTRAL_EXPERTS = FFN(
+    gate=Proj("block_sparse_moe.experts.{e}.w1.weight"),
+    up=Proj("block_sparse_moe.experts.{e}.w3.weight"),
+    down=Proj("block_sparse_moe.experts.{e}.w2.weight"),
+    experts=True,
+    router="block_sparse_moe.gate.weight",
+)
+_GRANITE_EXPERTS = FFN(  # 3-D [expert, 2 * inner, hidden] (gate rows, then up rows) and [expert, hidden, inner]
+    gate=Proj("block_sparse_moe.input_linear.weight", "experts_gate_up", "gate"),
+    up=Proj("block_sparse_moe.input_linear.weight", "experts_gate_up", "up"),
+    down=Proj("block_sparse_moe.output_linear.weight", "experts"),
+    experts=True,
+    router="block_sparse_moe.router.layer.weight",
+)
+_GRANITE_SHARED = FFN(
+    gate=Proj("shared_mlp.input_linear.weight", "gate_up_split", "gate"),
+    up=Proj("shared_mlp.input_linear.weight", "gate_up_split", "up"),
+    down=Proj("shared_mlp.output_linear.weight"),
+)
+
+
+def _sigmoid_moe(router_bias: str) -> tuple[FFN, ...]:
+    """Experts beside shared experts, with a choice-only router bias named `router_bias` (the row's
+    router_scores is "sigmoid"), then a dense FFN for the first layers."""
+    return (replace(_QWEN_EXPERTS, shared=_SHARED_EXPERTS, router_bias=router_bias),
+            replace(_FUSED_EXPERTS, shared=_SHARED_EXPERTS, router_bias=router_bias), _GATED)
+
+
 _LLAMA = dict(
     embed="embed_tokens.weight",
     layer="layers.{i}.",
@@ -235,12 +293,7 @@ _LLAMA_MLA = dict(
         kv_b=Proj("self_attn.kv_b_proj.weight"),
     ),
 )
-_DEEPSEEK_SHARED_EXPERT = FFN(
-    gate=Proj("mlp.shared_experts.gate_proj.weight"),
-    up=Proj("mlp.shared_experts.up_proj.weight"),
-    down=Proj("mlp.shared_experts.down_proj.weight"),
-)
-_DEEPSEEK_EXPERTS = replace(_QWEN_EXPERTS, shared=_DEEPSEEK_SHARED_EXPERT)
+_DEEPSEEK_EXPERTS = replace(_QWEN_EXPERTS, shared=_SHARED_EXPERTS)
 _GEMMA = dict(
     _LLAMA,
     attn_norm=_rms("input_layernorm.weight", "rms_plus1"),
@@ -262,20 +315,138 @@ def _fused_qkv(name: str, layout: str) -> dict:
 
 
 ARCHITECTURES: tuple[ArchSpec, ...] = (
-    ArchSpec(model_types=("llama", "mistral", "qwen2"), ffn=(_GATED,), **_LLAMA),
-    ArchSpec(model_types=("qwen3",), ffn=(_GATED,), **_QK_NORM, **_LLAMA),
+    # llama's tensors; the others change nothing the terms read: attention biases (seed_oss), layers
+    # without RoPE (smollm3: the terms never apply RoPE), sliding windows (cwm, ministral), scalar
+    # multipliers on the embedding, the residual writes, the attention scores and the logits (granite:
+    # each scales a whole term, which ICS does not see)
+    ArchSpec(model_types=("llama", "mistral", "qwen2", "internlm3", "iquestcoder", "cwm", "ministral", "ministral3",
+                          "seed_oss", "smollm3", "granite"), ffn=(_GATED,), **_LLAMA),
+    # RoPE on interleaved pairs (2p, 2p + 1)
+    ArchSpec(model_types=("helium", "ernie4_5"), ffn=(_GATED,), rope="pairs", **_LLAMA),
+    ArchSpec(model_types=("arcee",), ffn=(_PLAIN,), **_LLAMA),  # plain FFN with ReLU²
     ArchSpec(
-        model_types=("mixtral",),
-        ffn=(
-            FFN(
-                gate=Proj("block_sparse_moe.experts.{e}.w1.weight"),
-                up=Proj("block_sparse_moe.experts.{e}.w3.weight"),
-                down=Proj("block_sparse_moe.experts.{e}.w2.weight"),
-                experts=True,
-                router="block_sparse_moe.gate.weight",
-            ),
-            _FUSED_EXPERTS,
-        ),
+        model_types=("exaone",),
+        embed="wte.weight",
+        layer="h.{i}.",
+        base_prefix="transformer.",
+        q=Proj("attn.attention.q_proj.weight"),
+        k=Proj("attn.attention.k_proj.weight"),
+        v=Proj("attn.attention.v_proj.weight"),
+        o=Proj("attn.attention.out_proj.weight"),
+        ffn=(FFN(gate=Proj("mlp.c_fc_0.weight"), up=Proj("mlp.c_fc_1.weight"), down=Proj("mlp.c_proj.weight")),),
+        attn_norm=_rms("ln_1.weight"),
+        ffn_norm=_rms("ln_2.weight"),
+        final_norm=_rms("ln_f.weight"),
+    ),
+    # post norms on both writes (peri-LN)
+    ArchSpec(model_types=("hyperclovax",), ffn=(_GATED,), attn_post_norm=_rms("post_norm1.weight"),
+             ffn_post_norm=_rms("post_norm2.weight"), **_LLAMA),
+    ArchSpec(model_types=("glm",), ffn=(_GATE_UP,), rope="pairs", **_LLAMA),
+    ArchSpec(model_types=("glm4",), ffn=(_GATE_UP,), rope="pairs",
+             attn_post_norm=_rms("post_self_attn_layernorm.weight"), ffn_post_norm=_rms("post_mlp_layernorm.weight"),
+             **_LLAMA),
+    ArchSpec(model_types=("hunyuan_v1_dense",), ffn=(_GATED,), **_HUNYUAN_QK_NORM, **_LLAMA),
+    ArchSpec(
+        model_types=("apertus", "apertus1p5_text"),
+        ffn=(_PLAIN,),  # xIELU activation
+        **_QK_NORM,
+        **{**_LLAMA, "attn_norm": _rms("attention_layernorm.weight"), "ffn_norm": _rms("feedforward_layernorm.weight")},
+    ),
+    ArchSpec(
+        # LayerNorm without bias; plain FFN with ReLU²
+        model_types=("jais2",),
+        ffn=(_PLAIN,),
+        **{**_LLAMA, "attn_norm": _ln("input_layernorm.weight"), "ffn_norm": _ln("post_attention_layernorm.weight"),
+           "final_norm": _ln("norm.weight")},
+    ),
+    ArchSpec(model_types=("qwen3",), ffn=(_GATED,), **_QK_NORM, **_LLAMA),
+    ArchSpec(model_types=("mixtral",), ffn=(_MIXTRAL_EXPERTS, _FUSED_EXPERTS), **_LLAMA),
+    ArchSpec(  # mixtral with LayerNorms (bias unused) and sparsemixer routing
+        model_types=("phimoe",),
+        ffn=(_MIXTRAL_EXPERTS, _FUSED_EXPERTS),
+        router_scores="sparsemixer",
+        **{**_LLAMA, "attn_norm": _ln("input_layernorm.weight"), "ffn_norm": _ln("post_attention_layernorm.weight"),
+           "final_norm": _ln("norm.weight")},
+    ),
+    ArchSpec(
+        model_types=("minimax_m2",),
+        ffn=(replace(_MIXTRAL_EXPERTS, router_bias="block_sparse_moe.e_score_correction_bias"),
+             replace(_FUSED_EXPERTS, router_bias="block_sparse_moe.e_score_correction_bias")),
+        router_scores="sigmoid",
+        q_norm=(Norm("self_attn.q_norm.weight", "rms", "row"),),
+        k_norm=(Norm("self_attn.k_norm.weight", "rms", "row"),),
+        **_LLAMA,
+    ),
+    ArchSpec(
+        model_types=("olmoe",),
+        ffn=(_QWEN_EXPERTS, _FUSED_EXPERTS),
+        q_norm=(Norm("self_attn.q_norm.weight", "rms", "row"),),
+        k_norm=(Norm("self_attn.k_norm.weight", "rms", "row"),),
+        **_LLAMA,
+    ),
+    ArchSpec(
+        model_types=("granitemoe", "granitemoeshared"),
+        ffn=(replace(_GRANITE_EXPERTS, shared=_GRANITE_SHARED),),
+        variants=(when("shared_intermediate_size", 0, 0, ffn=(_GRANITE_EXPERTS,)),),
+        **_LLAMA,
+    ),
+    ArchSpec(
+        model_types=("glm4_moe", "solar_open"),
+        ffn=_sigmoid_moe("mlp.gate.e_score_correction_bias"),
+        router_scores="sigmoid",
+        variants=(when("use_qk_norm", True, False, **_QK_NORM),),
+        **_LLAMA,
+    ),
+    ArchSpec(
+        # glm4_moe under bailing's names: fused query_key_value (q, k, v rows in turn), per-head QK norms
+        model_types=("sarvam_moe",),
+        ffn=_sigmoid_moe("mlp.gate.expert_bias"),
+        router_scores="sigmoid",
+        q_norm=(Norm("attention.query_layernorm.weight", "rms", "head"),),
+        k_norm=(Norm("attention.key_layernorm.weight", "rms", "head"),),
+        variants=(when("use_qk_norm", False, True, q_norm=(), k_norm=()),),
+        **{**_LLAMA, "embed": "word_embeddings.weight", "o": Proj("attention.dense.weight"),
+           **_fused_qkv("attention.query_key_value.weight", "qkv_split")},
+    ),
+    ArchSpec(model_types=("exaone_moe",), ffn=_sigmoid_moe("mlp.e_score_correction_bias"), router_scores="sigmoid",
+             **_QK_NORM, **_LLAMA),
+    ArchSpec(model_types=("dots1",), ffn=_sigmoid_moe("mlp.gate.e_score_correction_bias"), router_scores="sigmoid",
+             **_QK_NORM, **_LLAMA),
+    ArchSpec(
+        # olmo2's attention and post norms with olmoe's experts
+        model_types=("flex_olmo",),
+        ffn=(_QWEN_EXPERTS, _FUSED_EXPERTS),
+        attn_post_norm=_rms("post_attention_layernorm.weight"),
+        ffn_post_norm=_rms("post_feedforward_layernorm.weight"),
+        q_norm=(Norm("self_attn.q_norm.weight", "rms", "row"),),
+        k_norm=(Norm("self_attn.k_norm.weight", "rms", "row"),),
+        **{**_LLAMA, "attn_norm": (), "ffn_norm": ()},
+    ),
+    ArchSpec(
+        model_types=("ernie4_5_moe",),
+        # a softmax router whose choice adds a bias [1, experts]
+        ffn=(replace(_QWEN_EXPERTS, shared=_SHARED_EXPERTS, router_bias="mlp.moe_statics.e_score_correction_bias"),
+             replace(_FUSED_EXPERTS, shared=_SHARED_EXPERTS, router_bias="mlp.moe_statics.e_score_correction_bias"),
+             _GATED),
+        rope="pairs",
+        **_LLAMA,
+    ),
+    ArchSpec(
+        model_types=("hunyuan_v1_moe",),
+        ffn=(replace(_QWEN_EXPERTS, router="mlp.gate.wg.weight", shared=_HUNYUAN_SHARED),
+             replace(_FUSED_EXPERTS, router="mlp.gate.wg.weight", shared=_HUNYUAN_SHARED)),
+        **_HUNYUAN_QK_NORM,
+        **_LLAMA,
+    ),
+    ArchSpec(
+        model_types=("hy_v3",),
+        ffn=(replace(_QWEN_EXPERTS, router="mlp.router.gate.weight", shared=_HUNYUAN_SHARED,
+                     router_bias="mlp.expert_bias"),
+             replace(_FUSED_EXPERTS, router="mlp.router.gate.weight", shared=_HUNYUAN_SHARED,
+                     router_bias="mlp.expert_bias"),
+             _GATED),
+        router_scores="sigmoid",
+        **_QK_NORM,
         **_LLAMA,
     ),
     ArchSpec(
@@ -288,11 +459,11 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         **_LLAMA,
     ),
     # qwen3 attention (per-head QK norms) with qwen2_moe-like experts and no shared expert
-    ArchSpec(model_types=("qwen3_moe",), ffn=(_QWEN_EXPERTS, _FUSED_EXPERTS, _GATED), **_QK_NORM, **_LLAMA),
+    ArchSpec(model_types=("qwen3_moe", "mellum"), ffn=(_QWEN_EXPERTS, _FUSED_EXPERTS, _GATED), **_QK_NORM, **_LLAMA),
     # --- multi-head latent attention (DeepSeek-V2/V3 and the families built on them) ---
     ArchSpec(
         model_types=("deepseek_v2",),
-        ffn=(_DEEPSEEK_EXPERTS, replace(_FUSED_EXPERTS, shared=_DEEPSEEK_SHARED_EXPERT), _GATED),
+        ffn=(_DEEPSEEK_EXPERTS, replace(_FUSED_EXPERTS, shared=_SHARED_EXPERTS), _GATED),
         rope="pairs",  # complex multiplication on (2p, 2p + 1)
         **_LLAMA_MLA,
     ),
@@ -301,7 +472,7 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         # first_k_dense_replace are dense
         model_types=("deepseek_v3", "glm4_moe_lite"),
         ffn=(replace(_DEEPSEEK_EXPERTS, router_bias="mlp.gate.e_score_correction_bias"),
-             replace(_FUSED_EXPERTS, shared=_DEEPSEEK_SHARED_EXPERT, router_bias="mlp.gate.e_score_correction_bias"),
+             replace(_FUSED_EXPERTS, shared=_SHARED_EXPERTS, router_bias="mlp.gate.e_score_correction_bias"),
              _GATED),
         router_scores="sigmoid",
         rope="pairs",
@@ -310,6 +481,9 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
     ),
     ArchSpec(model_types=("gemma",), ffn=(_GATED,), **_GEMMA),
     ArchSpec(model_types=("gemma2",), ffn=(_GATED,), **_GEMMA2),
+    # gemma2's pre-norms without its post norms
+    ArchSpec(model_types=("vaultgemma",), ffn=(_GATED,),
+             **{**_GEMMA, "ffn_norm": _rms("pre_feedforward_layernorm.weight", "rms_plus1")}),
     ArchSpec(
         model_types=("gemma3_text",),
         ffn=(_GATED,),
@@ -324,12 +498,21 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
            "final_norm": (Norm(None, "layer"),)},
     ),
     ArchSpec(
-        model_types=("olmo2",),
+        model_types=("olmo2", "olmo3"),
         ffn=(_GATED,),
         attn_post_norm=_rms("post_attention_layernorm.weight"),
         ffn_post_norm=_rms("post_feedforward_layernorm.weight"),
         q_norm=(Norm("self_attn.q_norm.weight", "rms", "row"),),
         k_norm=(Norm("self_attn.k_norm.weight", "rms", "row"),),
+        **{**_LLAMA, "attn_norm": (), "ffn_norm": ()},
+    ),
+    ArchSpec(
+        # olmo2's post norms with per-head QK norms
+        model_types=("exaone4",),
+        ffn=(_GATED,),
+        attn_post_norm=_rms("post_attention_layernorm.weight"),
+        ffn_post_norm=_rms("post_feedforward_layernorm.weight"),
+        **_QK_NORM,
         **{**_LLAMA, "attn_norm": (), "ffn_norm": ()},
     ),
     ArchSpec(
@@ -363,6 +546,36 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
                        k_norm=(Norm("self_attn.k_layernorm.weight", "layer", "head"),)),),
     ),
     ArchSpec(
+        # RMSNorms without parameters everywhere (on the embedding and QK too); plain FFN with ReLU²
+        model_types=("nanochat",),
+        embed_norm=(Norm(None),),
+        ffn=(FFN(up=Proj("mlp.fc1.weight"), down=Proj("mlp.fc2.weight")),),
+        q_norm=(Norm(None, "rms", "head"),),
+        k_norm=(Norm(None, "rms", "head"),),
+        **{**_LLAMA, "attn_norm": (Norm(None),), "ffn_norm": (Norm(None),), "final_norm": (Norm(None),)},
+    ),
+    ArchSpec(
+        # glm4's post norms, per-head QK norms, sigmoid-scored experts with shared experts
+        model_types=("kolibri1",),
+        ffn=_sigmoid_moe("moe.router.expert_bias"),
+        router_scores="sigmoid",
+        attn_post_norm=_rms("post_attn_norm.weight"),
+        ffn_post_norm=_rms("post_ffn_norm.weight"),
+        **_QK_NORM,
+        **_LLAMA,
+    ),
+    ArchSpec(
+        # per-head fused query_key_value, per-head QK LayerNorms, plain FFN with ReLU²
+        model_types=("persimmon",),
+        ffn=(FFN(up=Proj("mlp.dense_h_to_4h.weight"), down=Proj("mlp.dense_4h_to_h.weight")),),
+        q_norm=(Norm("self_attn.q_layernorm.weight", "layer", "head"),),
+        k_norm=(Norm("self_attn.k_layernorm.weight", "layer", "head"),),
+        **{**_LLAMA, "o": Proj("self_attn.dense.weight"), "attn_norm": _ln("input_layernorm.weight"),
+           "ffn_norm": _ln("post_attention_layernorm.weight"),
+           "final_norm": _ln("final_layernorm.weight"),
+           **_fused_qkv("self_attn.query_key_value.weight", "qkv_heads")},
+    ),
+    ArchSpec(
         model_types=("phi3",),
         ffn=(
             FFN(
@@ -374,7 +587,67 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         **{**_LLAMA, **_fused_qkv("self_attn.qkv_proj.weight", "qkv_split")},
     ),
     ArchSpec(
-        model_types=("gpt2",),
+        # a parallel block (attention and FFN read one LayerNorm without bias); `logit_scale` scales the logits
+        model_types=("cohere", "cohere2"),
+        ffn=(_GATED,),
+        rope="pairs",
+        variants=(when("use_qk_norm", True, False, unsupported=(
+            "Command R+ style per-head QK LayerNorms with a gain per head (use_qk_norm=true)")),),
+        **{**_LLAMA, "attn_norm": _ln("input_layernorm.weight"), "ffn_norm": _ln("input_layernorm.weight"),
+           "final_norm": _ln("norm.weight")},
+    ),
+    ArchSpec(
+        # cohere2's parallel block with experts beside shared experts (their average is a scalar on the
+        # write); RMSNorms when config.json sets rms_norm_eps, else LayerNorms without bias
+        model_types=("cohere2_moe",),
+        ffn=(replace(_QWEN_EXPERTS, shared=_SHARED_EXPERTS), replace(_FUSED_EXPERTS, shared=_SHARED_EXPERTS), _GATED),
+        rope="pairs",
+        variants=(when("num_shared_experts", 0, 0, ffn=(_QWEN_EXPERTS, _FUSED_EXPERTS, _GATED)),
+                  when("rms_norm_eps", None, None, attn_norm=_ln("input_layernorm.weight"),
+                       ffn_norm=_ln("input_layernorm.weight"), final_norm=_ln("norm.weight")),
+                  when("expert_selection_fn", "sigmoid", "softmax", router_scores="sigmoid")),
+        **{**_LLAMA, "ffn_norm": _rms("input_layernorm.weight")},
+    ),
+    ArchSpec(
+        # LayerNorm1P (1 + w); plain FFN with ReLU²
+        model_types=("nemotron",),
+        ffn=(_PLAIN,),
+        **{**_LLAMA, "attn_norm": _rms("input_layernorm.weight", "layer_plus1"),
+           "ffn_norm": _rms("post_attention_layernorm.weight", "layer_plus1"),
+           "final_norm": _rms("norm.weight", "layer_plus1")},
+    ),
+    ArchSpec(
+        # fused Wqkv (q, k, v one after another), LayerNorms without bias, ALiBi
+        model_types=("mpt",),
+        embed="wte.weight",
+        layer="blocks.{i}.",
+        base_prefix="transformer.",
+        o=Proj("attn.out_proj.weight"),
+        ffn=(FFN(up=Proj("ffn.up_proj.weight"), down=Proj("ffn.down_proj.weight")),),
+        attn_norm=_ln("norm_1.weight"),
+        ffn_norm=_ln("norm_2.weight"),
+        final_norm=_ln("norm_f.weight"),
+        rope=None,
+        alibi=True,
+        variants=(when("alibi", False, True, unsupported="MPT without ALiBi (learned positions, alibi=false)"),),
+        **_fused_qkv("attn.Wqkv.weight", "qkv_split"),
+    ),
+    ArchSpec(
+        # nn.Linear c_attn: multi-query (queries, one key head, one value head) or per head (q, k, v)
+        model_types=("gpt_bigcode",),
+        o=Proj("attn.c_proj.weight"),
+        ffn=(FFN(up=Proj("mlp.c_fc.weight"), down=Proj("mlp.c_proj.weight")),),
+        attn_norm=_ln("ln_1.weight"),
+        ffn_norm=_ln("ln_2.weight"),
+        added_embeds=(("wpe.weight", 0),),
+        rope=None,
+        n_kv_heads=1,
+        variants=(when("multi_query", False, True, n_kv_heads=None, **_fused_qkv("attn.c_attn.weight", "qkv_heads")),),
+        **_fused_qkv("attn.c_attn.weight", "qkv_split"),
+        **_GPT,
+    ),
+    ArchSpec(
+        model_types=("gpt2", "gpt-sw3"),
         q=Proj("attn.c_attn.weight", "qkv_split", "q", transposed=True),
         k=Proj("attn.c_attn.weight", "qkv_split", "k", transposed=True),
         v=Proj("attn.c_attn.weight", "qkv_split", "v", transposed=True),
@@ -410,6 +683,31 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         ffn_norm=_ln("ln_1.weight"),
         rope="pairs",
         **_GPT,
+    ),
+    ArchSpec(
+        # gptj's parallel block with codegen's fused qkv_proj
+        model_types=("codegen",),
+        o=Proj("attn.out_proj.weight"),
+        ffn=(FFN(up=Proj("mlp.fc_in.weight"), down=Proj("mlp.fc_out.weight")),),
+        attn_norm=_ln("ln_1.weight"),
+        ffn_norm=_ln("ln_1.weight"),
+        rope="pairs",
+        **_fused_qkv("attn.qkv_proj.weight", "qkv_mp4"),
+        **_GPT,
+    ),
+    ArchSpec(
+        # post-LN as BERT (ln_1 after attention is the FFN's input norm) without an embedding norm
+        model_types=("openai-gpt",),
+        embed="tokens_embed.weight",
+        layer="h.{i}.",
+        base_prefix="transformer.",
+        o=Proj("attn.c_proj.weight", transposed=True),
+        ffn=(FFN(up=Proj("mlp.c_fc.weight", transposed=True), down=Proj("mlp.c_proj.weight", transposed=True)),),
+        ffn_norm=_ln("ln_1.weight"),
+        residual_norm=_ln("ln_2.weight"),
+        added_embeds=(("positions_embed.weight", 0),),
+        rope=None,
+        **{part: Proj("attn.c_attn.weight", "qkv_split", part, transposed=True) for part in "qkv"},
     ),
     ArchSpec(
         model_types=("gpt_neo",),

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from huref.architectures import FFN, ArchSpec, Norm, Proj, arch_for_config
+from huref.architectures import CENTRED_KINDS, FFN, PLUS_ONE_KINDS, ArchSpec, Norm, Proj, arch_for_config
 from huref.errors import HurefError, excerpt
 
 BLOCK_ELEMENTS = 1 << 24  # rows per block are chosen so a float32 block is ~64 MB
@@ -82,8 +82,8 @@ def model_dims(config: dict, arch: ArchSpec | None = None) -> Dims:
     arch = arch or arch_for_config(config)
     size = dict(kind=int, low=1, high=MAX_SIZE)
     hidden = config_value(config, "hidden_size", "n_embd", "d_model", **size)
-    n_layers = config_value(config, "num_hidden_layers", "n_layer", "num_layers", **size)
-    n_heads = config_value(config, "num_attention_heads", "n_head", "num_heads", **size)
+    n_layers = config_value(config, "num_hidden_layers", "n_layer", "num_layers", "n_layers", **size)
+    n_heads = config_value(config, "num_attention_heads", "n_head", "num_heads", "n_heads", **size)
     if None in (hidden, n_layers, n_heads):
         raise HurefError("config.json lacks the hidden size, layer count or head count")
     n_kv = arch.n_kv_heads or config_value(config, "num_key_value_heads", "num_kv_heads", "n_head_kv",
@@ -92,8 +92,8 @@ def model_dims(config: dict, arch: ArchSpec | None = None) -> Dims:
     if min(hidden, n_layers, n_heads, n_kv, head_dim) <= 0 or n_heads % n_kv:
         raise HurefError("config.json declares inconsistent sizes (heads, key/value heads, hidden size)")
     eps = config_value(config, *EPS_KEYS, default=1e-5, kind=float, low=0.0)
-    n_experts = config_value(config, "num_local_experts", "num_experts", "n_routed_experts", default=0, kind=int,
-                             low=0, high=MAX_SIZE)
+    n_experts = config_value(config, "num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts",
+                             default=0, kind=int, low=0, high=MAX_SIZE)
     return Dims(hidden, n_layers, n_heads, n_kv, head_dim, eps, n_experts)
 
 
@@ -115,6 +115,11 @@ def _qkv_groups(part, d, n_rows, e):
     index = np.arange(n_rows).reshape(d.n_kv_heads, g + 2, d.head_dim)
     picked = {"q": index[:, :g], "k": index[:, g], "v": index[:, g + 1]}[part]
     return picked.reshape(-1)
+
+
+def _qkv_mp4(part, d, n_rows, e):
+    index = np.arange(n_rows).reshape(4, 3, n_rows // 12)  # [shard, (q, v, k), hidden / 4]
+    return index[:, "qvk".index(part)].reshape(-1)
 
 
 def _halves(part, d, n_rows, e):
@@ -139,6 +144,7 @@ LAYOUTS = {
     "qkv_split": _qkv_split,
     "qkv_heads": _qkv_heads,
     "qkv_groups": _qkv_groups,
+    "qkv_mp4": _qkv_mp4,
     "gate_up_split": _halves,
     "experts": _experts,
     "experts_gate_up": _experts_gate_up,
@@ -207,7 +213,7 @@ class NormWeights:
     def scale(self) -> torch.Tensor | None:
         if self.weight is None:
             return None
-        return 1.0 + self.weight if self.kind == "rms_plus1" else self.weight
+        return 1.0 + self.weight if self.kind in PLUS_ONE_KINDS else self.weight
 
 
 @dataclass
@@ -449,7 +455,7 @@ def apply_norm(norm: NormWeights | None, rows: torch.Tensor, heads: int = 1) -> 
         return rows
     n = rows.shape[0]
     x = rows.reshape(n, heads, -1) if norm.scope == "head" else rows
-    if norm.kind == "layer":
+    if norm.kind in CENTRED_KINDS:
         x = x - x.mean(-1, keepdim=True)
     x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.eps)
     scale = norm.scale()

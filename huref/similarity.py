@@ -127,10 +127,11 @@ def pcs(model_a, model_b, layers: list[int]) -> float | None:
         if name not in names_b or model_a.reader.shape(name) != model_b.reader.shape(name):
             continue
         shape = model_a.reader.shape(name)
-        n_rows = max(1, shape[0] if len(shape) == 1 else torch.Size(shape[:-1]).numel())
-        step = n_rows if len(shape) == 1 else max(1, (1 << 22) // shape[-1])
+        whole = len(shape) <= 1  # a vector, or a scalar (apertus' activation parameters): read at once
+        n_rows = 1 if whole else max(1, torch.Size(shape[:-1]).numel())
+        step = 1 if whole else max(1, (1 << 22) // shape[-1])
         for start in range(0, n_rows, step):
-            rows = None if len(shape) == 1 else slice(start, start + step)
+            rows = None if whole else slice(start, start + step)
             ta, tb = model_a.reader.read(name, rows).double(), model_b.reader.read(name, rows).double()
             dot += float((ta * tb).sum())
             norm_a += float((ta * ta).sum())

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from huref.architectures import FFN, ArchSpec, Norm, Proj, arch_for_config
+from huref.architectures import FFN, PLUS_ONE_KINDS, ArchSpec, Norm, Proj, arch_for_config
 from huref.errors import HurefError
 from huref.layers import EPS_KEYS, LAYOUTS, Dims, LatentDims, config_value, latent_dims, model_dims
 
@@ -194,8 +194,6 @@ def _norm_name(layout: Layout, norms: tuple[Norm, ...]) -> str | None:
 def layout_of(config: dict) -> Layout:
     """The Layout of a checkpoint with HF `config` (config.json as a dict)."""
     arch = arch_for_config(config)
-    if any(n.kind == "layer" for n in arch.q_norm + arch.k_norm):
-        raise HurefError(f"attacks: {config['model_type']} with LayerNorm on queries and keys is not supported")
     dims = model_dims(config, arch)
     rope = config.get("rope_parameters") or {}
     partial = config_value(config, "partial_rotary_factor", "rotary_pct",
@@ -211,7 +209,8 @@ def layout_of(config: dict) -> Layout:
         tied=bool(config.get("tie_word_embeddings", True)),
         eps_key=next((key for key in EPS_KEYS if config.get(key) is not None), None),
         relu=activation == "relu", clip_qkv=config.get("clip_qkv") is not None,
-        reader_bias=all(config.get(k) is not False for k in ("bias", "use_bias", "use_qkv_bias", "enable_bias")))
+        reader_bias=all(config.get(k) is not False
+                        for k in ("bias", "use_bias", "use_qkv_bias", "enable_bias", "attention_bias")))
 
 
 # ----------------------------------------------------------------------------- canonical (unfused) view
@@ -360,7 +359,7 @@ class Canon:
         return None if names is None else names[0 if suffix == "weight" else 1]
 
     def kind(self, i, role) -> str | None:
-        """The norm kind ("rms", "rms_plus1", "layer") of norm `role`."""
+        """The norm kind ("rms", "rms_plus1", "layer", "layer_plus1") of norm `role`."""
         return self.kinds.get(self.name(i, role))
 
     def get(self, i, role, suffix="weight"):
@@ -445,12 +444,12 @@ def _norm_gain(canon, i, role):
     weight, bias = canon.get(i, role), canon.get(i, role, "bias")
     if weight is None:
         return None, bias
-    return (weight.double() + 1 if canon.kind(i, role) == "rms_plus1" else weight.double()), bias
+    return (weight.double() + 1 if canon.kind(i, role) in PLUS_ONE_KINDS else weight.double()), bias
 
 
 def _set_gain(canon, i, role, gain):
     if canon.get(i, role) is not None:
-        canon.put(i, role, (gain - 1 if canon.kind(i, role) == "rms_plus1" else gain).float())
+        canon.put(i, role, (gain - 1 if canon.kind(i, role) in PLUS_ONE_KINDS else gain).float())
 
 
 def _reader_groups(canon, i):
@@ -655,7 +654,8 @@ def qk_norm_rescale(checkpoint: Checkpoint, generator: torch.Generator) -> Check
 
 
 def qk_norm_gain_exchange(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
-    """QK-norm models: q_norm gain times s, k_norm gain divided by s, s equal on both dims of each rotary pair."""
+    """QK-norm models: q_norm gain (and a LayerNorm's bias) times s, k_norm's divided by s, s equal on both
+    dims of each rotary pair: every product of a query and a key dimension is unchanged."""
     def edit(canon, result):
         lay = canon.layout
         d = lay.head_dim
@@ -670,6 +670,7 @@ def qk_norm_gain_exchange(checkpoint: Checkpoint, generator: torch.Generator) ->
             for role, factor in (("q_norm", s_q), ("k_norm", 1 / s_k)):
                 gain, _ = _norm_gain(canon, i, role)
                 _set_gain(canon, i, role, gain * factor)
+                canon.update(i, role, _f64(lambda b: b * factor), "bias")
     return _edit(checkpoint, edit)
 
 
@@ -854,7 +855,7 @@ def expert_permutation(checkpoint: Checkpoint, generator: torch.Generator) -> Ch
                 for sub in subs:
                     canon.put(i, f"expert{e}.{sub}", old[(int(order[e]), sub)])
             canon.update(i, "router", lambda w: w[order])
-            canon.update(i, "router_bias", lambda b: b[order])
+            canon.update(i, "router_bias", lambda b: b[..., order])   # [experts] or [1, experts] (ernie4_5_moe)
     return _edit(checkpoint, edit)
 
 
@@ -1160,7 +1161,7 @@ def is_valid(name: str, layout: Layout) -> bool:
         "qk_transform": layout.qk_norm is None and not layout.clip_qkv and not mla,
         "qk_scale": layout.qk_norm is None and not layout.clip_qkv and not mla,
         "qk_norm_rescale": layout.qk_norm is not None and not layout.clip_qkv,
-        "qk_norm_gain_exchange": layout.qk_norm is not None,
+        "qk_norm_gain_exchange": layout.qk_norm is not None and layout.arch.q_norm[0].name is not None,
         "vo_transform": not layout.clip_qkv and not mla,
         "head_permutation": not layout.alibi and not mla,   # ALiBi slopes are tied to head positions
         # latent attention (MLA) has its own head layout, latent spaces and shared rotary key
@@ -1171,16 +1172,20 @@ def is_valid(name: str, layout: Layout) -> bool:
         "ffn_permutation": True,
         "ffn_scale": layout.gated or layout.relu,
         "expert_permutation": layout.n_experts > 0,
-        # needs the norm epsilon in config.json and residual reads only through norms
-        "embedding_scale": layout.eps_key is not None and layout.pre_norms and not layout.residual_post_norm,
+        # needs the norm epsilon in config.json, residual reads only through norms, and an embedding norm (if
+        # any) with a gain to scale (a bare one would divide the scale out of the stream's start)
+        "embedding_scale": layout.eps_key is not None and layout.pre_norms and not layout.residual_post_norm
+                           and (not layout.arch.embed_norm or layout.emb_norm is not None),
         "post_norm_rescale": layout.post_norms and not layout.residual_post_norm,
         # the embedding norm must see the token embedding alone (bert adds position embeddings first)
         "embedding_row_scale": layout.emb_norm is not None and not layout.pos_embeds,
         "position_embedding_shift": bool(layout.pos_embeds),
-        "mean_shift": layer_norm,
+        # the first block must read the embedding through a LayerNorm (openai-gpt's reads it raw)
+        "mean_shift": layer_norm and (layout.pre_norms or layout.emb_norm is not None),
         "layernorm_null_direction": layer_norm and layout.pre_norms and not layout.residual_post_norm
                                     and (layout.reader_bias or layout.bare_norms),
-        "router_shift": layout.n_experts > 0 and layout.arch.router_scores == "softmax",   # sigmoid: no shift
+        # a shift added to every expert's logit: a softmax cancels it, sigmoid scores and sparsemixer's masks do not
+        "router_shift": layout.n_experts > 0 and layout.arch.router_scores == "softmax",
         "append_vocabulary": True,
         "reorder_vocabulary": True,
     }

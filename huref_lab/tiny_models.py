@@ -4,7 +4,9 @@ Every model is float32, 3 layers, hidden size 64 (4 query heads of 16, 2 key/val
 architecture has grouped-query attention), a 384-token vocabulary, and MoE layers with 4 experts.
 Variants of one model_type have their own entries: falcon_gqa (new_decoder_architecture, grouped KV)
 beside falcon (multi-query, parallel), qwen2_moe_dense (its middle layer keeps a dense FFN, as
-qwen3_moe's does).
+qwen3_moe's does), gpt_bigcode_mha (per-head fused c_attn beside the multi-query default),
+phi_qk_layernorm (phi with its per-head QK LayerNorms), cohere2_moe_rms (RMSNorms, sigmoid router, no
+shared expert, beside LayerNorms, softmax and a shared expert).
 Norm gains and every bias get random non-trivial values, so that norm folding and bias handling
 matter. Each checkpoint is saved in Hugging Face layout (config.json + model.safetensors) together
 with a word-level tokenizer.json over a synthetic vocabulary of distinct strings.
@@ -17,6 +19,8 @@ from pathlib import Path
 import torch
 import transformers
 from tokenizers import Tokenizer, models, pre_tokenizers
+
+from huref.architectures import PLUS_ONE_KINDS, arch_for_config
 
 transformers.logging.disable_progress_bar()
 
@@ -104,13 +108,105 @@ CONFIGS = {
     "olmo2": dict(_LLAMA_LIKE, num_key_value_heads=HEADS, tie_word_embeddings=False, rms_norm_eps=_SMALL_EPS),
     "stablelm": dict(_LLAMA_LIKE, partial_rotary_factor=0.25, use_qkv_bias=True, qk_layernorm=False,
                      use_parallel_residual=False, tie_word_embeddings=False),
+    "internlm3": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, attention_bias=True, mlp_bias=True, tie_word_embeddings=False),
+    "iquestcoder": dict(_LLAMA_LIKE, tie_word_embeddings=False),
+    "cwm": dict(_LLAMA_LIKE, sliding_window=8, tie_word_embeddings=False),
+    "ministral": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, sliding_window=8, tie_word_embeddings=False),
+    "ministral3": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, tie_word_embeddings=False),
+    "seed_oss": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, attention_bias=True, tie_word_embeddings=False),
+    "smollm3": dict(_LLAMA_LIKE, no_rope_layers=[1, 0, 1], tie_word_embeddings=True),
+    "granite": dict(_LLAMA_LIKE, embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.4,
+                    logits_scaling=8.0, tie_word_embeddings=False),
+    "helium": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, tie_word_embeddings=False),
+    "ernie4_5": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, use_bias=True, tie_word_embeddings=True),
+    "arcee": dict(_LLAMA_LIKE, tie_word_embeddings=False),
+    "exaone": dict(_LLAMA_LIKE, tie_word_embeddings=False),
+    "hyperclovax": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, rms_norm_eps=_SMALL_EPS, tie_word_embeddings=False),
+    "glm": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, tie_word_embeddings=False),
+    "glm4": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, rms_norm_eps=_SMALL_EPS, tie_word_embeddings=False),
+    "hunyuan_v1_dense": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, rms_norm_eps=_SMALL_EPS, tie_word_embeddings=False),
+    "apertus": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, rms_norm_eps=_SMALL_EPS, tie_word_embeddings=False),
+    "apertus1p5_text": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, rms_norm_eps=_SMALL_EPS, tie_word_embeddings=False),
+    "jais2": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, tie_word_embeddings=False),
+    "olmo3": dict(_LLAMA_LIKE, sliding_window=8, tie_word_embeddings=False, rms_norm_eps=_SMALL_EPS),
+    "exaone4": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, sliding_window=8, rms_norm_eps=_SMALL_EPS,
+                    tie_word_embeddings=False),
+    "vaultgemma": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, query_pre_attn_scalar=HEAD_DIM, sliding_window=8),
+    "gpt-sw3": dict(vocab_size=VOCAB_SIZE, n_embd=HIDDEN, n_layer=N_LAYERS, n_head=HEADS, n_positions=128),
+    "phimoe": dict(_LLAMA_LIKE, intermediate_size=32, num_local_experts=4, num_experts_per_tok=2,
+                   tie_word_embeddings=False),
+    "minimax_m2": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, intermediate_size=32, num_local_experts=4, num_experts_per_tok=2,
+                       rms_norm_eps=_SMALL_EPS, tie_word_embeddings=False),
+    "olmoe": dict(_LLAMA_LIKE, intermediate_size=32, num_experts=4, num_experts_per_tok=2, rms_norm_eps=_SMALL_EPS,
+                  tie_word_embeddings=False),
+    "mellum": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2,
+                   rms_norm_eps=_SMALL_EPS, tie_word_embeddings=False),
+    "granitemoe": dict(_LLAMA_LIKE, intermediate_size=32, num_local_experts=4, num_experts_per_tok=2,
+                       embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.4,
+                       logits_scaling=8.0, tie_word_embeddings=False),
+    "granitemoeshared": dict(_LLAMA_LIKE, intermediate_size=32, num_local_experts=4, num_experts_per_tok=2,
+                             shared_intermediate_size=48, tie_word_embeddings=False),
+    "glm4_moe": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, moe_intermediate_size=32, n_routed_experts=4,
+                     num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1, n_group=1, topk_group=1,
+                     use_qk_norm=True, rms_norm_eps=_SMALL_EPS, tie_word_embeddings=False),
+    "solar_open": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, moe_intermediate_size=32, n_routed_experts=4,
+                       num_experts_per_tok=2, n_shared_experts=1, n_group=1, topk_group=1, tie_word_embeddings=False),
+    "exaone_moe": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2,
+                       n_shared_experts=1, first_k_dense_replace=1, n_group=1, topk_group=1,
+                       rms_norm_eps=_SMALL_EPS, tie_word_embeddings=False),
+    "ernie4_5_moe": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, moe_intermediate_size=32, moe_num_experts=4, moe_k=2,
+                         moe_num_shared_experts=1, moe_layer_start_index=1, use_bias=True, tie_word_embeddings=False),
+    "hunyuan_v1_moe": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, intermediate_size=32, num_experts=4, moe_topk=2,
+                           rms_norm_eps=_SMALL_EPS, tie_word_embeddings=False),
+    "hy_v3": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2,
+                  rms_norm_eps=_SMALL_EPS, tie_word_embeddings=False),
+    "cohere": dict(_LLAMA_LIKE, logit_scale=0.25, tie_word_embeddings=True),
+    "cohere2": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, sliding_window=8, logit_scale=0.25, tie_word_embeddings=True),
+    "nemotron": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, partial_rotary_factor=0.5, tie_word_embeddings=False),
+    "mpt": dict(vocab_size=VOCAB_SIZE, d_model=HIDDEN, n_layers=N_LAYERS, n_heads=HEADS, expansion_ratio=2,
+                max_seq_len=128),
+    "gpt_bigcode": dict(vocab_size=VOCAB_SIZE, n_embd=HIDDEN, n_layer=N_LAYERS, n_head=HEADS, n_positions=128,
+                        n_inner=FFN, multi_query=True),
+    "gpt_bigcode_mha": dict(vocab_size=VOCAB_SIZE, n_embd=HIDDEN, n_layer=N_LAYERS, n_head=HEADS, n_positions=128,
+                            n_inner=FFN, multi_query=False),
+    "persimmon": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=N_LAYERS,
+                      num_attention_heads=HEADS, max_position_embeddings=128, qk_layernorm=True,
+                      layer_norm_eps=_SMALL_EPS, tie_word_embeddings=False),
+    "phi_qk_layernorm": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, intermediate_size=FFN,
+                             num_hidden_layers=N_LAYERS, num_attention_heads=HEADS, num_key_value_heads=KV_HEADS,
+                             partial_rotary_factor=0.5, qk_layernorm=True, layer_norm_eps=_SMALL_EPS,
+                             max_position_embeddings=128, tie_word_embeddings=False),
+    "codegen": dict(vocab_size=VOCAB_SIZE, n_embd=HIDDEN, n_layer=N_LAYERS, n_head=HEADS, rotary_dim=8,
+                    n_positions=128, n_inner=FFN, tie_word_embeddings=False),
+    "openai-gpt": dict(vocab_size=VOCAB_SIZE, n_embd=HIDDEN, n_layer=N_LAYERS, n_head=HEADS, n_positions=128),
+    "nanochat": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, rms_norm_eps=_SMALL_EPS, tie_word_embeddings=False),
+    "kolibri1": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2,
+                     shared_expert_intermediate_size=48, sliding_window=8, rms_norm_eps=_SMALL_EPS,
+                     tie_word_embeddings=False),
+    "dots1": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, moe_intermediate_size=32, n_routed_experts=4, num_experts_per_tok=2,
+                  n_shared_experts=1, first_k_dense_replace=1, n_group=1, topk_group=1, rms_norm_eps=_SMALL_EPS,
+                  tie_word_embeddings=False),
+    "flex_olmo": dict(_LLAMA_LIKE, intermediate_size=32, num_experts=4, num_experts_per_tok=2, rms_norm_eps=_SMALL_EPS,
+                      tie_word_embeddings=False),
+    "sarvam_moe": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, moe_intermediate_size=32, n_routed_experts=4,
+                       num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1, n_group=1, topk_group=1,
+                       rms_norm_eps=_SMALL_EPS, tie_word_embeddings=False),
+    "cohere2_moe": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, intermediate_size=32, num_experts=4, num_experts_per_tok=2,
+                        num_shared_experts=1, mlp_layer_types=["dense", "sparse", "sparse"],
+                        prefix_dense_intermediate_size=FFN, sliding_window=8, logit_scale=0.25,
+                        tie_word_embeddings=True),
+    "cohere2_moe_rms": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, intermediate_size=32, num_experts=4, num_experts_per_tok=2,
+                            mlp_layer_types=["sparse", "dense", "sparse"], prefix_dense_intermediate_size=FFN,
+                            rms_norm_eps=1e-6, expert_selection_fn="sigmoid", sliding_window=8,
+                            tie_word_embeddings=True),
     "bert": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, num_hidden_layers=N_LAYERS,
                  num_attention_heads=HEADS, intermediate_size=FFN, max_position_embeddings=128),
 }
 
 ARCHITECTURES = tuple(CONFIGS)
 # config.json model_type of each entry: variants of one model_type get their own entry
-VARIANT_OF = {"falcon_gqa": "falcon", "qwen2_moe_dense": "qwen2_moe"}
+VARIANT_OF = {"falcon_gqa": "falcon", "qwen2_moe_dense": "qwen2_moe", "gpt_bigcode_mha": "gpt_bigcode",
+              "phi_qk_layernorm": "phi", "cohere2_moe_rms": "cohere2_moe"}
 MODEL_TYPE = {name: VARIANT_OF.get(name, name) for name in CONFIGS}
 
 
@@ -130,27 +226,28 @@ def _is_norm(module) -> bool:
 def build_model(name: str, seed: int = 0):
     """A randomly initialised float32 torch model for architecture `name`, in eval mode.
 
-    Norm gains are drawn around their neutral value (1, or 0 for gemma's `1 + weight` convention)
+    Norm gains are drawn around their neutral value (1, or 0 for the `1 + weight` convention of gemma and nemotron)
     and every norm and linear bias is non-zero.
     """
     config = make_config(name)
     torch.manual_seed(seed)
     auto = transformers.AutoModelForMaskedLM if name == "bert" else transformers.AutoModelForCausalLM
     model = auto.from_config(config, dtype=torch.float32).eval()
-    gemma_like = MODEL_TYPE[name].startswith("gemma")
+    spec = arch_for_config(config.to_dict())
+    plus_one = any(n.kind in PLUS_ONE_KINDS for n in spec.attn_norm + spec.ffn_norm + spec.final_norm)
     generator = torch.Generator().manual_seed(seed + 1000)
     with torch.no_grad():
         for module in model.modules():
             weight = getattr(module, "weight", None)
             bias = getattr(module, "bias", None)
             if _is_norm(module) and isinstance(weight, torch.nn.Parameter):
-                centre = 0.0 if gemma_like else 1.0
+                centre = 0.0 if plus_one else 1.0
                 weight.copy_(centre + 0.4 * (torch.rand(weight.shape, generator=generator) - 0.5) * 2)
             if isinstance(bias, torch.nn.Parameter):
                 bias.copy_(0.1 * torch.randn(bias.shape, generator=generator))
-        for name, buffer in model.named_buffers():
-            if name.endswith("e_score_correction_bias"):   # DeepSeek-V3's choice-only router bias
-                buffer.copy_(0.1 * torch.randn(buffer.shape, generator=generator))
+        for name, tensor in [*model.named_buffers(), *model.named_parameters()]:
+            if name.endswith("e_score_correction_bias"):   # a choice-only router bias (DeepSeek-V3, ernie4_5_moe)
+                tensor.copy_(0.1 * torch.randn(tensor.shape, generator=generator))
     return model
 
 

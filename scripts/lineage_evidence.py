@@ -15,19 +15,17 @@ import argparse
 import json
 import math
 import os
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import experiments as ex  # noqa: E402
-import zoo_similarity as zs  # noqa: E402
+import experiments as ex
+import zoo_similarity as zs
 
-from huref.errors import HurefError  # noqa: E402
-from huref.invariants import DEFAULT_LAYERS, load_terms  # noqa: E402
-from huref.lineage import LINEAGE_TOKENS, align_layers, lineage_image, lineage_statistic, term_maps  # noqa: E402
-from huref.statistics import (ALPHA_SAME_BASE, ALPHA_UNRELATED, NULL_PANEL_FILE, panel_summary,  # noqa: E402
+from huref.errors import HurefError
+from huref.invariants import DEFAULT_LAYERS, load_terms
+from huref.lineage import LINEAGE_TOKENS, align_layers, lineage_image, lineage_statistic, term_maps
+from huref.statistics import (ALPHA_SAME_BASE, ALPHA_UNRELATED, NULL_PANEL_FILE, panel_summary,
                               verdict_from_statistic)
 
 REPO = Path(__file__).resolve().parent.parent

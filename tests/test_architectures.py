@@ -8,7 +8,8 @@ from huref.architectures import ARCHITECTURES, arch_for_config
 from huref.errors import HurefError
 from huref.layers import LAYOUTS, model_dims
 
-NORM_KINDS = {"rms", "rms_plus1", "layer"}
+NORM_KINDS = {"rms", "rms_plus1", "layer", "layer_plus1"}
+ROUTER_SCORINGS = {"softmax", "sigmoid", "sparsemixer"}
 
 
 def every_variant(spec):
@@ -37,6 +38,7 @@ def test_every_row_speaks_the_one_vocabulary(spec):
         assert {n.kind for n in norms(variant)} <= NORM_KINDS
         assert {n.scope for n in norms(variant)} <= {"row", "head"}
         assert variant.rope in ("half", "pairs", None)
+        assert variant.router_scores in ROUTER_SCORINGS
 
 
 FALCON = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4)

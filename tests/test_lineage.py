@@ -13,12 +13,12 @@ import re
 import pytest
 import torch
 
-from huref import attacks
 from huref.errors import HurefError
 from huref.lineage import align_layers, layer_map, lineage, lineage_image, lineage_statistic, term_maps, whole_depth_terms
 from huref.similarity import compare_terms
 from huref.sources import load_model
 from huref.statistics import null_panel, panel_summary, student_t_sf, verdict_from_statistic
+from huref_lab import attacks
 
 N_TOKENS = 96
 

@@ -1,0 +1,175 @@
+"""Which of transformers' causal-LM model types huref fingerprints, and why not the others (data).
+
+Every `model_type` of transformers' causal-LM mapping (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) is either
+supported (a row of huref.architectures, with at least one tiny model in huref_lab.tiny_models that
+the attack suite covers), not applicable (NOT_APPLICABLE: no decoder-only transformer whose terms
+mean something), or not yet supported (NOT_YET, with the reason). `render()` gives the Markdown
+table of docs/ARCHITECTURES.md; scripts/coverage.py writes it and tests/test_coverage.py checks it.
+"""
+
+from __future__ import annotations
+
+import transformers
+
+from huref.architectures import ARCHITECTURES, supported_model_types
+from huref.sources import TEXT_MODEL_TYPES
+from huref_lab.tiny_models import MODEL_TYPE
+
+OTHER_WORK = "handled by the MLA/hybrid/VLM work"
+_MLA = f"multi-head latent attention (q_a/q_b, kv_a/kv_b), {OTHER_WORK}"
+_HYBRID = ("hybrid layers (linear attention, gated delta-net, Mamba or convolution blocks beside attention), "
+           f"{OTHER_WORK}")
+_VLM = f"multimodal wrapper (text_config, language-model prefix), {OTHER_WORK}"
+_SINKS = f"attention sinks, {OTHER_WORK} (gpt_oss)"
+_ENCODER_DECODER = "the decoder of an encoder-decoder model: its layers cross-attend to an encoder's output"
+_ENCODER = "encoder-only masked LM (bidirectional, BERT-like); bert's row shows how one would be added"
+_RECURRENT = "pure recurrent / state-space model: no attention, so no QK or VO term"
+_GATED_ATTENTION = "a learned gate multiplies each head's attention output before o_proj: the VO term would need it"
+_TRANSPOSED_EXPERTS = "expert weights stored [in, out] (transposed stacked experts): needs a transposed expert layout"
+_SINUSOIDS = ("fixed sinusoidal positions added to the residual stream: they are not weights, so no rewrite of the "
+              "stream preserves them and the probe rows would need the table")
+_HYPER_CONNECTIONS = "hyper-connections (several residual streams mixed by learned matrices)"
+
+NOT_APPLICABLE = {
+    **{t: _ENCODER_DECODER for t in ("bart", "bigbird_pegasus", "blenderbot", "blenderbot-small", "marian", "mbart",
+                                     "mvp", "pegasus", "plbart", "prophetnet")},
+    "trocr": "image-to-text decoder cross-attending to a vision encoder",
+    "whisper": "speech-to-text decoder cross-attending to an audio encoder",
+    "musicgen": "audio-codebook decoder cross-attending to a text encoder",
+    "musicgen_melody": "audio-codebook decoder conditioned on a text encoder",
+    **{t: _RECURRENT for t in ("mamba", "mamba2", "falcon_mamba", "rwkv")},
+    "xlstm": "recurrent mLSTM/sLSTM cells with exponential gating: no softmax attention",
+}
+
+NOT_YET = {
+    **{t: _MLA for t in ("axk1", "axk2", "deepseek_v32", "dots3_note", "dots3_note_text", "glm_moe_dsa",
+                         "longcat_flash", "minicpm3", "sarvam_mla", "youtu")},
+    "deepseek_v4": f"{_MLA}; also {_HYPER_CONNECTIONS}",
+    "hy_v4": f"{_MLA}; also {_HYPER_CONNECTIONS}",
+    **{t: _HYBRID for t in ("bailing_hybrid", "bamba", "falcon_h1", "granitemoehybrid", "jamba", "kimi_linear",
+                            "lara_mini", "lfm2", "lfm2_moe", "lfm3", "minimax", "nemotron_h", "olmo_hybrid", "qwen3_5",
+                            "qwen3_5_moe", "qwen3_5_moe_text", "qwen3_5_text", "qwen3_next", "recurrent_gemma",
+                            "zamba", "zamba2")},
+    "qwen4_exp": f"{_HYBRID}; also {_HYPER_CONNECTIONS}",
+    "qwen4_exp_text": f"{_HYBRID}; also {_HYPER_CONNECTIONS}",
+    **{t: _VLM for t in ("emu3", "fuyu", "gemma4", "gemma4_unified", "git", "got_ocr2", "mllama", "minimax_m3_vl_text",
+                         "moss_transcribe_diarize", "phi4_multimodal")},
+    "llama4": f"read through text_config as llama4_text, which is not supported yet ({_TRANSPOSED_EXPERTS})",
+    "gpt_oss": f"{_SINKS}; MXFP4 experts",
+    **{t: _SINKS for t in ("granite_swa", "granitemoe_swa", "flint")},
+    "mimo_v2_flash": f"{_SINKS}; value heads wider than query/key heads",
+    **{t: _ENCODER for t in ("bert-generation", "big_bird", "camembert", "data2vec-text", "electra", "ernie",
+                             "megatron-bert", "rembert", "roberta", "roberta-prelayernorm", "roc_bert", "roformer",
+                             "xlm", "xlm-roberta", "xlm-roberta-xl", "xmod")},
+    "xlnet": "permutation LM with two-stream relative attention",
+    "reformer": "LSH attention with shared query/key projections and reversible residual streams",
+    **{t: _GATED_ATTENTION for t in ("afmoe", "beam", "laguna")},
+    "hrm_text": f"hierarchical recurrent blocks iterated over steps; {_GATED_ATTENTION}",
+    "dory": f"learned query/key scales (sqk) and no norms; {_GATED_ATTENTION}",
+    **{t: _TRANSPOSED_EXPERTS for t in ("dbrx", "llama4_text", "aria_text")},
+    **{t: _SINUSOIDS for t in ("ctrl", "xglm")},
+    "biogpt": "the token embedding is scaled by sqrt(hidden) before learned positions are added: an embedding "
+              "scale the table cannot express yet",
+    "bitnet": "RMSNorms inside attention (before o_proj) and inside the FFN (before down_proj): sub-norms on the "
+              "VO and FFN paths the terms do not model",
+    "diffllama": "differential attention (two softmax maps subtracted with learned lambdas): new QK algebra",
+    "doge": "dynamic mask attention and learned residual gains",
+    "jetmoe": "mixture of attention heads (attention experts with their own router): new QK/VO algebra",
+    "gemma3n": "per-layer input embeddings, AltUp and LAuReL blocks (and a multimodal wrapper)",
+    "gemma3n_text": "per-layer input embeddings, AltUp and LAuReL blocks",
+    "gemma4_text": "per-layer input embeddings, key/value sharing between layers, per-layer head sizes",
+    "gemma4_unified_text": "per-layer input embeddings, key/value sharing between layers, per-layer head sizes",
+    "gemma4_assistant": "draft model reading the target model's hidden states (pre/post projections)",
+    "gemma4_unified_assistant": "draft model reading the target model's hidden states (pre/post projections)",
+    **{t: "short convolutions on keys/values and a learned relative position bias"
+       for t in ("inkling_text", "inkling2_text", "inkling2_loop_text")},
+    "blt": "byte latent transformer: local byte encoder/decoder with cross-attention around a global transformer",
+    "moshi": "speech-text model whose projections are per-codebook multi-linear weights",
+    "cohere_compass_text": "not examined: its default config does not build a model in transformers 5.24",
+    "cpmant": "segment embeddings and bucketed relative position biases not mapped yet",
+    "gpt_neox_japanese": "not mapped yet (attention output bias kept apart from the dense layer)",
+    "modernbert-decoder": "not mapped yet (ModernBERT's decoder: alternating local/global attention, its own names)",
+    "zaya": "compressed convolutional attention: new QK/VO algebra",
+}
+
+
+def causal_lm_types() -> list[str]:
+    """The model types of transformers' causal-LM mapping (the installed version's), in its order."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return list(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+
+
+def tiny_models_of(model_type: str) -> list[str]:
+    """Names of the huref_lab.tiny_models entries whose config.json has `model_type`."""
+    return [name for name, t in MODEL_TYPE.items() if t == model_type]
+
+
+def refused_variants(model_type: str) -> list[str]:
+    """The reasons of the config variants huref refuses for `model_type` (from its ArchSpec row)."""
+    spec = next(s for s in ARCHITECTURES if model_type in s.model_types)
+    return [value for v in spec.variants for key, value in v.changes if key == "unsupported"]
+
+
+def supported_wrappers() -> dict[str, str]:
+    """Multimodal model types huref reads as their language model (huref.sources.TEXT_MODEL_TYPES) whose
+    language model is supported: wrapper model_type -> text model_type."""
+    supported = set(supported_model_types())
+    return {wrapper: text for wrapper, text in TEXT_MODEL_TYPES.items() if text in supported}
+
+
+def statuses() -> list[tuple[str, str, str]]:
+    """(model_type, status, detail) for every causal-LM type and every supported one, sorted by type:
+    status "supported" (detail: its tiny models and refused variants; for a multimodal wrapper, the
+    language model it is read as), "not applicable" or "not yet" (detail: the reason), or "missing"
+    when a type has none (tests/test_coverage.py refuses that)."""
+    supported = set(supported_model_types())
+    wrappers = supported_wrappers()
+    rows = []
+    for model_type in sorted(set(causal_lm_types()) | supported):
+        if model_type in supported:
+            detail = ", ".join(f"`{name}`" for name in tiny_models_of(model_type)) or "no tiny model"
+            refused = refused_variants(model_type)
+            rows.append((model_type, "supported", detail + "".join(f"; refuses {r}" for r in refused)))
+        elif model_type in wrappers:
+            rows.append((model_type, "supported", f"multimodal wrapper, read as its language model "
+                                                  f"`{wrappers[model_type]}` (tests/test_multimodal.py)"))
+        elif model_type in NOT_APPLICABLE:
+            rows.append((model_type, "not applicable", NOT_APPLICABLE[model_type]))
+        elif model_type in NOT_YET:
+            rows.append((model_type, "not yet", NOT_YET[model_type]))
+        else:
+            rows.append((model_type, "missing", ""))
+    return rows
+
+
+def summary() -> str:
+    """The README's count: "N of the M causal-LM model types of transformers V"."""
+    supported = sum(1 for _, status, _ in statuses() if status == "supported")
+    total = len(causal_lm_types())
+    return f"{supported} of the {total} causal-LM model types of transformers {transformers.__version__}"
+
+
+def render() -> str:
+    """docs/ARCHITECTURES.md: counts, then one table row per model type."""
+    rows = statuses()
+    count = {status: sum(1 for _, s, _ in rows if s == status) for status in ("supported", "not applicable", "not yet")}
+    lines = [
+        "# Architectures",
+        "",
+        "Generated by `python scripts/coverage.py` from transformers' causal-LM mapping "
+        f"(transformers {transformers.__version__}, {len(causal_lm_types())} model types) and huref's architecture "
+        "table; the reasons live in `huref_lab/coverage.py`. Do not edit by hand.",
+        "",
+        f"**{count['supported']} supported**, {count['not applicable']} not applicable, {count['not yet']} not yet.",
+        "",
+        "A supported model type has a row in `huref/architectures.py` and a tiny model in "
+        "`huref_lab/tiny_models.py` (named below), on which `tests/test_attacks.py` checks that every "
+        "function-preserving rewrite valid for it leaves the logits and the invariant terms unchanged. "
+        "Any other model type is refused with one line (`unsupported model_type ...`).",
+        "",
+        "| model_type | status | tiny model / reason |",
+        "|---|---|---|",
+    ]
+    lines += [f"| `{t}` | {status} | {detail} |" for t, status, detail in rows]
+    return "\n".join(lines) + "\n"
