@@ -4,7 +4,7 @@ Every model is float32, 3 layers, hidden size 64 (4 query heads of 16, 2 key/val
 architecture has grouped-query attention), a 384-token vocabulary, and MoE layers with 4 experts.
 Variants of one model_type have their own entries: falcon_gqa (new_decoder_architecture, grouped KV)
 beside falcon (multi-query, parallel), qwen2_moe_dense (its middle layer keeps a dense FFN, as
-qwen3_moe's does).
+qwen3_moe's does). Hybrid models (qwen3_next, qwen3_5_text, qwen3_5_moe_text, jamba) have 4 layers, attention on layers 0 and 2.
 Norm gains and every bias get random non-trivial values, so that norm folding and bias handling
 matter. Each checkpoint is saved in Hugging Face layout (config.json + model.safetensors) together
 with a word-level tokenizer.json over a synthetic vocabulary of distinct strings.
@@ -70,6 +70,34 @@ CONFIGS = {
                           qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=12, moe_intermediate_size=32,
                           n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, n_group=1, topk_group=1,
                           mlp_layer_types=["dense", "sparse", "sparse"], tie_word_embeddings=False),
+    # attention sinks, q/k/v/o biases, sliding-window layers between full ones, 4 experts stored
+    # [expert, in, out] with interleaved gate/up, their biases, a router bias, a clamped SwiGLU
+    "gpt_oss": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, intermediate_size=32, num_local_experts=4, num_experts_per_tok=2,
+                    sliding_window=8, tie_word_embeddings=False),
+    # hybrids, 4 layers: attention on layers 0 and 2, the top layer not attention
+    # gated delta-net between gated full-attention layers; routed experts + shared one, layer 2 dense
+    "qwen3_next": dict(_LLAMA_LIKE, num_hidden_layers=4, head_dim=HEAD_DIM, moe_intermediate_size=32,
+                       shared_expert_intermediate_size=48, num_experts=4, num_experts_per_tok=2, decoder_sparse_step=1,
+                       mlp_only_layers=[2], linear_num_value_heads=4, linear_num_key_heads=2, linear_key_head_dim=8,
+                       linear_value_head_dim=8,
+                       layer_types=["full_attention", "linear_attention", "full_attention", "linear_attention"],
+                       tie_word_embeddings=False, rms_norm_eps=_SMALL_EPS),
+    # (delta-net heads of 16: with 8 the float32 forward itself strays 6e-5 from float64)
+    "qwen3_5_text": dict(_LLAMA_LIKE, num_hidden_layers=4, head_dim=HEAD_DIM, linear_num_value_heads=4,
+                         linear_num_key_heads=2, linear_key_head_dim=16, linear_value_head_dim=16,
+                         layer_types=["full_attention", "linear_attention", "full_attention", "linear_attention"],
+                         tie_word_embeddings=False, rms_norm_eps=_SMALL_EPS),
+    "qwen3_5_moe_text": dict(_LLAMA_LIKE, num_hidden_layers=4, head_dim=HEAD_DIM, moe_intermediate_size=32,
+                             shared_expert_intermediate_size=48, num_experts=4, num_experts_per_tok=2,
+                             linear_num_value_heads=4, linear_num_key_heads=2, linear_key_head_dim=8,
+                             linear_value_head_dim=8,
+                             layer_types=["full_attention", "linear_attention", "full_attention", "linear_attention"],
+                             tie_word_embeddings=False, rms_norm_eps=_SMALL_EPS),
+    # Mamba between attention layers (i % 2 == 0), experts on the attention layers, dense FFNs beside
+    # Mamba; a small SSM state (its A_log and D would otherwise dominate the parameter cosine)
+    "jamba": dict(_LLAMA_LIKE, num_hidden_layers=4, intermediate_size=32, attn_layer_period=2, attn_layer_offset=0,
+                  expert_layer_period=2, expert_layer_offset=0, num_experts=4, num_experts_per_tok=2, mamba_d_state=2,
+                  mamba_expand=1, tie_word_embeddings=False),
     "gemma": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, hidden_act="gelu_pytorch_tanh"),
     "gemma2": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, query_pre_attn_scalar=HEAD_DIM, sliding_window=8,
                    final_logit_softcapping=30.0, attn_logit_softcapping=50.0, rms_norm_eps=_SMALL_EPS),
@@ -130,24 +158,29 @@ def _is_norm(module) -> bool:
 def build_model(name: str, seed: int = 0):
     """A randomly initialised float32 torch model for architecture `name`, in eval mode.
 
-    Norm gains are drawn around their neutral value (1, or 0 for gemma's `1 + weight` convention)
+    Norm gains are drawn around their neutral value (1, or 0 for the `1 + weight` convention of gemma
+    and qwen3_next, whose norms transformers initialises to 0)
     and every norm and linear bias is non-zero.
     """
     config = make_config(name)
     torch.manual_seed(seed)
     auto = transformers.AutoModelForMaskedLM if name == "bert" else transformers.AutoModelForCausalLM
     model = auto.from_config(config, dtype=torch.float32).eval()
-    gemma_like = MODEL_TYPE[name].startswith("gemma")
     generator = torch.Generator().manual_seed(seed + 1000)
     with torch.no_grad():
         for module in model.modules():
             weight = getattr(module, "weight", None)
             bias = getattr(module, "bias", None)
             if _is_norm(module) and isinstance(weight, torch.nn.Parameter):
-                centre = 0.0 if gemma_like else 1.0
+                centre = 0.0 if bool((weight == 0).all()) else 1.0   # gemma-style 1 + w norms start at 0
                 weight.copy_(centre + 0.4 * (torch.rand(weight.shape, generator=generator) - 0.5) * 2)
             if isinstance(bias, torch.nn.Parameter):
                 bias.copy_(0.1 * torch.randn(bias.shape, generator=generator))
+        for name, parameter in model.named_parameters():
+            if name.endswith("_proj_bias"):    # biases beside 3-D expert tensors (gpt-oss)
+                parameter.copy_(0.1 * torch.randn(parameter.shape, generator=generator))
+            if name.endswith("sinks"):    # attention sink logits (gpt-oss), large enough to matter
+                parameter.copy_(torch.randn(parameter.shape, generator=generator))
         for name, buffer in model.named_buffers():
             if name.endswith("e_score_correction_bias"):   # DeepSeek-V3's choice-only router bias
                 buffer.copy_(0.1 * torch.randn(buffer.shape, generator=generator))
