@@ -117,12 +117,13 @@ class LatentAttention:
 @dataclass(frozen=True)
 class LayerKinds:
     """Which layers of a hybrid model are (full) attention, as config.json says: a per-layer list
-    under `key` whose entries in `attention` mark them (qwen3_next's layer_types), or, without
-    `key`, layer i is attention when i % config[period] == config[offset] (jamba; missing keys read
-    as `defaults`, transformers' defaults)."""
+    under `key` whose entries in `attention` mark them (qwen3_next's layer_types), or the list of
+    attention layer indices under `indices` (bamba), or else layer i is attention when
+    i % config[period] == config[offset] (jamba; missing keys read as `defaults`, transformers')."""
 
     key: str | None = None
     attention: tuple[str, ...] = ()
+    indices: str | None = None
     period: str | None = None
     offset: str | None = None
     defaults: tuple[int, int] = (1, 0)
@@ -136,6 +137,7 @@ class Mixer:
 
     readers: tuple[Proj, ...]
     writers: tuple[Proj, ...]
+    inner_norms: bool = True  # norms inside the mixer use config.json's epsilon (delta-net, Mamba)
 
 
 @dataclass(frozen=True)
@@ -387,6 +389,28 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
              _GATED),
         mixer=_QWEN3_5_MIXER,
         **_GATED_DELTA_HYBRID,
+    ),
+    ArchSpec(
+        # Mamba-2 layers beside attention layers listed in attn_layer_indices; partial RoPE
+        model_types=("bamba",),
+        ffn=(FFN(gate=Proj("feed_forward.gate_proj.weight"), up=Proj("feed_forward.up_proj.weight"),
+                 down=Proj("feed_forward.down_proj.weight")),),
+        layer_kinds=LayerKinds(indices="attn_layer_indices"),
+        mixer=Mixer(readers=(Proj("mamba.in_proj.weight"),), writers=(Proj("mamba.out_proj.weight"),)),
+        **{**_LLAMA, "ffn_norm": _rms("pre_ff_layernorm.weight"), "final_norm": _rms("final_layernorm.weight")},
+    ),
+    ArchSpec(
+        # short gated convolutions between attention layers (layer_types "conv" / "full_attention");
+        # per-head QK norms; the final norm is called embedding_norm
+        model_types=("lfm2",),
+        ffn=(FFN(gate=Proj("feed_forward.w1.weight"), up=Proj("feed_forward.w3.weight"),
+                 down=Proj("feed_forward.w2.weight")),),
+        q_norm=(Norm("self_attn.q_layernorm.weight", "rms", "head"),),
+        k_norm=(Norm("self_attn.k_layernorm.weight", "rms", "head"),),
+        layer_kinds=LayerKinds(key="layer_types", attention=("full_attention",)),
+        mixer=Mixer(readers=(Proj("conv.in_proj.weight"),), writers=(Proj("conv.out_proj.weight"),), inner_norms=False),
+        **{**_LLAMA, "o": Proj("self_attn.out_proj.weight"), "attn_norm": _rms("operator_norm.weight"),
+           "ffn_norm": _rms("ffn_norm.weight"), "final_norm": _rms("embedding_norm.weight")},
     ),
     ArchSpec(
         # Mamba layers between attention layers (i % attn_layer_period == attn_layer_offset); no RoPE

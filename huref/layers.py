@@ -78,6 +78,11 @@ def attention_layers(config: dict, arch: ArchSpec, n_layers: int) -> tuple[int, 
         if not isinstance(listed, list) or len(listed) != n_layers:
             raise HurefError(f"config.json's {kinds.key} should list the kind of each of the {n_layers} layers")
         return tuple(i for i, kind in enumerate(listed) if kind in kinds.attention)
+    if kinds.indices is not None:
+        listed = config.get(kinds.indices)
+        if not isinstance(listed, list) or not all(type(i) is int and 0 <= i < n_layers for i in listed):
+            raise HurefError(f"config.json's {kinds.indices} should list attention layer indices below {n_layers}")
+        return tuple(sorted(set(listed)))
     period, offset = (config_value(config, key, default=d) for key, d in zip((kinds.period, kinds.offset), kinds.defaults))
     if not (isinstance(period, int) and isinstance(offset, int) and 0 <= offset < period):
         raise HurefError(f"config.json's {kinds.period} and {kinds.offset} should be integers, 0 <= offset < period")

@@ -1201,9 +1201,9 @@ def is_valid(name: str, layout: Layout) -> bool:
         "ffn_scale": (layout.gated and not layout.arch.ffn_clamped) or layout.relu,
         "expert_permutation": layout.n_experts > 0,
         # needs the norm epsilon in config.json and residual reads only through norms
-        # (a hybrid's mixer has norms of its own on that epsilon, which the rescaling would change)
+        # (not where a hybrid's mixer has norms of its own on that epsilon, whose inputs do not scale)
         "embedding_scale": layout.eps_key is not None and layout.pre_norms and not layout.residual_post_norm
-                           and layout.arch.mixer is None,
+                           and not (layout.arch.mixer and layout.arch.mixer.inner_norms),
         "post_norm_rescale": layout.post_norms and not layout.residual_post_norm,
         # the embedding norm must see the token embedding alone (bert adds position embeddings first)
         "embedding_row_scale": layout.emb_norm is not None and not layout.pos_embeds,

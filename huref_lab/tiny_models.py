@@ -4,7 +4,7 @@ Every model is float32, 3 layers, hidden size 64 (4 query heads of 16, 2 key/val
 architecture has grouped-query attention), a 384-token vocabulary, and MoE layers with 4 experts.
 Variants of one model_type have their own entries: falcon_gqa (new_decoder_architecture, grouped KV)
 beside falcon (multi-query, parallel), qwen2_moe_dense (its middle layer keeps a dense FFN, as
-qwen3_moe's does). Hybrid models (qwen3_next, qwen3_5_text, qwen3_5_moe_text, jamba) have 4 layers, attention on layers 0 and 2.
+qwen3_moe's does). Hybrid models (qwen3_next, qwen3_5_text, qwen3_5_moe_text, bamba, lfm2, jamba) have 4 layers, attention on layers 0 and 2.
 Norm gains and every bias get random non-trivial values, so that norm folding and bias handling
 matter. Each checkpoint is saved in Hugging Face layout (config.json + model.safetensors) together
 with a word-level tokenizer.json over a synthetic vocabulary of distinct strings.
@@ -93,6 +93,13 @@ CONFIGS = {
                              linear_value_head_dim=8,
                              layer_types=["full_attention", "linear_attention", "full_attention", "linear_attention"],
                              tie_word_embeddings=False, rms_norm_eps=_SMALL_EPS),
+    # Mamba-2 beside the attention layers listed in attn_layer_indices
+    "bamba": dict(_LLAMA_LIKE, num_hidden_layers=4, attn_layer_indices=[0, 2], mamba_n_heads=4, mamba_d_head=16,
+                  mamba_n_groups=1, mamba_d_state=8, mamba_expand=1, tie_word_embeddings=False,
+                  rms_norm_eps=_SMALL_EPS),
+    # short convolutions between attention layers with per-head QK norms; tied head
+    "lfm2": dict(_LLAMA_LIKE, num_hidden_layers=4, layer_types=["full_attention", "conv", "full_attention", "conv"],
+                 block_auto_adjust_ff_dim=False, norm_eps=_SMALL_EPS, tie_word_embeddings=True),
     # Mamba between attention layers (i % 2 == 0), experts on the attention layers, dense FFNs beside
     # Mamba; a small SSM state (its A_log and D would otherwise dominate the parameter cosine)
     "jamba": dict(_LLAMA_LIKE, num_hidden_layers=4, intermediate_size=32, attn_layer_period=2, attn_layer_offset=0,

@@ -1,4 +1,4 @@
-"""gpt-oss's fused experts and sinks, and hybrid models (qwen3_next, jamba) whose layers are not all attention.
+"""gpt-oss's fused experts and sinks, and hybrid models (qwen3_next, qwen3_5, bamba, lfm2, jamba) whose layers are not all attention.
 
 The expert handles must read gpt-oss's [expert, in, out] tensors with gate and up interleaved as the
 model's own module splits them; the default layers of a hybrid must be its last attention layers; a
@@ -33,7 +33,7 @@ def test_gpt_oss_expert_handles_read_the_modules_gate_up_and_down(tiny_zoo):
         assert torch.equal(ffn.down.rows(0, ffn.down.out_dim), module.down_proj[e].detach().T)
 
 
-@pytest.mark.parametrize("arch", ["qwen3_next", "qwen3_5_text", "jamba"])
+@pytest.mark.parametrize("arch", ["qwen3_next", "qwen3_5_text", "bamba", "lfm2", "jamba"])
 def test_default_layers_of_a_hybrid_are_its_last_attention_layers(arch, tiny_zoo):
     model = load_model(str(tiny_zoo(arch)))
     assert attention_layers(model.config, model.arch, model.dims.n_layers) == (0, 2)
@@ -61,6 +61,10 @@ def test_layer_kinds_are_read_from_the_config():
     assert attention_layers({"layer_types": kinds}, qwen3_next, 4) == (3,)
     with pytest.raises(HurefError, match="layer_types"):
         attention_layers({"layer_types": kinds[:3]}, qwen3_next, 4)
+    bamba = arch_for_config({"model_type": "bamba"})
+    assert attention_layers({"attn_layer_indices": [5, 1]}, bamba, 8) == (1, 5)
+    with pytest.raises(HurefError, match="attn_layer_indices"):
+        attention_layers({"attn_layer_indices": [8]}, bamba, 8)
     assert attention_layers({}, arch_for_config({"model_type": "llama"}), 3) == (0, 1, 2)
 
 
