@@ -33,6 +33,18 @@ def test_gpt_oss_expert_handles_read_the_modules_gate_up_and_down(tiny_zoo):
         assert torch.equal(ffn.down.rows(0, ffn.down.out_dim), module.down_proj[e].detach().T)
 
 
+@pytest.mark.parametrize("arch", ["qwen3_next", "qwen3_5_text"])
+def test_query_rows_exclude_the_output_gate_rows(arch, tiny_zoo):
+    """The gated attention's q_proj holds per head its query rows, then its gate rows (the module chunks
+    each head's 2 * head_dim outputs in two): the terms' query matrix is the first half of every head."""
+    path = tiny_zoo(arch)
+    attn = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).model.layers[0].self_attn
+    layer = layer_weights(load_model(str(path)), 0)
+    n, d = layer.n_heads, layer.head_dim
+    per_head = attn.q_proj.weight.detach().reshape(n, 2, d, -1)       # [heads, (query, gate), head_dim, hidden]
+    assert torch.equal(layer.q.rows(0, n * d), per_head[:, 0].reshape(n * d, -1))
+
+
 @pytest.mark.parametrize("arch", ["qwen3_next", "qwen3_5_text", "bamba", "lfm2", "jamba"])
 def test_default_layers_of_a_hybrid_are_its_last_attention_layers(arch, tiny_zoo):
     model = load_model(str(tiny_zoo(arch)))
