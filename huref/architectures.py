@@ -42,7 +42,7 @@ Conventions
 - `layer_kinds`: which layers are attention layers in a hybrid model, read from config.json
   (`LayerKinds`); the others hold a `mixer` (gated delta-net, Mamba) that carries no term of this
   algebra: the terms skip those layers, the attacks rewrite only the mixer's residual readers and
-  writers. `sinks`: a per-head learned logit in the softmax's denominator (gpt-oss), which no term
+  writers (a `parallel` mixer sits beside attention in every layer: falcon_h1). `sinks`: a per-head learned logit in the softmax's denominator (gpt-oss), which no term
   reads. `attn_gate`: query-projection rows of a per-head sigmoid gate on the attention output
   (qwen3_next), which no term reads. `ffn_clamped`: the gated FFN clamps gate and up and adds 1 to
   up (gpt-oss), so the FFN is not linear in up.
@@ -138,6 +138,7 @@ class Mixer:
     readers: tuple[Proj, ...]
     writers: tuple[Proj, ...]
     inner_norms: bool = True  # norms inside the mixer use config.json's epsilon (delta-net, Mamba)
+    parallel: bool = False  # the mixer sits beside attention in every layer, on the same input norm (falcon_h1)
 
 
 @dataclass(frozen=True)
@@ -389,6 +390,16 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
              _GATED),
         mixer=_QWEN3_5_MIXER,
         **_GATED_DELTA_HYBRID,
+    ),
+    ArchSpec(
+        # every layer: attention and a Mamba-2 mixer side by side on one input norm; scalar multipliers
+        # (embedding, attention in/out, key, SSM out, MLP gate/down, head), each a constant factor on a
+        # term, which standardization removes
+        model_types=("falcon_h1",),
+        ffn=(FFN(gate=Proj("feed_forward.gate_proj.weight"), up=Proj("feed_forward.up_proj.weight"),
+                 down=Proj("feed_forward.down_proj.weight")),),
+        mixer=Mixer(readers=(Proj("mamba.in_proj.weight"),), writers=(Proj("mamba.out_proj.weight"),), parallel=True),
+        **{**_LLAMA, "ffn_norm": _rms("pre_ff_layernorm.weight"), "final_norm": _rms("final_layernorm.weight")},
     ),
     ArchSpec(
         # Mamba-2 layers beside attention layers listed in attn_layer_indices; partial RoPE

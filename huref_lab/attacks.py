@@ -284,18 +284,19 @@ class Canon:
                 parts.append((tag, proj.layout, proj.part, e))
             roles[role] = (stored + tag, bias and bias + tag)
 
-        if i not in lay.attention_layers:   # a hybrid model's mixer layer: roles mixer_in<j>, mixer_out<j>
-            for kind, projs in (("in", arch.mixer.readers), ("out", arch.mixer.writers)):
+        if arch.mixer is not None and (i not in lay.attention_layers or arch.mixer.parallel):
+            for kind, projs in (("in", arch.mixer.readers), ("out", arch.mixer.writers)):   # mixer_in<j>, mixer_out<j>
                 for j, proj in enumerate(projs):
                     add(f"mixer_{kind}{j}", proj)
-        elif arch.mla is None:
+        attention = i in lay.attention_layers   # False: a hybrid model's mixer layer
+        if attention and arch.mla is None:
             for role in "qkvo":
                 add(role, getattr(arch, role))
             if arch.attn_gate is not None:
                 add("attn_gate", arch.attn_gate)
             if arch.sinks is not None:
                 roles["sinks"] = (prefix + arch.sinks, None)
-        else:   # roles q_a, q_a_norm, q_b (or q), kv_a, kv_a_norm, kv_b, o
+        elif attention:   # roles q_a, q_a_norm, q_b (or q), kv_a, kv_a_norm, kv_b, o
             mla = arch.mla
             latent_q = prefix + mla.q_a.name in self.t
             for role in (("q_a", "q_b") if latent_q else ("q",)) + ("kv_a", "kv_b"):
@@ -481,7 +482,7 @@ def _reader_groups(canon, i):
 
 
 def _mixer_writers(canon, i):
-    """Roles of layer i whose output is the token mixer's write: o, or a hybrid's mixer writers."""
+    """Roles of layer i whose output is the token mixer's write: o and a hybrid's mixer writers."""
     return ["o"] + [role for role in canon.roles[i] if role.startswith("mixer_out")]
 
 

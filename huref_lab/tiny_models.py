@@ -93,6 +93,11 @@ CONFIGS = {
                              linear_value_head_dim=8,
                              layer_types=["full_attention", "linear_attention", "full_attention", "linear_attention"],
                              tie_word_embeddings=False, rms_norm_eps=_SMALL_EPS),
+    # attention and Mamba-2 side by side in every layer, with scalar multipliers away from 1
+    "falcon_h1": dict(_LLAMA_LIKE, mamba_n_heads=4, mamba_d_head=16, mamba_d_ssm=64, mamba_n_groups=1,
+                      mamba_d_state=8, embedding_multiplier=3.0, attention_in_multiplier=0.5, key_multiplier=2.0,
+                      attention_out_multiplier=1.3, ssm_out_multiplier=0.7, mlp_multipliers=[1.5, 0.8],
+                      lm_head_multiplier=0.5, tie_word_embeddings=False, rms_norm_eps=_SMALL_EPS),
     # Mamba-2 beside the attention layers listed in attn_layer_indices
     "bamba": dict(_LLAMA_LIKE, num_hidden_layers=4, attn_layer_indices=[0, 2], mamba_n_heads=4, mamba_d_head=16,
                   mamba_n_groups=1, mamba_d_state=8, mamba_expand=1, tie_word_embeddings=False,
