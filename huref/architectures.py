@@ -294,6 +294,9 @@ _GEMMA2 = dict(
     attn_post_norm=_rms("post_attention_layernorm.weight", "rms_plus1"),
     ffn_post_norm=_rms("post_feedforward_layernorm.weight", "rms_plus1"),
 )
+_GRANITE_SHARED_MLP = FFN(gate=Proj("shared_mlp.input_linear.weight", "gate_up_split", "gate"),
+                          up=Proj("shared_mlp.input_linear.weight", "gate_up_split", "up"),
+                          down=Proj("shared_mlp.output_linear.weight"))
 _GATED_DELTA_HYBRID = dict(  # qwen3_next-style hybrid: gated full attention between gated delta-net layers
     _GEMMA,
     q=Proj("self_attn.q_proj.weight", "q_gate_heads", "q"),
@@ -400,6 +403,22 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
                  down=Proj("feed_forward.down_proj.weight")),),
         mixer=Mixer(readers=(Proj("mamba.in_proj.weight"),), writers=(Proj("mamba.out_proj.weight"),), parallel=True),
         **{**_LLAMA, "ffn_norm": _rms("pre_ff_layernorm.weight"), "final_norm": _rms("final_layernorm.weight")},
+    ),
+    ArchSpec(
+        # Mamba-2 layers between attention layers (layer_types, old or new spellings); fused 3-D experts
+        # (each expert's gate rows, then up rows) beside an always-on shared MLP (gate and up halves); no
+        # positions unless position_embedding_type is "rope"; granite's scalar multipliers (a constant per term)
+        model_types=("granitemoehybrid",),
+        ffn=(FFN(gate=Proj("block_sparse_moe.input_linear.weight", "experts_gate_up", "gate"),
+                 up=Proj("block_sparse_moe.input_linear.weight", "experts_gate_up", "up"),
+                 down=Proj("block_sparse_moe.output_linear.weight", "experts"),
+                 experts=True, router="block_sparse_moe.router.layer.weight", shared=_GRANITE_SHARED_MLP),
+             _GRANITE_SHARED_MLP),   # no routed experts (num_local_experts 0): the shared MLP alone
+        rope=None,
+        layer_kinds=LayerKinds(key="layer_types", attention=("attention", "full_attention")),
+        mixer=Mixer(readers=(Proj("mamba.in_proj.weight"),), writers=(Proj("mamba.out_proj.weight"),)),
+        variants=(when("position_embedding_type", "rope", rope="half"),),
+        **_LLAMA,
     ),
     ArchSpec(
         # Mamba-2 layers beside attention layers listed in attn_layer_indices; partial RoPE

@@ -4,10 +4,11 @@ Every model is float32, 3 layers, hidden size 64 (4 query heads of 16, 2 key/val
 architecture has grouped-query attention), a 384-token vocabulary, and MoE layers with 4 experts.
 Variants of one model_type have their own entries: falcon_gqa (new_decoder_architecture, grouped KV)
 beside falcon (multi-query, parallel), qwen2_moe_dense (its middle layer keeps a dense FFN, as
-qwen3_moe's does). Hybrid models (qwen3_next, qwen3_5_text, qwen3_5_moe_text, bamba, lfm2, jamba) have 4 layers, attention on layers 0 and 2.
-Norm gains and every bias get random non-trivial values, so that norm folding and bias handling
-matter. Each checkpoint is saved in Hugging Face layout (config.json + model.safetensors) together
-with a word-level tokenizer.json over a synthetic vocabulary of distinct strings.
+qwen3_moe's does). Hybrid models (qwen3_next, qwen3_5_text, qwen3_5_moe_text, granitemoehybrid, bamba,
+lfm2, jamba) have 4 layers, attention on layers 0 and 2. Norm gains and every bias get random non-
+trivial values, so that norm folding and bias handling matter. Each checkpoint is saved in Hugging Face
+layout (config.json + model.safetensors) together with a word-level tokenizer.json over a synthetic
+vocabulary of distinct strings.
 """
 
 import json
@@ -98,6 +99,15 @@ CONFIGS = {
                       mamba_d_state=8, embedding_multiplier=3.0, attention_in_multiplier=0.5, key_multiplier=2.0,
                       attention_out_multiplier=1.3, ssm_out_multiplier=0.7, mlp_multipliers=[1.5, 0.8],
                       lm_head_multiplier=0.5, tie_word_embeddings=False, rms_norm_eps=_SMALL_EPS),
+    # Mamba-2 between attention layers (layer_types as granite-4.0 spells them), fused experts with a shared
+    # MLP, no RoPE, granite's embedding/attention/residual multipliers away from 1 (logits_scaling left at 1,
+    # which keeps the logit check sharp)
+    "granitemoehybrid": dict(_LLAMA_LIKE, num_hidden_layers=4, intermediate_size=32, shared_intermediate_size=48,
+                             num_local_experts=4, num_experts_per_tok=2,
+                             layer_types=["attention", "mamba", "attention", "mamba"], mamba_n_heads=4,
+                             mamba_d_head=16, mamba_n_groups=1, mamba_d_state=8, mamba_expand=1,
+                             embedding_multiplier=12.0, attention_multiplier=0.02, residual_multiplier=0.22,
+                             tie_word_embeddings=False, rms_norm_eps=_SMALL_EPS),
     # Mamba-2 beside the attention layers listed in attn_layer_indices
     "bamba": dict(_LLAMA_LIKE, num_hidden_layers=4, attn_layer_indices=[0, 2], mamba_n_heads=4, mamba_d_head=16,
                   mamba_n_groups=1, mamba_d_state=8, mamba_expand=1, tie_word_embeddings=False,

@@ -1,4 +1,5 @@
-"""gpt-oss's fused experts and sinks, and hybrid models (qwen3_next, qwen3_5, bamba, lfm2, jamba) whose layers are not all attention.
+"""gpt-oss's fused experts and sinks, and hybrid models (qwen3_next, qwen3_5, granitemoehybrid, bamba,
+lfm2, jamba) whose layers are not all attention.
 
 The expert handles must read gpt-oss's [expert, in, out] tensors with gate and up interleaved as the
 model's own module splits them; the default layers of a hybrid must be its last attention layers; a
@@ -45,7 +46,7 @@ def test_query_rows_exclude_the_output_gate_rows(arch, tiny_zoo):
     assert torch.equal(layer.q.rows(0, n * d), per_head[:, 0].reshape(n * d, -1))
 
 
-@pytest.mark.parametrize("arch", ["qwen3_next", "qwen3_5_text", "bamba", "lfm2", "jamba"])
+@pytest.mark.parametrize("arch", ["qwen3_next", "qwen3_5_text", "granitemoehybrid", "bamba", "lfm2", "jamba"])
 def test_default_layers_of_a_hybrid_are_its_last_attention_layers(arch, tiny_zoo):
     model = load_model(str(tiny_zoo(arch)))
     assert attention_layers(model.config, model.arch, model.dims.n_layers) == (0, 2)
@@ -73,6 +74,9 @@ def test_layer_kinds_are_read_from_the_config():
     assert attention_layers({"layer_types": kinds}, qwen3_next, 4) == (3,)
     with pytest.raises(HurefError, match="layer_types"):
         attention_layers({"layer_types": kinds[:3]}, qwen3_next, 4)
+    granite = arch_for_config({"model_type": "granitemoehybrid"})   # granite-4.0's spelling, and transformers 5's
+    assert attention_layers({"layer_types": ["mamba", "attention", "mamba"]}, granite, 3) == (1,)
+    assert attention_layers({"layer_types": ["linear_attention", "full_attention"]}, granite, 2) == (1,)
     bamba = arch_for_config({"model_type": "bamba"})
     assert attention_layers({"attn_layer_indices": [5, 1]}, bamba, 8) == (1, 5)
     with pytest.raises(HurefError, match="attn_layer_indices"):
