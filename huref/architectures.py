@@ -21,7 +21,11 @@ Conventions
   tensor), "qkv_split" (Q, K, V rows one after another), "qkv_heads" (per head: q, k, v),
   "qkv_groups" (per key/value head: its query heads, k, v), "qkv_mp4" (codegen: four shards, each
   its slice of q, then v, then k), "gate_up_split" (gate rows, then up rows), "experts" (3-D
-  [expert, out, in]), "experts_gate_up" (3-D, each expert's gate then up).
+  [expert, out, in]), "experts_gate_up" (3-D, each expert's gate then up),
+  "experts_gate_up_interleaved" (3-D, each expert's gate and up rows alternating: even rows gate,
+  odd rows up; gpt-oss), "q_gate_heads" (per head: its query rows, then its output-gate rows;
+  qwen3_next). A 3-D expert tensor stored [expert, in, out] (gpt-oss) is `transposed` too: its
+  logical view is [expert * out, in], one expert's [out, in] after another.
 - Norm kinds: "rms" (x / rms(x) * w), "rms_plus1" (gemma: x / rms(x) * (1 + w)), "layer"
   (centre, divide by std, * w; the bias is never used by the engine), "layer_plus1" (nemotron's
   LayerNorm1P: centre, divide by std, * (1 + w)); `CENTRED_KINDS` and `PLUS_ONE_KINDS` group them.
@@ -39,6 +43,13 @@ Conventions
   `router_scores`: "softmax" (adding one vector to every router row changes nothing), "sigmoid", or
   "sparsemixer" (phimoe: a softmax with masks relative to the largest logit's magnitude, which a
   shift changes).
+- `layer_kinds`: which layers are attention layers in a hybrid model, read from config.json
+  (`LayerKinds`); the others hold a `mixer` (gated delta-net, Mamba) that carries no term of this
+  algebra: the terms skip those layers, the attacks rewrite only the mixer's residual readers and
+  writers (a `parallel` mixer sits beside attention in every layer: falcon_h1). `sinks`: a per-head learned logit in the softmax's denominator (gpt-oss), which no term
+  reads. `attn_gate`: query-projection rows of a per-head sigmoid gate on the attention output
+  (qwen3_next), which no term reads. `ffn_clamped`: the gated FFN clamps gate and up and adds 1 to
+  up (gpt-oss), so the FFN is not linear in up.
 - `variants`: `when(key, value, default, field=...)` replaces fields of the row when config.json's
   `key` equals `value` (a missing key reads as `default`, transformers' default), in order, later
   ones winning; `unsupported="..."` marks a variant huref refuses.
@@ -112,6 +123,33 @@ class LatentAttention:
 
 
 @dataclass(frozen=True)
+class LayerKinds:
+    """Which layers of a hybrid model are (full) attention, as config.json says: a per-layer list
+    under `key` whose entries in `attention` mark them (qwen3_next's layer_types), or the list of
+    attention layer indices under `indices` (bamba), or else layer i is attention when
+    i % config[period] == config[offset] (jamba; missing keys read as `defaults`, transformers')."""
+
+    key: str | None = None
+    attention: tuple[str, ...] = ()
+    indices: str | None = None
+    period: str | None = None
+    offset: str | None = None
+    defaults: tuple[int, int] = (1, 0)
+
+
+@dataclass(frozen=True)
+class Mixer:
+    """The token mixer of a hybrid model's other layers (gated delta-net, Mamba): the matrices that
+    read the residual stream through the layer's attention input norm, and those that write to it.
+    No invariant term uses it; the residual-stream attacks rewrite these matrices."""
+
+    readers: tuple[Proj, ...]
+    writers: tuple[Proj, ...]
+    inner_norms: bool = True  # norms inside the mixer use config.json's epsilon (delta-net, Mamba)
+    parallel: bool = False  # the mixer sits beside attention in every layer, on the same input norm (falcon_h1)
+
+
+@dataclass(frozen=True)
 class Variant:
     """Fields of a row replaced when config.json's `key` is `value` (missing: `default`)."""
 
@@ -160,6 +198,11 @@ class ArchSpec:
     n_kv_heads: int | None = None  # a fixed key/value head count (falcon multi-query); None: from config
     rope: str | None = "half"  # RoPE's dimension pairs: "half" (p, p + r/2), "pairs" (2p, 2p + 1); None: no RoPE
     alibi: bool = False  # ALiBi: per-head position biases, tied to each head's index
+    sinks: str | None = None  # per-head attention sink logits [n_heads] (gpt-oss); no term reads them
+    attn_gate: Proj | None = None  # query rows of a sigmoid gate on each head's output (qwen3_next)
+    ffn_clamped: bool = False  # gpt-oss: act(clamp(gate)) * (clamp(up) + 1), not linear in up
+    layer_kinds: LayerKinds | None = None  # hybrid models: which layers are attention (None: all)
+    mixer: Mixer | None = None  # the token mixer of the other layers of a hybrid model
     variants: tuple[Variant, ...] = ()
     unsupported: str | None = None  # why huref refuses this variant (set by a variant)
 
@@ -306,6 +349,19 @@ _GEMMA2 = dict(
     attn_post_norm=_rms("post_attention_layernorm.weight", "rms_plus1"),
     ffn_post_norm=_rms("post_feedforward_layernorm.weight", "rms_plus1"),
 )
+_GRANITE_SHARED_MLP = FFN(gate=Proj("shared_mlp.input_linear.weight", "gate_up_split", "gate"),
+                          up=Proj("shared_mlp.input_linear.weight", "gate_up_split", "up"),
+                          down=Proj("shared_mlp.output_linear.weight"))
+_GATED_DELTA_HYBRID = dict(  # qwen3_next-style hybrid: gated full attention between gated delta-net layers
+    _GEMMA,
+    q=Proj("self_attn.q_proj.weight", "q_gate_heads", "q"),
+    q_norm=(Norm("self_attn.q_norm.weight", "rms_plus1", "head"),),
+    k_norm=(Norm("self_attn.k_norm.weight", "rms_plus1", "head"),),
+    attn_gate=Proj("self_attn.q_proj.weight", "q_gate_heads", "gate"),
+    layer_kinds=LayerKinds(key="layer_types", attention=("full_attention",)),
+)
+_QWEN3_5_MIXER = Mixer(readers=tuple(Proj(f"linear_attn.in_proj_{p}.weight") for p in ("qkv", "z", "b", "a")),
+                       writers=(Proj("linear_attn.out_proj.weight"),))
 _GPT = dict(embed="wte.weight", layer="h.{i}.", base_prefix="transformer.", final_norm=_ln("ln_f.weight"))
 
 
@@ -478,6 +534,103 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         rope="pairs",
         variants=(when("rope_interleave", False, True, rope="half"),),
         **_LLAMA_MLA,
+    ),
+    # --- attention sinks, clamped SwiGLU experts; hybrid models (attention and mixer layers) ---
+    ArchSpec(
+        # experts stored [expert, in, out] with gate and up interleaved on the last axis; biases on
+        # q/k/v/o, experts and router; alternating sliding-window layers have the same algebra
+        model_types=("gpt_oss",),
+        ffn=(FFN(gate=Proj("mlp.experts.gate_up_proj", "experts_gate_up_interleaved", "gate", transposed=True),
+                 up=Proj("mlp.experts.gate_up_proj", "experts_gate_up_interleaved", "up", transposed=True),
+                 down=Proj("mlp.experts.down_proj", "experts", transposed=True),
+                 experts=True, router="mlp.router.weight"),),
+        sinks="self_attn.sinks",
+        ffn_clamped=True,
+        **_LLAMA,
+    ),
+    ArchSpec(
+        # gated delta-net layers between full-attention layers (config layer_types); the query
+        # projection holds per head its query rows, then its output-gate rows; gemma-style 1 + w norms
+        model_types=("qwen3_next",),
+        ffn=(replace(_QWEN_EXPERTS, shared=_QWEN_SHARED_EXPERT), replace(_FUSED_EXPERTS, shared=_QWEN_SHARED_EXPERT),
+             _GATED),
+        mixer=Mixer(readers=(Proj("linear_attn.in_proj_qkvz.weight"), Proj("linear_attn.in_proj_ba.weight")),
+                    writers=(Proj("linear_attn.out_proj.weight"),)),
+        **_GATED_DELTA_HYBRID,
+    ),
+    # qwen3_next's layers with the delta-net's input projections unfused (qkv, z, b, a)
+    ArchSpec(model_types=("qwen3_5_text",), ffn=(_GATED,), mixer=_QWEN3_5_MIXER, **_GATED_DELTA_HYBRID),
+    ArchSpec(
+        model_types=("qwen3_5_moe_text",),
+        ffn=(replace(_QWEN_EXPERTS, shared=_QWEN_SHARED_EXPERT), replace(_FUSED_EXPERTS, shared=_QWEN_SHARED_EXPERT),
+             _GATED),
+        mixer=_QWEN3_5_MIXER,
+        **_GATED_DELTA_HYBRID,
+    ),
+    ArchSpec(
+        # every layer: attention and a Mamba-2 mixer side by side on one input norm; scalar multipliers
+        # (embedding, attention in/out, key, SSM out, MLP gate/down, head), each a constant factor on a
+        # term, which standardization removes
+        model_types=("falcon_h1",),
+        ffn=(FFN(gate=Proj("feed_forward.gate_proj.weight"), up=Proj("feed_forward.up_proj.weight"),
+                 down=Proj("feed_forward.down_proj.weight")),),
+        mixer=Mixer(readers=(Proj("mamba.in_proj.weight"),), writers=(Proj("mamba.out_proj.weight"),), parallel=True),
+        **{**_LLAMA, "ffn_norm": _rms("pre_ff_layernorm.weight"), "final_norm": _rms("final_layernorm.weight")},
+    ),
+    ArchSpec(
+        # Mamba-2 layers between attention layers (layer_types, old or new spellings); fused 3-D experts
+        # (each expert's gate rows, then up rows) beside an always-on shared MLP (gate and up halves); no
+        # positions unless position_embedding_type is "rope"; granite's scalar multipliers (a constant per term)
+        model_types=("granitemoehybrid",),
+        ffn=(FFN(gate=Proj("block_sparse_moe.input_linear.weight", "experts_gate_up", "gate"),
+                 up=Proj("block_sparse_moe.input_linear.weight", "experts_gate_up", "up"),
+                 down=Proj("block_sparse_moe.output_linear.weight", "experts"),
+                 experts=True, router="block_sparse_moe.router.layer.weight", shared=_GRANITE_SHARED_MLP),
+             _GRANITE_SHARED_MLP),   # no routed experts (num_local_experts 0): the shared MLP alone
+        rope=None,
+        layer_kinds=LayerKinds(key="layer_types", attention=("attention", "full_attention")),
+        mixer=Mixer(readers=(Proj("mamba.in_proj.weight"),), writers=(Proj("mamba.out_proj.weight"),)),
+        variants=(when("position_embedding_type", "rope", rope="half"),),
+        **_LLAMA,
+    ),
+    ArchSpec(
+        # Mamba-2 layers beside attention layers listed in attn_layer_indices; partial RoPE
+        model_types=("bamba",),
+        ffn=(FFN(gate=Proj("feed_forward.gate_proj.weight"), up=Proj("feed_forward.up_proj.weight"),
+                 down=Proj("feed_forward.down_proj.weight")),),
+        layer_kinds=LayerKinds(indices="attn_layer_indices"),
+        mixer=Mixer(readers=(Proj("mamba.in_proj.weight"),), writers=(Proj("mamba.out_proj.weight"),)),
+        **{**_LLAMA, "ffn_norm": _rms("pre_ff_layernorm.weight"), "final_norm": _rms("final_layernorm.weight")},
+    ),
+    ArchSpec(
+        # short gated convolutions between attention layers (layer_types "conv" / "full_attention");
+        # per-head QK norms; the final norm is called embedding_norm
+        model_types=("lfm2",),
+        ffn=(FFN(gate=Proj("feed_forward.w1.weight"), up=Proj("feed_forward.w3.weight"),
+                 down=Proj("feed_forward.w2.weight")),),
+        q_norm=(Norm("self_attn.q_layernorm.weight", "rms", "head"),),
+        k_norm=(Norm("self_attn.k_layernorm.weight", "rms", "head"),),
+        layer_kinds=LayerKinds(key="layer_types", attention=("full_attention",)),
+        mixer=Mixer(readers=(Proj("conv.in_proj.weight"),), writers=(Proj("conv.out_proj.weight"),), inner_norms=False),
+        **{**_LLAMA, "o": Proj("self_attn.out_proj.weight"), "attn_norm": _rms("operator_norm.weight"),
+           "ffn_norm": _rms("ffn_norm.weight"), "final_norm": _rms("embedding_norm.weight")},
+    ),
+    ArchSpec(
+        # Mamba layers between attention layers (i % attn_layer_period == attn_layer_offset); no RoPE
+        model_types=("jamba",),
+        ffn=(FFN(gate=Proj("feed_forward.experts.{e}.gate_proj.weight"),
+                 up=Proj("feed_forward.experts.{e}.up_proj.weight"),
+                 down=Proj("feed_forward.experts.{e}.down_proj.weight"),
+                 experts=True, router="feed_forward.router.weight"),
+             replace(_FUSED_EXPERTS, gate=Proj("feed_forward.experts.gate_up_proj", "experts_gate_up", "gate"),
+                     up=Proj("feed_forward.experts.gate_up_proj", "experts_gate_up", "up"),
+                     down=Proj("feed_forward.experts.down_proj", "experts"), router="feed_forward.router.weight"),
+             FFN(gate=Proj("feed_forward.gate_proj.weight"), up=Proj("feed_forward.up_proj.weight"),
+                 down=Proj("feed_forward.down_proj.weight"))),
+        rope=None,
+        layer_kinds=LayerKinds(period="attn_layer_period", offset="attn_layer_offset", defaults=(8, 4)),
+        mixer=Mixer(readers=(Proj("mamba.in_proj.weight"),), writers=(Proj("mamba.out_proj.weight"),)),
+        **{**_LLAMA, "ffn_norm": _rms("pre_ff_layernorm.weight"), "final_norm": _rms("final_layernorm.weight")},
     ),
     ArchSpec(model_types=("gemma",), ffn=(_GATED,), **_GEMMA),
     ArchSpec(model_types=("gemma2",), ffn=(_GATED,), **_GEMMA2),

@@ -26,6 +26,10 @@ N_kva(X_a·Wkv_aᵀ's latent columns), k_pe = the rotary key columns shared by e
 qk = Σ_h C_q·Wq_nope_hᵀ·Wk_h·C_kvᵀ + (C_q·Wq_pe_hᵀ)·k_peᵀ and vo = Σ_h C_kv·Wv_hᵀ·Wo_hᵀ·X_oᵀ
 (docs/INVARIANTS.md has the derivation and the rewrites they survive).
 
+Hybrid models (qwen3_next, qwen3_5, jamba): only attention layers (`huref.layers.attention_layers`)
+carry the terms; a gated delta-net or Mamba layer has no QK or VO term, so the default layers are
+the last attention layers that write, and another kind of layer asked for is refused.
+
 Cost: each weight matrix is multiplied once by X (n·in·out flops) and never materialized in full;
 the query heads of a group are summed before the n×n product (exact: Σ_h Q_h·K_gᵀ = (Σ_h Q_h)·K_gᵀ),
 and, without a QK norm, already on the weights (Σ_h X·Wq_hᵀ = X·(Σ_h Wq_h)ᵀ), as the output heads
@@ -43,7 +47,7 @@ import torch
 
 import huref
 from huref.errors import HurefError
-from huref.layers import LayerWeights, Matrix, apply_norm, embedding_rows, layer_weights
+from huref.layers import LayerWeights, Matrix, apply_norm, attention_layers, embedding_rows, layer_weights
 from huref.tokens import select_tokens
 
 TERM_NAMES = ("qk", "vo", "ffn")
@@ -289,9 +293,16 @@ def invariant_terms(
         raise HurefError("--tokens must be at least 2")
     n_layers = model.dims.n_layers
     wanted = resolve_layers(n_layers, layers)
-    # Default layers: the last ones that write to the residual stream. A layer whose attention and
-    # FFN writes vanish is an identity, which can be appended without changing the model; skip it.
-    candidates = wanted if layers else list(range(n_layers - 1, -1, -1))
+    # Hybrid models: only attention layers carry the three terms (a mixer layer has no QK/VO term).
+    attention = attention_layers(model.config, model.arch, n_layers)
+    refused = [i for i in wanted if i not in attention] if layers else []
+    if refused:
+        raise HurefError(f"{model.name}: layer {refused[0]} is not an attention layer (its token mixer carries no "
+                         f"QK or VO term); attention layers: {', '.join(map(str, attention))}")
+    # Default layers: the last attention layers that write to the residual stream. A layer whose
+    # attention and FFN writes vanish is an identity, which can be appended without changing the
+    # model; skip it.
+    candidates = wanted if layers else [i for i in range(n_layers - 1, -1, -1) if i in attention]
     n_rows = model.embedding_shape()[0]
     ids, keys = select_tokens(model.vocab, n_rows, n_tokens)
     if len(ids) < 2:

@@ -97,6 +97,28 @@ def model_dims(config: dict, arch: ArchSpec | None = None) -> Dims:
     return Dims(hidden, n_layers, n_heads, n_kv, head_dim, eps, n_experts)
 
 
+def attention_layers(config: dict, arch: ArchSpec, n_layers: int) -> tuple[int, ...]:
+    """The layers whose token mixer is attention (all but a hybrid model's mixer layers), as
+    config.json says through `arch.layer_kinds`; bad or missing values raise a one-line HurefError."""
+    kinds = arch.layer_kinds
+    if kinds is None:
+        return tuple(range(n_layers))
+    if kinds.key is not None:
+        listed = config.get(kinds.key)
+        if not isinstance(listed, list) or len(listed) != n_layers:
+            raise HurefError(f"config.json's {kinds.key} should list the kind of each of the {n_layers} layers")
+        return tuple(i for i, kind in enumerate(listed) if kind in kinds.attention)
+    if kinds.indices is not None:
+        listed = config.get(kinds.indices)
+        if not isinstance(listed, list) or not all(type(i) is int and 0 <= i < n_layers for i in listed):
+            raise HurefError(f"config.json's {kinds.indices} should list attention layer indices below {n_layers}")
+        return tuple(sorted(set(listed)))
+    period, offset = (config_value(config, key, default=d) for key, d in zip((kinds.period, kinds.offset), kinds.defaults))
+    if not (isinstance(period, int) and isinstance(offset, int) and 0 <= offset < period):
+        raise HurefError(f"config.json's {kinds.period} and {kinds.offset} should be integers, 0 <= offset < period")
+    return tuple(i for i in range(n_layers) if i % period == offset)
+
+
 # --- fused layouts: (part, dims, logical 2-D row count, expert) -> rows of the stored 2-D view ---
 
 def _qkv_split(part, d, n_rows, e):
@@ -127,6 +149,11 @@ def _halves(part, d, n_rows, e):
     return slice(0, half) if part == "gate" else slice(half, n_rows)
 
 
+def _q_gate_heads(part, d, n_rows, e):
+    index = np.arange(n_rows).reshape(d.n_heads, 2, -1)  # per head: query rows, then gate rows
+    return index[:, ("q", "gate").index(part)].reshape(-1)
+
+
 def _experts(part, d, n_rows, e):
     per = n_rows // d.n_experts
     return slice(e * per, (e + 1) * per)
@@ -139,6 +166,11 @@ def _experts_gate_up(part, d, n_rows, e):
     return slice(start, start + half)
 
 
+def _experts_gate_up_interleaved(part, d, n_rows, e):
+    per = n_rows // d.n_experts  # one expert's rows: gate, up, gate, up, ...
+    return np.arange(e * per + (0 if part == "gate" else 1), (e + 1) * per, 2)
+
+
 LAYOUTS = {
     "plain": lambda part, d, n_rows, e: slice(0, n_rows),
     "qkv_split": _qkv_split,
@@ -148,11 +180,16 @@ LAYOUTS = {
     "gate_up_split": _halves,
     "experts": _experts,
     "experts_gate_up": _experts_gate_up,
+    "experts_gate_up_interleaved": _experts_gate_up_interleaved,
+    "q_gate_heads": _q_gate_heads,
 }
 
 
 class Matrix:
-    """A lazily read logical weight matrix [out, in] (HF orientation)."""
+    """A lazily read logical weight matrix [out, in] (HF orientation).
+
+    A `transposed` tensor is stored [in, out] (Conv1D) or [experts, in, out] (gpt-oss experts): its
+    logical view is [experts * out, in], read one expert's stored [in, out] at a time."""
 
     def __init__(self, reader, name: str, proj: Proj, dims: Dims, expert: int = 0) -> None:
         self.reader, self.name, self.transposed = reader, name, proj.transposed
@@ -160,7 +197,8 @@ class Matrix:
         if len(stored) < 2:
             raise HurefError(f"tensor '{name}' should be a matrix but has shape {tuple(stored)}")
         if proj.transposed:
-            n_rows, self.in_dim = stored[1], stored[0]
+            self.stored_out = stored[-1]
+            n_rows, self.in_dim = math.prod(stored[:-2]) * stored[-1], stored[-2]
         else:
             n_rows, self.in_dim = math.prod(stored[:-1]), stored[-1]
         try:
@@ -182,9 +220,17 @@ class Matrix:
 
     def rows(self, start: int, stop: int) -> torch.Tensor:
         """Logical rows [start, stop) as float32 [stop - start, in]."""
-        if self.transposed:
-            return self.reader.read(self.name).T[self._stored(start, stop)].contiguous()
-        return self.reader.read(self.name, rows=self._stored(start, stop))
+        if not self.transposed:
+            return self.reader.read(self.name, rows=self._stored(start, stop))
+        wanted = self._stored(start, stop)
+        logical = np.arange(wanted.start, wanted.stop) if isinstance(wanted, slice) else np.asarray(wanted)
+        experts = logical // self.stored_out
+        out = torch.empty(len(logical), self.in_dim)
+        for e in map(int, np.unique(experts)):
+            at = np.nonzero(experts == e)[0]
+            stored = self.reader.read(self.name, rows=slice(e * self.in_dim, (e + 1) * self.in_dim))  # [in, out]
+            out[torch.as_tensor(at)] = stored[:, torch.as_tensor(logical[at] - e * self.stored_out)].T
+        return out
 
     def _stored(self, start: int, stop: int):
         if isinstance(self.index, slice):

@@ -12,9 +12,10 @@ orthogonal T that is W T^T.
 
 Which tensor plays which role comes from huref.architectures (the one table the fingerprinting reads
 too). Fused tensors (gpt2 c_attn, gpt_neox/bloom per-head query_key_value, falcon's multi-query and
-grouped layouts, phi3 qkv_proj/gate_up_proj, 3-D experts) are split into virtual parts named
-"<tensor>#q" etc. before an attack, by the row maps of huref.layers.LAYOUTS, and joined again after
-it; gpt2's Conv1D weights are transposed to [out, in] and back.
+grouped layouts, phi3 qkv_proj/gate_up_proj, 3-D experts, qwen3_next's query + output-gate rows) are
+split into virtual parts named "<tensor>#q" etc. before an attack, by the row maps of
+huref.layers.LAYOUTS, and joined again after it, their biases with them; gpt2's Conv1D weights and
+gpt-oss's [expert, in, out] experts are transposed to [out, in] (per expert) and back.
 
 A Checkpoint holds every tensor in memory as float32: this is for test and experiment models, not
 for reading a 70B model (the fingerprinting itself never does that, see huref.sources).
@@ -32,7 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from huref.architectures import FFN, PLUS_ONE_KINDS, ArchSpec, Norm, Proj, arch_for_config
 from huref.errors import HurefError
-from huref.layers import EPS_KEYS, LAYOUTS, Dims, LatentDims, config_value, latent_dims, model_dims
+from huref.layers import EPS_KEYS, LAYOUTS, Dims, LatentDims, attention_layers, config_value, latent_dims, model_dims
 
 
 # --------------------------------------------------------------------------------------------- checkpoints
@@ -101,6 +102,7 @@ class Layout:
     clip_qkv: bool           # olmo: q, k, v are clamped, so only their values may not change
     mla: LatentDims | None = None   # multi-head latent attention sizes (None: ordinary attention)
     expert_groups: int = 1   # DeepSeek routes within groups of consecutive experts (config n_group)
+    attention_layers: tuple[int, ...] = ()   # layers whose token mixer is attention (hybrids: not all)
 
     n_layers = property(lambda self: self.dims.n_layers)
     hidden = property(lambda self: self.dims.hidden)
@@ -205,6 +207,7 @@ def layout_of(config: dict) -> Layout:
     activation = str(config_value(config, "hidden_act", "activation_function", "activation", default=""))
     return Layout(
         model_type=config["model_type"], arch=arch, dims=dims, rotary_dim=rotary_dim, mla=mla,
+        attention_layers=attention_layers(config, arch, dims.n_layers),
         expert_groups=int(config.get("n_group") or 1),
         tied=bool(config.get("tie_word_embeddings", True)),
         eps_key=next((key for key in EPS_KEYS if config.get(key) is not None), None),
@@ -215,9 +218,10 @@ def layout_of(config: dict) -> Layout:
 
 # ----------------------------------------------------------------------------- canonical (unfused) view
 
-def _bias_name(weight_name: str) -> str | None:
-    """The bias beside a weight "<module>.weight" (None for a bare parameter such as 3-D experts)."""
-    return weight_name[: -len("weight")] + "bias" if weight_name.endswith(".weight") else None
+def _bias_name(weight_name: str) -> str:
+    """The bias beside a weight: "<module>.bias" for "<module>.weight", "<name>_bias" for a bare
+    parameter (gpt-oss's 3-D experts: gate_up_proj_bias [experts, 2 * inner])."""
+    return weight_name[: -len("weight")] + "bias" if weight_name.endswith(".weight") else weight_name + "_bias"
 
 
 def _rows(index):
@@ -233,7 +237,9 @@ class Canon:
     """A checkpoint's tensors with every fused tensor split into its logical matrices ("<name>#<part>")
     and Conv1D weights made [out, in]; `get(i, role)`, `put` and `update` address them by role.
 
-    Roles of layer i: q, k, v, o; the norms of NORM_ROLES that it has; the FFN's gate, up, down (a dense
+    Roles of layer i: q, k, v, o (with attn_gate, the output gate's query rows, and sinks, the per-head
+    sink logits, where the model has them), or, in a hybrid model's mixer layer, mixer_in<j> and
+    mixer_out<j>; the norms of NORM_ROLES that it has; the FFN's gate, up, down (a dense
     layer) or expert<e>.gate/up/down with router, and shared.gate/up/down with shared_router (MoE).
     i=None: `role` is a tensor's full name. `join()` gives the tensors back in their saved form.
     """
@@ -277,10 +283,19 @@ class Canon:
                 parts.append((tag, proj.layout, proj.part, e))
             roles[role] = (stored + tag, bias and bias + tag)
 
-        if arch.mla is None:
+        if arch.mixer is not None and (i not in lay.attention_layers or arch.mixer.parallel):
+            for kind, projs in (("in", arch.mixer.readers), ("out", arch.mixer.writers)):   # mixer_in<j>, mixer_out<j>
+                for j, proj in enumerate(projs):
+                    add(f"mixer_{kind}{j}", proj)
+        attention = i in lay.attention_layers   # False: a hybrid model's mixer layer
+        if attention and arch.mla is None:
             for role in "qkvo":
                 add(role, getattr(arch, role))
-        else:   # roles q_a, q_a_norm, q_b (or q), kv_a, kv_a_norm, kv_b, o
+            if arch.attn_gate is not None:
+                add("attn_gate", arch.attn_gate)
+            if arch.sinks is not None:
+                roles["sinks"] = (prefix + arch.sinks, None)
+        elif attention:   # roles q_a, q_a_norm, q_b (or q), kv_a, kv_a_norm, kv_b, o
             mla = arch.mla
             latent_q = prefix + mla.q_a.name in self.t
             for role in (("q_a", "q_b") if latent_q else ("q",)) + ("kv_a", "kv_b"):
@@ -321,15 +336,15 @@ class Canon:
     def _split(self):
         """Replace each fused tensor (and its bias) by its parts, through huref.layers.LAYOUTS' row maps."""
         self.shapes = {}
-        for name in self.transposed:
-            self.t[name] = self.t[name].T
+        for name in self.transposed:   # [in, out] -> [out, in]; 3-D experts per expert
+            self.t[name] = self.t[name].transpose(-1, -2)
         for stored, parts in self.fused.items():
             for name in (stored, _bias_name(stored)):
                 if name not in self.t:
                     continue
                 value = self.t.pop(name)
                 self.shapes[name] = value.shape
-                rows = value.reshape(-1, value.shape[-1]) if value.dim() > 1 else value  # [rows, in] or [rows]
+                rows = value.reshape(-1, value.shape[-1]) if name == stored else value.reshape(-1)  # [rows, in] or [rows]
                 for tag, layout, part, e in parts:
                     self.t[name + tag] = rows[_rows(LAYOUTS[layout](part, self.layout.dims, rows.shape[0], e))].clone()
 
@@ -342,13 +357,14 @@ class Canon:
                     continue
                 shape = self.shapes[name]
                 pieces = [out.pop(name + tag) for tag, *_ in parts]
-                n_rows = math.prod(shape[:-1]) if len(shape) > 1 else shape[0]
-                rows = pieces[0].new_empty(n_rows, *shape[-1:] if len(shape) > 1 else ())
+                weight = name == stored
+                n_rows = math.prod(shape[:-1]) if weight else math.prod(shape)
+                rows = pieces[0].new_empty(n_rows, *shape[-1:] if weight else ())
                 for piece, (tag, layout, part, e) in zip(pieces, parts):
                     rows[_rows(LAYOUTS[layout](part, self.layout.dims, n_rows, e))] = piece
                 out[name] = rows.reshape(shape)
         for name in self.transposed:
-            out[name] = out[name].T.contiguous()
+            out[name] = out[name].transpose(-1, -2).contiguous()
         return out
 
     def name(self, i, role, suffix="weight"):
@@ -454,7 +470,8 @@ def _set_gain(canon, i, role, gain):
 
 def _reader_groups(canon, i):
     """[(norm role or None, reader roles)] of layer i: each norm (if any) and the matrices reading its output."""
-    attn = ["q", "k", "v", "q_a", "kv_a"]   # those the layer has (q_a, kv_a: latent attention)
+    attn = ["q", "k", "v", "q_a", "kv_a", "attn_gate"]   # those the layer has (q_a, kv_a: latent attention)
+    attn += [role for role in canon.roles[i] if role.startswith("mixer_in")]
     ffn = [r for unit in canon.ffn_units(i) for r in unit[:2] if r is not None]
     ffn += [r for r in ("router", "shared_router") if canon.get(i, r) is not None]
     attn_norm, ffn_norm = (role if canon.get(i, role) is not None else None for role in ("attn_norm", "ffn_norm"))
@@ -463,9 +480,14 @@ def _reader_groups(canon, i):
     return [(attn_norm, attn), (ffn_norm, ffn)]
 
 
+def _mixer_writers(canon, i):
+    """Roles of layer i whose output is the token mixer's write: o and a hybrid's mixer writers."""
+    return ["o"] + [role for role in canon.roles[i] if role.startswith("mixer_out")]
+
+
 def _writers(canon, i):
     """Roles of layer i whose output is added to the residual stream (their rows live in it)."""
-    return ["o"] + [unit[2] for unit in canon.ffn_units(i)]
+    return _mixer_writers(canon, i) + [unit[2] for unit in canon.ffn_units(i)]
 
 
 def _untie(canon, result):
@@ -618,7 +640,7 @@ def _per_kv_head(canon, i, maps_q, maps_k, roles=("q", "k")):
 def qk_transform(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
     """Per key/value head: queries -> M q, keys -> M^-T k with M commuting with RoPE (shared across a GQA group)."""
     def edit(canon, result):
-        for i in range(canon.layout.n_layers):
+        for i in canon.layout.attention_layers:
             maps = [rope_commuting_matrix(canon.layout, generator) for _ in range(canon.layout.n_kv_heads)]
             _per_kv_head(canon, i, maps, [torch.linalg.inv(m).T for m in maps])
     return _edit(checkpoint, edit)
@@ -628,7 +650,7 @@ def qk_scale(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
     """Per key/value head: queries times c, keys divided by c (c random, either sign)."""
     def edit(canon, result):
         eye = torch.eye(canon.layout.head_dim, dtype=torch.float64)
-        for i in range(canon.layout.n_layers):
+        for i in canon.layout.attention_layers:
             scales = random_scales(canon.layout.n_kv_heads, generator, spread=1.5)
             _per_kv_head(canon, i, [c * eye for c in scales], [eye / c for c in scales])
     return _edit(checkpoint, edit)
@@ -642,7 +664,7 @@ def qk_norm_rescale(checkpoint: Checkpoint, generator: torch.Generator) -> Check
     """
     def edit(canon, result):
         lay = canon.layout
-        for i in range(lay.n_layers):
+        for i in lay.attention_layers:
             n_q, n_k = (lay.n_heads, lay.n_kv_heads) if lay.qk_norm == "head" else (1, 1)
             # factors >= 1, so the norms' epsilon matters even less than in the original
             cq, ck = (1 + random_scales(n, generator, signed=False, spread=1.5) for n in (n_q, n_k))
@@ -661,7 +683,7 @@ def qk_norm_gain_exchange(checkpoint: Checkpoint, generator: torch.Generator) ->
         d = lay.head_dim
         rep = lay.n_heads // lay.n_kv_heads
         n_groups = lay.n_kv_heads if lay.qk_norm == "row" else 1
-        for i in range(lay.n_layers):
+        for i in lay.attention_layers:
             s = random_scales(n_groups * d, generator, spread=1.0).reshape(n_groups, d)
             for a, b in _rotary_pairs(lay):
                 s[:, b] = s[:, a]
@@ -679,7 +701,7 @@ def vo_transform(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoi
     def edit(canon, result):
         lay = canon.layout
         d, rep = lay.head_dim, lay.n_heads // lay.n_kv_heads
-        for i in range(lay.n_layers):
+        for i in lay.attention_layers:
             maps = [random_invertible(d, generator) for _ in range(lay.n_kv_heads)]
             inverse = [torch.linalg.inv(m) for m in maps]
 
@@ -702,7 +724,7 @@ def head_permutation(checkpoint: Checkpoint, generator: torch.Generator) -> Chec
     def edit(canon, result):
         lay = canon.layout
         d, rep = lay.head_dim, lay.n_heads // lay.n_kv_heads
-        for i in range(lay.n_layers):
+        for i in lay.attention_layers:
             kv_order = _perm(lay.n_kv_heads, generator)
             q_order = torch.cat([kv_order[a] * rep + _perm(rep, generator) for a in range(lay.n_kv_heads)])
             rows_q = (q_order[:, None] * d + torch.arange(d)).reshape(-1)
@@ -712,6 +734,9 @@ def head_permutation(checkpoint: Checkpoint, generator: torch.Generator) -> Chec
                 for role in ("k", "v"):
                     canon.update(i, role, lambda w: w[rows_kv], suffix)
             canon.update(i, "o", lambda w: w[:, rows_q])
+            canon.update(i, "attn_gate", lambda w: w[rows_q])   # each head's output gate goes with it
+            canon.update(i, "attn_gate", lambda b: b[rows_q], "bias")
+            canon.update(i, "sinks", lambda s: s[q_order])      # and its sink logit
             if lay.qk_norm == "row":
                 canon.update(i, "q_norm", lambda g: g[rows_q])
                 canon.update(i, "k_norm", lambda g: g[rows_kv])
@@ -850,11 +875,14 @@ def expert_permutation(checkpoint: Checkpoint, generator: torch.Generator) -> Ch
                 continue
             order = torch.cat([g * size + _perm(size, generator) for g in _perm(lay.expert_groups, generator)])
             subs = [sub for sub in ("gate", "up", "down") if canon.get(i, f"expert0.{sub}") is not None]
-            old = {(e, sub): canon.get(i, f"expert{e}.{sub}") for e in range(lay.n_experts) for sub in subs}
-            for e in range(lay.n_experts):
-                for sub in subs:
-                    canon.put(i, f"expert{e}.{sub}", old[(int(order[e]), sub)])
+            for suffix in ("weight", "bias"):   # biases beside 3-D experts (gpt-oss) move with them
+                old = {(e, sub): canon.get(i, f"expert{e}.{sub}", suffix) for e in range(lay.n_experts) for sub in subs}
+                for e in range(lay.n_experts):
+                    for sub in subs:
+                        if old[(e, sub)] is not None:
+                            canon.put(i, f"expert{e}.{sub}", old[(int(order[e]), sub)], suffix)
             canon.update(i, "router", lambda w: w[order])
+            canon.update(i, "router", lambda b: b[order], "bias")
             canon.update(i, "router_bias", lambda b: b[..., order])   # [experts] or [1, experts] (ernie4_5_moe)
     return _edit(checkpoint, edit)
 
@@ -899,7 +927,7 @@ def post_norm_rescale(checkpoint: Checkpoint, generator: torch.Generator) -> Che
     >= 1 per layer; the norm on each write divides them out (its epsilon matters even less afterwards)."""
     def edit(canon, result):
         for i in range(canon.layout.n_layers):
-            for roles in (["o"], _writers(canon, i)[1:]):
+            for roles in (_mixer_writers(canon, i), [unit[2] for unit in canon.ffn_units(i)]):
                 c = 1 + float(random_scales(1, generator, signed=False, spread=1.5)[0])
                 for role in roles:
                     canon.update(i, role, _f64(lambda w: w * c))
@@ -1162,7 +1190,8 @@ def is_valid(name: str, layout: Layout) -> bool:
         "qk_scale": layout.qk_norm is None and not layout.clip_qkv and not mla,
         "qk_norm_rescale": layout.qk_norm is not None and not layout.clip_qkv,
         "qk_norm_gain_exchange": layout.qk_norm is not None and layout.arch.q_norm[0].name is not None,
-        "vo_transform": not layout.clip_qkv and not mla,
+        # an elementwise gate on each head's output (qwen3_next) does not commute with a V/O map
+        "vo_transform": not layout.clip_qkv and not mla and layout.arch.attn_gate is None,
         "head_permutation": not layout.alibi and not mla,   # ALiBi slopes are tied to head positions
         # latent attention (MLA) has its own head layout, latent spaces and shared rotary key
         "latent_rotation": mla,
@@ -1170,12 +1199,15 @@ def is_valid(name: str, layout: Layout) -> bool:
         "mla_qk_transform": mla,
         "mla_vo_transform": mla,
         "ffn_permutation": True,
-        "ffn_scale": layout.gated or layout.relu,
+        # gpt-oss clamps up and adds 1 to it: the FFN sees up's scale
+        "ffn_scale": (layout.gated and not layout.arch.ffn_clamped) or layout.relu,
         "expert_permutation": layout.n_experts > 0,
-        # needs the norm epsilon in config.json, residual reads only through norms, and an embedding norm (if
-        # any) with a gain to scale (a bare one would divide the scale out of the stream's start)
+        # needs the norm epsilon in config.json, residual reads only through norms, an embedding norm (if
+        # any) with a gain to scale (a bare one would divide the scale out of the stream's start), and no
+        # hybrid mixer with norms of its own on that epsilon (whose inputs do not scale)
         "embedding_scale": layout.eps_key is not None and layout.pre_norms and not layout.residual_post_norm
-                           and (not layout.arch.embed_norm or layout.emb_norm is not None),
+                           and (not layout.arch.embed_norm or layout.emb_norm is not None)
+                           and not (layout.arch.mixer and layout.arch.mixer.inner_norms),
         "post_norm_rescale": layout.post_norms and not layout.residual_post_norm,
         # the embedding norm must see the token embedding alone (bert adds position embeddings first)
         "embedding_row_scale": layout.emb_norm is not None and not layout.pos_embeds,

@@ -6,7 +6,8 @@ Variants of one model_type have their own entries: falcon_gqa (new_decoder_archi
 beside falcon (multi-query, parallel), qwen2_moe_dense (its middle layer keeps a dense FFN, as
 qwen3_moe's does), gpt_bigcode_mha (per-head fused c_attn beside the multi-query default),
 phi_qk_layernorm (phi with its per-head QK LayerNorms), cohere2_moe_rms (RMSNorms, sigmoid router, no
-shared expert, beside LayerNorms, softmax and a shared expert).
+shared expert, beside LayerNorms, softmax and a shared expert). Hybrid models (qwen3_next, qwen3_5_text,
+qwen3_5_moe_text, granitemoehybrid, bamba, lfm2, jamba) have 4 layers, attention on layers 0 and 2.
 Norm gains and every bias get random non-trivial values, so that norm folding and bias handling
 matter. Each checkpoint is saved in Hugging Face layout (config.json + model.safetensors) together
 with a word-level tokenizer.json over a synthetic vocabulary of distinct strings.
@@ -74,6 +75,55 @@ CONFIGS = {
                           qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=12, moe_intermediate_size=32,
                           n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, n_group=1, topk_group=1,
                           mlp_layer_types=["dense", "sparse", "sparse"], tie_word_embeddings=False),
+    # attention sinks, q/k/v/o biases, sliding-window layers between full ones, 4 experts stored
+    # [expert, in, out] with interleaved gate/up, their biases, a router bias, a clamped SwiGLU
+    "gpt_oss": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, intermediate_size=32, num_local_experts=4, num_experts_per_tok=2,
+                    sliding_window=8, tie_word_embeddings=False),
+    # hybrids, 4 layers: attention on layers 0 and 2, the top layer not attention
+    # gated delta-net between gated full-attention layers; routed experts + shared one, layer 2 dense
+    "qwen3_next": dict(_LLAMA_LIKE, num_hidden_layers=4, head_dim=HEAD_DIM, moe_intermediate_size=32,
+                       shared_expert_intermediate_size=48, num_experts=4, num_experts_per_tok=2, decoder_sparse_step=1,
+                       mlp_only_layers=[2], linear_num_value_heads=4, linear_num_key_heads=2, linear_key_head_dim=8,
+                       linear_value_head_dim=8,
+                       layer_types=["full_attention", "linear_attention", "full_attention", "linear_attention"],
+                       tie_word_embeddings=False, rms_norm_eps=_SMALL_EPS),
+    # (delta-net heads of 16: with 8 the float32 forward itself strays 6e-5 from float64)
+    "qwen3_5_text": dict(_LLAMA_LIKE, num_hidden_layers=4, head_dim=HEAD_DIM, linear_num_value_heads=4,
+                         linear_num_key_heads=2, linear_key_head_dim=16, linear_value_head_dim=16,
+                         layer_types=["full_attention", "linear_attention", "full_attention", "linear_attention"],
+                         tie_word_embeddings=False, rms_norm_eps=_SMALL_EPS),
+    "qwen3_5_moe_text": dict(_LLAMA_LIKE, num_hidden_layers=4, head_dim=HEAD_DIM, moe_intermediate_size=32,
+                             shared_expert_intermediate_size=48, num_experts=4, num_experts_per_tok=2,
+                             linear_num_value_heads=4, linear_num_key_heads=2, linear_key_head_dim=8,
+                             linear_value_head_dim=8,
+                             layer_types=["full_attention", "linear_attention", "full_attention", "linear_attention"],
+                             tie_word_embeddings=False, rms_norm_eps=_SMALL_EPS),
+    # attention and Mamba-2 side by side in every layer, with scalar multipliers away from 1
+    "falcon_h1": dict(_LLAMA_LIKE, mamba_n_heads=4, mamba_d_head=16, mamba_d_ssm=64, mamba_n_groups=1,
+                      mamba_d_state=8, embedding_multiplier=3.0, attention_in_multiplier=0.5, key_multiplier=2.0,
+                      attention_out_multiplier=1.3, ssm_out_multiplier=0.7, mlp_multipliers=[1.5, 0.8],
+                      lm_head_multiplier=0.5, tie_word_embeddings=False, rms_norm_eps=_SMALL_EPS),
+    # Mamba-2 between attention layers (layer_types as granite-4.0 spells them), fused experts with a shared
+    # MLP, no RoPE, granite's embedding/attention/residual multipliers away from 1 (logits_scaling left at 1,
+    # which keeps the logit check sharp)
+    "granitemoehybrid": dict(_LLAMA_LIKE, num_hidden_layers=4, intermediate_size=32, shared_intermediate_size=48,
+                             num_local_experts=4, num_experts_per_tok=2,
+                             layer_types=["attention", "mamba", "attention", "mamba"], mamba_n_heads=4,
+                             mamba_d_head=16, mamba_n_groups=1, mamba_d_state=8, mamba_expand=1,
+                             embedding_multiplier=12.0, attention_multiplier=0.02, residual_multiplier=0.22,
+                             tie_word_embeddings=False, rms_norm_eps=_SMALL_EPS),
+    # Mamba-2 beside the attention layers listed in attn_layer_indices
+    "bamba": dict(_LLAMA_LIKE, num_hidden_layers=4, attn_layer_indices=[0, 2], mamba_n_heads=4, mamba_d_head=16,
+                  mamba_n_groups=1, mamba_d_state=8, mamba_expand=1, tie_word_embeddings=False,
+                  rms_norm_eps=_SMALL_EPS),
+    # short convolutions between attention layers with per-head QK norms; tied head
+    "lfm2": dict(_LLAMA_LIKE, num_hidden_layers=4, layer_types=["full_attention", "conv", "full_attention", "conv"],
+                 block_auto_adjust_ff_dim=False, norm_eps=_SMALL_EPS, tie_word_embeddings=True),
+    # Mamba between attention layers (i % 2 == 0), experts on the attention layers, dense FFNs beside
+    # Mamba; a small SSM state (its A_log and D would otherwise dominate the parameter cosine)
+    "jamba": dict(_LLAMA_LIKE, num_hidden_layers=4, intermediate_size=32, attn_layer_period=2, attn_layer_offset=0,
+                  expert_layer_period=2, expert_layer_offset=0, num_experts=4, num_experts_per_tok=2, mamba_d_state=2,
+                  mamba_expand=1, tie_word_embeddings=False),
     "gemma": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, hidden_act="gelu_pytorch_tanh"),
     "gemma2": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, query_pre_attn_scalar=HEAD_DIM, sliding_window=8,
                    final_logit_softcapping=30.0, attn_logit_softcapping=50.0, rms_norm_eps=_SMALL_EPS),
@@ -226,7 +276,8 @@ def _is_norm(module) -> bool:
 def build_model(name: str, seed: int = 0):
     """A randomly initialised float32 torch model for architecture `name`, in eval mode.
 
-    Norm gains are drawn around their neutral value (1, or 0 for the `1 + weight` convention of gemma and nemotron)
+    Norm gains are drawn around their neutral value (1, or 0 for the `1 + weight` convention of gemma,
+    nemotron and qwen3_next, whose norms transformers initialises to 0)
     and every norm and linear bias is non-zero.
     """
     config = make_config(name)
@@ -241,13 +292,17 @@ def build_model(name: str, seed: int = 0):
             weight = getattr(module, "weight", None)
             bias = getattr(module, "bias", None)
             if _is_norm(module) and isinstance(weight, torch.nn.Parameter):
-                centre = 0.0 if plus_one else 1.0
+                centre = 0.0 if plus_one or bool((weight == 0).all()) else 1.0
                 weight.copy_(centre + 0.4 * (torch.rand(weight.shape, generator=generator) - 0.5) * 2)
             if isinstance(bias, torch.nn.Parameter):
                 bias.copy_(0.1 * torch.randn(bias.shape, generator=generator))
         for name, tensor in [*model.named_buffers(), *model.named_parameters()]:
             if name.endswith("e_score_correction_bias"):   # a choice-only router bias (DeepSeek-V3, ernie4_5_moe)
                 tensor.copy_(0.1 * torch.randn(tensor.shape, generator=generator))
+            if name.endswith("_proj_bias"):    # biases beside 3-D expert tensors (gpt-oss)
+                tensor.copy_(0.1 * torch.randn(tensor.shape, generator=generator))
+            if name.endswith("sinks"):    # attention sink logits (gpt-oss), large enough to matter
+                tensor.copy_(torch.randn(tensor.shape, generator=generator))
     return model
 
 

@@ -25,11 +25,16 @@ def vlm_config(kind: str):
         return transformers.Gemma3Config(text_config=transformers.Gemma3TextConfig(head_dim=16, **TEXT),
                                          vision_config=transformers.SiglipVisionConfig(**VISION),
                                          mm_tokens_per_image=4, image_token_index=383)
+    if kind == "qwen3_5":   # a hybrid language model: gated delta-net layers between attention layers
+        text = dict(TEXT, head_dim=16, linear_num_value_heads=4, linear_num_key_heads=2, linear_key_head_dim=16,
+                    linear_value_head_dim=16, layer_types=["full_attention", "linear_attention", "full_attention"])
+        return transformers.Qwen3_5Config(text_config=text, vision_config=dict(
+            depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=14))
     return transformers.Mistral3Config(text_config=transformers.MistralConfig(**TEXT),
                                        vision_config=transformers.PixtralVisionConfig(**VISION), image_token_index=383)
 
 
-@pytest.mark.parametrize("kind", ["llava", "gemma3", "mistral3"])
+@pytest.mark.parametrize("kind", ["llava", "gemma3", "mistral3", "qwen3_5"])
 def test_the_language_model_of_a_vlm_is_the_plain_causal_lm(kind, tmp_path):
     torch.manual_seed(0)
     config = vlm_config(kind)
