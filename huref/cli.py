@@ -38,24 +38,27 @@ def quiet_option(f):
     return click.option("--quiet", "-q", is_flag=True, help="No progress or notices on stderr.")(f)
 
 
-def settings_options(f):
+def settings_options(f=None, *, default_tokens: int | None = None, layer_choice: bool = True):
     """The options every command that computes terms shares, collapsed into one `settings` argument
-    (a frozen huref.inputs.Settings)."""
+    (a frozen huref.inputs.Settings). `lineage` reads every layer: no --layers, fewer tokens."""
+    if f is None:
+        return functools.partial(settings_options, default_tokens=default_tokens, layer_choice=layer_choice)
     from huref.invariants import DEFAULT_TOKENS
 
     @functools.wraps(f)
-    def command(n_tokens, layers, revision, device, precision, quiet, **kwargs):
+    def command(n_tokens, revision, device, precision, quiet, layers=None, **kwargs):
         from huref.inputs import Settings
 
         settings = Settings(n_tokens=n_tokens, layers=parse_layers(layers), revision=revision, device=device,
                             precision=precision, quiet=quiet)
         return f(settings=settings, **kwargs)
 
+    layer_option = click.option("--layers", default=None, help="Comma-separated layer indices; negative count from "
+                                "the end. Default: the last two layers that write (attention layers in hybrids).")
     for option in reversed((
-        click.option("--tokens", "n_tokens", type=int, default=DEFAULT_TOKENS, show_default=True,
+        click.option("--tokens", "n_tokens", type=int, default=default_tokens or DEFAULT_TOKENS, show_default=True,
                      help="Number of probe tokens (capped by the vocabulary)."),
-        click.option("--layers", default=None, help="Comma-separated layer indices; negative count from the end. "
-                                                     "Default: the last two."),
+        *((layer_option,) if layer_choice else ()),
         click.option("--revision", default=None, help="Hub revision (branch, tag or commit) for hub models."),
         click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
         click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
@@ -191,9 +194,12 @@ def invariants(model, output, settings):
 @click.argument("b")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
 @click.option("--image", default=None, help="Also write the two dogs side by side with the score (.png or .jpg).")
+@click.option("--verdict", "verdict_from", type=click.Choice(["lineage", "ics"]), default="lineage", show_default=True,
+              help="For two models: lineage = the calibrated whole-depth statistic (reads every layer at "
+                   "the lineage token count); ics = the two-layer ICS thresholds (faster).")
 @generator_options
 @settings_options
-def compare(a, b, as_json, image, generator, truncation, settings):
+def compare(a, b, as_json, image, verdict_from, generator, truncation, settings):
     """Compare A and B (each a model, an invariants file or a fingerprint FP.json): ICS, per term and
     layer, PCS, verdict; with a fingerprint, the latent cosine."""
     from huref.comparison import compare_pair
@@ -205,11 +211,14 @@ def compare(a, b, as_json, image, generator, truncation, settings):
     subjects, settings = open_all([a, b], settings)
     check_outputs([image] if image else [], subjects)
     dog_generator = load_dog_generator(generator, run)[0] if image else None
-    run.start(sum(s.steps(settings) for s in subjects) + (1 if image else 0))
+    lineage_tokens = lineage_token_count(subjects, verdict_from)
+    run.start(sum(s.steps(settings) for s in subjects) + lineage_steps(subjects, settings, lineage_tokens)
+              + (1 if image else 0))
     for subject in subjects:
         if subject.has_terms:
             subject.terms(settings, run.step)
-    report = compare_pair(*subjects, settings)
+    compute_lineage_terms(subjects, settings, lineage_tokens, run.step)
+    report = compare_pair(*subjects, settings, lineage_tokens)
     text = finite_json(report)
     if image:
         from huref.report import comparison_image
@@ -233,15 +242,102 @@ def demo(quiet):
     settings = Settings(quiet=quiet)
     run = Run("demo", quiet)
     subjects, settings = open_all([f"demo:{name}" for name in ("base", "offspring", "independent")], settings)
-    run.start(sum(s.steps(settings) for s in subjects))
+    lineage_tokens = lineage_token_count(subjects, "lineage")
+    run.start(sum(s.steps(settings) for s in subjects) + lineage_steps(subjects, settings, lineage_tokens))
     for subject in subjects:
         subject.terms(settings, run.step)
+    compute_lineage_terms(subjects, settings, lineage_tokens, run.step)
     run.finish()
     for other in subjects[1:]:
-        report = compare_pair(subjects[0], other, settings)
+        report = compare_pair(subjects[0], other, settings, lineage_tokens)
         click.echo(f"demo:base vs {other.spec:<17} ICS {report['ics']:+.4f}  "
                    f"(qk {report['terms']['qk']:+.3f}, vo {report['terms']['vo']:+.3f}, "
-                   f"ffn {report['terms']['ffn']:+.3f})  PCS {report['pcs']:+.4f}  -> {report['verdict']}")
+                   f"ffn {report['terms']['ffn']:+.3f})  PCS {report['pcs']:+.4f}  "
+                   f"lineage z {report['lineage']['z']:+.1f}  -> {report['verdict']}")
+
+
+def lineage_token_count(subjects, verdict_from: str) -> int | None:
+    """The token count of the whole-depth terms behind the calibrated verdict, or None when it is not
+    used (the ICS verdict asked for, or not all models)."""
+    from huref.lineage import LINEAGE_TOKENS
+
+    all_models = all(s.kind == "model" for s in subjects)
+    return LINEAGE_TOKENS if all_models and verdict_from == "lineage" else None
+
+
+def lineage_steps(subjects, settings, lineage_tokens, stride: int = 1) -> int:
+    """Progress steps of the whole-depth terms of two models (0 when not used)."""
+    from dataclasses import replace
+
+    from huref.comparison import lineage_settings
+
+    if not lineage_tokens:
+        return 0
+    return sum(s.steps(lineage_settings(s, replace(settings, n_tokens=lineage_tokens), stride)) for s in subjects)
+
+
+def compute_lineage_terms(subjects, settings, lineage_tokens, step, stride: int = 1) -> None:
+    """Compute the whole-depth terms of two models, reporting progress (no-op when not used)."""
+    from dataclasses import replace
+
+    from huref.comparison import lineage_settings
+
+    if lineage_tokens:
+        for subject in subjects:
+            subject.terms(lineage_settings(subject, replace(settings, n_tokens=lineage_tokens), stride), step)
+
+
+@cli.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
+@click.option("-o", "--output", default=None, help="Also write the layer-by-layer map as an image (.png or .jpg).")
+@click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Read every STRIDE-th layer (faster; the null panel was calibrated at 1).")
+@settings_options(default_tokens=512, layer_choice=False)
+def lineage(a, b, as_json, output, stride, settings):
+    """Which layers of model B come from which layers of model A, over the whole depth: the layer map,
+    its alignment, and a calibrated verdict (statistic, z, p-value, false-positive rate)."""
+    from huref.comparison import lineage_pair
+    from huref.inputs import check_outputs
+    from huref.lineage import lineage_image
+
+    run = Run("lineage", settings.quiet)
+    if output:
+        image_format(output)
+    subjects, settings = open_all([a, b], settings)
+    if any(s.kind != "model" for s in subjects):
+        raise HurefError("lineage compares two models (it reads every layer of each)")
+    check_outputs([output] if output else [], subjects)
+    run.start(lineage_steps(subjects, settings, settings.n_tokens, stride))
+    compute_lineage_terms(subjects, settings, settings.n_tokens, run.step, stride)
+    found = lineage_pair(*subjects, settings, stride)
+    text = finite_json({"a": subjects[0].label, "b": subjects[1].label, **found})
+    if output:
+        where_a = {layer: k for k, layer in enumerate(found["layers_a"])}
+        where_b = {layer: k for k, layer in enumerate(found["layers_b"])}
+        path = [(None if i is None else where_a[i], where_b[j]) for i, j in found["alignment"]]
+        picture = lineage_image(found["map"], path, (subjects[0].label, subjects[1].label))
+        write_outputs([(output, image_bytes(picture, output))])
+    run.finish()
+    click.echo(text if as_json else format_lineage(found, subjects[0].label, subjects[1].label))
+
+
+def format_lineage(found: dict, label_a: str, label_b: str) -> str:
+    """A readable account of a lineage result: where each layer of B comes from, then the verdict."""
+    where_a = {layer: k for k, layer in enumerate(found["layers_a"])}
+    where_b = {layer: k for k, layer in enumerate(found["layers_b"])}
+    lines = [f"A: {label_a} ({len(found['layers_a'])} layers read)", f"B: {label_b} ({len(found['layers_b'])} layers read)",
+             "", "B layer  from A layer  similarity"]
+    for i, j in found["alignment"]:
+        if i is None:
+            lines.append(f"{j:>7}  {'-':>12}  (from neither)")
+        else:
+            lines.append(f"{j:>7}  {i:>12}  {found['map'][where_a[i]][where_b[j]]:+.3f}")
+    lines.append("")
+    lines.append(f"statistic {found['statistic']:+.4f}   z {found['z']:+.1f}   p {found['p_value']:.2g}   "
+                 f"verdict: {found['verdict']} (false-positive rate {found['fpr']:g} under the null panel)")
+    return "\n".join(lines)
 
 
 def format_report(report: dict) -> str:
@@ -265,6 +361,10 @@ def format_report(report: dict) -> str:
         lines.append(f"layer {report['a']['layers'][i]:<3}{value:+.4f}")
     lines.append("")
     pcs = "n/a" if report["pcs"] is None else f"{report['pcs']:+.4f}"
+    if "lineage" in report:
+        found = report["lineage"]
+        lines.append(f"lineage over the whole depth: statistic {found['statistic']:+.4f}   z {found['z']:+.1f}   "
+                     f"p {found['p_value']:.2g}   (ICS thresholds alone: {report['ics_verdict']})")
     lines.append(f"ICS {report['ics']:+.4f}   PCS {pcs}   verdict: {report['verdict']}")
     return "\n".join(lines)
 

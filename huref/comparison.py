@@ -8,6 +8,7 @@ threshold, or huref.fingerprint.LATENT_THRESHOLD for latents (both can be overri
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 from huref.errors import HurefError
@@ -16,28 +17,57 @@ from huref.inputs import Settings, Subject, check_comparable, settings_for
 from huref.similarity import compare_terms, pcs, thresholds, verdict
 
 
-def compare_pair(a: Subject, b: Subject, settings: Settings) -> dict:
+def lineage_settings(subject: Subject, settings: Settings, stride: int = 1) -> Settings:
+    """The settings of a model's whole-depth terms: every `stride`-th layer that carries terms."""
+    from huref.lineage import depth_layers
+
+    return replace(settings, layers=depth_layers(subject.model, stride))
+
+
+def lineage_pair(a: Subject, b: Subject, settings: Settings, stride: int = 1, progress=None) -> dict:
+    """Whole-depth lineage of two models (`huref.lineage.lineage`): layer maps, which layers of B
+    come from which of A, the statistic, its z, p-value, false-positive rate and calibrated verdict."""
+    from huref.lineage import lineage
+
+    if a.kind != "model" or b.kind != "model":
+        raise HurefError("lineage compares two models (it reads every layer)")
+    return lineage(a.terms(lineage_settings(a, settings, stride), progress),
+                   b.terms(lineage_settings(b, settings, stride), progress))
+
+
+LINEAGE_SUMMARY = ("statistic", "z", "p_value", "fpr", "verdict", "alignment")
+
+
+def compare_pair(a: Subject, b: Subject, settings: Settings, lineage_tokens: int | None = None) -> dict:
     """The comparison report of a and b (both already matched by `huref.inputs.settings_for`).
 
     With terms on both sides: {"ics", "terms": {"qk", "vo", "ffn"}, "layers", "pcs", "verdict",
-    "n_common_tokens", "a", "b"}; with a fingerprint on either side: {"kind": "latent",
-    "latent_cosine", "threshold", "verdict", "note", "a", "b"}.
+    "ics_verdict", "n_common_tokens", "a", "b"} and, for two models when `lineage_tokens` is given,
+    "lineage": {"statistic", "z", "p_value", "fpr", "verdict", "alignment"} whose calibrated verdict
+    is then "verdict" (else the ICS thresholds' is); with a fingerprint on either side: {"kind":
+    "latent", "latent_cosine", "threshold", "verdict", "note", "a", "b"}.
     """
     check_comparable(a, b)
     if a.has_terms and b.has_terms:
         ta, tb = a.terms(settings), b.terms(settings)
         result = compare_terms(ta, tb)
         both_models = a.kind == "model" and b.kind == "model"
-        return {
+        report = {
             "ics": result["ics"],
             "terms": result["terms"],
             "layers": result["layers"],
             "pcs": side_pcs(a, b, ta.layers) if both_models else None,
             "verdict": verdict(result["ics"]),
+            "ics_verdict": verdict(result["ics"]),
             "n_common_tokens": result["n_common"],
             "a": a.describe(settings),
             "b": b.describe(settings),
         }
+        if both_models and lineage_tokens:
+            found = lineage_pair(a, b, replace(settings, n_tokens=lineage_tokens))
+            report["lineage"] = {key: found[key] for key in LINEAGE_SUMMARY}
+            report["verdict"] = found["verdict"]
+        return report
     detail = compare_fingerprints(a.record(settings), b.record(settings))
     return {"kind": "latent", "latent_cosine": detail["latent_cosine"], "threshold": detail["threshold"],
             "verdict": "same-base" if detail["same_base"] else "unrelated", "note": detail["note"],

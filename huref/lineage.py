@@ -32,6 +32,7 @@ import torch
 
 from huref.errors import HurefError
 from huref.invariants import TERM_NAMES, Terms, invariant_terms
+from huref.layers import attention_layers
 from huref.similarity import common_tokens, standardize
 
 LINEAGE_TOKENS = 512
@@ -52,13 +53,19 @@ def whole_depth_terms(
     dtype: torch.dtype = torch.float32,
     progress: Callable[[str], None] | None = None,
 ) -> Terms:
-    """Invariant terms of layers 0, stride, 2·stride, ... of `model` (a `huref.sources.Model`) over
+    """Invariant terms of every `stride`-th layer (`depth_layers`) of `model` (a `huref.sources.Model`) over
     n_tokens probe tokens: `Terms` with values [ceil(L/stride), 3, n, n]. Maps and alignments of
     strided terms index positions in `terms.layers`, not layer numbers."""
+    return invariant_terms(model, layers=list(depth_layers(model, stride)), n_tokens=n_tokens, device=device,
+                           dtype=dtype, progress=progress)
+
+
+def depth_layers(model, stride: int = LINEAGE_STRIDE) -> tuple[int, ...]:
+    """The layers whole-depth terms read: every `stride`-th layer that carries the terms (every layer
+    but a hybrid model's non-attention ones)."""
     if stride < 1:
         raise HurefError("--stride must be at least 1")
-    layers = list(range(0, model.dims.n_layers, stride))
-    return invariant_terms(model, layers=layers, n_tokens=n_tokens, device=device, dtype=dtype, progress=progress)
+    return attention_layers(model.config, model.arch, model.dims.n_layers)[::stride]
 
 
 def _unit_rows(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -190,7 +197,7 @@ def lineage_image(similarity, alignment: list[tuple[int | None, int]], labels: t
     la, lb = values.shape
     cell = max(6, min(32, 480 // max(la, lb)))
     left, top = 70, 46
-    width, height = left + lb * cell + 12, top + la * cell + 34
+    width, height = max(left + lb * cell + 12, 360), top + la * cell + 34  # room for the labels
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     for i in range(la):

@@ -168,3 +168,28 @@ def test_lineage_image_renders_the_map_and_marks_the_path():
     reds = sum(1 for x in range(image.width) for y in range(image.height) if pixels[x, y] == (230, 30, 30))
     greys = sum(1 for x in range(image.width) for y in range(image.height) if pixels[x, y] == (150, 150, 150))
     assert reds > 0 and greys > 0
+
+
+def test_lineage_command_and_calibrated_compare(tiny_zoo, tmp_path, huref_cli):
+    """`huref lineage` maps a model with a dropped middle layer onto its base (JSON, text, heatmap),
+    and `compare` of two models takes its verdict from the same calibrated statistic."""
+    llama = tiny_zoo("llama")
+    pruned = restacked(llama, tmp_path / "pruned", [0, 2])
+    image = tmp_path / "map.png"
+    code, out, err = huref_cli("lineage", str(llama), str(pruned), "--json", "-o", str(image), "-q")
+    assert code == 0, err
+    found = json.loads(out)
+    assert [pair for pair in found["alignment"]] == [[0, 0], [2, 1]]
+    assert found["verdict"] == "same-base" and found["p_value"] < 1e-4 and found["fpr"] == 1e-4
+    from PIL import Image
+
+    assert Image.open(image).format == "PNG"
+    code, text, _ = huref_cli("lineage", str(llama), str(tiny_zoo("llama", seed=1)), "-q")
+    assert code == 0 and "verdict: unrelated" in text
+    code, out, _ = huref_cli("compare", str(llama), str(pruned), "--json", "-q")
+    report = json.loads(out)
+    assert code == 0 and report["lineage"]["verdict"] == report["verdict"] == "same-base"
+    code, out, _ = huref_cli("compare", str(llama), str(pruned), "--json", "-q", "--verdict", "ics")
+    assert code == 0 and "lineage" not in json.loads(out) and json.loads(out)["verdict"] == json.loads(out)["ics_verdict"]
+    code, _, err = huref_cli("lineage", str(llama), str(image), "-q")
+    assert code == 2 and err.count("\n") == 1
