@@ -211,7 +211,7 @@ def compare(a, b, as_json, image, verdict_from, generator, truncation, settings)
     subjects, settings = open_all([a, b], settings)
     check_outputs([image] if image else [], subjects)
     dog_generator = load_dog_generator(generator, run)[0] if image else None
-    lineage_tokens = lineage_token_count(subjects, verdict_from)
+    lineage_tokens = lineage_token_count(subjects, settings, verdict_from)
     run.start(sum(s.steps(settings) for s in subjects) + lineage_steps(subjects, settings, lineage_tokens)
               + (1 if image else 0))
     for subject in subjects:
@@ -242,7 +242,7 @@ def demo(quiet):
     settings = Settings(quiet=quiet)
     run = Run("demo", quiet)
     subjects, settings = open_all([f"demo:{name}" for name in ("base", "offspring", "independent")], settings)
-    lineage_tokens = lineage_token_count(subjects, "lineage")
+    lineage_tokens = lineage_token_count(subjects, settings, "lineage")
     run.start(sum(s.steps(settings) for s in subjects) + lineage_steps(subjects, settings, lineage_tokens))
     for subject in subjects:
         subject.terms(settings, run.step)
@@ -256,13 +256,14 @@ def demo(quiet):
                    f"lineage z {report['lineage']['z']:+.1f}  -> {report['verdict']}")
 
 
-def lineage_token_count(subjects, verdict_from: str) -> int | None:
-    """The token count of the whole-depth terms behind the calibrated verdict, or None when it is not
-    used (the ICS verdict asked for, or not all models)."""
+def lineage_token_count(subjects, settings, verdict_from: str) -> int | None:
+    """The token count of the whole-depth terms behind the calibrated verdict (the lineage default,
+    never more than --tokens asks for), or None when it is not used (the ICS verdict asked for, or not
+    all models)."""
     from huref.lineage import LINEAGE_TOKENS
 
     all_models = all(s.kind == "model" for s in subjects)
-    return LINEAGE_TOKENS if all_models and verdict_from == "lineage" else None
+    return min(LINEAGE_TOKENS, settings.n_tokens) if all_models and verdict_from == "lineage" else None
 
 
 def lineage_steps(subjects, settings, lineage_tokens, stride: int = 1) -> int:
