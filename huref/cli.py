@@ -468,8 +468,12 @@ def verify(model, bases, registry, min_ics, min_latent, as_json, settings):
     run = Run("verify", settings.quiet)
     subject = open_subject(model, settings)
     opened = [open_subject(spec, settings) for spec in candidates]
-    run.start(sum(subject.steps(plan) for plan in set(verify_plans(subject, opened, settings))))
-    result = run_verify(subject, opened, settings, min_ics, min_latent, progress=run.step)
+    model_bases = [base for base in opened if base.kind == "model"]
+    lineage_tokens = lineage_token_count([subject] + model_bases, settings, "lineage") if min_ics is None else None
+    run.start(sum(subject.steps(plan) for plan in set(verify_plans(subject, opened, settings)))
+              + (lineage_steps([subject] + model_bases, settings, lineage_tokens) if model_bases else 0))
+    result = run_verify(subject, opened, settings, min_ics, min_latent, progress=run.step,
+                        lineage_tokens=lineage_tokens if model_bases else None)
     text = finite_json(result)
     run.finish()
     if as_json:
@@ -477,8 +481,13 @@ def verify(model, bases, registry, min_ics, min_latent, as_json, settings):
     else:
         best = result["best"]
         says = "derives from" if result["derives"] else "does not derive from"
-        relation = ">=" if best["derives"] else "<"
-        click.echo(f"{model} {says} {best['base']} ({best['kind']} {best['score']:+.4f} {relation} {best['threshold']:.2f})")
+        if best["decided_by"] == "lineage":
+            found = best["detail"]["lineage"]
+            why = f"lineage z {found['z']:+.1f}, p {found['p_value']:.2g}; {best['kind']} {best['score']:+.4f}"
+        else:
+            relation = ">=" if best["derives"] else "<"
+            why = f"{best['kind']} {best['score']:+.4f} {relation} {best['threshold']:.2f}"
+        click.echo(f"{model} {says} {best['base']} ({why})")
         for match in result["matches"][1:]:
             click.echo(f"  also: {match['base']}  {match['kind']} {match['score']:+.4f}")
     return 0 if result["derives"] else 1

@@ -84,33 +84,41 @@ def side_pcs(a: Subject, b: Subject, layers: list[int]) -> float | None:
 
 
 def score(a: Subject, b: Subject, settings: Settings, min_ics: float | None = None,
-          min_latent: float | None = None) -> dict:
-    """Score a against base b: {"base", "kind": "ics"|"latent", "score", "threshold", "derives", "detail"}."""
-    detail = compare_pair(a, b, settings)
+          min_latent: float | None = None, lineage_tokens: int | None = None) -> dict:
+    """Score a against base b: {"base", "kind": "ics"|"latent", "score", "threshold", "derives",
+    "decided_by": "lineage"|"threshold", "detail"}. Two models with `lineage_tokens` and no --min-ics:
+    the calibrated lineage verdict decides (the score stays the ICS, for the table); else the
+    score against its threshold does."""
+    detail = compare_pair(a, b, settings, lineage_tokens if min_ics is None else None)
     if "ics" in detail:
         kind, value = "ics", detail["ics"]
         threshold = thresholds()["same_base"] if min_ics is None else min_ics
     else:
         kind, value = "latent", detail["latent_cosine"]
         threshold = LATENT_THRESHOLD if min_latent is None else min_latent
-    return {"base": b.spec, "kind": kind, "score": value, "threshold": threshold, "derives": value >= threshold,
-            "detail": detail}
+    by_lineage = "lineage" in detail
+    derives = detail["lineage"]["verdict"] == "same-base" if by_lineage else value >= threshold
+    return {"base": b.spec, "kind": kind, "score": value, "threshold": threshold, "derives": derives,
+            "decided_by": "lineage" if by_lineage else "threshold", "detail": detail}
 
 
 def verify(model: Subject, bases: list[Subject], settings: Settings, min_ics: float | None = None,
-           min_latent: float | None = None, progress: Callable[[str], None] | None = None) -> dict:
-    """Score `model` against each base; the best match (largest margin over its threshold) decides.
+           min_latent: float | None = None, progress: Callable[[str], None] | None = None,
+           lineage_tokens: int | None = None) -> dict:
+    """Score `model` against each base; a base it derives from wins, then the largest margin over
+    the threshold.
 
     Returns {"model", "derives", "best": match, "matches": [match, ...] best first}; a match is
-    what score() returns. The model's terms are computed once per distinct setting the bases need.
+    what score() returns (with `lineage_tokens`, model bases are judged by the calibrated lineage
+    verdict). The model's terms are computed once per distinct setting the bases need.
     """
     matches = []
     for base, matched in zip(bases, verify_plans(model, bases, settings)):
         if model.has_terms:
             model.terms(matched, progress)
-        matches.append(score(model, base, matched, min_ics, min_latent))
+        matches.append(score(model, base, matched, min_ics, min_latent, lineage_tokens))
         base.forget()  # one base's terms in memory at a time
-    matches.sort(key=lambda m: m["score"] - m["threshold"], reverse=True)
+    matches.sort(key=lambda m: (m["derives"], m["score"] - m["threshold"]), reverse=True)
     return {"model": model.spec, "derives": matches[0]["derives"], "best": matches[0], "matches": matches}
 
 

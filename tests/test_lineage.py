@@ -193,3 +193,19 @@ def test_lineage_command_and_calibrated_compare(tiny_zoo, tmp_path, huref_cli):
     assert code == 0 and "lineage" not in json.loads(out) and json.loads(out)["verdict"] == json.loads(out)["ics_verdict"]
     code, _, err = huref_cli("lineage", str(llama), str(image), "-q")
     assert code == 2 and err.count("\n") == 1
+
+
+def test_verify_decides_model_bases_by_the_calibrated_verdict(tiny_zoo, tmp_path, huref_cli):
+    """verify against model bases follows the lineage verdict (a depth-pruned offspring derives from its
+    base, an independent model does not); an explicit --min-ics returns to the ICS threshold."""
+    llama = tiny_zoo("llama")
+    pruned = restacked(llama, tmp_path / "pruned", [0, 2])
+    code, out, _ = huref_cli("verify", str(pruned), "--base", str(tiny_zoo("llama", seed=1)), "--base", str(llama),
+                             "--json", "-q")
+    result = json.loads(out)
+    assert code == 0 and result["best"]["base"] == str(llama) and result["best"]["decided_by"] == "lineage"
+    assert [m["derives"] for m in result["matches"]] == [True, False]
+    code, out, _ = huref_cli("verify", str(tiny_zoo("llama", seed=1)), "--base", str(llama), "--json", "-q")
+    assert code == 1 and json.loads(out)["best"]["detail"]["lineage"]["verdict"] == "unrelated"
+    code, out, _ = huref_cli("verify", str(pruned), "--base", str(llama), "--min-ics", "1.01", "--json", "-q")
+    assert code == 1 and json.loads(out)["best"]["decided_by"] == "threshold"
