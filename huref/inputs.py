@@ -26,8 +26,6 @@ from huref.invariants import (DEFAULT_LAYERS, DEFAULT_TOKENS, Terms, invariant_t
                               terms_header)
 from huref.similarity import MIN_COMMON_TOKENS
 
-KINDS = ("model", "invariants", "fingerprint")
-
 
 @dataclass(frozen=True)
 class Settings:
