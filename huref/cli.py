@@ -217,8 +217,7 @@ def compare(a, b, as_json, image, verdict_from, generator, truncation, settings)
     for subject in subjects:
         if subject.has_terms:
             subject.terms(settings, run.step)
-    compute_lineage_terms(subjects, settings, lineage_tokens, run.step)
-    report = compare_pair(*subjects, settings, lineage_tokens)
+    report = compare_pair(*subjects, settings, lineage_tokens, run.step)
     text = finite_json(report)
     if image:
         from huref.report import comparison_image
@@ -246,10 +245,9 @@ def demo(quiet):
     run.start(sum(s.steps(settings) for s in subjects) + lineage_steps(subjects, settings, lineage_tokens))
     for subject in subjects:
         subject.terms(settings, run.step)
-    compute_lineage_terms(subjects, settings, lineage_tokens, run.step)
+    reports = [compare_pair(subjects[0], other, settings, lineage_tokens, run.step) for other in subjects[1:]]
     run.finish()
-    for other in subjects[1:]:
-        report = compare_pair(subjects[0], other, settings, lineage_tokens)
+    for other, report in zip(subjects[1:], reports):
         click.echo(f"demo:base vs {other.spec:<17} ICS {report['ics']:+.4f}  "
                    f"(qk {report['terms']['qk']:+.3f}, vo {report['terms']['vo']:+.3f}, "
                    f"ffn {report['terms']['ffn']:+.3f})  PCS {report['pcs']:+.4f}  "
@@ -277,17 +275,6 @@ def lineage_steps(subjects, settings, lineage_tokens, stride: int = 1) -> int:
     return sum(s.steps(lineage_settings(s, replace(settings, n_tokens=lineage_tokens), stride)) for s in subjects)
 
 
-def compute_lineage_terms(subjects, settings, lineage_tokens, step, stride: int = 1) -> None:
-    """Compute the whole-depth terms of two models, reporting progress (no-op when not used)."""
-    from dataclasses import replace
-
-    from huref.comparison import lineage_settings
-
-    if lineage_tokens:
-        for subject in subjects:
-            subject.terms(lineage_settings(subject, replace(settings, n_tokens=lineage_tokens), stride), step)
-
-
 @cli.command()
 @click.argument("a")
 @click.argument("b")
@@ -311,8 +298,7 @@ def lineage(a, b, as_json, output, stride, settings):
         raise HurefError("lineage compares two models (it reads every layer of each)")
     check_outputs([output] if output else [], subjects)
     run.start(lineage_steps(subjects, settings, settings.n_tokens, stride))
-    compute_lineage_terms(subjects, settings, settings.n_tokens, run.step, stride)
-    found = lineage_pair(*subjects, settings, stride)
+    found = lineage_pair(*subjects, settings, stride, run.step)
     text = finite_json({"a": subjects[0].label, "b": subjects[1].label, **found})
     if output:
         where_a = {layer: k for k, layer in enumerate(found["layers_a"])}

@@ -38,33 +38,36 @@ def lineage_pair(a: Subject, b: Subject, settings: Settings, stride: int = 1, pr
 LINEAGE_SUMMARY = ("statistic", "z", "p_value", "fpr", "verdict", "alignment")
 
 
-def compare_pair(a: Subject, b: Subject, settings: Settings, lineage_tokens: int | None = None) -> dict:
+def compare_pair(a: Subject, b: Subject, settings: Settings, lineage_tokens: int | None = None,
+                 progress: Callable[[str], None] | None = None) -> dict:
     """The comparison report of a and b (both already matched by `huref.inputs.settings_for`).
 
     With terms on both sides: {"ics", "terms": {"qk", "vo", "ffn"}, "layers", "pcs", "verdict",
     "ics_verdict", "n_common_tokens", "a", "b"} and, for two models when `lineage_tokens` is given,
     "lineage": {"statistic", "z", "p_value", "fpr", "verdict", "alignment"} whose calibrated verdict
     is then "verdict" (else the ICS thresholds' is); with a fingerprint on either side: {"kind":
-    "latent", "latent_cosine", "threshold", "verdict", "note", "a", "b"}.
+    "latent", "latent_cosine", "threshold", "verdict", "note", "a", "b"}. `progress` hears of the
+    whole-depth terms computed for the lineage.
     """
     check_comparable(a, b)
     if a.has_terms and b.has_terms:
         ta, tb = a.terms(settings), b.terms(settings)
         result = compare_terms(ta, tb)
         both_models = a.kind == "model" and b.kind == "model"
+        ics_verdict = verdict(result["ics"])
         report = {
             "ics": result["ics"],
             "terms": result["terms"],
             "layers": result["layers"],
             "pcs": side_pcs(a, b, ta.layers) if both_models else None,
-            "verdict": verdict(result["ics"]),
-            "ics_verdict": verdict(result["ics"]),
+            "verdict": ics_verdict,
+            "ics_verdict": ics_verdict,
             "n_common_tokens": result["n_common"],
             "a": a.describe(settings),
             "b": b.describe(settings),
         }
         if both_models and lineage_tokens:
-            found = lineage_pair(a, b, replace(settings, n_tokens=lineage_tokens))
+            found = lineage_pair(a, b, replace(settings, n_tokens=lineage_tokens), progress=progress)
             report["lineage"] = {key: found[key] for key in LINEAGE_SUMMARY}
             report["verdict"] = found["verdict"]
         return report
@@ -84,12 +87,13 @@ def side_pcs(a: Subject, b: Subject, layers: list[int]) -> float | None:
 
 
 def score(a: Subject, b: Subject, settings: Settings, min_ics: float | None = None,
-          min_latent: float | None = None, lineage_tokens: int | None = None) -> dict:
+          min_latent: float | None = None, lineage_tokens: int | None = None,
+          progress: Callable[[str], None] | None = None) -> dict:
     """Score a against base b: {"base", "kind": "ics"|"latent", "score", "threshold", "derives",
     "decided_by": "lineage"|"threshold", "detail"}. Two models with `lineage_tokens` and no --min-ics:
     the calibrated lineage verdict decides (the score stays the ICS, for the table); else the
     score against its threshold does."""
-    detail = compare_pair(a, b, settings, lineage_tokens if min_ics is None else None)
+    detail = compare_pair(a, b, settings, lineage_tokens if min_ics is None else None, progress)
     if "ics" in detail:
         kind, value = "ics", detail["ics"]
         threshold = thresholds()["same_base"] if min_ics is None else min_ics
@@ -116,7 +120,7 @@ def verify(model: Subject, bases: list[Subject], settings: Settings, min_ics: fl
     for base, matched in zip(bases, verify_plans(model, bases, settings)):
         if model.has_terms:
             model.terms(matched, progress)
-        matches.append(score(model, base, matched, min_ics, min_latent, lineage_tokens))
+        matches.append(score(model, base, matched, min_ics, min_latent, lineage_tokens, progress))
         base.forget()  # one base's terms in memory at a time
     matches.sort(key=lambda m: (m["derives"], m["score"] - m["threshold"]), reverse=True)
     return {"model": model.spec, "derives": matches[0]["derives"], "best": matches[0], "matches": matches}
