@@ -175,7 +175,7 @@ class Subject:
             return {"source": self.spec, "kind": self.kind, "model_type": fp.get("model_type"),
                     "layers": fp.get("layers"), "n_tokens": fp.get("n_tokens"),
                     "token_strategy": fp.get("token_strategy")}
-        terms = self.terms(settings)
+        terms = self.stored if self.kind == "invariants" else self.terms(settings)  # a file's header suffices
         return {"source": self.spec, "kind": self.kind, "model_type": terms.meta.get("model_type"),
                 "layers": terms.layers, "n_tokens": len(terms.tokens),
                 "token_strategy": terms.meta.get("token_strategy")}
