@@ -16,6 +16,7 @@ import click
 
 import huref
 from huref.errors import HurefError, InstallationError
+from huref.files import write_all
 from huref.progress import Progress
 
 EXIT_BAD_INPUT = 2
@@ -147,13 +148,6 @@ def load_dog_generator(choice, run: Run):
     return generator, info
 
 
-def write_outputs(outputs: list[tuple[object, bytes]]) -> None:
-    """Write every output of a run, or none."""
-    from huref.files import write_all
-
-    write_all(outputs)
-
-
 def finite_json(report) -> str:
     """One JSON object; a non-finite number (not JSON) is an error, never printed."""
     try:
@@ -183,7 +177,7 @@ def invariants(model, output, settings):
         raise HurefError(f"{model}: not a model")
     check_outputs([output], subjects)
     terms = subjects[0].terms(settings, run.start(subjects[0].steps(settings)).step)
-    write_outputs([(output, terms_chunks(terms))])
+    write_all([(output, terms_chunks(terms))])
     run.finish()
     if not settings.quiet:
         click.echo(f"wrote {output}: {len(terms.layers)} layers x 3 terms over {len(terms.tokens)} tokens", err=True)
@@ -225,7 +219,7 @@ def compare(a, b, as_json, image, verdict_from, generator, truncation, settings)
         run.step("drawing")
         score = (f"ICS {report['ics']:+.4f}" if "ics" in report else f"latent cosine {report['latent_cosine']:+.4f}")
         picture = comparison_image(*subjects, settings, f"{score}  ({report['verdict']})", dog_generator, truncation)
-        write_outputs([(image, image_bytes(picture, image))])
+        write_all([(image, image_bytes(picture, image))])
     run.finish()
     click.echo(text if as_json else format_report(report))
 
@@ -305,7 +299,7 @@ def lineage(a, b, as_json, output, stride, settings):
         where_b = {layer: k for k, layer in enumerate(found["layers_b"])}
         path = [(None if i is None else where_a[i], where_b[j]) for i, j in found["alignment"]]
         picture = lineage_image(found["map"], path, (subjects[0].label, subjects[1].label))
-        write_outputs([(output, image_bytes(picture, output))])
+        write_all([(output, image_bytes(picture, output))])
     run.finish()
     click.echo(text if as_json else format_lineage(found, subjects[0].label, subjects[1].label))
 
@@ -392,7 +386,7 @@ def fingerprint(model, output, as_json, save_fingerprint, name, generator, trunc
     files = [(output, image_bytes(picture, output))]
     if save_fingerprint:
         files += [(save_fingerprint, fingerprint_bytes(fp)), (opening_path(save_fingerprint), opening_chunks(terms, salt))]
-    write_outputs(files)
+    write_all(files)
     run.finish()
     if save_fingerprint and not settings.quiet:
         click.echo(f"wrote {save_fingerprint} (publishable) and {opening_path(save_fingerprint)} "
@@ -427,7 +421,7 @@ def show(fingerprint_file, output, generator, truncation, quiet):
     if info["sha256"] != fp["generator"].get("sha256"):
         run.notice(f"rendering with generator {info['name']}, not the one the fingerprint names ({named}); "
                    "the dog will look different")
-    write_outputs([(output, image_bytes(render(latent(fp), dog_generator, truncation), output))])
+    write_all([(output, image_bytes(render(latent(fp), dog_generator, truncation), output))])
     run.finish()
     if not quiet:
         click.echo(f"wrote {output}")
@@ -512,7 +506,7 @@ def report(specs, output, generator, truncation, settings):
     dog_generator = load_dog_generator(generator, run)[0]
     run.start(sum(s.steps(settings) for s in subjects) + 1)
     page = make_report(subjects, dog_generator, settings, truncation, progress=run.step)
-    write_outputs([(output, page.encode())])
+    write_all([(output, page.encode())])
     run.finish()
     if not settings.quiet:
         click.echo(f"wrote {output}")
