@@ -537,13 +537,15 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
     ),
     # --- attention sinks, clamped SwiGLU experts; hybrid models (attention and mixer layers) ---
     ArchSpec(
-        # experts stored [expert, in, out] with gate and up interleaved on the last axis; biases on
-        # q/k/v/o, experts and router; alternating sliding-window layers have the same algebra
+        # experts stored [expert, in, out] with gate and up interleaved on the last axis (or per expert
+        # [out, in], as a GGUF file reads); biases on q/k/v/o, experts and router; alternating
+        # sliding-window layers have the same algebra
         model_types=("gpt_oss",),
         ffn=(FFN(gate=Proj("mlp.experts.gate_up_proj", "experts_gate_up_interleaved", "gate", transposed=True),
                  up=Proj("mlp.experts.gate_up_proj", "experts_gate_up_interleaved", "up", transposed=True),
                  down=Proj("mlp.experts.down_proj", "experts", transposed=True),
-                 experts=True, router="mlp.router.weight"),),
+                 experts=True, router="mlp.router.weight"),
+             replace(_QWEN_EXPERTS, router="mlp.router.weight")),
         sinks="self_attn.sinks",
         ffn_clamped=True,
         **_LLAMA,

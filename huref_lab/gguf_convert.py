@@ -1,14 +1,25 @@
 """A small Hugging Face -> GGUF converter following llama.cpp's conventions (tests and experiments).
 
-It is written against llama.cpp's own name table (`gguf.get_tensor_name_map`), not against
-huref's reader, so a round trip HF -> GGUF -> huref checks the reader's reverse mapping:
-- tensor names from `gguf.get_tensor_name_map(arch, n_layers)`; Mixtral's per-expert matrices
-  stacked into 3-D `ffn_{gate,up,down}_exps` tensors,
+It is written against llama.cpp's own name table (`gguf.get_tensor_name_map`) and its converter
+(convert_hf_to_gguf.py), not against huref's reader, so a round trip HF -> GGUF -> huref checks the
+reader's reverse mapping:
+- tensor names from `gguf.get_tensor_name_map(arch, block_count)`; per-expert matrices
+  (`...experts.{e}.w1` / `.gate_proj`) stacked into 3-D `ffn_{gate,up,down}_exps` tensors,
 - numpy (row-major) arrays handed to `GGUFWriter`, which records the dims reversed as ggml does,
-- `llama` Q/K rows reordered per head from "rotate half" to interleaved pairs (llama.cpp's
-  `LlamaModel.permute`), gemma norm scales stored as `1 + w`,
-- matrices quantized with `gguf.quants.quantize` (Q8_0, Q4_0, Q4_1, Q5_0, ...; F16/F32 as is),
-  vectors kept in F32, as llama.cpp does.
+- `llama` (and its converter's subclasses smollm3, granite) Q/K rows reordered per head from
+  "rotate half" to interleaved pairs (llama.cpp's `LlamaModel.permute`), gemma norm scales stored
+  as `1 + w`,
+- deepseek2 (MLA): one key/value head of kv_rank + rope dimensions in the metadata, the MLA sizes
+  under `attention.*_lora_rank` / `key_length_mla` / `value_length_mla`, and `kv_b_proj` split into
+  `attn_k_b` [heads, kv_rank, nope] (transposed key rows) and `attn_v_b` [heads, v, kv_rank],
+- gpt-oss: the fused `gate_up_proj` [E, in, 2 * inner] (gate and up columns alternating) written as
+  `ffn_gate_exps` / `ffn_up_exps` [E, inner, in], `down_proj` transposed, biases split alike;
+  `sinks` written as `attn_sinks.weight`,
+- `e_score_correction_bias` written as `exp_probs_b.bias`; glm4moe's block count includes its
+  next-token-prediction layers (`num_nextn_predict_layers`) and whatever tensors the checkpoint
+  holds for them,
+- matrices quantized with `gguf.quants.quantize` (Q8_0, Q4_0, Q4_1, Q5_0, MXFP4, ...; F16/F32 as
+  is; a matrix whose rows are not whole blocks stays F16), vectors kept in F32, as llama.cpp does.
 """
 
 import json
@@ -27,10 +38,21 @@ GGUF_ARCH = {
     "mixtral": "llama",
     "qwen2": "qwen2",
     "qwen3": "qwen3",
+    "qwen3_moe": "qwen3moe",
     "gemma2": "gemma2",
     "gemma3_text": "gemma3",
     "phi3": "phi3",
+    "deepseek_v2": "deepseek2",
+    "deepseek_v3": "deepseek2",
+    "glm4_moe": "glm4moe",
+    "gpt_oss": "gpt-oss",
+    "olmoe": "olmoe",
+    "exaone4": "exaone4",
+    "smollm3": "smollm3",
+    "seed_oss": "seed_oss",
+    "granite": "granite",
 }
+ROPE_PERMUTED = ("llama", "smollm3", "granite")  # llama.cpp's LlamaModel and its subclasses
 GEMMA = ("gemma2", "gemma3")
 TOKEN_NORMAL, TOKEN_CONTROL = 1, 3
 
@@ -59,20 +81,51 @@ def _vocab(directory: Path) -> tuple[list[str], list[int]] | None:
     return tokens, [TOKEN_CONTROL if i in special else TOKEN_NORMAL for i in range(size)]
 
 
-EXPERT = re.compile(r"^(model\.layers\.\d+\.block_sparse_moe\.experts)\.(\d+)\.(w[123])\.weight$")
+EXPERT = re.compile(r"^(.*\.experts)\.(\d+)\.(\w+)\.weight$")
 
 
 def _stack_experts(tensors: dict) -> dict:
-    """Per-expert Mixtral matrices `...experts.{e}.w1.weight` stacked to `...experts.w1` [E, out, in]."""
+    """Per-expert matrices `...experts.{e}.NAME.weight` stacked to `...experts.NAME.weight` [E, out, in]."""
     out, experts = {}, {}
     for name, value in tensors.items():
         match = EXPERT.match(name)
         if match:
-            experts.setdefault(f"{match.group(1)}.{match.group(3)}", {})[int(match.group(2))] = value
+            experts.setdefault(f"{match.group(1)}.{match.group(3)}.weight", {})[int(match.group(2))] = value
         else:
             out[name] = value
     for name, by_index in experts.items():
         out[name] = np.stack([by_index[e] for e in sorted(by_index)])
+    return out
+
+
+def _llama_cpp_tensors(tensors: dict, config: dict, split_kv_b: bool = True) -> dict:
+    """The renames, splits and transposes llama.cpp's converter applies before naming (see the
+    module doc): HF-style names in, HF-style names of what llama.cpp writes out; `split_kv_b=False`
+    keeps MLA's kv_b_proj whole, as converters before the split did."""
+    out = {}
+    for name, value in _stack_experts(tensors).items():
+        if name.endswith("e_score_correction_bias"):
+            out[name.replace("e_score_correction_bias", "e_score_correction.bias")] = value
+        elif name.endswith(".sinks"):
+            out[name + ".weight"] = value
+        elif name.endswith("experts.gate_up_proj"):  # gpt-oss [E, in, 2 * inner] -> [E, 2 * inner, in]
+            fused = value.swapaxes(1, 2)
+            out[name.replace("gate_up_proj", "gate_proj.weight")] = fused[:, ::2]
+            out[name.replace("gate_up_proj", "up_proj.weight")] = fused[:, 1::2]
+        elif name.endswith("experts.gate_up_proj_bias"):  # [E, 2 * inner]
+            out[name.replace("gate_up_proj_bias", "gate_proj.bias")] = value[..., ::2]
+            out[name.replace("gate_up_proj_bias", "up_proj.bias")] = value[..., 1::2]
+        elif name.endswith("experts.down_proj"):  # gpt-oss [E, inner, hidden] -> [E, hidden, inner]
+            out[name + ".weight"] = value.swapaxes(1, 2)
+        elif name.endswith("experts.down_proj_bias"):
+            out[name.replace("down_proj_bias", "down_proj.bias")] = value
+        elif name.endswith("kv_b_proj.weight") and split_kv_b:  # MLA: [heads * (nope + v), kv_rank] -> k_b, v_b
+            heads, nope = config["num_attention_heads"], config["qk_nope_head_dim"]
+            kv_b = value.reshape(heads, -1, value.shape[-1])  # [heads, nope + v, kv_rank]
+            out[name.replace("kv_b_proj", "k_b_proj")] = kv_b[:, :nope].swapaxes(1, 2)  # [heads, kv_rank, nope]
+            out[name.replace("kv_b_proj", "v_b_proj")] = kv_b[:, nope:]  # [heads, v, kv_rank]
+        else:
+            out[name] = value
     return out
 
 
@@ -84,11 +137,14 @@ def _gguf_name(hf_name: str, name_map) -> str:
     return f"{gguf_base}.{kind}"
 
 
-def convert(hf_dir, out_path, qtype: str = "F32", split_max_tensors: int = 0) -> Path:
+def convert(hf_dir, out_path, qtype: str = "F32", split_max_tensors: int = 0, expert_qtype: str | None = None,
+            split_kv_b: bool = True) -> Path:
     """Write the HF checkpoint in `hf_dir` (config.json, model.safetensors, tokenizer.json) as GGUF.
 
-    `qtype` names a `GGMLQuantizationType` for the matrices ("F32", "F16", "Q8_0", "Q4_0", ...);
-    `split_max_tensors > 0` writes `-0000i-of-0000N.gguf` splits. Returns the (first) file's path.
+    `qtype` names a `GGMLQuantizationType` for the matrices ("F32", "F16", "Q8_0", "Q4_0", ...),
+    `expert_qtype` (default: `qtype`) the one for 3-D expert tensors ("MXFP4" for gpt-oss);
+    `split_max_tensors > 0` writes `-0000i-of-0000N.gguf` splits; `split_kv_b=False` writes MLA's
+    kv_b_proj as one `attn_kv_b` tensor (older converters). Returns the (first) file's path.
     """
     hf_dir, out_path = Path(hf_dir), Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,27 +152,44 @@ def convert(hf_dir, out_path, qtype: str = "F32", split_max_tensors: int = 0) ->
     arch = GGUF_ARCH[config["model_type"]]
     arch_enum = next(a for a, n in MODEL_ARCH_NAMES.items() if n == arch)
     n_layers = config["num_hidden_layers"]
+    n_nextn = (config.get("num_nextn_predict_layers") or 0) if arch == "glm4moe" else 0
     n_heads = config["num_attention_heads"]
     n_kv = config.get("num_key_value_heads") or n_heads
     head_dim = config.get("head_dim") or config["hidden_size"] // n_heads
     quant = GGMLQuantizationType[qtype]
+    expert_quant = GGMLQuantizationType[expert_qtype or qtype]
 
     writer = gguf.GGUFWriter(out_path, arch, split_max_tensors=split_max_tensors)
     writer.add_name(hf_dir.name)
-    writer.add_block_count(n_layers)
+    writer.add_block_count(n_layers + n_nextn)
+    if n_nextn:
+        writer.add_nextn_predict_layers(n_nextn)
     writer.add_context_length(config.get("max_position_embeddings", 2048))
     writer.add_embedding_length(config["hidden_size"])
     writer.add_feed_forward_length(config["intermediate_size"])
     writer.add_head_count(n_heads)
-    writer.add_head_count_kv(n_kv)
-    writer.add_key_length(head_dim)
-    writer.add_value_length(head_dim)
+    if config.get("kv_lora_rank"):  # MLA, as llama.cpp's DeepseekV2Model writes it
+        rank, rope = config["kv_lora_rank"], config["qk_rope_head_dim"]
+        writer.add_head_count_kv(1)
+        if config.get("q_lora_rank"):
+            writer.add_q_lora_rank(config["q_lora_rank"])
+        writer.add_kv_lora_rank(rank)
+        writer.add_key_length(rank + rope)
+        writer.add_value_length(rank)
+        writer.add_key_length_mla(config["qk_nope_head_dim"] + rope)
+        writer.add_value_length_mla(config["v_head_dim"])
+        writer.add_rope_dimension_count(rope)
+    else:
+        writer.add_head_count_kv(n_kv)
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
     writer.add_layer_norm_rms_eps(config.get("rms_norm_eps", 1e-6))
     rope = config.get("rope_parameters") or {}
     rope = rope.get("full_attention", rope)  # gemma3: one entry per attention type
     writer.add_rope_freq_base(config.get("rope_theta") or rope.get("rope_theta", 1e4))
-    if config.get("num_local_experts"):
-        writer.add_expert_count(config["num_local_experts"])
+    n_experts = config.get("num_local_experts") or config.get("num_experts") or config.get("n_routed_experts")
+    if n_experts:
+        writer.add_expert_count(n_experts)
         writer.add_expert_used_count(config["num_experts_per_tok"])
     vocab = _vocab(hf_dir)
     if vocab is not None:
@@ -124,21 +197,24 @@ def convert(hf_dir, out_path, qtype: str = "F32", split_max_tensors: int = 0) ->
         writer.add_token_list(vocab[0])
         writer.add_token_types(vocab[1])
 
-    name_map = gguf.get_tensor_name_map(arch_enum, n_layers)
-    tensors = _stack_experts(load_file(str(hf_dir / "model.safetensors")))
+    name_map = gguf.get_tensor_name_map(arch_enum, n_layers + n_nextn)
+    tensors = _llama_cpp_tensors(load_file(str(hf_dir / "model.safetensors")), config, split_kv_b)
     for hf_name, value in sorted(tensors.items()):
         name = _gguf_name(hf_name, name_map)
         data = np.ascontiguousarray(value, dtype=np.float32)
-        if arch == "llama" and name.endswith(("attn_q.weight", "attn_k.weight", "attn_q.bias", "attn_k.bias")):
+        if arch in ROPE_PERMUTED and name.endswith(("attn_q.weight", "attn_k.weight", "attn_q.bias", "attn_k.bias")):
             data = rope_interleave(data, n_heads if "attn_q" in name else n_kv)
         if arch in GEMMA and name.endswith("norm.weight"):
             data = data + 1.0
-        if data.ndim < 2 or quant == GGMLQuantizationType.F32:
+        kind = expert_quant if data.ndim == 3 else quant
+        if kind not in (GGMLQuantizationType.F32, GGMLQuantizationType.F16) and data.shape[-1] % gguf.GGML_QUANT_SIZES[kind][0]:
+            kind = GGMLQuantizationType.F16  # rows that are not whole blocks
+        if data.ndim < 2 or kind == GGMLQuantizationType.F32:
             writer.add_tensor(name, data)
-        elif quant == GGMLQuantizationType.F16:
+        elif kind == GGMLQuantizationType.F16:
             writer.add_tensor(name, data.astype(np.float16))
         else:
-            writer.add_tensor(name, gguf.quants.quantize(data, quant), raw_dtype=quant)
+            writer.add_tensor(name, gguf.quants.quantize(data, kind), raw_dtype=kind)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -273,14 +273,15 @@ def _is_norm(module) -> bool:
     return "norm" in type(module).__name__.lower()
 
 
-def build_model(name: str, seed: int = 0):
-    """A randomly initialised float32 torch model for architecture `name`, in eval mode.
+def build_model(name: str, seed: int = 0, **overrides):
+    """A randomly initialised float32 torch model for architecture `name` (config keywords
+    `overrides` on top of its CONFIGS entry), in eval mode.
 
     Norm gains are drawn around their neutral value (1, or 0 for the `1 + weight` convention of gemma,
     nemotron and qwen3_next, whose norms transformers initialises to 0)
     and every norm and linear bias is non-zero.
     """
-    config = make_config(name)
+    config = make_config(name, **overrides)
     torch.manual_seed(seed)
     auto = transformers.AutoModelForMaskedLM if name == "bert" else transformers.AutoModelForCausalLM
     model = auto.from_config(config, dtype=torch.float32).eval()

@@ -18,7 +18,17 @@ converter uses) says which GGUF tensor each one became. What else the translatio
 a GGUF file and the checkpoint it was converted from read alike:
 - shapes: GGUF lists dimensions fastest-first (ggml's `ne`); here they are reversed.
 - experts: a 3-D `ffn_{gate,up,down}_exps` tensor becomes one 2-D tensor per expert (names with
-  `{e}` in `HF_LAYER_PARTS`).
+  `{e}` in `HF_LAYER_PARTS`); gpt-oss's too, whose Hugging Face checkpoint fuses gate and up
+  (`huref.architectures` lists its per-expert names as an alternative).
+- multi-head latent attention (deepseek2): newer converters split `kv_b_proj` into `attn_k_b`
+  [heads, kv_rank, nope] (each head's key rows transposed) and `attn_v_b` [heads, v, kv_rank];
+  the reader fuses them back into `kv_b_proj` [heads * (nope + v), kv_rank], per head its key rows
+  then its value rows (`Entry.value_rows`). Older files hold `attn_kv_b` as is.
+- renamed parameters: the converter appends `.weight` to gpt-oss's `sinks` and writes
+  `e_score_correction_bias` as `e_score_correction.bias` (`PARAMETER_NAMES` undoes both).
+- next-token-prediction layers (glm4moe's nextn/MTP blocks after the causal stack, counted in
+  `block_count`): `{arch}.nextn_predict_layers` of them are left out, as they are not part of
+  the model's forward pass.
 - rotary row order: for `llama` (also Mistral and Mixtral files) llama.cpp's converter reorders the
   rows of each Q and K head from the "rotate half" layout to interleaved pairs; the reader reads
   them back in Hugging Face order (`ROPE_INTERLEAVED`).
@@ -26,7 +36,8 @@ a GGUF file and the checkpoint it was converted from read alike:
   `rms_plus1` convention of `huref.architectures` gives the stored scale back (`NORM_PLUS_ONE`).
 
 Adding an architecture: a row in `MODEL_TYPES` (llama.cpp name -> model_type), its tensor names in
-`HF_LAYER_PARTS`, and membership in `ROPE_INTERLEAVED` / `NORM_PLUS_ONE` where the converter does that.
+`HF_LAYER_PARTS`, and membership in `ROPE_INTERLEAVED` / `NORM_PLUS_ONE` where the converter does that
+(llama.cpp's `LlamaModel` subclasses permute unless they set `undo_permute = False`).
 """
 
 from __future__ import annotations
@@ -58,15 +69,32 @@ MODEL_TYPES = {
     "gemma2": "gemma2",
     "gemma3": "gemma3_text",
     "phi3": "phi3",
+    "deepseek2": "deepseek_v2",  # also DeepSeek-V3 and GLM-4.7-Flash: see WITH_ROUTER_BIAS
+    "glm4moe": "glm4_moe",
+    "gpt-oss": "gpt_oss",
+    "olmoe": "olmoe",
+    "exaone4": "exaone4",
+    "smollm3": "smollm3",
+    "seed_oss": "seed_oss",
+    "granite": "granite",
 }
 WITH_EXPERTS = {"llama": "mixtral"}
-ROPE_INTERLEAVED = {"llama"}  # Q/K rows written per head as interleaved rotary pairs
+# a file whose routers have a choice-only bias (`exp_probs_b`, sigmoid routing) is this model_type
+WITH_ROUTER_BIAS = {"deepseek2": "deepseek_v3"}
+# config.json flag that says the layers have QK norms, set when the file holds them
+QK_NORM_FLAGS = {"glm4moe": "use_qk_norm"}
+ROPE_INTERLEAVED = {"llama", "smollm3", "granite"}  # Q/K rows written per head as interleaved rotary pairs
 NORM_PLUS_ONE = {"gemma", "gemma2", "gemma3"}  # norm scales written as 1 + w
 
 _ATTENTION = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
 _QK_NORMS = ("self_attn.q_norm", "self_attn.k_norm")
 _NORMS = ("input_layernorm", "post_attention_layernorm")
 _GATED = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+_EXPERTS = ("mlp.gate", "mlp.experts.{e}.gate_proj", "mlp.experts.{e}.up_proj", "mlp.experts.{e}.down_proj")
+_SHARED = ("mlp.shared_experts.gate_proj", "mlp.shared_experts.up_proj", "mlp.shared_experts.down_proj")
+_ROUTER_BIAS = ("mlp.gate.e_score_correction",)  # written e_score_correction.bias: see PARAMETER_NAMES
+_MLA = ("self_attn.q_proj", "self_attn.q_a_proj", "self_attn.q_a_layernorm", "self_attn.q_b_proj",
+        "self_attn.kv_a_proj_with_mqa", "self_attn.kv_a_layernorm", "self_attn.kv_b_proj", "self_attn.o_proj")
 # model_type -> Hugging Face tensor names inside model.layers.N (no .weight/.bias); {e}: one per expert
 HF_LAYER_PARTS = {
     "llama": _ATTENTION + _NORMS + _GATED,
@@ -79,9 +107,21 @@ HF_LAYER_PARTS = {
     "phi3": ("self_attn.qkv_proj", "self_attn.o_proj") + _NORMS + ("mlp.gate_up_proj", "mlp.down_proj"),
     "mixtral": _ATTENTION + _NORMS + ("block_sparse_moe.gate", "block_sparse_moe.experts.{e}.w1",
                                       "block_sparse_moe.experts.{e}.w2", "block_sparse_moe.experts.{e}.w3"),
-    "qwen3_moe": _ATTENTION + _QK_NORMS + _NORMS + ("mlp.gate", "mlp.experts.{e}.gate_proj",
-                                                    "mlp.experts.{e}.up_proj", "mlp.experts.{e}.down_proj"),
+    "qwen3_moe": _ATTENTION + _QK_NORMS + _NORMS + _EXPERTS,
+    "deepseek_v2": _MLA + _NORMS + _GATED + _EXPERTS + _SHARED,  # dense layers: first_k_dense_replace
+    "deepseek_v3": _MLA + _NORMS + _GATED + _EXPERTS + _SHARED + _ROUTER_BIAS,
+    "glm4_moe": _ATTENTION + _QK_NORMS + _NORMS + _GATED + _EXPERTS + _SHARED + _ROUTER_BIAS,
+    "gpt_oss": _ATTENTION + ("self_attn.sinks",) + _NORMS + ("mlp.router", "mlp.experts.{e}.gate_proj",
+                                                          "mlp.experts.{e}.up_proj", "mlp.experts.{e}.down_proj"),
+    "olmoe": _ATTENTION + _QK_NORMS + _NORMS + _EXPERTS,
+    "exaone4": _ATTENTION + _QK_NORMS + ("post_attention_layernorm", "post_feedforward_layernorm") + _GATED,
+    "smollm3": _ATTENTION + _NORMS + _GATED,
+    "seed_oss": _ATTENTION + _NORMS + _GATED,
+    "granite": _ATTENTION + _NORMS + _GATED,
 }
+# Hugging Face name as the reader builds it (table name + .weight/.bias) -> the parameter's real name
+PARAMETER_NAMES = {"self_attn.sinks.weight": "self_attn.sinks",
+                   "mlp.gate.e_score_correction.bias": "mlp.gate.e_score_correction_bias"}
 HF_GLOBAL_NAMES = ("model.embed_tokens", "model.norm", "lm_head")
 EMBEDDING = "model.embed_tokens.weight"
 SPLIT_NAME = re.compile(r"^(.*)-(\d{5})-of-(\d{5})\.gguf$")
@@ -120,6 +160,9 @@ class Entry:
     expert: int | None = None  # index into a 3-D expert tensor
     row_order: np.ndarray | None = None  # Hugging Face row (bias: element) -> stored one
     minus_one: bool = False
+    # MLA: `stored` is attn_k_b [heads, kv_rank, nope] and this attn_v_b [heads, v, kv_rank]; the
+    # Hugging Face kv_b_proj holds per head k_b[h]^T, then v_b[h]
+    value_rows: StoredTensor | None = None
 
 
 class GGUFTensorReader(TensorReader):
@@ -144,17 +187,29 @@ class GGUFTensorReader(TensorReader):
         return self.entries[name].stored.qtype.name
 
     def _read(self, name: str, rows: Sequence[int] | slice | None):
-        from gguf.quants import dequantize
-
         entry = self.entries[name]
-        stored = entry.stored
         n_rows = math.prod(entry.shape[:-1]) if len(entry.shape) > 1 else 1
         index = as_row_index(rows, n_rows)
         index = np.arange(n_rows)[index] if isinstance(index, slice) else index
+        if entry.value_rows is not None:
+            return self._fused_kv_b(entry, index)
         vector_order = entry.row_order if len(entry.shape) == 1 else None  # a Q/K bias
         if entry.row_order is not None and vector_order is None:
             index = entry.row_order[index]
-        start = stored.offset + (entry.expert or 0) * n_rows * stored.row_bytes
+        values, raw = self._rows(entry.stored, index, (entry.expert or 0) * n_rows)
+        if vector_order is not None:
+            values = values[:, torch.from_numpy(vector_order)]
+        if entry.minus_one:
+            values = values - 1.0
+        values = values.reshape(entry.shape) if rows is None else values.reshape(-1, entry.shape[-1])
+        return values, raw
+
+    def _rows(self, stored: StoredTensor, index: np.ndarray, first_row: int = 0):
+        """Rows `first_row + index` of `stored` viewed as [rows, shape[-1]], dequantized to float32
+        [len(index), shape[-1]], with the bytes read."""
+        from gguf.quants import dequantize
+
+        start = stored.offset + first_row * stored.row_bytes
         picked = np.empty((len(index), stored.row_bytes), dtype=np.uint8)  # whole quant blocks per row
         file = self._file(stored.path)
         for first, count, at in consecutive_runs(index):
@@ -166,13 +221,19 @@ class GGUFTensorReader(TensorReader):
                 f"tensor '{stored.name}' is stored as {stored.qtype.name}, which the installed "
                 "gguf package cannot dequantize"
             ) from None
-        values = torch.from_numpy(np.asarray(values, dtype=np.float32))
-        if vector_order is not None:
-            values = values[:, torch.from_numpy(vector_order)]
-        if entry.minus_one:
-            values = values - 1.0
-        values = values.reshape(entry.shape) if rows is None else values.reshape(-1, entry.shape[-1])
+        values = torch.from_numpy(np.asarray(values, dtype=np.float32)).reshape(len(index), stored.shape[-1])
         return values, memoryview(picked).cast("B")
+
+    def _fused_kv_b(self, entry: Entry, index: np.ndarray):
+        """Rows `index` of MLA's kv_b_proj [heads * (nope + v), kv_rank] from attn_k_b and attn_v_b
+        (both read whole: a key row of kv_b is a column of k_b)."""
+        k_b, v_b = entry.stored, entry.value_rows
+        heads, rank, nope = k_b.shape
+        keys, raw_k = self._rows(k_b, np.arange(heads * rank))
+        values, raw_v = self._rows(v_b, np.arange(math.prod(v_b.shape[:-1])))
+        keys = keys.reshape(heads, rank, nope).transpose(1, 2)  # [heads, nope, kv_rank]
+        fused = torch.cat([keys, values.reshape(heads, -1, rank)], dim=1).reshape(-1, rank)  # [heads * (nope + v), kv_rank]
+        return fused[torch.from_numpy(np.asarray(index, dtype=np.int64))], memoryview(bytes(raw_k) + bytes(raw_v))
 
     def _file(self, path: str):
         if path not in self._files:
@@ -377,7 +438,9 @@ def hf_config(meta: dict, arch: str, tensors: dict[str, StoredTensor]) -> dict:
         return config_value({name: value}, name, kind=int, low=low, high=MAX_SIZE, where="GGUF metadata")
 
     hidden = size(Keys.LLM.EMBEDDING_LENGTH)
-    n_layers = size(Keys.LLM.BLOCK_COUNT)
+    n_layers = size(Keys.LLM.BLOCK_COUNT) - size(Keys.LLM.NEXTN_PREDICT_LAYERS, 0, low=0)
+    if n_layers <= 0:
+        raise HurefError("GGUF metadata declares no layers before its next-token-prediction layers")
     n_heads = size(Keys.Attention.HEAD_COUNT)
     n_kv_heads = size(Keys.Attention.HEAD_COUNT_KV, n_heads)
     if hidden % n_heads or n_heads % n_kv_heads:
@@ -388,8 +451,11 @@ def hf_config(meta: dict, arch: str, tensors: dict[str, StoredTensor]) -> dict:
     if isinstance(eps, (np.integer, np.floating)):
         eps = eps.item()
     eps = config_value({"norm epsilon": eps}, "norm epsilon", kind=float, low=0.0, where="GGUF metadata")
+    model_type = WITH_EXPERTS.get(arch, MODEL_TYPES[arch]) if n_experts else MODEL_TYPES[arch]
+    if arch in WITH_ROUTER_BIAS and any(name.endswith(".exp_probs_b.bias") for name in tensors):
+        model_type = WITH_ROUTER_BIAS[arch]
     config = {
-        "model_type": WITH_EXPERTS.get(arch, MODEL_TYPES[arch]) if n_experts else MODEL_TYPES[arch],
+        "model_type": model_type,
         "hidden_size": hidden,
         "num_hidden_layers": n_layers,
         "num_attention_heads": n_heads,
@@ -401,6 +467,17 @@ def hf_config(meta: dict, arch: str, tensors: dict[str, StoredTensor]) -> dict:
     }
     if n_experts:
         config["num_local_experts"] = n_experts
+    if arch in QK_NORM_FLAGS:
+        config[QK_NORM_FLAGS[arch]] = any(name.endswith(".attn_q_norm.weight") for name in tensors)
+    if get(Keys.Attention.KV_LORA_RANK) is not None:  # MLA: llama.cpp writes it as one key/value head
+        rope = size(Keys.Rope.DIMENSION_COUNT)
+        key_length = size(Keys.Attention.KEY_LENGTH_MLA, get(Keys.Attention.KEY_LENGTH))
+        if key_length <= rope:
+            raise HurefError(f"GGUF metadata declares MLA keys of {key_length} dimensions, {rope} of them rotary")
+        config.update(num_key_value_heads=n_heads, head_dim=rope, q_lora_rank=size(Keys.Attention.Q_LORA_RANK, 0, low=0),
+                      kv_lora_rank=size(Keys.Attention.KV_LORA_RANK), qk_rope_head_dim=rope,
+                      qk_nope_head_dim=key_length - rope,
+                      v_head_dim=size(Keys.Attention.VALUE_LENGTH_MLA, get(Keys.Attention.VALUE_LENGTH)))
     name = meta.get(Keys.General.NAME)
     if isinstance(name, str) and name.strip():
         config["_name_or_path"] = name.strip()[:200]  # the published name: huref's label for the model
@@ -458,5 +535,39 @@ def hf_entries(tensors: dict[str, StoredTensor], arch: str, config: dict) -> dic
             key = "num_attention_heads" if hf_base.endswith("q_proj") else "num_key_value_heads"
             row_order = _rope_row_order(stored.shape[0], config[key])
         minus_one = arch in NORM_PLUS_ONE and hf_base.endswith("norm") and kind == "weight"
-        entries[f"{hf_base}.{kind}"] = Entry(stored, stored.shape, row_order=row_order, minus_one=minus_one)
+        entries[_parameter_name(f"{hf_base}.{kind}")] = Entry(stored, stored.shape, row_order=row_order,
+                                                               minus_one=minus_one)
+    if "kv_lora_rank" in config:
+        entries.update(_fused_kv_b_entries(tensors, arch, config, entries))
+    return entries
+
+
+def _parameter_name(hf_name: str) -> str:
+    """The real parameter name of a table-built Hugging Face name (see PARAMETER_NAMES)."""
+    for built, real in PARAMETER_NAMES.items():
+        if hf_name.endswith("." + built):
+            return hf_name[: -len(built)] + real
+    return hf_name
+
+
+def _fused_kv_b_entries(tensors: dict[str, StoredTensor], arch: str, config: dict, found: dict) -> dict[str, Entry]:
+    """`self_attn.kv_b_proj.weight` of each layer whose file holds attn_k_b and attn_v_b instead,
+    their shapes checked against the MLA sizes."""
+    import gguf
+
+    arch_enum = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch)
+    name_map = gguf.get_tensor_name_map(arch_enum, config["num_hidden_layers"])
+    heads, rank = config["num_attention_heads"], config["kv_lora_rank"]
+    nope, v = config["qk_nope_head_dim"], config["v_head_dim"]
+    entries = {}
+    for i in range(config["num_hidden_layers"]):
+        prefix = f"model.layers.{i}.self_attn."
+        k_b = tensors.get(f"{name_map.get_name(prefix + 'k_b_proj')}.weight")
+        v_b = tensors.get(f"{name_map.get_name(prefix + 'v_b_proj')}.weight")
+        if prefix + "kv_b_proj.weight" in found or k_b is None or v_b is None:
+            continue
+        if k_b.shape != (heads, rank, nope) or v_b.shape != (heads, v, rank):
+            raise HurefError(f"GGUF tensors {k_b.name} {k_b.shape} and {v_b.name} {v_b.shape} do not fit "
+                             f"{heads} heads of {nope} key and {v} value dimensions over a latent of {rank}")
+        entries[prefix + "kv_b_proj.weight"] = Entry(k_b, (heads * (nope + v), rank), value_rows=v_b)
     return entries
