@@ -51,6 +51,12 @@ GGUF_ARCH = {
     "smollm3": "smollm3",
     "seed_oss": "seed_oss",
     "granite": "granite",
+    "ernie4_5": "ernie4_5",
+    "ernie4_5_moe": "ernie4_5-moe",
+    "hunyuan_v1_dense": "hunyuan-dense",
+    "hunyuan_v1_moe": "hunyuan-moe",
+    "cohere2": "cohere2",
+    "phimoe": "phimoe",
 }
 ROPE_PERMUTED = ("llama", "smollm3", "granite")  # llama.cpp's LlamaModel and its subclasses
 GEMMA = ("gemma2", "gemma3")
@@ -183,14 +189,18 @@ def convert(hf_dir, out_path, qtype: str = "F32", split_max_tensors: int = 0, ex
         writer.add_head_count_kv(n_kv)
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
-    writer.add_layer_norm_rms_eps(config.get("rms_norm_eps", 1e-6))
+    if config.get("rms_norm_eps") is None and config.get("layer_norm_eps") is not None:  # cohere2's LayerNorms
+        writer.add_layer_norm_eps(config["layer_norm_eps"])
+    else:
+        writer.add_layer_norm_rms_eps(config.get("rms_norm_eps", 1e-6))
     rope = config.get("rope_parameters") or {}
     rope = rope.get("full_attention", rope)  # gemma3: one entry per attention type
     writer.add_rope_freq_base(config.get("rope_theta") or rope.get("rope_theta", 1e4))
-    n_experts = config.get("num_local_experts") or config.get("num_experts") or config.get("n_routed_experts")
+    n_experts = next((config[k] for k in ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+                      if config.get(k)), None)
     if n_experts:
         writer.add_expert_count(n_experts)
-        writer.add_expert_used_count(config["num_experts_per_tok"])
+        writer.add_expert_used_count(next(config[k] for k in ("num_experts_per_tok", "moe_k", "moe_topk") if config.get(k)))
     vocab = _vocab(hf_dir)
     if vocab is not None:
         writer.add_tokenizer_model("gpt2")

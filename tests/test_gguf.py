@@ -239,7 +239,8 @@ def test_qwen3moe_gguf_reads_back_per_expert_hugging_face_tensors(tmp_path):
 
 
 # families whose GGUF tensors llama.cpp renames, splits or stacks beyond the names (see huref.readers.gguf)
-FAMILIES = ["deepseek_v2", "deepseek_v3", "gpt_oss", "glm4_moe", "olmoe", "exaone4", "smollm3", "seed_oss", "granite"]
+FAMILIES = ["deepseek_v2", "deepseek_v3", "gpt_oss", "glm4_moe", "olmoe", "exaone4", "smollm3", "seed_oss", "granite",
+            "ernie4_5", "ernie4_5_moe", "hunyuan_v1_dense", "hunyuan_v1_moe", "cohere2", "phimoe"]
 
 
 def _hugging_face_tensors(reader, original: dict) -> dict:

@@ -77,6 +77,12 @@ MODEL_TYPES = {
     "smollm3": "smollm3",
     "seed_oss": "seed_oss",
     "granite": "granite",
+    "ernie4_5": "ernie4_5",
+    "ernie4_5-moe": "ernie4_5_moe",
+    "hunyuan-dense": "hunyuan_v1_dense",
+    "hunyuan-moe": "hunyuan_v1_moe",
+    "cohere2": "cohere2",
+    "phimoe": "phimoe",
 }
 WITH_EXPERTS = {"llama": "mixtral"}
 # a file whose routers have a choice-only bias (`exp_probs_b`, sigmoid routing) is this model_type
@@ -91,6 +97,9 @@ _QK_NORMS = ("self_attn.q_norm", "self_attn.k_norm")
 _NORMS = ("input_layernorm", "post_attention_layernorm")
 _GATED = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 _EXPERTS = ("mlp.gate", "mlp.experts.{e}.gate_proj", "mlp.experts.{e}.up_proj", "mlp.experts.{e}.down_proj")
+_MIXTRAL_EXPERTS = ("block_sparse_moe.gate", "block_sparse_moe.experts.{e}.w1", "block_sparse_moe.experts.{e}.w2",
+                    "block_sparse_moe.experts.{e}.w3")
+_HUNYUAN_QK_NORMS = ("self_attn.query_layernorm", "self_attn.key_layernorm")
 _SHARED = ("mlp.shared_experts.gate_proj", "mlp.shared_experts.up_proj", "mlp.shared_experts.down_proj")
 _ROUTER_BIAS = ("mlp.gate.e_score_correction",)  # written e_score_correction.bias: see PARAMETER_NAMES
 _MLA = ("self_attn.q_proj", "self_attn.q_a_proj", "self_attn.q_a_layernorm", "self_attn.q_b_proj",
@@ -105,8 +114,7 @@ HF_LAYER_PARTS = {
     "gemma3_text": _ATTENTION + _QK_NORMS + _NORMS + ("pre_feedforward_layernorm", "post_feedforward_layernorm")
     + _GATED,
     "phi3": ("self_attn.qkv_proj", "self_attn.o_proj") + _NORMS + ("mlp.gate_up_proj", "mlp.down_proj"),
-    "mixtral": _ATTENTION + _NORMS + ("block_sparse_moe.gate", "block_sparse_moe.experts.{e}.w1",
-                                      "block_sparse_moe.experts.{e}.w2", "block_sparse_moe.experts.{e}.w3"),
+    "mixtral": _ATTENTION + _NORMS + _MIXTRAL_EXPERTS,
     "qwen3_moe": _ATTENTION + _QK_NORMS + _NORMS + _EXPERTS,
     "deepseek_v2": _MLA + _NORMS + _GATED + _EXPERTS + _SHARED,  # dense layers: first_k_dense_replace
     "deepseek_v3": _MLA + _NORMS + _GATED + _EXPERTS + _SHARED + _ROUTER_BIAS,
@@ -118,10 +126,17 @@ HF_LAYER_PARTS = {
     "smollm3": _ATTENTION + _NORMS + _GATED,
     "seed_oss": _ATTENTION + _NORMS + _GATED,
     "granite": _ATTENTION + _NORMS + _GATED,
+    "ernie4_5": _ATTENTION + _NORMS + _GATED,
+    "ernie4_5_moe": _ATTENTION + _NORMS + _GATED + _EXPERTS + _SHARED + ("mlp.moe_statics.e_score_correction",),
+    "hunyuan_v1_dense": _ATTENTION + _HUNYUAN_QK_NORMS + _NORMS + _GATED,
+    "hunyuan_v1_moe": _ATTENTION + _HUNYUAN_QK_NORMS + _NORMS + ("mlp.gate.wg",) + _EXPERTS[1:]
+    + ("mlp.shared_mlp.gate_proj", "mlp.shared_mlp.up_proj", "mlp.shared_mlp.down_proj"),
+    "cohere2": _ATTENTION + ("input_layernorm",) + _GATED,  # one LayerNorm for both sublayers
+    "phimoe": _ATTENTION + _NORMS + _MIXTRAL_EXPERTS,
 }
 # Hugging Face name as the reader builds it (table name + .weight/.bias) -> the parameter's real name
 PARAMETER_NAMES = {"self_attn.sinks.weight": "self_attn.sinks",
-                   "mlp.gate.e_score_correction.bias": "mlp.gate.e_score_correction_bias"}
+                   "e_score_correction.bias": "e_score_correction_bias"}
 HF_GLOBAL_NAMES = ("model.embed_tokens", "model.norm", "lm_head")
 EMBEDDING = "model.embed_tokens.weight"
 SPLIT_NAME = re.compile(r"^(.*)-(\d{5})-of-(\d{5})\.gguf$")
