@@ -12,9 +12,10 @@ reader's reverse mapping:
 - deepseek2 (MLA): one key/value head of kv_rank + rope dimensions in the metadata, the MLA sizes
   under `attention.*_lora_rank` / `key_length_mla` / `value_length_mla`, and `kv_b_proj` split into
   `attn_k_b` [heads, kv_rank, nope] (transposed key rows) and `attn_v_b` [heads, v, kv_rank],
-- gpt-oss: the fused `gate_up_proj` [E, in, 2 * inner] (gate and up columns alternating) written as
-  `ffn_gate_exps` / `ffn_up_exps` [E, inner, in], `down_proj` transposed, biases split alike;
-  `sinks` written as `attn_sinks.weight`,
+- gpt-oss and llama4: the fused `gate_up_proj` [E, in, 2 * inner] (gpt-oss: gate and up columns
+  alternating; llama4: gate half, then up half) written as `ffn_gate_exps` / `ffn_up_exps`
+  [E, inner, in], `down_proj` transposed, gpt-oss's biases split alike; `sinks` written as
+  `attn_sinks.weight`,
 - `e_score_correction_bias` written as `exp_probs_b.bias`; glm4moe's block count includes its
   next-token-prediction layers (`num_nextn_predict_layers`) and whatever tensors the checkpoint
   holds for them,
@@ -57,6 +58,7 @@ GGUF_ARCH = {
     "hunyuan_v1_moe": "hunyuan-moe",
     "cohere2": "cohere2",
     "phimoe": "phimoe",
+    "llama4_text": "llama4",
 }
 ROPE_PERMUTED = ("llama", "smollm3", "granite")  # llama.cpp's LlamaModel and its subclasses
 GEMMA = ("gemma2", "gemma3")
@@ -108,20 +110,23 @@ def _llama_cpp_tensors(tensors: dict, config: dict, split_kv_b: bool = True) -> 
     """The renames, splits and transposes llama.cpp's converter applies before naming (see the
     module doc): HF-style names in, HF-style names of what llama.cpp writes out; `split_kv_b=False`
     keeps MLA's kv_b_proj whole, as converters before the split did."""
+    interleaved = config["model_type"] == "gpt_oss"  # gate/up columns alternate; llama4: gate half, up half
     out = {}
     for name, value in _stack_experts(tensors).items():
         if name.endswith("e_score_correction_bias"):
             out[name.replace("e_score_correction_bias", "e_score_correction.bias")] = value
         elif name.endswith(".sinks"):
             out[name + ".weight"] = value
-        elif name.endswith("experts.gate_up_proj"):  # gpt-oss [E, in, 2 * inner] -> [E, 2 * inner, in]
+        elif name.endswith("experts.gate_up_proj"):  # [E, in, 2 * inner] -> [E, 2 * inner, in]
             fused = value.swapaxes(1, 2)
-            out[name.replace("gate_up_proj", "gate_proj.weight")] = fused[:, ::2]
-            out[name.replace("gate_up_proj", "up_proj.weight")] = fused[:, 1::2]
+            inner = fused.shape[1] // 2
+            gate, up = (fused[:, ::2], fused[:, 1::2]) if interleaved else (fused[:, :inner], fused[:, inner:])
+            out[name.replace("gate_up_proj", "gate_proj.weight")] = gate
+            out[name.replace("gate_up_proj", "up_proj.weight")] = up
         elif name.endswith("experts.gate_up_proj_bias"):  # [E, 2 * inner]
             out[name.replace("gate_up_proj_bias", "gate_proj.bias")] = value[..., ::2]
             out[name.replace("gate_up_proj_bias", "up_proj.bias")] = value[..., 1::2]
-        elif name.endswith("experts.down_proj"):  # gpt-oss [E, inner, hidden] -> [E, hidden, inner]
+        elif name.endswith("experts.down_proj"):  # [E, inner, hidden] -> [E, hidden, inner]
             out[name + ".weight"] = value.swapaxes(1, 2)
         elif name.endswith("experts.down_proj_bias"):
             out[name.replace("down_proj_bias", "down_proj.bias")] = value

@@ -18,6 +18,7 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 import huref.readers.gguf as gguf_reader
+from huref.architectures import supported_model_types
 from huref.errors import HurefError
 from huref.invariants import invariant_terms
 from huref.similarity import compare_terms
@@ -243,9 +244,10 @@ FAMILIES = ["deepseek_v2", "deepseek_v3", "gpt_oss", "glm4_moe", "olmoe", "exaon
             "ernie4_5", "ernie4_5_moe", "hunyuan_v1_dense", "hunyuan_v1_moe", "cohere2", "phimoe"]
 
 
-def _hugging_face_tensors(reader, original: dict) -> dict:
-    """The reader's tensors under the names of `original`; gpt-oss's fused experts (gate and up
-    columns alternating in [E, in, 2 * inner], down [E, inner, out]) rebuilt from per-expert reads."""
+def _hugging_face_tensors(reader, original: dict, interleaved: bool = True) -> dict:
+    """The reader's tensors under the names of `original`; fused experts ([E, in, 2 * inner] gate_up_proj
+    with gate and up columns alternating (gpt-oss) or in halves (llama4), [E, inner, out] down_proj)
+    rebuilt from per-expert reads."""
     fused = re.compile(r"^(.*\.experts)\.(gate_up_proj|down_proj)(_bias)?$")
     out = {}
     for name, value in original.items():
@@ -257,9 +259,12 @@ def _hugging_face_tensors(reader, original: dict) -> dict:
         parts = ["gate_proj", "up_proj"] if match.group(2) == "gate_up_proj" else ["down_proj"]
         per_expert = []
         for e in range(value.shape[0]):
-            read = [reader.read(f"{base}.{e}.{part}{kind}") for part in parts]  # [out, in] or [out]
-            stacked = torch.stack(read, -1).flatten(-2) if kind == ".bias" else torch.stack(read, 1).flatten(0, 1)
-            per_expert.append(stacked if kind == ".bias" else stacked.T)  # interleaved rows, stored [in, out]
+            read = [reader.read(f"{base}.{e}.{part}{kind}") for part in parts]  # each [out, in] or [out]
+            if interleaved:
+                stacked = torch.stack(read, 1).flatten(0, 1)  # rows gate0, up0, gate1, ...
+            else:
+                stacked = torch.cat(read, 0)
+            per_expert.append(stacked if kind == ".bias" else stacked.T)  # weights stored [in, out]
         out[name] = torch.stack(per_expert)
     return out
 
@@ -351,3 +356,42 @@ def test_gpt_oss_mxfp4_experts_keep_the_invariants(tiny_zoo, tmp_path):
     unrelated = compare_terms(reference, terms(tiny_zoo("gpt_oss", seed=1)))["ics"]
     print(f"gpt_oss: ICS MXFP4 experts + Q8_0 vs safetensors {ics:.4f}; vs an unrelated seed {unrelated:.3f}")
     assert ics >= 0.98 and ics > unrelated + 0.5
+
+
+def _tiny_llama4(directory):
+    """A tiny Llama-4 text checkpoint (model_type llama4_text, built here: tiny_models lists the
+    architectures huref reads from safetensors): layer 1 has 4 experts and a shared one, layers 0
+    and 2 a dense FFN."""
+    config = transformers.Llama4TextConfig(
+        vocab_size=tiny_models.VOCAB_SIZE, hidden_size=64, intermediate_size=32, intermediate_size_mlp=128,
+        num_hidden_layers=N_LAYERS, num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_local_experts=4,
+        num_experts_per_tok=1, interleave_moe_layer_step=2, max_position_embeddings=128, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    return tiny_models.save_checkpoint(model, directory, tiny_models.token_strings())
+
+
+def test_llama4_gguf_reads_back_the_checkpoint(tmp_path):
+    """llama4: gate_up_proj [E, in, 2 * inner] (gate half, up half) comes back from ffn_gate_exps /
+    ffn_up_exps, down_proj from ffn_down_exps; dense, shared-expert and router tensors by name."""
+    source = _tiny_llama4(tmp_path / "llama4")
+    path = convert(source, tmp_path / "llama4.gguf", "F32")
+    stored = gguf_reader.read_gguf(path).tensors
+    assert stored["blk.1.ffn_gate_exps.weight"].shape == (4, 32, 64) and "blk.0.ffn_gate.weight" in stored
+    config, reader, _ = gguf_reader.open_gguf(str(path))
+    assert config["model_type"] == "llama4_text" and config["num_local_experts"] == 4
+    original = load_file(source / "model.safetensors")
+    read = _hugging_face_tensors(reader, original, interleaved=False)
+    for name, value in original.items():
+        torch.testing.assert_close(read[name], value, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.skipif("llama4_text" not in supported_model_types(),
+                    reason="huref has no llama4_text ArchSpec row in this tree (added on branch moefam)")
+def test_llama4_gguf_keeps_the_invariants(tmp_path):
+    source = _tiny_llama4(tmp_path / "llama4")
+    reference = terms(source)
+    ics = {qtype: compare_terms(reference, terms(convert(source, tmp_path / f"llama4-{qtype}.gguf", qtype)))["ics"]
+           for qtype in ("F32", "F16", "Q8_0")}
+    print(f"llama4_text: ICS GGUF vs safetensors {ics}")
+    assert ics["F32"] > 0.99999 and ics["F16"] >= 0.999 and ics["Q8_0"] >= 0.99

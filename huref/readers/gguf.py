@@ -18,8 +18,8 @@ converter uses) says which GGUF tensor each one became. What else the translatio
 a GGUF file and the checkpoint it was converted from read alike:
 - shapes: GGUF lists dimensions fastest-first (ggml's `ne`); here they are reversed.
 - experts: a 3-D `ffn_{gate,up,down}_exps` tensor becomes one 2-D tensor per expert (names with
-  `{e}` in `HF_LAYER_PARTS`); gpt-oss's too, whose Hugging Face checkpoint fuses gate and up
-  (`huref.architectures` lists its per-expert names as an alternative).
+  `{e}` in `HF_LAYER_PARTS`); gpt-oss's and llama4's too, whose Hugging Face checkpoints fuse gate
+  and up (`huref.architectures` lists their per-expert names as an alternative).
 - multi-head latent attention (deepseek2): newer converters split `kv_b_proj` into `attn_k_b`
   [heads, kv_rank, nope] (each head's key rows transposed) and `attn_v_b` [heads, v, kv_rank];
   the reader fuses them back into `kv_b_proj` [heads * (nope + v), kv_rank], per head its key rows
@@ -83,6 +83,7 @@ MODEL_TYPES = {
     "hunyuan-moe": "hunyuan_v1_moe",
     "cohere2": "cohere2",
     "phimoe": "phimoe",
+    "llama4": "llama4_text",
 }
 WITH_EXPERTS = {"llama": "mixtral"}
 # a file whose routers have a choice-only bias (`exp_probs_b`, sigmoid routing) is this model_type
@@ -133,6 +134,11 @@ HF_LAYER_PARTS = {
     + ("mlp.shared_mlp.gate_proj", "mlp.shared_mlp.up_proj", "mlp.shared_mlp.down_proj"),
     "cohere2": _ATTENTION + ("input_layernorm",) + _GATED,  # one LayerNorm for both sublayers
     "phimoe": _ATTENTION + _NORMS + _MIXTRAL_EXPERTS,
+    # dense layers between MoE ones (interleave_moe_layer_step); the checkpoint fuses the experts'
+    # gate and up (`huref.architectures` lists per-expert names as an alternative)
+    "llama4_text": _ATTENTION + _NORMS + tuple(f"feed_forward.{part}" for part in (
+        "gate_proj", "up_proj", "down_proj", "router", "experts.{e}.gate_proj", "experts.{e}.up_proj",
+        "experts.{e}.down_proj", "shared_expert.gate_proj", "shared_expert.up_proj", "shared_expert.down_proj")),
 }
 # Hugging Face name as the reader builds it (table name + .weight/.bias) -> the parameter's real name
 PARAMETER_NAMES = {"self_attn.sinks.weight": "self_attn.sinks",
