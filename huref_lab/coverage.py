@@ -25,7 +25,6 @@ _ENCODER_DECODER = "the decoder of an encoder-decoder model: its layers cross-at
 _ENCODER = "encoder-only masked LM (bidirectional, BERT-like); bert's row shows how one would be added"
 _RECURRENT = "pure recurrent / state-space model: no attention, so no QK or VO term"
 _GATED_ATTENTION = "a learned gate multiplies each head's attention output before o_proj: the VO term would need it"
-_TRANSPOSED_EXPERTS = "expert weights stored [in, out] (transposed stacked experts): needs a transposed expert layout"
 _SINUSOIDS = ("fixed sinusoidal positions added to the residual stream: they are not weights, so no rewrite of the "
               "stream preserves them and the probe rows would need the table")
 _HYPER_CONNECTIONS = "hyper-connections (several residual streams mixed by learned matrices)"
@@ -59,7 +58,6 @@ NOT_YET = {
     "qwen4_exp_text": f"{_HYBRID}; also {_HYPER_CONNECTIONS}",
     **{t: _VLM for t in ("emu3", "fuyu", "gemma4", "gemma4_unified", "git", "got_ocr2", "mllama", "minimax_m3_vl_text",
                          "moss_transcribe_diarize", "phi4_multimodal")},
-    "llama4": f"read through text_config as llama4_text, which is not supported yet ({_TRANSPOSED_EXPERTS})",
     **{t: _SINKS for t in ("granite_swa", "granitemoe_swa", "flint")},
     "mimo_v2_flash": f"{_SINKS}; value heads wider than query/key heads",
     **{t: _ENCODER for t in ("bert-generation", "big_bird", "camembert", "data2vec-text", "electra", "ernie",
@@ -70,7 +68,6 @@ NOT_YET = {
     **{t: _GATED_ATTENTION for t in ("afmoe", "beam", "laguna")},
     "hrm_text": f"hierarchical recurrent blocks iterated over steps; {_GATED_ATTENTION}",
     "dory": f"learned query/key scales (sqk) and no norms; {_GATED_ATTENTION}",
-    **{t: _TRANSPOSED_EXPERTS for t in ("dbrx", "llama4_text", "aria_text")},
     **{t: _SINUSOIDS for t in ("ctrl", "xglm")},
     "biogpt": "the token embedding is scaled by sqrt(hidden) before learned positions are added: an embedding "
               "scale the table cannot express yet",
@@ -78,7 +75,6 @@ NOT_YET = {
               "VO and FFN paths the terms do not model",
     "diffllama": "differential attention (two softmax maps subtracted with learned lambdas): new QK algebra",
     "doge": "dynamic mask attention and learned residual gains",
-    "jetmoe": "mixture of attention heads (attention experts with their own router): new QK/VO algebra",
     "gemma3n": "per-layer input embeddings, AltUp and LAuReL blocks (and a multimodal wrapper)",
     "gemma3n_text": "per-layer input embeddings, AltUp and LAuReL blocks",
     "gemma4_text": "per-layer input embeddings, key/value sharing between layers, per-layer head sizes",

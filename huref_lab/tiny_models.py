@@ -249,6 +249,24 @@ CONFIGS = {
                             mlp_layer_types=["sparse", "dense", "sparse"], prefix_dense_intermediate_size=FFN,
                             rms_norm_eps=1e-6, expert_selection_fn="sigmoid", sliding_window=8,
                             tie_word_embeddings=True),
+    # experts as flat [experts * ffn, hidden] tensors (w2 holding each expert's [in, out]), fused Wqkv, sizes
+    # in attn_config / ffn_config; clip_qkv as DBRX sets it (transformers 5.24 cannot run without one)
+    "dbrx": dict(vocab_size=VOCAB_SIZE, d_model=HIDDEN, n_heads=HEADS, n_layers=N_LAYERS, max_seq_len=128,
+                 attn_config=dict(kv_n_heads=KV_HEADS, clip_qkv=8.0, rope_theta=10000.0),
+                 ffn_config=dict(ffn_hidden_size=32, moe_num_experts=4, moe_top_k=2), tie_word_embeddings=False),
+    # experts stored [expert, in, out] beside two shared experts
+    "aria_text": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, intermediate_size=32, moe_num_experts=4, moe_topk=2,
+                      moe_num_shared_experts=2, tie_word_embeddings=False),
+    # experts stored [expert, in, out] with a shared expert on layers 0 and 2, a dense FFN on layer 1; layer 1
+    # without RoPE or QK norm, its queries scaled by the temperature (floor_scale 8: from position 7 on);
+    # parameter-free QK norms on layers 0 and 2
+    "llama4_text": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, intermediate_size=32, intermediate_size_mlp=FFN,
+                        num_local_experts=4, num_experts_per_tok=2, moe_layers=[0, 2], no_rope_layers=[1, 0, 1],
+                        floor_scale=8, attn_scale=0.5, rms_norm_eps=_SMALL_EPS, tie_word_embeddings=False),
+    # mixture of attention heads: 4 attention experts of 2 query heads each over 2 shared key/value heads
+    "jetmoe": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, num_hidden_layers=N_LAYERS, num_key_value_heads=KV_HEADS,
+                   kv_channels=HEAD_DIM, intermediate_size=32, num_local_experts=4, num_experts_per_tok=2,
+                   max_position_embeddings=128, tie_word_embeddings=False),
     "bert": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, num_hidden_layers=N_LAYERS,
                  num_attention_heads=HEADS, intermediate_size=FFN, max_position_embeddings=128),
 }
