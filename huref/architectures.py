@@ -637,10 +637,14 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         rope="pairs",  # complex multiplication on (2p, 2p + 1)
         **_LLAMA_MLA,
     ),
+    # deepseek_v2's latent attention with RoPE on halves (p, p + r/2), dense FFNs; scalar multipliers on the
+    # embedding (scale_emb), the residual writes (scale_depth / sqrt(layers)) and the logits: constants per term
+    ArchSpec(model_types=("minicpm3",), ffn=(_GATED,), **_LLAMA_MLA),
     ArchSpec(
         # sigmoid router with a bias used for the choice only ("noaux_tc"); layers before
-        # first_k_dense_replace are dense
-        model_types=("deepseek_v3", "glm4_moe_lite"),
+        # first_k_dense_replace are dense (sarvam_mla is read by transformers as deepseek_v3; youtu's
+        # layers are all dense)
+        model_types=("deepseek_v3", "glm4_moe_lite", "sarvam_mla", "youtu"),
         ffn=(replace(_DEEPSEEK_EXPERTS, router_bias="mlp.gate.e_score_correction_bias"),
              replace(_FUSED_EXPERTS, shared=_SHARED_EXPERTS, router_bias="mlp.gate.e_score_correction_bias"),
              _GATED),

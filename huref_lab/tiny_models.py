@@ -75,6 +75,18 @@ CONFIGS = {
                           qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=12, moe_intermediate_size=32,
                           n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, n_group=1, topk_group=1,
                           mlp_layer_types=["dense", "sparse", "sparse"], tie_word_embeddings=False),
+    # deepseek_v2's latent attention with RoPE on halves, dense FFNs, scale_emb / scale_depth / dim_model_base
+    # multipliers (transformers' defaults 12, 1.4, 256), tied head
+    "minicpm3": dict(_LLAMA_LIKE, num_key_value_heads=HEADS, q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=8,
+                     qk_rope_head_dim=4, v_head_dim=12, tie_word_embeddings=True),
+    # deepseek_v3's latent attention in llama layers with dense FFNs
+    "youtu": dict(_LLAMA_LIKE, num_key_value_heads=HEADS, q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=8,
+                  qk_rope_head_dim=4, v_head_dim=12, tie_word_embeddings=False),
+    # read by transformers as deepseek_v3 (no q latent here, as the released checkpoints)
+    "sarvam_mla": dict(_LLAMA_LIKE, num_key_value_heads=HEADS, q_lora_rank=None, kv_lora_rank=16, qk_nope_head_dim=8,
+                       qk_rope_head_dim=4, v_head_dim=12, moe_intermediate_size=32, n_routed_experts=4,
+                       num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1, n_group=1, topk_group=1,
+                       tie_word_embeddings=False),
     # attention sinks, q/k/v/o biases, sliding-window layers between full ones, 4 experts stored
     # [expert, in, out] with interleaved gate/up, their biases, a router bias, a clamped SwiGLU
     "gpt_oss": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, intermediate_size=32, num_local_experts=4, num_experts_per_tok=2,
