@@ -6,7 +6,8 @@ import transformers
 
 from huref.architectures import ARCHITECTURES, arch_for_config
 from huref.errors import HurefError
-from huref.layers import LAYOUTS, model_dims, qk_norm_layers
+from huref.layers import LAYOUTS, layer_weights, model_dims, qk_norm_layers
+from huref.sources import load_model
 
 NORM_KINDS = {"rms", "rms_plus1", "layer", "layer_plus1"}
 ROUTER_SCORINGS = {"softmax", "sigmoid", "sparsemixer"}
@@ -88,3 +89,12 @@ def test_llama4_qk_norm_layers_are_its_rope_layers_as_transformers_fills_them(gi
     assert qk_norm_layers(config, spec, 8) == tuple(i for i, rope in enumerate(filled) if rope)
     assert qk_norm_layers({**config, "no_rope_layers": filled}, spec, 8) == qk_norm_layers(config, spec, 8)
     assert qk_norm_layers({**config, "use_qk_norm": False}, arch_for_config({**config, "use_qk_norm": False}), 8) == ()
+
+
+def test_llama4_nope_layer_reads_queries_and_keys_without_the_norm(tiny_zoo):
+    """The tiny llama4_text model has RoPE (and the parameter-free QK norm) on layers 0 and 2 only."""
+    model = load_model(str(tiny_zoo("llama4_text")))
+    norms = [layer_weights(model, i) for i in range(3)]
+    assert [layer.q_norm is not None for layer in norms] == [True, False, True]
+    assert [layer.k_norm is not None for layer in norms] == [True, False, True]
+    assert norms[0].q_norm.weight is None and norms[0].q_norm.scope == "head"
