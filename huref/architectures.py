@@ -41,6 +41,8 @@ Conventions
   leaves every input unchanged, then leaves the probe rows unchanged too.
 - `mla`: multi-head latent attention (DeepSeek-V2/V3): q, k, v are None and a `LatentAttention`
   names the latent matrices and norms; its sizes come from config.json (`huref.layers.latent_dims`).
+  DeepSeek sparse attention's indexer (deepseek_v32) is listed there too (`indexer_q` reads the q latent,
+  `indexer_readers` the attention input); no term reads it, the attacks carry it.
   `attn_experts`: a mixture of attention heads (jetmoe): q and o are None and `AttentionExperts`
   names each expert's query and output matrices and their router; k and v are shared.
   `router_scores`: "softmax" (adding one vector to every router row changes nothing), "sigmoid", or
@@ -129,6 +131,10 @@ class LatentAttention:
     kv_a_norm: Norm
     kv_b: Proj
     norm_eps: float = 1e-6  # transformers builds the latent norms with this epsilon, not rms_norm_eps
+    # DeepSeek sparse attention's indexer (deepseek_v32), which picks the keys each query sees and which no
+    # term reads: its query matrix reading the q latent, and its matrices reading the attention input
+    indexer_q: Proj | None = None
+    indexer_readers: tuple[Proj, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -636,6 +642,20 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         ffn=(_DEEPSEEK_EXPERTS, replace(_FUSED_EXPERTS, shared=_SHARED_EXPERTS), _GATED),
         rope="pairs",  # complex multiplication on (2p, 2p + 1)
         **_LLAMA_MLA,
+    ),
+    ArchSpec(
+        # deepseek_v3 with DeepSeek sparse attention: a lightning indexer picks the keys each query sees (a
+        # data-dependent key mask, which the terms do not read, as a sliding window's); its wq_b reads the q
+        # latent, wk and weights_proj the attention input; the attention's RoPE always on pairs
+        model_types=("deepseek_v32", "glm_moe_dsa"),
+        ffn=(replace(_DEEPSEEK_EXPERTS, router_bias="mlp.gate.e_score_correction_bias"),
+             replace(_FUSED_EXPERTS, shared=_SHARED_EXPERTS, router_bias="mlp.gate.e_score_correction_bias"),
+             _GATED),
+        router_scores="sigmoid",
+        rope="pairs",
+        **{**_LLAMA_MLA, "mla": replace(_LLAMA_MLA["mla"], indexer_q=Proj("self_attn.indexer.wq_b.weight"),
+                                        indexer_readers=(Proj("self_attn.indexer.wk.weight"),
+                                                         Proj("self_attn.indexer.weights_proj.weight")))},
     ),
     # deepseek_v2's latent attention with RoPE on halves (p, p + r/2), dense FFNs; scalar multipliers on the
     # embedding (scale_emb), the residual writes (scale_depth / sqrt(layers)) and the logits: constants per term

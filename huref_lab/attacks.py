@@ -319,6 +319,10 @@ class Canon:
             for role in (("q_a", "q_b") if latent_q else ("q",)) + ("kv_a", "kv_b"):
                 add(role, getattr(mla, role))
             add("o", arch.o)
+            if mla.indexer_q is not None and latent_q:   # DeepSeek sparse attention's indexer
+                add("indexer_q", mla.indexer_q)
+            for j, proj in enumerate(mla.indexer_readers):
+                add(f"indexer_in{j}", proj)
             for role in (("q_a_norm",) if latent_q else ()) + ("kv_a_norm",):
                 name = prefix + getattr(mla, role).name
                 roles[role] = (name, _bias_name(name))
@@ -493,7 +497,7 @@ def _set_gain(canon, i, role, gain):
 def _reader_groups(canon, i):
     """[(norm role or None, reader roles)] of layer i: each norm (if any) and the matrices reading its output."""
     attn = ["q", "k", "v", "q_a", "kv_a", "attn_gate", "attn_router"]   # those the layer has (q_a, kv_a: MLA)
-    attn += [role for role in canon.roles[i] if role.startswith("mixer_in") or role.endswith(".q")]
+    attn += [role for role in canon.roles[i] if role.startswith(("mixer_in", "indexer_in")) or role.endswith(".q")]
     ffn = [r for unit in canon.ffn_units(i) for r in unit[:2] if r is not None]
     ffn += [r for r in ("router", "shared_router") if canon.get(i, r) is not None]
     attn_norm, ffn_norm = (role if canon.get(i, role) is not None else None for role in ("attn_norm", "ffn_norm"))
@@ -814,17 +818,18 @@ def _query_role(canon, i) -> str:
 def latent_rotation(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
     """MLA: rotate the q latent and the kv latent by random orthogonal maps U, the latent norm gains g
     folded into the matrices reading them: q_a -> U·q_a, q_b -> q_b·diag(g)·Uᵀ, gain set to 1 (RMS
-    commutes with U, a gain does not); kv_a's latent rows -> U·rows (its rotary key rows stay),
-    kv_b -> kv_b·diag(g)·Uᵀ."""
+    commutes with U, a gain does not), and so the sparse-attention indexer's wq_b, which reads the q latent
+    too; kv_a's latent rows -> U·rows (its rotary key rows stay), kv_b -> kv_b·diag(g)·Uᵀ."""
     def edit(canon, result):
         for i in range(canon.layout.n_layers):
-            for writer, norm, reader in (("q_a", "q_a_norm", "q_b"), ("kv_a", "kv_a_norm", "kv_b")):
+            for writer, norm, readers in (("q_a", "q_a_norm", ("q_b", "indexer_q")), ("kv_a", "kv_a_norm", ("kv_b",))):
                 if canon.get(i, writer) is None:
                     continue
                 gain = canon.get(i, norm).double()
                 r = len(gain)
                 U = random_orthogonal(r, generator)
-                canon.update(i, reader, _f64(lambda w: w @ torch.diag(gain) @ U.T))
+                for reader in readers:
+                    canon.update(i, reader, _f64(lambda w: w @ torch.diag(gain) @ U.T))
                 canon.put(i, norm, torch.ones_like(gain).float())
                 for suffix in ("weight", "bias"):
                     canon.update(i, writer, _f64(lambda w: torch.cat([U @ w[:r], w[r:]])), suffix)

@@ -17,9 +17,8 @@ from huref_lab.tiny_models import MODEL_TYPE
 
 OTHER_WORK = "handled by the MLA/hybrid/VLM work"
 _MLA = "DeepSeek's latent attention (read for deepseek_v2/v3)"
-_DSA = (f"{_MLA} with DeepSeek sparse attention: a lightning indexer (wq_b on the q latent, wk and weights_proj on "
-        "the residual stream, a LayerNorm on its key) picks the keys each query sees, a data-dependent mask the terms "
-        "need not read, but the residual and latent rewrites must carry the indexer's readers: not mapped yet")
+_PER_LAYER_MLA = ("deepseek_v32's sparse latent attention with sliding-window layers of other latent sizes and head "
+                  "counts (per_layer_config): needs per-layer attention sizes")
 _HYBRID = ("hybrid layers (linear attention, gated delta-net, Mamba or convolution blocks beside attention), "
            f"{OTHER_WORK}")
 _VLM = f"multimodal wrapper (text_config, language-model prefix), {OTHER_WORK}"
@@ -44,16 +43,18 @@ NOT_APPLICABLE = {
 }
 
 NOT_YET = {
-    **{t: _DSA for t in ("deepseek_v32", "glm_moe_dsa", "dots3_note_text")},
-    "dots3_note": f"multimodal wrapper (audio and vision towers) of dots3_note_text: {_DSA}",
-    "axk2": f"{_DSA}; also gated RMSNorms (a low-rank sigmoid gate on each input norm's output)",
+    "dots3_note_text": _PER_LAYER_MLA,
+    "dots3_note": f"multimodal wrapper (audio and vision towers) of dots3_note_text: {_PER_LAYER_MLA}",
+    "axk2": ("deepseek_v32's sparse latent attention with gated RMSNorms (a low-rank sigmoid gate on the output of "
+             "the attention input norm and of MoE layers' FFN input norm): a data-dependent gate on the paths the "
+             "terms read"),
     "axk1": (f"{_MLA} with post_mlp_layernorm, a norm on the FFN write of MoE layers only (dense layers store one "
              "they do not use): needs post norms per layer kind"),
     "longcat_flash": (f"{_MLA}, two attention and two dense-FFN sublayers per layer plus a shortcut MoE (with "
                       "zero-computation experts) beside them: a layer would carry two QK and VO terms"),
     "deepseek_v4": ("a latent query (q_a) with compressed key/value attention (HCA/CSA compressors and an indexer); "
                     f"also {_HYPER_CONNECTIONS}"),
-    "hy_v4": f"{_DSA}; also {_HYPER_CONNECTIONS}",
+    "hy_v4": f"glm_moe_dsa's sparse latent attention with {_HYPER_CONNECTIONS}",
     **{t: _HYBRID for t in ("bailing_hybrid", "lara_mini", "lfm2_moe", "lfm3", "recurrent_gemma")},
     "minimax": f"{_HYBRID}: its input norms' outputs become the residual stream (DeepNorm-style alpha/beta)",
     "olmo_hybrid": f"{_HYBRID}: post_attention_layernorm is a post-norm in attention layers but the FFN's input "

@@ -87,6 +87,18 @@ CONFIGS = {
                        qk_rope_head_dim=4, v_head_dim=12, moe_intermediate_size=32, n_routed_experts=4,
                        num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1, n_group=1, topk_group=1,
                        tie_word_embeddings=False),
+    # deepseek_v3 with DeepSeek sparse attention: an indexer of 2 heads of 8 picks 4 keys per query (fewer than
+    # the test text's 24 tokens, so the choice matters)
+    "deepseek_v32": dict(_LLAMA_LIKE, num_key_value_heads=HEADS, q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=8,
+                         qk_rope_head_dim=4, v_head_dim=12, moe_intermediate_size=32, n_routed_experts=4,
+                         num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1, n_group=1, topk_group=1,
+                         index_topk=4, index_n_heads=2, index_head_dim=8, tie_word_embeddings=False),
+    # glm's sparse attention: the last layer reuses the previous layer's choice of keys (no indexer of its own)
+    "glm_moe_dsa": dict(_LLAMA_LIKE, num_key_value_heads=HEADS, q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=8,
+                        qk_rope_head_dim=4, v_head_dim=12, moe_intermediate_size=32, n_routed_experts=4,
+                        num_experts_per_tok=2, n_shared_experts=1, mlp_layer_types=["dense", "sparse", "sparse"],
+                        n_group=1, topk_group=1, index_topk=4, index_n_heads=2, index_head_dim=8,
+                        indexer_types=["full", "full", "shared"], tie_word_embeddings=False),
     # attention sinks, q/k/v/o biases, sliding-window layers between full ones, 4 experts stored
     # [expert, in, out] with interleaved gate/up, their biases, a router bias, a clamped SwiGLU
     "gpt_oss": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, intermediate_size=32, num_local_experts=4, num_experts_per_tok=2,
