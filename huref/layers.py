@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from huref.architectures import CENTRED_KINDS, FFN, PLUS_ONE_KINDS, ArchSpec, Norm, Proj, arch_for_config
+from huref.architectures import CENTRED_KINDS, FFN, PLUS_ONE_KINDS, ArchSpec, LayerKinds, Norm, Proj, arch_for_config
 from huref.errors import HurefError, excerpt
 
 BLOCK_ELEMENTS = 1 << 24  # rows per block are chosen so a float32 block is ~64 MB
@@ -113,7 +113,7 @@ def qk_norm_layers(config: dict, arch: ArchSpec, n_layers: int) -> tuple[int, ..
     return tuple(i for i in attention_layers(config, arch, n_layers) if i in picked)
 
 
-def picked_layers(config: dict, kinds, n_layers: int) -> tuple[int, ...]:
+def picked_layers(config: dict, kinds: LayerKinds | None, n_layers: int) -> tuple[int, ...]:
     """The layers a `LayerKinds` picks from config.json (None: all); bad values raise a one-line HurefError."""
     if kinds is None:
         return tuple(range(n_layers))
