@@ -24,8 +24,9 @@ Conventions
   [expert, out, in]), "experts_gate_up" (3-D, each expert's gate then up),
   "experts_gate_up_interleaved" (3-D, each expert's gate and up rows alternating: even rows gate,
   odd rows up; gpt-oss), "q_gate_heads" (per head: its query rows, then its output-gate rows;
-  qwen3_next). A 3-D expert tensor stored [expert, in, out] (gpt-oss) is `transposed` too: its
-  logical view is [expert * out, in], one expert's [out, in] after another.
+  qwen3_next), "kv_split" (key rows, then value rows; jetmoe). A 3-D expert tensor stored [expert,
+  in, out] (gpt-oss, llama4, aria_text) is `transposed` too, and so is one stored flat [expert * in,
+  out] (dbrx's w2): its logical view is [expert * out, in], one expert's [out, in] after another.
 - Norm kinds: "rms" (x / rms(x) * w), "rms_plus1" (gemma: x / rms(x) * (1 + w)), "layer"
   (centre, divide by std, * w; the bias is never used by the engine), "layer_plus1" (nemotron's
   LayerNorm1P: centre, divide by std, * (1 + w)); `CENTRED_KINDS` and `PLUS_ONE_KINDS` group them.
@@ -40,6 +41,10 @@ Conventions
   leaves every input unchanged, then leaves the probe rows unchanged too.
 - `mla`: multi-head latent attention (DeepSeek-V2/V3): q, k, v are None and a `LatentAttention`
   names the latent matrices and norms; its sizes come from config.json (`huref.layers.latent_dims`).
+  DeepSeek sparse attention's indexer (deepseek_v32) is listed there too (`indexer_q` reads the q latent,
+  `indexer_readers` the attention input); no term reads it, the attacks carry it.
+  `attn_experts`: a mixture of attention heads (jetmoe): q and o are None and `AttentionExperts`
+  names each expert's query and output matrices and their router; k and v are shared.
   `router_scores`: "softmax" (adding one vector to every router row changes nothing), "sigmoid", or
   "sparsemixer" (phimoe: a softmax with masks relative to the largest logit's magnitude, which a
   shift changes).
@@ -50,6 +55,12 @@ Conventions
   reads. `attn_gate`: query-projection rows of a per-head sigmoid gate on the attention output
   (qwen3_next), which no term reads. `ffn_clamped`: the gated FFN clamps gate and up and adds 1 to
   up (gpt-oss), so the FFN is not linear in up.
+- `qk_norm_layers`: the layers whose queries and keys go through the QK norms (llama4: its RoPE
+  layers), read from config.json as `layer_kinds` is. `write_biases`: biases added to the residual
+  stream after a block's write, beside no matrix (jetmoe); no term reads them, the attacks rotate
+  them. `config_sections`: nested config.json objects whose keys count as top-level ones (dbrx's
+  attn_config, ffn_config). `layer_norm_eps`: the epsilon of the layers' norms when the model fixes it
+  rather than reading config.json (jetmoe).
 - `variants`: `when(key, value, default, field=...)` replaces fields of the row when config.json's
   `key` equals `value` (a missing key reads as `default`, transformers' default), in order, later
   ones winning; `unsupported="..."` marks a variant huref refuses.
@@ -120,21 +131,42 @@ class LatentAttention:
     kv_a_norm: Norm
     kv_b: Proj
     norm_eps: float = 1e-6  # transformers builds the latent norms with this epsilon, not rms_norm_eps
+    # DeepSeek sparse attention's indexer (deepseek_v32), which picks the keys each query sees and which no
+    # term reads: its query matrix reading the q latent, and its matrices reading the attention input
+    indexer_q: Proj | None = None
+    indexer_readers: tuple[Proj, ...] = ()
 
 
 @dataclass(frozen=True)
 class LayerKinds:
-    """Which layers of a hybrid model are (full) attention, as config.json says: a per-layer list
-    under `key` whose entries in `attention` mark them (qwen3_next's layer_types), or the list of
-    attention layer indices under `indices` (bamba), or else layer i is attention when
-    i % config[period] == config[offset] (jamba; missing keys read as `defaults`, transformers')."""
+    """Which layers are picked, as config.json says (the attention layers of a hybrid model, the
+    layers with QK norms of llama4): a per-layer list under `key` whose entries in `attention` mark
+    them (qwen3_next's layer_types), or the list of layer indices under `indices` (bamba), or else
+    layer i is picked when i % config[period] == config[offset] (jamba; missing keys read as
+    `defaults`, transformers'). `skip_every`: when the list under `key` is missing or empty, every
+    layer but each config[skip_every]-th (i + 1 divisible by it; missing: defaults[0]) is picked
+    (llama4's no_rope_layer_interval)."""
 
     key: str | None = None
-    attention: tuple[str, ...] = ()
+    attention: tuple = ()
     indices: str | None = None
     period: str | None = None
     offset: str | None = None
     defaults: tuple[int, int] = (1, 0)
+    skip_every: str | None = None
+
+
+@dataclass(frozen=True)
+class AttentionExperts:
+    """Mixture of attention heads (jetmoe's MoA): every attention expert has its own query matrix `q`
+    ([expert, n_kv_heads * head_dim, hidden] with layout "experts") and output matrix `o` ([expert,
+    hidden, n_kv_heads * head_dim]); the keys and values (`ArchSpec.k`, `v`) are shared, query head j
+    of every expert reading key/value head j; `router` scores the experts ([experts, hidden], softmax
+    over the chosen ones). The ArchSpec's own q and o are None."""
+
+    q: Proj
+    o: Proj
+    router: str
 
 
 @dataclass(frozen=True)
@@ -174,9 +206,10 @@ class ArchSpec:
     q: Proj | None  # None (with k, v) when `mla` describes the attention
     k: Proj | None
     v: Proj | None
-    o: Proj
+    o: Proj | None  # None when `attn_experts` describes the attention
     ffn: tuple[FFN, ...]
     mla: LatentAttention | None = None
+    attn_experts: AttentionExperts | None = None
     router_scores: str = "softmax"  # how the router turns logits into expert weights (see the module doc)
     attn_norm: tuple[Norm, ...] = ()
     ffn_norm: tuple[Norm, ...] = ()
@@ -187,6 +220,7 @@ class ArchSpec:
     residual_norm: tuple[Norm, ...] = ()
     q_norm: tuple[Norm, ...] = ()
     k_norm: tuple[Norm, ...] = ()
+    qk_norm_layers: LayerKinds | None = None  # the layers with the QK norms (llama4: its RoPE layers); None: all
     embed_norm: tuple[Norm, ...] = ()
     embed_proj: str | None = None
     added_embeds: tuple[tuple[str, int], ...] = ()
@@ -202,6 +236,9 @@ class ArchSpec:
     attn_gate: Proj | None = None  # query rows of a sigmoid gate on each head's output (qwen3_next)
     ffn_clamped: bool = False  # gpt-oss: act(clamp(gate)) * (clamp(up) + 1), not linear in up
     layer_kinds: LayerKinds | None = None  # hybrid models: which layers are attention (None: all)
+    write_biases: tuple[str, ...] = ()  # biases added to the residual stream after a block's write (jetmoe)
+    config_sections: tuple[str, ...] = ()  # nested config.json dicts read as top-level keys (dbrx's attn_config)
+    layer_norm_eps: float | None = None  # the layers' norms use this epsilon, not config.json's (jetmoe)
     mixer: Mixer | None = None  # the token mixer of the other layers of a hybrid model
     variants: tuple[Variant, ...] = ()
     unsupported: str | None = None  # why huref refuses this variant (set by a variant)
@@ -211,6 +248,16 @@ class ArchSpec:
         """True when the model uses LayerNorm, which cannot see the residual stream's mean."""
         norms = self.attn_norm + self.ffn_norm + self.attn_post_norm + self.ffn_post_norm + self.embed_norm
         return any(n.kind in CENTRED_KINDS for n in norms)
+
+    def settings(self, config: dict) -> dict:
+        """config.json with the keys of its `config_sections` lifted to the top level (top-level keys win)."""
+        flat = {}
+        for section in self.config_sections:
+            found = config.get(section)
+            if found is not None and not isinstance(found, dict):
+                raise HurefError(f"config.json: {section} is {excerpt(found)}, not an object")
+            flat.update(found or {})
+        return {**flat, **config}
 
     def for_config(self, config: dict) -> "ArchSpec":
         """This row with the variants config.json selects applied (the result has no variants left)."""
@@ -516,6 +563,79 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
     ),
     # qwen3 attention (per-head QK norms) with qwen2_moe-like experts and no shared expert
     ArchSpec(model_types=("qwen3_moe", "mellum"), ffn=(_QWEN_EXPERTS, _FUSED_EXPERTS, _GATED), **_QK_NORM, **_LLAMA),
+    # --- experts stored [expert, in, out] (transposed 3-D, or flat 2-D), attention experts ---
+    ArchSpec(
+        # fused Wqkv (q, k, v rows in turn; its outputs clamped to ±clip_qkv, which no term sees); LayerNorms
+        # without bias; experts as flat [experts * ffn, hidden] tensors: w1 (gate) and v1 (up) hold each
+        # expert's [out, in], w2 each expert's [in, out]; sizes in attn_config / ffn_config
+        model_types=("dbrx",),
+        embed="wte.weight",
+        layer="blocks.{i}.",
+        base_prefix="transformer.",
+        o=Proj("norm_attn_norm.attn.out_proj.weight"),
+        ffn=(FFN(gate=Proj("ffn.experts.mlp.w1", "experts"), up=Proj("ffn.experts.mlp.v1", "experts"),
+                 down=Proj("ffn.experts.mlp.w2", "experts", transposed=True), experts=True,
+                 router="ffn.router.layer.weight"),),
+        attn_norm=_ln("norm_attn_norm.norm_1.weight"),
+        ffn_norm=_ln("norm_attn_norm.norm_2.weight"),
+        final_norm=_ln("norm_f.weight"),
+        config_sections=("attn_config", "ffn_config"),
+        **_fused_qkv("norm_attn_norm.attn.Wqkv.weight", "qkv_split"),
+    ),
+    ArchSpec(
+        # experts stored [expert, in, out] (fc1: each expert's gate columns, then its up columns) beside
+        # always-on shared experts; softmax over the chosen experts' logits
+        model_types=("aria_text",),
+        ffn=(FFN(gate=Proj("mlp.experts.fc1.weight", "experts_gate_up", "gate", transposed=True),
+                 up=Proj("mlp.experts.fc1.weight", "experts_gate_up", "up", transposed=True),
+                 down=Proj("mlp.experts.fc2.weight", "experts", transposed=True),
+                 experts=True, router="mlp.router.weight", shared=_SHARED_EXPERTS),),
+        **_LLAMA,
+    ),
+    ArchSpec(
+        # experts stored [expert, in, out] (gate_up_proj: gate columns, then up columns) beside an always-on
+        # shared expert, sigmoid-scored (the score scales the expert's input); dense FFNs on the layers
+        # between MoE layers (interleave_moe_layer_step); RoPE on pairs (2p, 2p + 1) except on NoPE layers
+        # (no_rope_layers, else every no_rope_layer_interval-th); on RoPE layers a parameter-free RMS ("L2")
+        # norm on each head's query and key after RoPE (use_qk_norm), which commutes with RoPE's rotation;
+        # NoPE layers scale the queries by a per-position temperature (attn_temperature_tuning), exactly 1
+        # below position floor_scale - 1, which the terms (taken at no position) leave out
+        model_types=("llama4_text",),
+        ffn=(FFN(gate=Proj("feed_forward.experts.gate_up_proj", "experts_gate_up", "gate", transposed=True),
+                 up=Proj("feed_forward.experts.gate_up_proj", "experts_gate_up", "up", transposed=True),
+                 down=Proj("feed_forward.experts.down_proj", "experts", transposed=True),
+                 experts=True, router="feed_forward.router.weight",
+                 shared=FFN(gate=Proj("feed_forward.shared_expert.gate_proj.weight"),
+                            up=Proj("feed_forward.shared_expert.up_proj.weight"),
+                            down=Proj("feed_forward.shared_expert.down_proj.weight"))),
+             FFN(gate=Proj("feed_forward.gate_proj.weight"), up=Proj("feed_forward.up_proj.weight"),
+                 down=Proj("feed_forward.down_proj.weight"))),
+        router_scores="sigmoid",
+        rope="pairs",
+        q_norm=(Norm(None, "rms", "head"),),
+        k_norm=(Norm(None, "rms", "head"),),
+        qk_norm_layers=LayerKinds(key="no_rope_layers", attention=(1,), skip_every="no_rope_layer_interval",
+                                  defaults=(4, 0)),
+        variants=(when("use_qk_norm", False, True, q_norm=(), k_norm=()),),
+        **_LLAMA,
+    ),
+    ArchSpec(
+        # mixture of attention heads: each attention expert has its own query matrix (input_linear [expert,
+        # kv heads * head dim, hidden]) and output matrix (output_linear [expert, hidden, kv heads * head
+        # dim]), all share kv_proj (key rows, then value rows); FFN experts with each expert's gate rows, then
+        # its up rows; a bias added after each block's write
+        model_types=("jetmoe",),
+        attn_experts=AttentionExperts(q=Proj("self_attention.experts.input_linear.weight", "experts"),
+                                      o=Proj("self_attention.experts.output_linear.weight", "experts"),
+                                      router="self_attention.experts.router.layer.weight"),
+        ffn=(FFN(gate=Proj("mlp.input_linear.weight", "experts_gate_up", "gate"),
+                 up=Proj("mlp.input_linear.weight", "experts_gate_up", "up"),
+                 down=Proj("mlp.output_linear.weight", "experts"), experts=True, router="mlp.router.layer.weight"),),
+        write_biases=("self_attention.experts.bias", "mlp.bias"),
+        layer_norm_eps=1e-6,
+        **{**_LLAMA, "q": None, "o": None, "k": Proj("self_attention.kv_proj.weight", "kv_split", "k"),
+           "v": Proj("self_attention.kv_proj.weight", "kv_split", "v")},
+    ),
     # --- multi-head latent attention (DeepSeek-V2/V3 and the families built on them) ---
     ArchSpec(
         model_types=("deepseek_v2",),
@@ -524,9 +644,27 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         **_LLAMA_MLA,
     ),
     ArchSpec(
+        # deepseek_v3 with DeepSeek sparse attention: a lightning indexer picks the keys each query sees (a
+        # data-dependent key mask, which the terms do not read, as a sliding window's); its wq_b reads the q
+        # latent, wk and weights_proj the attention input; the attention's RoPE always on pairs
+        model_types=("deepseek_v32", "glm_moe_dsa"),
+        ffn=(replace(_DEEPSEEK_EXPERTS, router_bias="mlp.gate.e_score_correction_bias"),
+             replace(_FUSED_EXPERTS, shared=_SHARED_EXPERTS, router_bias="mlp.gate.e_score_correction_bias"),
+             _GATED),
+        router_scores="sigmoid",
+        rope="pairs",
+        **{**_LLAMA_MLA, "mla": replace(_LLAMA_MLA["mla"], indexer_q=Proj("self_attn.indexer.wq_b.weight"),
+                                        indexer_readers=(Proj("self_attn.indexer.wk.weight"),
+                                                         Proj("self_attn.indexer.weights_proj.weight")))},
+    ),
+    # deepseek_v2's latent attention with RoPE on halves (p, p + r/2), dense FFNs; scalar multipliers on the
+    # embedding (scale_emb), the residual writes (scale_depth / sqrt(layers)) and the logits: constants per term
+    ArchSpec(model_types=("minicpm3",), ffn=(_GATED,), **_LLAMA_MLA),
+    ArchSpec(
         # sigmoid router with a bias used for the choice only ("noaux_tc"); layers before
-        # first_k_dense_replace are dense
-        model_types=("deepseek_v3", "glm4_moe_lite"),
+        # first_k_dense_replace are dense (sarvam_mla is read by transformers as deepseek_v3; youtu's
+        # layers are all dense)
+        model_types=("deepseek_v3", "glm4_moe_lite", "sarvam_mla", "youtu"),
         ffn=(replace(_DEEPSEEK_EXPERTS, router_bias="mlp.gate.e_score_correction_bias"),
              replace(_FUSED_EXPERTS, shared=_SHARED_EXPERTS, router_bias="mlp.gate.e_score_correction_bias"),
              _GATED),

@@ -20,6 +20,11 @@ Face orientation (a Linear weight W is [out, in] and maps a row x to x·Wᵀ):
   rescaling, expert reordering. The paper's code uses (Wg ⊙ Wu)·Wd instead of the FFN term
   above; that elementwise product of weight matrices is not invariant to a residual rotation.
 
+Mixture of attention heads (jetmoe): each attention expert e has its own query and output matrices
+and shares the keys and values; its query head j reads key/value head j. The terms sum over the
+experts as over heads, router-free: qk = Σ_e Σ_j N_q(X_a·Wq_e,jᵀ)·N_k(X_a·Wk_jᵀ)ᵀ and
+vo = P_a(Σ_e Σ_j X_a·Wv_jᵀ·Wo_e,jᵀ)·X_oᵀ (docs/INVARIANTS.md has the derivation).
+
 Multi-head latent attention (DeepSeek-V2/V3, `mla_qk_term`, `mla_vo_term`): the rows are pushed
 through the latents as the model does, C_q = N_qa(X_a·Wq_aᵀ) (X_a without a q latent), C_kv =
 N_kva(X_a·Wkv_aᵀ's latent columns), k_pe = the rotary key columns shared by every head; then
@@ -130,25 +135,37 @@ class HeadGroups:
 
 
 def qk_term(layer: LayerWeights, x_attn: torch.Tensor) -> torch.Tensor:
-    """Σ_h N_q(X·Wq_hᵀ)·N_k(X·Wk_g(h)ᵀ)ᵀ  [n, n]."""
+    """Σ_h N_q(X·Wq_hᵀ)·N_k(X·Wk_g(h)ᵀ)ᵀ  [n, n]; with attention experts, the sum runs over every
+    expert's query heads too."""
     heads = HeadGroups(layer.n_heads, layer.n_kv_heads, layer.head_dim)
-    if layer.q_norm is None:  # sum each group's query heads on the weights, before projecting
-        q = project(layer.q, x_attn, heads)
-    else:
-        q = heads.sum_groups(apply_norm(layer.q_norm, project(layer.q, x_attn), layer.n_heads))
+    q = None
+    for query in layer.queries:
+        if layer.q_norm is None:  # sum each group's query heads on the weights, before projecting
+            part = project(query, x_attn, heads)
+        else:
+            part = heads.sum_groups(apply_norm(layer.q_norm, project(query, x_attn), layer.n_heads))
+        q = part if q is None else q.add_(part)
     k = apply_norm(layer.k_norm, project(layer.k, x_attn), layer.n_kv_heads)
     return q @ k.T
 
 
 def vo_term(layer: LayerWeights, x_attn: torch.Tensor, x_out: torch.Tensor) -> torch.Tensor:
-    """P(Σ_h X·Wv_g(h)ᵀ·Wo_hᵀ)·X_oᵀ  [n, n]."""
+    """P(Σ_h X·Wv_g(h)ᵀ·Wo_hᵀ)·X_oᵀ  [n, n]; with attention experts, the sum runs over every
+    expert's output heads too."""
     heads = HeadGroups(layer.n_heads, layer.n_kv_heads, layer.head_dim)
     v = project(layer.v, x_attn)
     if layer.attn_post_norm is None:
         # cheaper order when there is no norm on the write: V · (X_o · Wo_grouped)ᵀ
-        return v @ read_out(layer.o, x_out, heads).T
-    written = apply_norm(layer.attn_post_norm, write_back(layer.o, v, heads))
-    return written @ x_out.T
+        read = None
+        for output in layer.outputs:
+            part = read_out(output, x_out, heads)
+            read = part if read is None else read.add_(part)
+        return v @ read.T
+    written = None
+    for output in layer.outputs:
+        part = write_back(output, v, heads)
+        written = part if written is None else written.add_(part)
+    return apply_norm(layer.attn_post_norm, written) @ x_out.T
 
 
 def ffn_term(layer: LayerWeights, x_ffn: torch.Tensor, x_out: torch.Tensor) -> torch.Tensor:

@@ -10,12 +10,12 @@ unfused here by row index maps (`LAYOUTS`), and grouped-query heads are describe
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
-from huref.architectures import CENTRED_KINDS, FFN, PLUS_ONE_KINDS, ArchSpec, Norm, Proj, arch_for_config
+from huref.architectures import CENTRED_KINDS, FFN, PLUS_ONE_KINDS, ArchSpec, LayerKinds, Norm, Proj, arch_for_config
 from huref.errors import HurefError, excerpt
 
 BLOCK_ELEMENTS = 1 << 24  # rows per block are chosen so a float32 block is ~64 MB
@@ -80,18 +80,19 @@ def model_dims(config: dict, arch: ArchSpec | None = None) -> Dims:
     """Read hidden size, layer and head counts, norm epsilon and expert count from a config dict
     (`arch`: its ArchSpec, by default `arch_for_config(config)`, which may fix the key/value heads)."""
     arch = arch or arch_for_config(config)
+    config = arch.settings(config)
     size = dict(kind=int, low=1, high=MAX_SIZE)
     hidden = config_value(config, "hidden_size", "n_embd", "d_model", **size)
     n_layers = config_value(config, "num_hidden_layers", "n_layer", "num_layers", "n_layers", **size)
     n_heads = config_value(config, "num_attention_heads", "n_head", "num_heads", "n_heads", **size)
     if None in (hidden, n_layers, n_heads):
         raise HurefError("config.json lacks the hidden size, layer count or head count")
-    n_kv = arch.n_kv_heads or config_value(config, "num_key_value_heads", "num_kv_heads", "n_head_kv",
+    n_kv = arch.n_kv_heads or config_value(config, "num_key_value_heads", "num_kv_heads", "n_head_kv", "kv_n_heads",
                                            default=n_heads, **size)
-    head_dim = config_value(config, "head_dim", default=hidden // n_heads, **size)
+    head_dim = config_value(config, "head_dim", "kv_channels", default=hidden // n_heads, **size)
     if min(hidden, n_layers, n_heads, n_kv, head_dim) <= 0 or n_heads % n_kv:
         raise HurefError("config.json declares inconsistent sizes (heads, key/value heads, hidden size)")
-    eps = config_value(config, *EPS_KEYS, default=1e-5, kind=float, low=0.0)
+    eps = arch.layer_norm_eps or config_value(config, *EPS_KEYS, default=1e-5, kind=float, low=0.0)
     n_experts = config_value(config, "num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts",
                              default=0, kind=int, low=0, high=MAX_SIZE)
     return Dims(hidden, n_layers, n_heads, n_kv, head_dim, eps, n_experts)
@@ -100,9 +101,25 @@ def model_dims(config: dict, arch: ArchSpec | None = None) -> Dims:
 def attention_layers(config: dict, arch: ArchSpec, n_layers: int) -> tuple[int, ...]:
     """The layers whose token mixer is attention (all but a hybrid model's mixer layers), as
     config.json says through `arch.layer_kinds`; bad or missing values raise a one-line HurefError."""
-    kinds = arch.layer_kinds
+    return picked_layers(config, arch.layer_kinds, n_layers)
+
+
+def qk_norm_layers(config: dict, arch: ArchSpec, n_layers: int) -> tuple[int, ...]:
+    """The attention layers whose queries and keys go through the row's QK norms (llama4: its RoPE
+    layers only; none without QK norms)."""
+    if not arch.q_norm:
+        return ()
+    picked = set(picked_layers(config, arch.qk_norm_layers, n_layers))
+    return tuple(i for i in attention_layers(config, arch, n_layers) if i in picked)
+
+
+def picked_layers(config: dict, kinds: LayerKinds | None, n_layers: int) -> tuple[int, ...]:
+    """The layers a `LayerKinds` picks from config.json (None: all); bad values raise a one-line HurefError."""
     if kinds is None:
         return tuple(range(n_layers))
+    if kinds.key is not None and kinds.skip_every is not None and not config.get(kinds.key):
+        every = config_value(config, kinds.skip_every, default=kinds.defaults[0], kind=int, low=1, high=MAX_SIZE)
+        return tuple(i for i in range(n_layers) if (i + 1) % every)
     if kinds.key is not None:
         listed = config.get(kinds.key)
         if not isinstance(listed, list) or len(listed) != n_layers:
@@ -144,6 +161,11 @@ def _qkv_mp4(part, d, n_rows, e):
     return index[:, "qvk".index(part)].reshape(-1)
 
 
+def _kv_split(part, d, n_rows, e):
+    half = n_rows // 2  # key rows, then value rows (jetmoe's kv_proj)
+    return slice(0, half) if part == "k" else slice(half, n_rows)
+
+
 def _halves(part, d, n_rows, e):
     half = n_rows // 2
     return slice(0, half) if part == "gate" else slice(half, n_rows)
@@ -177,6 +199,7 @@ LAYOUTS = {
     "qkv_heads": _qkv_heads,
     "qkv_groups": _qkv_groups,
     "qkv_mp4": _qkv_mp4,
+    "kv_split": _kv_split,
     "gate_up_split": _halves,
     "experts": _experts,
     "experts_gate_up": _experts_gate_up,
@@ -188,14 +211,20 @@ LAYOUTS = {
 class Matrix:
     """A lazily read logical weight matrix [out, in] (HF orientation).
 
-    A `transposed` tensor is stored [in, out] (Conv1D) or [experts, in, out] (gpt-oss experts): its
-    logical view is [experts * out, in], read one expert's stored [in, out] at a time."""
+    A `transposed` tensor is stored [in, out] (Conv1D) or [experts, in, out] (gpt-oss experts; with an
+    expert layout also flat, [experts * in, out]: dbrx's w2): its logical view is [experts * out, in],
+    read one expert's stored [in, out] at a time."""
 
     def __init__(self, reader, name: str, proj: Proj, dims: Dims, expert: int = 0) -> None:
         self.reader, self.name, self.transposed = reader, name, proj.transposed
         stored = reader.shape(name)
         if len(stored) < 2:
             raise HurefError(f"tensor '{name}' should be a matrix but has shape {tuple(stored)}")
+        if proj.transposed and proj.layout.startswith("experts") and len(stored) == 2:
+            if dims.n_experts <= 0 or stored[0] % dims.n_experts:
+                raise HurefError(f"tensor '{name}' has shape {tuple(stored)}, which does not fit "
+                                 f"{dims.n_experts} experts")
+            stored = (dims.n_experts, stored[0] // dims.n_experts, stored[1])  # flat [experts * in, out] (dbrx's w2)
         if proj.transposed:
             self.stored_out = stored[-1]
             n_rows, self.in_dim = math.prod(stored[:-2]) * stored[-1], stored[-2]
@@ -312,7 +341,9 @@ class LatentWeights:
 
 @dataclass
 class LayerWeights:
-    """Everything the invariant terms need from one layer (q, k, v are None when `mla` holds the attention)."""
+    """Everything the invariant terms need from one layer (q, k, v are None when `mla` holds the
+    attention; q and o are None when `q_experts` and `o_experts` hold them: a mixture of attention
+    heads, each expert's query heads j = 0 .. n_heads - 1 reading key/value head j, n_heads = n_kv_heads)."""
 
     index: int
     n_heads: int
@@ -321,7 +352,7 @@ class LayerWeights:
     q: Matrix | None
     k: Matrix | None
     v: Matrix | None
-    o: Matrix
+    o: Matrix | None
     ffns: list[FFNWeights]
     attn_norm: NormWeights | None = None
     ffn_norm: NormWeights | None = None
@@ -330,9 +361,21 @@ class LayerWeights:
     q_norm: NormWeights | None = None
     k_norm: NormWeights | None = None
     mla: LatentWeights | None = None
+    q_experts: list[Matrix] = field(default_factory=list)
+    o_experts: list[Matrix] = field(default_factory=list)
+
+    @property
+    def queries(self) -> list[Matrix]:
+        """The query matrices: q, or each attention expert's."""
+        return self.q_experts or [self.q]
+
+    @property
+    def outputs(self) -> list[Matrix]:
+        """The output matrices: o, or each attention expert's (in the order of `queries`)."""
+        return self.o_experts or [self.o]
 
     def matrices(self) -> list[Matrix]:
-        found = [m for m in (self.q, self.k, self.v, self.o) if m is not None]
+        found = [m for m in (self.q, self.k, self.v, self.o, *self.q_experts, *self.o_experts) if m is not None]
         if self.mla is not None:
             found += [m for m in (self.mla.q_a, self.mla.q, self.mla.kv_a, self.mla.kv_b) if m is not None]
         for f in self.ffns:
@@ -419,33 +462,42 @@ def layer_weights(model, i: int) -> LayerWeights:
     q_out, kv_out = d.n_heads * d.head_dim, d.n_kv_heads * d.head_dim
     q_width = d.head_dim if spec.q_norm and spec.q_norm[0].scope == "head" else q_out
     k_width = d.head_dim if spec.k_norm and spec.k_norm[0].scope == "head" else kv_out
-    mla = None
+    mla, n_heads, q_experts, o_experts = None, d.n_heads, [], []
     if spec.mla is not None:
         mla = _latent_weights(model, spec.mla, local, local_norms, args)
         q = k = v = None
         o_in = d.n_heads * mla.dims.v
+    elif spec.attn_experts is not None:  # each expert: queries for every key/value head, and its output
+        experts, n_heads = spec.attn_experts, d.n_kv_heads
+        q_experts = [_matrix(model, local(experts.q), args, (kv_out, d.hidden), e) for e in range(d.n_experts)]
+        o_experts = [_matrix(model, local(experts.o), args, (d.hidden, kv_out), e) for e in range(d.n_experts)]
+        q = None
     else:
         q = _matrix(model, local(spec.q), args, (q_out, d.hidden))
+        o_in = q_out
+    if spec.mla is None:
         k = _matrix(model, local(spec.k), args, (kv_out, d.hidden))
         v = _matrix(model, local(spec.v), args, (kv_out, d.hidden))
-        o_in = q_out
+    with_qk_norms = i in qk_norm_layers(model.config, spec, d.n_layers)
     return LayerWeights(
         index=i,
-        n_heads=d.n_heads,
+        n_heads=n_heads,
         n_kv_heads=d.n_kv_heads,
         head_dim=d.head_dim,
         q=q,
         k=k,
         v=v,
-        o=_matrix(model, local(spec.o), args, (d.hidden, o_in)),
+        o=_matrix(model, local(spec.o), args, (d.hidden, o_in)) if spec.o is not None else None,
+        q_experts=q_experts,
+        o_experts=o_experts,
         mla=mla,
         ffns=_ffn_list(model, tuple(local_ffn(f) for f in spec.ffn), args),
         attn_norm=_norm(model, local_norms(spec.attn_norm), args, d.hidden),
         ffn_norm=_norm(model, local_norms(spec.ffn_norm), args, d.hidden),
         attn_post_norm=_norm(model, local_norms(spec.attn_post_norm), args, d.hidden),
         ffn_post_norm=_norm(model, local_norms(spec.ffn_post_norm), args, d.hidden),
-        q_norm=_norm(model, local_norms(spec.q_norm), args, q_width),
-        k_norm=_norm(model, local_norms(spec.k_norm), args, k_width),
+        q_norm=_norm(model, local_norms(spec.q_norm), args, q_width) if with_qk_norms else None,
+        k_norm=_norm(model, local_norms(spec.k_norm), args, k_width) if with_qk_norms else None,
     )
 
 

@@ -33,7 +33,8 @@ from safetensors.torch import load_file, save_file
 
 from huref.architectures import FFN, PLUS_ONE_KINDS, ArchSpec, Norm, Proj, arch_for_config
 from huref.errors import HurefError
-from huref.layers import EPS_KEYS, LAYOUTS, Dims, LatentDims, attention_layers, config_value, latent_dims, model_dims
+from huref.layers import (EPS_KEYS, LAYOUTS, Dims, LatentDims, attention_layers, config_value, latent_dims, model_dims,
+                          qk_norm_layers)
 
 
 # --------------------------------------------------------------------------------------------- checkpoints
@@ -103,6 +104,7 @@ class Layout:
     mla: LatentDims | None = None   # multi-head latent attention sizes (None: ordinary attention)
     expert_groups: int = 1   # DeepSeek routes within groups of consecutive experts (config n_group)
     attention_layers: tuple[int, ...] = ()   # layers whose token mixer is attention (hybrids: not all)
+    qk_norm_layers: tuple[int, ...] = ()     # attention layers with QK norms (llama4: its RoPE layers)
 
     n_layers = property(lambda self: self.dims.n_layers)
     hidden = property(lambda self: self.dims.hidden)
@@ -196,6 +198,7 @@ def _norm_name(layout: Layout, norms: tuple[Norm, ...]) -> str | None:
 def layout_of(config: dict) -> Layout:
     """The Layout of a checkpoint with HF `config` (config.json as a dict)."""
     arch = arch_for_config(config)
+    config = arch.settings(config)
     dims = model_dims(config, arch)
     rope = config.get("rope_parameters") or {}
     partial = config_value(config, "partial_rotary_factor", "rotary_pct",
@@ -208,9 +211,10 @@ def layout_of(config: dict) -> Layout:
     return Layout(
         model_type=config["model_type"], arch=arch, dims=dims, rotary_dim=rotary_dim, mla=mla,
         attention_layers=attention_layers(config, arch, dims.n_layers),
+        qk_norm_layers=qk_norm_layers(config, arch, dims.n_layers),
         expert_groups=int(config.get("n_group") or 1),
         tied=bool(config.get("tie_word_embeddings", True)),
-        eps_key=next((key for key in EPS_KEYS if config.get(key) is not None), None),
+        eps_key=None if arch.layer_norm_eps else next((key for key in EPS_KEYS if config.get(key) is not None), None),
         relu=activation == "relu", clip_qkv=config.get("clip_qkv") is not None,
         reader_bias=all(config.get(k) is not False
                         for k in ("bias", "use_bias", "use_qkv_bias", "enable_bias", "attention_bias")))
@@ -238,7 +242,9 @@ class Canon:
     and Conv1D weights made [out, in]; `get(i, role)`, `put` and `update` address them by role.
 
     Roles of layer i: q, k, v, o (with attn_gate, the output gate's query rows, and sinks, the per-head
-    sink logits, where the model has them), or, in a hybrid model's mixer layer, mixer_in<j> and
+    sink logits, where the model has them; with attention experts attn_expert<e>.q and .o for q and o,
+    and attn_router; write_bias<j>, a bias added to the residual stream after a block's write, where the
+    model has them), or, in a hybrid model's mixer layer, mixer_in<j> and
     mixer_out<j>; the norms of NORM_ROLES that it has; the FFN's gate, up, down (a dense
     layer) or expert<e>.gate/up/down with router, and shared.gate/up/down with shared_router (MoE).
     i=None: `role` is a tensor's full name. `join()` gives the tensors back in their saved form.
@@ -250,6 +256,7 @@ class Canon:
         self.kinds = {}        # norm scale name -> norm kind
         self.fused = {}        # stored name -> [(part tag, layout, part, expert)]
         self.transposed = set()
+        self.flat = {}         # transposed expert tensors stored flat [experts * in, out] (dbrx) -> saved shape
         arch = layout.arch
         if arch.embed_proj and layout.full_name(arch.embed_proj) in self.t:
             raise HurefError("attacks: a model with an input projection of its embeddings is not supported")
@@ -274,6 +281,8 @@ class Canon:
             bias = _bias_name(stored)
             if proj.transposed:
                 self.transposed.add(stored)
+                if proj.layout.startswith("experts") and self.t[stored].dim() == 2:
+                    self.flat[stored] = self.t[stored].shape
             if proj.layout == "plain":
                 roles[role] = (stored, bias)
                 return
@@ -288,7 +297,16 @@ class Canon:
                 for j, proj in enumerate(projs):
                     add(f"mixer_{kind}{j}", proj)
         attention = i in lay.attention_layers   # False: a hybrid model's mixer layer
-        if attention and arch.mla is None:
+        for j, name in enumerate(arch.write_biases):
+            roles[f"write_bias{j}"] = (prefix + name, None)
+        if attention and arch.attn_experts is not None:   # attn_expert<e>.q / .o, attn_router, k, v
+            for e in range(lay.dims.n_experts):
+                add(f"attn_expert{e}.q", arch.attn_experts.q, e, True)
+                add(f"attn_expert{e}.o", arch.attn_experts.o, e, True)
+            roles["attn_router"] = (prefix + arch.attn_experts.router, _bias_name(prefix + arch.attn_experts.router))
+            for role in "kv":
+                add(role, getattr(arch, role))
+        elif attention and arch.mla is None:
             for role in "qkvo":
                 add(role, getattr(arch, role))
             if arch.attn_gate is not None:
@@ -301,6 +319,10 @@ class Canon:
             for role in (("q_a", "q_b") if latent_q else ("q",)) + ("kv_a", "kv_b"):
                 add(role, getattr(mla, role))
             add("o", arch.o)
+            if mla.indexer_q is not None and latent_q:   # DeepSeek sparse attention's indexer
+                add("indexer_q", mla.indexer_q)
+            for j, proj in enumerate(mla.indexer_readers):
+                add(f"indexer_in{j}", proj)
             for role in (("q_a_norm",) if latent_q else ()) + ("kv_a_norm",):
                 name = prefix + getattr(mla, role).name
                 roles[role] = (name, _bias_name(name))
@@ -337,7 +359,9 @@ class Canon:
         """Replace each fused tensor (and its bias) by its parts, through huref.layers.LAYOUTS' row maps."""
         self.shapes = {}
         for name in self.transposed:   # [in, out] -> [out, in]; 3-D experts per expert
-            self.t[name] = self.t[name].transpose(-1, -2)
+            shape = self.flat.get(name)
+            value = self.t[name] if shape is None else self.t[name].reshape(self.layout.dims.n_experts, -1, shape[-1])
+            self.t[name] = value.transpose(-1, -2)
         for stored, parts in self.fused.items():
             for name in (stored, _bias_name(stored)):
                 if name not in self.t:
@@ -365,6 +389,8 @@ class Canon:
                 out[name] = rows.reshape(shape)
         for name in self.transposed:
             out[name] = out[name].transpose(-1, -2).contiguous()
+            if name in self.flat:
+                out[name] = out[name].reshape(self.flat[name])
         return out
 
     def name(self, i, role, suffix="weight"):
@@ -470,8 +496,8 @@ def _set_gain(canon, i, role, gain):
 
 def _reader_groups(canon, i):
     """[(norm role or None, reader roles)] of layer i: each norm (if any) and the matrices reading its output."""
-    attn = ["q", "k", "v", "q_a", "kv_a", "attn_gate"]   # those the layer has (q_a, kv_a: latent attention)
-    attn += [role for role in canon.roles[i] if role.startswith("mixer_in")]
+    attn = ["q", "k", "v", "q_a", "kv_a", "attn_gate", "attn_router"]   # those the layer has (q_a, kv_a: MLA)
+    attn += [role for role in canon.roles[i] if role.startswith(("mixer_in", "indexer_in")) or role.endswith(".q")]
     ffn = [r for unit in canon.ffn_units(i) for r in unit[:2] if r is not None]
     ffn += [r for r in ("router", "shared_router") if canon.get(i, r) is not None]
     attn_norm, ffn_norm = (role if canon.get(i, role) is not None else None for role in ("attn_norm", "ffn_norm"))
@@ -480,14 +506,27 @@ def _reader_groups(canon, i):
     return [(attn_norm, attn), (ffn_norm, ffn)]
 
 
+def _query_roles(canon, i):
+    """The query matrices of layer i: q, or each attention expert's."""
+    return [role for role in canon.roles[i] if role == "q" or role.startswith("attn_expert") and role.endswith(".q")]
+
+
+def _output_roles(canon, i):
+    """The attention output matrices of layer i: o, or each attention expert's (in `_query_roles`' order)."""
+    return [role for role in canon.roles[i] if role == "o" or role.startswith("attn_expert") and role.endswith(".o")]
+
+
 def _mixer_writers(canon, i):
-    """Roles of layer i whose output is the token mixer's write: o and a hybrid's mixer writers."""
-    return ["o"] + [role for role in canon.roles[i] if role.startswith("mixer_out")]
+    """Roles of layer i whose output is the token mixer's write: o (or the attention experts' outputs) and
+    a hybrid's mixer writers."""
+    return (_output_roles(canon, i) or ["o"]) + [role for role in canon.roles[i] if role.startswith("mixer_out")]
 
 
 def _writers(canon, i):
-    """Roles of layer i whose output is added to the residual stream (their rows live in it)."""
-    return _mixer_writers(canon, i) + [unit[2] for unit in canon.ffn_units(i)]
+    """Roles of layer i whose output is added to the residual stream (their rows live in it), and the
+    biases added after a write (write_bias<j>, vectors in it)."""
+    return (_mixer_writers(canon, i) + [unit[2] for unit in canon.ffn_units(i)]
+            + [role for role in canon.roles[i] if role.startswith("write_bias")])
 
 
 def _untie(canon, result):
@@ -620,21 +659,23 @@ def rope_commuting_matrix(layout: Layout, generator: torch.Generator, d: int | N
     return M
 
 
-def _per_kv_head(canon, i, maps_q, maps_k, roles=("q", "k")):
-    """Apply maps_q[j] to the rows of every query head in group j and maps_k[j] to key head j (weights and biases)."""
-    lay = canon.layout
-    d, rep = lay.head_dim, lay.n_heads // lay.n_kv_heads
+def _per_kv_head(canon, i, maps_q, maps_k):
+    """Apply maps_q[j] to the rows of every query head in group j (of q, or of each attention expert's
+    queries) and maps_k[j] to key head j (weights and biases)."""
+    d = canon.layout.head_dim
 
-    def by_head(maps, n_heads, per_group):
+    def by_head(maps):
         def apply(w):
+            n_heads = w.shape[0] // d   # [n_heads * d, *] -> per head [d, *]; group j: heads j * per_group ...
             heads = w.double().reshape(n_heads, d, *w.shape[1:])
-            out = torch.stack([maps[h // per_group] @ heads[h].reshape(d, -1) for h in range(n_heads)])
+            out = torch.stack([maps[h // (n_heads // len(maps))] @ heads[h].reshape(d, -1) for h in range(n_heads)])
             return out.reshape(w.shape).float()
         return apply
 
     for suffix in ("weight", "bias"):
-        canon.update(i, roles[0], by_head(maps_q, lay.n_heads, rep), suffix)
-        canon.update(i, roles[1], by_head(maps_k, lay.n_kv_heads, 1), suffix)
+        for role in _query_roles(canon, i):
+            canon.update(i, role, by_head(maps_q), suffix)
+        canon.update(i, "k", by_head(maps_k), suffix)
 
 
 def qk_transform(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
@@ -664,7 +705,7 @@ def qk_norm_rescale(checkpoint: Checkpoint, generator: torch.Generator) -> Check
     """
     def edit(canon, result):
         lay = canon.layout
-        for i in lay.attention_layers:
+        for i in lay.qk_norm_layers:
             n_q, n_k = (lay.n_heads, lay.n_kv_heads) if lay.qk_norm == "head" else (1, 1)
             # factors >= 1, so the norms' epsilon matters even less than in the original
             cq, ck = (1 + random_scales(n, generator, signed=False, spread=1.5) for n in (n_q, n_k))
@@ -683,7 +724,7 @@ def qk_norm_gain_exchange(checkpoint: Checkpoint, generator: torch.Generator) ->
         d = lay.head_dim
         rep = lay.n_heads // lay.n_kv_heads
         n_groups = lay.n_kv_heads if lay.qk_norm == "row" else 1
-        for i in lay.attention_layers:
+        for i in lay.qk_norm_layers:
             s = random_scales(n_groups * d, generator, spread=1.0).reshape(n_groups, d)
             for a, b in _rotary_pairs(lay):
                 s[:, b] = s[:, a]
@@ -697,10 +738,11 @@ def qk_norm_gain_exchange(checkpoint: Checkpoint, generator: torch.Generator) ->
 
 
 def vo_transform(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
-    """Per key/value head: values -> A v, and the output projection columns of its query heads times A^-1."""
+    """Per key/value head: values -> A v, and the output projection columns of its query heads (of o, or of
+    every attention expert's output) times A^-1."""
     def edit(canon, result):
         lay = canon.layout
-        d, rep = lay.head_dim, lay.n_heads // lay.n_kv_heads
+        d = lay.head_dim
         for i in lay.attention_layers:
             maps = [random_invertible(d, generator) for _ in range(lay.n_kv_heads)]
             inverse = [torch.linalg.inv(m) for m in maps]
@@ -710,30 +752,37 @@ def vo_transform(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoi
                 return torch.stack([maps[j] @ heads[j] for j in range(lay.n_kv_heads)]).reshape(w.shape).float()
 
             def output(w):
-                cols = w.double().reshape(w.shape[0], lay.n_heads, d)
-                return torch.stack([cols[:, h] @ inverse[h // rep] for h in range(lay.n_heads)], 1).reshape(w.shape).float()
+                n_heads = w.shape[1] // d
+                rep = n_heads // lay.n_kv_heads
+                cols = w.double().reshape(w.shape[0], n_heads, d)
+                return torch.stack([cols[:, h] @ inverse[h // rep] for h in range(n_heads)], 1).reshape(w.shape).float()
 
             canon.update(i, "v", values)
             canon.update(i, "v", values, "bias")
-            canon.update(i, "o", output)
+            for role in _output_roles(canon, i):
+                canon.update(i, role, output)
     return _edit(checkpoint, edit)
 
 
 def head_permutation(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
-    """Reorder the attention heads: key/value heads by a permutation, query heads within and with their groups."""
+    """Reorder the attention heads: key/value heads by a permutation, query heads within and with their groups
+    (with attention experts: every expert's query and output heads as the key/value heads they read)."""
     def edit(canon, result):
         lay = canon.layout
-        d, rep = lay.head_dim, lay.n_heads // lay.n_kv_heads
+        d = lay.head_dim
         for i in lay.attention_layers:
+            rep = canon.get(i, _query_roles(canon, i)[0]).shape[0] // d // lay.n_kv_heads
             kv_order = _perm(lay.n_kv_heads, generator)
             q_order = torch.cat([kv_order[a] * rep + _perm(rep, generator) for a in range(lay.n_kv_heads)])
             rows_q = (q_order[:, None] * d + torch.arange(d)).reshape(-1)
             rows_kv = (kv_order[:, None] * d + torch.arange(d)).reshape(-1)
             for suffix in ("weight", "bias"):
-                canon.update(i, "q", lambda w: w[rows_q], suffix)
+                for role in _query_roles(canon, i):
+                    canon.update(i, role, lambda w: w[rows_q], suffix)
                 for role in ("k", "v"):
                     canon.update(i, role, lambda w: w[rows_kv], suffix)
-            canon.update(i, "o", lambda w: w[:, rows_q])
+            for role in _output_roles(canon, i):
+                canon.update(i, role, lambda w: w[:, rows_q])
             canon.update(i, "attn_gate", lambda w: w[rows_q])   # each head's output gate goes with it
             canon.update(i, "attn_gate", lambda b: b[rows_q], "bias")
             canon.update(i, "sinks", lambda s: s[q_order])      # and its sink logit
@@ -769,17 +818,18 @@ def _query_role(canon, i) -> str:
 def latent_rotation(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
     """MLA: rotate the q latent and the kv latent by random orthogonal maps U, the latent norm gains g
     folded into the matrices reading them: q_a -> U·q_a, q_b -> q_b·diag(g)·Uᵀ, gain set to 1 (RMS
-    commutes with U, a gain does not); kv_a's latent rows -> U·rows (its rotary key rows stay),
-    kv_b -> kv_b·diag(g)·Uᵀ."""
+    commutes with U, a gain does not), and so the sparse-attention indexer's wq_b, which reads the q latent
+    too; kv_a's latent rows -> U·rows (its rotary key rows stay), kv_b -> kv_b·diag(g)·Uᵀ."""
     def edit(canon, result):
         for i in range(canon.layout.n_layers):
-            for writer, norm, reader in (("q_a", "q_a_norm", "q_b"), ("kv_a", "kv_a_norm", "kv_b")):
+            for writer, norm, readers in (("q_a", "q_a_norm", ("q_b", "indexer_q")), ("kv_a", "kv_a_norm", ("kv_b",))):
                 if canon.get(i, writer) is None:
                     continue
                 gain = canon.get(i, norm).double()
                 r = len(gain)
                 U = random_orthogonal(r, generator)
-                canon.update(i, reader, _f64(lambda w: w @ torch.diag(gain) @ U.T))
+                for reader in readers:
+                    canon.update(i, reader, _f64(lambda w: w @ torch.diag(gain) @ U.T))
                 canon.put(i, norm, torch.ones_like(gain).float())
                 for suffix in ("weight", "bias"):
                     canon.update(i, writer, _f64(lambda w: torch.cat([U @ w[:r], w[r:]])), suffix)
@@ -866,24 +916,28 @@ def ffn_scale(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
 def expert_permutation(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
     """Reorder the experts of every MoE layer together with the router's rows (and score bias). Where the
     router chooses groups of consecutive experts first (DeepSeek's n_group), the groups are reordered and
-    the experts within each group, so every group keeps its members."""
+    the experts within each group, so every group keeps its members. Attention experts (jetmoe) are
+    reordered with their own router in the same way."""
     def edit(canon, result):
         lay = canon.layout
-        size = lay.n_experts // lay.expert_groups
         for i in range(lay.n_layers):
-            if canon.get(i, "router") is None:
-                continue
-            order = torch.cat([g * size + _perm(size, generator) for g in _perm(lay.expert_groups, generator)])
-            subs = [sub for sub in ("gate", "up", "down") if canon.get(i, f"expert0.{sub}") is not None]
-            for suffix in ("weight", "bias"):   # biases beside 3-D experts (gpt-oss) move with them
-                old = {(e, sub): canon.get(i, f"expert{e}.{sub}", suffix) for e in range(lay.n_experts) for sub in subs}
-                for e in range(lay.n_experts):
-                    for sub in subs:
-                        if old[(e, sub)] is not None:
-                            canon.put(i, f"expert{e}.{sub}", old[(int(order[e]), sub)], suffix)
-            canon.update(i, "router", lambda w: w[order])
-            canon.update(i, "router", lambda b: b[order], "bias")
-            canon.update(i, "router_bias", lambda b: b[..., order])   # [experts] or [1, experts] (ernie4_5_moe)
+            for router, expert, subs, groups in (("router", "expert", ("gate", "up", "down"), lay.expert_groups),
+                                                 ("attn_router", "attn_expert", ("q", "o"), 1)):
+                if canon.get(i, router) is None:
+                    continue
+                size = lay.dims.n_experts // groups
+                order = torch.cat([g * size + _perm(size, generator) for g in _perm(groups, generator)])
+                subs = [sub for sub in subs if canon.get(i, f"{expert}0.{sub}") is not None]
+                for suffix in ("weight", "bias"):   # biases beside 3-D experts (gpt-oss) move with them
+                    old = {(e, sub): canon.get(i, f"{expert}{e}.{sub}", suffix) for e in range(len(order)) for sub in subs}
+                    for e in range(len(order)):
+                        for sub in subs:
+                            if old[(e, sub)] is not None:
+                                canon.put(i, f"{expert}{e}.{sub}", old[(int(order[e]), sub)], suffix)
+                canon.update(i, router, lambda w: w[order])
+                canon.update(i, router, lambda b: b[order], "bias")
+                if router == "router":   # [experts] or [1, experts] (ernie4_5_moe)
+                    canon.update(i, "router_bias", lambda b: b[..., order])
     return _edit(checkpoint, edit)
 
 
@@ -911,7 +965,7 @@ def embedding_scale(checkpoint: Checkpoint, generator: torch.Generator, factor: 
                 if canon.get(i, post) is not None:
                     gain, _ = _norm_gain(canon, i, post)
                     _set_gain(canon, i, post, gain * factor)
-            if lay.qk_norm:
+            if i in lay.qk_norm_layers:
                 for role in ("q", "k"):
                     canon.update(i, role, times)
                     canon.update(i, role, times, "bias")
@@ -964,14 +1018,16 @@ def layernorm_null_direction(checkpoint: Checkpoint, generator: torch.Generator)
 
 
 def router_shift(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
-    """MoE: add one random vector to every row of each router; the softmax over experts cancels it."""
+    """MoE: add one random vector to every row of each router (the attention experts' too); the softmax
+    over experts cancels it."""
     def edit(canon, result):
         for i in range(canon.layout.n_layers):
-            router = canon.get(i, "router")
-            if router is None:
-                continue
-            delta = float(router.std()) * 3 * torch.randn(router.shape[1], generator=generator)
-            canon.put(i, "router", router + delta)
+            for role in ("router", "attn_router"):
+                router = canon.get(i, role)
+                if router is None:
+                    continue
+                delta = float(router.std()) * 3 * torch.randn(router.shape[1], generator=generator)
+                canon.put(i, role, router + delta)
     return _edit(checkpoint, edit)
 
 

@@ -16,7 +16,9 @@ from huref.sources import TEXT_MODEL_TYPES
 from huref_lab.tiny_models import MODEL_TYPE
 
 OTHER_WORK = "handled by the MLA/hybrid/VLM work"
-_MLA = f"multi-head latent attention (q_a/q_b, kv_a/kv_b), {OTHER_WORK}"
+_MLA = "DeepSeek's latent attention (read for deepseek_v2/v3)"
+_PER_LAYER_MLA = ("deepseek_v32's sparse latent attention with sliding-window layers of other latent sizes and head "
+                  "counts (per_layer_config): needs per-layer attention sizes")
 _HYBRID = ("hybrid layers (linear attention, gated delta-net, Mamba or convolution blocks beside attention), "
            f"{OTHER_WORK}")
 _VLM = f"multimodal wrapper (text_config, language-model prefix), {OTHER_WORK}"
@@ -25,7 +27,6 @@ _ENCODER_DECODER = "the decoder of an encoder-decoder model: its layers cross-at
 _ENCODER = "encoder-only masked LM (bidirectional, BERT-like); bert's row shows how one would be added"
 _RECURRENT = "pure recurrent / state-space model: no attention, so no QK or VO term"
 _GATED_ATTENTION = "a learned gate multiplies each head's attention output before o_proj: the VO term would need it"
-_TRANSPOSED_EXPERTS = "expert weights stored [in, out] (transposed stacked experts): needs a transposed expert layout"
 _SINUSOIDS = ("fixed sinusoidal positions added to the residual stream: they are not weights, so no rewrite of the "
               "stream preserves them and the probe rows would need the table")
 _HYPER_CONNECTIONS = "hyper-connections (several residual streams mixed by learned matrices)"
@@ -42,10 +43,18 @@ NOT_APPLICABLE = {
 }
 
 NOT_YET = {
-    **{t: _MLA for t in ("axk1", "axk2", "deepseek_v32", "dots3_note", "dots3_note_text", "glm_moe_dsa",
-                         "longcat_flash", "minicpm3", "sarvam_mla", "youtu")},
-    "deepseek_v4": f"{_MLA}; also {_HYPER_CONNECTIONS}",
-    "hy_v4": f"{_MLA}; also {_HYPER_CONNECTIONS}",
+    "dots3_note_text": _PER_LAYER_MLA,
+    "dots3_note": f"multimodal wrapper (audio and vision towers) of dots3_note_text: {_PER_LAYER_MLA}",
+    "axk2": ("deepseek_v32's sparse latent attention with gated RMSNorms (a low-rank sigmoid gate on the output of "
+             "the attention input norm and of MoE layers' FFN input norm): a data-dependent gate on the paths the "
+             "terms read"),
+    "axk1": (f"{_MLA} with post_mlp_layernorm, a norm on the FFN write of MoE layers only (dense layers store one "
+             "they do not use): needs post norms per layer kind"),
+    "longcat_flash": (f"{_MLA}, two attention and two dense-FFN sublayers per layer plus a shortcut MoE (with "
+                      "zero-computation experts) beside them: a layer would carry two QK and VO terms"),
+    "deepseek_v4": ("a latent query (q_a) with compressed key/value attention (HCA/CSA compressors and an indexer); "
+                    f"also {_HYPER_CONNECTIONS}"),
+    "hy_v4": f"glm_moe_dsa's sparse latent attention with {_HYPER_CONNECTIONS}",
     **{t: _HYBRID for t in ("bailing_hybrid", "lara_mini", "lfm2_moe", "lfm3", "recurrent_gemma")},
     "minimax": f"{_HYBRID}: its input norms' outputs become the residual stream (DeepNorm-style alpha/beta)",
     "olmo_hybrid": f"{_HYBRID}: post_attention_layernorm is a post-norm in attention layers but the FFN's input "
@@ -59,7 +68,6 @@ NOT_YET = {
     "qwen4_exp_text": f"{_HYBRID}; also {_HYPER_CONNECTIONS}",
     **{t: _VLM for t in ("emu3", "fuyu", "gemma4", "gemma4_unified", "git", "got_ocr2", "mllama", "minimax_m3_vl_text",
                          "moss_transcribe_diarize", "phi4_multimodal")},
-    "llama4": f"read through text_config as llama4_text, which is not supported yet ({_TRANSPOSED_EXPERTS})",
     **{t: _SINKS for t in ("granite_swa", "granitemoe_swa", "flint")},
     "mimo_v2_flash": f"{_SINKS}; value heads wider than query/key heads",
     **{t: _ENCODER for t in ("bert-generation", "big_bird", "camembert", "data2vec-text", "electra", "ernie",
@@ -70,7 +78,6 @@ NOT_YET = {
     **{t: _GATED_ATTENTION for t in ("afmoe", "beam", "laguna")},
     "hrm_text": f"hierarchical recurrent blocks iterated over steps; {_GATED_ATTENTION}",
     "dory": f"learned query/key scales (sqk) and no norms; {_GATED_ATTENTION}",
-    **{t: _TRANSPOSED_EXPERTS for t in ("dbrx", "llama4_text", "aria_text")},
     **{t: _SINUSOIDS for t in ("ctrl", "xglm")},
     "biogpt": "the token embedding is scaled by sqrt(hidden) before learned positions are added: an embedding "
               "scale the table cannot express yet",
@@ -78,7 +85,6 @@ NOT_YET = {
               "VO and FFN paths the terms do not model",
     "diffllama": "differential attention (two softmax maps subtracted with learned lambdas): new QK algebra",
     "doge": "dynamic mask attention and learned residual gains",
-    "jetmoe": "mixture of attention heads (attention experts with their own router): new QK/VO algebra",
     "gemma3n": "per-layer input embeddings, AltUp and LAuReL blocks (and a multimodal wrapper)",
     "gemma3n_text": "per-layer input embeddings, AltUp and LAuReL blocks",
     "gemma4_text": "per-layer input embeddings, key/value sharing between layers, per-layer head sizes",

@@ -75,6 +75,30 @@ CONFIGS = {
                           qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=12, moe_intermediate_size=32,
                           n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, n_group=1, topk_group=1,
                           mlp_layer_types=["dense", "sparse", "sparse"], tie_word_embeddings=False),
+    # deepseek_v2's latent attention with RoPE on halves, dense FFNs, scale_emb / scale_depth / dim_model_base
+    # multipliers (transformers' defaults 12, 1.4, 256), tied head
+    "minicpm3": dict(_LLAMA_LIKE, num_key_value_heads=HEADS, q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=8,
+                     qk_rope_head_dim=4, v_head_dim=12, tie_word_embeddings=True),
+    # deepseek_v3's latent attention in llama layers with dense FFNs
+    "youtu": dict(_LLAMA_LIKE, num_key_value_heads=HEADS, q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=8,
+                  qk_rope_head_dim=4, v_head_dim=12, tie_word_embeddings=False),
+    # read by transformers as deepseek_v3 (no q latent here, as the released checkpoints)
+    "sarvam_mla": dict(_LLAMA_LIKE, num_key_value_heads=HEADS, q_lora_rank=None, kv_lora_rank=16, qk_nope_head_dim=8,
+                       qk_rope_head_dim=4, v_head_dim=12, moe_intermediate_size=32, n_routed_experts=4,
+                       num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1, n_group=1, topk_group=1,
+                       tie_word_embeddings=False),
+    # deepseek_v3 with DeepSeek sparse attention: an indexer of 2 heads of 8 picks 4 keys per query (fewer than
+    # the test text's 24 tokens, so the choice matters)
+    "deepseek_v32": dict(_LLAMA_LIKE, num_key_value_heads=HEADS, q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=8,
+                         qk_rope_head_dim=4, v_head_dim=12, moe_intermediate_size=32, n_routed_experts=4,
+                         num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1, n_group=1, topk_group=1,
+                         index_topk=4, index_n_heads=2, index_head_dim=8, tie_word_embeddings=False),
+    # glm's sparse attention: the last layer reuses the previous layer's choice of keys (no indexer of its own)
+    "glm_moe_dsa": dict(_LLAMA_LIKE, num_key_value_heads=HEADS, q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=8,
+                        qk_rope_head_dim=4, v_head_dim=12, moe_intermediate_size=32, n_routed_experts=4,
+                        num_experts_per_tok=2, n_shared_experts=1, mlp_layer_types=["dense", "sparse", "sparse"],
+                        n_group=1, topk_group=1, index_topk=4, index_n_heads=2, index_head_dim=8,
+                        indexer_types=["full", "full", "shared"], tie_word_embeddings=False),
     # attention sinks, q/k/v/o biases, sliding-window layers between full ones, 4 experts stored
     # [expert, in, out] with interleaved gate/up, their biases, a router bias, a clamped SwiGLU
     "gpt_oss": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, intermediate_size=32, num_local_experts=4, num_experts_per_tok=2,
@@ -249,6 +273,24 @@ CONFIGS = {
                             mlp_layer_types=["sparse", "dense", "sparse"], prefix_dense_intermediate_size=FFN,
                             rms_norm_eps=1e-6, expert_selection_fn="sigmoid", sliding_window=8,
                             tie_word_embeddings=True),
+    # experts as flat [experts * ffn, hidden] tensors (w2 holding each expert's [in, out]), fused Wqkv, sizes
+    # in attn_config / ffn_config; clip_qkv as DBRX sets it (transformers 5.24 cannot run without one)
+    "dbrx": dict(vocab_size=VOCAB_SIZE, d_model=HIDDEN, n_heads=HEADS, n_layers=N_LAYERS, max_seq_len=128,
+                 attn_config=dict(kv_n_heads=KV_HEADS, clip_qkv=8.0, rope_theta=10000.0),
+                 ffn_config=dict(ffn_hidden_size=32, moe_num_experts=4, moe_top_k=2), tie_word_embeddings=False),
+    # experts stored [expert, in, out] beside two shared experts
+    "aria_text": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, intermediate_size=32, moe_num_experts=4, moe_topk=2,
+                      moe_num_shared_experts=2, tie_word_embeddings=False),
+    # experts stored [expert, in, out] with a shared expert on layers 0 and 2, a dense FFN on layer 1; layer 1
+    # without RoPE or QK norm, its queries scaled by the temperature (floor_scale 8: from position 7 on);
+    # parameter-free QK norms on layers 0 and 2
+    "llama4_text": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, intermediate_size=32, intermediate_size_mlp=FFN,
+                        num_local_experts=4, num_experts_per_tok=2, moe_layers=[0, 2], no_rope_layers=[1, 0, 1],
+                        floor_scale=8, attn_scale=0.5, rms_norm_eps=_SMALL_EPS, tie_word_embeddings=False),
+    # mixture of attention heads: 4 attention experts of 2 query heads each over 2 shared key/value heads
+    "jetmoe": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, num_hidden_layers=N_LAYERS, num_key_value_heads=KV_HEADS,
+                   kv_channels=HEAD_DIM, intermediate_size=32, num_local_experts=4, num_experts_per_tok=2,
+                   max_position_embeddings=128, tie_word_embeddings=False),
     "bert": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, num_hidden_layers=N_LAYERS,
                  num_attention_heads=HEADS, intermediate_size=FFN, max_position_embeddings=128),
 }

@@ -6,7 +6,8 @@ import transformers
 
 from huref.architectures import ARCHITECTURES, arch_for_config
 from huref.errors import HurefError
-from huref.layers import LAYOUTS, model_dims
+from huref.layers import LAYOUTS, layer_weights, model_dims, qk_norm_layers
+from huref.sources import load_model
 
 NORM_KINDS = {"rms", "rms_plus1", "layer", "layer_plus1"}
 ROUTER_SCORINGS = {"softmax", "sigmoid", "sparsemixer"}
@@ -22,6 +23,8 @@ def projections(spec):
     attention = [spec.q, spec.k, spec.v, spec.o]
     if spec.mla:
         attention += [spec.mla.q, spec.mla.q_a, spec.mla.q_b, spec.mla.kv_a, spec.mla.kv_b]
+    if spec.attn_experts:
+        attention += [spec.attn_experts.q, spec.attn_experts.o]
     return [p for p in attention if p] + [p for f in ffns for p in (f.gate, f.up, f.down) if p]
 
 
@@ -62,3 +65,36 @@ def test_falcon_config_without_defaults_reads_as_transformers_fills_them(variant
 def test_an_unsupported_variant_is_one_clear_line():
     with pytest.raises(HurefError, match=r"^unsupported variant of opt: .*do_layer_norm_before=false\)$"):
         arch_for_config({"model_type": "opt", "do_layer_norm_before": False})
+
+
+def test_dbrx_sizes_are_read_from_its_nested_sections():
+    """DBRX's published config.json keeps the key/value heads and experts in attn_config / ffn_config only."""
+    written = transformers.DbrxConfig(d_model=32, n_heads=4, n_layers=2, attn_config={"kv_n_heads": 2, "clip_qkv": 8},
+                                      ffn_config={"ffn_hidden_size": 16, "moe_num_experts": 4}).to_dict()
+    published = {"model_type": "dbrx", "d_model": 32, "n_heads": 4, "n_layers": 2,
+                 "attn_config": {"kv_n_heads": 2, "clip_qkv": 8}, "ffn_config": {"ffn_hidden_size": 16, "moe_num_experts": 4}}
+    assert model_dims(published) == model_dims(written)
+    assert (model_dims(published).n_kv_heads, model_dims(published).n_experts) == (2, 4)
+    with pytest.raises(HurefError, match="^config.json: attn_config is .*, not an object$"):
+        model_dims({**published, "attn_config": [2]})
+
+
+@pytest.mark.parametrize("given", [{}, {"no_rope_layers": []}, {"no_rope_layer_interval": 3}])
+def test_llama4_qk_norm_layers_are_its_rope_layers_as_transformers_fills_them(given):
+    """QK norms sit on llama4's RoPE layers: no_rope_layers, or when it is missing or empty (as in published
+    configs) every layer but each no_rope_layer_interval-th (default 4)."""
+    config = {"model_type": "llama4_text", "num_hidden_layers": 8, **given}
+    filled = transformers.Llama4TextConfig(num_hidden_layers=8, **given).no_rope_layers
+    spec = arch_for_config(config)
+    assert qk_norm_layers(config, spec, 8) == tuple(i for i, rope in enumerate(filled) if rope)
+    assert qk_norm_layers({**config, "no_rope_layers": filled}, spec, 8) == qk_norm_layers(config, spec, 8)
+    assert qk_norm_layers({**config, "use_qk_norm": False}, arch_for_config({**config, "use_qk_norm": False}), 8) == ()
+
+
+def test_llama4_nope_layer_reads_queries_and_keys_without_the_norm(tiny_zoo):
+    """The tiny llama4_text model has RoPE (and the parameter-free QK norm) on layers 0 and 2 only."""
+    model = load_model(str(tiny_zoo("llama4_text")))
+    norms = [layer_weights(model, i) for i in range(3)]
+    assert [layer.q_norm is not None for layer in norms] == [True, False, True]
+    assert [layer.k_norm is not None for layer in norms] == [True, False, True]
+    assert norms[0].q_norm.weight is None and norms[0].q_norm.scope == "head"

@@ -25,6 +25,12 @@ def vlm_config(kind: str):
         return transformers.Gemma3Config(text_config=transformers.Gemma3TextConfig(head_dim=16, **TEXT),
                                          vision_config=transformers.SiglipVisionConfig(**VISION),
                                          mm_tokens_per_image=4, image_token_index=383)
+    if kind == "llama4":   # a MoE language model, saved under language_model.model. (tensors of its own tiny model)
+        vision = transformers.Llama4VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                                 num_attention_heads=2, image_size=28, patch_size=14,
+                                                 vision_output_dim=32, projector_input_dim=32, projector_output_dim=32)
+        return transformers.Llama4Config(text_config=tiny_models.make_config("llama4_text"), vision_config=vision,
+                                         image_token_index=383)
     if kind == "qwen3_5":   # a hybrid language model: gated delta-net layers between attention layers
         text = dict(TEXT, head_dim=16, linear_num_value_heads=4, linear_num_key_heads=2, linear_key_head_dim=16,
                     linear_value_head_dim=16, layer_types=["full_attention", "linear_attention", "full_attention"])
@@ -34,7 +40,7 @@ def vlm_config(kind: str):
                                        vision_config=transformers.PixtralVisionConfig(**VISION), image_token_index=383)
 
 
-@pytest.mark.parametrize("kind", ["llava", "gemma3", "mistral3", "qwen3_5"])
+@pytest.mark.parametrize("kind", ["llava", "gemma3", "mistral3", "qwen3_5", "llama4"])
 def test_the_language_model_of_a_vlm_is_the_plain_causal_lm(kind, tmp_path):
     torch.manual_seed(0)
     config = vlm_config(kind)
@@ -44,8 +50,11 @@ def test_the_language_model_of_a_vlm_is_the_plain_causal_lm(kind, tmp_path):
             if "norm" in name and p.dim() == 1:
                 p.add_(0.3 * torch.randn(p.shape))
     plain = transformers.AutoModelForCausalLM.from_config(config.text_config).eval()
-    plain.model.load_state_dict(vlm.model.language_model.state_dict())
-    plain.lm_head.load_state_dict(vlm.lm_head.state_dict())
+    if kind == "llama4":   # Llama4ForConditionalGeneration holds a whole causal LM
+        plain.load_state_dict(vlm.language_model.state_dict())
+    else:
+        plain.model.load_state_dict(vlm.model.language_model.state_dict())
+        plain.lm_head.load_state_dict(vlm.lm_head.state_dict())
     vocab = tiny_models.token_strings()
     vlm_dir = tiny_models.save_checkpoint(vlm, tmp_path / "vlm", vocab)
     plain_dir = tiny_models.save_checkpoint(plain, tmp_path / "plain", vocab)
