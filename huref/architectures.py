@@ -315,6 +315,11 @@ _QWEN_EXPERTS = FFN(
     experts=True,
     router="mlp.gate.weight",
 )
+_LLAMA4_SHARED_EXPERT = FFN(
+    gate=Proj("feed_forward.shared_expert.gate_proj.weight"),
+    up=Proj("feed_forward.shared_expert.up_proj.weight"),
+    down=Proj("feed_forward.shared_expert.down_proj.weight"),
+)
 _QWEN_SHARED_EXPERT = FFN(
     gate=Proj("mlp.shared_expert.gate_proj.weight"),
     up=Proj("mlp.shared_expert.up_proj.weight"),
@@ -605,9 +610,11 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
                  up=Proj("feed_forward.experts.gate_up_proj", "experts_gate_up", "up", transposed=True),
                  down=Proj("feed_forward.experts.down_proj", "experts", transposed=True),
                  experts=True, router="feed_forward.router.weight",
-                 shared=FFN(gate=Proj("feed_forward.shared_expert.gate_proj.weight"),
-                            up=Proj("feed_forward.shared_expert.up_proj.weight"),
-                            down=Proj("feed_forward.shared_expert.down_proj.weight"))),
+                 shared=_LLAMA4_SHARED_EXPERT),
+             # the same experts one by one, as the GGUF reader gives them
+             FFN(gate=Proj("feed_forward.experts.{e}.gate_proj.weight"), up=Proj("feed_forward.experts.{e}.up_proj.weight"),
+                 down=Proj("feed_forward.experts.{e}.down_proj.weight"), experts=True, router="feed_forward.router.weight",
+                 shared=_LLAMA4_SHARED_EXPERT),
              FFN(gate=Proj("feed_forward.gate_proj.weight"), up=Proj("feed_forward.up_proj.weight"),
                  down=Proj("feed_forward.down_proj.weight"))),
         router_scores="sigmoid",
