@@ -18,7 +18,6 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 import huref.readers.gguf as gguf_reader
-from huref.architectures import supported_model_types
 from huref.errors import HurefError
 from huref.invariants import invariant_terms
 from huref.similarity import compare_terms
@@ -359,9 +358,8 @@ def test_gpt_oss_mxfp4_experts_keep_the_invariants(tiny_zoo, tmp_path):
 
 
 def _tiny_llama4(directory):
-    """A tiny Llama-4 text checkpoint (model_type llama4_text, built here: tiny_models lists the
-    architectures huref reads from safetensors): layer 1 has 4 experts and a shared one, layers 0
-    and 2 a dense FFN."""
+    """A tiny Llama-4 text checkpoint (model_type llama4_text) whose layer 1 has 4 experts and a shared
+    one and layers 0 and 2 a dense FFN (interleave_moe_layer_step, the published configs' schedule)."""
     config = transformers.Llama4TextConfig(
         vocab_size=tiny_models.VOCAB_SIZE, hidden_size=64, intermediate_size=32, intermediate_size_mlp=128,
         num_hidden_layers=N_LAYERS, num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_local_experts=4,
@@ -386,8 +384,6 @@ def test_llama4_gguf_reads_back_the_checkpoint(tmp_path):
         torch.testing.assert_close(read[name], value, rtol=0, atol=0, msg=name)
 
 
-@pytest.mark.skipif("llama4_text" not in supported_model_types(),
-                    reason="huref has no llama4_text ArchSpec row in this tree (added on branch moefam)")
 def test_llama4_gguf_keeps_the_invariants(tmp_path):
     source = _tiny_llama4(tmp_path / "llama4")
     reference = terms(source)
