@@ -46,7 +46,10 @@ Conventions
 - `layer_kinds`: which layers are attention layers in a hybrid model, read from config.json
   (`LayerKinds`); the others hold a `mixer` (gated delta-net, Mamba) that carries no term of this
   algebra: the terms skip those layers, the attacks rewrite only the mixer's residual readers and
-  writers (a `parallel` mixer sits beside attention in every layer: falcon_h1). `sinks`: a per-head learned logit in the softmax's denominator (gpt-oss), which no term
+  writers (a `parallel` mixer sits beside attention in every layer: falcon_h1; a mixer layer may
+  have norm roles of its own, `Mixer.norms`: olmo_hybrid). With `LayerKinds.ffn_kinds` each layer is
+  one block (nemotron_h) and an attention block takes the FFN term of the next MLP/MoE block.
+  `norm_residual`: the input norms' outputs are the residual path (minimax). `sinks`: a per-head learned logit in the softmax's denominator (gpt-oss), which no term
   reads. `attn_gate`: query-projection rows of a per-head sigmoid gate on the attention output
   (qwen3_next), which no term reads. `ffn_clamped`: the gated FFN clamps gate and up and adds 1 to
   up (gpt-oss), so the FFN is not linear in up.

@@ -7,7 +7,9 @@ beside falcon (multi-query, parallel), qwen2_moe_dense (its middle layer keeps a
 qwen3_moe's does), gpt_bigcode_mha (per-head fused c_attn beside the multi-query default),
 phi_qk_layernorm (phi with its per-head QK LayerNorms), cohere2_moe_rms (RMSNorms, sigmoid router, no
 shared expert, beside LayerNorms, softmax and a shared expert). Hybrid models (qwen3_next, qwen3_5_text,
-qwen3_5_moe_text, granitemoehybrid, bamba, lfm2, jamba) have 4 layers, attention on layers 0 and 2.
+qwen3_5_moe_text, granitemoehybrid, bamba, lfm2, lfm2_moe, jamba, kimi_linear, minimax, lara_mini) have 4
+layers, attention on layers 0 and 2; olmo_hybrid has attention on 0-2 under a delta-net layer, nemotron_h
+7 single blocks (see its entry).
 Norm gains and every bias get random non-trivial values, so that norm folding and bias handling
 matter. Each checkpoint is saved in Hugging Face layout (config.json + model.safetensors) together
 with a word-level tokenizer.json over a synthetic vocabulary of distinct strings.
