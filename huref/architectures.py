@@ -144,6 +144,7 @@ class LayerKinds:
     pattern: str | None = None
     chars: tuple[tuple[str, str], ...] = ()
     first_index: int = 0  # 1: the `indices` list counts layers from 1 (kimi_linear's linear_attn_config)
+    cycle: bool = False  # `key`'s list is a cycle repeated over the layers (recurrent_gemma's block_types)
     # single-block layers (nemotron_h): the kinds whose block is an FFN. Attention block i takes the FFN
     # term from the first such block after it (its FFN and, as the FFN's input norm, that block's norm)
     ffn_kinds: tuple[str, ...] = ()
@@ -771,6 +772,20 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         mixer=Mixer(readers=tuple(Proj(f"self_attn.{p}_proj.weight") for p in ("q", "k", "v", "f_a", "b", "g_a")),
                     writers=(Proj("self_attn.o_proj.weight"),)),
         **_LLAMA_MLA,
+    ),
+    ArchSpec(
+        # RG-LRU recurrent blocks (linear_x and linear_y read, linear_out writes) beside local attention,
+        # block_types cycled over the layers; gemma's 1 + w norms, one key/value head, partial RoPE
+        model_types=("recurrent_gemma",),
+        ffn=(FFN(gate=Proj("mlp_block.gate_proj.weight"), up=Proj("mlp_block.up_proj.weight"),
+                 down=Proj("mlp_block.down_proj.weight")),),
+        layer_kinds=LayerKinds(key="block_types", attention=("attention",), cycle=True),
+        mixer=Mixer(readers=(Proj("temporal_block.linear_x.weight"), Proj("temporal_block.linear_y.weight")),
+                    writers=(Proj("temporal_block.linear_out.weight"),), inner_norms=False),
+        **{**_LLAMA, **{role: Proj(f"temporal_block.{role}_proj.weight") for role in "qkvo"},
+           "attn_norm": _rms("temporal_pre_norm.weight", "rms_plus1"),
+           "ffn_norm": _rms("channel_pre_norm.weight", "rms_plus1"),
+           "final_norm": _rms("final_norm.weight", "rms_plus1")},
     ),
     ArchSpec(model_types=("gemma",), ffn=(_GATED,), **_GEMMA),
     ArchSpec(model_types=("gemma2",), ffn=(_GATED,), **_GEMMA2),

@@ -121,6 +121,8 @@ def attention_layers(config: dict, arch: ArchSpec, n_layers: int) -> tuple[int, 
         return tuple(range(n_layers))
     if kinds.key is not None and (kinds.indices is None or layer_kind_list(config, kinds) is not None):
         listed = layer_kind_list(config, kinds)
+        if kinds.cycle and isinstance(listed, list) and listed:
+            listed = [listed[i % len(listed)] for i in range(n_layers)]
         if not isinstance(listed, list) or len(listed) != n_layers:
             raise HurefError(f"config.json's {kinds.key} should list the kind of each of the {n_layers} layers")
         return tuple(i for i, kind in enumerate(listed) if kind in kinds.attention)

@@ -49,8 +49,6 @@ NOT_YET = {
                       "gate read from the residual (g_proj, one per head) before o_proj: the VO term would need it",
     "lfm3": f"{_HYBRID}: its attention heads' outputs are multiplied by a sigmoid gate read from the residual "
             "(g_proj, one per head) before o_proj, which the VO term and the head attacks do not model yet",
-    "recurrent_gemma": f"{_HYBRID}: block_types is a cycle repeated over the layers (not one entry per layer), "
-                       "which LayerKinds cannot read yet; RG-LRU blocks otherwise fit the mixer mechanism",
     **{t: f"{_HYBRID}: one attention block shared across layers with LoRA adapters, reading the hidden state "
           "concatenated with the embeddings; its attention output feeds its FFN directly (no residual between "
           "them) and the block's output goes through a per-layer linear into one Mamba layer's input only, never "

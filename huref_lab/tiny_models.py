@@ -8,8 +8,8 @@ qwen3_moe's does), gpt_bigcode_mha (per-head fused c_attn beside the multi-query
 phi_qk_layernorm (phi with its per-head QK LayerNorms), cohere2_moe_rms (RMSNorms, sigmoid router, no
 shared expert, beside LayerNorms, softmax and a shared expert). Hybrid models (qwen3_next, qwen3_5_text,
 qwen3_5_moe_text, granitemoehybrid, bamba, lfm2, lfm2_moe, jamba, kimi_linear, minimax, lara_mini) have 4
-layers, attention on layers 0 and 2; olmo_hybrid has attention on 0-2 under a delta-net layer, nemotron_h
-7 single blocks (see its entry).
+layers, attention on layers 0 and 2; recurrent_gemma on 1 and 3, olmo_hybrid on 0-2 under a delta-net
+layer, nemotron_h has 7 single blocks (see its entry).
 Norm gains and every bias get random non-trivial values, so that norm folding and bias handling
 matter. Each checkpoint is saved in Hugging Face layout (config.json + model.safetensors) together
 with a word-level tokenizer.json over a synthetic vocabulary of distinct strings.
@@ -170,6 +170,11 @@ CONFIGS = {
                       linear_value_head_dim=16, sliding_window=8,
                       layer_types=["full_attention", "linear_attention", "sliding_attention", "linear_attention"],
                       tie_word_embeddings=False, rms_norm_eps=_SMALL_EPS),
+    # block_types (recurrent, attention) cycled over 4 layers: attention on 1 and 3, one key/value head
+    "recurrent_gemma": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=4,
+                            num_attention_heads=HEADS, num_key_value_heads=1, lru_width=HIDDEN,
+                            block_types=["recurrent", "attention"], attention_window_size=8,
+                            partial_rotary_factor=0.5, rms_norm_eps=_SMALL_EPS),
     "gemma": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, hidden_act="gelu_pytorch_tanh"),
     "gemma2": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, query_pre_attn_scalar=HEAD_DIM, sliding_window=8,
                    final_logit_softcapping=30.0, attn_logit_softcapping=50.0, rms_norm_eps=_SMALL_EPS),

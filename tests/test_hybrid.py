@@ -83,6 +83,8 @@ def test_layer_kinds_are_read_from_the_config():
     with pytest.raises(HurefError, match="attn_layer_indices"):
         attention_layers({"attn_layer_indices": [8]}, bamba, 8)
     assert attention_layers({}, arch_for_config({"model_type": "llama"}), 3) == (0, 1, 2)
+    recurrent_gemma = arch_for_config({"model_type": "recurrent_gemma"})   # block_types cycles over the layers
+    assert attention_layers({"block_types": ["recurrent", "recurrent", "attention"]}, recurrent_gemma, 7) == (2, 5)
 
 
 def test_head_permutation_must_carry_the_attention_sinks(tiny_zoo, tmp_path):
