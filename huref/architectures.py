@@ -51,7 +51,10 @@ Conventions
 - `layer_kinds`: which layers are attention layers in a hybrid model, read from config.json
   (`LayerKinds`); the others hold a `mixer` (gated delta-net, Mamba) that carries no term of this
   algebra: the terms skip those layers, the attacks rewrite only the mixer's residual readers and
-  writers (a `parallel` mixer sits beside attention in every layer: falcon_h1). `sinks`: a per-head learned logit in the softmax's denominator (gpt-oss), which no term
+  writers (a `parallel` mixer sits beside attention in every layer: falcon_h1; a mixer layer may
+  have norm roles of its own, `Mixer.norms`: olmo_hybrid). With `LayerKinds.ffn_kinds` each layer is
+  one block (nemotron_h) and an attention block takes the FFN term of the next MLP/MoE block.
+  `norm_residual`: the input norms' outputs are the residual path (minimax). `sinks`: a per-head learned logit in the softmax's denominator (gpt-oss), which no term
   reads. `attn_gate`: query-projection rows of a per-head sigmoid gate on the attention output
   (qwen3_next), which no term reads. `ffn_clamped`: the gated FFN clamps gate and up and adds 1 to
   up (gpt-oss), so the FFN is not linear in up.
@@ -141,11 +144,13 @@ class LatentAttention:
 class LayerKinds:
     """Which layers are picked, as config.json says (the attention layers of a hybrid model, the
     layers with QK norms of llama4): a per-layer list under `key` whose entries in `attention` mark
-    them (qwen3_next's layer_types), or the list of layer indices under `indices` (bamba), or else
-    layer i is picked when i % config[period] == config[offset] (jamba; missing keys read as
-    `defaults`, transformers'). `skip_every`: when the list under `key` is missing or empty, every
-    layer but each config[skip_every]-th (i + 1 divisible by it; missing: defaults[0]) is picked
-    (llama4's no_rope_layer_interval)."""
+    them (qwen3_next's layer_types), or the list of layer indices under `indices` (bamba; a dotted
+    path reads a nested dict; used when `key`'s list is absent), or else layer i is picked when
+    i % config[period] == config[offset] (jamba; missing keys read as `defaults`, transformers').
+    `skip_every`: when the list under `key` is missing or empty, every layer but each
+    config[skip_every]-th (i + 1 divisible by it; missing: defaults[0]) is picked (llama4's
+    no_rope_layer_interval). With `ffn_kinds`, each layer is one block (attention, mixer or FFN) and
+    the terms pair blocks."""
 
     key: str | None = None
     attention: tuple = ()
@@ -154,6 +159,14 @@ class LayerKinds:
     offset: str | None = None
     defaults: tuple[int, int] = (1, 0)
     skip_every: str | None = None
+    # an older spelling of `key`'s list: a string under `pattern`, one character per layer, read through `chars`
+    pattern: str | None = None
+    chars: tuple[tuple[str, str], ...] = ()
+    first_index: int = 0  # 1: the `indices` list counts layers from 1 (kimi_linear's linear_attn_config)
+    cycle: bool = False  # `key`'s list is a cycle repeated over the layers (recurrent_gemma's block_types)
+    # single-block layers (nemotron_h): the kinds whose block is an FFN. Attention block i takes the FFN
+    # term from the first such block after it (its FFN and, as the FFN's input norm, that block's norm)
+    ffn_kinds: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -179,6 +192,9 @@ class Mixer:
     writers: tuple[Proj, ...]
     inner_norms: bool = True  # norms inside the mixer use config.json's epsilon (delta-net, Mamba)
     parallel: bool = False  # the mixer sits beside attention in every layer, on the same input norm (falcon_h1)
+    # the norms of a mixer layer by role (ArchSpec field name), where they differ from the attention layers'
+    # (olmo_hybrid: post-norms beside attention, pre-norms beside the delta-net); None: the row's own
+    norms: tuple[tuple[str, tuple[Norm, ...]], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -240,6 +256,9 @@ class ArchSpec:
     config_sections: tuple[str, ...] = ()  # nested config.json dicts read as top-level keys (dbrx's attn_config)
     layer_norm_eps: float | None = None  # the layers' norms use this epsilon, not config.json's (jetmoe)
     mixer: Mixer | None = None  # the token mixer of the other layers of a hybrid model
+    # minimax: each input norm's output, not its input, is carried on the residual path (DeepNorm-style
+    # alpha/beta), so the stream is a norm output and every write side reads the sublayer's input rows
+    norm_residual: bool = False
     variants: tuple[Variant, ...] = ()
     unsupported: str | None = None  # why huref refuses this variant (set by a variant)
 
@@ -414,6 +433,9 @@ _GATED_DELTA_HYBRID = dict(  # qwen3_next-style hybrid: gated full attention bet
 )
 _QWEN3_5_MIXER = Mixer(readers=tuple(Proj(f"linear_attn.in_proj_{p}.weight") for p in ("qkv", "z", "b", "a")),
                        writers=(Proj("linear_attn.out_proj.weight"),))
+_NEMOTRON_SHARED = FFN(up=Proj("mixer.shared_experts.up_proj.weight"), down=Proj("mixer.shared_experts.down_proj.weight"))
+_LARA_SHARED = FFN(gate=Proj("mlp.shared_expert.gate_proj.weight"), up=Proj("mlp.shared_expert.up_proj.weight"),
+                   down=Proj("mlp.shared_expert.down_proj.weight"))
 _GPT = dict(embed="wte.weight", layer="h.{i}.", base_prefix="transformer.", final_norm=_ln("ln_f.weight"))
 
 
@@ -763,6 +785,38 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
            "ffn_norm": _rms("ffn_norm.weight"), "final_norm": _rms("embedding_norm.weight")},
     ),
     ArchSpec(
+        # lfm2's layers with sigmoid-routed experts (a choice-only expert_bias) after the first dense layers
+        model_types=("lfm2_moe",),
+        ffn=(FFN(gate=Proj("feed_forward.experts.{e}.w1.weight"), up=Proj("feed_forward.experts.{e}.w3.weight"),
+                 down=Proj("feed_forward.experts.{e}.w2.weight"), experts=True, router="feed_forward.gate.weight",
+                 router_bias="feed_forward.expert_bias"),
+             FFN(gate=Proj("feed_forward.experts.gate_up_proj", "experts_gate_up", "gate"),
+                 up=Proj("feed_forward.experts.gate_up_proj", "experts_gate_up", "up"),
+                 down=Proj("feed_forward.experts.down_proj", "experts"), experts=True,
+                 router="feed_forward.gate.weight", router_bias="feed_forward.expert_bias"),
+             FFN(gate=Proj("feed_forward.w1.weight"), up=Proj("feed_forward.w3.weight"),
+                 down=Proj("feed_forward.w2.weight"))),
+        router_scores="sigmoid",
+        q_norm=(Norm("self_attn.q_layernorm.weight", "rms", "head"),),
+        k_norm=(Norm("self_attn.k_layernorm.weight", "rms", "head"),),
+        layer_kinds=LayerKinds(key="layer_types", attention=("full_attention",)),
+        mixer=Mixer(readers=(Proj("conv.in_proj.weight"),), writers=(Proj("conv.out_proj.weight"),), inner_norms=False),
+        **{**_LLAMA, "o": Proj("self_attn.out_proj.weight"), "attn_norm": _rms("operator_norm.weight"),
+           "ffn_norm": _rms("ffn_norm.weight"), "final_norm": _rms("embedding_norm.weight")},
+    ),
+    ArchSpec(
+        # gated delta-net layers (stored with one fused in_proj, rows q|k|v|z|b|a; transformers splits it)
+        # beside full and sliding-window attention with qwen3's per-head QK norms; softmax-routed
+        # experts beside an always-on shared expert
+        model_types=("lara_mini",),
+        ffn=(replace(_QWEN_EXPERTS, shared=_LARA_SHARED), replace(_FUSED_EXPERTS, shared=_LARA_SHARED), _GATED),
+        layer_kinds=LayerKinds(key="layer_types", attention=("full_attention", "sliding_attention")),
+        mixer=Mixer(readers=(Proj("linear_attn.in_proj.weight"),) + _QWEN3_5_MIXER.readers,
+                    writers=_QWEN3_5_MIXER.writers),
+        **_QK_NORM,
+        **_LLAMA,
+    ),
+    ArchSpec(
         # Mamba layers between attention layers (i % attn_layer_period == attn_layer_offset); no RoPE
         model_types=("jamba",),
         ffn=(FFN(gate=Proj("feed_forward.experts.{e}.gate_proj.weight"),
@@ -778,6 +832,107 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         layer_kinds=LayerKinds(period="attn_layer_period", offset="attn_layer_offset", defaults=(8, 4)),
         mixer=Mixer(readers=(Proj("mamba.in_proj.weight"),), writers=(Proj("mamba.out_proj.weight"),)),
         **{**_LLAMA, "ffn_norm": _rms("pre_ff_layernorm.weight"), "final_norm": _rms("final_layernorm.weight")},
+    ),
+    ArchSpec(
+        # every layer is one block on one RMSNorm: Mamba-2 ("M"), attention without positions ("*"), a
+        # plain ReLU² MLP ("-") or sigmoid-routed ReLU² experts with a shared expert ("E"). Attention
+        # block i pairs with the first MLP/MoE block after it for the FFN term (huref.layers.ffn_layer).
+        # With moe_latent_size set, experts read a latent projection: their shapes are refused
+        model_types=("nemotron_h",),
+        embed="embeddings.weight",
+        layer="layers.{i}.",
+        base_prefix="backbone.",
+        q=Proj("mixer.q_proj.weight"),
+        k=Proj("mixer.k_proj.weight"),
+        v=Proj("mixer.v_proj.weight"),
+        o=Proj("mixer.o_proj.weight"),
+        ffn=(FFN(up=Proj("mixer.experts.{e}.up_proj.weight"), down=Proj("mixer.experts.{e}.down_proj.weight"),
+                 experts=True, router="mixer.gate.weight", router_bias="mixer.gate.e_score_correction_bias",
+                 shared=_NEMOTRON_SHARED),
+             FFN(up=Proj("mixer.experts.up_proj", "experts"), down=Proj("mixer.experts.down_proj", "experts"),
+                 experts=True, router="mixer.gate.weight", router_bias="mixer.gate.e_score_correction_bias",
+                 shared=_NEMOTRON_SHARED),
+             FFN(up=Proj("mixer.up_proj.weight"), down=Proj("mixer.down_proj.weight"))),
+        router_scores="sigmoid",
+        attn_norm=_rms("norm.weight"),
+        ffn_norm=_rms("norm.weight"),
+        final_norm=_rms("norm_f.weight"),
+        rope=None,
+        layer_kinds=LayerKinds(key="layers_block_type", attention=("full_attention", "attention"),
+                               pattern="hybrid_override_pattern",
+                               chars=(("M", "mamba"), ("*", "attention"), ("-", "mlp"), ("E", "moe")),
+                               ffn_kinds=("mlp", "moe")),
+        mixer=Mixer(readers=(Proj("mixer.in_proj.weight"),), writers=(Proj("mixer.out_proj.weight"),)),
+    ),
+    ArchSpec(
+        # lightning (linear) attention layers beside softmax attention layers (layer_types), fused 3-D
+        # experts with a softmax router. Each input norm's output is the residual path: h -> a = N1(h),
+        # r = alpha * a + beta * attn(a), b = N2(r), h' = alpha' * b + beta' * moe(b), so the stream is a
+        # norm output (docs/INVARIANTS.md: its write sides are the sublayers' input rows)
+        model_types=("minimax",),
+        ffn=(_MIXTRAL_EXPERTS, _FUSED_EXPERTS),
+        layer_kinds=LayerKinds(key="layer_types", attention=("full_attention",)),
+        mixer=Mixer(readers=(Proj("self_attn.qkv_proj.weight"), Proj("self_attn.output_gate.weight")),
+                    writers=(Proj("self_attn.out_proj.weight"),), inner_norms=False),
+        norm_residual=True,
+        **_LLAMA,
+    ),
+    ArchSpec(
+        # olmo2's attention layers (raw reads, post-norms on both writes, QK norms over the whole
+        # projection) between pre-norm gated delta-net layers, whose post_attention_layernorm is the
+        # FFN's input norm (Mixer.norms); no RoPE in the released checkpoints. Stored names first, then
+        # transformers' in-memory ones (attention_layer_norm: input_layernorm, feedforward_layer_norm:
+        # post_attention_layernorm)
+        model_types=("olmo_hybrid",),
+        ffn=(_GATED,),
+        attn_post_norm=(Norm("feedforward_layer_norm.weight"), Norm("post_attention_layernorm.weight")),
+        ffn_post_norm=_rms("post_feedforward_layernorm.weight"),
+        q_norm=(Norm("self_attn.q_norm.weight", "rms", "row"),),
+        k_norm=(Norm("self_attn.k_norm.weight", "rms", "row"),),
+        layer_kinds=LayerKinds(key="layer_types", attention=("full_attention",)),
+        mixer=Mixer(readers=tuple(Proj(f"linear_attn.{p}_proj.weight") for p in "qkvabg"),
+                    writers=(Proj("linear_attn.o_proj.weight"),),
+                    norms=(("attn_norm", (Norm("attention_layer_norm.weight"), Norm("input_layernorm.weight"))),
+                           ("ffn_norm", (Norm("feedforward_layer_norm.weight"),
+                                         Norm("post_attention_layernorm.weight"))))),
+        **{**_LLAMA, "attn_norm": (), "ffn_norm": ()},
+    ),
+    ArchSpec(
+        # Kimi Delta Attention layers beside MLA layers without positions (NoPE); the MLA layers are
+        # listed 1-based in linear_attn_config.full_attn_layers (or in layer_types once transformers
+        # saved the config); sigmoid-routed experts with a shared expert, dense first layers
+        model_types=("kimi_linear",),
+        ffn=(FFN(gate=Proj("block_sparse_moe.experts.{e}.w1.weight"), up=Proj("block_sparse_moe.experts.{e}.w3.weight"),
+                 down=Proj("block_sparse_moe.experts.{e}.w2.weight"), experts=True,
+                 router="block_sparse_moe.gate.weight", router_bias="block_sparse_moe.gate.e_score_correction_bias",
+                 shared=FFN(gate=Proj("block_sparse_moe.shared_experts.gate_proj.weight"),
+                            up=Proj("block_sparse_moe.shared_experts.up_proj.weight"),
+                            down=Proj("block_sparse_moe.shared_experts.down_proj.weight"))),
+             replace(_FUSED_EXPERTS, shared=_SHARED_EXPERTS, router_bias="mlp.gate.e_score_correction_bias"),
+             FFN(gate=Proj("block_sparse_moe.gate_proj.weight"), up=Proj("block_sparse_moe.up_proj.weight"),
+                 down=Proj("block_sparse_moe.down_proj.weight")),
+             _GATED),   # dense layers, under transformers' saved name (block_sparse_moe) or in-memory one (mlp)
+        router_scores="sigmoid",
+        rope=None,
+        layer_kinds=LayerKinds(key="layer_types", attention=("full_attention",),
+                               indices="linear_attn_config.full_attn_layers", first_index=1),
+        mixer=Mixer(readers=tuple(Proj(f"self_attn.{p}_proj.weight") for p in ("q", "k", "v", "f_a", "b", "g_a")),
+                    writers=(Proj("self_attn.o_proj.weight"),)),
+        **_LLAMA_MLA,
+    ),
+    ArchSpec(
+        # RG-LRU recurrent blocks (linear_x and linear_y read, linear_out writes) beside local attention,
+        # block_types cycled over the layers; gemma's 1 + w norms, one key/value head, partial RoPE
+        model_types=("recurrent_gemma",),
+        ffn=(FFN(gate=Proj("mlp_block.gate_proj.weight"), up=Proj("mlp_block.up_proj.weight"),
+                 down=Proj("mlp_block.down_proj.weight")),),
+        layer_kinds=LayerKinds(key="block_types", attention=("attention",), cycle=True),
+        mixer=Mixer(readers=(Proj("temporal_block.linear_x.weight"), Proj("temporal_block.linear_y.weight")),
+                    writers=(Proj("temporal_block.linear_out.weight"),), inner_norms=False),
+        **{**_LLAMA, **{role: Proj(f"temporal_block.{role}_proj.weight") for role in "qkvo"},
+           "attn_norm": _rms("temporal_pre_norm.weight", "rms_plus1"),
+           "ffn_norm": _rms("channel_pre_norm.weight", "rms_plus1"),
+           "final_norm": _rms("final_norm.weight", "rms_plus1")},
     ),
     ArchSpec(model_types=("gemma",), ffn=(_GATED,), **_GEMMA),
     ArchSpec(model_types=("gemma2",), ffn=(_GATED,), **_GEMMA2),

@@ -31,9 +31,12 @@ N_kva(X_a·Wkv_aᵀ's latent columns), k_pe = the rotary key columns shared by e
 qk = Σ_h C_q·Wq_nope_hᵀ·Wk_h·C_kvᵀ + (C_q·Wq_pe_hᵀ)·k_peᵀ and vo = Σ_h C_kv·Wv_hᵀ·Wo_hᵀ·X_oᵀ
 (docs/INVARIANTS.md has the derivation and the rewrites they survive).
 
-Hybrid models (qwen3_next, qwen3_5, jamba): only attention layers (`huref.layers.attention_layers`)
-carry the terms; a gated delta-net or Mamba layer has no QK or VO term, so the default layers are
-the last attention layers that write, and another kind of layer asked for is refused.
+Hybrid models (qwen3_next, qwen3_5, jamba, minimax): only attention layers (`huref.layers.term_layers`)
+carry the terms; a gated delta-net, Mamba or lightning-attention layer has no QK or VO term, so the
+default layers are the last attention layers that write, and another kind of layer asked for is
+refused. nemotron_h's layers are single blocks: attention block i takes the FFN term of the first
+MLP/MoE block after it (`huref.layers.ffn_layer`). minimax carries each input norm's output on the
+residual path, so a write side is the sublayer's own input rows (X_o = X_a for VO, X_f for FFN).
 
 Cost: each weight matrix is multiplied once by X (n·in·out flops) and never materialized in full;
 the query heads of a group are summed before the n×n product (exact: Σ_h Q_h·K_gᵀ = (Σ_h Q_h)·K_gᵀ),
@@ -52,7 +55,7 @@ import torch
 
 import huref
 from huref.errors import HurefError
-from huref.layers import LayerWeights, Matrix, apply_norm, attention_layers, embedding_rows, layer_weights
+from huref.layers import LayerWeights, Matrix, apply_norm, embedding_rows, layer_weights, term_layers
 from huref.tokens import select_tokens
 
 TERM_NAMES = ("qk", "vo", "ffn")
@@ -246,15 +249,17 @@ def layer_terms(layer: LayerWeights, x: torch.Tensor, x_out: torch.Tensor, out: 
     as it exists, so no second [3, n, n] buffer is made)."""
     n = x.shape[0]
     out = x.new_empty(3, n, n) if out is None else out
-    x_attn = apply_norm(layer.attn_norm, x)
+    x_attn, x_ffn = apply_norm(layer.attn_norm, x), apply_norm(layer.ffn_norm, x)
+    # minimax carries each input norm's output on the residual path: a write lands beside its own input rows
+    attn_out, ffn_out = (x_attn, x_ffn) if layer.norm_residual else (x_out, x_out)
     if layer.mla is not None:
         c_q, c_kv, k_pe = latent_rows(layer, x_attn)
         out[0] = mla_qk_term(layer, c_q, c_kv, k_pe)
-        out[1] = mla_vo_term(layer, c_kv, x_out)
+        out[1] = mla_vo_term(layer, c_kv, attn_out)
     else:
         out[0] = qk_term(layer, x_attn)
-        out[1] = vo_term(layer, x_attn, x_out)
-    out[2] = ffn_term(layer, apply_norm(layer.ffn_norm, x), x_out)
+        out[1] = vo_term(layer, x_attn, attn_out)
+    out[2] = ffn_term(layer, x_ffn, ffn_out)
     return out
 
 
@@ -311,7 +316,7 @@ def invariant_terms(
     n_layers = model.dims.n_layers
     wanted = resolve_layers(n_layers, layers)
     # Hybrid models: only attention layers carry the three terms (a mixer layer has no QK/VO term).
-    attention = attention_layers(model.config, model.arch, n_layers)
+    attention = term_layers(model.config, model.arch, n_layers)
     refused = [i for i in wanted if i not in attention] if layers else []
     if refused:
         raise HurefError(f"{model.name}: layer {refused[0]} is not an attention layer (its token mixer carries no "

@@ -84,6 +84,9 @@ def model_dims(config: dict, arch: ArchSpec | None = None) -> Dims:
     size = dict(kind=int, low=1, high=MAX_SIZE)
     hidden = config_value(config, "hidden_size", "n_embd", "d_model", **size)
     n_layers = config_value(config, "num_hidden_layers", "n_layer", "num_layers", "n_layers", **size)
+    if n_layers is None and arch.layer_kinds is not None and arch.layer_kinds.key is not None:
+        listed = layer_kind_list(config, arch.layer_kinds)   # nemotron_h saves only its list of block kinds
+        n_layers = len(listed) if listed else None
     n_heads = config_value(config, "num_attention_heads", "n_head", "num_heads", "n_heads", **size)
     if None in (hidden, n_layers, n_heads):
         raise HurefError("config.json lacks the hidden size, layer count or head count")
@@ -96,6 +99,19 @@ def model_dims(config: dict, arch: ArchSpec | None = None) -> Dims:
     n_experts = config_value(config, "num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts",
                              default=0, kind=int, low=0, high=MAX_SIZE)
     return Dims(hidden, n_layers, n_heads, n_kv, head_dim, eps, n_experts)
+
+
+def layer_kind_list(config: dict, kinds: LayerKinds) -> list | None:
+    """The per-layer kinds config.json lists under `kinds.key`, else the string under `kinds.pattern`
+    read one character per layer (nemotron_h's hybrid_override_pattern); None when neither is there."""
+    listed = config.get(kinds.key)
+    pattern = config.get(kinds.pattern) if kinds.pattern else None
+    if listed is None and isinstance(pattern, str):
+        chars = dict(kinds.chars)
+        if not set(pattern) <= chars.keys():
+            raise HurefError(f"config.json's {kinds.pattern} should hold only the characters {''.join(chars)}")
+        return [chars[c] for c in pattern]
+    return listed
 
 
 def attention_layers(config: dict, arch: ArchSpec, n_layers: int) -> tuple[int, ...]:
@@ -120,20 +136,42 @@ def picked_layers(config: dict, kinds: LayerKinds | None, n_layers: int) -> tupl
     if kinds.key is not None and kinds.skip_every is not None and not config.get(kinds.key):
         every = config_value(config, kinds.skip_every, default=kinds.defaults[0], kind=int, low=1, high=MAX_SIZE)
         return tuple(i for i in range(n_layers) if (i + 1) % every)
-    if kinds.key is not None:
-        listed = config.get(kinds.key)
+    if kinds.key is not None and (kinds.indices is None or layer_kind_list(config, kinds) is not None):
+        listed = layer_kind_list(config, kinds)
+        if kinds.cycle and isinstance(listed, list) and listed:
+            listed = [listed[i % len(listed)] for i in range(n_layers)]
         if not isinstance(listed, list) or len(listed) != n_layers:
             raise HurefError(f"config.json's {kinds.key} should list the kind of each of the {n_layers} layers")
         return tuple(i for i, kind in enumerate(listed) if kind in kinds.attention)
     if kinds.indices is not None:
-        listed = config.get(kinds.indices)
-        if not isinstance(listed, list) or not all(type(i) is int and 0 <= i < n_layers for i in listed):
-            raise HurefError(f"config.json's {kinds.indices} should list attention layer indices below {n_layers}")
-        return tuple(sorted(set(listed)))
+        listed = config
+        for part in kinds.indices.split("."):   # a dotted path into nested dicts
+            listed = listed.get(part) if isinstance(listed, dict) else None
+        first = kinds.first_index
+        if not isinstance(listed, list) or not all(type(i) is int and first <= i < n_layers + first for i in listed):
+            raise HurefError(f"config.json's {kinds.indices} should list attention layer indices from {first} "
+                             f"to {n_layers - 1 + first}")
+        return tuple(sorted({i - first for i in listed}))
     period, offset = (config_value(config, key, default=d) for key, d in zip((kinds.period, kinds.offset), kinds.defaults))
     if not (isinstance(period, int) and isinstance(offset, int) and 0 <= offset < period):
         raise HurefError(f"config.json's {kinds.period} and {kinds.offset} should be integers, 0 <= offset < period")
     return tuple(i for i in range(n_layers) if i % period == offset)
+
+
+def ffn_layer(config: dict, arch: ArchSpec, i: int, n_layers: int) -> int | None:
+    """The layer holding the FFN of attention layer i: i itself, or for single-block layers
+    (`LayerKinds.ffn_kinds`, nemotron_h) the first FFN block after i (None: no FFN block follows)."""
+    kinds = arch.layer_kinds
+    if kinds is None or not kinds.ffn_kinds:
+        return i
+    listed = layer_kind_list(config, kinds)
+    return next((j for j in range(i + 1, n_layers) if listed[j] in kinds.ffn_kinds), None)
+
+
+def term_layers(config: dict, arch: ArchSpec, n_layers: int) -> tuple[int, ...]:
+    """The layers that carry the three terms: the attention layers that have an FFN (`ffn_layer`)."""
+    return tuple(i for i in attention_layers(config, arch, n_layers)
+                 if ffn_layer(config, arch, i, n_layers) is not None)
 
 
 # --- fused layouts: (part, dims, logical 2-D row count, expert) -> rows of the stored 2-D view ---
@@ -361,6 +399,7 @@ class LayerWeights:
     q_norm: NormWeights | None = None
     k_norm: NormWeights | None = None
     mla: LatentWeights | None = None
+    norm_residual: bool = False  # the stream carries the input norms' outputs (minimax): see huref.invariants
     q_experts: list[Matrix] = field(default_factory=list)
     o_experts: list[Matrix] = field(default_factory=list)
 
@@ -443,21 +482,20 @@ def layer_weights(model, i: int) -> LayerWeights:
     """Describe layer `i` of `model` (a `huref.sources.Model`): matrices as lazy handles, norms read."""
     d, spec = model.dims, model.arch
     args = {"i": i}
-    prefix = spec.layer.format(i=i)
+    j = ffn_layer(model.config, spec, i, d.n_layers)   # the FFN's layer: i, or a single-block model's next FFN block
+    if j is None:
+        raise HurefError(f"{model.name}: no FFN block follows attention block {i}, so it carries no FFN term")
 
-    def at(template: str) -> str:
-        return prefix + template
+    def local(proj: Proj, layer: int = i) -> Proj:
+        return Proj(spec.layer.format(i=layer) + proj.name, proj.layout, proj.part, proj.transposed)
 
-    def local(proj: Proj) -> Proj:
-        return Proj(at(proj.name), proj.layout, proj.part, proj.transposed)
-
-    def local_norms(norms):
-        return tuple(Norm(at(n.name) if n.name else None, n.kind, n.scope) for n in norms)
+    def local_norms(norms, layer: int = i):
+        return tuple(Norm(spec.layer.format(i=layer) + n.name if n.name else None, n.kind, n.scope) for n in norms)
 
     def local_ffn(ffn: FFN) -> FFN:
         shared = local_ffn(ffn.shared) if ffn.shared else None
-        gate = local(ffn.gate) if ffn.gate else None
-        return FFN(local(ffn.up), local(ffn.down), gate, ffn.experts, shared)
+        gate = local(ffn.gate, j) if ffn.gate else None
+        return FFN(local(ffn.up, j), local(ffn.down, j), gate, ffn.experts, shared)
 
     q_out, kv_out = d.n_heads * d.head_dim, d.n_kv_heads * d.head_dim
     q_width = d.head_dim if spec.q_norm and spec.q_norm[0].scope == "head" else q_out
@@ -491,13 +529,14 @@ def layer_weights(model, i: int) -> LayerWeights:
         q_experts=q_experts,
         o_experts=o_experts,
         mla=mla,
-        ffns=_ffn_list(model, tuple(local_ffn(f) for f in spec.ffn), args),
+        ffns=_ffn_list(model, tuple(local_ffn(f) for f in spec.ffn), {"i": j}),
         attn_norm=_norm(model, local_norms(spec.attn_norm), args, d.hidden),
-        ffn_norm=_norm(model, local_norms(spec.ffn_norm), args, d.hidden),
+        ffn_norm=_norm(model, local_norms(spec.ffn_norm, j), {"i": j}, d.hidden),
         attn_post_norm=_norm(model, local_norms(spec.attn_post_norm), args, d.hidden),
-        ffn_post_norm=_norm(model, local_norms(spec.ffn_post_norm), args, d.hidden),
+        ffn_post_norm=_norm(model, local_norms(spec.ffn_post_norm, j), {"i": j}, d.hidden),
         q_norm=_norm(model, local_norms(spec.q_norm), args, q_width) if with_qk_norms else None,
         k_norm=_norm(model, local_norms(spec.k_norm), args, k_width) if with_qk_norms else None,
+        norm_residual=spec.norm_residual,
     )
 
 

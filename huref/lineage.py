@@ -32,7 +32,7 @@ import torch
 
 from huref.errors import HurefError
 from huref.invariants import TERM_NAMES, Terms, invariant_terms
-from huref.layers import attention_layers
+from huref.layers import term_layers
 from huref.similarity import common_tokens, standardize
 
 LINEAGE_TOKENS = 512
@@ -65,7 +65,7 @@ def depth_layers(model, stride: int = LINEAGE_STRIDE) -> tuple[int, ...]:
     but a hybrid model's non-attention ones)."""
     if stride < 1:
         raise HurefError("--stride must be at least 1")
-    return attention_layers(model.config, model.arch, model.dims.n_layers)[::stride]
+    return term_layers(model.config, model.arch, model.dims.n_layers)[::stride]
 
 
 def _unit_rows(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

@@ -327,12 +327,16 @@ class Canon:
                 name = prefix + getattr(mla, role).name
                 roles[role] = (name, _bias_name(name))
                 self.kinds[name] = getattr(mla, role).kind
-        for role in NORM_ROLES:
-            norm = next((n for n in getattr(arch, role) if n.name is None or prefix + n.name in self.t), None)
+        mixer_norms = None if attention or arch.mixer is None or arch.mixer.norms is None else dict(arch.mixer.norms)
+        for role in NORM_ROLES:   # a mixer layer's norms where they differ from the attention layers' (olmo_hybrid)
+            candidates = getattr(arch, role) if mixer_norms is None else mixer_norms.get(role, ())
+            norm = next((n for n in candidates if n.name is None or prefix + n.name in self.t), None)
             if norm is not None and norm.name is not None:
                 roles[role] = (prefix + norm.name, _bias_name(prefix + norm.name))
                 self.kinds[prefix + norm.name] = norm.kind
         ffn = next((f for f in arch.ffn if prefix + f.up.name.format(e=0) in self.t), None)
+        if ffn is None and arch.layer_kinds is not None and arch.layer_kinds.ffn_kinds:
+            return roles, []   # a single-block model's attention or mixer block (nemotron_h)
         if ffn is None:
             raise HurefError(f"attacks: tensor '{prefix + arch.ffn[0].up.name.format(e=0)}' is missing")
 
@@ -981,7 +985,10 @@ def post_norm_rescale(checkpoint: Checkpoint, generator: torch.Generator) -> Che
     >= 1 per layer; the norm on each write divides them out (its epsilon matters even less afterwards)."""
     def edit(canon, result):
         for i in range(canon.layout.n_layers):
-            for roles in (_mixer_writers(canon, i), [unit[2] for unit in canon.ffn_units(i)]):
+            for post, roles in (("attn_post_norm", _mixer_writers(canon, i)),
+                                ("ffn_post_norm", [unit[2] for unit in canon.ffn_units(i)])):
+                if canon.name(i, post) is None:   # no norm on this write (olmo_hybrid's delta-net layers)
+                    continue
                 c = 1 + float(random_scales(1, generator, signed=False, spread=1.5)[0])
                 for role in roles:
                     canon.update(i, role, _f64(lambda w: w * c))
@@ -1032,8 +1039,8 @@ def router_shift(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoi
 
 
 def embedding_row_scale(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
-    """Models whose token embedding goes straight into a LayerNorm (bloom): scale each token's row by its own
-    factor >= 1; the norm divides it out (its epsilon matters even less afterwards). The head is untied."""
+    """Models whose token embedding goes straight into a norm and nowhere else (bloom's embedding LayerNorm,
+    minimax's first input norm): scale each token's row by its own factor >= 1; the norm divides it out (its epsilon matters even less afterwards). The head is untied."""
     def edit(canon, result):
         lay = canon.layout
         if lay.tied:
@@ -1237,10 +1244,12 @@ def is_valid(name: str, layout: Layout) -> bool:
     """Whether attack `name` preserves the function of models with `layout` (the rules, as data, in one place)."""
     layer_norm = layout.layer_norm
     mla = layout.mla is not None
+    norm_residual = layout.arch.norm_residual
     rules = {
-        # folding needs every residual read to go through a pre-norm and no norm on a residual write
-        "rotation": layout.pre_norms and not layout.post_norms and layout.emb_norm is None,
-        "zhu_rotation": not layer_norm and layout.pre_norms and not layout.post_norms,
+        # folding needs every residual read to go through a pre-norm and no norm on a residual write; the
+        # gains cannot be folded where the norms' outputs are the residual path (minimax)
+        "rotation": layout.pre_norms and not layout.post_norms and layout.emb_norm is None and not norm_residual,
+        "zhu_rotation": not layer_norm and layout.pre_norms and not layout.post_norms and not norm_residual,
         "residual_permutation": True,
         "qk_transform": layout.qk_norm is None and not layout.clip_qkv and not mla,
         "qk_scale": layout.qk_norm is None and not layout.clip_qkv and not mla,
@@ -1263,10 +1272,11 @@ def is_valid(name: str, layout: Layout) -> bool:
         # hybrid mixer with norms of its own on that epsilon (whose inputs do not scale)
         "embedding_scale": layout.eps_key is not None and layout.pre_norms and not layout.residual_post_norm
                            and (not layout.arch.embed_norm or layout.emb_norm is not None)
-                           and not (layout.arch.mixer and layout.arch.mixer.inner_norms),
+                           and not (layout.arch.mixer and layout.arch.mixer.inner_norms) and not norm_residual,
         "post_norm_rescale": layout.post_norms and not layout.residual_post_norm,
-        # the embedding norm must see the token embedding alone (bert adds position embeddings first)
-        "embedding_row_scale": layout.emb_norm is not None and not layout.pos_embeds,
+        # the embedding norm must see the token embedding alone (bert adds position embeddings first); where
+        # the norms' outputs are the residual path (minimax), layer 0's input norm is the embedding's only reader
+        "embedding_row_scale": (layout.emb_norm is not None or norm_residual) and not layout.pos_embeds,
         "position_embedding_shift": bool(layout.pos_embeds),
         # the first block must read the embedding through a LayerNorm (openai-gpt's reads it raw)
         "mean_shift": layer_norm and (layout.pre_norms or layout.emb_norm is not None),

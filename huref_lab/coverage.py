@@ -19,8 +19,7 @@ OTHER_WORK = "handled by the MLA/hybrid/VLM work"
 _MLA = "DeepSeek's latent attention (read for deepseek_v2/v3)"
 _PER_LAYER_MLA = ("deepseek_v32's sparse latent attention with sliding-window layers of other latent sizes and head "
                   "counts (per_layer_config): needs per-layer attention sizes")
-_HYBRID = ("hybrid layers (linear attention, gated delta-net, Mamba or convolution blocks beside attention), "
-           f"{OTHER_WORK}")
+_HYBRID = "hybrid layers (linear attention, gated delta-net, Mamba or convolution blocks beside attention)"
 _VLM = f"multimodal wrapper (text_config, language-model prefix), {OTHER_WORK}"
 _SINKS = f"attention sinks, {OTHER_WORK} (gpt_oss)"
 _ENCODER_DECODER = "the decoder of an encoder-decoder model: its layers cross-attend to an encoder's output"
@@ -55,17 +54,17 @@ NOT_YET = {
     "deepseek_v4": ("a latent query (q_a) with compressed key/value attention (HCA/CSA compressors and an indexer); "
                     f"also {_HYPER_CONNECTIONS}"),
     "hy_v4": f"glm_moe_dsa's sparse latent attention with {_HYPER_CONNECTIONS}",
-    **{t: _HYBRID for t in ("bailing_hybrid", "lara_mini", "lfm2_moe", "lfm3", "recurrent_gemma")},
-    "minimax": f"{_HYBRID}: its input norms' outputs become the residual stream (DeepNorm-style alpha/beta)",
-    "olmo_hybrid": f"{_HYBRID}: post_attention_layernorm is a post-norm in attention layers but the FFN's input "
-                   "norm in delta-net layers (norm roles per layer kind)",
-    "nemotron_h": f"{_HYBRID}: each layer is one block (Mamba, attention, MLP or MoE), so no layer carries all "
-                  "three terms; needs a rule pairing an attention block with the FFN after it",
+    "bailing_hybrid": f"{_HYBRID}: its attention layers are MLA whose heads' outputs are multiplied by a sigmoid "
+                      "gate read from the residual (g_proj, one per head) before o_proj: the VO term would need it",
+    "lfm3": f"{_HYBRID}: its attention heads' outputs are multiplied by a sigmoid gate read from the residual "
+            "(g_proj, one per head) before o_proj, which the VO term and the head attacks do not model yet",
     **{t: f"{_HYBRID}: one attention block shared across layers with LoRA adapters, reading the hidden state "
-          "concatenated with the embeddings (new algebra)" for t in ("zamba", "zamba2")},
-    "kimi_linear": f"{_HYBRID}: KDA layers beside MLA layers listed 1-based in linear_attn_config",
-    "qwen4_exp": f"{_HYBRID}; also {_HYPER_CONNECTIONS}",
-    "qwen4_exp_text": f"{_HYBRID}; also {_HYPER_CONNECTIONS}",
+          "concatenated with the embeddings; its attention output feeds its FFN directly (no residual between "
+          "them) and the block's output goes through a per-layer linear into one Mamba layer's input only, never "
+          "onto the residual stream: the VO and FFN terms have no write side (a QK term alone could be defined)"
+       for t in ("zamba", "zamba2")},
+    "qwen4_exp": _HYPER_CONNECTIONS,
+    "qwen4_exp_text": _HYPER_CONNECTIONS,
     **{t: _VLM for t in ("emu3", "fuyu", "gemma4", "gemma4_unified", "git", "got_ocr2", "mllama", "minimax_m3_vl_text",
                          "moss_transcribe_diarize", "phi4_multimodal")},
     **{t: _SINKS for t in ("granite_swa", "granitemoe_swa", "flint")},

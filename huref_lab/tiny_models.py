@@ -7,7 +7,9 @@ beside falcon (multi-query, parallel), qwen2_moe_dense (its middle layer keeps a
 qwen3_moe's does), gpt_bigcode_mha (per-head fused c_attn beside the multi-query default),
 phi_qk_layernorm (phi with its per-head QK LayerNorms), cohere2_moe_rms (RMSNorms, sigmoid router, no
 shared expert, beside LayerNorms, softmax and a shared expert). Hybrid models (qwen3_next, qwen3_5_text,
-qwen3_5_moe_text, granitemoehybrid, bamba, lfm2, jamba) have 4 layers, attention on layers 0 and 2.
+qwen3_5_moe_text, granitemoehybrid, bamba, lfm2, lfm2_moe, jamba, kimi_linear, minimax, lara_mini) have 4
+layers, attention on layers 0 and 2; recurrent_gemma on 1 and 3, olmo_hybrid on 0-2 under a delta-net
+layer, nemotron_h has 7 single blocks (see its entry).
 Norm gains and every bias get random non-trivial values, so that norm folding and bias handling
 matter. Each checkpoint is saved in Hugging Face layout (config.json + model.safetensors) together
 with a word-level tokenizer.json over a synthetic vocabulary of distinct strings.
@@ -148,6 +150,55 @@ CONFIGS = {
     "jamba": dict(_LLAMA_LIKE, num_hidden_layers=4, intermediate_size=32, attn_layer_period=2, attn_layer_offset=0,
                   expert_layer_period=2, expert_layer_offset=0, num_experts=4, num_experts_per_tok=2, mamba_d_state=2,
                   mamba_expand=1, tie_word_embeddings=False),
+    # single blocks: Mamba-2, attention, MoE (routed + shared), attention, Mamba-2, MLP, attention. The
+    # FFN terms of attention blocks 1 and 3 come from blocks 2 and 5; block 6 has no FFN after it
+    "nemotron_h": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, intermediate_size=FFN, num_attention_heads=HEADS,
+                       num_key_value_heads=KV_HEADS, head_dim=HEAD_DIM,
+                       layers_block_type=["linear_attention", "full_attention", "moe", "full_attention",
+                                          "linear_attention", "mlp", "full_attention"],
+                       mamba_num_heads=4, mamba_head_dim=16, n_groups=1, ssm_state_size=8, expand=1,
+                       n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                       moe_shared_expert_intermediate_size=48, n_group=1, topk_group=1,
+                       layer_norm_epsilon=_SMALL_EPS, tie_word_embeddings=False),
+    # lightning attention (blocks of 8 tokens) on layers 1 and 3 beside softmax attention on 0 and 2;
+    # every alpha/beta residual factor away from 1
+    "minimax": dict(_LLAMA_LIKE, num_hidden_layers=4, head_dim=HEAD_DIM, intermediate_size=32, num_local_experts=4,
+                    num_experts_per_tok=2, block_size=8,
+                    layer_types=["full_attention", "linear_attention", "full_attention", "linear_attention"],
+                    full_attn_alpha_factor=1.7, full_attn_beta_factor=0.6, linear_attn_alpha_factor=0.8,
+                    linear_attn_beta_factor=1.3, mlp_alpha_factor=1.2, mlp_beta_factor=0.7,
+                    rms_norm_eps=_SMALL_EPS, tie_word_embeddings=False),
+    # olmo2-style attention (post-norms) on layers 0-2 below a pre-norm gated delta-net layer (the delta-net's
+    # norm gains and decay parameters would otherwise dominate the parameter cosine of the first 3 layers)
+    "olmo_hybrid": dict(_LLAMA_LIKE, num_hidden_layers=4, num_key_value_heads=HEADS,
+                        layer_types=["full_attention", "full_attention", "full_attention", "linear_attention"],
+                        linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
+                        linear_value_head_dim=16, rms_norm_eps=_SMALL_EPS, tie_word_embeddings=False),
+    # KDA layers 1 and 3 beside MLA (no q latent, no positions) on 0 and 2, given 1-based as the published
+    # configs do; the first layer dense, then 4 sigmoid-routed experts and a shared one
+    "kimi_linear": dict(_LLAMA_LIKE, num_hidden_layers=4, num_key_value_heads=HEADS, q_lora_rank=None,
+                        kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=12,
+                        moe_intermediate_size=32, num_local_experts=4, num_experts_per_tok=2, n_shared_experts=1,
+                        first_k_dense_replace=1,
+                        linear_attn_config={"full_attn_layers": [1, 3], "kda_layers": [2, 4], "head_dim": 16,
+                                            "num_heads": 4, "short_conv_kernel_size": 4},
+                        tie_word_embeddings=False),   # (the KDA output norm with eps 1e-10 amplifies float32 noise)
+    # lfm2 with sigmoid-routed experts (and a choice-only expert bias) after one dense layer
+    "lfm2_moe": dict(_LLAMA_LIKE, num_hidden_layers=4, layer_types=["full_attention", "conv", "full_attention", "conv"],
+                     num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, num_dense_layers=1,
+                     norm_eps=_SMALL_EPS, tie_word_embeddings=True),
+    # gated delta-net on layers 1 and 3, full attention on 0, sliding-window attention on 2
+    "lara_mini": dict(_LLAMA_LIKE, num_hidden_layers=4, head_dim=HEAD_DIM, moe_intermediate_size=32,
+                      shared_expert_intermediate_size=48, num_experts=4, num_experts_per_tok=2,
+                      linear_num_value_heads=4, linear_num_key_heads=2, linear_key_head_dim=16,
+                      linear_value_head_dim=16, sliding_window=8,
+                      layer_types=["full_attention", "linear_attention", "sliding_attention", "linear_attention"],
+                      tie_word_embeddings=False, rms_norm_eps=_SMALL_EPS),
+    # block_types (recurrent, attention) cycled over 4 layers: attention on 1 and 3, one key/value head
+    "recurrent_gemma": dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=4,
+                            num_attention_heads=HEADS, num_key_value_heads=1, lru_width=HIDDEN,
+                            block_types=["recurrent", "attention"], attention_window_size=8,
+                            partial_rotary_factor=0.5, rms_norm_eps=_SMALL_EPS),
     "gemma": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, hidden_act="gelu_pytorch_tanh"),
     "gemma2": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, query_pre_attn_scalar=HEAD_DIM, sliding_window=8,
                    final_logit_softcapping=30.0, attn_logit_softcapping=50.0, rms_norm_eps=_SMALL_EPS),

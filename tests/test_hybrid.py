@@ -1,5 +1,5 @@
 """gpt-oss's fused experts and sinks, and hybrid models (qwen3_next, qwen3_5, granitemoehybrid, bamba,
-lfm2, jamba) whose layers are not all attention.
+lfm2, jamba, nemotron_h, kimi_linear, minimax) whose layers are not all attention.
 
 The expert handles must read gpt-oss's [expert, in, out] tensors with gate and up interleaved as the
 model's own module splits them; the default layers of a hybrid must be its last attention layers; a
@@ -13,8 +13,9 @@ import transformers
 from huref.architectures import arch_for_config
 from huref.errors import HurefError
 from huref.invariants import invariant_terms
-from huref.layers import attention_layers, layer_weights
+from huref.layers import attention_layers, layer_weights, model_dims, term_layers
 from huref.sources import load_model
+from huref.tokens import select_tokens
 from huref_lab import attacks
 
 from test_attacks import ATTACK_SEED, Reference, logit_difference
@@ -82,6 +83,8 @@ def test_layer_kinds_are_read_from_the_config():
     with pytest.raises(HurefError, match="attn_layer_indices"):
         attention_layers({"attn_layer_indices": [8]}, bamba, 8)
     assert attention_layers({}, arch_for_config({"model_type": "llama"}), 3) == (0, 1, 2)
+    recurrent_gemma = arch_for_config({"model_type": "recurrent_gemma"})   # block_types cycles over the layers
+    assert attention_layers({"block_types": ["recurrent", "recurrent", "attention"]}, recurrent_gemma, 7) == (2, 5)
 
 
 def test_head_permutation_must_carry_the_attention_sinks(tiny_zoo, tmp_path):
@@ -130,3 +133,63 @@ def test_gpt_oss_with_mxfp4_experts(tiny_zoo, tmp_path):
     terms = invariant_terms(load_model(str(quantized)))
     assert torch.allclose(terms.values, invariant_terms(load_model(str(reference))).values, rtol=1e-5, atol=1e-6)
     assert compare_terms(invariant_terms(load_model(str(original))), terms)["ics"] >= 0.98   # measured 0.9933
+
+
+def test_nemotron_h_pairs_each_attention_block_with_the_next_ffn_block(tiny_zoo):
+    """Blocks: Mamba, attention, MoE, attention, Mamba, MLP, attention. Attention blocks 1 and 3 take the FFN
+    of blocks 2 and 5 (a Mamba block in between); block 6 has no FFN after it, so it carries no term."""
+    model = load_model(str(tiny_zoo("nemotron_h")))
+    assert attention_layers(model.config, model.arch, 7) == (1, 3, 6)
+    assert term_layers(model.config, model.arch, 7) == (1, 3)
+    for attention, ffn in ((1, 2), (3, 5)):
+        layer = layer_weights(model, attention)
+        assert f"layers.{attention}.mixer.q_proj" in layer.q.name
+        assert all(f"layers.{ffn}.mixer." in f.up.name for f in layer.ffns)
+        assert torch.equal(layer.ffn_norm.weight, model.reader.read(f"backbone.layers.{ffn}.norm.weight"))
+    assert len(layer_weights(model, 1).ffns) == 5   # 4 routed experts and the shared one
+    assert invariant_terms(model, n_tokens=32).layers == [1, 3]
+    with pytest.raises(HurefError, match="is not an attention layer"):
+        invariant_terms(model, layers=[6], n_tokens=32)
+
+
+def test_nemotron_h_layer_kinds_from_the_older_pattern_string():
+    arch = arch_for_config({"model_type": "nemotron_h"})
+    config = {"hybrid_override_pattern": "M*E*M-*", "hidden_size": 64, "num_attention_heads": 4}
+    assert model_dims(config, arch).n_layers == 7
+    assert attention_layers(config, arch, 7) == (1, 3, 6) and term_layers(config, arch, 7) == (1, 3)
+    with pytest.raises(HurefError, match="hybrid_override_pattern"):
+        attention_layers({"hybrid_override_pattern": "M*X"}, arch, 3)
+
+
+def test_kimi_linear_reads_its_1_based_attention_layers():
+    arch = arch_for_config({"model_type": "kimi_linear"})
+    assert attention_layers({"linear_attn_config": {"full_attn_layers": [4, 8]}}, arch, 8) == (3, 7)
+    kinds = ["linear_attention", "full_attention", "linear_attention", "linear_attention"]
+    assert attention_layers({"layer_types": kinds, "linear_attn_config": {"full_attn_layers": [4]}}, arch, 4) == (1,)
+    with pytest.raises(HurefError, match="full_attn_layers"):
+        attention_layers({"linear_attn_config": {"full_attn_layers": [0, 4]}}, arch, 4)
+
+
+def test_minimax_terms_read_the_norm_outputs_on_both_sides(tiny_zoo):
+    """MiniMax carries each input norm's output on the residual path: vo = Σ_h X_a·Wv_hᵀ·Wo_hᵀ·X_aᵀ and
+    ffn = Σ_e (X_f·Wg_eᵀ ⊙ X_f·Wu_eᵀ)·Wd_eᵀ·X_fᵀ, with X_a, X_f from transformers' own norm modules."""
+    path = tiny_zoo("minimax")
+    model = load_model(str(path))
+    terms = invariant_terms(model, layers=[2], n_tokens=32)
+    module = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float64).model
+    ids, keys = select_tokens(model.vocab, model.embedding_shape()[0], 32)
+    assert keys == terms.tokens
+    layer = module.layers[2]
+    with torch.no_grad():
+        x = module.embed_tokens.weight[ids]
+        x_a, x_f = layer.input_layernorm(x), layer.post_attention_layernorm(x)
+        attn = layer.self_attn
+        group = attn.config.num_attention_heads // attn.config.num_key_value_heads
+        v = (x_a @ attn.v_proj.weight.T).reshape(len(ids), -1, attn.head_dim)
+        written = v.repeat_interleave(group, 1).reshape(len(ids), -1) @ attn.o_proj.weight.T
+        experts = layer.mlp.experts
+        gate, up = experts.gate_up_proj.chunk(2, dim=1)     # [experts, inner, hidden] each
+        hidden = torch.einsum("nh,eih->eni", x_f, gate) * torch.einsum("nh,eih->eni", x_f, up)
+        ffn = torch.einsum("eni,ehi->nh", hidden, experts.down_proj)
+    for got, want in ((terms.values[0, 1], written @ x_a.T), (terms.values[0, 2], ffn @ x_f.T)):
+        assert torch.allclose(got.double(), want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
