@@ -82,6 +82,22 @@ def sample_grid(G: Generator, z: torch.Tensor, path: Path):
     Image.fromarray(grid.numpy()).save(path)
 
 
+def discriminator_step(D, opt_D, real: torch.Tensor, fake: torch.Tensor, r1_weight: float):
+    """One optimizer step of D on real and fake [N, C, H, W] in [-1, 1] (both DiffAugmented here): logistic
+    loss, plus r1_weight times the squared norm of D's gradient at the augmented reals (R1; gamma / 2 *
+    interval on a lazy-R1 step, 0 otherwise) -> (loss before the step, real logits [N], fake logits [N])."""
+    real = diff_augment(real).detach().requires_grad_(r1_weight > 0)
+    real_logits, fake_logits = D(real), D(diff_augment(fake.detach()))
+    loss = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
+    if r1_weight > 0:
+        grad, = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+        loss = loss + grad.square().sum(dim=[1, 2, 3]).mean() * r1_weight
+    opt_D.zero_grad(set_to_none=True)
+    loss.backward()
+    opt_D.step()
+    return loss.detach(), real_logits.detach(), fake_logits.detach()
+
+
 def save_checkpoint(run_dir: Path, state: dict):
     """Write the checkpoint (torch.save of state), atomically."""
     buffer = io.BytesIO()
@@ -96,6 +112,7 @@ def main(argv=None):
     ap.add_argument("--resolution", type=int, default=64)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=0.0025)
+    ap.add_argument("--d-lr", type=float, default=None, help="D's learning rate (default: --lr)")
     ap.add_argument("--r1-gamma", type=float, default=0.05)
     ap.add_argument("--r1-every", type=int, default=16, help="lazy regularization interval (steps)")
     ap.add_argument("--ema-kimg", type=float, default=10.0, help="half-life of G_ema in thousands of images")
@@ -103,6 +120,7 @@ def main(argv=None):
     ap.add_argument("--minutes", type=float, default=60.0, help="stop after this much wall time (this run)")
     ap.add_argument("--kimg", type=float, default=float("inf"), help="stop once this many thousand images were seen (all runs)")
     ap.add_argument("--checkpoint-minutes", type=float, default=10.0)
+    ap.add_argument("--log-seconds", type=float, default=30.0, help="seconds between log lines")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init", type=Path, default=None,
@@ -128,7 +146,8 @@ def main(argv=None):
     # Lazy R1 runs every r1_every steps, so its Adam hyper-parameters are adjusted as in StyleGAN2.
     mb_ratio = args.r1_every / (args.r1_every + 1)
     opt_G = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.0, 0.99), eps=1e-8)
-    opt_D = torch.optim.Adam(D.parameters(), lr=args.lr * mb_ratio, betas=(0.0, 0.99 ** mb_ratio), eps=1e-8)
+    opt_D = torch.optim.Adam(D.parameters(), lr=(args.d_lr or args.lr) * mb_ratio, betas=(0.0, 0.99 ** mb_ratio),
+                             eps=1e-8)
     images_seen, step, seconds, g_frozen_until = 0, 0, 0.0, 0
 
     ckpt_path = args.run_dir / "checkpoint.pt"
@@ -174,7 +193,8 @@ def main(argv=None):
                                            g_frozen_until=g_frozen_until, g_kwargs=json.dumps(g_kwargs)))
 
     start = last_print = last_ckpt = time.time()
-    seconds_at_start = seconds
+    seconds_at_start, images_at_start = seconds, images_seen
+    margins = []  # D(real) - D(fake), batch means, since the last log line
     while time.time() - start < args.minutes * 60 and images_seen < args.kimg * 1000:
         n = args.batch
         # Generator step: make D call fakes real (not while a fresh D warms up).
@@ -190,15 +210,9 @@ def main(argv=None):
         G.requires_grad_(False); D.requires_grad_(True)
         with torch.no_grad():
             fake = G(torch.randn(n, 512, device=device, generator=generator), noise_mode="random")
-        real = diff_augment(reals(n)).detach().requires_grad_(step % args.r1_every == 0)
-        real_logits, fake_logits = D(real), D(diff_augment(fake))
-        loss_D = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
-        if step % args.r1_every == 0:
-            grad, = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
-            loss_D = loss_D + grad.square().sum(dim=[1, 2, 3]).mean() * (args.r1_gamma / 2) * args.r1_every
-        opt_D.zero_grad(set_to_none=True)
-        loss_D.backward()
-        opt_D.step()
+        loss_D, real_logits, fake_logits = discriminator_step(
+            D, opt_D, reals(n), fake, args.r1_gamma / 2 * args.r1_every if step % args.r1_every == 0 else 0.0)
+        margins.append((real_logits.mean() - fake_logits.mean()).item())
 
         # G_ema: moving average with a half-life of ema_kimg thousand images (shorter early on).
         images_seen += n
@@ -213,11 +227,13 @@ def main(argv=None):
 
         now = time.time()
         seconds = seconds_at_start + now - start
-        if now - last_print > 30:
-            rate = images_seen / max(seconds, 1e-9)
+        if now - last_print > args.log_seconds:
+            rate = (images_seen - images_at_start) / max(now - start, 1e-9)  # this run's speed
+            margin = sum(margins) / len(margins)
+            margins = []
             print(f"kimg {images_seen / 1000:8.1f}  step {step:7d}  {rate:7.1f} img/s  loss_G {loss_G.item():.3f}  "
                   f"loss_D {loss_D.item():.3f}  D(real) {real_logits.mean().item():+.2f}  "
-                  f"D(fake) {fake_logits.mean().item():+.2f}", flush=True)
+                  f"D(fake) {fake_logits.mean().item():+.2f}  D(real)-D(fake) since last line {margin:+.3f}", flush=True)
             last_print = now
         if now - last_ckpt > args.checkpoint_minutes * 60:
             export(f"{images_seen // 1000:06d}k")
