@@ -373,7 +373,8 @@ MODEL_TYPE = {name: VARIANT_OF.get(name, name) for name in CONFIGS}
 
 
 def make_config(name: str, **overrides):
-    """The transformers config of tiny model `name` (a key of CONFIGS), float32."""
+    """The transformers config of tiny model `name` (a key of CONFIGS), float32: its CONFIGS keywords over the
+    shared defaults (initializer range, bos/eos/pad ids), then `overrides`."""
     kwargs = dict(dict(initializer_range=0.05, bos_token_id=1, eos_token_id=2, pad_token_id=None), **CONFIGS[name])
     kwargs.update(overrides)
     config = transformers.AutoConfig.for_model(MODEL_TYPE[name], **kwargs)
