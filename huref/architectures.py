@@ -54,8 +54,9 @@ Conventions
   writers (a `parallel` mixer sits beside attention in every layer: falcon_h1; a mixer layer may
   have norm roles of its own, `Mixer.norms`: olmo_hybrid). With `LayerKinds.ffn_kinds` each layer is
   one block (nemotron_h) and an attention block takes the FFN term of the next MLP/MoE block.
-  `norm_residual`: the input norms' outputs are the residual path (minimax). `sinks`: a per-head learned logit in the softmax's denominator (gpt-oss), which no term
-  reads. `attn_gate`: query-projection rows of a per-head sigmoid gate on the attention output
+  `norm_residual`: the input norms' outputs are the residual path (minimax). `sinks`: a per-head
+  learned logit in the softmax's denominator (gpt-oss, granite_swa, flint), which no term reads.
+  `attn_gate`: query-projection rows of a per-head sigmoid gate on the attention output
   (qwen3_next), which no term reads. `ffn_clamped`: the gated FFN clamps gate and up and adds 1 to
   up (gpt-oss), so the FFN is not linear in up.
 - `qk_norm_layers`: the layers whose queries and keys go through the QK norms (llama4: its RoPE
@@ -369,6 +370,13 @@ _GRANITE_EXPERTS = FFN(  # 3-D [expert, 2 * inner, hidden] (gate rows, then up r
     experts=True,
     router="block_sparse_moe.router.layer.weight",
 )
+_GRANITE_SWA_EXPERTS = FFN(
+    gate=Proj("block_sparse_moe.experts.gate_up_proj", "experts_gate_up", "gate"),
+    up=Proj("block_sparse_moe.experts.gate_up_proj", "experts_gate_up", "up"),
+    down=Proj("block_sparse_moe.experts.down_proj", "experts"),
+    experts=True,
+    router="block_sparse_moe.router.weight",
+)
 _GRANITE_SHARED = FFN(
     gate=Proj("shared_mlp.input_linear.weight", "gate_up_split", "gate"),
     up=Proj("shared_mlp.input_linear.weight", "gate_up_split", "up"),
@@ -448,9 +456,9 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
     # llama's tensors; the others change nothing the terms read: attention biases (seed_oss), layers
     # without RoPE (smollm3: the terms never apply RoPE), sliding windows (cwm, ministral), scalar
     # multipliers on the embedding, the residual writes, the attention scores and the logits (granite:
-    # each scales a whole term, which ICS does not see)
+    # each scales a whole term, which ICS does not see); emu3's language model (image tokens are vocabulary rows)
     ArchSpec(model_types=("llama", "mistral", "qwen2", "internlm3", "iquestcoder", "cwm", "ministral", "ministral3",
-                          "seed_oss", "smollm3", "granite"), ffn=(_GATED,), **_LLAMA),
+                          "seed_oss", "smollm3", "granite", "emu3_text_model"), ffn=(_GATED,), **_LLAMA),
     # RoPE on interleaved pairs (2p, 2p + 1)
     ArchSpec(model_types=("helium", "ernie4_5"), ffn=(_GATED,), rope="pairs", **_LLAMA),
     ArchSpec(model_types=("arcee",), ffn=(_PLAIN,), **_LLAMA),  # plain FFN with ReLU²
@@ -715,6 +723,29 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
              replace(_QWEN_EXPERTS, router="mlp.router.weight")),
         sinks="self_attn.sinks",
         ffn_clamped=True,
+        **_LLAMA,
+    ),
+    # granite and granitemoe/granitemoeshared with a sink per head (applied as the scale sigmoid(lse - s_h), the
+    # same weights as a sink logit), sliding-window layers and a RoPE base per layer (0: no RoPE)
+    ArchSpec(model_types=("granite_swa",), ffn=(_GATED,), sinks="self_attn.sinks", **_LLAMA),
+    ArchSpec(
+        # transformers saves its experts under their new names (experts.gate_up_proj, gate rows then up rows), not
+        # granitemoe's input_linear; both are read
+        model_types=("granitemoe_swa",),
+        ffn=(replace(_GRANITE_SWA_EXPERTS, shared=_GRANITE_SHARED), replace(_GRANITE_EXPERTS, shared=_GRANITE_SHARED)),
+        sinks="self_attn.sinks",
+        variants=(when("shared_intermediate_size", 0, 0, ffn=(_GRANITE_SWA_EXPERTS, _GRANITE_EXPERTS)),),
+        **_LLAMA,
+    ),
+    ArchSpec(
+        # qwen3_moe with sinks: per-head QK norms, RoPE on sliding-window layers only, a sigmoid router without
+        # bias, an ungated shared expert always added, dense FFNs on mlp_only_layers; the sinks are stored as
+        # softmax_offset (transformers renames them to sinks on loading and back on saving)
+        model_types=("flint",),
+        ffn=(replace(_QWEN_EXPERTS, shared=_LARA_SHARED), replace(_FUSED_EXPERTS, shared=_LARA_SHARED), _GATED),
+        router_scores="sigmoid",
+        sinks="self_attn.softmax_offset",
+        **_QK_NORM,
         **_LLAMA,
     ),
     ArchSpec(

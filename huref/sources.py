@@ -72,10 +72,12 @@ class Model:
 # lacks a model_type, transformers' default text model for the wrapper's model_type.
 TEXT_MODEL_TYPES = {"llava": "llama", "llava_next": "llama", "mistral3": "mistral", "idefics3": "llama",
                     "gemma3": "gemma3_text", "qwen2_vl": "qwen2_vl_text", "qwen2_5_vl": "qwen2_5_vl_text",
-                    "llama4": "llama4_text", "qwen3_5": "qwen3_5_text", "qwen3_5_moe": "qwen3_5_moe_text"}
+                    "llama4": "llama4_text", "qwen3_5": "qwen3_5_text", "qwen3_5_moe": "qwen3_5_moe_text",
+                    "fuyu": "persimmon", "got_ocr2": "qwen2", "moss_transcribe_diarize": "qwen3",
+                    "emu3": "emu3_text_model"}
 # where the language model's base model sits inside a wrapper: before the text model's own base prefix
-# ("language_model." + "model.": transformers' saved llava / gemma3), or in place of it
-LANGUAGE_MODEL_WRAPPERS = ("language_model.",)
+# ("language_model." + "model.": transformers' saved llava / gemma3; "text_model." + "model.": emu3), or in place of it
+LANGUAGE_MODEL_WRAPPERS = ("language_model.", "text_model.")
 TEXT_MODEL_PREFIXES = ("model.language_model.", "model.text_model.")
 
 

@@ -15,13 +15,10 @@ from huref.architectures import ARCHITECTURES, supported_model_types
 from huref.sources import TEXT_MODEL_TYPES
 from huref_lab.tiny_models import MODEL_TYPE
 
-OTHER_WORK = "handled by the MLA/hybrid/VLM work"
 _MLA = "DeepSeek's latent attention (read for deepseek_v2/v3)"
 _PER_LAYER_MLA = ("deepseek_v32's sparse latent attention with sliding-window layers of other latent sizes and head "
                   "counts (per_layer_config): needs per-layer attention sizes")
 _HYBRID = "hybrid layers (linear attention, gated delta-net, Mamba or convolution blocks beside attention)"
-_VLM = f"multimodal wrapper (text_config, language-model prefix), {OTHER_WORK}"
-_SINKS = f"attention sinks, {OTHER_WORK} (gpt_oss)"
 _ENCODER_DECODER = "the decoder of an encoder-decoder model: its layers cross-attend to an encoder's output"
 _ENCODER = "encoder-only masked LM (bidirectional, BERT-like); bert's row shows how one would be added"
 _RECURRENT = "pure recurrent / state-space model: no attention, so no QK or VO term"
@@ -65,10 +62,28 @@ NOT_YET = {
        for t in ("zamba", "zamba2")},
     "qwen4_exp": _HYPER_CONNECTIONS,
     "qwen4_exp_text": _HYPER_CONNECTIONS,
-    **{t: _VLM for t in ("emu3", "fuyu", "gemma4", "gemma4_unified", "git", "got_ocr2", "mllama", "minimax_m3_vl_text",
-                         "moss_transcribe_diarize", "phi4_multimodal")},
-    **{t: _SINKS for t in ("granite_swa", "granitemoe_swa", "flint")},
-    "mimo_v2_flash": f"{_SINKS}; value heads wider than query/key heads",
+    "gemma4": "multimodal wrapper of gemma4_text: per-layer input embeddings, key/value sharing between layers, "
+              "per-layer head sizes",
+    "gemma4_unified": "multimodal wrapper of gemma4_unified_text: per-layer input embeddings, key/value sharing "
+                      "between layers, per-layer head sizes",
+    "mllama": ("cross-attention layers (cross_attention_layers) between the self-attention layers, reading the "
+               "vision encoder's output with their own QK norms and tanh gates on both writes: no QK or VO term "
+               "over the probe rows alone"),
+    "git": ("BERT's post-LN layers (as bert's row) whose causal self-attention also reads the image encoder's "
+            "projected tokens; the row (names under git.encoder, head `output`) is not written yet"),
+    "phi4_multimodal": ("phi3's layers (qkv_proj, gate_up_proj) in a causal LM without text_config whose embedding "
+                        "holds the image and audio embedders (model.embed_tokens_extend) and their projections into "
+                        "the residual stream: a residual rewrite must rewrite those projections too, which the "
+                        "attacks do not model yet"),
+    "minimax_m3_vl_text": ("its sparse layers (layer_types minimax_m3_sparse) carry a lightning indexer (q_proj, "
+                           "k_proj with QK norms, reading the attention input) beside ordinary attention, where a "
+                           "row lists indexer readers only for latent attention; the rest (1 + w norms, per-head QK "
+                           "norms, partial RoPE, gpt_oss's clamped SwiGLU with gate and up not interleaved, sigmoid "
+                           "router with a choice-only bias, shared and dense FFNs) has rows' pieces"),
+    "mimo_v2_flash": ("sliding-window layers have twice the full-attention layers' key/value heads (and sinks only "
+                      "on those layers): needs per-layer head counts. Its value heads are narrower than its "
+                      "query/key heads (v_head_dim 128, head_dim 192); the VO term, per head X·Wv_hᵀ·Wo_hᵀ·Xᵀ, holds "
+                      "for any value head size once the layer sizes carry it"),
     **{t: _ENCODER for t in ("bert-generation", "big_bird", "camembert", "data2vec-text", "electra", "ernie",
                              "megatron-bert", "rembert", "roberta", "roberta-prelayernorm", "roc_bert", "roformer",
                              "xlm", "xlm-roberta", "xlm-roberta-xl", "xmod")},

@@ -105,6 +105,23 @@ CONFIGS = {
     # [expert, in, out] with interleaved gate/up, their biases, a router bias, a clamped SwiGLU
     "gpt_oss": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, intermediate_size=32, num_local_experts=4, num_experts_per_tok=2,
                     sliding_window=8, tie_word_embeddings=False),
+    # granite(moe) with sinks: multipliers away from 1, a sliding-window layer, layer 1 without RoPE and layer 2
+    # with another RoPE base; granitemoe_swa with a shared MLP
+    "granite_swa": dict(_LLAMA_LIKE, embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.4,
+                        logits_scaling=8.0, sliding_window=8,
+                        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                        layer_rope_theta=[10000.0, 0, 500000.0], tie_word_embeddings=False),
+    "granitemoe_swa": dict(_LLAMA_LIKE, intermediate_size=32, num_local_experts=4, num_experts_per_tok=2,
+                           shared_intermediate_size=48, embedding_multiplier=12.0, residual_multiplier=0.22,
+                           attention_multiplier=0.4, logits_scaling=8.0, sliding_window=8,
+                           layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                           layer_rope_theta=[10000.0, 0, 500000.0], tie_word_embeddings=False),
+    # sinks, per-head QK norms, RoPE on the sliding-window layers 0 and 2 only, sigmoid router, ungated shared
+    # expert, layer 1 dense
+    "flint": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, moe_intermediate_size=32, shared_expert_intermediate_size=48,
+                  num_experts=4, num_experts_per_tok=2, decoder_sparse_step=1, mlp_only_layers=[1], sliding_window=8,
+                  layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                  rms_norm_eps=_SMALL_EPS, tie_word_embeddings=False),
     # hybrids, 4 layers: attention on layers 0 and 2, the top layer not attention
     # gated delta-net between gated full-attention layers; routed experts + shared one, layer 2 dense
     "qwen3_next": dict(_LLAMA_LIKE, num_hidden_layers=4, head_dim=HEAD_DIM, moe_intermediate_size=32,
@@ -233,6 +250,8 @@ CONFIGS = {
     "olmo2": dict(_LLAMA_LIKE, num_key_value_heads=HEADS, tie_word_embeddings=False, rms_norm_eps=_SMALL_EPS),
     "stablelm": dict(_LLAMA_LIKE, partial_rotary_factor=0.25, use_qkv_bias=True, qk_layernorm=False,
                      use_parallel_residual=False, tie_word_embeddings=False),
+    # emu3's language model (llama's layers; its vocabulary holds the image tokens); its config wants an int pad id
+    "emu3_text_model": dict(_LLAMA_LIKE, pad_token_id=0, tie_word_embeddings=False),
     "internlm3": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, attention_bias=True, mlp_bias=True, tie_word_embeddings=False),
     "iquestcoder": dict(_LLAMA_LIKE, tie_word_embeddings=False),
     "cwm": dict(_LLAMA_LIKE, sliding_window=8, tie_word_embeddings=False),
@@ -354,12 +373,30 @@ MODEL_TYPE = {name: VARIANT_OF.get(name, name) for name in CONFIGS}
 
 
 def make_config(name: str, **overrides):
-    """The transformers config of tiny model `name` (a key of CONFIGS), float32."""
-    kwargs = dict(CONFIGS[name], initializer_range=0.05, bos_token_id=1, eos_token_id=2, pad_token_id=None)
+    """The transformers config of tiny model `name` (a key of CONFIGS), float32: its CONFIGS keywords over the
+    shared defaults (initializer range, bos/eos/pad ids), then `overrides`."""
+    kwargs = dict(dict(initializer_range=0.05, bos_token_id=1, eos_token_id=2, pad_token_id=None), **CONFIGS[name])
     kwargs.update(overrides)
     config = transformers.AutoConfig.for_model(MODEL_TYPE[name], **kwargs)
     config.dtype = torch.float32
     return config
+
+
+def model_class(name: str):
+    """The transformers class that loads tiny model `name` (or a checkpoint of that model_type) with
+    from_pretrained: an auto class, or Emu3ForCausalLM, whose text config (emu3_text_model) no auto class takes."""
+    if name == "bert":
+        return transformers.AutoModelForMaskedLM
+    if name == "emu3_text_model":
+        return transformers.Emu3ForCausalLM
+    return transformers.AutoModelForCausalLM
+
+
+def new_model(name: str, config):
+    """A randomly initialised float32 model of model_class(name) for transformers `config`."""
+    cls = model_class(name)
+    build = cls.from_config if cls.__name__.startswith("Auto") else cls._from_config
+    return build(config, dtype=torch.float32)
 
 
 def _is_norm(module) -> bool:
@@ -376,8 +413,7 @@ def build_model(name: str, seed: int = 0, **overrides):
     """
     config = make_config(name, **overrides)
     torch.manual_seed(seed)
-    auto = transformers.AutoModelForMaskedLM if name == "bert" else transformers.AutoModelForCausalLM
-    model = auto.from_config(config, dtype=torch.float32).eval()
+    model = new_model(name, config).eval()
     spec = arch_for_config(config.to_dict())
     plus_one = any(n.kind in PLUS_ONE_KINDS for n in spec.attn_norm + spec.ffn_norm + spec.final_norm)
     generator = torch.Generator().manual_seed(seed + 1000)
@@ -395,7 +431,7 @@ def build_model(name: str, seed: int = 0, **overrides):
                 tensor.copy_(0.1 * torch.randn(tensor.shape, generator=generator))
             if name.endswith("_proj_bias"):    # biases beside 3-D expert tensors (gpt-oss)
                 tensor.copy_(0.1 * torch.randn(tensor.shape, generator=generator))
-            if name.endswith("sinks"):    # attention sink logits (gpt-oss), large enough to matter
+            if name.endswith("sinks"):    # attention sink logits (gpt-oss, granite_swa, flint), large enough to matter
                 tensor.copy_(torch.randn(tensor.shape, generator=generator))
     return model
 

@@ -51,8 +51,7 @@ CASES = [case(arch, name) for arch in tiny_models.ARCHITECTURES
 
 
 def load_torch_model(path, arch):
-    auto = transformers.AutoModelForMaskedLM if arch == "bert" else transformers.AutoModelForCausalLM
-    return auto.from_pretrained(path, dtype=torch.float32).eval()
+    return tiny_models.model_class(arch).from_pretrained(path, dtype=torch.float32).eval()
 
 
 def sample_text(seed=0):
