@@ -1,7 +1,7 @@
 """The lineage evidence: whole-depth layer maps of every zoo pair, the null panel, and the "Lineage" section.
 
     python scripts/lineage_evidence.py             # after scripts/experiments.py has built the zoo and its terms
-    python scripts/lineage_evidence.py --build     # first build (or reuse) the lineage models and their terms
+    python scripts/lineage_evidence.py --build     # first build (or reuse) llama-A's lineage models and their terms
 
 Reads the models and whole-depth terms cached by scripts/experiments.py (every layer, the scale's
 token count, cut to huref.lineage.LINEAGE_TOKENS here: the selection is a hash ranking, so the
@@ -28,7 +28,7 @@ import experiments as ex
 import zoo_similarity as zs
 
 from huref.errors import HurefError
-from huref.invariants import DEFAULT_LAYERS, load_terms
+from huref.invariants import DEFAULT_LAYERS, Terms, load_terms
 from huref.lineage import (LINEAGE_TOKENS, align_layers, cross_depth_terms, layer_map, lineage_image,
                            lineage_statistic, term_maps)
 from huref.sources import load_model
@@ -41,7 +41,8 @@ MAPPED = (("llama-A", "llama-A/cpt-heavy"), ("llama-A", "llama-A/depth-pruned"),
           ("llama-A", "llama-A-sib"), ("llama-A", "llama-A/sft"), ("llama-A", "llama-A/width-pruned"),
           ("llama-A", "llama-A/moe-upcycled"), ("llama-A", "llama-A/ft-python"), ("llama-A", "llama-A/merge-linear"),
           ("llama-A", "llama-A/merge-slerp"), ("llama-A", "llama-A/merge-ties"), ("llama-A", "llama-A-student"))
-CROSS_DONORS = ("llama-A", "llama-A-twin", "llama-A-student", "llama-B", "llama-C")
+CROSS_DONORS = ("llama-A", "llama-A-twin", "llama-A-student", "llama-B")
+CROSS_TOKENS = 256  # cross terms are computed afresh for every (donor, host): fewer tokens keep that short
 CROSS_MAPPED = (("llama-A-twin", "llama-A/frankenmerge"), ("llama-A", "llama-A/frankenmerge"))
 
 
@@ -60,17 +61,26 @@ def label(a: dict, b: dict) -> str:
     return "unrelated"
 
 
-def pair_rows(entries: list[dict], root: Path, n_tokens: int) -> list[dict]:
-    """One row per comparable pair (a before b in `entries`): names, label, old ICS, map, alignment, statistic."""
-    terms = {e["name"]: zs.first_tokens(load_terms(ex.terms_path(root, e)), n_tokens) for e in entries}
-    full = {e["name"]: load_terms(ex.terms_path(root, e)) for e in entries}
+def cached_terms(entries: list[dict], root: Path, n_tokens: int) -> dict:
+    """{name: whole-depth terms on the first n_tokens tokens} from the cache, copied out so that no model's
+    whole terms stay in memory."""
+    terms = {}
+    for e in entries:
+        first = zs.first_tokens(load_terms(ex.terms_path(root, e)), n_tokens)
+        terms[e["name"]] = Terms(first.values.clone(), first.layers, first.tokens, first.meta)
+    return terms
+
+
+def pair_rows(entries: list[dict], terms: dict) -> list[dict]:
+    """One row per comparable pair (a before b in `entries`): names, label, map, alignment, statistic and the
+    old ICS (the last DEFAULT_LAYERS layers, on the same tokens). terms: as `cached_terms` returns them."""
     rows = []
     for i, a in enumerate(entries):
         for b in entries[i + 1:]:
             try:
                 maps = term_maps(terms[a["name"]], terms[b["name"]])
-                table, _ = zs.cosine_table(zs.last_layers(full[a["name"]], DEFAULT_LAYERS),
-                                           zs.last_layers(full[b["name"]], DEFAULT_LAYERS))
+                table, _ = zs.cosine_table(zs.last_layers(terms[a["name"]], DEFAULT_LAYERS),
+                                           zs.last_layers(terms[b["name"]], DEFAULT_LAYERS))
             except HurefError:  # too few common probe tokens (BERT WordPiece against byte-level BPE)
                 continue
             similarity = maps.mean(0)
@@ -82,12 +92,14 @@ def pair_rows(entries: list[dict], root: Path, n_tokens: int) -> list[dict]:
     return rows
 
 
-def cross_rows(entries: list[dict], root: Path, n_tokens: int) -> list[dict]:
-    """One row per (donor in CROSS_DONORS, host of the same hidden size): the map [donor layers, host layers]
-    of the donor's cross terms on the host's rows against the host's own terms, its alignment (host's
-    layers onto the donor's), statistic and label (as `label(donor, host)`)."""
+def cross_rows(entries: list[dict], terms: dict, n_tokens: int) -> list[dict]:
+    """One row per (donor in CROSS_DONORS, host of the same hidden size: a donor or a model of llama-A's
+    families): the map [donor layers, host layers] of the donor's cross terms on the host's rows against
+    the host's own terms, its alignment (host's layers onto the donor's), statistic and label (as
+    `label(donor, host)`). terms: {name: whole-depth terms}, as `cached_terms` returns them."""
     models = {e["name"]: load_model(str(e["dir"])) for e in entries
-              if json.loads((Path(e["dir"]) / "config.json").read_text()).get("model_type") in ("llama", "mixtral")}
+              if (e["name"] in CROSS_DONORS or e["family"].startswith("llama-A"))
+              and json.loads((Path(e["dir"]) / "config.json").read_text()).get("model_type") in ("llama", "mixtral")}
     donors = [e for e in entries if e["name"] in CROSS_DONORS]
     rows = []
     for donor in donors:
@@ -95,8 +107,8 @@ def cross_rows(entries: list[dict], root: Path, n_tokens: int) -> list[dict]:
             if (host is donor or host["name"] not in models
                     or models[host["name"]].dims.hidden != models[donor["name"]].dims.hidden):
                 continue
-            own = zs.first_tokens(load_terms(ex.terms_path(root, host)), n_tokens)
-            similarity = layer_map(cross_depth_terms(models[donor["name"]], models[host["name"]], n_tokens), own)
+            similarity = layer_map(cross_depth_terms(models[donor["name"]], models[host["name"]], n_tokens),
+                                   terms[host["name"]])
             path = align_layers(similarity)
             rows.append(dict(a=donor["name"], b=host["name"], label=label(donor, host), map=similarity.tolist(),
                              alignment=path, statistic=lineage_statistic(similarity, path)))
@@ -175,7 +187,8 @@ def section(rows, panel, metrics, entries, figures_rel) -> str:
     """The markdown of the "Lineage" section."""
     out = ["## Lineage", "",
            f"*Written by `python scripts/lineage_evidence.py` from the zoo cache ({len(entries)} models, "
-           f"{len(rows)} comparable pairs; whole depth, {LINEAGE_TOKENS} probe tokens).*", "",
+           f"{len(rows)} comparable pairs; whole depth, {LINEAGE_TOKENS} probe tokens; the old two-layer ICS on the "
+           "same tokens).*", "",
            "Limits of this run: only the models in the cache are compared (llama-B/C's cpt+vocab, lora and "
            "rotated copies were not rebuilt in time); the panel is fitted in-sample on tiny models; the only real "
            "weights are MiniLM and its fine-tune; the 7B speed target is estimated from flop counts, not measured "
@@ -202,7 +215,7 @@ def section(rows, panel, metrics, entries, figures_rel) -> str:
             "all others, hard negatives included):", "",
             "| score | AUC | TPR at 1% FPR | margin (lowest positive − highest negative) | pairs (+/−) |",
             "|---|---|---|---|---|",
-            f"| old ICS, last two layers | {old['auc']:.3f} | {old['tpr_at_1pct_fpr']:.3f} | {old['margin']:.3f} | "
+            f"| old ICS, last two layers (same tokens) | {old['auc']:.3f} | {old['tpr_at_1pct_fpr']:.3f} | {old['margin']:.3f} | "
             f"{old['n_pos']}/{old['n_neg']} |",
             f"| lineage statistic, whole depth | {new['auc']:.3f} | {new['tpr_at_1pct_fpr']:.3f} | "
             f"{new['margin']:.3f} | {new['n_pos']}/{new['n_neg']} |", ""]
@@ -252,12 +265,13 @@ def section(rows, panel, metrics, entries, figures_rel) -> str:
 
 def cross_section(crosses, cross_panel, metric, figures_rel) -> str:
     """The markdown of the cross-terms part of the "Lineage" section."""
-    out = ["### Cross terms: a frankenmerge's second parent", "",
+    out = ["", "### Cross terms: a frankenmerge's second parent", "",
            "The maps above read every layer through the model's own embedding rows, so the layers a frankenmerge "
            "took from a second parent (llama-A-twin's layers 2-3 on llama-A's embeddings) trace to nothing. Cross "
            "terms (`huref.lineage.cross_depth_terms`) read a candidate donor's layers on the host's embedding rows "
            "instead; a layer pasted without a rewrite computes exactly that in the host. For each of "
-           + ", ".join(CROSS_DONORS) + " as donor and every other model of its hidden size as host, the map "
+           + ", ".join(CROSS_DONORS) + " as donor and every other model of its hidden size as host (llama-A's families and the donors), "
+           f"the map on {CROSS_TOKENS} probe tokens "
            "[donor's layers, host's layers] of the cross terms against the host's own terms, aligned as above "
            f"(same penalties), and its statistic; null: the {cross_panel['n']} unrelated (donor, host) pairs, mean "
            f"{cross_panel['mean']:.4f}, std {cross_panel['std']:.4f}.", "",
@@ -271,7 +285,10 @@ def cross_section(crosses, cross_panel, metric, figures_rel) -> str:
     for r in shown:
         out.append(f"| {r['a']} | {r['b']} | {r['statistic']:.3f} | {r['z']:.1f} | {r['p_value']:.2g} | "
                    f"{r['verdict']} | {_fmt_path(r['alignment'])} |")
-    out += ["", "(The last rows: the strongest unrelated donor-host pairs.) Cross terms need the donor's and the "
+    missed = [r for r in crosses if r["label"] == "same-base" and r["verdict"] != "same-base"]
+    out += ["", "(The last rows: the strongest unrelated donor-host pairs.) Same-base pairs the cross statistic "
+            "misses: " + ("; ".join(f"{r['a']} on {r['b']} ({r['statistic']:.3f}, {r['verdict']})" for r in missed)
+                          or "none") + " (an attacked copy's residual stream is rotated). Cross terms need the donor's and the "
             "host's hidden sizes to match and hold only while the host's embedding rows and the donor's layers share "
             "one residual basis. Any function-preserving rewrite of either side's basis defeats them: a rotation, "
             "permutation or per-channel rescaling (with the norms folded) of the donor as compared (e.g. published "
@@ -301,7 +318,8 @@ def run(root: Path, scale: dict, out: Path, panel_path: Path, log=print) -> dict
     for e in entries:
         info = Path(e["dir"]) / "info.json"
         e["info"] = json.loads(info.read_text()) if info.exists() else {}
-    rows = pair_rows(entries, root, LINEAGE_TOKENS)
+    terms = cached_terms(entries, root, LINEAGE_TOKENS)
+    rows = pair_rows(entries, terms)
     log(f"{len(rows)} pairs")
     null = [r for r in rows if r["label"] == "unrelated"]
     panel = dict(panel_summary([r["statistic"] for r in null]), statistic="huref.lineage.lineage_statistic",
@@ -310,7 +328,7 @@ def run(root: Path, scale: dict, out: Path, panel_path: Path, log=print) -> dict
     panel_path.write_text(json.dumps(panel, indent=1) + "\n")
     for r in rows:
         r.update(verdict_from_statistic(r["statistic"], panel))
-    crosses = cross_rows(entries, root, LINEAGE_TOKENS)
+    crosses = cross_rows(entries, {name: zs.first_tokens(t, CROSS_TOKENS) for name, t in terms.items()}, CROSS_TOKENS)
     cross_panel = panel_summary([r["statistic"] for r in crosses if r["label"] == "unrelated"])
     for r in crosses:
         r.update(verdict_from_statistic(r["statistic"], cross_panel))
@@ -349,13 +367,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "docs")
     parser.add_argument("--panel", type=Path, default=NULL_PANEL_FILE, help="where the null panel JSON goes")
     parser.add_argument("--build", action="store_true",
-                        help="first build the zoo's models that are missing and their whole-depth terms")
+                        help="first build the lineage models (llama-A's families: its offspring, twin, sibling and "
+                             "student) that are missing, and their whole-depth terms; the rest of the zoo comes "
+                             "from scripts/experiments.py")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
+    torch.set_num_threads(1)
     root = Path(os.environ.get("HUREF_EXPERIMENTS_CACHE", "/work/cache/experiments")) / args.scale
     scale = ex.SCALES[args.scale]
     if args.build:
-        entries = ex.zoo_entries(root) + ex.lineage_entries(root, scale)
+        entries = [e for e in ex.zoo_entries(root) + ex.lineage_entries(root, scale) if e["family"].startswith("llama-A")]
         ex.build(entries, scale, args.workers, print)
         ex.all_terms(entries, root, scale, args.workers, print)
     print(json.dumps(run(root, scale, args.out, args.panel), indent=1))
