@@ -348,7 +348,7 @@ def run(root: Path, scale: dict, out: Path, panel_path: Path, log=print) -> dict
     for a, b in CROSS_MAPPED:
         if (a, b) in by_cross:
             r = by_cross[(a, b)]
-            lineage_image(torch.tensor(r["map"]), r["alignment"], (f"{a} (cross, on {b}'s rows)", b)).save(
+            lineage_image(torch.tensor(r["map"]), r["alignment"], (f"{a} (cross terms)", b)).save(
                 figures / f"lineage_cross_{a.replace('/', '.')}__{b.replace('/', '.')}.png")
     keys = ("a", "b", "label", "statistic", "z", "p_value", "verdict", "alignment", "map")
     (figures / "lineage.json").write_text(json.dumps(
