@@ -304,12 +304,15 @@ def invariant_terms(
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
     progress: Callable[[str], None] | None = None,
+    rows_from=None,
 ) -> Terms:
     """Compute the invariant terms of `model` (a `huref.sources.Model`).
 
     Returns `Terms` with values [L, 3, n, n] (float32, on the CPU) for the chosen layers (default:
     the last two) over n = min(n_tokens, usable vocabulary) selected tokens. `dtype=torch.float64`
     computes in double precision (a check mode). `progress(step)` is called as work proceeds.
+    `rows_from` (another `Model` of the same hidden size): cross terms, `model`'s layers read on the
+    embedding rows (and tokens) of `rows_from` instead of its own (see `huref.lineage.cross_depth_terms`).
     """
     if n_tokens < 2:
         raise HurefError("--tokens must be at least 2")
@@ -325,8 +328,11 @@ def invariant_terms(
     # attention and FFN writes vanish is an identity, which can be appended without changing the
     # model; skip it.
     candidates = wanted if layers else [i for i in range(n_layers - 1, -1, -1) if i in attention]
-    n_rows = model.embedding_shape()[0]
-    ids, keys = select_tokens(model.vocab, n_rows, n_tokens)
+    rows_model = rows_from or model
+    if rows_model.dims.hidden != model.dims.hidden:
+        raise HurefError(f"{rows_model.name} has hidden size {rows_model.dims.hidden}, {model.name} "
+                         f"{model.dims.hidden}: one's embedding rows cannot feed the other's layers")
+    ids, keys = select_tokens(rows_model.vocab, rows_model.embedding_shape()[0], n_tokens)
     if len(ids) < 2:
         raise HurefError(f"{model.name}: fewer than 2 usable tokens in the vocabulary")
     check_memory(len(wanted), len(ids), dtype)
@@ -337,7 +343,7 @@ def invariant_terms(
     values = torch.empty(len(wanted), 3, len(ids), len(ids))
     slot_order = sorted(range(len(wanted)), key=wanted.__getitem__)
     with torch.no_grad():
-        x = embedding_rows(model, ids).to(device=device, dtype=dtype)
+        x = embedding_rows(rows_model, ids).to(device=device, dtype=dtype)
         x_out = write_side_rows(x, model.arch.layer_norm)
         identity_scale = float(x_out.pow(2).sum(1).max())
         for i in candidates:
@@ -361,7 +367,7 @@ def invariant_terms(
         "model_type": model.config.get("model_type"),
         "n_layers": model.dims.n_layers,
         "hidden_size": model.dims.hidden,
-        "token_strategy": "string" if model.vocab is not None else "id",
+        "token_strategy": "string" if rows_model.vocab is not None else "id",
         "n_tokens": len(ids),
         "tool_version": huref.__version__,
         "dtype": str(dtype).replace("torch.", ""),
@@ -369,6 +375,8 @@ def invariant_terms(
         "skipped_inert_layers": skipped,
         "sha256": dict(sorted(model.reader.digests.items())),
     }
+    if rows_from is not None:
+        meta["rows_from"] = rows_from.label
     return Terms(values, chosen, keys, meta)
 
 

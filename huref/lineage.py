@@ -60,6 +60,28 @@ def whole_depth_terms(
                            dtype=dtype, progress=progress)
 
 
+def cross_depth_terms(
+    donor,
+    host,
+    n_tokens: int = LINEAGE_TOKENS,
+    stride: int = LINEAGE_STRIDE,
+    progress: Callable[[str], None] | None = None,
+) -> Terms:
+    """Cross terms: the whole-depth terms of `donor`'s layers read on `host`'s embedding rows and tokens
+    (both `huref.sources.Model`, same hidden size), [ceil(L_donor/stride), 3, n, n].
+
+    A layer pasted from the donor into the host without a rewrite (a frankenmerge) computes, in the
+    host, what the donor's layer computes on the host's rows, so its host terms match these cross terms
+    (`layer_map(host terms, cross terms)`), where the host's own terms of it no longer match the donor's.
+    Holds only while the host's rows and the donor's layers share one residual basis: any
+    function-preserving rewrite of either defeats it (a rotation, permutation or per-channel rescaling
+    of the donor as compared, of the whole merged model, or of the pasted layers alone), as does a
+    fitted alignment of the donor to the host. Between models whose bases are unrelated the residual
+    bases are unrelated, and the map stays at noise."""
+    return invariant_terms(donor, layers=list(depth_layers(donor, stride)), n_tokens=n_tokens, progress=progress,
+                           rows_from=host)
+
+
 def depth_layers(model, stride: int = LINEAGE_STRIDE) -> tuple[int, ...]:
     """The layers whole-depth terms read: every `stride`-th layer that carries the terms (every layer
     but a hybrid model's non-attention ones)."""

@@ -75,8 +75,15 @@ def lineage_entries(root: Path, scale: dict) -> list[dict]:
     llama-A-twin: llama-A's tokenizer and data, another seed (a hard negative); llama-A-sib: the same,
     another size (hidden 96, 6 layers, FFN 256; a sibling); offspring of llama-A: cpt-heavy (twice the
     base's steps at its learning rate on vim's help, with 256 new vim tokens), depth-pruned (layer 2
-    dropped, healed), upscaled (layers 1-2 duplicated SOLAR-style: 0 1 2 1 2 3, trained), and a
-    frankenmerge of llama-A's layers 0-1 with llama-A-twin's layers 2-3 (healed)."""
+    dropped, healed), upscaled (layers 1-2 duplicated SOLAR-style: 0 1 2 1 2 3, trained), a
+    frankenmerge of llama-A's layers 0-1 with llama-A-twin's layers 2-3 (healed), width-pruned
+    (Minitron-style to 3/4 of the hidden and FFN width, one query head per KV group, healed by
+    distillation), moe-upcycled (every FFN copied into 4 mixtral experts, top-2, random router,
+    trained), ft-python (a fine-tune on Python) and the linear, SLERP and TIES merges of it with
+    llama-A/sft. llama-A-student: llama-A's config and tokenizer, randomly initialised and trained
+    from scratch on llama-A's logits only (an independent model by its weights).
+    An entry with "builder" names the function of scripts/zoo.py that builds it from its spec plus
+    entry["params"]; "after": the model directories it needs first."""
     a, twin = root / "llama-A", root / "llama-A-twin"
     heal, steps = scale["child_steps"] // 2, scale["child_steps"]
     sib_size = dict(scale["size"], hidden=scale["size"]["hidden"] * 3 // 4, layers=6, ffn=scale["size"]["ffn"] * 3 // 4)
@@ -85,6 +92,13 @@ def lineage_entries(root: Path, scale: dict) -> list[dict]:
         return dict(name=f"llama-A/{kind}", family="llama-A", kind=kind, seed=101,
                     dir=root / f"llama-A.{kind}", parent=a, after=sorted({str(d) for d, _ in plan}),
                     plan=[[str(d), i] for d, i in plan], steps=steps, lr=lr, corpus=corpus, vocab=vocab)
+
+    sft, python_ft = root / "llama-A.sft", root / "llama-A.ft-python"
+
+    def built(kind, builder, seed=101, after=(), corpus="python", **params):
+        return dict(name=f"llama-A/{kind}", family="llama-A", kind=kind, seed=seed, dir=root / f"llama-A.{kind}",
+                    parent=a, after=[str(d) for d in after] or [str(a)], builder=builder, params=params,
+                    corpus=corpus)
 
     return [
         dict(name="llama-A-twin", family="llama-A-twin", kind="base", model_type="llama", seed=11, data_seed=1,
@@ -97,6 +111,15 @@ def lineage_entries(root: Path, scale: dict) -> list[dict]:
         derived("upscaled", [(a, 0), (a, 1), (a, 2), (a, 1), (a, 2), (a, 3)], steps, scale["child_lr"], "python"),
         dict(derived("frankenmerge", [(a, 0), (a, 1), (twin, 2), (twin, 3)], heal, scale["child_lr"], "python"),
              also_from="llama-A-twin"),
+        dict(name="llama-A-student", family="llama-A-student", kind="distilled", seed=21, dir=root / "llama-A-student",
+             parent=a, builder="distilled_student", corpus="python",
+             params=dict(steps=scale["base_steps"] * 3 // 7, lr=scale["lr"])),
+        built("width-pruned", "width_pruned_offspring", hidden=scale["size"]["hidden"] * 3 // 4,
+              ffn=scale["size"]["ffn"] * 3 // 4, steps=heal, lr=scale["child_lr"]),
+        built("moe-upcycled", "upcycled_offspring", experts=4, top_k=2, steps=heal, lr=scale["child_lr"]),
+        built("ft-python", "train_offspring", seed=102),
+        *[built(f"merge-{method}", "merged_offspring", after=[sft, python_ft], corpus="–", merge=method,
+                models=[str(sft), str(python_ft)]) for method in ("linear", "slerp", "ties")],
     ]
 
 
@@ -110,6 +133,8 @@ def job(entry: dict, scale: dict):
     """(function, spec) that builds `entry`."""
     spec = dict(name=entry["name"], out=str(entry["dir"]), seed=entry.get("seed", 0), scale=scale,
                 parent=str(entry["parent"]) if entry["parent"] else None, kind=entry["kind"])
+    if "builder" in entry:
+        return getattr(zoo, entry["builder"]), dict(spec, **entry["params"])
     if entry["kind"] == "base":
         return zoo.train_base, dict(spec, model_type=entry["model_type"], data_seed=entry.get("data_seed"),
                                     size=entry.get("size"))

@@ -67,9 +67,11 @@ def build_lm(model_type: str, vocab_size: int, size: dict, seed: int):
 
 
 def train(model, ids: torch.Tensor, steps: int, seed: int, lr: float, batch: int, context: int,
-          parameters=None, warmup: int = 50, log_every: int = 10) -> list[tuple[int, float]]:
+          parameters=None, warmup: int = 50, log_every: int = 10, teacher=None) -> list[tuple[int, float]]:
     """Train `model` in place on random `context`-token windows of `ids`; returns [(step, mean loss)]
-    averaged over each `log_every` steps. Only `parameters` (default: all) are updated."""
+    averaged over each `log_every` steps. Only `parameters` (default: all) are updated. With a
+    `teacher` (a causal LM over the same token ids) the loss is distillation, KL(teacher || model) of
+    the next-token distributions (temperature 1), and the curve logs it."""
     parameters = list(parameters if parameters is not None else model.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) * (
@@ -80,8 +82,15 @@ def train(model, ids: torch.Tensor, steps: int, seed: int, lr: float, batch: int
     for step in range(steps):
         starts = torch.randint(0, len(ids) - context - 1, (batch,), generator=generator)
         windows = torch.stack([ids[s: s + context + 1] for s in starts.tolist()])
-        loss = model(input_ids=windows[:, :-1], labels=windows[:, :-1].clone()).loss
-        # transformers shifts labels itself; windows[:, -1] is simply unused
+        if teacher is None:
+            loss = model(input_ids=windows[:, :-1], labels=windows[:, :-1].clone()).loss
+            # transformers shifts labels itself; windows[:, -1] is simply unused
+        else:
+            with torch.no_grad():
+                target = torch.log_softmax(teacher(input_ids=windows[:, :-1]).logits, -1)  # [batch, context, vocab]
+            student = torch.log_softmax(model(input_ids=windows[:, :-1]).logits, -1)
+            loss = torch.nn.functional.kl_div(student.flatten(0, 1), target.flatten(0, 1), log_target=True,
+                                              reduction="batchmean")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)

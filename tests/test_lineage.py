@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from huref.errors import HurefError
-from huref.lineage import align_layers, layer_map, lineage, lineage_image, lineage_statistic, term_maps, whole_depth_terms
+from huref.lineage import (align_layers, cross_depth_terms, layer_map, lineage, lineage_image, lineage_statistic,
+                           term_maps, whole_depth_terms)
 from huref.similarity import compare_terms
 from huref.sources import load_model
 from huref.statistics import null_panel, panel_summary, student_t_sf, verdict_from_statistic
@@ -93,16 +94,36 @@ def test_depth_changes_are_traced_to_their_layers(llama, llama_terms, tmp_path, 
     assert lineage(llama_terms, changed)["verdict"] == "same-base"
 
 
-def test_foreign_layers_are_traced_to_nothing(tiny_zoo, llama, llama_terms, tmp_path):
-    # layers 0 and 2 from the model, layer 1 from an independently initialised one (same vocabulary)
-    other = tiny_zoo("llama", seed=5)
-    checkpoint = attacks.read_checkpoint(llama)
-    donor = attacks.read_checkpoint(other)
+def frankenmerge(host, donor, target):
+    """`host`'s checkpoint with layer 1 replaced by `donor`'s (pasted as is), written to `target`."""
+    checkpoint = attacks.read_checkpoint(host)
+    pasted = attacks.read_checkpoint(donor)
     for name in list(checkpoint.tensors):
         if name.startswith("model.layers.1."):
-            checkpoint.tensors[name] = donor.tensors[name]
-    attacks.write_checkpoint(checkpoint, tmp_path / "franken")
-    assert align_layers(layer_map(llama_terms, terms_of(tmp_path / "franken"))) == [(0, 0), (None, 1), (2, 2)]
+            checkpoint.tensors[name] = pasted.tensors[name]
+    attacks.write_checkpoint(checkpoint, target)
+    return target
+
+
+def test_foreign_layers_are_traced_to_nothing(tiny_zoo, llama, llama_terms, tmp_path):
+    # layers 0 and 2 from the model, layer 1 from an independently initialised one (same vocabulary)
+    franken = frankenmerge(llama, tiny_zoo("llama", seed=5), tmp_path / "franken")
+    assert align_layers(layer_map(llama_terms, terms_of(franken))) == [(0, 0), (None, 1), (2, 2)]
+
+
+def test_cross_terms_trace_a_pasted_layer_to_its_donor_until_the_merge_is_rotated(tiny_zoo, llama, tmp_path):
+    donor_dir = tiny_zoo("llama", seed=5)
+    franken = frankenmerge(llama, donor_dir, tmp_path / "franken")
+    donor = load_model(str(donor_dir))
+    cross = cross_depth_terms(donor, load_model(str(franken)), n_tokens=N_TOKENS)
+    assert cross.meta["rows_from"] == load_model(str(franken)).label
+    similarity = layer_map(cross, terms_of(franken))  # [donor's layers, the merge's layers]
+    assert similarity[1, 1] > 0.999  # the pasted layer computes, in the merge, the donor's layer on the merge's rows
+    assert align_layers(similarity) == [(None, 0), (1, 1), (None, 2)]
+    # a rotation of the whole merge moves its embedding rows but not the donor's layers: the clue is gone
+    attacks.attack_directory(franken, tmp_path / "rotated", "rotation", seed=3)
+    rotated = load_model(str(tmp_path / "rotated"))
+    assert layer_map(cross_depth_terms(donor, rotated, n_tokens=N_TOKENS), terms_of(tmp_path / "rotated"))[1, 1] < 0.5
 
 
 def test_independent_initialisations_are_unrelated(tiny_zoo, llama_terms):
