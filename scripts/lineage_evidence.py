@@ -23,7 +23,7 @@ import experiments as ex
 import zoo_similarity as zs
 
 from huref.errors import HurefError
-from huref.invariants import DEFAULT_LAYERS, load_terms
+from huref.invariants import DEFAULT_LAYERS, Terms, load_terms
 from huref.lineage import LINEAGE_TOKENS, align_layers, lineage_image, lineage_statistic, term_maps
 from huref.statistics import (ALPHA_SAME_BASE, ALPHA_UNRELATED, NULL_PANEL_FILE, panel_summary,
                               verdict_from_statistic)
@@ -51,15 +51,19 @@ def label(a: dict, b: dict) -> str:
 
 def pair_rows(entries: list[dict], root: Path, n_tokens: int) -> list[dict]:
     """One row per comparable pair (a before b in `entries`): names, label, old ICS, map, alignment, statistic."""
-    terms = {e["name"]: zs.first_tokens(load_terms(ex.terms_path(root, e)), n_tokens) for e in entries}
-    full = {e["name"]: load_terms(ex.terms_path(root, e)) for e in entries}
+    terms, full = {}, {}  # per model: every layer at n_tokens; the last layers at every token (copies, so
+    for e in entries:      # one model's whole file is in memory at a time)
+        whole = load_terms(ex.terms_path(root, e))
+        first, last = zs.first_tokens(whole, n_tokens), zs.last_layers(whole, DEFAULT_LAYERS)
+        terms[e["name"]] = Terms(first.values.clone(), first.layers, first.tokens, first.meta)
+        full[e["name"]] = Terms(last.values.clone(), last.layers, last.tokens, last.meta)
+        del whole, first, last
     rows = []
     for i, a in enumerate(entries):
         for b in entries[i + 1:]:
             try:
                 maps = term_maps(terms[a["name"]], terms[b["name"]])
-                table, _ = zs.cosine_table(zs.last_layers(full[a["name"]], DEFAULT_LAYERS),
-                                           zs.last_layers(full[b["name"]], DEFAULT_LAYERS))
+                table, _ = zs.cosine_table(full[a["name"]], full[b["name"]])
             except HurefError:  # too few common probe tokens (BERT WordPiece against byte-level BPE)
                 continue
             similarity = maps.mean(0)
@@ -146,8 +150,8 @@ def section(rows, panel, metrics, entries, figures_rel) -> str:
            f"{len(rows)} comparable pairs; whole depth, {LINEAGE_TOKENS} probe tokens).*", "",
            "Limits of this run: only the models in the cache are compared (llama-B/C's cpt+vocab, lora and "
            "rotated copies were not rebuilt in time); the panel is fitted in-sample on tiny models; the only real "
-           "weights are MiniLM and its fine-tune; the 7B speed target is estimated from flop counts, not measured "
-           "(see [LINEAGE.md](LINEAGE.md)).", "",
+           "weights are MiniLM and its fine-tune; times on 7B-shaped checkpoints are in "
+           "[PERFORMANCE.md](PERFORMANCE.md).", "",
            "The zoo's derivations that change depth or drift far, and its hardest negatives, all around llama-A: "
            "`llama-A-twin` (llama-A's tokenizer and data, another seed), `llama-A-sib` (the same, another size: "
            "hidden 96, 6 layers, FFN 264), `llama-A/cpt-heavy` (continued pretraining on vim's help for twice the "
