@@ -39,12 +39,14 @@ def quiet_option(f):
     return click.option("--quiet", "-q", is_flag=True, help="No progress or notices on stderr.")(f)
 
 
-def settings_options(f=None, *, default_tokens: int | None = None, layer_choice: bool = True):
+def settings_options(f=None, *, whole_depth: bool = False):
     """The options every command that computes terms shares, collapsed into one `settings` argument
-    (a frozen huref.inputs.Settings). `lineage` reads every layer: no --layers, fewer tokens."""
+    (a frozen huref.inputs.Settings). `whole_depth` (lineage: every layer): no --layers, and
+    huref.lineage.LINEAGE_TOKENS tokens by default."""
     if f is None:
-        return functools.partial(settings_options, default_tokens=default_tokens, layer_choice=layer_choice)
+        return functools.partial(settings_options, whole_depth=whole_depth)
     from huref.invariants import DEFAULT_TOKENS
+    from huref.lineage import LINEAGE_TOKENS
 
     @functools.wraps(f)
     def command(n_tokens, revision, device, precision, quiet, layers=None, **kwargs):
@@ -57,9 +59,9 @@ def settings_options(f=None, *, default_tokens: int | None = None, layer_choice:
     layer_option = click.option("--layers", default=None, help="Comma-separated layer indices; negative count from "
                                 "the end. Default: the last two layers that write (attention layers in hybrids).")
     for option in reversed((
-        click.option("--tokens", "n_tokens", type=int, default=default_tokens or DEFAULT_TOKENS, show_default=True,
+        click.option("--tokens", "n_tokens", type=int, default=LINEAGE_TOKENS if whole_depth else DEFAULT_TOKENS, show_default=True,
                      help="Number of probe tokens (capped by the vocabulary)."),
-        *((layer_option,) if layer_choice else ()),
+        *(() if whole_depth else (layer_option,)),
         click.option("--revision", default=None, help="Hub revision (branch, tag or commit) for hub models."),
         click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
         click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
@@ -258,8 +260,9 @@ def lineage_token_count(subjects, settings, verdict_from: str) -> int | None:
     return min(LINEAGE_TOKENS, settings.n_tokens) if all_models and verdict_from == "lineage" else None
 
 
-def lineage_steps(subjects, settings, lineage_tokens, stride: int = 1) -> int:
-    """Progress steps of the whole-depth terms of two models (0 when not used)."""
+def lineage_steps(subjects, settings, lineage_tokens, stride: int | None = None) -> int:
+    """Progress steps of the whole-depth terms of two models (0 when not used); stride None: the
+    verdict's sample of layers."""
     from dataclasses import replace
 
     from huref.comparison import lineage_settings
@@ -276,13 +279,13 @@ def lineage_steps(subjects, settings, lineage_tokens, stride: int = 1) -> int:
 @click.option("-o", "--output", default=None, help="Also write the layer-by-layer map as an image (.png or .jpg).")
 @click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True,
               help="Read every STRIDE-th layer (faster; the null panel was calibrated at 1).")
-@settings_options(default_tokens=512, layer_choice=False)
+@settings_options(whole_depth=True)
 def lineage(a, b, as_json, output, stride, settings):
     """Which layers of model B come from which layers of model A, over the whole depth: the layer map,
     its alignment, and a calibrated verdict (statistic, z, p-value, false-positive rate)."""
     from huref.comparison import lineage_pair
     from huref.inputs import check_outputs
-    from huref.lineage import lineage_image
+    from huref.lineage import result_image
 
     run = Run("lineage", settings.quiet)
     if output:
@@ -295,10 +298,7 @@ def lineage(a, b, as_json, output, stride, settings):
     found = lineage_pair(*subjects, settings, stride, run.step)
     text = finite_json({"a": subjects[0].label, "b": subjects[1].label, **found})
     if output:
-        where_a = {layer: k for k, layer in enumerate(found["layers_a"])}
-        where_b = {layer: k for k, layer in enumerate(found["layers_b"])}
-        path = [(None if i is None else where_a[i], where_b[j]) for i, j in found["alignment"]]
-        picture = lineage_image(found["map"], path, (subjects[0].label, subjects[1].label))
+        picture = result_image(found, (subjects[0].label, subjects[1].label))
         write_all([(output, image_bytes(picture, output))])
     run.finish()
     click.echo(text if as_json else format_lineage(found, subjects[0].label, subjects[1].label))
@@ -491,10 +491,14 @@ def registry_files(directory) -> list[str]:
 @cli.command()
 @click.argument("specs", nargs=-1, required=True, metavar="A B [C ...]")
 @click.option("-o", "--output", required=True, help="Output HTML file.")
+@click.option("--verdict", "verdict_from", type=click.Choice(["lineage", "ics"]), default="lineage", show_default=True,
+              help="For pairs of models: lineage = the calibrated whole-depth statistic, with its layer map; "
+                   "ics = the two-layer ICS thresholds (faster). Files keep their thresholds.")
 @generator_options
 @settings_options
-def report(specs, output, generator, truncation, settings):
-    """HTML report of models, invariants files and fingerprints: dogs, score heatmap, per-term detail."""
+def report(specs, output, verdict_from, generator, truncation, settings):
+    """HTML report of models, invariants files and fingerprints: dogs, score heatmap, per-term detail,
+    lineage maps of model pairs."""
     from huref.inputs import check_outputs
     from huref.report import make_report
 
@@ -504,8 +508,10 @@ def report(specs, output, generator, truncation, settings):
     subjects, settings = open_all(list(specs), settings)
     check_outputs([output], subjects)
     dog_generator = load_dog_generator(generator, run)[0]
-    run.start(sum(s.steps(settings) for s in subjects) + 1)
-    page = make_report(subjects, dog_generator, settings, truncation, progress=run.step)
+    models = [s for s in subjects if s.kind == "model"]
+    lineage_tokens = lineage_token_count(models, settings, verdict_from) if len(models) >= 2 else None
+    run.start(sum(s.steps(settings) for s in subjects) + lineage_steps(models, settings, lineage_tokens) + 1)
+    page = make_report(subjects, dog_generator, settings, truncation, run.step, lineage_tokens)
     write_all([(output, page.encode())])
     run.finish()
     if not settings.quiet:

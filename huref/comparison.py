@@ -14,28 +14,38 @@ from typing import Callable
 from huref.errors import HurefError
 from huref.fingerprint import LATENT_THRESHOLD, compare_fingerprints
 from huref.inputs import Settings, Subject, check_comparable, settings_for
+from huref.readers import unhashed
 from huref.similarity import compare_terms, pcs, thresholds, verdict
 
 
-def lineage_settings(subject: Subject, settings: Settings, stride: int = 1) -> Settings:
-    """The settings of a model's whole-depth terms: every `stride`-th layer that carries terms."""
-    from huref.lineage import depth_layers
+def lineage_settings(subject: Subject, settings: Settings, stride: int | None = None) -> Settings:
+    """The settings of a model's whole-depth terms: every `stride`-th layer that carries terms
+    (None: the verdict's sample, `huref.lineage.verdict_stride`)."""
+    from huref.lineage import depth_layers, verdict_stride
 
-    return replace(settings, layers=depth_layers(subject.model, stride))
+    return replace(settings, layers=depth_layers(subject.model, stride or verdict_stride(subject.model)))
 
 
-def lineage_pair(a: Subject, b: Subject, settings: Settings, stride: int = 1, progress=None) -> dict:
+def lineage_terms(subject: Subject, settings: Settings, stride: int | None = None, progress=None):
+    """A model's whole-depth terms (`lineage_settings`), computed once per setting. They are never
+    written, so their reads skip the SHA-256 that names a written file's bytes."""
+    with unhashed(subject.model.reader):
+        return subject.terms(lineage_settings(subject, settings, stride), progress)
+
+
+def lineage_pair(a: Subject, b: Subject, settings: Settings, stride: int | None = None, progress=None) -> dict:
     """Whole-depth lineage of two models (`huref.lineage.lineage`): layer maps, which layers of B
-    come from which of A, the statistic, its z, p-value, false-positive rate and calibrated verdict."""
+    come from which of A, the statistic, its z, p-value, false-positive rate and calibrated verdict.
+    stride: every stride-th layer of each; None: each model's verdict sample (at most
+    huref.lineage.VERDICT_LAYERS evenly spaced layers), what compare, verify and report use."""
     from huref.lineage import lineage
 
     if a.kind != "model" or b.kind != "model":
         raise HurefError("lineage compares two models (it reads every layer)")
-    return lineage(a.terms(lineage_settings(a, settings, stride), progress),
-                   b.terms(lineage_settings(b, settings, stride), progress))
+    return lineage(lineage_terms(a, settings, stride, progress), lineage_terms(b, settings, stride, progress))
 
 
-LINEAGE_SUMMARY = ("statistic", "z", "p_value", "fpr", "verdict", "alignment")
+LINEAGE_SUMMARY = ("statistic", "z", "p_value", "fpr", "verdict", "alignment", "map", "layers_a", "layers_b")
 
 
 def compare_pair(a: Subject, b: Subject, settings: Settings, lineage_tokens: int | None = None,
@@ -44,7 +54,8 @@ def compare_pair(a: Subject, b: Subject, settings: Settings, lineage_tokens: int
 
     With terms on both sides: {"ics", "terms": {"qk", "vo", "ffn"}, "layers", "pcs", "verdict",
     "ics_verdict", "n_common_tokens", "a", "b"} and, for two models when `lineage_tokens` is given,
-    "lineage": {"statistic", "z", "p_value", "fpr", "verdict", "alignment"} whose calibrated verdict
+    "lineage": {"statistic", "z", "p_value", "fpr", "verdict", "alignment", "map", "layers_a",
+    "layers_b"} (as `huref.lineage.lineage` gives them) whose calibrated verdict
     is then "verdict" (else the ICS thresholds' is); with a fingerprint on either side: {"kind":
     "latent", "latent_cosine", "threshold", "verdict", "note", "a", "b"}. `progress` hears of the
     whole-depth terms computed for the lineage.

@@ -47,6 +47,7 @@ of a group are for VO.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -61,6 +62,7 @@ from huref.tokens import select_tokens
 TERM_NAMES = ("qk", "vo", "ffn")
 DEFAULT_TOKENS = 4096
 DEFAULT_LAYERS = 2  # the last two, as in the paper
+PREFETCH_ELEMENTS = 1 << 29  # ~1 GB of bfloat16: a bigger layer is not read ahead
 INERT_TOLERANCE = 1e-6  # a layer whose VO and FFN terms stay below this, relative to X_o·X_oᵀ, writes nothing
 
 
@@ -263,6 +265,16 @@ def layer_terms(layer: LayerWeights, x: torch.Tensor, x_out: torch.Tensor, out: 
     return out
 
 
+def prefetch(layer: LayerWeights) -> None:
+    """Ask the readers to start reading a layer's matrices while the current layer computes (the
+    disk works while the cores multiply); skipped for a layer over PREFETCH_ELEMENTS (a wide MoE
+    layer would only push the current one out of the page cache)."""
+    matrices = {(id(m.reader), m.name): m for m in layer.matrices()}.values()
+    if sum(math.prod(m.reader.shape(m.name)) for m in matrices) <= PREFETCH_ELEMENTS:
+        for m in matrices:
+            m.reader.prefetch(m.name)
+
+
 def memory_budget() -> int:
     """Bytes the terms may take: HUREF_MEMORY_GB (default 4) GiB."""
     import os
@@ -346,12 +358,18 @@ def invariant_terms(
         x = embedding_rows(rows_model, ids).to(device=device, dtype=dtype)
         x_out = write_side_rows(x, model.arch.layer_norm)
         identity_scale = float(x_out.pow(2).sum(1).max())
-        for i in candidates:
+        upcoming = None  # the next candidate's weights, its bytes already asked of the disk
+        for k, i in enumerate(candidates):
             if len(chosen) == len(wanted):
                 break
             say(f"layer {i}")
+            weights = upcoming if upcoming is not None and upcoming.index == i else layer_weights(model, i)
+            upcoming = None
+            if k + 1 < len(candidates) and len(chosen) + 1 < len(wanted):
+                upcoming = layer_weights(model, candidates[k + 1])
+                prefetch(upcoming)
             slot = slot_order.index(len(chosen)) if layers else len(wanted) - 1 - len(chosen)
-            terms = layer_terms(layer_weights(model, i), x, x_out, values[slot])
+            terms = layer_terms(weights, x, x_out, values[slot])
             if not layers and float(terms[1:].abs().max()) <= INERT_TOLERANCE * identity_scale:
                 skipped.append(i)
                 continue

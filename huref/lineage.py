@@ -18,14 +18,19 @@ pairs of layers that do not correspond, a null built into each map. The statisti
 against independently trained pairs in `huref.statistics`.
 
 Cost: one layer's terms take about n·d·(4d + 3·ffn) flops (d: hidden size, ffn: FFN width; less
-with grouped-query attention), so the whole depth costs L/2 times the default two-layer `compare`
-at the same n. LINEAGE_TOKENS = 512 keeps two 7B-shaped checkpoints (d 4096, ffn 11008, 32 layers)
-at 2·32·512·4096·49408 ≈ 6.6e12 flops, about two minutes at the 55 GFLOP/s the two-layer 4096-token
-terms reach on 2 cores; `stride` 2 halves it again.
+with grouped-query attention) plus one pass over the layer's weight bytes (read, bfloat16 -> float32,
+finite check; `huref.comparison.lineage_terms` skips the SHA-256: these terms are never written). At n = LINEAGE_TOKENS
+= 256 two 7B-shaped checkpoints (d 4096, ffn 11008, 32 layers) take 2·32·256·4096·49408 ≈ 3.3e12
+flops, and at that n the byte passes cost about as much as the matmuls (docs/PERFORMANCE.md). The
+null panel separates the zoo as well at 256 tokens as at 512 (docs/RESULTS.md). The verdict of
+compare, verify and report reads at most VERDICT_LAYERS evenly spaced layers of each model
+(`verdict_stride`; every layer of the zoo's models), so it costs a fraction of the two-layer
+4096-token comparison; `huref lineage` reads every layer (`stride` 1).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -35,8 +40,11 @@ from huref.invariants import TERM_NAMES, Terms, invariant_terms
 from huref.layers import term_layers
 from huref.similarity import common_tokens, standardize
 
-LINEAGE_TOKENS = 512
+LINEAGE_TOKENS = 256
 LINEAGE_STRIDE = 1
+# The lineage verdict of compare, verify and report reads at most this many evenly spaced layers of
+# each model (`verdict_stride`): every layer of the zoo's models, every 4th of a 32-layer model.
+VERDICT_LAYERS = 8
 # Alignment costs, in units of the map's cosine: a cell must beat CELL_THRESHOLD to be traced rather
 # than called foreign; leaving the diagonal (skip, repeat, jump back) costs the penalties below.
 CELL_THRESHOLD = 0.15
@@ -88,6 +96,12 @@ def depth_layers(model, stride: int = LINEAGE_STRIDE) -> tuple[int, ...]:
     if stride < 1:
         raise HurefError("--stride must be at least 1")
     return term_layers(model.config, model.arch, model.dims.n_layers)[::stride]
+
+
+def verdict_stride(model, max_layers: int = VERDICT_LAYERS) -> int:
+    """The stride at which whole-depth terms read at most `max_layers` of `model`'s layers (1 when it
+    has no more)."""
+    return max(1, math.ceil(len(depth_layers(model)) / max_layers))
 
 
 def _unit_rows(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -239,3 +253,12 @@ def lineage_image(similarity, alignment: list[tuple[int | None, int]], labels: t
     draw.text((4, top + (la - 1) * cell), f"layer {la - 1}", fill="black")
     draw.text((left, top + la * cell + 6), f"{vmin:g} .. {vmax:g}; red: aligned; grey bar: foreign", fill="black")
     return image
+
+
+def result_image(found: dict, labels: tuple[str, str] = ("A", "B")):
+    """`lineage_image` of a `lineage` result (or a compare report's "lineage"), whose alignment names
+    the models' own layers ("layers_a", "layers_b"): the PIL heatmap."""
+    where_a = {layer: k for k, layer in enumerate(found["layers_a"])}
+    where_b = {layer: k for k, layer in enumerate(found["layers_b"])}
+    path = [(None if i is None else where_a[i], where_b[j]) for i, j in found["alignment"]]
+    return lineage_image(found["map"], path, labels)

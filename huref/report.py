@@ -1,10 +1,11 @@
-"""The HTML report of several subjects: their dogs, the pairwise score matrix as a heatmap, and
-per-term detail. One self-contained file (pictures inlined as PNG data URIs, no script)."""
+"""The HTML report of several subjects: their dogs, the pairwise score matrix as a heatmap,
+per-term detail and, for pairs of models, the whole-depth lineage map behind their verdict. One self-contained file (pictures inlined as PNG data URIs, no script)."""
 
 from __future__ import annotations
 
 import base64
 import html
+from dataclasses import replace
 
 import huref
 from huref.comparison import score
@@ -34,8 +35,36 @@ def _score_cell(m: dict) -> str:
     if "error" in m:
         return f"<td class='note' title='{html.escape(m['error'])}'>n/a</td>"
     mark = " &#10003;" if m["derives"] else ""
-    return (f"<td style='background: {heat(m['score'])}' title='{m['kind']}'>"
-            f"{m['score']:+.3f}{mark}<br><span class='note'>{m['kind']}</span></td>")
+    how = f"{m['kind']}, lineage verdict" if m["decided_by"] == "lineage" else m["kind"]
+    return (f"<td style='background: {heat(m['score'])}' title='{how}'>"
+            f"{m['score']:+.3f}{mark}<br><span class='note'>{how}</span></td>")
+
+
+def _decision_cell(m: dict) -> str:
+    """What decided a pair: its threshold, or the calibrated lineage statistic of two models."""
+    if m["decided_by"] == "lineage":
+        found = m["detail"]["lineage"]
+        return f"<td>lineage z {found['z']:+.1f}, p {found['p_value']:.2g}</td>"
+    return f"<td>{m['threshold']:.2f}</td>"
+
+
+def _lineage_maps(names: list[str], matrix: dict) -> list[str]:
+    """The layer-map heatmap of each pair decided by lineage, as HTML."""
+    from huref.lineage import result_image
+
+    pairs = [(i, j, m) for (i, j), m in sorted(matrix.items()) if m.get("decided_by") == "lineage"]
+    if not pairs:
+        return []
+    out = ["<h2>Lineage maps</h2><p class='note'>Per pair of models: cosine of every layer of the first "
+           "(rows) against every layer of the second (columns); red: the layers traced to each other; grey "
+           "bar: a layer traced to none.</p><div class='dogs'>"]
+    for i, j, m in pairs:
+        png = png_bytes(result_image(m["detail"]["lineage"], (f"{i + 1}", f"{j + 1}")))
+        out.append(f"<div><img alt='lineage map of {i + 1} and {j + 1}' src='data:image/png;base64,"
+                   f"{base64.b64encode(png).decode()}'><br>{i + 1}. {names[i]} vs {j + 1}. {names[j]}: "
+                   f"{m['detail']['lineage']['verdict']}</div>")
+    out.append("</div>")
+    return out
 
 
 def build_report(subjects: list[Subject], pictures: list[bytes], matrix: dict) -> str:
@@ -61,9 +90,10 @@ def build_report(subjects: list[Subject], pictures: list[bytes], matrix: dict) -
             else:
                 out.append(_score_cell(matrix[(min(i, j), max(i, j))]))
         out.append("</tr>")
-    out.append("</table><p class='note'>&#10003;: at or above the threshold (same base); n/a: the pair could "
+    out.append("</table><p class='note'>&#10003;: same base (two models: by the calibrated whole-depth "
+               "lineage statistic; otherwise the score at or above its threshold); n/a: the pair could "
                "not be compared (the reason is in the detail table).</p>")
-    out.append("<h2>Per-term detail</h2><table><tr><th>pair</th><th>score</th><th>threshold</th><th>verdict</th>"
+    out.append("<h2>Per-term detail</h2><table><tr><th>pair</th><th>score</th><th>decided by</th><th>verdict</th>"
                "<th>qk</th><th>vo</th><th>ffn</th><th>per layer</th><th>common tokens</th></tr>")
     for (i, j), m in sorted(matrix.items()):
         pair = f"<th class='name'>{i + 1} vs {j + 1}</th>"
@@ -78,19 +108,22 @@ def build_report(subjects: list[Subject], pictures: list[bytes], matrix: dict) -
         else:
             extra = f"<td colspan='5' class='note'>{html.escape(detail['note'])}</td>"
         out.append(f"<tr>{pair}<td style='background: {heat(m['score'])}'>{m['kind']} {m['score']:+.4f}</td>"
-                   f"<td>{m['threshold']:.2f}</td><td>{detail['verdict']}</td>{extra}</tr>")
-    out.append("</table></body></html>\n")
+                   f"{_decision_cell(m)}<td>{detail['verdict']}</td>{extra}</tr>")
+    out.append("</table>")
+    out += _lineage_maps(names, matrix)
+    out.append("</body></html>\n")
     return "\n".join(out)
 
 
-def score_all(subjects: list[Subject], settings: Settings) -> dict:
+def score_all(subjects: list[Subject], settings: Settings, lineage_tokens: int | None = None) -> dict:
     """Every pair's score() result, or {"error": message} for a pair that cannot be compared; at
-    most two subjects' terms are in memory at a time."""
+    most two subjects' terms are in memory at a time. With `lineage_tokens`, a pair of models is
+    judged by the calibrated lineage verdict (as `compare` does); files keep their thresholds."""
     matrix = {}
     for i in range(len(subjects)):
         for j in range(i + 1, len(subjects)):
             try:
-                matrix[(i, j)] = score(subjects[i], subjects[j], settings)
+                matrix[(i, j)] = score(subjects[i], subjects[j], settings, lineage_tokens=lineage_tokens)
             except HurefError as e:
                 matrix[(i, j)] = {"error": str(e)}
             subjects[j].forget()
@@ -99,20 +132,28 @@ def score_all(subjects: list[Subject], settings: Settings) -> dict:
 
 
 def make_report(subjects: list[Subject], generator, settings: Settings, truncation: float = DEFAULT_TRUNCATION,
-                progress=None) -> str:
+                progress=None, lineage_tokens: int | None = None) -> str:
     """Score every pair and render every dog (subjects opened and matched by the caller); the HTML.
+    With `lineage_tokens`, pairs of models are judged by the lineage verdict and their layer maps shown.
 
-    Each model's terms are computed once, encoded, and spilled to a private temporary folder
-    (removed at the end), so memory holds two subjects' terms at a time whatever their number."""
+    Each model's terms (and whole-depth terms) are computed once, encoded, and spilled to a private
+    temporary folder (removed at the end), so memory holds two subjects' terms at a time whatever
+    their number."""
     import tempfile
 
+    from huref.comparison import lineage_settings, lineage_terms
+
+    whole_depth = replace(settings, n_tokens=lineage_tokens) if lineage_tokens else None
     with tempfile.TemporaryDirectory(prefix="huref-report-") as scratch:
         for i, subject in enumerate(subjects):
             if subject.has_terms:
                 subject.terms(settings, progress)
                 subject.record(settings)  # the latent, kept: it is small
                 subject.spill(settings, f"{scratch}/{i}.safetensors")
-        matrix = score_all(subjects, settings)
+            if whole_depth and subject.kind == "model":
+                lineage_terms(subject, whole_depth, progress=progress)
+                subject.spill(lineage_settings(subject, whole_depth), f"{scratch}/{i}-depth.safetensors")
+        matrix = score_all(subjects, settings, lineage_tokens)
     if progress:
         progress("rendering")
     pictures = [png_bytes(render(s.latent(settings), generator, truncation)) for s in subjects]

@@ -3,6 +3,7 @@
     python scripts/bench.py build                 # once: synthetic checkpoints in the cache (--cache)
     python scripts/bench.py measure --label final # time huref (and the transformers baseline) -> results/final.json
     python scripts/bench.py report --label final  # docs/PERFORMANCE.md from that results file
+    python scripts/bench.py pair                  # lineage and compare of two 7B-shaped models -> results/pair.json
 
 The checkpoints hold random bfloat16 weights in sharded safetensors with a complete
 model.safetensors.index.json and a tokenizer.json of 32000 distinct strings. 7B is complete; for
@@ -257,6 +258,36 @@ def _moe_section(results: dict) -> list[str]:
     lines += ["", "Reproduce: `python scripts/bench.py moe --experts 4,12 --tokens 1024` (add `--device cuda`), then",
               "`python scripts/bench.py report`."]
     return lines
+
+
+# --- two 7B-shaped models: lineage and compare -------------------------------------------------
+
+PAIR_COMMANDS = {
+    "huref lineage": ["lineage"],
+    "huref compare --verdict ics": ["compare", "--verdict", "ics"],
+    "huref compare (default verdict)": ["compare"],
+}
+
+
+def pair_measure(cache: Path, results: Path, runs: int, extra: list[str] = ()) -> dict:
+    """Time each PAIR_COMMANDS entry on the 7B-shaped checkpoint against itself (two subjects: both
+    sides are read and computed), with a matmul-rate sample before each run (the floor the load
+    leaves); append to `results` (JSON) and print each run."""
+    directory = build("7b", cache)
+    found = json.loads(results.read_text()) if results.exists() else {"machine": machine(), "runs": []}
+    for _ in range(runs):
+        for name, args in PAIR_COMMANDS.items():
+            gflops = matmul_gflops()
+            command = [sys.executable, "-c", "from huref.cli import main; main()", args[0], str(directory),
+                       str(directory), "-q", *args[1:], *extra]
+            run = timed(command)
+            run.update(command=name, extra=list(extra), matmul_gflops_before=round(gflops, 1),
+                       commit=subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                             text=True, cwd=REPO).stdout.strip())
+            found["runs"].append(run)
+            results.write_text(json.dumps(found, indent=1))
+            print(json.dumps(run), flush=True)
+    return found
 
 
 # --- the floors: bytes to read, flops to do, what the machine sustains ---------------------------
@@ -785,6 +816,11 @@ def main() -> None:
     p.add_argument("--experts", default="4,12", help="routed expert counts, one checkpoint each")
     p.add_argument("--tokens", type=int, default=N_TOKENS)
     p.add_argument("--device", default="cpu")
+    p = sub.add_parser("pair", help="time lineage and compare of the 7B-shaped checkpoint against itself")
+    p.add_argument("--runs", type=int, default=1)
+    p.add_argument("--results", type=Path, default=None, help="JSON to append to (default: results/pair.json "
+                                                               "in the cache)")
+    p.add_argument("extra", nargs="*", help="more arguments for every command (after --)")
     p = sub.add_parser("report", help="write docs/PERFORMANCE.md from results/LABEL.json")
     p.add_argument("--label", default="latest")
     p.add_argument("--output", type=Path, default=REPO / "docs" / "PERFORMANCE.md")
@@ -798,6 +834,8 @@ def main() -> None:
                       args.runs_large))
     elif args.command == "moe":
         moe_measure(args.cache, [int(e) for e in args.experts.split(",")], args.tokens, args.device)
+    elif args.command == "pair":
+        pair_measure(args.cache, args.results or args.cache / "results" / "pair.json", args.runs, args.extra)
     elif args.command == "baseline":
         baseline(args.directory, args.dtype, args.output)
     elif args.command == "breakdown":

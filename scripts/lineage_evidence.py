@@ -191,8 +191,8 @@ def section(rows, panel, metrics, entries, figures_rel) -> str:
            "same tokens).*", "",
            "Limits of this run: only the models in the cache are compared (llama-B/C's cpt+vocab, lora and "
            "rotated copies were not rebuilt in time); the panel is fitted in-sample on tiny models; the only real "
-           "weights are MiniLM and its fine-tune; the 7B speed target is estimated from flop counts, not measured "
-           "(see [LINEAGE.md](LINEAGE.md)).", "",
+           "weights are MiniLM and its fine-tune; times on 7B-shaped checkpoints are in "
+           "[PERFORMANCE.md](PERFORMANCE.md).", "",
            "The zoo's derivations that change depth or drift far, and its hardest negatives, all around llama-A: "
            "`llama-A-twin` (llama-A's tokenizer and data, another seed), `llama-A-sib` (the same, another size: "
            "hidden 96, 6 layers, FFN 264), `llama-A/cpt-heavy` (continued pretraining on vim's help for twice the "

@@ -11,7 +11,8 @@ from safetensors.torch import load_file, save_file
 
 from huref.errors import HurefError
 from huref.invariants import invariant_terms, load_terms
-from huref.readers.safetensors import SafetensorsReader
+from huref.readers import unhashed
+from huref.readers.safetensors import SafetensorsReader, bfloat16_to_float32
 from huref.similarity import compare_terms
 from huref.sources import load_model
 from huref.tokens import select_tokens
@@ -35,6 +36,24 @@ def test_safetensors_reader_matches_the_reference_loader(tmp_path):
     assert torch.equal(reader.read("a", rows=rows), reference["a"][rows])
     assert torch.equal(reader.read("b", rows=slice(2, 9)), reference["b"].reshape(12, 6)[2:9].float())
     assert set(reader.digests) == {"a", "b", "c"}
+
+
+def test_bfloat16_conversion_is_torchs_for_every_bit_pattern():
+    patterns = np.arange(1 << 16, dtype=np.uint16)  # every bfloat16: zeros, subnormals, inf, NaN payloads
+    ours = bfloat16_to_float32(patterns.view(np.uint8))
+    reference = torch.from_numpy(patterns.view(np.int16)).view(torch.bfloat16).float()
+    assert torch.equal(ours.view(torch.int32), reference.view(torch.int32))
+
+
+def test_unhashed_reads_fold_nothing_and_hashing_resumes_after(tmp_path):
+    save_file({"a": torch.randn(4, 3), "b": torch.randn(2, 2)}, tmp_path / "x.safetensors")
+    reader = SafetensorsReader(str(tmp_path / "x.safetensors"))
+    reader.prefetch("a")  # a hint only: the read below sees the same bytes
+    with unhashed(reader):
+        read = reader.read("a")
+    assert reader.digests == {} and torch.equal(read, load_file(tmp_path / "x.safetensors")["a"])
+    reader.read("b")
+    assert set(reader.digests) == {"b"}
 
 
 def test_sharded_and_bin_checkpoints_give_the_same_terms(llama, tmp_path):

@@ -19,6 +19,7 @@ from huref import cli
 from huref.fingerprint import (LATENT_THRESHOLD, check_opening, commitment_digest, load_fingerprint, opening_path,
                                save_opening)
 from huref.invariants import Terms, invariant_terms, load_terms, save_terms
+from huref.lineage import lineage, whole_depth_terms
 from huref.similarity import compare_terms, thresholds
 from huref.sources import load_model
 
@@ -221,13 +222,22 @@ def test_report_holds_dogs_matrix_and_terms(published, tmp_path, huref_cli):
     parser = Tags()
     parser.feed(text)
     images = [attrs["src"] for tag, attrs in parser.tags if tag == "img"]
-    assert len(images) == 3 and all(src.startswith("data:image/png;base64,") for src in images)
+    # three dogs, then the lineage map of the one pair of models
+    assert len(images) == 4 and all(src.startswith("data:image/png;base64,") for src in images)
     import base64
 
     assert base64.b64decode(images[0].split(",", 1)[1]) == published["base"]["png"].read_bytes()
     ics = compare_terms(invariant_terms(load_model("demo:base")), invariant_terms(load_model("demo:offspring")))
     assert f"{ics['ics']:+.4f}" in text and f"{ics['terms']['ffn']:+.3f}" in text
     assert text.count("<tr>") == 1 + 3 + 1 + 3  # matrix header + rows, detail header + 3 pairs
+    # the model pair is decided by the calibrated lineage statistic, computed here another way
+    found = lineage(*(whole_depth_terms(load_model(f"demo:{name}")) for name in ("base", "offspring")))
+    assert found["verdict"] == "same-base" and f"lineage z {found['z']:+.1f}" in text
+    assert text.count("lineage z") == 1 and "lineage verdict" in text.split("<h2>Per-term")[0]
+    code, _, err = huref_cli("report", "demo:base", "demo:offspring", "-o", str(page), "--verdict", "ics", "-q")
+    assert code == 0, err
+    text = page.read_text()
+    assert "lineage z" not in text and "Lineage maps" not in text and text.count("data:image/png") == 2
 
 
 ATTACKED_ARCHITECTURES = ("llama", "gpt2", "qwen2_moe")

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from huref.errors import HurefError
-from huref.lineage import (align_layers, cross_depth_terms, layer_map, lineage, lineage_image, lineage_statistic,
-                           term_maps, whole_depth_terms)
+from huref.lineage import (align_layers, cross_depth_terms, depth_layers, layer_map, lineage, lineage_image,
+                           lineage_statistic, term_maps, verdict_stride, whole_depth_terms)
 from huref.similarity import compare_terms
 from huref.sources import load_model
 from huref.statistics import null_panel, panel_summary, student_t_sf, verdict_from_statistic
@@ -68,6 +68,13 @@ def test_whole_depth_terms_cover_every_layer_and_match_the_two_layer_engine(llam
     cells = layer_map(llama_terms, other)
     engine = compare_terms(llama_terms, other)["layers"]
     assert torch.allclose(cells.diagonal(), torch.tensor(engine, dtype=torch.float64), atol=1e-5)
+
+
+def test_the_verdict_reads_a_bounded_even_sample_of_layers(llama):
+    model = load_model(str(llama))  # 3 layers
+    assert verdict_stride(model) == 1  # shallow models: every layer, as the null panel was built
+    assert verdict_stride(model, max_layers=2) == 2 and depth_layers(model, verdict_stride(model, 2)) == (0, 2)
+    assert verdict_stride(model, max_layers=1) == 3 and depth_layers(model, 3) == (0,)
 
 
 def test_function_preserving_rewrites_give_the_identity_alignment(llama, llama_terms, tmp_path):

@@ -88,7 +88,8 @@ def test_every_fingerprint_command_works_from_another_folder(installed):
     done = run([huref, "report", "demo:base", "demo:independent", "fp.json", "-o", "r.html", "-q"], work, env)
     assert done.returncode == 0, done.stderr
     page = (work / "r.html").read_text()
-    assert page.count("data:image/png;base64,") == 3 and "fp.json" in page
+    # three dogs and the lineage map of the one pair of models
+    assert page.count("data:image/png;base64,") == 4 and "fp.json" in page and "Lineage maps" in page
 
 
 def test_a_broken_installation_is_exit_3_naming_what_is_missing(installed):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from contextlib import contextmanager
 from typing import Sequence
 
 import torch
@@ -27,6 +28,7 @@ class TensorReader:
 
     def __init__(self) -> None:
         self.digests: dict[str, str] = {}
+        self.hashing = True  # False (`unhashed`): reads fold nothing into `digests`
 
     def names(self) -> list[str]:
         raise NotImplementedError
@@ -43,22 +45,40 @@ class TensorReader:
     def read(self, name: str, rows: Sequence[int] | slice | None = None) -> torch.Tensor:
         """Return tensor `name` (or the given rows of its 2-D view) as float32, checked finite.
 
-        The SHA-256 of the bytes read is folded into `self.digests[name]`.
+        The SHA-256 of the bytes read is folded into `self.digests[name]` (unless `hashing` is off).
         """
         if not self.has(name):
             raise HurefError(f"tensor '{name}' is missing from the checkpoint")
         tensor, raw = self._read(name, rows)
-        digest = hashlib.sha256(self.digests.get(name, "").encode())
-        digest.update(raw)
-        self.digests[name] = digest.hexdigest()
+        if self.hashing:
+            digest = hashlib.sha256(self.digests.get(name, "").encode())
+            digest.update(raw)
+            self.digests[name] = digest.hexdigest()
         tensor = tensor.to(torch.float32)
         low, high = torch.aminmax(tensor) if tensor.numel() else (tensor.new_zeros(()), tensor.new_zeros(()))
         if not (torch.isfinite(low) and torch.isfinite(high)):  # NaN or inf shows up in min or max
             raise HurefError(f"tensor '{name}' holds NaN or infinite values")
         return tensor
 
+    def prefetch(self, name: str) -> None:
+        """Hint that tensor `name` will be read soon (a no-op where the format has no cheap way)."""
+
     def close(self) -> None:
         """Release open files (a no-op for readers that hold none)."""
+
+
+@contextmanager
+def unhashed(*readers: TensorReader):
+    """Within the block, reads of these readers skip the SHA-256: for terms that are never written
+    (whole-depth lineage terms), whose metadata names no bytes."""
+    before = [r.hashing for r in readers]
+    for r in readers:
+        r.hashing = False
+    try:
+        yield
+    finally:
+        for r, was in zip(readers, before):
+            r.hashing = was
 
 
 def open_regular(path: str, buffering: int = -1):

@@ -44,6 +44,9 @@ class ShardedReader(TensorReader):
     def _read(self, name: str, rows: Sequence[int] | slice | None):
         return self._shard(name)._read(name, rows)
 
+    def prefetch(self, name: str) -> None:
+        self._shard(name).prefetch(name)
+
     def close(self) -> None:
         for shard in self.shards.values():
             shard.close()
