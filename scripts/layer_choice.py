@@ -27,12 +27,12 @@ import zoo_similarity as zs
 
 from huref.encoder import load_encoder, pool_terms, standardize_latent
 from huref.errors import HurefError
-from huref.invariants import DEFAULT_LAYERS, default_layer_order, load_terms
+from huref.invariants import DEFAULT_LAYERS, Terms, default_layer_order, load_terms
 from huref.similarity import common_tokens
 
 REPO = Path(__file__).resolve().parent.parent
 MAX_TOKENS = 2304  # every llama of the zoo whole (2048, cpt-heavy 2304); MiniLM's 4096 cut (memory)
-ICS_TOKENS = 1024  # the ICS tables' probe tokens (the latents use every cached token): time and memory
+ICS_TOKENS = 512  # the ICS tables' probe tokens, as the lineage pass's (the latents use every cached token)
 OUT = REPO / "docs" / "results" / "layer_choice.json"
 
 
@@ -43,8 +43,9 @@ def centre_pair(n: int) -> list[int]:
 
 
 def quantiles(n: int, fractions) -> list[int]:
-    """round(f * (n - 1)) for each fraction, duplicates dropped (shallow depths)."""
-    return sorted({round(f * (n - 1)) for f in fractions})
+    """round(f * (n - 1)) for each fraction (a layer may repeat on a shallow depth, so every depth
+    gets as many layers)."""
+    return [round(f * (n - 1)) for f in fractions]
 
 
 RULES = {
@@ -54,7 +55,6 @@ RULES = {
     "shipped default": lambda n: sorted(default_layer_order(list(range(n)))[:DEFAULT_LAYERS]),
     "middle and last": lambda n: [centre_pair(n)[0], n - 1],
     "first and middle": lambda n: [0, centre_pair(n)[1]],
-    "all but the last": lambda n: list(range(n - 1)),
     "every layer (at 4 depth quantiles)": lambda n: quantiles(n, (0, 1 / 3, 2 / 3, 1)),
     "the middle half (2 quantiles: 1/3, 2/3)": lambda n: quantiles(n, (1 / 3, 2 / 3)),
 }
@@ -104,7 +104,8 @@ def measure(root: Path, log=print) -> dict:
         t = zs.first_tokens(load_terms(ex.terms_path(root, e)), MAX_TOKENS)
         depth[e["name"]] = len(t.layers)
         pooled[e["name"]] = pool_terms(t.values, t.tokens)  # [L, 3, GRID, GRID]
-        terms[e["name"]] = zs.first_tokens(t, ICS_TOKENS)
+        short = zs.first_tokens(t, ICS_TOKENS)
+        terms[e["name"]] = Terms(short.values.clone(), short.layers, short.tokens, short.meta)  # frees the rest
         log(f"read {e['name']} ({len(t.layers)} layers, {len(t.tokens)} tokens)")
         del t
     cache = {}
@@ -118,7 +119,14 @@ def measure(root: Path, log=print) -> dict:
             pairs.append(dict(a=a["name"], b=b["name"], label=label, table=table))
         log(f"pairs of {a['name']} done")
     log(f"{len(pairs)} pairs")
-    results = {}
+    results, latents = {}, {}
+
+    def latent_of(name, layers):
+        key = (name, tuple(layers))
+        if key not in latents:
+            latents[key] = latent(pooled[name], layers, encoder)
+        return latents[key]
+
     for rule_name, rule in RULES.items():
         rows = []
         for p in pairs:
@@ -126,8 +134,7 @@ def measure(root: Path, log=print) -> dict:
             if len(la) != len(lb):
                 raise SystemExit(f"{rule_name}: {p['a']} and {p['b']} get different layer counts")
             ics = float(torch.stack([p["table"][i, j] for i, j in zip(la, lb)]).mean())
-            cos = float(F.cosine_similarity(latent(pooled[p["a"]], la, encoder), latent(pooled[p["b"]], lb, encoder),
-                                            dim=0))
+            cos = float(F.cosine_similarity(latent_of(p["a"], la), latent_of(p["b"], lb), dim=0))
             rows.append(dict(a=p["a"], b=p["b"], label=p["label"], ics=ics, latent_cosine=cos))
         scored = [r for r in rows if r["label"] != "partial"]
         pos = lambda k: [r[k] for r in scored if r["label"] == "same-base"]
@@ -178,7 +185,7 @@ REAL_MODELS = {"smollm2": REAL / "hf" / "smollm2",
 REAL_PAIRS = [("smollm2", "smollm2-pruned (layers 10-14 of 30 removed)", "same-base"),
               ("smollm2", "gemma3.gguf", "unrelated"), ("smollm2", "minilm", "unrelated"),
               ("gemma3.gguf", "minilm", "unrelated")]
-REAL_RULES = ["last two (paper)", "two middle", "the middle half (2 quantiles: 1/3, 2/3)"]  # 2 CPU cores
+REAL_RULES = ["last two (paper)", "two middle", "the middle half (2 quantiles: 1/3, 2/3)"]  # time on 2 CPU cores
 
 
 def real_measure(n_tokens: int, log=print) -> list[dict]:
@@ -238,7 +245,7 @@ WATCHED = (("llama-A", "llama-A/cpt-heavy"), ("llama-A", "llama-A-twin"), ("llam
 
 def section(results: dict) -> str:
     """The markdown of the "Which layers" section of docs/RESULTS.md."""
-    zoo, cal = results["zoo"], results["calibration"]
+    zoo, cal = results["zoo"], results.get("calibration")
     n_pos, n_neg = zoo["two middle"]["ics"]["n_pos"], zoo["two middle"]["ics"]["n_neg"]
     out = ["## Which layers", "",
            f"*Written by `python scripts/layer_choice.py` from the whole-depth terms of the lineage zoo "
@@ -264,16 +271,30 @@ def section(results: dict) -> str:
         by = {(p["a"], p["b"]): p for p in r["pairs"]}
         out.append(f"| {name} | " + " | ".join(f"{by[w]['ics']:.3f} / {by[w]['latent_cosine']:.3f}" if w in by else "–"
                                                for w in WATCHED) + " |")
-    t = cal["thresholds"]
-    errors = cal["errors"]
-    out += ["", f"Verdict thresholds on the default layers (the engine's ICS over every cached token, "
+    if cal is None:
+        out += ["", "Verdict thresholds on the default layers: not recalibrated in this run (huref/data/thresholds.json "
+                "keeps its values)."]
+    else:
+        t, errors = cal["thresholds"], cal["errors"]
+        out += ["", f"Verdict thresholds on the default layers (the engine's ICS over every cached token, "
             f"`calibration.choose_thresholds`, {len(cal['pairs'])} pairs): lowest same-base ICS "
             f"{t['lowest_same_base']:.3f}, highest unrelated {t['highest_unrelated']:.3f}, so same-base at ≥ "
             f"{t['same_base']}, unrelated at ≤ {t['unrelated']} (huref/data/thresholds.json). Verdicts: same-base pairs → "
             + ", ".join(f"{v} {n}" for v, n in errors["same-base"].items()) + "; unrelated pairs → "
             + ", ".join(f"{v} {n}" for v, n in errors["unrelated"].items()) + "."]
+    out += ["", "Choice: the two middle layers. Every rule that leaves out the last layers separates the zoo's ICS "
+            "perfectly; among them the middle pair keeps the twin and the sibling furthest from llama-A's dog (the hard "
+            "negatives this change is for; real siblings measured in the issue: ICS 0.03 on two middle layers, 0.29 on "
+            "the last two), at the cost of the thinnest ICS margin. The first two layers separate with the widest margins "
+            "and are the only rule that keeps cpt-heavy's latent above 0.5, but they lift the sibling's latent to about "
+            "0.4: early layers carry the token statistics that any model trained on the same tokenizer and text shares. "
+            "No rule keeps cpt-heavy's dog and keeps its base's twin and sibling apart; the whole-depth lineage verdict "
+            "remains the judge for such pairs. Limit of any depth-relative rule: a model whose depth was changed without "
+            "healing is read at other layers than its base (the real pruned copy below)."]
     if results.get("real"):
-        out += ["", "Real weights (`--real`; SmolLM2-135M-Instruct, its copies, Gemma-3-270M, all-MiniLM-L6-v2):", "",
+        out += ["", f"Real weights (`--real`, {results.get('real_tokens', 2048)} probe tokens; SmolLM2-135M-Instruct "
+                "against a copy with layers 10-14 removed and not healed, Gemma-3-270M Q4_K_M and all-MiniLM-L6-v2; "
+                "SmolLM2 against its Q4_1 GGUF gave 1.000 / 1.000 under every rule in an earlier run):", "",
                 "| A | B | rule | layers A / B | ICS | latent cosine |", "|---|---|---|---|---|---|"]
         out += [f"| {r['a']} | {r['b']} | {r['rule']} | {r['layers_a']} / {r['layers_b']} | {r['ics']:.3f} | "
                 f"{r['latent_cosine']:.3f} |" for r in results["real"]]
