@@ -57,7 +57,8 @@ def settings_options(f=None, *, whole_depth: bool = False):
         return f(settings=settings, **kwargs)
 
     layer_option = click.option("--layers", default=None, help="Comma-separated layer indices; negative count from "
-                                "the end. Default: the last two layers that write (attention layers in hybrids).")
+                                "the end. Default: the two middle layers that write (attention layers in hybrids); "
+                                "-2,-1 is the paper's choice, the last two.")
     for option in reversed((
         click.option("--tokens", "n_tokens", type=int, default=LINEAGE_TOKENS if whole_depth else DEFAULT_TOKENS, show_default=True,
                      help="Number of probe tokens (capped by the vocabulary)."),

@@ -9,7 +9,7 @@ opened, and every setting checked, before any expensive work starts.
 `Settings` is the frozen set of options every command shares (built once by the CLI's shared
 option set). `settings_for(subjects, settings)` is the one rule for the other side: a model scored
 against a file is computed with the file's token count, and with its layers (counted from the
-end) when they were chosen explicitly; two files must have been made alike.
+end) unless the current default rule chose them (`MadeWith`); two files must have been made alike.
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ from typing import Callable
 import torch
 
 from huref.errors import HurefError
-from huref.invariants import (DEFAULT_LAYERS, DEFAULT_TOKENS, Terms, invariant_terms, load_terms, resolve_layers,
-                              terms_header)
+from huref.invariants import (DEFAULT_LAYERS, DEFAULT_RULE, DEFAULT_TOKENS, Terms, invariant_terms, load_terms,
+                              resolve_layers, terms_header)
 from huref.similarity import MIN_COMMON_TOKENS
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Options shared by every command. layers: None for the default rule (the last two layers
-    that write), else indices, negative from the end."""
+    """Options shared by every command. layers: None for the default rule (the two middle layers
+    that write, `huref.invariants.default_layer_order`), else indices, negative from the end."""
 
     n_tokens: int = DEFAULT_TOKENS
     layers: tuple[int, ...] | None = None
@@ -59,20 +59,27 @@ class Settings:
 
 @dataclass(frozen=True)
 class MadeWith:
-    """How a file's terms or latent were made: token count, and the layers counted from the end
-    when chosen explicitly (None: the default rule)."""
+    """How a file's terms or latent were made: token count, and the layers (counted from the end
+    when the depth is known) unless they came from this version's default rule (None).
+
+    A file whose layer_choice is not DEFAULT_RULE ("given", or "default": the last two, the rule of
+    huref before the middle layers) is matched by its own layers, so it is never taken for one made
+    by the current rule."""
 
     n_tokens: int
     layers: tuple[int, ...] | None
 
     @staticmethod
     def of(n_tokens, layers, layer_choice, n_layers) -> "MadeWith":
-        if layer_choice == "given" and isinstance(n_layers, int):
-            return MadeWith(int(n_tokens), tuple(i - n_layers for i in layers))
-        return MadeWith(int(n_tokens), None)
+        if layer_choice == DEFAULT_RULE:
+            return MadeWith(int(n_tokens), None)
+        return MadeWith(int(n_tokens), tuple(i - n_layers if isinstance(n_layers, int) else i for i in layers))
 
     def describe(self) -> str:
-        where = "the default layers" if self.layers is None else f"layers {list(self.layers)} from the end"
+        if self.layers is None:
+            where = "the default layers (the middle two)"
+        else:
+            where = f"layers {list(self.layers)}" + (" from the end" if all(i < 0 for i in self.layers) else "")
         return f"{self.n_tokens} tokens and {where}"
 
 
@@ -222,8 +229,8 @@ def open_subject(spec: str, settings: Settings | None = None) -> Subject:
 
 
 def settings_for(subjects: list[Subject], settings: Settings) -> Settings:
-    """The settings models are computed with: the first file's token count and explicit layers
-    when there is a file among the subjects, else `settings`. Refuses, before any work, models that
+    """The settings models are computed with: the first file's token count and its layers (unless
+    the current default rule chose them) when there is a file among the subjects, else `settings`. Refuses, before any work, models that
     lack the layers asked for."""
     files = [s for s in subjects if s.kind != "model"]
     if files:

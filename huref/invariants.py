@@ -31,9 +31,15 @@ N_kva(X_a·Wkv_aᵀ's latent columns), k_pe = the rotary key columns shared by e
 qk = Σ_h C_q·Wq_nope_hᵀ·Wk_h·C_kvᵀ + (C_q·Wq_pe_hᵀ)·k_peᵀ and vo = Σ_h C_kv·Wv_hᵀ·Wo_hᵀ·X_oᵀ
 (docs/INVARIANTS.md has the derivation and the rewrites they survive).
 
+Default layers (`default_layer_order`): the two middle layers that write, counted over the attention
+layers. The paper reads the last two; measured on the zoo and real pairs (docs/RESULTS.md, "Which
+layers"), the top layers of independently trained models with one tokenizer and corpus converge
+(twins and siblings look related there) and are the ones heavy continued pretraining moves most,
+while the middle layers keep a base's identity. `--layers -2,-1` is the paper's setting.
+
 Hybrid models (qwen3_next, qwen3_5, jamba, minimax): only attention layers (`huref.layers.term_layers`)
 carry the terms; a gated delta-net, Mamba or lightning-attention layer has no QK or VO term, so the
-default layers are the last attention layers that write, and another kind of layer asked for is
+default layers are the middle attention layers that write, and another kind of layer asked for is
 refused. nemotron_h's layers are single blocks: attention block i takes the FFN term of the first
 MLP/MoE block after it (`huref.layers.ffn_layer`). minimax carries each input norm's output on the
 residual path, so a write side is the sublayer's own input rows (X_o = X_a for VO, X_f for FFN).
@@ -61,7 +67,8 @@ from huref.tokens import select_tokens
 
 TERM_NAMES = ("qk", "vo", "ffn")
 DEFAULT_TOKENS = 4096
-DEFAULT_LAYERS = 2  # the last two, as in the paper
+DEFAULT_LAYERS = 2  # how many layers the default rule reads (`default_layer_order`)
+DEFAULT_RULE = "middle"  # meta["layer_choice"] of terms made by the default rule
 PREFETCH_ELEMENTS = 1 << 29  # ~1 GB of bfloat16: a bigger layer is not read ahead
 INERT_TOLERANCE = 1e-6  # a layer whose VO and FFN terms stay below this, relative to X_o·X_oᵀ, writes nothing
 
@@ -297,9 +304,20 @@ def check_memory(n_layers: int, n: int, dtype: torch.dtype) -> None:
                          "HUREF_MEMORY_GB)")
 
 
+def default_layer_order(attention: list[int]) -> list[int]:
+    """The default rule: attention layer indices (ascending) in the order they are taken, the first
+    DEFAULT_LAYERS of them that write to the residual stream being read: from the middle of the
+    attention layers outwards, the deeper of two equally near first (so the two middle layers, the
+    deeper middle pair on an odd count; why: docs/RESULTS.md "Which layers")."""
+    centre = (len(attention) - 1) / 2
+    ranked = sorted(range(len(attention)), key=lambda p: (abs(p - centre), -p))
+    return [attention[p] for p in ranked]
+
+
 def resolve_layers(n_layers: int, layers: list[int] | None) -> list[int]:
-    """Absolute layer indices: default the last two; negative indices count from the end."""
-    chosen = layers if layers else list(range(-min(DEFAULT_LAYERS, n_layers), 0))
+    """Absolute layer indices: default the rule's first DEFAULT_LAYERS over all n_layers (before
+    attention-only and inert layers are passed over); negative indices count from the end."""
+    chosen = layers if layers else sorted(default_layer_order(list(range(n_layers)))[:DEFAULT_LAYERS])
     resolved = []
     for i in chosen:
         j = i + n_layers if i < 0 else i
@@ -320,8 +338,8 @@ def invariant_terms(
 ) -> Terms:
     """Compute the invariant terms of `model` (a `huref.sources.Model`).
 
-    Returns `Terms` with values [L, 3, n, n] (float32, on the CPU) for the chosen layers (default:
-    the last two) over n = min(n_tokens, usable vocabulary) selected tokens. `dtype=torch.float64`
+    Returns `Terms` with values [L, 3, n, n] (float32, on the CPU) for the chosen layers in ascending
+    order (default: `default_layer_order`'s first DEFAULT_LAYERS that write) over n = min(n_tokens, usable vocabulary) selected tokens. `dtype=torch.float64`
     computes in double precision (a check mode). `progress(step)` is called as work proceeds.
     `rows_from` (another `Model` of the same hidden size): cross terms, `model`'s layers read on the
     embedding rows (and tokens) of `rows_from` instead of its own (see `huref.lineage.cross_depth_terms`).
@@ -336,10 +354,10 @@ def invariant_terms(
     if refused:
         raise HurefError(f"{model.name}: layer {refused[0]} is not an attention layer (its token mixer carries no "
                          f"QK or VO term); attention layers: {', '.join(map(str, attention))}")
-    # Default layers: the last attention layers that write to the residual stream. A layer whose
-    # attention and FFN writes vanish is an identity, which can be appended without changing the
+    # Default layers: the rule's attention layers that write to the residual stream. A layer whose
+    # attention and FFN writes vanish is an identity, which can be inserted without changing the
     # model; skip it.
-    candidates = wanted if layers else [i for i in range(n_layers - 1, -1, -1) if i in attention]
+    candidates = wanted if layers else default_layer_order(list(attention))
     rows_model = rows_from or model
     if rows_model.dims.hidden != model.dims.hidden:
         raise HurefError(f"{rows_model.name} has hidden size {rows_model.dims.hidden}, {model.name} "
@@ -351,7 +369,8 @@ def invariant_terms(
     say = progress or (lambda step: None)
     say("reading embedding rows")
     chosen, skipped = [], []
-    # kept terms, filled in place: slots in layer order (the default walk goes down from the top)
+    # kept terms, filled in place: given layers straight into their slots in layer order; the default
+    # walk's in the order found, sorted at the end
     values = torch.empty(len(wanted), 3, len(ids), len(ids))
     slot_order = sorted(range(len(wanted)), key=wanted.__getitem__)
     with torch.no_grad():
@@ -368,7 +387,7 @@ def invariant_terms(
             if k + 1 < len(candidates) and len(chosen) + 1 < len(wanted):
                 upcoming = layer_weights(model, candidates[k + 1])
                 prefetch(upcoming)
-            slot = slot_order.index(len(chosen)) if layers else len(wanted) - 1 - len(chosen)
+            slot = slot_order.index(len(chosen)) if layers else len(chosen)
             terms = layer_terms(weights, x, x_out, values[slot])
             if not layers and float(terms[1:].abs().max()) <= INERT_TOLERANCE * identity_scale:
                 skipped.append(i)
@@ -379,6 +398,9 @@ def invariant_terms(
                                  "trained model's)")
     if len(chosen) < len(wanted):
         raise HurefError(f"{model.name}: fewer than {len(wanted)} layers write to the residual stream")
+    if not layers and chosen != sorted(chosen):
+        values = values[sorted(range(len(chosen)), key=chosen.__getitem__)]  # [L, 3, n, n] by layer; the
+        # copy fits the budget's working set, freed by now (check_memory)
     chosen = sorted(chosen)
     meta = {
         "model": model.label,
@@ -389,7 +411,7 @@ def invariant_terms(
         "n_tokens": len(ids),
         "tool_version": huref.__version__,
         "dtype": str(dtype).replace("torch.", ""),
-        "layer_choice": "given" if layers else "default",
+        "layer_choice": "given" if layers else DEFAULT_RULE,
         "skipped_inert_layers": skipped,
         "sha256": dict(sorted(model.reader.digests.items())),
     }

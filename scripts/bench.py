@@ -7,7 +7,7 @@
 
 The checkpoints hold random bfloat16 weights in sharded safetensors with a complete
 model.safetensors.index.json and a tokenizer.json of 32000 distinct strings. 7B is complete; for
-13B and 70B only the shards that huref reads (embedding, last two layers) exist, as after a
+13B and 70B only the shards that huref reads (embedding, the default layers) exist, as after a
 partial hub download. Wall time and peak resident memory come from wait4() on the child process
 (ru_maxrss, what /usr/bin/time -v reports); the machine's load average is recorded next to each.
 """
@@ -32,7 +32,7 @@ import torch
 
 from huref.architectures import arch_for_config
 from huref.files import cache_dir, write_atomically
-from huref.invariants import DEFAULT_LAYERS as N_LAYERS_READ
+from huref.invariants import DEFAULT_LAYERS as N_LAYERS_READ, resolve_layers
 from huref.invariants import DEFAULT_TOKENS as N_TOKENS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -84,9 +84,9 @@ def shard_plan(tensors: list[tuple[str, list[int]]]) -> list[list[tuple[str, lis
 
 
 def needed(name: str, n_layers: int) -> bool:
-    """Whether huref reads this tensor at default settings: the embedding and the last two layers."""
-    last = {layer_prefix(i) for i in range(n_layers - N_LAYERS_READ, n_layers)}
-    return name == LLAMA.base_prefix + LLAMA.embed or any(name.startswith(p) for p in last)
+    """Whether huref reads this tensor at default settings: the embedding and the default layers."""
+    read = {layer_prefix(i) for i in resolve_layers(n_layers, None)}
+    return name == LLAMA.base_prefix + LLAMA.embed or any(name.startswith(p) for p in read)
 
 
 def tensor_data(name: str, shape: list[int]):
@@ -293,7 +293,7 @@ def pair_measure(cache: Path, results: Path, runs: int, extra: list[str] = ()) -
 # --- the floors: bytes to read, flops to do, what the machine sustains ---------------------------
 
 def floor_counts(size: str, n: int = N_TOKENS) -> dict:
-    """Bytes huref must read and the matmul flops of the cheapest evaluation order, for the last two
+    """Bytes huref must read and the matmul flops of the cheapest evaluation order, for two
     layers over n tokens (Llama: no norms on Q/K or on the writes, so query heads can be summed per
     key/value head on the weights before projecting)."""
     s = SHAPES[size]
@@ -635,7 +635,7 @@ def _gpu_section(gpu: dict) -> list[str]:
              f"(max |difference| / max |term|), with the same tokens, layers and tensor hashes; "
              f"`huref invariants --device cuda` exited {gpu['cli_rc']}."]
     if "7b_cuda_wall_s_1" in gpu:
-        lines.append(f"On a 7B-shaped checkpoint (embedding + last two layers, bf16) there, `invariant_terms` took "
+        lines.append(f"On a 7B-shaped checkpoint (embedding + two layers, bf16) there, `invariant_terms` took "
                      f"{gpu['7b_cuda_wall_s_1']:.1f} s on the GPU (warm page cache; {gpu['7b_cuda_wall_s_0']:.1f} s "
                      f"the first time) against {gpu['7b_cpu_wall_s']:.1f} s on its {gpu['7b_cpu_threads']} CPU threads, "
                      f"agreeing to {gpu['7b_rel_diff']:.1e}: on a GPU the matmuls are nearly free and reading, hashing "
@@ -667,7 +667,7 @@ def report(results: dict, cache: Path) -> str:
         "",
         "## Results",
         "",
-        f"Defaults: last {N_LAYERS_READ} layers, {N_TOKENS} probe tokens, float32 arithmetic, CPU. Wall time and peak resident",
+        f"Defaults: the {N_LAYERS_READ} middle layers, {N_TOKENS} probe tokens, float32 arithmetic, CPU. Wall time and peak resident",
         "memory (ru_maxrss, as `/usr/bin/time -v` reports it) are medians over the warm runs (checkpoint",
         "bytes in the page cache); *cold* is the first run, after the checkpoint's files were evicted from",
         "the page cache.",

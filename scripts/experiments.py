@@ -31,7 +31,7 @@ import zoo
 import zoo_similarity as zs
 
 from huref.errors import HurefError
-from huref.invariants import DEFAULT_LAYERS, invariant_terms, load_terms, save_terms
+from huref.invariants import invariant_terms, load_terms, save_terms
 from huref.similarity import pcs
 from huref.sources import load_model
 
@@ -220,7 +220,7 @@ def pair_tables(entries, root: Path, log) -> dict:
             except HurefError:  # too few probe tokens in common (e.g. a BERT WordPiece and a tiny BPE)
                 table, n_common = None, len(set(terms_a.tokens) & set(terms_b.tokens))
             ma, mb = models[a["name"]], models[b["name"]]
-            default = list(range(ma.dims.n_layers - DEFAULT_LAYERS, ma.dims.n_layers))
+            default = zs.default_positions(ma.dims.n_layers)
             pairs[(a["name"], b["name"])] = dict(table=table, n_common=n_common, pcs=pcs(ma, mb, default))
         log(f"pairs of {a['name']}")
     cache.write_text(json.dumps({"key": key, "pairs": [[a, b, p] for (a, b), p in pairs.items()]}))
@@ -239,8 +239,8 @@ def token_curves(entries, root: Path) -> dict:
               ("MiniLM", "MiniLM/mlm-ft"), ("MiniLM", "MiniLM-reinit"), ("llama-B", "llama-C")]
     curves = {}
     for a, b in chosen:
-        ta = zs.last_layers(load_terms(terms_path(root, by_name[a])), DEFAULT_LAYERS)
-        tb = zs.last_layers(load_terms(terms_path(root, by_name[b])), DEFAULT_LAYERS)
+        ta = zs.default_layers(load_terms(terms_path(root, by_name[a])))
+        tb = zs.default_layers(load_terms(terms_path(root, by_name[b])))
         points = []
         for n in TOKEN_COUNTS:
             try:
@@ -259,13 +259,13 @@ def ffn_form_comparison(entries, root: Path) -> list[dict]:
     bases = [e for e in entries if e["kind"] == "base" and e.get("model_type") == "llama"]
     for base, other in zip(bases, bases[1:] + bases[:1]):
         model_a = load_model(str(base["dir"]))
-        ours_a = zs.last_layers(load_terms(terms_path(root, base)), DEFAULT_LAYERS)
+        ours_a = zs.default_layers(load_terms(terms_path(root, base)))
         paper_a = paper_ffn.with_paper_ffn(model_a, ours_a)
         for relative, relation in ((f"{base['name']}/rotated", "rotation attack"),
                                    (f"{base['name']}/attacked", "all attacks"),
                                    (f"{base['name']}/sft", "SFT offspring"), (other["name"], "independent base")):
             entry = next(e for e in entries if e["name"] == relative)
-            ours_b = zs.last_layers(load_terms(terms_path(root, entry)), DEFAULT_LAYERS)
+            ours_b = zs.default_layers(load_terms(terms_path(root, entry)))
             paper_b = paper_ffn.with_paper_ffn(load_model(str(entry["dir"])), ours_b)
             rows.append(dict(a=base["name"], b=relative, relation=relation,
                              ours=zs.ics(zs.cosine_table(ours_a, ours_b)[0], terms=[2]),
@@ -276,7 +276,7 @@ def ffn_form_comparison(entries, root: Path) -> list[dict]:
 def dog_gallery(entries, root: Path, path: Path) -> str | None:
     """The gallery PNG (a row per llama base with its offspring, then the independents); markdown or None."""
     def cell(e):
-        return e["name"], zs.last_layers(load_terms(terms_path(root, e)), DEFAULT_LAYERS)
+        return e["name"], zs.default_layers(load_terms(terms_path(root, e)))
 
     llama_bases = [e["name"] for e in entries if e["kind"] == "base" and e.get("model_type") == "llama"]
     rows = [[cell(e) for e in entries if e["family"] == base] for base in llama_bases]
@@ -287,7 +287,7 @@ def dog_gallery(entries, root: Path, path: Path) -> str | None:
         return None
     return (f"Each row: a llama base, then its offspring (sft, cpt+vocab, lora, int8, prune20, attacked); last row: "
             f"the independent models (neox-D, MiniLM, its fine-tune, its re-initialised copy). Rendered by huref's "
-            f"own pipeline (terms of the last two layers, encoder, generator `{generator}`).\n\n"
+            f"own pipeline (terms of the default layers, encoder, generator `{generator}`).\n\n"
             f"![dog gallery](results/gallery.png)")
 
 
@@ -338,8 +338,8 @@ def caveats(pairs: dict, labelled: list[dict], by_name: dict) -> list[str]:
     items.append(f"Which layers are used matters: between independently trained tiny bases the first layer alone "
                  f"gives ICS up to {first:.3f} (the last layer alone: up to {last:.3f}). Early layers mostly encode "
                  "the shared corpus's token statistics, so a verdict on the first layer would misread unrelated "
-                 "models trained on similar text as relatives; huref's default, the last two layers, is the one "
-                 "calibrated here.")
+                 "models trained on similar text as relatives; huref's default, the two middle layers (chosen in "
+                 "the section \"Which layers\", scripts/layer_choice.py), is the one calibrated here.")
     flat = {e["name"]: plateau(e["info"]["curve"]) for e in by_name.values()
             if e["kind"] == "base" and e["info"].get("curve")}
     items.append("The bases did not reach the clear loss plateau the plan asked for: they are tiny and briefly trained "
@@ -400,7 +400,7 @@ def main() -> None:
     thresholds = calibration.choose_thresholds([p["ics"] for p in labelled if p["label"] == "same-base"],
                                                [p["ics"] for p in labelled if p["label"] == "unrelated"])
     check = max(zs.check_against_engine(load_terms(terms_path(root, by_name[a])),
-                                        load_terms(terms_path(root, by_name[b])), DEFAULT_LAYERS)
+                                        load_terms(terms_path(root, by_name[b])))
                 for a, b in (("llama-A", "llama-A/sft"), ("llama-A", "llama-B"), ("MiniLM", "MiniLM/mlm-ft")))
     gallery_note = stage("dog gallery", dog_gallery, entries, root, args.out / "results" / "gallery.png")
     timings["total"] = time.perf_counter() - started
@@ -408,7 +408,7 @@ def main() -> None:
                                 pairs=pairs, labelled=labelled,
                                 curves=curves, ffn_rows=ffn_rows, thresholds=thresholds,
                                 errors=calibration.errors(labelled, thresholds), engine_check=check,
-                                timings=timings, default_layers=DEFAULT_LAYERS, gallery=gallery_note,
+                                timings=timings, gallery=gallery_note,
                                 caveats=caveats(pairs, labelled, by_name)))
     log(f"wrote {args.out / 'RESULTS.md'}; thresholds {thresholds}")
     import lineage_evidence

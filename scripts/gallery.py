@@ -1,6 +1,6 @@
 """The dog gallery of the report: each model's fingerprint picture, one row per base with its offspring.
 
-Uses huref's own pipeline (terms of the last two layers -> encoder latent -> generator -> picture),
+Uses huref's own pipeline (terms of the default layers -> encoder latent -> generator -> picture),
 so it needs the encoder weights (huref/data/encoder.safetensors) and a generator; `make_gallery`
 returns None when they are not there.
 """

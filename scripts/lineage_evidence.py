@@ -301,11 +301,11 @@ def cross_section(crosses, cross_panel, metric, figures_rel) -> str:
     return "\n".join(out) + "\n"
 
 
-def insert_section(results_md: Path, text: str) -> None:
-    """Replace the "## Lineage" section of `results_md` (up to the next "## "), or add it before "## Timings"."""
+def insert_section(results_md: Path, text: str, heading: str = "## Lineage") -> None:
+    """Replace the `heading` section of `results_md` (up to the next "## "), or add it before "## Timings"."""
     lines = results_md.read_text().split("\n") if results_md.exists() else []
-    if "## Lineage" in lines:
-        start = lines.index("## Lineage")
+    if heading in lines:
+        start = lines.index(heading)
         end = next((k for k in range(start + 1, len(lines)) if lines[k].startswith("## ")), len(lines))
     else:
         start = end = lines.index("## Timings") if "## Timings" in lines else len(lines)

@@ -218,7 +218,8 @@ def _terms(label: str):
     if cached.is_file():
         return load_terms(cached)
     start = time.time()
-    terms = invariant_terms(load_model(str(MODELS[label][0]())))
+    # the paper's last two layers, not huref's default middle two: the fine-tunes here train only top layers
+    terms = invariant_terms(load_model(str(MODELS[label][0]())), layers=[-2, -1])
     terms.meta["seconds"] = round(time.time() - start, 1)
     cached.parent.mkdir(parents=True, exist_ok=True)
     save_terms(terms, cached)
@@ -359,8 +360,10 @@ def markdown(report: dict) -> str:
     """The real-model section of the evidence report, from docs/real_models.json's content."""
     out = ["## Real models: GGUF input, real fine-tunes, real strangers", "",
            "Produced by `scripts/real_models.py` (stages fetch, export, finetune, quantize, measure); "
-           "figures in docs/real_models.json. Default invariant settings of `huref compare`: the last two "
-           "layers that write to the residual stream, 4096 probe tokens chosen by string.", "",
+           "figures in docs/real_models.json. Invariant settings: the last two layers that write to the residual "
+           "stream (huref's default when these figures were measured; the default is now the two middle layers, "
+           "docs/RESULTS.md \"Which layers\", and these fine-tunes, which train only top layers, leave the middle "
+           "layers untouched, so the figures below stay the last-two ones), 4096 probe tokens chosen by string.", "",
            "**How tokens are matched across models.** Each model ranks the token strings of its own "
            "vocabulary (SentencePiece `▁` and byte-level `Ġ` written as a space, control tokens left out) "
            "by a hash of the string and takes the first 4096; two term sets are compared on the strings "

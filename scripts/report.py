@@ -17,18 +17,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 import zoo_similarity as zs  # noqa: E402
-from huref.invariants import DEFAULT_LAYERS  # noqa: E402
 
 TERMS = ("qk", "vo", "ffn")
 
 
 def pair_ics(pair: dict, layers=None, terms=None) -> float | None:
     """ICS of a pair from its cosine table (`zoo_similarity.ics`) over `layers`, by default huref's
-    (the last DEFAULT_LAYERS), and `terms`; None for a pair that could not be compared."""
+    (`zoo_similarity.default_positions` of the table's depth), and `terms`; None for a pair that could not be
+    compared."""
     if pair["table"] is None:
         return None
     table = torch.tensor(pair["table"])
-    return zs.ics(table, list(range(len(table)))[-DEFAULT_LAYERS:] if layers is None else layers, terms)
+    return zs.ics(table, zs.default_positions(len(table)) if layers is None else layers, terms)
 
 
 def pair_of(pairs: dict, a: str, b: str) -> dict:
@@ -86,7 +86,7 @@ def _tokens_figure(curves, path):
             ax.plot([p[0] for p in points], [p[2] for p in points], marker="o", ms=3, label=label)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("probe tokens requested per model (--tokens)")
-    ax.set_ylabel("ICS (last two layers)")
+    ax.set_ylabel("ICS (default layers: the two middle)")
     ax.legend(fontsize=6.5, loc="center right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -104,7 +104,7 @@ def _calibration_figure(labelled, thresholds, path):
     for key, style in (("unrelated", "--"), ("same_base", "-")):
         ax.axvline(thresholds[key], color="k", ls=style, lw=1)
     ax.set_yticks([0, 1], ["unrelated", "same-base"])
-    ax.set_xlabel("ICS (last two layers); dashed: 'unrelated' at or below, solid: 'same-base' at or above")
+    ax.set_xlabel("ICS (default layers: the two middle); dashed: 'unrelated' at or below, solid: 'same-base' at or above")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -141,8 +141,8 @@ def write(out: Path, results: dict) -> None:
 
     ics_values = [[1.0 if a == b else pair_ics(pair_of(pairs, a, b)) for b in names] for a in names]
     pcs_values = [[1.0 if a == b else pair_of(pairs, a, b)["pcs"] for b in names] for a in names]
-    _matrix_figure(names, ics_values, "ICS (last two layers)", figures / "ics_matrix.png")
-    _matrix_figure(names, pcs_values, "PCS (last two layers + embedding; blank: no tensor in common)",
+    _matrix_figure(names, ics_values, "ICS (default layers: the two middle)", figures / "ics_matrix.png")
+    _matrix_figure(names, pcs_values, "PCS (default layers + embedding; blank: no tensor in common)",
                    figures / "pcs_matrix.png")
     _loss_figure(entries, figures / "loss_curves.png")
     _tokens_figure(results["curves"], figures / "ics_vs_tokens.png")
@@ -156,7 +156,7 @@ def write(out: Path, results: dict) -> None:
     attacked = [pair_of(pairs, e["family"], e["name"]) for e in entries if e["kind"] == "attacked"]
     saved = {k: thresholds[k] for k in ("same_base", "unrelated")}
     (figures / "thresholds.json").write_text(json.dumps(dict(
-        saved, metric="ics", layers="last two", source="docs/RESULTS.md (scripts/experiments.py)",
+        saved, metric="ics", layers="middle two", source="docs/RESULTS.md (scripts/experiments.py)",
         scale=results["scale_name"], lowest_same_base=round(thresholds["lowest_same_base"], 4),
         highest_unrelated=round(thresholds["highest_unrelated"], 4)), indent=2) + "\n")
 
@@ -181,7 +181,7 @@ def write(out: Path, results: dict) -> None:
           f"- **PCS falls, ICS does not**: for the function-preserving attacked copies, PCS is "
           f"{', '.join(_fmt(p['pcs']) for p in attacked)} while ICS is "
           f"{', '.join(_fmt(pair_ics(p)) for p in attacked)}.",
-          f"- **Verdict thresholds** (ICS over the last two layers): same-base at ≥ {thresholds['same_base']}, "
+          f"- **Verdict thresholds** (ICS over the default layers, the two middle): same-base at ≥ {thresholds['same_base']}, "
           f"unrelated at ≤ {thresholds['unrelated']}, inconclusive between; on this zoo: "
           f"{errors['same-base']['unrelated']} same-base pairs called unrelated, "
           f"{errors['unrelated']['same-base']} unrelated pairs called same-base, "
@@ -226,9 +226,9 @@ def write(out: Path, results: dict) -> None:
     L += ["", "![training curves](results/loss_curves.png)", ""]
 
     L += ["## ICS and PCS, all pairs", "",
-          "ICS as `huref compare` computes it by default: the three invariant terms of the last two layers, over "
+          "ICS as `huref compare` computes it by default: the three invariant terms of the two middle layers, over "
           f"up to {scale['n_tokens']} probe tokens per model, aligned on the token strings both models have. "
-          "PCS: cosine of the raw parameters of the last two layers and the token embedding, over tensors with the "
+          "PCS: cosine of the raw parameters of the default layers and the token embedding, over tensors with the "
           "same name and shape (blank: none, e.g. across architectures).", "",
           "![ICS matrix](results/ics_matrix.png)", "", "![PCS matrix](results/pcs_matrix.png)", ""]
     short = {n: n.replace("llama-", "").replace("MiniLM", "ML") for n in names}
@@ -273,7 +273,7 @@ def write(out: Path, results: dict) -> None:
     L += ["## huref's FFN term against the paper's under the rotation attack", "",
           "The paper's code builds the FFN term of a gated layer from the product of the weight matrices, "
           "X·(Wg ⊙ Wu)ᵀ·Wdᵀ·Xᵀ; huref uses (X·Wgᵀ ⊙ X·Wuᵀ)·Wdᵀ·Xᵀ. Computed here for the FFN term alone "
-          "(last two layers); the paper's form is computed in `scripts/paper_ffn.py` for this table only.", ""]
+          "(default layers); the paper's form is computed in `scripts/paper_ffn.py` for this table only.", ""]
     L += _table(["A", "B", "relation", "ICS of huref's FFN term", "ICS of the paper's FFN term"],
                 [[r["a"], r["b"], r["relation"], f"{r['ours']:.3f}", f"{r['paper']:.3f}"] for r in results["ffn_rows"]])
     L += [""]

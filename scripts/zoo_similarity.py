@@ -8,13 +8,24 @@ terms" question; `check_against_engine` confirms the identity against huref.simi
 
 import torch
 
-from huref.invariants import Terms
+from huref.invariants import DEFAULT_LAYERS, Terms, default_layer_order
 from huref.similarity import align, compare_terms
 
 
 def last_layers(terms: Terms, k: int) -> Terms:
     """`terms` restricted to its last `k` layers."""
     return Terms(terms.values[-k:], terms.layers[-k:], terms.tokens, terms.meta)
+
+
+def default_positions(n_layers: int) -> list[int]:
+    """The layers huref reads by default in a model of n_layers (all attention, none inert): its rule."""
+    return sorted(default_layer_order(list(range(n_layers)))[:DEFAULT_LAYERS])
+
+
+def default_layers(terms: Terms) -> Terms:
+    """Whole-depth `terms` restricted to the layers huref reads by default (`default_positions`)."""
+    keep = default_positions(len(terms.layers))
+    return Terms(terms.values[keep], [terms.layers[i] for i in keep], terms.tokens, terms.meta)
 
 
 def first_tokens(terms: Terms, n: int) -> Terms:
@@ -47,8 +58,8 @@ def ics(table: torch.Tensor, layers=None, terms=None) -> float:
     return float(part.mean())
 
 
-def check_against_engine(a: Terms, b: Terms, default_layers: int) -> float:
+def check_against_engine(a: Terms, b: Terms) -> float:
     """|our ICS from the cosine table - huref's compare_terms ICS| on the default layers."""
-    table, _ = cosine_table(last_layers(a, default_layers), last_layers(b, default_layers))
-    engine = compare_terms(last_layers(a, default_layers), last_layers(b, default_layers))
+    table, _ = cosine_table(default_layers(a), default_layers(b))
+    engine = compare_terms(default_layers(a), default_layers(b))
     return abs(ics(table) - engine["ics"])

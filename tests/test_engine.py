@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from huref.errors import HurefError
-from huref.invariants import invariant_terms, load_terms
+from huref.invariants import default_layer_order, invariant_terms, load_terms, resolve_layers
 from huref.readers import unhashed
 from huref.readers.safetensors import SafetensorsReader, bfloat16_to_float32
 from huref.similarity import compare_terms
@@ -206,6 +206,15 @@ def test_hub_model_from_the_offline_cache(llama, tmp_path, monkeypatch):
         load_model("acme/absent")
 
 
+def test_default_layers_are_the_two_middle_attention_layers():
+    """The rule of docs/RESULTS.md "Which layers": the middle pair (the deeper one on an odd count),
+    then outwards, counted over the attention layers a hybrid has."""
+    first_two = lambda attention: sorted(default_layer_order(attention)[:2])
+    assert [first_two(list(range(n))) for n in (2, 3, 4, 6, 30)] == [[0, 1], [1, 2], [1, 2], [2, 3], [14, 15]]
+    assert first_two([3, 7, 11, 15, 19]) == [11, 15] and default_layer_order([0, 1, 2, 3]) == [2, 1, 3, 0]
+    assert resolve_layers(30, None) == [14, 15] and resolve_layers(30, [-2, -1]) == [28, 29]
+
+
 def test_appended_identity_layers_are_skipped(llama, tmp_path):
     """Two layers whose attention and FFN write nothing leave the model's function unchanged; the
     default layer choice must skip them rather than fingerprint them."""
@@ -235,5 +244,6 @@ def test_appended_identity_layers_are_skipped(llama, tmp_path):
 
     original = invariant_terms(load_model(str(llama)))
     terms = invariant_terms(load_model(str(padded)))
-    assert terms.layers == [n - 2, n - 1] and terms.meta["skipped_inert_layers"] == [n + 1, n]
+    # the middle of n + 2 = 5 layers is 2, 3; layer 3 = n writes nothing and is passed over for layer 1
+    assert terms.layers == original.layers == [n - 2, n - 1] and terms.meta["skipped_inert_layers"] == [n]
     assert compare_terms(original, terms)["ics"] > 0.999

@@ -67,7 +67,7 @@ def test_json_output_matches_the_saved_fingerprint(published):
         assert printed[key] == value
     z = torch.tensor(saved["latent"])
     assert z.shape == (512,) and abs(float(z.mean())) < 1e-4 and abs(float(z.std()) - 1) < 1e-4
-    assert saved["model_type"] == "llama" and saved["n_tokens"] == 1024 and saved["layers"] == [2, 3]
+    assert saved["model_type"] == "llama" and saved["n_tokens"] == 1024 and saved["layers"] == [1, 2]
     assert saved["generator"]["name"] == "bundled" and len(saved["encoder_sha256"]) == 64
 
 

@@ -38,6 +38,22 @@ def test_fingerprints_made_with_other_token_counts_are_refused(fingerprints, hur
     assert err.count("\n") == 1
 
 
+def test_a_fingerprint_of_the_old_default_layers_is_refused_against_the_new_default(fingerprints, tmp_path,
+                                                                                    huref_cli):
+    """huref before the middle-layer rule wrote layer_choice "default" for the last two layers: such a
+    file must not pass for one made by the current rule, and a model follows its layers."""
+    old = json.loads(fingerprints["default"].read_text())
+    n = old["n_layers"]
+    old.update(layer_choice="default", layers=[n - 2, n - 1])
+    legacy = tmp_path / "legacy.json"
+    legacy.write_text(json.dumps(old))
+    code, out, err = huref_cli("compare", str(legacy), str(fingerprints["default"]))
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "layers [-2, -1] from the end" in err and "the default layers" in err and "cannot be compared" in err
+    code, out, _ = huref_cli("compare", "demo:offspring", str(legacy), "--json", "-q")
+    assert code == 0 and json.loads(out)["a"]["layers"] == [n - 2, n - 1]
+
+
 def test_a_model_follows_the_fingerprint_it_is_compared_with(fingerprints, huref_cli):
     code, out, err = huref_cli("compare", "demo:offspring", str(fingerprints["few"]), "--json", "-q")
     report = json.loads(out)
