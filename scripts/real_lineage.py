@@ -16,10 +16,12 @@ Reproduce (models under $HUREF_REAL_CACHE, default /work/cache/real; nothing lar
     python scripts/real_lineage.py    # -> docs/results/real_lineage.json, docs/results/real_lineage_panel.png,
                                       #    the "Lineage on real weights" section of docs/RESULTS.md
 
-Only this last command needs re-running after a change to huref's defaults (lineage tokens, stride,
-fingerprint layers): it recomputes every term, latent and verdict from the cached models (the
-smollm2-rewritten and smollm2-pruned copies are derived here when missing; losses are cached in
-CACHE/losses.json by file size and time). Models that are not built yet are left out of the table.
+Only this last command needs re-running after a change to huref (lineage tokens, stride, the
+fingerprint's layers): terms and latents are cached in CACHE/lineage-terms under a hash of huref's
+sources and the model file, so a changed huref recomputes them all. The smollm2-rewritten and
+smollm2-pruned copies are derived here when missing; losses are cached in CACHE/losses.json. Models
+not built yet are left out of the table. `--minutes` bounds wall time, so the steps a run reaches
+depend on the machine's load (the table lists them).
 """
 
 from __future__ import annotations
@@ -50,8 +52,9 @@ DROPPED = range(10, 15)
 
 PATHS = {label: where for label, (where, _) in {**rm.MODELS, **rm.LINEAGE_MODELS}.items()}
 WHAT = {label: what for label, (_, what) in {**rm.MODELS, **rm.LINEAGE_MODELS}.items()}
-ORDER = ["smollm2.gguf", "smollm2.st", "smollm2-rewritten", "smollm2-pruned", "smollm2-vim.st", "smollm2-vim.q8",
-         "smollm2-vim.q4", "smollm2-python.st", "smollm2-python.q8", "gemma3.gguf", "gemma3.st", "gemma3-vim.st",
+# the float32 exports smollm2.st and gemma3.st are left out: the same tensors as their GGUF (docs/REAL_MODELS.md)
+ORDER = ["smollm2.gguf", "smollm2-rewritten", "smollm2-pruned", "smollm2-vim.st", "smollm2-vim.q8",
+         "smollm2-vim.q4", "smollm2-python.st", "smollm2-python.q8", "gemma3.gguf", "gemma3-vim.st",
          "gemma3-vim.q8", "gemma3-vim.q4", "minilm.st"]
 PARENT = {  # label -> (the model it was made from, how); roots are the published files
     "smollm2.st": ("smollm2.gguf", "dequantized"),
@@ -134,20 +137,27 @@ def relation(a: str, b: str) -> dict:
 
 def losses(label: str) -> dict | None:
     """Held-out losses {"vim", "python"} of a causal LM (real_models.evaluate), cached in
-    CACHE/losses.json by the file's size and time; None for an encoder."""
+    CACHE/losses.json by the file's size and time; None for an encoder. A published GGUF is measured
+    on its float32 export (the same tensors); a re-quantized GGUF through transformers' GGUF loader,
+    with the tokenizer of the checkpoint it was made from (the same vocabulary)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if label.startswith("minilm"):
         return None
     path = PATHS[label]()
+    if path.is_file() and label not in PARENT:
+        path = rm.hf_dir(label.split(".")[0])
     target = path if path.is_file() else path / "model.safetensors"
     stamp = f"{target.stat().st_size}:{target.stat().st_mtime_ns}"
     cache_file = rm.CACHE / "losses.json"
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     if cache.get(label, {}).get("stamp") != stamp:
-        where, extra = (path.parent, {"gguf_file": path.name}) if path.is_file() else (path, {})
-        tokenizer = AutoTokenizer.from_pretrained(where, **extra)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **extra)
+        if path.is_file():
+            tokenizer = AutoTokenizer.from_pretrained(PATHS[PARENT[label][0]]())
+            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
         cache[label] = {"stamp": stamp, "loss": rm.evaluate(model, tokenizer)}
         cache_file.write_text(json.dumps(cache, indent=1))
     return cache[label]["loss"]
@@ -325,6 +335,12 @@ def finetune_record(label: str) -> dict | None:
     return record
 
 
+def reproduce_commands() -> list[str]:
+    """The command lines of this module's docstring (its indented block after "Reproduce")."""
+    lines = __doc__.split("Reproduce", 1)[1].split("\n\n", 2)[1].split("\n")
+    return [line[4:] for line in lines]
+
+
 def section(report: dict) -> str:
     """The "Lineage on real weights" section of docs/RESULTS.md, from real_lineage.json's content."""
     meta, rows, panel = report["meta"], report["pairs"], report["panel"]
@@ -335,8 +351,9 @@ def section(report: dict) -> str:
            f"{meta['lineage_tokens']} probe tokens (`huref.lineage.lineage`) against the shipped null panel (tiny zoo, n = {panel['n']}, "
            f"mean {panel['mean']:.4f}, std {panel['std']:.4f}); latent cosine: the dogs' latents "
            "(`huref fingerprint`). Same base = same family here (a published file and what was made from it); "
-           "every cross-family pair is a negative. Commands: the docstring of scripts/real_lineage.py "
-           "(models under $HUREF_REAL_CACHE; the last command regenerates this section).", "",
+           "every cross-family pair is a negative. Reproduce (models under $HUREF_REAL_CACHE, default "
+           "/work/cache/real; the last command alone regenerates this section, its JSON and picture):", "",
+           "```", *reproduce_commands(), "```", "",
            "Models (losses: mean next-token loss in nats on fixed held-out vim help / Python stdlib windows, "
            "`real_models.evaluate`; a published GGUF has its export's weights):", "",
            "| label | model | layers | loss vim | loss python | made by |", "|---|---|---|---|---|---|"]
@@ -377,7 +394,9 @@ def section(report: dict) -> str:
             "is traced to (- foreign). Limits: the trained models are small CPU runs (minutes, see above), so "
             "their weights drift far less than a real fine-tune's or continued pretraining's; the null panel "
             "is fitted on tiny models, not on real ones; the positives are all relatives of two published "
-            "models.", SECTION_END]
+            "models. docs/REAL_MODELS.md (`real_models.py measure`) was written from earlier fine-tunes of "
+            "the top layers only (36 min each); `python scripts/real_models.py measure` refreshes it for the "
+            "models above.", SECTION_END]
     return "\n".join(out)
 
 
