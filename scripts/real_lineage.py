@@ -135,15 +135,32 @@ def relation(a: str, b: str) -> dict:
 
 # ---------------------------------------------------------------- losses
 
-def losses(label: str) -> dict | None:
-    """Held-out losses {"vim", "python"} of a causal LM (real_models.evaluate), cached in
-    CACHE/losses.json by the file's size and time; None for an encoder. A published GGUF is measured
-    on its float32 export (the same tensors); a re-quantized GGUF through transformers' GGUF loader,
-    with the tokenizer of the checkpoint it was made from (the same vocabulary)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def measured_in_training(label: str) -> dict | None:
+    """The held-out losses a fine-tune's finetune.json holds for `label`: after training for the trained
+    model itself, before training for the published model it started from (its export's weights)."""
+    name = label.split(".")[0]
+    for record_path in sorted(rm.CACHE.glob("hf/*/finetune.json")):
+        record = json.loads(record_path.read_text())
+        if label.endswith(".st") and record_path.parent == rm.hf_dir(name):
+            return record["loss_after"]
+        if label not in PARENT and record["base"] == name:
+            return record["loss_before"]
+    return None
+
+
+def losses(label: str, compute: bool = True) -> dict | None:
+    """Held-out losses {"vim", "python"} of a causal LM (real_models.evaluate): from a finetune.json
+    where one measured them, else computed and cached in CACHE/losses.json by the file's size and
+    time (None for an encoder, or when not cached and `compute` is False). A published GGUF is measured on its float32 export (the same tensors);
+    a re-quantized GGUF read by huref's GGUF reader into the config and tokenizer of the checkpoint it
+    was made from (the same shapes and vocabulary)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     if label.startswith("minilm"):
         return None
+    recorded = measured_in_training(label)
+    if recorded:
+        return recorded
     path = PATHS[label]()
     if path.is_file() and label not in PARENT:
         path = rm.hf_dir(label.split(".")[0])
@@ -152,9 +169,12 @@ def losses(label: str) -> dict | None:
     cache_file = rm.CACHE / "losses.json"
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     if cache.get(label, {}).get("stamp") != stamp:
+        if not compute:
+            return None
         if path.is_file():
-            tokenizer = AutoTokenizer.from_pretrained(PATHS[PARENT[label][0]]())
-            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+            parent = PATHS[PARENT[label][0]]()
+            tokenizer = AutoTokenizer.from_pretrained(parent)
+            model = rm.gguf_model(path, AutoConfig.from_pretrained(parent))
         else:
             tokenizer = AutoTokenizer.from_pretrained(path)
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
@@ -211,30 +231,40 @@ def model_terms(label: str) -> dict:
         (where / "info.json").write_text(json.dumps(info))
         print(f"terms of {label}: {info['seconds']} s", flush=True)
     info = json.loads((where / "info.json").read_text())
-    return {**info, "ics": where / "ics.safetensors", "depth": where / "depth.safetensors"}
+    return {**info, "key": where.name, "ics": where / "ics.safetensors", "depth": where / "depth.safetensors"}
 
 
 def measure_pairs(labels: list[str]) -> tuple[list[dict], dict]:
     """Every pair of `labels`: what `huref compare --json` reports for two models (ICS of the
     two-layer terms, `huref.similarity.compare_terms`; the calibrated lineage summary,
-    `huref.lineage.lineage` on whole-depth terms) + the latent cosine of their dogs."""
+    `huref.lineage.lineage` on whole-depth terms) + the latent cosine of their dogs. Each pair's row is cached in
+    CACHE/lineage-pairs under both models' term keys (recomputed exactly when either side's terms are)."""
     from huref.fingerprint import compare_fingerprints
     from huref.invariants import load_terms
     from huref.lineage import lineage
     from huref.similarity import compare_terms
 
     models = {label: model_terms(label) for label in labels}
+    pair_cache = rm.CACHE / "lineage-pairs"
+    pair_cache.mkdir(exist_ok=True)
     rows = []
     for k, a in enumerate(labels):
-        ics_a, depth_a = load_terms(models[a]["ics"]), load_terms(models[a]["depth"])
+        terms_a = {}
         for b in labels[k + 1:]:
+            cached = pair_cache / f"{models[a]['key']}__{models[b]['key']}.json"
+            if cached.is_file():
+                rows.append(json.loads(cached.read_text()))
+                continue
+            if not terms_a:
+                terms_a = {which: load_terms(models[a][which]) for which in ("ics", "depth")}
             row = {"a": a, "b": b, **relation(a, b)}
             try:
-                ics = compare_terms(ics_a, load_terms(models[b]["ics"]))
-                found = lineage(depth_a, load_terms(models[b]["depth"]))
+                ics = compare_terms(terms_a["ics"], load_terms(models[b]["ics"]))
+                found = lineage(terms_a["depth"], load_terms(models[b]["depth"]))
             except HurefError as error:  # too few probe tokens in common (WordPiece against BPE)
                 row["error"] = str(error)
                 rows.append(row)
+                cached.write_text(json.dumps(row))
                 print(f"{a} | {b}: {error}", flush=True)
                 continue
             row.update(ics=ics["ics"], n_common_tokens=ics["n_common"],
@@ -242,6 +272,7 @@ def measure_pairs(labels: list[str]) -> tuple[list[dict], dict]:
             if models[a]["latent"] and models[b]["latent"]:
                 row["latent_cosine"] = compare_fingerprints(models[a]["latent"], models[b]["latent"])["latent_cosine"]
             rows.append(row)
+            cached.write_text(json.dumps(row))
             print(f"{a:>18} | {b:<18} stat {row['statistic']:+.4f} z {row['z']:+6.1f} {row['verdict']:<12} "
                   f"ICS {row['ics']:+.4f}  ({row['text']})", flush=True)
     depth = load_terms(models[labels[0]]["depth"])
@@ -389,7 +420,7 @@ def section(report: dict) -> str:
             continue
         latent = f"{r['latent_cosine']:+.3f}" if r.get("latent_cosine") is not None else "-"
         out.append(f"| {r['a']} | {r['b']} | {r['text']} | {r['statistic']:+.4f} | {r['z']:+.1f} | {r['p_value']:.2g} | "
-                   f"{r['verdict']} | {r['ics']:+.4f} | {latent} | {alignment_text(r['alignment'])} |")
+                   f"{r['verdict']} | {r['ics']:+.5f} | {latent} | {alignment_text(r['alignment'])} |")
     out += ["", "Where a map is not the identity, the list gives, for each layer of B in order, the layer of A it "
             "is traced to (- foreign). Limits: the trained models are small CPU runs (minutes, see above), so "
             "their weights drift far less than a real fine-tune's or continued pretraining's; the null panel "
@@ -417,6 +448,12 @@ def write_section(text: str) -> None:
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cached-losses", action="store_true",
+                        help="only losses already measured (finetune.json, CACHE/losses.json); others show -")
+    args = parser.parse_args()
     torch.set_num_threads(1)
     derive_copies()
     labels = [label for label in ORDER if PATHS[label]().exists()]
@@ -427,7 +464,7 @@ def main() -> None:
     for label in labels:
         record = finetune_record(label)
         models[label] = {"what": WHAT[label], "path": str(PATHS[label]()), "n_layers": meta["n_layers"][label],
-                         "loss": losses(label),
+                         "loss": losses(label, compute=not args.cached_losses),
                          "finetune": record, "trained_here": bool(record) and label.endswith(".st")}
     report = {"meta": meta, "panel": {k: panel[k] for k in ("mean", "std", "n", "n_tokens", "source")},
               "models": models, "pairs": rows,

@@ -75,25 +75,34 @@ def fetch() -> None:
 
 def export(name: str) -> None:
     """Write CACHE/hf/NAME: the GGUF's tensors (dequantized by huref) in a transformers model."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from huref.readers.gguf import open_gguf
+    from transformers import AutoConfig, AutoTokenizer
 
     path = GGUF[name]
     config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = gguf_model(path, config)
+    out = hf_dir(name)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    print(f"{name}: wrote {out}; loss {json.dumps(evaluate(model, tokenizer))}")
+
+
+def gguf_model(path: Path, config):
+    """A float32 transformers model of `config` holding the GGUF file's tensors, dequantized by huref's
+    reader (transformers' own GGUF loading needs accelerate)."""
+    from transformers import AutoModelForCausalLM
+
+    from huref.readers.gguf import open_gguf
+
     _, reader, _ = open_gguf(str(path))
     state = {n: reader.read(n) for n in reader.names()}
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [m for m in missing if not (m == "lm_head.weight" and config.tie_word_embeddings)]
     if missing or unexpected:
-        raise SystemExit(f"{name}: tensors missing {missing[:5]} / unexpected {unexpected[:5]}")
+        raise SystemExit(f"{path}: tensors missing {missing[:5]} / unexpected {unexpected[:5]}")
     model.tie_weights()
-    out = hf_dir(name)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    print(f"{name}: wrote {out}; loss {json.dumps(evaluate(model, tokenizer))}")
+    return model
 
 
 # ---------------------------------------------------------------- losses and fine-tuning
