@@ -17,7 +17,7 @@ scripts/real_lineage.py runs the calibrated lineage verdict on every pair of the
   python scripts/real_models.py fetch
   python scripts/real_models.py export smollm2 && python scripts/real_models.py export gemma3
   nice -n 10 python scripts/real_models.py finetune smollm2 --corpus vim --train-layers 30 --lr 2e-4 --minutes 12
-  nice -n 10 python scripts/real_models.py finetune gemma3 --corpus vim --train-layers 18 --batch 2 --lr 2e-4 --minutes 8
+  nice -n 10 python scripts/real_models.py finetune gemma3 --corpus vim --train-layers 6 --batch 2 --lr 2e-4 --minutes 8
   nice -n 10 python scripts/real_models.py finetune smollm2 --corpus python --train-layers 30 --train-embeddings \\
       --new-tokens 64 --lr 3e-4 --minutes 8
   python scripts/real_models.py quantize
