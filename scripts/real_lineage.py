@@ -207,7 +207,7 @@ def model_terms(label: str) -> dict:
     defaults), "latent": the dog's latent record or None (no encoder), "n_layers", "seconds"} of a
     model, cached in CACHE/lineage-terms by the model file's size and time and `code_stamp()`."""
     from huref.fingerprint import latent_record
-    from huref.invariants import invariant_terms, load_terms, save_terms
+    from huref.invariants import invariant_terms, save_terms
     from huref.lineage import whole_depth_terms
     from huref.sources import load_model
 
