@@ -18,7 +18,6 @@ embedding rows, mapped against the host's own terms: the second parent of a fran
 
 import argparse
 import json
-import math
 import os
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 
 import experiments as ex
 import zoo_similarity as zs
+from separation import auc, tpr_at_fpr
 
 from huref.errors import HurefError
 from huref.invariants import DEFAULT_LAYERS, Terms, load_terms
@@ -113,20 +113,6 @@ def cross_rows(entries: list[dict], terms: dict, n_tokens: int) -> list[dict]:
             rows.append(dict(a=donor["name"], b=host["name"], label=label(donor, host), map=similarity.tolist(),
                              alignment=path, statistic=lineage_statistic(similarity, path)))
     return rows
-
-
-def auc(positives: list[float], negatives: list[float]) -> float:
-    """P(a positive scores above a negative), ties counting one half."""
-    wins = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
-    return wins / (len(positives) * len(negatives))
-
-
-def tpr_at_fpr(positives: list[float], negatives: list[float], fpr: float) -> float:
-    """The fraction of positives above the threshold that lets at most `fpr` of the negatives through."""
-    ranked = sorted(negatives, reverse=True)
-    allowed = math.floor(fpr * len(ranked))
-    threshold = ranked[allowed] if allowed < len(ranked) else -math.inf
-    return sum(p > threshold for p in positives) / len(positives)
 
 
 def separation(rows: list[dict], key: str) -> dict:

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 import real_models as rm
-from lineage_evidence import auc, tpr_at_fpr
+from separation import auc, tpr_at_fpr
 
 from huref.errors import HurefError, InstallationError
 from huref.invariants import DEFAULT_TOKENS
