@@ -452,6 +452,17 @@ def _fused_qkv(name: str, layout: str) -> dict:
     return {part: Proj(name, layout, part) for part in "qkv"}
 
 
+# lfm2's layers: short gated convolutions between attention layers (layer_types "conv" / "full_attention"),
+# per-head QK norms, its own norm names (the final norm is embedding_norm)
+_LFM2 = dict(
+    q_norm=(Norm("self_attn.q_layernorm.weight", "rms", "head"),),
+    k_norm=(Norm("self_attn.k_layernorm.weight", "rms", "head"),),
+    layer_kinds=LayerKinds(key="layer_types", attention=("full_attention",)),
+    mixer=Mixer(readers=(Proj("conv.in_proj.weight"),), writers=(Proj("conv.out_proj.weight"),), inner_norms=False),
+    **{**_LLAMA, "o": Proj("self_attn.out_proj.weight"), "attn_norm": _rms("operator_norm.weight"),
+       "ffn_norm": _rms("ffn_norm.weight"), "final_norm": _rms("embedding_norm.weight")},
+)
+
 ARCHITECTURES: tuple[ArchSpec, ...] = (
     # llama's tensors; the others change nothing the terms read: attention biases (seed_oss), layers
     # without RoPE (smollm3: the terms never apply RoPE), sliding windows (cwm, ministral), scalar
@@ -803,17 +814,11 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         **{**_LLAMA, "ffn_norm": _rms("pre_ff_layernorm.weight"), "final_norm": _rms("final_layernorm.weight")},
     ),
     ArchSpec(
-        # short gated convolutions between attention layers (layer_types "conv" / "full_attention");
-        # per-head QK norms; the final norm is called embedding_norm
+        # lfm2 (_LFM2) with a dense FFN on every layer
         model_types=("lfm2",),
         ffn=(FFN(gate=Proj("feed_forward.w1.weight"), up=Proj("feed_forward.w3.weight"),
                  down=Proj("feed_forward.w2.weight")),),
-        q_norm=(Norm("self_attn.q_layernorm.weight", "rms", "head"),),
-        k_norm=(Norm("self_attn.k_layernorm.weight", "rms", "head"),),
-        layer_kinds=LayerKinds(key="layer_types", attention=("full_attention",)),
-        mixer=Mixer(readers=(Proj("conv.in_proj.weight"),), writers=(Proj("conv.out_proj.weight"),), inner_norms=False),
-        **{**_LLAMA, "o": Proj("self_attn.out_proj.weight"), "attn_norm": _rms("operator_norm.weight"),
-           "ffn_norm": _rms("ffn_norm.weight"), "final_norm": _rms("embedding_norm.weight")},
+        **_LFM2,
     ),
     ArchSpec(
         # lfm2's layers with sigmoid-routed experts (a choice-only expert_bias) after the first dense layers
@@ -828,12 +833,7 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
              FFN(gate=Proj("feed_forward.w1.weight"), up=Proj("feed_forward.w3.weight"),
                  down=Proj("feed_forward.w2.weight"))),
         router_scores="sigmoid",
-        q_norm=(Norm("self_attn.q_layernorm.weight", "rms", "head"),),
-        k_norm=(Norm("self_attn.k_layernorm.weight", "rms", "head"),),
-        layer_kinds=LayerKinds(key="layer_types", attention=("full_attention",)),
-        mixer=Mixer(readers=(Proj("conv.in_proj.weight"),), writers=(Proj("conv.out_proj.weight"),), inner_norms=False),
-        **{**_LLAMA, "o": Proj("self_attn.out_proj.weight"), "attn_norm": _rms("operator_norm.weight"),
-           "ffn_norm": _rms("ffn_norm.weight"), "final_norm": _rms("embedding_norm.weight")},
+        **_LFM2,
     ),
     ArchSpec(
         # gated delta-net layers (stored with one fused in_proj, rows q|k|v|z|b|a; transformers splits it)

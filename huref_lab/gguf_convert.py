@@ -32,33 +32,14 @@ import gguf
 from gguf import GGMLQuantizationType, MODEL_ARCH_NAMES
 from safetensors.numpy import load_file
 
-# config.json model_type -> llama.cpp architecture
+from huref.readers.gguf import MODEL_TYPES, WITH_EXPERTS, WITH_ROUTER_BIAS
+
+# config.json model_type -> llama.cpp architecture: the reader's tables inverted (gemma 1 is read, not
+# written here), plus mistral, which llama.cpp writes as llama
 GGUF_ARCH = {
-    "llama": "llama",
+    **{model_type: arch for arch, model_type in MODEL_TYPES.items() if arch != "gemma"},
+    **{model_type: arch for arch, model_type in {**WITH_EXPERTS, **WITH_ROUTER_BIAS}.items()},
     "mistral": "llama",
-    "mixtral": "llama",
-    "qwen2": "qwen2",
-    "qwen3": "qwen3",
-    "qwen3_moe": "qwen3moe",
-    "gemma2": "gemma2",
-    "gemma3_text": "gemma3",
-    "phi3": "phi3",
-    "deepseek_v2": "deepseek2",
-    "deepseek_v3": "deepseek2",
-    "glm4_moe": "glm4moe",
-    "gpt_oss": "gpt-oss",
-    "olmoe": "olmoe",
-    "exaone4": "exaone4",
-    "smollm3": "smollm3",
-    "seed_oss": "seed_oss",
-    "granite": "granite",
-    "ernie4_5": "ernie4_5",
-    "ernie4_5_moe": "ernie4_5-moe",
-    "hunyuan_v1_dense": "hunyuan-dense",
-    "hunyuan_v1_moe": "hunyuan-moe",
-    "cohere2": "cohere2",
-    "phimoe": "phimoe",
-    "llama4_text": "llama4",
 }
 ROPE_PERMUTED = ("llama", "smollm3", "granite")  # llama.cpp's LlamaModel and its subclasses
 GEMMA = ("gemma2", "gemma3")
