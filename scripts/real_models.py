@@ -459,9 +459,9 @@ def markdown(report: dict) -> str:
         out.append(f"| {r['a']} | {r['b']} | {r['relation']} | {r['expected']} | {r['ics']:.5f} | "
                    f"{t['qk']:.4f} / {t['vo']:.4f} / {t['ffn']:.4f} | {r['n_common']} | {pcs_text} |")
     out += ["", "### Fine-tunes (CPU, float32, one thread, on vim's help files)", "",
-            "Only the top layers and the final norm train (token embeddings, tied head and lower layers "
-            "frozen) so that the runs fit a 2-core machine shared with other jobs; the default invariant "
-            "layers (the last two) are among the trained ones. Losses: mean next-token loss in nats on fixed "
+            "The layers named in the table and the final norm train (token embeddings and tied head frozen) "
+            "in a few minutes on a 2-core machine shared with other jobs; this page compares the paper's last "
+            "two layers (`--layers -2,-1`), which are among the trained ones. Losses: mean next-token loss in nats on fixed "
             "held-out windows (files no run trains on, scripts/corpora.py). PCS covers the token embedding "
             "and the two compared layers; the frozen embedding dominates it, so it stays at ~1 for the "
             "fine-tunes although their layers moved.", "",
