@@ -284,7 +284,7 @@ def lineage_steps(subjects, settings, lineage_tokens, stride: int | None = None)
 def lineage(a, b, as_json, output, stride, settings):
     """Which layers of model B come from which layers of model A, over the whole depth: the layer map,
     its alignment, and a calibrated verdict (statistic, z, p-value, false-positive rate)."""
-    from huref.comparison import lineage_pair
+    from huref.comparison import check_models, lineage_pair
     from huref.inputs import check_outputs
     from huref.lineage import result_image
 
@@ -292,8 +292,7 @@ def lineage(a, b, as_json, output, stride, settings):
     if output:
         image_format(output)
     subjects, settings = open_all([a, b], settings)
-    if any(s.kind != "model" for s in subjects):
-        raise HurefError("lineage compares two models (it reads every layer of each)")
+    check_models(*subjects)
     check_outputs([output] if output else [], subjects)
     run.start(lineage_steps(subjects, settings, settings.n_tokens, stride))
     found = lineage_pair(*subjects, settings, stride, run.step)

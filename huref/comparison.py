@@ -33,6 +33,12 @@ def lineage_terms(subject: Subject, settings: Settings, stride: int | None = Non
         return subject.terms(lineage_settings(subject, settings, stride), progress)
 
 
+def check_models(a: Subject, b: Subject) -> None:
+    """Refuse a lineage of anything but two models (it reads their layers, which files do not hold)."""
+    if a.kind != "model" or b.kind != "model":
+        raise HurefError("lineage compares two models (it reads every layer of each)")
+
+
 def lineage_pair(a: Subject, b: Subject, settings: Settings, stride: int | None = None, progress=None) -> dict:
     """Whole-depth lineage of two models (`huref.lineage.lineage`): layer maps, which layers of B
     come from which of A, the statistic, its z, p-value, false-positive rate and calibrated verdict.
@@ -40,8 +46,7 @@ def lineage_pair(a: Subject, b: Subject, settings: Settings, stride: int | None 
     huref.lineage.VERDICT_LAYERS evenly spaced layers), what compare, verify and report use."""
     from huref.lineage import lineage
 
-    if a.kind != "model" or b.kind != "model":
-        raise HurefError("lineage compares two models (it reads every layer)")
+    check_models(a, b)
     return lineage(lineage_terms(a, settings, stride, progress), lineage_terms(b, settings, stride, progress))
 
 
