@@ -553,8 +553,25 @@ def generator_convert(in_pkl, out):
     click.echo(f"wrote {path} and {path.with_suffix('.json')}")
 
 
+def keep_freed_memory() -> None:
+    """Ask glibc's malloc to serve every block from its heap and keep freed ones (no mmap per block,
+    no trimming): the readers allocate and free the same 64 MB weight blocks layer after layer, and
+    a fresh mapping costs a page fault per 4 KiB touched, about 1.5 s per 7B layer on this project's
+    2-core machine (docs/PERFORMANCE.md). A no-op where the C library has no mallopt."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_max = -1, -4  # glibc's malloc.h
+    mallopt(m_mmap_max, 0)
+    mallopt(m_trim_threshold, 1 << 30)
+
+
 def main() -> None:
     """Entry point: run the CLI, turning errors into one line on stderr and an exit code."""
+    keep_freed_memory()
     try:
         code = cli.main(standalone_mode=False)
     except HurefError as e:

@@ -14,7 +14,7 @@ from typing import Callable
 from huref.errors import HurefError
 from huref.fingerprint import LATENT_THRESHOLD, compare_fingerprints
 from huref.inputs import Settings, Subject, check_comparable, settings_for
-from huref.readers import unhashed
+from huref.readers import lineage_reads
 from huref.similarity import compare_terms, pcs, thresholds, verdict
 
 
@@ -28,8 +28,9 @@ def lineage_settings(subject: Subject, settings: Settings, stride: int | None = 
 
 def lineage_terms(subject: Subject, settings: Settings, stride: int | None = None, progress=None):
     """A model's whole-depth terms (`lineage_settings`), computed once per setting. They are never
-    written, so their reads skip the SHA-256 that names a written file's bytes."""
-    with unhashed(subject.model.reader):
+    written, so their reads skip the SHA-256 that names a written file's bytes, and their matmuls run
+    in bfloat16 on weights stored so (`huref.readers.lineage_reads`)."""
+    with lineage_reads(subject.model.reader):
         return subject.terms(lineage_settings(subject, settings, stride), progress)
 
 

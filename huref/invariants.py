@@ -83,6 +83,14 @@ class Terms:
     meta: dict = field(default_factory=dict)
 
 
+def times_t(rows: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
+    """rows · blockᵀ ([n, k] x [m, k] -> [n, m]) in rows' dtype. A bfloat16 block (`huref.readers.lineage_reads`)
+    is multiplied as it is, by the rows rounded to bfloat16, with float32 accumulation."""
+    if block.dtype == torch.bfloat16 and rows.dtype != torch.bfloat16:
+        return (rows.to(torch.bfloat16) @ block.T).to(rows.dtype)
+    return rows @ block.to(rows).T
+
+
 def project(matrix: Matrix, rows: torch.Tensor, heads: "HeadGroups | None" = None) -> torch.Tensor:
     """rows · Wᵀ  ([n, in] -> [n, out]), reading W one block of rows at a time.
 
@@ -92,8 +100,7 @@ def project(matrix: Matrix, rows: torch.Tensor, heads: "HeadGroups | None" = Non
     group = heads.group if heads else 1
     out = rows.new_empty(rows.shape[0], matrix.out_dim // group)
     for start, stop, block in matrix.blocks(multiple=group * heads.head_dim if heads else 1):
-        block = block.to(rows)
-        out[:, start // group : stop // group] = rows @ (heads.sum_group_rows(block) if heads else block).T
+        out[:, start // group : stop // group] = times_t(rows, heads.sum_group_rows(block) if heads else block)
     return out
 
 
@@ -105,8 +112,7 @@ def write_back(matrix: Matrix, hidden: torch.Tensor, heads: "HeadGroups | None" 
     """
     out = hidden.new_empty(hidden.shape[0], matrix.out_dim)
     for start, stop, block in matrix.blocks():
-        block = block.to(hidden)
-        out[:, start:stop] = hidden @ (heads.sum_groups(block) if heads else block).T
+        out[:, start:stop] = times_t(hidden, heads.sum_groups(block) if heads else block)
     return out
 
 
@@ -114,8 +120,7 @@ def read_out(matrix: Matrix, rows: torch.Tensor, heads: "HeadGroups | None" = No
     """rows · W for an output matrix W [d, inner]: [n, d] -> [n, inner'] (inner' as in write_back)."""
     out = None
     for start, stop, block in matrix.blocks():
-        block = block.to(rows)
-        part = rows[:, start:stop] @ (heads.sum_groups(block) if heads else block)
+        part = times_t(rows[:, start:stop], (heads.sum_groups(block) if heads else block).T)
         out = part if out is None else out.add_(part)
     return out
 
@@ -187,7 +192,7 @@ def ffn_term(layer: LayerWeights, x_ffn: torch.Tensor, x_out: torch.Tensor) -> t
         hidden = project(ffn.up, x_ffn)
         if ffn.gate is not None:  # multiplied in block by block: no second [n, inner] buffer
             for start, stop, block in ffn.gate.blocks():
-                hidden[:, start:stop].mul_(x_ffn @ block.to(x_ffn).T)
+                hidden[:, start:stop].mul_(times_t(x_ffn, block))
         part = write_back(ffn.down, hidden)
         written = part if written is None else written.add_(part)
     return apply_norm(layer.ffn_post_norm, written) @ x_out.T

@@ -286,9 +286,10 @@ class Matrix:
         return rows // BLOCK_ROW_MULTIPLE * BLOCK_ROW_MULTIPLE if rows >= BLOCK_ROW_MULTIPLE else rows
 
     def rows(self, start: int, stop: int) -> torch.Tensor:
-        """Logical rows [start, stop) as float32 [stop - start, in]."""
+        """Logical rows [start, stop) as float32 [stop - start, in] (bfloat16 when stored so, untransposed,
+        under `huref.readers.lineage_reads`)."""
         if not self.transposed:
-            return self.reader.read(self.name, rows=self._stored(start, stop))
+            return self.reader.read(self.name, rows=self._stored(start, stop), keep_bfloat16=self.reader.bfloat16_blocks)
         wanted = self._stored(start, stop)
         logical = np.arange(wanted.start, wanted.stop) if isinstance(wanted, slice) else np.asarray(wanted)
         experts = logical // self.stored_out

@@ -11,8 +11,8 @@ from safetensors.torch import load_file, save_file
 
 from huref.errors import HurefError
 from huref.invariants import default_layer_order, invariant_terms, load_terms, resolve_layers
-from huref.readers import unhashed
-from huref.readers.safetensors import SafetensorsReader, bfloat16_to_float32
+from huref.readers import bfloat16_to_float32, lineage_reads
+from huref.readers.safetensors import SafetensorsReader
 from huref.similarity import compare_terms
 from huref.sources import load_model
 from huref.tokens import select_tokens
@@ -40,20 +40,27 @@ def test_safetensors_reader_matches_the_reference_loader(tmp_path):
 
 def test_bfloat16_conversion_is_torchs_for_every_bit_pattern():
     patterns = np.arange(1 << 16, dtype=np.uint16)  # every bfloat16: zeros, subnormals, inf, NaN payloads
-    ours = bfloat16_to_float32(patterns.view(np.uint8))
-    reference = torch.from_numpy(patterns.view(np.int16)).view(torch.bfloat16).float()
+    stored = torch.from_numpy(patterns.view(np.int16)).view(torch.bfloat16)
+    ours = bfloat16_to_float32(stored)
+    reference = stored.float()
     assert torch.equal(ours.view(torch.int32), reference.view(torch.int32))
 
 
-def test_unhashed_reads_fold_nothing_and_hashing_resumes_after(tmp_path):
-    save_file({"a": torch.randn(4, 3), "b": torch.randn(2, 2)}, tmp_path / "x.safetensors")
+def test_lineage_reads_fold_nothing_keep_bfloat16_blocks_and_resume_after(tmp_path):
+    save_file({"a": torch.randn(4, 3), "b": torch.randn(2, 2), "h": torch.randn(5, 3).bfloat16()},
+              tmp_path / "x.safetensors")
+    stored = load_file(tmp_path / "x.safetensors")
     reader = SafetensorsReader(str(tmp_path / "x.safetensors"))
     reader.prefetch("a")  # a hint only: the read below sees the same bytes
-    with unhashed(reader):
+    with lineage_reads(reader):
         read = reader.read("a")
-    assert reader.digests == {} and torch.equal(read, load_file(tmp_path / "x.safetensors")["a"])
+        kept = reader.read("h", rows=slice(1, 4), keep_bfloat16=reader.bfloat16_blocks)
+        widened = reader.read("h", rows=slice(1, 4))  # only a caller that asks gets bfloat16
+    assert reader.digests == {} and torch.equal(read, stored["a"])
+    assert kept.dtype == torch.bfloat16 and torch.equal(kept, stored["h"][1:4])
+    assert widened.dtype == torch.float32 and torch.equal(widened, stored["h"][1:4].float())
     reader.read("b")
-    assert set(reader.digests) == {"b"}
+    assert set(reader.digests) == {"b"} and not reader.bfloat16_blocks
 
 
 def test_sharded_and_bin_checkpoints_give_the_same_terms(llama, tmp_path):

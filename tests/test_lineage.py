@@ -9,11 +9,13 @@ must lie in [0, 1] and fall as the statistic grows.
 import json
 import math
 import re
+import shutil
 
 import pytest
 import torch
 
 from huref.errors import HurefError
+from huref.readers import lineage_reads
 from huref.lineage import (align_layers, cross_depth_terms, depth_layers, layer_map, lineage, lineage_image,
                            lineage_statistic, term_maps, verdict_stride, whole_depth_terms)
 from huref.similarity import compare_terms
@@ -75,6 +77,28 @@ def test_the_verdict_reads_a_bounded_even_sample_of_layers(llama):
     assert verdict_stride(model) == 1  # shallow models: every layer, as the null panel was built
     assert verdict_stride(model, max_layers=2) == 2 and depth_layers(model, verdict_stride(model, 2)) == (0, 2)
     assert verdict_stride(model, max_layers=1) == 3 and depth_layers(model, 3) == (0,)
+
+
+@pytest.mark.parametrize("name", ["llama", "qwen3", "gemma2", "mixtral", "deepseek_v3", "gpt2"])
+def test_lineage_reads_multiply_bfloat16_weights_as_stored(tiny_zoo, tmp_path, name):
+    """Whole-depth terms of a bfloat16 checkpoint under lineage_reads (its matrix blocks multiplied in
+    bfloat16, as `huref lineage` and compare's verdict read them) are the float32 ones up to the
+    rounding of the probe rows: grouped query heads, QK norms, experts, MLA and Conv1D included."""
+    from safetensors.torch import load_file, save_file
+
+    source = tiny_zoo(name)
+    shutil.copytree(source, tmp_path / name)
+    weights = load_file(source / "model.safetensors")
+    save_file({k: v.bfloat16() for k, v in weights.items()}, tmp_path / name / "model.safetensors")
+    model = load_model(str(tmp_path / name))
+    widened = whole_depth_terms(model, n_tokens=N_TOKENS)
+    with lineage_reads(model.reader):
+        narrow = whole_depth_terms(model, n_tokens=N_TOKENS)
+    assert not model.reader.bfloat16_blocks
+    # the bfloat16 matmuls ran; Conv1D's transposed blocks are widened when read: the same float32 terms
+    assert torch.equal(narrow.values, widened.values) == (name == "gpt2")
+    cells = term_maps(widened, narrow)  # [3, L, L]: cosine of the centred terms
+    assert float(cells.diagonal(dim1=1, dim2=2).min()) > 0.9999
 
 
 def test_function_preserving_rewrites_give_the_identity_alignment(llama, llama_terms, tmp_path):
