@@ -330,8 +330,9 @@ def format_report(report: dict) -> str:
                      f"layers {side['layers']}, {side['n_tokens']} tokens)")
     if "latent_cosine" in report:
         lines.append(f"note: {report['note']}")
-        lines.append(f"latent cosine {report['latent_cosine']:+.4f}   threshold {report['threshold']:.2f}   "
-                     f"verdict: {report['verdict']}")
+        lines.append(f"latent cosine {report['latent_cosine']:+.4f}   z {report['z']:+.1f}   p {report['p_value']:.2g}   "
+                     f"verdict: {report['verdict']} (same-base from {report['threshold']:+.3f}: false-positive rate "
+                     f"{report['fpr']:g} under the latent null panel)")
         return "\n".join(lines)
     lines.append(f"common probe tokens: {report['n_common_tokens']}")
     lines.append("")
@@ -346,7 +347,10 @@ def format_report(report: dict) -> str:
         found = report["lineage"]
         lines.append(f"lineage over the whole depth: statistic {found['statistic']:+.4f}   z {found['z']:+.1f}   "
                      f"p {found['p_value']:.2g}   (ICS thresholds alone: {report['ics_verdict']})")
-    lines.append(f"ICS {report['ics']:+.4f}   PCS {pcs}   verdict: {report['verdict']}")
+    judged = report["ics_judgement"]
+    how = (f"z {judged['z']:+.1f}, p {judged['p_value']:.2g} against the ICS null panel" if judged["decided_by"] == "ics panel"
+           else "the fixed ICS thresholds")
+    lines.append(f"ICS {report['ics']:+.4f} ({how})   PCS {pcs}   verdict: {report['verdict']}")
     return "\n".join(lines)
 
 
@@ -433,7 +437,8 @@ def show(fingerprint_file, output, generator, truncation, quiet):
 @click.option("--registry", type=click.Path(file_okay=False), default=None,
               help="Compare against every fingerprint (.json) and invariants (.safetensors) file in this folder.")
 @click.option("--min-ics", type=float, default=None, help="ICS threshold (default: the calibrated same-base one).")
-@click.option("--min-latent", type=float, default=None, help="Latent-cosine threshold for fingerprint bases.")
+@click.option("--min-latent", type=float, default=None,
+              help="Latent-cosine threshold for fingerprint bases (default: the calibrated latent verdict).")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
 @settings_options
 def verify(model, bases, registry, min_ics, min_latent, as_json, settings):
@@ -464,6 +469,9 @@ def verify(model, bases, registry, min_ics, min_latent, as_json, settings):
         if best["decided_by"] == "lineage":
             found = best["detail"]["lineage"]
             why = f"lineage z {found['z']:+.1f}, p {found['p_value']:.2g}; {best['kind']} {best['score']:+.4f}"
+        elif best["decided_by"] in ("latent panel", "ics panel"):
+            found = best["detail"] if best["kind"] == "latent" else best["detail"]["ics_judgement"]
+            why = f"{best['kind']} {best['score']:+.4f}, z {found['z']:+.1f}, p {found['p_value']:.2g}: {found['verdict']}"
         else:
             relation = ">=" if best["derives"] else "<"
             why = f"{best['kind']} {best['score']:+.4f} {relation} {best['threshold']:.2f}"

@@ -2,8 +2,10 @@
 
 Two subjects with terms (models, invariants files) are scored by ICS, the paper's measure, on
 their common probe tokens; when either is a published fingerprint only latents exist, and they
-are scored by latent cosine. Each score has its own threshold: huref.similarity's same-base ICS
-threshold, or huref.fingerprint.LATENT_THRESHOLD for latents (both can be overridden).
+are scored by latent cosine. Two models are judged by the calibrated lineage verdict, latents by
+the calibrated latent verdict (`huref.fingerprint.compare_fingerprints`), other terms by the ICS
+verdict (`huref.similarity.judge_ics`: calibrated on the default layers, fixed thresholds on
+others); --min-ics / --min-latent replace them by a fixed threshold.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from dataclasses import replace
 from typing import Callable
 
 from huref.errors import HurefError
-from huref.fingerprint import LATENT_THRESHOLD, compare_fingerprints
+from huref.fingerprint import compare_fingerprints
 from huref.inputs import Settings, Subject, check_comparable, settings_for
 from huref.readers import lineage_reads
-from huref.similarity import compare_terms, pcs, thresholds, verdict
+from huref.similarity import compare_terms, judge_ics, pcs
 
 
 def lineage_settings(subject: Subject, settings: Settings, stride: int | None = None) -> Settings:
@@ -59,11 +61,11 @@ def compare_pair(a: Subject, b: Subject, settings: Settings, lineage_tokens: int
     """The comparison report of a and b (both already matched by `huref.inputs.settings_for`).
 
     With terms on both sides: {"ics", "terms": {"qk", "vo", "ffn"}, "layers", "pcs", "verdict",
-    "ics_verdict", "n_common_tokens", "a", "b"} and, for two models when `lineage_tokens` is given,
+    "ics_verdict", "ics_judgement" (`huref.similarity.judge_ics`), "n_common_tokens", "a", "b"} and, for two models when `lineage_tokens` is given,
     "lineage": {"statistic", "z", "p_value", "fpr", "verdict", "alignment", "map", "layers_a",
     "layers_b"} (as `huref.lineage.lineage` gives them) whose calibrated verdict
     is then "verdict" (else the ICS thresholds' is); with a fingerprint on either side: {"kind":
-    "latent", "latent_cosine", "threshold", "verdict", "note", "a", "b"}. `progress` hears of the
+    "latent", "latent_cosine", "z", "p_value", "fpr", "threshold", "verdict", "note", "a", "b"}. `progress` hears of the
     whole-depth terms computed for the lineage.
     """
     check_comparable(a, b)
@@ -71,14 +73,15 @@ def compare_pair(a: Subject, b: Subject, settings: Settings, lineage_tokens: int
         ta, tb = a.terms(settings), b.terms(settings)
         result = compare_terms(ta, tb)
         both_models = a.kind == "model" and b.kind == "model"
-        ics_verdict = verdict(result["ics"])
+        judged = judge_ics(result["ics"], ta.meta, tb.meta)
         report = {
             "ics": result["ics"],
             "terms": result["terms"],
             "layers": result["layers"],
             "pcs": side_pcs(a, b, ta.layers) if both_models else None,
-            "verdict": ics_verdict,
-            "ics_verdict": ics_verdict,
+            "verdict": judged["verdict"],
+            "ics_verdict": judged["verdict"],
+            "ics_judgement": judged,
             "n_common_tokens": result["n_common"],
             "a": a.describe(settings),
             "b": b.describe(settings),
@@ -89,9 +92,8 @@ def compare_pair(a: Subject, b: Subject, settings: Settings, lineage_tokens: int
             report["verdict"] = found["verdict"]
         return report
     detail = compare_fingerprints(a.record(settings), b.record(settings))
-    return {"kind": "latent", "latent_cosine": detail["latent_cosine"], "threshold": detail["threshold"],
-            "verdict": "same-base" if detail["same_base"] else "unrelated", "note": detail["note"],
-            "a": a.describe(settings), "b": b.describe(settings)}
+    keys = ("kind", "latent_cosine", "z", "p_value", "fpr", "threshold", "verdict", "note")
+    return {**{key: detail[key] for key in keys}, "a": a.describe(settings), "b": b.describe(settings)}
 
 
 def side_pcs(a: Subject, b: Subject, layers: list[int]) -> float | None:
@@ -107,20 +109,28 @@ def score(a: Subject, b: Subject, settings: Settings, min_ics: float | None = No
           min_latent: float | None = None, lineage_tokens: int | None = None,
           progress: Callable[[str], None] | None = None) -> dict:
     """Score a against base b: {"base", "kind": "ics"|"latent", "score", "threshold", "derives",
-    "decided_by": "lineage"|"threshold", "detail"}. Two models with `lineage_tokens` and no --min-ics:
-    the calibrated lineage verdict decides (the score stays the ICS, for the table); else the
+    "decided_by": "lineage"|"latent panel"|"ics panel"|"threshold", "detail"}. Two models with
+    `lineage_tokens` and no --min-ics: the calibrated lineage verdict decides (the score stays the
+    ICS, for the table); latents without --min-latent, and terms of the default layers without
+    --min-ics: their calibrated verdicts (threshold: the smallest score called same-base); else the
     score against its threshold does."""
     detail = compare_pair(a, b, settings, lineage_tokens if min_ics is None else None, progress)
     if "ics" in detail:
         kind, value = "ics", detail["ics"]
-        threshold = thresholds()["same_base"] if min_ics is None else min_ics
+        threshold = detail["ics_judgement"]["threshold"] if min_ics is None else min_ics
     else:
         kind, value = "latent", detail["latent_cosine"]
-        threshold = LATENT_THRESHOLD if min_latent is None else min_latent
-    by_lineage = "lineage" in detail
-    derives = detail["lineage"]["verdict"] == "same-base" if by_lineage else value >= threshold
+        threshold = detail["threshold"] if min_latent is None else min_latent
+    if "lineage" in detail:
+        decided_by, derives = "lineage", detail["lineage"]["verdict"] == "same-base"
+    elif kind == "latent" and min_latent is None:
+        decided_by, derives = "latent panel", detail["verdict"] == "same-base"
+    elif kind == "ics" and min_ics is None and detail["ics_judgement"]["decided_by"] == "ics panel":
+        decided_by, derives = "ics panel", detail["verdict"] == "same-base"
+    else:
+        decided_by, derives = "threshold", value >= threshold
     return {"base": b.spec, "kind": kind, "score": value, "threshold": threshold, "derives": derives,
-            "decided_by": "lineage" if by_lineage else "threshold", "detail": detail}
+            "decided_by": decided_by, "detail": detail}
 
 
 def verify(model: Subject, bases: list[Subject], settings: Settings, min_ics: float | None = None,

@@ -36,7 +36,6 @@ FORMAT = "huref-fingerprint"
 FORMAT_VERSION = 1
 COMMITMENT_SCHEME = "sha256(domain || salt || header || float32-le values), huref v1"
 COMMITMENT_DOMAIN = b"huref-commitment-v1\0"
-LATENT_THRESHOLD = 0.5  # latent cosine at or above which two fingerprints share a base (why: docs/ENCODER.md)
 REQUIRED = {"latent": list, "model_type": (str, type(None)), "layers": list, "n_tokens": int,
             "token_strategy": (str, type(None)), "tool_version": str, "encoder_sha256": str,
             "generator": dict, "commitment": dict}
@@ -170,12 +169,17 @@ def load_fingerprint(path) -> dict:
     return data
 
 
-def compare_fingerprints(a: dict, b: dict) -> dict:
-    """Compare two fingerprints by latent cosine.
+def compare_fingerprints(a: dict, b: dict, panel: dict | None = None) -> dict:
+    """Compare two fingerprints by latent cosine, calibrated against the latent null panel (default:
+    the shipped `huref.statistics.LATENT_PANEL_FILE`).
 
-    Returns {"kind": "latent", "latent_cosine": float, "threshold": LATENT_THRESHOLD,
-    "same_base": bool, "note": str}. Latents of different encoders cannot be compared (HurefError).
+    Returns {"kind": "latent", "latent_cosine": float, "z", "p_value", "verdict", "fpr" (as
+    `huref.statistics.verdict_from_statistic` gives them), "threshold" (the smallest cosine called
+    same-base), "same_base": bool, "note": str}. Latents of different encoders cannot be compared
+    (HurefError).
     """
+    from huref.statistics import LATENT_PANEL_FILE, null_panel, same_base_cutoff, verdict_from_statistic
+
     if a["encoder_sha256"] != b["encoder_sha256"]:
         raise HurefError("the two fingerprints were made with different encoder weights; their latents "
                          "cannot be compared (recompute one with the other's encoder)")
@@ -183,5 +187,7 @@ def compare_fingerprints(a: dict, b: dict) -> dict:
     notes = ["latent cosine (a published fingerprint carries no invariant terms, so no ICS)"]
     if a.get("token_strategy") != b.get("token_strategy"):
         notes.append("the two selected tokens differently (by string and by id); the score means little")
-    return {"kind": "latent", "latent_cosine": cosine, "threshold": LATENT_THRESHOLD,
-            "same_base": cosine >= LATENT_THRESHOLD, "note": "; ".join(notes)}
+    panel = panel if panel is not None else null_panel(LATENT_PANEL_FILE)
+    found = verdict_from_statistic(cosine, panel)
+    return {"kind": "latent", "latent_cosine": cosine, **found, "threshold": same_base_cutoff(panel),
+            "same_base": found["verdict"] == "same-base", "note": "; ".join(notes)}

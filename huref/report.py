@@ -35,16 +35,21 @@ def _score_cell(m: dict) -> str:
     if "error" in m:
         return f"<td class='note' title='{html.escape(m['error'])}'>n/a</td>"
     mark = " &#10003;" if m["derives"] else ""
-    how = f"{m['kind']}, lineage verdict" if m["decided_by"] == "lineage" else m["kind"]
+    how = {"lineage": f"{m['kind']}, lineage verdict", "latent panel": "latent, calibrated",
+           "ics panel": "ics, calibrated"}.get(m["decided_by"], m["kind"])
     return (f"<td style='background: {heat(m['score'])}' title='{how}'>"
             f"{m['score']:+.3f}{mark}<br><span class='note'>{how}</span></td>")
 
 
 def _decision_cell(m: dict) -> str:
-    """What decided a pair: its threshold, or the calibrated lineage statistic of two models."""
+    """What decided a pair: its threshold, the calibrated lineage statistic of two models, or the
+    calibrated latent or ICS verdict."""
     if m["decided_by"] == "lineage":
         found = m["detail"]["lineage"]
         return f"<td>lineage z {found['z']:+.1f}, p {found['p_value']:.2g}</td>"
+    if m["decided_by"] in ("latent panel", "ics panel"):
+        found = m["detail"] if m["kind"] == "latent" else m["detail"]["ics_judgement"]
+        return f"<td>{m['kind']} z {found['z']:+.1f}, p {found['p_value']:.2g}</td>"
     return f"<td>{m['threshold']:.2f}</td>"
 
 

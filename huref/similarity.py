@@ -148,6 +148,21 @@ def thresholds() -> dict:
         return json.load(f)
 
 
+def judge_ics(ics: float, a_meta: dict, b_meta: dict) -> dict:
+    """The ICS verdict of two sets of terms (their metadata says how their layers were chosen):
+    {"verdict", "decided_by": "ics panel"|"thresholds", "threshold" (the smallest same-base ICS)} and,
+    against the ICS null panel, "z", "p_value", "fpr". The panel (`huref.statistics.ICS_PANEL_FILE`)
+    was calibrated on the default layers, so it judges only terms both read by the default rule;
+    terms at given layers keep the fixed thresholds (calibrated on the paper's last two layers)."""
+    from huref.invariants import DEFAULT_RULE
+    from huref.statistics import ICS_PANEL_FILE, null_panel, same_base_cutoff, verdict_from_statistic
+
+    if a_meta.get("layer_choice") == DEFAULT_RULE == b_meta.get("layer_choice"):
+        panel = null_panel(ICS_PANEL_FILE)
+        return {**verdict_from_statistic(ics, panel), "decided_by": "ics panel", "threshold": same_base_cutoff(panel)}
+    return {"verdict": verdict(ics), "decided_by": "thresholds", "threshold": thresholds()["same_base"]}
+
+
 def verdict(ics: float, t: dict | None = None) -> str:
     """'same-base' at or above the same-base threshold, 'unrelated' at or below the unrelated one,
     'inconclusive' between; t: {"same_base", "unrelated"}, by default `thresholds()`."""

@@ -10,6 +10,12 @@ Assumptions, to keep in mind: the panel's pairs are independent draws from the p
 compared pair belongs to (similar depth, data and training; the shipped panel is tiny models
 trained here), and the statistic's upper tail is no heavier than a normal one.
 
+The same null model calibrates two more scores, each against its own panel of the zoo's unrelated
+pairs: the latent cosine of two published fingerprints (`huref.fingerprint.compare_fingerprints`;
+LATENT_PANEL_FILE, each model's latent made from its default layers as `huref fingerprint` makes
+it) and the ICS of two sets of terms read at the default layers (`huref.similarity.judge_ics`;
+ICS_PANEL_FILE). Terms read at other layers keep the fixed thresholds of huref/data/thresholds.json.
+
 Verdict: "same-base" at p <= ALPHA_SAME_BASE, which caps the false-positive rate (unrelated pairs
 called same-base) at that value under the null model; "unrelated" at p >= ALPHA_UNRELATED (the
 pair looks like the panel's unrelated pairs); "inconclusive" between, which the null model says
@@ -25,6 +31,8 @@ from pathlib import Path
 from huref.errors import HurefError
 
 NULL_PANEL_FILE = Path(__file__).with_name("data") / "null_panel.json"
+LATENT_PANEL_FILE = Path(__file__).with_name("data") / "latent_panel.json"
+ICS_PANEL_FILE = Path(__file__).with_name("data") / "ics_panel.json"
 ALPHA_SAME_BASE = 1e-4
 ALPHA_UNRELATED = 1e-2
 
@@ -41,6 +49,15 @@ def null_panel(path: str | Path | None = None) -> dict:
             or panel["n"] < 3 or panel["std"] <= 0:
         raise HurefError(f"{path}: not a null panel (needs mean, std > 0 and n >= 3)")
     return panel
+
+
+def same_base_cutoff(panel: dict) -> float:
+    """The smallest statistic the panel calls same-base (p <= ALPHA_SAME_BASE), by bisection."""
+    low, high = panel["mean"], panel["mean"] + 100 * panel["std"]
+    for _ in range(100):
+        middle = (low + high) / 2
+        low, high = (low, middle) if verdict_from_statistic(middle, panel)["p_value"] <= ALPHA_SAME_BASE else (middle, high)
+    return high
 
 
 def panel_summary(values: list[float]) -> dict:

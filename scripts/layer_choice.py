@@ -1,7 +1,8 @@
 """Which layers feed the ICS and the encoder: candidate layer rules measured on the whole zoo panel.
 
     python scripts/layer_choice.py [--real]        # -> docs/results/layer_choice.json, docs/RESULTS.md
-                                                   #    "Which layers", huref/data/thresholds.json
+                                                   #    "Which layers", huref/data/ics_panel.json and
+                                                   #    latent_panel.json
 
 Reads the whole-depth terms cached by scripts/experiments.py (every layer, the scale's token count;
 HUREF_EXPERIMENTS_CACHE, default /work/cache/experiments, plus /<scale>) and never writes there. A
@@ -254,8 +255,8 @@ def section(results: dict) -> str:
            "token through the shipped encoder.*", "",
            "A rule maps a model's depth to the layers it reads; pairs of different depth (llama-A-sib: 6 layers, "
            "depth-pruned: 3, upscaled: 6) are read at each side's own rule. The paper reads the last two layers. "
-           "huref's default is the two middle layers (`huref.invariants.default_layer_order`); the encoder's "
-           "same-base threshold on the latent cosine is 0.5.", "",
+           "huref's default is the two middle layers (`huref.invariants.default_layer_order`); the latent verdict "
+           "of two fingerprints is calibrated on this zoo (below; it was a fixed cosine of 0.5 before).", "",
            "| rule | layers of 4 / 6 / 30 | ICS AUC | ICS TPR@1% FPR | ICS margin | latent AUC | latent TPR@1% | "
            "latent margin | lowest same-base latent | highest unrelated latent |",
            "|---|---|---|---|---|---|---|---|---|---|"]
@@ -271,22 +272,35 @@ def section(results: dict) -> str:
         by = {(p["a"], p["b"]): p for p in r["pairs"]}
         out.append(f"| {name} | " + " | ".join(f"{by[w]['ics']:.3f} / {by[w]['latent_cosine']:.3f}" if w in by else "–"
                                                for w in WATCHED) + " |")
-    if cal is None:
-        out += ["", "Verdict thresholds on the default layers: not recalibrated in this run (huref/data/thresholds.json "
-                "keeps its values)."]
-    else:
-        t, errors = cal["thresholds"], cal["errors"]
-        out += ["", f"Verdict thresholds on the default layers (the engine's ICS over every cached token, "
-            f"`calibration.choose_thresholds`, {len(cal['pairs'])} pairs): lowest same-base ICS "
-            f"{t['lowest_same_base']:.3f}, highest unrelated {t['highest_unrelated']:.3f}, so same-base at ≥ "
-            f"{t['same_base']}, unrelated at ≤ {t['unrelated']} (huref/data/thresholds.json). Verdicts: same-base pairs → "
-            + ", ".join(f"{v} {n}" for v, n in errors["same-base"].items()) + "; unrelated pairs → "
-            + ", ".join(f"{v} {n}" for v, n in errors["unrelated"].items()) + "."]
+    if cal is not None:
+        from huref.similarity import thresholds, verdict
+        from huref.statistics import ICS_PANEL_FILE, null_panel, same_base_cutoff, verdict_from_statistic
+
+        t, kept, panel = cal["thresholds"], thresholds(), null_panel(ICS_PANEL_FILE)
+        fixed = {label: {v: 0 for v in ("same-base", "inconclusive", "unrelated")} for label in ("same-base", "unrelated")}
+        calibrated = {label: dict(counts) for label, counts in fixed.items()}
+        for r in cal["pairs"]:
+            fixed[r["label"]][verdict(r["ics"])] += 1
+            calibrated[r["label"]][verdict_from_statistic(r["ics"], panel)["verdict"]] += 1
+        tally = lambda c: ("same-base pairs → " + ", ".join(f"{v} {n}" for v, n in c["same-base"].items())
+                           + "; unrelated pairs → " + ", ".join(f"{v} {n}" for v, n in c["unrelated"].items()))
+        out += ["", f"ICS verdict on the default layers (the engine's ICS over every cached token, {len(cal['pairs'])} "
+                f"pairs): lowest same-base ICS {t['lowest_same_base']:.3f} (offspring against offspring), highest "
+                f"unrelated {t['highest_unrelated']:.3f}. Fixed thresholds fit there are degenerate "
+                f"(`calibration.choose_thresholds`: {t['same_base']} / {t['unrelated']}), and the paper-layer ones of "
+                f"huref/data/thresholds.json (same-base ≥ {kept['same_base']}, unrelated ≤ {kept['unrelated']}, "
+                f"calibrated on the last two layers) give {tally(fixed)}. So terms of the default layers are judged "
+                f"like the lineage statistic, against a null panel of the {panel['n']} unrelated pairs' ICS "
+                f"(huref/data/ics_panel.json, written by this script; mean {panel['mean']:.4f}, std {panel['std']:.4f}; "
+                f"same-base from {same_base_cutoff(panel):.3f}, p ≤ 1e-4; `huref.similarity.judge_ics`): {tally(calibrated)} "
+                "(in-sample). Terms read at other layers (`--layers`) keep the fixed thresholds; `--verdict ics`, "
+                "invariants files and `huref verify` against invariants files use this verdict, `--min-ics` replaces it."]
+    out += latent_verdict_lines(zoo, results.get("real"))
     out += ["", "Choice: the two middle layers. Every rule that leaves out the last layers separates the zoo's ICS "
             "perfectly; among them the middle pair keeps the twin and the sibling furthest from llama-A's dog (the hard "
             "negatives this change is for; real siblings measured in the issue: ICS 0.03 on two middle layers, 0.29 on "
             "the last two), at the cost of the thinnest ICS margin. The first two layers separate with the widest margins "
-            "and are the only rule that keeps cpt-heavy's latent above 0.5, but they lift the sibling's latent to about "
+            "and are the only rule that keeps cpt-heavy's latent above the old fixed 0.5, but they lift the sibling's latent to about "
             "0.4: early layers carry the token statistics that any model trained on the same tokenizer and text shares. "
             "No rule keeps cpt-heavy's dog and keeps its base's twin and sibling apart; the whole-depth lineage verdict "
             "remains the judge for such pairs. Limit of any depth-relative rule: a model whose depth was changed without "
@@ -301,14 +315,63 @@ def section(results: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_thresholds(cal: dict) -> None:
-    """huref/data/thresholds.json from the calibration of the default layers."""
-    t = cal["thresholds"]
-    (REPO / "huref" / "data" / "thresholds.json").write_text(json.dumps(dict(
-        same_base=t["same_base"], unrelated=t["unrelated"], metric="ics", layers="middle two",
-        source="docs/RESULTS.md \"Which layers\" (scripts/layer_choice.py)", scale="full",
-        lowest_same_base=round(t["lowest_same_base"], 4), highest_unrelated=round(t["highest_unrelated"], 4)),
-        indent=2) + "\n")
+def latent_verdict_lines(zoo: dict, real: list | None) -> list[str]:
+    """The "latent verdict" paragraph: the shipped latent panel and the verdicts it gives the zoo's
+    pairs (shipped default rule) and the real pairs (two middle layers)."""
+    from huref.statistics import LATENT_PANEL_FILE, null_panel, same_base_cutoff, verdict_from_statistic
+
+    panel = null_panel(LATENT_PANEL_FILE)
+    counts = {label: {v: 0 for v in ("same-base", "inconclusive", "unrelated")} for label in ("same-base", "unrelated")}
+    for r in zoo["shipped default"]["pairs"]:
+        if r["label"] in counts:
+            counts[r["label"]][verdict_from_statistic(r["latent_cosine"], panel)["verdict"]] += 1
+    by = {(p["a"], p["b"]): p for p in zoo["shipped default"]["pairs"]}
+    watched = ", ".join(f"{b.replace('llama-A', '').strip('/-') or b} {by[(a, b)]['latent_cosine']:.3f} "
+                        f"({verdict_from_statistic(by[(a, b)]['latent_cosine'], panel)['verdict']})"
+                        for a, b in WATCHED if (a, b) in by)
+    out = ["", f"Latent verdict (`huref.fingerprint.compare_fingerprints`, what compare and verify use for a published "
+           f"fingerprint): the null model of the lineage statistic (`huref.statistics`) on the latent cosines of the "
+           f"{panel['n']} unrelated zoo pairs under the shipped default rule (huref/data/latent_panel.json, written by "
+           f"this script): mean {panel['mean']:.3f}, std {panel['std']:.3f}; same-base from a cosine of "
+           f"{same_base_cutoff(panel):.3f} (p ≤ 1e-4). Zoo verdicts: same-base pairs → "
+           + ", ".join(f"{v} {n}" for v, n in counts["same-base"].items()) + "; unrelated pairs → "
+           + ", ".join(f"{v} {n}" for v, n in counts["unrelated"].items())
+           + f". Against llama-A: {watched}. The inconclusive same-base pairs are offspring against offspring "
+           "(cpt-heavy against the depth-changed copies), the pairs the whole-depth lineage verdict judges; the panel "
+           "is in-sample and its tokenizer is shared by every zoo model, which lifts the unrelated mean above the "
+           "cross-family real pairs'."]
+    if real:
+        rows = [r for r in real if r["rule"] == "two middle"]
+        out[-1] += " Real pairs (two middle layers): " + "; ".join(
+            f"{r['a']} vs {r['b']} {r['latent_cosine']:.3f} ({verdict_from_statistic(r['latent_cosine'], panel)['verdict']})"
+            for r in rows) + "."
+    return out
+
+
+def write_ics_panel(cal: dict) -> dict:
+    """huref/data/ics_panel.json (`huref.statistics.ICS_PANEL_FILE`): the null panel of the ICS verdict on
+    the default layers, from the engine's ICS of the zoo's unrelated pairs (`calibrate`)."""
+    from huref.statistics import ICS_PANEL_FILE, panel_summary
+
+    null = [r for r in cal["pairs"] if r["label"] == "unrelated"]
+    panel = dict(panel_summary([r["ics"] for r in null]), statistic="ICS of the default layers (huref.similarity)",
+                 layers="shipped default", source="scripts/layer_choice.py on the tiny zoo of scripts/experiments.py",
+                 pairs=[[r["a"], r["b"], round(r["ics"], 6)] for r in null])
+    ICS_PANEL_FILE.write_text(json.dumps(panel, indent=1) + "\n")
+    return panel
+
+
+def write_latent_panel(zoo: dict) -> dict:
+    """huref/data/latent_panel.json (`huref.statistics.LATENT_PANEL_FILE`): the null panel of the latent
+    verdict, from the latent cosines of the zoo's unrelated pairs under the shipped default rule."""
+    from huref.statistics import LATENT_PANEL_FILE, panel_summary
+
+    null = [r for r in zoo["shipped default"]["pairs"] if r["label"] == "unrelated"]
+    panel = dict(panel_summary([r["latent_cosine"] for r in null]), statistic="latent cosine (huref.fingerprint)",
+                 layers="shipped default", source="scripts/layer_choice.py on the tiny zoo of scripts/experiments.py",
+                 pairs=[[r["a"], r["b"], round(r["latent_cosine"], 6)] for r in null])
+    LATENT_PANEL_FILE.write_text(json.dumps(panel, indent=1) + "\n")
+    return panel
 
 
 def main() -> None:
@@ -317,24 +380,23 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--real", action="store_true", help="also the real pairs of $HUREF_REAL_CACHE")
     parser.add_argument("--real-tokens", type=int, default=2048)
-    parser.add_argument("--zoo-from", type=Path, help="the zoo's figures from an earlier run's JSON, not measured again")
-    parser.add_argument("--calibrate-only", action="store_true",
-                        help="only the thresholds of the default layers (docs are left as they are)")
+    parser.add_argument("--zoo-from", type=Path,
+                        help="the zoo's (and real pairs') figures from an earlier run's JSON, not measured again")
     args = parser.parse_args()
     root = Path(os.environ.get("HUREF_EXPERIMENTS_CACHE", "/work/cache/experiments")) / args.scale
     if args.zoo_from:
-        results = {"zoo": json.loads(args.zoo_from.read_text())["zoo"]}
+        earlier = json.loads(args.zoo_from.read_text())
+        results = {key: earlier[key] for key in ("zoo", "real") if key in earlier}
     else:
-        results = {} if args.calibrate_only else {"zoo": measure(root)}
-    if not args.calibrate_only:
-        show(results["zoo"])
+        results = {"zoo": measure(root)}
+    show(results["zoo"])
     if args.real:
         results["real"] = real_measure(args.real_tokens)
     results["calibration"] = calibrate(root)
     print(json.dumps({k: v for k, v in results["calibration"].items() if k != "pairs"}, indent=1))
-    write_thresholds(results["calibration"])
-    if "zoo" in results:
-        le.insert_section(REPO / "docs" / "RESULTS.md", section(results), "## Which layers")
+    write_ics_panel(results["calibration"])
+    write_latent_panel(results["zoo"])
+    le.insert_section(REPO / "docs" / "RESULTS.md", section(results), "## Which layers")
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out}")
 

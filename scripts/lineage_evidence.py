@@ -288,11 +288,12 @@ def cross_section(crosses, cross_panel, metric, figures_rel) -> str:
 
 
 def insert_section(results_md: Path, text: str, heading: str = "## Lineage") -> None:
-    """Replace the `heading` section of `results_md` (up to the next "## "), or add it before "## Timings"."""
+    """Replace the `heading` section of `results_md` (up to the next "## " heading or "<!-- " marker of a
+    block another script writes), or add it before "## Timings"."""
     lines = results_md.read_text().split("\n") if results_md.exists() else []
     if heading in lines:
         start = lines.index(heading)
-        end = next((k for k in range(start + 1, len(lines)) if lines[k].startswith("## ")), len(lines))
+        end = next((k for k in range(start + 1, len(lines)) if lines[k].startswith(("## ", "<!-- "))), len(lines))
     else:
         start = end = lines.index("## Timings") if "## Timings" in lines else len(lines)
     lines[start:end] = text.rstrip("\n").split("\n") + [""]

@@ -16,12 +16,13 @@ import torch
 import torch.nn.functional as F
 
 from huref import cli
-from huref.fingerprint import (LATENT_THRESHOLD, check_opening, commitment_digest, load_fingerprint, opening_path,
+from huref.fingerprint import (check_opening, compare_fingerprints, commitment_digest, load_fingerprint, opening_path,
                                save_opening)
 from huref.invariants import Terms, invariant_terms, load_terms, save_terms
 from huref.lineage import lineage, whole_depth_terms
-from huref.similarity import compare_terms, thresholds
+from huref.similarity import compare_terms
 from huref.sources import load_model
+from huref.statistics import ICS_PANEL_FILE, LATENT_PANEL_FILE, null_panel, same_base_cutoff
 
 
 def fingerprint_command(name, folder):
@@ -79,11 +80,15 @@ def test_round_trip_fingerprint_then_show(published, tmp_path, huref_cli):
 
 
 def test_relatives_share_a_dog_and_strangers_do_not(published):
-    z = {name: torch.tensor(load_fingerprint(item["fp"])["latent"]) for name, item in published.items()}
+    fps = {name: load_fingerprint(item["fp"]) for name, item in published.items()}
+    z = {name: torch.tensor(fp["latent"]) for name, fp in fps.items()}
     related = float(F.cosine_similarity(z["base"], z["offspring"], dim=0))
     unrelated = float(F.cosine_similarity(z["base"], z["independent"], dim=0))
-    assert related >= LATENT_THRESHOLD > unrelated
     assert related > unrelated + 0.3
+    # the calibrated latent verdict: the shipped panel's cutoff lies between them
+    same, other = compare_fingerprints(fps["base"], fps["offspring"]), compare_fingerprints(fps["base"], fps["independent"])
+    assert (same["verdict"], other["verdict"]) == ("same-base", "unrelated") and same["same_base"] and not other["same_base"]
+    assert same["latent_cosine"] == pytest.approx(related, abs=1e-6) and unrelated < same["threshold"] <= related
 
 
 def test_commitment_opens_with_the_private_file_only(published, tmp_path):
@@ -115,11 +120,11 @@ def test_verify_exit_codes_and_json(published, tmp_path, huref_cli):
     assert code == 0 and result["derives"] and result["best"]["kind"] == "latent"
     code, out, _ = huref_cli("verify", "demo:independent", "--base", base_fp, "--json")
     assert code == 1 and not json.loads(out)["derives"]
-    # a model as base: scored by ICS, with the calibrated threshold unless --min-ics is given
+    # a model as base: scored by ICS (the default layers: the ICS panel's cutoff) unless --min-ics is given
     code, out, _ = huref_cli("verify", "demo:offspring", "--base", "demo:base", "--json")
     result = json.loads(out)
     ics = compare_terms(invariant_terms(load_model("demo:offspring")), invariant_terms(load_model("demo:base")))["ics"]
-    assert code == 0 and result["best"]["kind"] == "ics" and result["best"]["threshold"] == thresholds()["same_base"]
+    assert code == 0 and result["best"]["kind"] == "ics" and result["best"]["threshold"] == same_base_cutoff(null_panel(ICS_PANEL_FILE))
     assert result["best"]["score"] == pytest.approx(ics, abs=1e-9)
     code, _, _ = huref_cli("verify", "demo:offspring", "--base", "demo:base",
                          "--min-ics", str(min(ics + 0.001, 1.01)))
@@ -263,5 +268,6 @@ def test_attacked_copies_keep_the_latent(arch, tiny_zoo, tmp_path):
     assert pcs(models["original"], models["rewritten"], list(range(tiny_models.N_LAYERS))) < 0.9
     z = {name: torch.tensor(latent_record(invariant_terms(model))["latent"]) for name, model in models.items()}
     assert float(F.cosine_similarity(z["original"], z["rewritten"], dim=0)) >= 0.99
-    assert float(F.cosine_similarity(z["original"], z["appended"], dim=0)) >= LATENT_THRESHOLD
-    assert abs(float(F.cosine_similarity(z["original"], z["independent"], dim=0))) < LATENT_THRESHOLD / 2
+    cutoff = same_base_cutoff(null_panel(LATENT_PANEL_FILE))  # the smallest cosine the latent verdict calls same-base
+    assert float(F.cosine_similarity(z["original"], z["appended"], dim=0)) >= cutoff
+    assert abs(float(F.cosine_similarity(z["original"], z["independent"], dim=0))) < cutoff / 2

@@ -20,7 +20,8 @@ from huref.lineage import (align_layers, cross_depth_terms, depth_layers, layer_
                            lineage_statistic, term_maps, verdict_stride, whole_depth_terms)
 from huref.similarity import compare_terms
 from huref.sources import load_model
-from huref.statistics import null_panel, panel_summary, student_t_sf, verdict_from_statistic
+from huref.statistics import (ALPHA_SAME_BASE, ICS_PANEL_FILE, LATENT_PANEL_FILE, NULL_PANEL_FILE, null_panel,
+                              panel_summary, same_base_cutoff, student_t_sf, verdict_from_statistic)
 from huref_lab import attacks
 
 N_TOKENS = 96
@@ -198,10 +199,16 @@ def test_student_t_tail_matches_numerical_integration(t, df):
     assert student_t_sf(t, df) == pytest.approx(float(torch.trapezoid(density, x)), rel=1e-4, abs=1e-7)
 
 
-def test_the_shipped_null_panel_is_usable_and_bad_panels_are_refused(tmp_path):
-    panel = null_panel()
+@pytest.mark.parametrize("path", [NULL_PANEL_FILE, LATENT_PANEL_FILE, ICS_PANEL_FILE])
+def test_the_shipped_null_panels_are_usable_and_bad_panels_are_refused(tmp_path, path):
+    panel = null_panel(path)
     assert panel["n"] >= 10 and panel["std"] > 0
-    assert verdict_from_statistic(panel["mean"])["verdict"] == "unrelated"
+    assert verdict_from_statistic(panel["mean"], panel)["verdict"] == "unrelated"
+    # the cutoff is where the same-base rule starts: p crosses ALPHA_SAME_BASE there
+    cutoff = same_base_cutoff(panel)
+    assert verdict_from_statistic(cutoff, panel)["verdict"] == "same-base"
+    assert verdict_from_statistic(cutoff - 1e-9 * panel["std"] - 1e-12, panel)["p_value"] > ALPHA_SAME_BASE
+    assert panel["mean"] + 3 * panel["std"] < cutoff < panel["mean"] + 6 * panel["std"]
     bad = tmp_path / "panel.json"
     bad.write_text(json.dumps({"mean": 0.0, "std": 0.0, "n": 5}))
     with pytest.raises(HurefError, match="not a null panel"):
@@ -245,6 +252,26 @@ def test_lineage_command_and_calibrated_compare(tiny_zoo, tmp_path, huref_cli):
     assert code == 0 and "lineage" not in json.loads(out) and json.loads(out)["verdict"] == json.loads(out)["ics_verdict"]
     code, _, err = huref_cli("lineage", str(llama), str(image), "-q")
     assert code == 2 and err.count("\n") == 1
+
+
+def test_the_ics_verdict_is_calibrated_on_the_default_layers_only(tiny_zoo, tmp_path, huref_cli):
+    """compare --verdict ics judges default-layer terms against the ICS null panel (z, p-value) and
+    terms of given layers by the fixed thresholds; an offspring is same-base, a stranger unrelated."""
+    from huref.similarity import verdict
+
+    llama, panel = tiny_zoo("llama"), null_panel(ICS_PANEL_FILE)
+    offspring = attacks.attack_directory(llama, tmp_path / "rotated", "rotation", seed=5)
+    for other, expected in ((offspring, "same-base"), (tiny_zoo("llama", seed=1), "unrelated")):
+        code, out, _ = huref_cli("compare", str(llama), str(other), "--json", "-q", "--verdict", "ics")
+        report = json.loads(out)
+        judged = report["ics_judgement"]
+        assert code == 0 and judged["decided_by"] == "ics panel" and report["verdict"] == expected
+        assert judged["z"] == pytest.approx((report["ics"] - panel["mean"]) / panel["std"])
+        assert judged["verdict"] == verdict_from_statistic(report["ics"], panel)["verdict"]
+        code, out, _ = huref_cli("compare", str(llama), str(other), "--json", "-q", "--verdict", "ics", "--layers", "-2,-1")
+        report = json.loads(out)
+        assert report["ics_judgement"]["decided_by"] == "thresholds" and "z" not in report["ics_judgement"]
+        assert report["verdict"] == verdict(report["ics"]) == expected
 
 
 def test_verify_decides_model_bases_by_the_calibrated_verdict(tiny_zoo, tmp_path, huref_cli):
