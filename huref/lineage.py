@@ -18,14 +18,16 @@ pairs of layers that do not correspond, a null built into each map. The statisti
 against independently trained pairs in `huref.statistics`.
 
 Cost: one layer's terms take about n·d·(4d + 3·ffn) flops (d: hidden size, ffn: FFN width; less
-with grouped-query attention) plus one pass over the layer's weight bytes (read, bfloat16 -> float32,
-finite check; `huref.comparison.lineage_terms` skips the SHA-256: these terms are never written). At n = LINEAGE_TOKENS
-= 256 two 7B-shaped checkpoints (d 4096, ffn 11008, 32 layers) take 2·32·256·4096·49408 ≈ 3.3e12
-flops, and at that n the byte passes cost about as much as the matmuls (docs/PERFORMANCE.md). The
-null panel separates the zoo as well at 256 tokens as at 512 (docs/RESULTS.md). The verdict of
-compare, verify and report reads at most VERDICT_LAYERS evenly spaced layers of each model
-(`verdict_stride`; every layer of the zoo's models): on two 7B-shaped checkpoints the default compare
-measured 1.6x the two-layer 4096-token comparison alone; `huref lineage` reads every layer (`stride` 1).
+with grouped-query attention) plus one pass over the layer's weight bytes (read, finite check).
+`huref.comparison.lineage_terms` reads them through `huref.readers.lineage_reads`: no SHA-256 (these
+terms are never written) and weights stored in bfloat16 multiplied as they are, with float32
+accumulation (no widening pass; 2.7x the float32 matmul rate on an AVX-512 BF16 CPU). At n =
+LINEAGE_TOKENS = 256 two 7B-shaped checkpoints (d 4096, ffn 11008, 32 layers) take 2·32·256·4096·49408
+≈ 3.3e12 flops: about a minute on 2 cores (docs/PERFORMANCE.md). The null panel separates the zoo as
+well at 256 tokens as at 512 (docs/RESULTS.md). The verdict of compare, verify and report reads at
+most VERDICT_LAYERS evenly spaced layers of each model (`verdict_stride`; every layer of the zoo's
+models): on two 7B-shaped checkpoints the default compare measured 1.08x the two-layer 4096-token
+comparison alone; `huref lineage` reads every layer (`stride` 1).
 """
 
 from __future__ import annotations
