@@ -178,7 +178,7 @@ def compare_fingerprints(a: dict, b: dict, panel: dict | None = None) -> dict:
     same-base), "same_base": bool, "note": str}. Latents of different encoders cannot be compared
     (HurefError).
     """
-    from huref.statistics import LATENT_PANEL_FILE, null_panel, same_base_cutoff, verdict_from_statistic
+    from huref.statistics import LATENT_PANEL_FILE, null_panel, statistic_at, verdict_from_statistic
 
     if a["encoder_sha256"] != b["encoder_sha256"]:
         raise HurefError("the two fingerprints were made with different encoder weights; their latents "
@@ -189,5 +189,5 @@ def compare_fingerprints(a: dict, b: dict, panel: dict | None = None) -> dict:
         notes.append("the two selected tokens differently (by string and by id); the score means little")
     panel = panel if panel is not None else null_panel(LATENT_PANEL_FILE)
     found = verdict_from_statistic(cosine, panel)
-    return {"kind": "latent", "latent_cosine": cosine, **found, "threshold": same_base_cutoff(panel),
+    return {"kind": "latent", "latent_cosine": cosine, **found, "threshold": statistic_at(panel),
             "same_base": found["verdict"] == "same-base", "note": "; ".join(notes)}

@@ -155,11 +155,11 @@ def judge_ics(ics: float, a_meta: dict, b_meta: dict) -> dict:
     was calibrated on the default layers, so it judges only terms both read by the default rule;
     terms at given layers keep the fixed thresholds (calibrated on the paper's last two layers)."""
     from huref.invariants import DEFAULT_RULE
-    from huref.statistics import ICS_PANEL_FILE, null_panel, same_base_cutoff, verdict_from_statistic
+    from huref.statistics import ICS_PANEL_FILE, null_panel, statistic_at, verdict_from_statistic
 
     if a_meta.get("layer_choice") == DEFAULT_RULE == b_meta.get("layer_choice"):
         panel = null_panel(ICS_PANEL_FILE)
-        return {**verdict_from_statistic(ics, panel), "decided_by": "ics panel", "threshold": same_base_cutoff(panel)}
+        return {**verdict_from_statistic(ics, panel), "decided_by": "ics panel", "threshold": statistic_at(panel)}
     return {"verdict": verdict(ics), "decided_by": "thresholds", "threshold": thresholds()["same_base"]}
 
 

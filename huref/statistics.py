@@ -51,12 +51,13 @@ def null_panel(path: str | Path | None = None) -> dict:
     return panel
 
 
-def same_base_cutoff(panel: dict) -> float:
-    """The smallest statistic the panel calls same-base (p <= ALPHA_SAME_BASE), by bisection."""
+def statistic_at(panel: dict, alpha: float = ALPHA_SAME_BASE) -> float:
+    """The statistic whose p-value against `panel` is `alpha` (bisection); by default the smallest one
+    the panel calls same-base."""
     low, high = panel["mean"], panel["mean"] + 100 * panel["std"]
     for _ in range(100):
         middle = (low + high) / 2
-        low, high = (low, middle) if verdict_from_statistic(middle, panel)["p_value"] <= ALPHA_SAME_BASE else (middle, high)
+        low, high = (low, middle) if verdict_from_statistic(middle, panel)["p_value"] <= alpha else (middle, high)
     return high
 
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 import experiments as ex
 import lineage_evidence as le
 import zoo_similarity as zs
+from separation import held_out_verdicts, tally
 
 from huref.encoder import load_encoder, pool_terms
 from huref.errors import HurefError
@@ -244,8 +245,8 @@ WATCHED = (("llama-A", "llama-A/cpt-heavy"), ("llama-A", "llama-A-twin"), ("llam
            ("llama-A", "llama-A/sft"), ("llama-A", "llama-A/depth-pruned"), ("llama-A", "llama-A/upscaled"))
 
 
-def section(results: dict) -> str:
-    """The markdown of the "Which layers" section of docs/RESULTS.md."""
+def section(results: dict, family: dict) -> str:
+    """The markdown of the "Which layers" section of docs/RESULTS.md (family: {model name: family})."""
     zoo, cal = results["zoo"], results.get("calibration")
     n_pos, n_neg = zoo["two middle"]["ics"]["n_pos"], zoo["two middle"]["ics"]["n_neg"]
     out = ["## Which layers", "",
@@ -274,7 +275,7 @@ def section(results: dict) -> str:
                                                for w in WATCHED) + " |")
     if cal is not None:
         from huref.similarity import thresholds, verdict
-        from huref.statistics import ICS_PANEL_FILE, null_panel, same_base_cutoff, verdict_from_statistic
+        from huref.statistics import ICS_PANEL_FILE, null_panel, statistic_at, verdict_from_statistic
 
         t, kept, panel = cal["thresholds"], thresholds(), null_panel(ICS_PANEL_FILE)
         fixed = {label: {v: 0 for v in ("same-base", "inconclusive", "unrelated")} for label in ("same-base", "unrelated")}
@@ -282,8 +283,6 @@ def section(results: dict) -> str:
         for r in cal["pairs"]:
             fixed[r["label"]][verdict(r["ics"])] += 1
             calibrated[r["label"]][verdict_from_statistic(r["ics"], panel)["verdict"]] += 1
-        tally = lambda c: ("same-base pairs → " + ", ".join(f"{v} {n}" for v, n in c["same-base"].items())
-                           + "; unrelated pairs → " + ", ".join(f"{v} {n}" for v, n in c["unrelated"].items()))
         out += ["", f"ICS verdict on the default layers (the engine's ICS over every cached token, {len(cal['pairs'])} "
                 f"pairs): lowest same-base ICS {t['lowest_same_base']:.3f} (offspring against offspring), highest "
                 f"unrelated {t['highest_unrelated']:.3f}. Fixed thresholds fit there are degenerate "
@@ -292,10 +291,11 @@ def section(results: dict) -> str:
                 f"calibrated on the last two layers) give {tally(fixed)}. So terms of the default layers are judged "
                 f"like the lineage statistic, against a null panel of the {panel['n']} unrelated pairs' ICS "
                 f"(huref/data/ics_panel.json, written by this script; mean {panel['mean']:.4f}, std {panel['std']:.4f}; "
-                f"same-base from {same_base_cutoff(panel):.3f}, p ≤ 1e-4; `huref.similarity.judge_ics`): {tally(calibrated)} "
-                "(in-sample). Terms read at other layers (`--layers`) keep the fixed thresholds; `--verdict ics`, "
+                f"same-base from {statistic_at(panel):.3f}, p ≤ 1e-4; `huref.similarity.judge_ics`): {tally(calibrated)} "
+                f"(in-sample); out of sample (each pair against a panel fitted without the pairs that involve either "
+                f"of its families): {tally(held_out_verdicts(cal['pairs'], 'ics', family)['counts'])}. Terms read at other layers (`--layers`) keep the fixed thresholds; `--verdict ics`, "
                 "invariants files and `huref verify` against invariants files use this verdict, `--min-ics` replaces it."]
-    out += latent_verdict_lines(zoo, results.get("real"))
+    out += latent_verdict_lines(zoo, results.get("real"), family)
     out += ["", "Choice: the two middle layers. Every rule that leaves out the last layers separates the zoo's ICS "
             "perfectly; among them the middle pair keeps the twin and the sibling furthest from llama-A's dog (the hard "
             "negatives this change is for; real siblings measured in the issue: ICS 0.03 on two middle layers, 0.29 on "
@@ -315,10 +315,11 @@ def section(results: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def latent_verdict_lines(zoo: dict, real: list | None) -> list[str]:
+def latent_verdict_lines(zoo: dict, real: list | None, family: dict) -> list[str]:
     """The "latent verdict" paragraph: the shipped latent panel and the verdicts it gives the zoo's
-    pairs (shipped default rule) and the real pairs (two middle layers)."""
-    from huref.statistics import LATENT_PANEL_FILE, null_panel, same_base_cutoff, verdict_from_statistic
+    pairs (shipped default rule; in sample, and out of sample with `held_out_verdicts`) and the real
+    pairs (two middle layers). family: {model name: family}."""
+    from huref.statistics import LATENT_PANEL_FILE, null_panel, statistic_at, verdict_from_statistic
 
     panel = null_panel(LATENT_PANEL_FILE)
     counts = {label: {v: 0 for v in ("same-base", "inconclusive", "unrelated")} for label in ("same-base", "unrelated")}
@@ -333,9 +334,10 @@ def latent_verdict_lines(zoo: dict, real: list | None) -> list[str]:
            f"fingerprint): the null model of the lineage statistic (`huref.statistics`) on the latent cosines of the "
            f"{panel['n']} unrelated zoo pairs under the shipped default rule (huref/data/latent_panel.json, written by "
            f"this script): mean {panel['mean']:.3f}, std {panel['std']:.3f}; same-base from a cosine of "
-           f"{same_base_cutoff(panel):.3f} (p ≤ 1e-4). Zoo verdicts: same-base pairs → "
+           f"{statistic_at(panel):.3f} (p ≤ 1e-4). Zoo verdicts: same-base pairs → "
            + ", ".join(f"{v} {n}" for v, n in counts["same-base"].items()) + "; unrelated pairs → "
            + ", ".join(f"{v} {n}" for v, n in counts["unrelated"].items())
+           + f"; out of sample (as for the ICS): {tally(held_out_verdicts(zoo['shipped default']['pairs'], 'latent_cosine', family)['counts'])}"
            + f". Against llama-A: {watched}. The inconclusive same-base pairs are offspring against offspring "
            "(cpt-heavy against the depth-changed copies), the pairs the whole-depth lineage verdict judges; the panel "
            "is in-sample and its tokenizer is shared by every zoo model, which lifts the unrelated mean above the "
@@ -396,7 +398,8 @@ def main() -> None:
     print(json.dumps({k: v for k, v in results["calibration"].items() if k != "pairs"}, indent=1))
     write_ics_panel(results["calibration"])
     write_latent_panel(results["zoo"])
-    le.insert_section(REPO / "docs" / "RESULTS.md", section(results), "## Which layers")
+    family = {e["name"]: e["family"] for e in ex.zoo_entries(root) + ex.lineage_entries(root, ex.SCALES[args.scale])}
+    le.insert_section(REPO / "docs" / "RESULTS.md", section(results, family), "## Which layers")
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out}")
 

@@ -25,14 +25,14 @@ import torch
 
 import experiments as ex
 import zoo_similarity as zs
-from separation import auc, tpr_at_fpr
+from separation import auc, held_out_verdicts, tally, tpr_at_fpr
 
 from huref.errors import HurefError
 from huref.invariants import DEFAULT_LAYERS, Terms, load_terms
 from huref.lineage import (LINEAGE_TOKENS, align_layers, cross_depth_terms, layer_map, lineage_image,
                            lineage_statistic, term_maps)
 from huref.sources import load_model
-from huref.statistics import (ALPHA_SAME_BASE, ALPHA_UNRELATED, NULL_PANEL_FILE, panel_summary,
+from huref.statistics import (ALPHA_SAME_BASE, ALPHA_UNRELATED, NULL_PANEL_FILE, panel_summary, statistic_at,
                               verdict_from_statistic)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -141,9 +141,7 @@ def _panel_figure(rows, panel, path):
     density = torch.exp(-0.5 * ((grid - panel["mean"]) / panel["std"]) ** 2)
     ax.plot(grid, -0.45 + 0.4 * density, color="k", lw=1, label="null panel (normal fit)")
     for alpha, style in ((ALPHA_UNRELATED, "--"), (ALPHA_SAME_BASE, "-")):
-        x = next(float(s) for s in torch.linspace(panel["mean"], panel["mean"] + 100 * panel["std"], 20001)
-                 if verdict_from_statistic(float(s), panel)["p_value"] <= alpha)
-        ax.axvline(x, color="k", ls=style, lw=1)
+        ax.axvline(statistic_at(panel, alpha), color="k", ls=style, lw=1)
     ax.set_yticks([0, 1], ["unrelated", "same-base"])
     ax.set_xlabel("lineage statistic; dashed: p = %g ('unrelated' left of it), solid: p = %g ('same-base' right)"
                   % (ALPHA_UNRELATED, ALPHA_SAME_BASE), fontsize=8)
@@ -214,7 +212,10 @@ def section(rows, panel, metrics, entries, figures_rel) -> str:
             f"(Student's t prediction p-value, `huref/statistics.py`). Verdicts: same-base pairs → "
             + ", ".join(f"{v} {n}" for v, n in counts["same-base"].items()) + "; unrelated pairs → "
             + ", ".join(f"{v} {n}" for v, n in counts["unrelated"].items())
-            + ". The panel is fitted on the same unrelated pairs it judges (in-sample).", "",
+            + ". The panel is fitted on the same unrelated pairs it judges (in-sample). Out of sample, each pair "
+            "judged against a panel fitted without every pair that involves either of its families ("
+            f"{len({e['family'] for e in entries})} families): "
+            + tally(held_out_verdicts(rows, "statistic", {e["name"]: e["family"] for e in entries})["counts"]) + ".", "",
             f"![null panel]({figures_rel}/lineage_panel.png)", "",
             "| A | B | old ICS | statistic | z | p-value | verdict | B's layers traced to A's (– foreign) |",
             "|---|---|---|---|---|---|---|---|"]

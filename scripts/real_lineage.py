@@ -40,7 +40,7 @@ from separation import auc, tpr_at_fpr
 
 from huref.errors import HurefError, InstallationError
 from huref.invariants import DEFAULT_TOKENS
-from huref.statistics import ALPHA_SAME_BASE, ALPHA_UNRELATED, null_panel, verdict_from_statistic
+from huref.statistics import ALPHA_SAME_BASE, ALPHA_UNRELATED, null_panel, statistic_at
 from huref_lab import attacks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -295,15 +295,6 @@ def separation(rows: list[dict], key: str, positives_filter=lambda r: True) -> d
 
 # ---------------------------------------------------------------- the panel picture
 
-def threshold_statistic(panel: dict, alpha: float) -> float:
-    """The statistic whose p-value against `panel` is `alpha` (bisection)."""
-    low, high = panel["mean"], panel["mean"] + 100 * panel["std"]
-    for _ in range(100):
-        middle = (low + high) / 2
-        low, high = (low, middle) if verdict_from_statistic(middle, panel)["p_value"] <= alpha else (middle, high)
-    return high
-
-
 def panel_figure(rows: list[dict], panel: dict, path: Path) -> None:
     """Strips on one statistic axis: the null panel's pairs (grey) with its normal fit, the real
     cross-family pairs, the real same-base pairs without and with training; the verdict thresholds."""
@@ -342,7 +333,7 @@ def panel_figure(rows: list[dict], panel: dict, path: Path) -> None:
         draw.line([(x_of(tick), axis), (x_of(tick), axis + 4)], fill="black")
         draw.text((x_of(tick) - 8, axis + 6), f"{tick:.1f}", fill="black")
     for alpha, colour in ((ALPHA_UNRELATED, (150, 150, 150)), (ALPHA_SAME_BASE, (0, 0, 0))):
-        x = x_of(threshold_statistic(panel, alpha))
+        x = x_of(statistic_at(panel, alpha))
         for y in range(top - 50, axis, 6):
             draw.line([(x, y), (x, y + 3)], fill=colour)
     draw.text((left, 6), "lineage statistic of each pair (x); curve: the null panel's normal fit", fill="black")

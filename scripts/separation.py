@@ -1,4 +1,5 @@
-"""How well a score separates positives (same-base pairs) from negatives: AUC and TPR at a fixed FPR.
+"""How well a score separates positives (same-base pairs) from negatives: AUC and TPR at a fixed FPR,
+and the verdicts of a null panel fitted out of sample (`held_out_verdicts`).
 
 Imports nothing heavy, so scripts that only score pairs (real_lineage.py) need not load the zoo's.
 """
@@ -18,3 +19,29 @@ def tpr_at_fpr(positives: list[float], negatives: list[float], fpr: float) -> fl
     allowed = math.floor(fpr * len(ranked))
     threshold = ranked[allowed] if allowed < len(ranked) else -math.inf
     return sum(p > threshold for p in positives) / len(positives)
+
+
+def held_out_verdicts(rows: list[dict], key: str, family: dict) -> dict:
+    """Out-of-sample verdicts: each same-base or unrelated row (keys "a", "b", "label", `key`) judged
+    against a null panel fitted only on the unrelated rows that involve neither of its families
+    (family: {model name: family}). Returns {"counts": {label: {verdict: n}}, "misses": [rows whose
+    verdict is not their label, with "verdict"]}."""
+    from huref.statistics import panel_summary, verdict_from_statistic
+
+    counts = {label: {v: 0 for v in ("same-base", "inconclusive", "unrelated")} for label in ("same-base", "unrelated")}
+    misses = []
+    for r in rows:
+        if r["label"] not in counts:
+            continue
+        families = {family[r["a"]], family[r["b"]]}
+        null = [q[key] for q in rows if q["label"] == "unrelated" and not {family[q["a"]], family[q["b"]]} & families]
+        verdict = verdict_from_statistic(r[key], panel_summary(null))["verdict"]
+        counts[r["label"]][verdict] += 1
+        if verdict != r["label"]:
+            misses.append(dict(r, verdict=verdict))
+    return {"counts": counts, "misses": misses}
+
+
+def tally(counts: dict) -> str:
+    """"same-base pairs → same-base n, ...; unrelated pairs → ..." of `held_out_verdicts`' counts."""
+    return "; ".join(f"{label} pairs → " + ", ".join(f"{v} {n}" for v, n in by.items()) for label, by in counts.items())

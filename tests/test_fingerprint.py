@@ -22,7 +22,7 @@ from huref.invariants import Terms, invariant_terms, load_terms, save_terms
 from huref.lineage import lineage, whole_depth_terms
 from huref.similarity import compare_terms
 from huref.sources import load_model
-from huref.statistics import ICS_PANEL_FILE, LATENT_PANEL_FILE, null_panel, same_base_cutoff
+from huref.statistics import ICS_PANEL_FILE, LATENT_PANEL_FILE, null_panel, statistic_at
 
 
 def fingerprint_command(name, folder):
@@ -124,7 +124,7 @@ def test_verify_exit_codes_and_json(published, tmp_path, huref_cli):
     code, out, _ = huref_cli("verify", "demo:offspring", "--base", "demo:base", "--json")
     result = json.loads(out)
     ics = compare_terms(invariant_terms(load_model("demo:offspring")), invariant_terms(load_model("demo:base")))["ics"]
-    assert code == 0 and result["best"]["kind"] == "ics" and result["best"]["threshold"] == same_base_cutoff(null_panel(ICS_PANEL_FILE))
+    assert code == 0 and result["best"]["kind"] == "ics" and result["best"]["threshold"] == statistic_at(null_panel(ICS_PANEL_FILE))
     assert result["best"]["score"] == pytest.approx(ics, abs=1e-9)
     code, _, _ = huref_cli("verify", "demo:offspring", "--base", "demo:base",
                          "--min-ics", str(min(ics + 0.001, 1.01)))
@@ -268,6 +268,6 @@ def test_attacked_copies_keep_the_latent(arch, tiny_zoo, tmp_path):
     assert pcs(models["original"], models["rewritten"], list(range(tiny_models.N_LAYERS))) < 0.9
     z = {name: torch.tensor(latent_record(invariant_terms(model))["latent"]) for name, model in models.items()}
     assert float(F.cosine_similarity(z["original"], z["rewritten"], dim=0)) >= 0.99
-    cutoff = same_base_cutoff(null_panel(LATENT_PANEL_FILE))  # the smallest cosine the latent verdict calls same-base
+    cutoff = statistic_at(null_panel(LATENT_PANEL_FILE))  # the smallest cosine the latent verdict calls same-base
     assert float(F.cosine_similarity(z["original"], z["appended"], dim=0)) >= cutoff
     assert abs(float(F.cosine_similarity(z["original"], z["independent"], dim=0))) < cutoff / 2

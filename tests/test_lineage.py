@@ -21,7 +21,7 @@ from huref.lineage import (align_layers, cross_depth_terms, depth_layers, layer_
 from huref.similarity import compare_terms
 from huref.sources import load_model
 from huref.statistics import (ALPHA_SAME_BASE, ICS_PANEL_FILE, LATENT_PANEL_FILE, NULL_PANEL_FILE, null_panel,
-                              panel_summary, same_base_cutoff, student_t_sf, verdict_from_statistic)
+                              panel_summary, statistic_at, student_t_sf, verdict_from_statistic)
 from huref_lab import attacks
 
 N_TOKENS = 96
@@ -205,7 +205,7 @@ def test_the_shipped_null_panels_are_usable_and_bad_panels_are_refused(tmp_path,
     assert panel["n"] >= 10 and panel["std"] > 0
     assert verdict_from_statistic(panel["mean"], panel)["verdict"] == "unrelated"
     # the cutoff is where the same-base rule starts: p crosses ALPHA_SAME_BASE there
-    cutoff = same_base_cutoff(panel)
+    cutoff = statistic_at(panel)
     assert verdict_from_statistic(cutoff, panel)["verdict"] == "same-base"
     assert verdict_from_statistic(cutoff - 1e-9 * panel["std"] - 1e-12, panel)["p_value"] > ALPHA_SAME_BASE
     assert panel["mean"] + 3 * panel["std"] < cutoff < panel["mean"] + 6 * panel["std"]

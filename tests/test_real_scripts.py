@@ -5,7 +5,7 @@ thresholds drawn in the null-panel picture."""
 import pytest
 import torch
 
-from huref.statistics import ALPHA_SAME_BASE, ALPHA_UNRELATED, null_panel, verdict_from_statistic
+from huref.statistics import ALPHA_SAME_BASE, ALPHA_UNRELATED, null_panel, statistic_at, verdict_from_statistic
 
 
 def test_added_tokens_start_as_the_mean_of_their_pieces_and_leave_old_logits(script, tiny_zoo):
@@ -48,10 +48,24 @@ def test_relation_follows_the_derivation_tree(script, a, b, same_base, training,
     assert script("real_lineage").relation(a, b) == {"same_base": same_base, "training": training, "text": text}
 
 
-def test_threshold_statistic_has_the_verdicts_p_value(script):
-    real_lineage = script("real_lineage")
+def test_statistic_at_has_the_verdicts_p_value():
     panel = null_panel()
     for alpha in (ALPHA_SAME_BASE, ALPHA_UNRELATED):
-        x = real_lineage.threshold_statistic(panel, alpha)
+        x = statistic_at(panel, alpha)
         assert verdict_from_statistic(x, panel)["p_value"] == pytest.approx(alpha, rel=1e-6)
-    assert real_lineage.threshold_statistic(panel, ALPHA_SAME_BASE) > real_lineage.threshold_statistic(panel, ALPHA_UNRELATED)
+    assert statistic_at(panel) == statistic_at(panel, ALPHA_SAME_BASE) > statistic_at(panel, ALPHA_UNRELATED)
+
+
+def test_held_out_panels_leave_out_every_pair_of_the_judged_families(script):
+    """An unrelated pair far above the rest is judged against the pairs of the other families only
+    (so it stands out), while in the other pairs' panels it widens the spread."""
+    held_out = script("separation").held_out_verdicts
+    singles = [f"{f}1" for f in "bcdefgh"]
+    family = {name: name[0] for name in singles + ["a1", "a2"]}
+    rows = [dict(a="a1", b="a2", label="same-base", s=0.9), dict(a="a1", b="b1", label="unrelated", s=0.5)]
+    rows += [dict(a=x, b=y, label="unrelated", s=0.01 * (k % 5))
+             for k, (x, y) in enumerate((x, y) for i, x in enumerate(singles) for y in singles[i + 1:])]
+    found = held_out(rows, "s", family)
+    assert found["counts"]["same-base"] == {"same-base": 1, "inconclusive": 0, "unrelated": 0}
+    assert found["counts"]["unrelated"] == {"same-base": 1, "inconclusive": 0, "unrelated": 21}
+    assert [(m["a"], m["b"], m["verdict"]) for m in found["misses"]] == [("a1", "b1", "same-base")]
