@@ -209,6 +209,7 @@ def model_terms(label: str) -> dict:
     from huref.fingerprint import latent_record
     from huref.invariants import invariant_terms, save_terms
     from huref.lineage import whole_depth_terms
+    from huref.readers import lineage_reads
     from huref.sources import load_model
 
     path = PATHS[label]()
@@ -219,7 +220,9 @@ def model_terms(label: str) -> dict:
         where.mkdir(parents=True, exist_ok=True)
         start = time.monotonic()
         model = load_model(str(path))
-        ics, depth = invariant_terms(model), whole_depth_terms(model)
+        ics = invariant_terms(model)
+        with lineage_reads(model.reader):  # as `huref lineage` and compare's verdict read them
+            depth = whole_depth_terms(model)
         try:
             latent = latent_record(ics)
         except (HurefError, InstallationError) as error:
@@ -242,7 +245,7 @@ def measure_pairs(labels: list[str]) -> tuple[list[dict], dict]:
     from huref.fingerprint import compare_fingerprints
     from huref.invariants import load_terms
     from huref.lineage import lineage
-    from huref.similarity import compare_terms
+    from huref.similarity import compare_terms, judge_ics
 
     models = {label: model_terms(label) for label in labels}
     pair_cache = rm.CACHE / "lineage-pairs"
@@ -259,7 +262,8 @@ def measure_pairs(labels: list[str]) -> tuple[list[dict], dict]:
                 terms_a = {which: load_terms(models[a][which]) for which in ("ics", "depth")}
             row = {"a": a, "b": b, **relation(a, b)}
             try:
-                ics = compare_terms(terms_a["ics"], load_terms(models[b]["ics"]))
+                terms_b = load_terms(models[b]["ics"])
+                ics = compare_terms(terms_a["ics"], terms_b)
                 found = lineage(terms_a["depth"], load_terms(models[b]["depth"]))
             except HurefError as error:  # too few probe tokens in common (WordPiece against BPE)
                 row["error"] = str(error)
@@ -268,9 +272,11 @@ def measure_pairs(labels: list[str]) -> tuple[list[dict], dict]:
                 print(f"{a} | {b}: {error}", flush=True)
                 continue
             row.update(ics=ics["ics"], n_common_tokens=ics["n_common"],
+                       ics_verdict=judge_ics(ics["ics"], terms_a["ics"].meta, terms_b.meta)["verdict"],
                        **{key: found[key] for key in ("statistic", "z", "p_value", "verdict", "alignment")})
             if models[a]["latent"] and models[b]["latent"]:
-                row["latent_cosine"] = compare_fingerprints(models[a]["latent"], models[b]["latent"])["latent_cosine"]
+                latent = compare_fingerprints(models[a]["latent"], models[b]["latent"])
+                row.update(latent_cosine=latent["latent_cosine"], latent_verdict=latent["verdict"])
             rows.append(row)
             cached.write_text(json.dumps(row))
             print(f"{a:>18} | {b:<18} stat {row['statistic']:+.4f} z {row['z']:+6.1f} {row['verdict']:<12} "
@@ -372,7 +378,8 @@ def section(report: dict) -> str:
            f"{meta['ics_tokens']} probe tokens, and the calibrated whole-depth lineage statistic at "
            f"{meta['lineage_tokens']} probe tokens (`huref.lineage.lineage`) against the shipped null panel (tiny zoo, n = {panel['n']}, "
            f"mean {panel['mean']:.4f}, std {panel['std']:.4f}); latent cosine: the dogs' latents "
-           "(`huref fingerprint`). Same base = same family here (a published file and what was made from it); "
+           "(`huref fingerprint`); the ICS and latent verdicts are the calibrated ones (`huref.similarity.judge_ics`, "
+           "`huref.fingerprint.compare_fingerprints`). Same base = same family here (a published file and what was made from it); "
            "every cross-family pair is a negative. Reproduce (models under $HUREF_REAL_CACHE, default "
            "/work/cache/real; the last command alone regenerates this section, its JSON and picture):", "",
            "```", *reproduce_commands(), "```", "",
@@ -396,22 +403,26 @@ def section(report: dict) -> str:
             if s:
                 out.append(f"| {name} | {which} | {s['auc']:.3f} | {s['tpr_at_1pct_fpr']:.3f} | {s['margin']:+.4f} | "
                            f"{s['n_pos']}/{s['n_neg']} |")
-    verdicts = {}
-    for r in rows:
-        if "verdict" in r:
-            key = ("same-base pairs" if r["same_base"] else "other-family pairs", r["verdict"])
-            verdicts[key] = verdicts.get(key, 0) + 1
-    out += ["", "Verdicts: " + "; ".join(f"{k[0]} -> {k[1]} {v}" for k, v in sorted(verdicts.items())) + ".", "",
+    tallies = []
+    for name, key in (("lineage", "verdict"), ("ICS (calibrated on the default layers)", "ics_verdict"),
+                      ("latent (calibrated)", "latent_verdict")):
+        verdicts = {}
+        for r in rows:
+            if key in r:
+                which = ("same-base pairs" if r["same_base"] else "other-family pairs", r[key])
+                verdicts[which] = verdicts.get(which, 0) + 1
+        tallies.append(f"{name}: " + ", ".join(f"{k[0]} -> {k[1]} {v}" for k, v in sorted(verdicts.items())))
+    out += ["", "Verdicts (" + "; ".join(tallies) + ").", "",
             "![real pairs against the null panel](results/real_lineage_panel.png)", "",
-            "| A | B | relation | statistic | z | p-value | verdict | ICS | latent cos | B's layers traced to A's |",
+            "| A | B | relation | statistic | z | p-value | verdict | ICS (verdict) | latent cos (verdict) | B's layers traced to A's |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
             out.append(f"| {r['a']} | {r['b']} | {r['text']} | - | - | - | not compared: {r['error']} | - | - | - |")
             continue
-        latent = f"{r['latent_cosine']:+.3f}" if r.get("latent_cosine") is not None else "-"
+        latent = f"{r['latent_cosine']:+.3f} ({r['latent_verdict']})" if r.get("latent_cosine") is not None else "-"
         out.append(f"| {r['a']} | {r['b']} | {r['text']} | {r['statistic']:+.4f} | {r['z']:+.1f} | {r['p_value']:.2g} | "
-                   f"{r['verdict']} | {r['ics']:+.5f} | {latent} | {alignment_text(r['alignment'])} |")
+                   f"{r['verdict']} | {r['ics']:+.5f} ({r['ics_verdict']}) | {latent} | {alignment_text(r['alignment'])} |")
     out += ["", "Where a map is not the identity, the list gives, for each layer of B in order, the layer of A it "
             "is traced to (- foreign). Limits: the trained models are small CPU runs (minutes, see above), so "
             "their weights drift far less than a real fine-tune's or continued pretraining's; the null panel "
