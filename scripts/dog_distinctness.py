@@ -185,6 +185,20 @@ def measure(G, psi, cutoff, pairs, scales, photo_stats, mean, std) -> dict:
     return out
 
 
+def distance_by_cosine(G, psi, cutoff, pairs, scales, cosines) -> dict:
+    """{cosine: {"median", "p5", "p95"}} of the combined distance between a dog and the dog of a latent
+    at that cosine to it (the same latents as `measure`'s bases): where between a relative's dog and a
+    stranger's a pair with a given latent cosine falls."""
+    z = torch.randn(pairs, 512, generator=torch.Generator().manual_seed(10))
+    bases = image_features(render_batch(G, z, psi, cutoff))
+    out = {}
+    for k, cosine in enumerate(cosines):
+        other = image_features(render_batch(G, related_latents(z, cosine, 30 + k), psi, cutoff))
+        d = combined(component_distances(bases, other), scales)
+        out[cosine] = {"median": float(d.median()), "p5": float(d.quantile(0.05)), "p95": float(d.quantile(0.95))}
+    return out
+
+
 def code_figures(samples: int = 20000) -> dict:
     """How many of the code's places survive at each latent cosine, and the alternative of a code that is
     a hash of 16 sign bits (a person sees it kept only when all 16 bits are)."""
@@ -234,6 +248,9 @@ def main(argv=None):
     ap.add_argument("--pairs", type=int, default=300)
     ap.add_argument("--settings", default=None, help="psi:cutoff,... (cutoff 'all' for every style input)")
     ap.add_argument("--json", type=Path, default=None, help="write the figures here")
+    ap.add_argument("--cosines", default=None,
+                    help="also the distance between dogs whose latents have these cosines (comma-separated), "
+                         "at the first of --settings")
     ap.add_argument("--gallery", type=Path, default=None,
                     help="only draw the person's check (at the first of --settings) into this PNG")
     args = ap.parse_args(argv)
@@ -276,9 +293,15 @@ def main(argv=None):
               f"below-p95 {u2['unrelated_below_relatives_p95']:.3f} AUC {u2['auc']:.4f} | unrelated(0) median "
               f"{u0['unrelated_median']:.3f} below-p95 {u0['unrelated_below_relatives_p95']:.3f} AUC {u0['auc']:.4f} | "
               f"FD {r['frechet']:.1f} precision {r['precision']:.3f}  ({time.time() - start:.0f} s)", flush=True)
+    by_cosine = {}
+    if args.cosines:
+        by_cosine = distance_by_cosine(G, *settings[0], args.pairs, scales, [float(c) for c in args.cosines.split(",")])
+        for cosine, d in by_cosine.items():
+            print(f"latent cosine {cosine:4.2f}: combined distance median {d['median']:.3f} (p5 {d['p5']:.3f}, "
+                  f"p95 {d['p95']:.3f})", flush=True)
     if args.json:
-        args.json.write_text(json.dumps({"generator": identity, "codes": codes, "reference": reference, "settings": results},
-                                        indent=1) + "\n")
+        args.json.write_text(json.dumps({"generator": identity, "codes": codes, "reference": reference, "settings": results,
+                                         "by_cosine": by_cosine}, indent=1) + "\n")
     return 0
 
 
