@@ -46,6 +46,15 @@ def test_bfloat16_conversion_is_torchs_for_every_bit_pattern():
     assert torch.equal(ours.view(torch.int32), reference.view(torch.int32))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_empty_tensors_read_as_empty(tmp_path, dtype):
+    save_file({"rows": torch.zeros(0, 4, dtype=dtype), "cols": torch.zeros(3, 0, dtype=dtype)}, tmp_path / "e.safetensors")
+    reader = SafetensorsReader(str(tmp_path / "e.safetensors"))
+    assert reader.read("rows").shape == (0, 4) and reader.read("cols").shape == (3, 0)
+    assert reader.read("cols", rows=[0, 2]).shape == (2, 0) and reader.read("rows").dtype == torch.float32
+    assert reader.read("rows", keep_bfloat16=True).dtype == (torch.bfloat16 if dtype == torch.bfloat16 else torch.float32)
+
+
 def test_lineage_reads_fold_nothing_keep_bfloat16_blocks_and_resume_after(tmp_path):
     save_file({"a": torch.randn(4, 3), "b": torch.randn(2, 2), "h": torch.randn(5, 3).bfloat16()},
               tmp_path / "x.safetensors")

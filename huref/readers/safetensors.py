@@ -137,8 +137,9 @@ class SafetensorsReader(TensorReader):
         picked = np.empty(n_picked * row_bytes, dtype=np.uint8)
         for first, count, at in runs:
             self._read_into(picked[at * row_bytes : (at + count) * row_bytes], begin + first * row_bytes)
-        tensor = torch.from_numpy(picked).view(dtype)  # bfloat16 is widened (or kept) by `read`
-        tensor = tensor.reshape(shape) if rows is None else tensor.reshape(-1, row_len)
+        # bfloat16 is widened (or kept) by `read`; an empty buffer has no stride a dtype view accepts
+        tensor = torch.from_numpy(picked).view(dtype) if picked.size else torch.empty(0, dtype=dtype)
+        tensor = tensor.reshape(shape) if rows is None else tensor.reshape(n_picked, row_len)
         return tensor, memoryview(picked).cast("B")
 
     def _read_into(self, buffer: np.ndarray, offset: int) -> None:
