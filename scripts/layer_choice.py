@@ -25,7 +25,7 @@ import torch.nn.functional as F
 import experiments as ex
 import lineage_evidence as le
 import zoo_similarity as zs
-from separation import held_out_verdicts, tally
+from separation import count_verdicts, held_out_verdicts, tally
 
 from huref.encoder import load_encoder, pool_terms
 from huref.errors import HurefError
@@ -278,11 +278,8 @@ def section(results: dict, family: dict) -> str:
         from huref.statistics import ICS_PANEL_FILE, null_panel, statistic_at, verdict_from_statistic
 
         t, kept, panel = cal["thresholds"], thresholds(), null_panel(ICS_PANEL_FILE)
-        fixed = {label: {v: 0 for v in ("same-base", "inconclusive", "unrelated")} for label in ("same-base", "unrelated")}
-        calibrated = {label: dict(counts) for label, counts in fixed.items()}
-        for r in cal["pairs"]:
-            fixed[r["label"]][verdict(r["ics"])] += 1
-            calibrated[r["label"]][verdict_from_statistic(r["ics"], panel)["verdict"]] += 1
+        fixed = count_verdicts((r["label"], verdict(r["ics"])) for r in cal["pairs"])
+        calibrated = count_verdicts((r["label"], verdict_from_statistic(r["ics"], panel)["verdict"]) for r in cal["pairs"])
         out += ["", f"ICS verdict on the default layers (the engine's ICS over every cached token, {len(cal['pairs'])} "
                 f"pairs): lowest same-base ICS {t['lowest_same_base']:.3f} (offspring against offspring), highest "
                 f"unrelated {t['highest_unrelated']:.3f}. Fixed thresholds fit there are degenerate "
@@ -322,10 +319,8 @@ def latent_verdict_lines(zoo: dict, real: list | None, family: dict) -> list[str
     from huref.statistics import LATENT_PANEL_FILE, null_panel, statistic_at, verdict_from_statistic
 
     panel = null_panel(LATENT_PANEL_FILE)
-    counts = {label: {v: 0 for v in ("same-base", "inconclusive", "unrelated")} for label in ("same-base", "unrelated")}
-    for r in zoo["shipped default"]["pairs"]:
-        if r["label"] in counts:
-            counts[r["label"]][verdict_from_statistic(r["latent_cosine"], panel)["verdict"]] += 1
+    counts = count_verdicts((r["label"], verdict_from_statistic(r["latent_cosine"], panel)["verdict"])
+                            for r in zoo["shipped default"]["pairs"])
     by = {(p["a"], p["b"]): p for p in zoo["shipped default"]["pairs"]}
     watched = ", ".join(f"{b.replace('llama-A', '').strip('/-') or b} {by[(a, b)]['latent_cosine']:.3f} "
                         f"({verdict_from_statistic(by[(a, b)]['latent_cosine'], panel)['verdict']})"
@@ -334,9 +329,7 @@ def latent_verdict_lines(zoo: dict, real: list | None, family: dict) -> list[str
            f"fingerprint): the null model of the lineage statistic (`huref.statistics`) on the latent cosines of the "
            f"{panel['n']} unrelated zoo pairs under the shipped default rule (huref/data/latent_panel.json, written by "
            f"this script): mean {panel['mean']:.3f}, std {panel['std']:.3f}; same-base from a cosine of "
-           f"{statistic_at(panel):.3f} (p ≤ 1e-4). Zoo verdicts: same-base pairs → "
-           + ", ".join(f"{v} {n}" for v, n in counts["same-base"].items()) + "; unrelated pairs → "
-           + ", ".join(f"{v} {n}" for v, n in counts["unrelated"].items())
+           f"{statistic_at(panel):.3f} (p ≤ 1e-4). Zoo verdicts: " + tally(counts)
            + f"; out of sample (as for the ICS): {tally(held_out_verdicts(zoo['shipped default']['pairs'], 'latent_cosine', family)['counts'])}"
            + f". Against llama-A: {watched}. The inconclusive same-base pairs are offspring against offspring "
            "(cpt-heavy against the depth-changed copies), the pairs the whole-depth lineage verdict judges; the panel "
@@ -350,29 +343,17 @@ def latent_verdict_lines(zoo: dict, real: list | None, family: dict) -> list[str
     return out
 
 
-def write_ics_panel(cal: dict) -> dict:
-    """huref/data/ics_panel.json (`huref.statistics.ICS_PANEL_FILE`): the null panel of the ICS verdict on
-    the default layers, from the engine's ICS of the zoo's unrelated pairs (`calibrate`)."""
-    from huref.statistics import ICS_PANEL_FILE, panel_summary
+def write_panel(path: Path, rows: list[dict], key: str, statistic: str) -> dict:
+    """A null panel file (`huref.statistics.null_panel` reads it) from the unrelated rows' `key`: the ICS
+    panel (`huref.statistics.ICS_PANEL_FILE`, the engine's ICS of `calibrate`'s pairs) or the latent one
+    (LATENT_PANEL_FILE, the latent cosines of the zoo's pairs under the shipped default rule)."""
+    from huref.statistics import panel_summary
 
-    null = [r for r in cal["pairs"] if r["label"] == "unrelated"]
-    panel = dict(panel_summary([r["ics"] for r in null]), statistic="ICS of the default layers (huref.similarity)",
-                 layers="shipped default", source="scripts/layer_choice.py on the tiny zoo of scripts/experiments.py",
-                 pairs=[[r["a"], r["b"], round(r["ics"], 6)] for r in null])
-    ICS_PANEL_FILE.write_text(json.dumps(panel, indent=1) + "\n")
-    return panel
-
-
-def write_latent_panel(zoo: dict) -> dict:
-    """huref/data/latent_panel.json (`huref.statistics.LATENT_PANEL_FILE`): the null panel of the latent
-    verdict, from the latent cosines of the zoo's unrelated pairs under the shipped default rule."""
-    from huref.statistics import LATENT_PANEL_FILE, panel_summary
-
-    null = [r for r in zoo["shipped default"]["pairs"] if r["label"] == "unrelated"]
-    panel = dict(panel_summary([r["latent_cosine"] for r in null]), statistic="latent cosine (huref.fingerprint)",
-                 layers="shipped default", source="scripts/layer_choice.py on the tiny zoo of scripts/experiments.py",
-                 pairs=[[r["a"], r["b"], round(r["latent_cosine"], 6)] for r in null])
-    LATENT_PANEL_FILE.write_text(json.dumps(panel, indent=1) + "\n")
+    null = [r for r in rows if r["label"] == "unrelated"]
+    panel = dict(panel_summary([r[key] for r in null]), statistic=statistic, layers="shipped default",
+                 source="scripts/layer_choice.py on the tiny zoo of scripts/experiments.py",
+                 pairs=[[r["a"], r["b"], round(r[key], 6)] for r in null])
+    path.write_text(json.dumps(panel, indent=1) + "\n")
     return panel
 
 
@@ -396,8 +377,11 @@ def main() -> None:
         results["real"] = real_measure(args.real_tokens)
     results["calibration"] = calibrate(root)
     print(json.dumps({k: v for k, v in results["calibration"].items() if k != "pairs"}, indent=1))
-    write_ics_panel(results["calibration"])
-    write_latent_panel(results["zoo"])
+    from huref.statistics import ICS_PANEL_FILE, LATENT_PANEL_FILE
+
+    write_panel(ICS_PANEL_FILE, results["calibration"]["pairs"], "ics", "ICS of the default layers (huref.similarity)")
+    write_panel(LATENT_PANEL_FILE, results["zoo"]["shipped default"]["pairs"], "latent_cosine",
+                "latent cosine (huref.fingerprint)")
     family = {e["name"]: e["family"] for e in ex.zoo_entries(root) + ex.lineage_entries(root, ex.SCALES[args.scale])}
     le.insert_section(REPO / "docs" / "RESULTS.md", section(results, family), "## Which layers")
     args.out.write_text(json.dumps(results, indent=1) + "\n")

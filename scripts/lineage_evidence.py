@@ -25,7 +25,7 @@ import torch
 
 import experiments as ex
 import zoo_similarity as zs
-from separation import auc, held_out_verdicts, tally, tpr_at_fpr
+from separation import auc, count_verdicts, held_out_verdicts, tally, tpr_at_fpr
 
 from huref.errors import HurefError
 from huref.invariants import DEFAULT_LAYERS, Terms, load_terms
@@ -203,15 +203,10 @@ def section(rows, panel, metrics, entries, figures_rel) -> str:
             f"{old['n_pos']}/{old['n_neg']} |",
             f"| lineage statistic, whole depth | {new['auc']:.3f} | {new['tpr_at_1pct_fpr']:.3f} | "
             f"{new['margin']:.3f} | {new['n_pos']}/{new['n_neg']} |", ""]
-    counts = {label: {v: 0 for v in ("same-base", "inconclusive", "unrelated")} for label in ("same-base", "unrelated")}
-    for r in rows:
-        if r["label"] in counts:
-            counts[r["label"]][r["verdict"]] += 1
     out += [f"Null panel: the statistic of the {panel['n']} unrelated pairs, mean {panel['mean']:.4f}, std "
             f"{panel['std']:.4f}; verdict same-base at p ≤ {ALPHA_SAME_BASE:g}, unrelated at p ≥ {ALPHA_UNRELATED:g} "
-            f"(Student's t prediction p-value, `huref/statistics.py`). Verdicts: same-base pairs → "
-            + ", ".join(f"{v} {n}" for v, n in counts["same-base"].items()) + "; unrelated pairs → "
-            + ", ".join(f"{v} {n}" for v, n in counts["unrelated"].items())
+            f"(Student's t prediction p-value, `huref/statistics.py`). Verdicts: "
+            + tally(count_verdicts((r["label"], r["verdict"]) for r in rows))
             + ". The panel is fitted on the same unrelated pairs it judges (in-sample). Out of sample, each pair "
             "judged against a panel fitted without every pair that involves either of its families ("
             f"{len({e['family'] for e in entries})} families): "

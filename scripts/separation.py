@@ -21,6 +21,16 @@ def tpr_at_fpr(positives: list[float], negatives: list[float], fpr: float) -> fl
     return sum(p > threshold for p in positives) / len(positives)
 
 
+def count_verdicts(judged) -> dict:
+    """{label: {verdict: n}} over (label, verdict) pairs, for the labels "same-base" and "unrelated"
+    (others, such as "partial", are passed over)."""
+    counts = {label: {v: 0 for v in ("same-base", "inconclusive", "unrelated")} for label in ("same-base", "unrelated")}
+    for label, verdict in judged:
+        if label in counts:
+            counts[label][verdict] += 1
+    return counts
+
+
 def held_out_verdicts(rows: list[dict], key: str, family: dict) -> dict:
     """Out-of-sample verdicts: each same-base or unrelated row (keys "a", "b", "label", `key`) judged
     against a null panel fitted only on the unrelated rows that involve neither of its families
@@ -28,20 +38,17 @@ def held_out_verdicts(rows: list[dict], key: str, family: dict) -> dict:
     verdict is not their label, with "verdict"]}."""
     from huref.statistics import panel_summary, verdict_from_statistic
 
-    counts = {label: {v: 0 for v in ("same-base", "inconclusive", "unrelated")} for label in ("same-base", "unrelated")}
-    misses = []
+    judged = []
     for r in rows:
-        if r["label"] not in counts:
+        if r["label"] not in ("same-base", "unrelated"):
             continue
         families = {family[r["a"]], family[r["b"]]}
         null = [q[key] for q in rows if q["label"] == "unrelated" and not {family[q["a"]], family[q["b"]]} & families]
-        verdict = verdict_from_statistic(r[key], panel_summary(null))["verdict"]
-        counts[r["label"]][verdict] += 1
-        if verdict != r["label"]:
-            misses.append(dict(r, verdict=verdict))
-    return {"counts": counts, "misses": misses}
+        judged.append(dict(r, verdict=verdict_from_statistic(r[key], panel_summary(null))["verdict"]))
+    return {"counts": count_verdicts((r["label"], r["verdict"]) for r in judged),
+            "misses": [r for r in judged if r["verdict"] != r["label"]]}
 
 
 def tally(counts: dict) -> str:
-    """"same-base pairs → same-base n, ...; unrelated pairs → ..." of `held_out_verdicts`' counts."""
+    """"same-base pairs → same-base n, ...; unrelated pairs → ..." of `count_verdicts`' counts."""
     return "; ".join(f"{label} pairs → " + ", ".join(f"{v} {n}" for v, n in by.items()) for label, by in counts.items())
