@@ -443,7 +443,7 @@ def show(fingerprint_file, output, generator, truncation, quiet):
 @settings_options
 def verify(model, bases, registry, min_ics, min_latent, as_json, settings):
     """Exit 0 when MODEL derives from a base (--base / --registry), 1 when not, 2 on bad input."""
-    from huref.comparison import check_thresholds, verify as run_verify, verify_plans
+    from huref.comparison import check_thresholds, judgement, verify as run_verify, verify_plans
     from huref.inputs import open_subject
 
     check_thresholds(min_ics, min_latent)
@@ -466,11 +466,10 @@ def verify(model, bases, registry, min_ics, min_latent, as_json, settings):
     else:
         best = result["best"]
         says = "derives from" if result["derives"] else "does not derive from"
+        found = judgement(best)
         if best["decided_by"] == "lineage":
-            found = best["detail"]["lineage"]
             why = f"lineage z {found['z']:+.1f}, p {found['p_value']:.2g}; {best['kind']} {best['score']:+.4f}"
-        elif best["decided_by"] in ("latent panel", "ics panel"):
-            found = best["detail"] if best["kind"] == "latent" else best["detail"]["ics_judgement"]
+        elif found:
             why = f"{best['kind']} {best['score']:+.4f}, z {found['z']:+.1f}, p {found['p_value']:.2g}: {found['verdict']}"
         else:
             relation = ">=" if best["derives"] else "<"

@@ -122,15 +122,25 @@ def score(a: Subject, b: Subject, settings: Settings, min_ics: float | None = No
         kind, value = "latent", detail["latent_cosine"]
         threshold = detail["threshold"] if min_latent is None else min_latent
     if "lineage" in detail:
-        decided_by, derives = "lineage", detail["lineage"]["verdict"] == "same-base"
+        decided_by = "lineage"
     elif kind == "latent" and min_latent is None:
-        decided_by, derives = "latent panel", detail["verdict"] == "same-base"
+        decided_by = "latent panel"
     elif kind == "ics" and min_ics is None and detail["ics_judgement"]["decided_by"] == "ics panel":
-        decided_by, derives = "ics panel", detail["verdict"] == "same-base"
+        decided_by = "ics panel"
     else:
-        decided_by, derives = "threshold", value >= threshold
-    return {"base": b.spec, "kind": kind, "score": value, "threshold": threshold, "derives": derives,
-            "decided_by": decided_by, "detail": detail}
+        decided_by = "threshold"
+    match = {"base": b.spec, "kind": kind, "score": value, "threshold": threshold, "decided_by": decided_by,
+             "detail": detail}
+    found = judgement(match)
+    return {**match, "derives": found["verdict"] == "same-base" if found else value >= threshold}
+
+
+def judgement(match: dict) -> dict | None:
+    """The calibrated verdict that decided a `score` match ({"z", "p_value", "verdict", ...}: the
+    lineage summary, the latent comparison or the ICS judgement), None when a threshold did."""
+    detail = match["detail"]
+    return {"lineage": detail.get("lineage"), "latent panel": detail,
+            "ics panel": detail.get("ics_judgement")}.get(match["decided_by"])
 
 
 def verify(model: Subject, bases: list[Subject], settings: Settings, min_ics: float | None = None,

@@ -8,7 +8,7 @@ import html
 from dataclasses import replace
 
 import huref
-from huref.comparison import score
+from huref.comparison import judgement, score
 from huref.errors import HurefError
 from huref.inputs import Settings, Subject
 from huref.render import DEFAULT_TRUNCATION, png_bytes, render, side_by_side
@@ -44,13 +44,11 @@ def _score_cell(m: dict) -> str:
 def _decision_cell(m: dict) -> str:
     """What decided a pair: its threshold, the calibrated lineage statistic of two models, or the
     calibrated latent or ICS verdict."""
-    if m["decided_by"] == "lineage":
-        found = m["detail"]["lineage"]
-        return f"<td>lineage z {found['z']:+.1f}, p {found['p_value']:.2g}</td>"
-    if m["decided_by"] in ("latent panel", "ics panel"):
-        found = m["detail"] if m["kind"] == "latent" else m["detail"]["ics_judgement"]
-        return f"<td>{m['kind']} z {found['z']:+.1f}, p {found['p_value']:.2g}</td>"
-    return f"<td>{m['threshold']:.2f}</td>"
+    found = judgement(m)
+    if found is None:
+        return f"<td>{m['threshold']:.2f}</td>"
+    name = "lineage" if m["decided_by"] == "lineage" else m["kind"]
+    return f"<td>{name} z {found['z']:+.1f}, p {found['p_value']:.2g}</td>"
 
 
 def _lineage_maps(names: list[str], matrix: dict) -> list[str]:
