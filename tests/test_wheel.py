@@ -1,16 +1,20 @@
 """The package as a user gets it: a wheel built from the source tree, installed into a fresh virtual
 environment, and every fingerprint command run from a folder that is not the checkout.
 
-The environment sees the machine's packages (torch, transformers, ...: --system-site-packages, so no
-network is needed) but imports huref and stylegan2 from the wheel: its own site-packages come before
-the system's on sys.path, so Python's path finder finds them before any editable install's finder.
+The new environment sees the packages of the environment that runs the suite (a virtual environment
+or the system's: its site-packages folders are appended to the new one's path by a .pth file, so no
+network is needed), but imports huref and stylegan2 from the wheel: its own site-packages come first on
+sys.path, and the running environment's .pth files (an editable install's finder among them) are not
+processed, since a path a .pth file names is added as it is.
 """
 
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
+import sysconfig
 import venv
 from pathlib import Path
 
@@ -41,12 +45,16 @@ def installed(tmp_path_factory):
                  "-w", str(root / "dist"), "-q"], cwd=root, env=None)
     assert built.returncode == 0, built.stderr
     wheel, = (root / "dist").glob("huref-*.whl")
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(root / "venv")
+    venv.EnvBuilder(with_pip=False).create(root / "venv")
     python = root / "venv" / "bin" / "python"
+    own_site = run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], root, None)
+    running = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages()]
+    Path(own_site.stdout.strip(), "running_environment.pth").write_text(
+        "".join(f"{path}\n" for path in dict.fromkeys(running) if Path(path).is_dir()))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "HUREF_DEBUG")}
     env["HUREF_CACHE"] = str(root / "cache")
-    installed = run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed", "-q",
-                     str(wheel)], cwd=root, env=env)
+    installed = run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
+                     "--ignore-installed", "-q", str(wheel)], cwd=root, env=env)
     assert installed.returncode == 0, installed.stderr
     work = root / "work"
     work.mkdir()
