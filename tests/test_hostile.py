@@ -1,4 +1,4 @@
-"""Hostile and broken inputs: every case of huref_lab.hostile.CASES runs as a real CLI invocation in
+"""Hostile and broken inputs: every case of huref_lab.hostile.cases.CASES runs as a real CLI invocation in
 one subprocess (torch imported once) under a 3 GiB address-space cap, each with a time limit, and
 must exit 2 with exactly one stderr line and no traceback, within the limit, growing the peak
 resident memory by less than 1 GiB, leaving none of its outputs and no temporary file (valid
@@ -20,11 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from huref.errors import HurefError
-from huref_lab import hostile
+from huref_lab.hostile import cases as hostile_cases
+from huref_lab.hostile import forgers, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 MEMORY_GROWTH_MB = 1024  # beyond the working set before the case
-BATCH_SECONDS = 400  # the whole batch; one case is stopped by its own limit (hostile.CASE_SECONDS)
+BATCH_SECONDS = 400  # the whole batch; one case is stopped by its own limit (runner.CASE_SECONDS)
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +42,8 @@ def batch(tiny_zoo, tmp_path_factory):
     fp, _ = build_fingerprint(invariant_terms(load_model(str(llama)), n_tokens=64),
                               {"name": "bundled", "sha256": sha256_of(generator)})
     (root / "fp.json").write_bytes(fingerprint_bytes(fp))
-    kit = hostile.Kit(llama, tiny_zoo("mixtral"), root / "fp.json", generator, hostile.small_generator(root))
-    cases = hostile.cases_json(kit, root / "cases")
+    kit = hostile_cases.Kit(llama, tiny_zoo("mixtral"), root / "fp.json", generator, forgers.small_generator(root))
+    cases = hostile_cases.cases_json(kit, root / "cases")
     (root / "cases.json").write_text(json.dumps(cases))
     start = time.monotonic()
     run = subprocess.run([sys.executable, "-m", "huref_lab.hostile", str(root / "cases.json"), str(root / "results.json")],
@@ -60,7 +61,7 @@ def leftovers(directory: Path) -> list[str]:
 
 
 def case_params():
-    for name, (klass, _) in hostile.CASES.items():
+    for name, (klass, _) in hostile_cases.CASES.items():
         if klass in ("interrupts", "concurrent runs"):
             continue
         yield pytest.param(name, id=name)
@@ -73,7 +74,7 @@ def test_hostile_case(batch, name):
     stderr = result["stderr"]
     assert result["code"] == case["expect"], f"exit {result['code']}: {stderr[:500]}"
     assert "Traceback" not in stderr
-    assert result["code"] != "timeout" and result["seconds"] < hostile.CASE_SECONDS
+    assert result["code"] != "timeout" and result["seconds"] < runner.CASE_SECONDS
     assert result["rss_growth_mb"] < MEMORY_GROWTH_MB
     directory = Path(case["absent"][0]).parent if case["absent"] else None
     for path in case["absent"]:
@@ -102,7 +103,7 @@ def test_interrupted_runs_leave_a_complete_output_or_none(batch):
     from huref.invariants import load_terms
 
     cases, results = batch
-    names = [n for n, (klass, _) in hostile.CASES.items() if klass == "interrupts"]
+    names = [n for n, (klass, _) in hostile_cases.CASES.items() if klass == "interrupts"]
     codes = []
     for name in names:
         result, out = results[name], Path(cases[name]["argv"][3])
@@ -129,7 +130,7 @@ def test_concurrent_runs_leave_one_complete_file(batch):
 
 def test_every_class_of_docs_security_has_cases():
     table = (ROOT / "docs" / "SECURITY.md").read_text()
-    for klass in {klass for klass, _ in hostile.CASES.values()}:
+    for klass in {klass for klass, _ in hostile_cases.CASES.values()}:
         assert f"| {klass} |" in table, klass
 
 
@@ -168,7 +169,7 @@ def test_a_storage_declaring_more_than_it_holds_is_refused_before_allocating(tmp
 
     from stylegan2.nvidia_pickle import _load_storage_bytes
 
-    forged = hostile.forged_storage_tensor(1 << 40).args[0].args[0]
+    forged = forgers.forged_storage_tensor(1 << 40).args[0].args[0]
     with pytest.raises(pickle.UnpicklingError, match="declares 1099511627776 bytes"):
         _load_storage_bytes(forged)
 
@@ -202,7 +203,7 @@ def test_fuzzed_safetensors_headers_read_or_refuse(tmp_path_factory, header, dat
     from huref.readers.safetensors import SafetensorsReader
 
     path = tmp_path_factory.mktemp("st") / "x.safetensors"
-    hostile.write_safetensors_raw(path, header, data)
+    forgers.write_safetensors_raw(path, header, data)
     try:
         reader = SafetensorsReader(str(path))
         for name in reader.names():
@@ -287,7 +288,7 @@ def test_fuzzed_generator_kwargs_build_or_refuse(changes):
 def tiny_pickle(tmp_path_factory):
     """A small NVIDIA-layout pickle of a 8x8 generator (its bytes)."""
     directory = tmp_path_factory.mktemp("pkl")
-    return hostile.network_pickle(directory / "g.pkl", hostile.small_generator(directory)).read_bytes()
+    return forgers.network_pickle(directory / "g.pkl", forgers.small_generator(directory)).read_bytes()
 
 
 @FUZZ
