@@ -37,11 +37,11 @@ layers"), the top layers of independently trained models with one tokenizer and 
 (twins and siblings look related there) and are the ones heavy continued pretraining moves most,
 while the middle layers keep a base's identity. `--layers -2,-1` is the paper's setting.
 
-Hybrid models (qwen3_next, qwen3_5, jamba, minimax): only attention layers (`huref.layers.term_layers`)
+Hybrid models (qwen3_next, qwen3_5, jamba, minimax): only attention layers (`huref.config.term_layers`)
 carry the terms; a gated delta-net, Mamba or lightning-attention layer has no QK or VO term, so the
 default layers are the middle attention layers that write, and another kind of layer asked for is
 refused. nemotron_h's layers are single blocks: attention block i takes the FFN term of the first
-MLP/MoE block after it (`huref.layers.ffn_layer`). minimax carries each input norm's output on the
+MLP/MoE block after it (`huref.config.ffn_blocks`). minimax carries each input norm's output on the
 residual path, so a write side is the sublayer's own input rows (X_o = X_a for VO, X_f for FFN).
 
 Cost: each weight matrix is multiplied once by X (n·in·out flops) and never materialized in full;
@@ -62,7 +62,8 @@ import torch
 
 import huref
 from huref.errors import HurefError
-from huref.layers import LayerWeights, Matrix, apply_norm, embedding_rows, layer_weights, term_layers
+from huref.config import term_layers
+from huref.layers import LayerWeights, Matrix, apply_norm, embedding_rows, layer_weights
 from huref.tokens import select_tokens
 
 TERM_NAMES = ("qk", "vo", "ffn")

@@ -6,7 +6,8 @@ import transformers
 
 from huref.architectures import ARCHITECTURES, arch_for_config
 from huref.errors import HurefError
-from huref.layers import LAYOUTS, layer_weights, model_dims, qk_norm_layers
+from huref.config import model_dims, qk_norm_layers
+from huref.layers import LAYOUTS, layer_weights
 from huref.sources import load_model
 
 NORM_KINDS = {"rms", "rms_plus1", "layer", "layer_plus1"}

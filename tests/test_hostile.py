@@ -138,7 +138,7 @@ def test_every_class_of_docs_security_has_cases():
 
 def test_config_values_are_typed_where_they_are_read():
     from huref.architectures import arch_for_config
-    from huref.layers import config_value, model_dims
+    from huref.config import config_value, model_dims
 
     base = dict(model_type="llama", hidden_size=64, num_hidden_layers=3, num_attention_heads=4, rms_norm_eps=1e-5)
     assert model_dims(base).n_layers == 3 and model_dims(base).eps == 1e-5

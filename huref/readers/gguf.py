@@ -1,7 +1,7 @@
 """Reader for GGUF checkpoints (llama.cpp's format), presented as if they were Hugging Face ones.
 
 `open_gguf(path)` returns what a Hugging Face directory would give: a config dict holding the keys
-huref reads (`huref.layers.model_dims`, `huref.architectures.arch_for_config`) built from the GGUF
+huref reads (`huref.config.model_dims`, `huref.architectures.arch_for_config`) built from the GGUF
 metadata, a `TensorReader` whose names, shapes and orientation are the Hugging Face ones ([out, in]
 for Linear weights), and the vocabulary from `tokenizer.ggml.tokens`.
 
@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from huref.errors import HurefError
-from huref.layers import MAX_SIZE, config_value
+from huref.config import MAX_SIZE, config_value
 from huref.readers import TensorReader, as_row_index, read_exactly
 from huref.readers.safetensors import consecutive_runs
 
@@ -440,7 +440,7 @@ def _single(value, key: str):
 
 
 def hf_config(meta: dict, arch: str, tensors: dict[str, StoredTensor]) -> dict:
-    """The config.json keys huref reads (model_type and the sizes `huref.layers.model_dims` takes),
+    """The config.json keys huref reads (model_type and the sizes `huref.config.model_dims` takes),
     plus vocab_size, tie_word_embeddings and _name_or_path (general.name), from GGUF metadata (`{arch}.embedding_length`, ...)."""
     from gguf import Keys
 
