@@ -445,16 +445,16 @@ def save_terms(terms: Terms, path: str | Path) -> None:
 def terms_header(path: str | Path) -> tuple[Terms, object]:
     """An invariants file's header, checked, with its values not yet read: (Terms whose values is
     an empty [L, 3, 0, 0] placeholder, the open reader). Malformed files raise HurefError."""
+    from huref.readers.jsonfile import parse_json
     from huref.readers.safetensors import SafetensorsReader
 
     path = str(path)
     try:
         reader = SafetensorsReader(path)
-        header = json.loads(reader.metadata["huref"])
+        metadata = reader.metadata.get("huref")
+        header = parse_json(metadata.encode(), path) if isinstance(metadata, str) else None
     except HurefError as error:
         raise HurefError(f"{path}: not a huref invariants file ({str(error).removeprefix(path + ': ')})") from None
-    except (ValueError, KeyError, TypeError, RecursionError):
-        header = None
     if not isinstance(header, dict) or header.get("huref") != "invariants" or not reader.has("values"):
         raise HurefError(f"{path}: not a huref invariants file")
     shape = tuple(reader.shape("values"))
