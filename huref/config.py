@@ -10,6 +10,7 @@ models), and the language model's config inside a multimodal wrapper (`language_
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from huref.architectures import ArchSpec, LayerKinds, arch_for_config
@@ -70,6 +71,29 @@ def _checked(key: str, value, kind: type | None, low, high, where: str):
     return float(value) if kind is float else value
 
 
+def config_ints(config: dict, key: str, length: int | None = None, low: int | None = None, high: int | None = None,
+                where: str = "config.json") -> tuple[int, ...] | None:
+    """The list of integers config.json sets under `key` (None when it is not set or null), each
+    an integer in [low, high] as `config_value` checks one, `length` of them when given."""
+    value = config.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or (length is not None and len(value) != length):
+        wanted = f"a list of {length} integers" if length is not None else "a list of integers"
+        raise HurefError(f"{where}: {key} is {excerpt(value)}, not {wanted}")
+    return tuple(_checked(f"{key}[{i}]", item, int, low, high, where) for i, item in enumerate(value))
+
+
+def config_object(config: dict, key: str, where: str = "config.json") -> dict:
+    """The object config.json sets under `key` ({} when it is not set or null)."""
+    value = config.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise HurefError(f"{where}: {key} is {excerpt(value)}, not an object")
+    return value
+
+
 def model_dims(config: dict, arch: ArchSpec | None = None) -> Dims:
     """Read hidden size, layer and head counts, norm epsilon and expert count from a config dict
     (`arch`: its ArchSpec, by default `arch_for_config(config)`, which may fix the key/value heads)."""
@@ -96,15 +120,25 @@ def model_dims(config: dict, arch: ArchSpec | None = None) -> Dims:
 
 
 def layer_kind_list(config: dict, kinds: LayerKinds) -> list | None:
-    """The per-layer kinds config.json lists under `kinds.key`, else the string under `kinds.pattern`
-    read one character per layer (nemotron_h's hybrid_override_pattern); None when neither is there."""
+    """The per-layer kinds config.json lists under `kinds.key` (strings, or integers where the
+    kinds are integers: llama4's no_rope_layers), else the string under `kinds.pattern` read one
+    character per layer (nemotron_h's hybrid_override_pattern); None when neither is there. A
+    value of another JSON type, or longer than MAX_SIZE, raises a one-line HurefError."""
     listed = config.get(kinds.key)
-    pattern = config.get(kinds.pattern) if kinds.pattern else None
-    if listed is None and isinstance(pattern, str):
+    if listed is None and kinds.pattern:
+        pattern = config_value(config, kinds.pattern, kind=str)
+        if pattern is None:
+            return None
         chars = dict(kinds.chars)
-        if not set(pattern) <= chars.keys():
-            raise HurefError(f"config.json's {kinds.pattern} should hold only the characters {''.join(chars)}")
+        if len(pattern) > MAX_SIZE or not set(pattern) <= chars.keys():
+            raise HurefError(f"config.json's {kinds.pattern} should hold at most {MAX_SIZE} of the characters "
+                             f"{''.join(chars)}")
         return [chars[c] for c in pattern]
+    entry = type(kinds.attention[0])
+    if listed is not None and not (isinstance(listed, list) and len(listed) <= MAX_SIZE
+                                   and all(type(kind) is entry for kind in listed)):
+        raise HurefError(f"config.json: {kinds.key} is {excerpt(listed)}, not a list of "
+                         f"{'strings' if entry is str else 'integers'}, one per layer")
     return listed
 
 
@@ -127,7 +161,7 @@ def picked_layers(config: dict, kinds: LayerKinds | None, n_layers: int) -> tupl
     """The layers a `LayerKinds` picks from config.json (None: all); bad values raise a one-line HurefError."""
     if kinds is None:
         return tuple(range(n_layers))
-    if kinds.key is not None and kinds.skip_every is not None and not config.get(kinds.key):
+    if kinds.key is not None and kinds.skip_every is not None and not layer_kind_list(config, kinds):
         every = config_value(config, kinds.skip_every, default=kinds.defaults[0], kind=int, low=1, high=MAX_SIZE)
         return tuple(i for i in range(n_layers) if (i + 1) % every)
     if kinds.key is not None and (kinds.indices is None or layer_kind_list(config, kinds) is not None):
@@ -146,10 +180,32 @@ def picked_layers(config: dict, kinds: LayerKinds | None, n_layers: int) -> tupl
             raise HurefError(f"config.json's {kinds.indices} should list attention layer indices from {first} "
                              f"to {n_layers - 1 + first}")
         return tuple(sorted({i - first for i in listed}))
-    period, offset = (config_value(config, key, default=d) for key, d in zip((kinds.period, kinds.offset), kinds.defaults))
-    if not (isinstance(period, int) and isinstance(offset, int) and 0 <= offset < period):
+    period = config_value(config, kinds.period, default=kinds.defaults[0], kind=int, low=1, high=MAX_SIZE)
+    offset = config_value(config, kinds.offset, default=kinds.defaults[1], kind=int, low=0, high=MAX_SIZE)
+    if offset >= period:
         raise HurefError(f"config.json's {kinds.period} and {kinds.offset} should be integers, 0 <= offset < period")
     return tuple(i for i in range(n_layers) if i % period == offset)
+
+
+LAYER_NUMBER = r"(0|[1-9][0-9]{0,7})"  # a layer index as tensor names spell it (below 10^8 > MAX_SIZE)
+
+
+def check_depth(n_layers: int, names, layer: str, where: str) -> None:
+    """Refuse a depth the checkpoint's tensors do not back: each layer index below n_layers must
+    name a tensor under `layer` (the full name of layer {i}'s prefix, "model.layers.{i}."), so that
+    nothing built per layer is sized by a claim alone. One pass over the names; `where`: the
+    model, for the message."""
+    before, _, after = layer.partition("{i}")
+    pattern = re.compile(re.escape(before) + LAYER_NUMBER + re.escape(after))
+    present = set()
+    for name in names:
+        match = pattern.match(name)
+        if match and int(match.group(1)) < n_layers:
+            present.add(int(match.group(1)))
+    if len(present) < n_layers:
+        first_missing = next((i for i, found in enumerate(sorted(present)) if i != found), len(present))
+        raise HurefError(f"{where}: its config declares {n_layers} layers, but the checkpoint holds tensors of {len(present)} "
+                         f"(none of layer {first_missing}: '{before}{first_missing}{after}...')")
 
 
 def ffn_blocks(config: dict, arch: ArchSpec, attention: tuple[int, ...], n_layers: int) -> dict[int, int | None]:
@@ -231,10 +287,12 @@ TEXT_MODEL_TYPES = {"llava": "llama", "llava_next": "llama", "mistral3": "mistra
 def language_model_config(config: dict) -> dict:
     """The config of the language model huref fingerprints: a multimodal config.json's `text_config`
     (model_type filled in as transformers does, quantization_config carried over), else `config`."""
-    text = config.get("text_config")
-    if not isinstance(text, dict):
+    text = config_object(config, "text_config")
+    if not text:
         return config
-    text = {**text, "model_type": text.get("model_type") or TEXT_MODEL_TYPES.get(config.get("model_type"))}
+    wrapper = config_value(config, "model_type", kind=str)
+    own = config_value(text, "model_type", kind=str, where="config.json: text_config")
+    text = {**text, "model_type": own or TEXT_MODEL_TYPES.get(wrapper)}
     if "quantization_config" in config:
         text.setdefault("quantization_config", config["quantization_config"])
     return text
