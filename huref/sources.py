@@ -9,7 +9,6 @@ tiny models huref builds on the spot (`huref.demo`).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -17,9 +16,10 @@ from pathlib import Path
 from typing import Callable
 
 from huref.architectures import ArchSpec, arch_for_config
-from huref.config import Dims, LayerPlan, language_model_config, layer_plan, model_dims
+from huref.config import Dims, LayerPlan, check_depth, language_model_config, layer_plan, model_dims
 from huref.errors import HurefError
 from huref.readers import TensorReader
+from huref.readers.jsonfile import MAX_JSON_BYTES, read_json
 from huref.readers.quant import dequantizing
 from huref.readers.safetensors import SafetensorsReader, read_header
 from huref.readers.sharded import ShardedReader
@@ -60,6 +60,7 @@ class Model:
                 break
         else:
             raise HurefError(f"{self.name}: embedding tensor '{base + self.arch.embed}' is missing")
+        check_depth(self.dims.n_layers, self.reader.names(), self.tensor_name(self.arch.layer), self.name)
         self.plan = layer_plan(self.config, self.arch, self.dims.n_layers)
 
     def tensor_name(self, template: str) -> str:
@@ -76,23 +77,12 @@ LANGUAGE_MODEL_WRAPPERS = ("language_model.", "text_model.")
 TEXT_MODEL_PREFIXES = ("model.language_model.", "model.text_model.")
 
 
-MAX_JSON_BYTES = 512 * 1024 * 1024  # config, index and tokenizer files are far smaller
 MAX_VOCAB_ID = 1 << 24  # 16.7M ids; the largest vocabularies in use have about 262k
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        if not path.is_file():
-            raise HurefError(f"{path}: not a regular file")
-        if path.stat().st_size > MAX_JSON_BYTES:
-            raise HurefError(f"{path}: {path.stat().st_size} bytes is too large for a JSON file huref reads "
-                             f"(at most {MAX_JSON_BYTES})")
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except OSError as e:
-        raise HurefError(f"{path}: cannot read ({e.strerror})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise HurefError(f"{path}: not valid JSON") from None
+    """A JSON file that must hold an object (`huref.readers.jsonfile.read_json`)."""
+    data = read_json(path)
     if not isinstance(data, dict):
         raise HurefError(f"{path}: expected a JSON object")
     return data
@@ -113,13 +103,6 @@ def _token_string(value, path: Path) -> str:
 def load_vocab(directory: Path) -> list[str | None] | None:
     """Token strings by id from tokenizer.json, vocab.json or vocab.txt; special tokens are None.
     A malformed file (ids that are not integers in range, pieces that are not strings) raises HurefError."""
-    try:
-        return _load_vocab(directory)
-    except RecursionError:
-        raise HurefError(f"{directory}: tokenizer files nested too deeply") from None
-
-
-def _load_vocab(directory: Path) -> list[str | None] | None:
     path = directory / "tokenizer.json"
     if path.exists():
         data = _read_json(path)
