@@ -126,9 +126,19 @@ def gguf_bytes(metadata: list[tuple[str, str, object]], tensors: list[tuple[str,
     return head + b"\0" * (-len(head) % 32) + b"".join(blobs)
 
 
-def tiny_gguf(path: Path, llama: Path, **override) -> Path:
-    """The tiny llama checkpoint as a GGUF file; override replaces metadata (key -> (kind, value), or
-    None to drop it); `dims` (tensor name -> ggml dims) replaces a tensor's declared dims."""
+def tiny_gguf(path: Path, llama: Path, extra_metadata=(), extra_tensors=(), **override) -> Path:
+    """The tiny llama checkpoint as a GGUF file (`tiny_gguf_parts`), with `extra_metadata` [(key,
+    kind, value)] and `extra_tensors` [(name, ggml dims, data)] written after its own (a key or
+    name may repeat one, a key may be bytes that are not UTF-8)."""
+    metadata, tensors = tiny_gguf_parts(llama, **override)
+    path.write_bytes(gguf_bytes(metadata + list(extra_metadata), tensors + list(extra_tensors)))
+    return path
+
+
+def tiny_gguf_parts(llama: Path, **override) -> tuple[list, list]:
+    """The tiny llama checkpoint as GGUF metadata [(key, kind, value)] and F32 tensors [(name, ggml
+    dims, data)]; override replaces metadata (key -> (kind, value), or None to drop it); `dims`
+    (tensor name -> ggml dims) replaces a tensor's declared dims."""
     import numpy as np
     from safetensors.numpy import load_file
 
@@ -165,8 +175,7 @@ def tiny_gguf(path: Path, llama: Path, **override) -> Path:
         value = np.ascontiguousarray(value, dtype="<f4")
         tensors.append((name, dims_override.get(name, list(value.shape[::-1])), value.tobytes()))
     metadata = [(k, kind, v) for k, item in meta.items() if item is not None for kind, v in [item]]
-    path.write_bytes(gguf_bytes(metadata, tensors))
-    return path
+    return metadata, tensors
 
 
 # --- NVIDIA-style network pickles ----------------------------------------------------------------
@@ -257,6 +266,26 @@ def generator_copy(generator: Path, directory: Path, **kwargs_changes) -> Path:
 
 
 
+def with_tensors(model: Path, changes: dict) -> None:
+    """Replace, add or (with None) remove tensors of model/model.safetensors."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(model / "model.safetensors"))
+    for name, tensor in changes.items():
+        if tensor is None:
+            tensors.pop(name)
+        else:
+            tensors[name] = tensor.contiguous()
+    save_file(tensors, str(model / "model.safetensors"))
+
+
+def bytes_tensor(raw: bytes):
+    """A uint8 tensor holding `raw` (how bitsandbytes stores its JSON quant state)."""
+    import torch
+
+    return torch.tensor(list(raw), dtype=torch.uint8)
+
+
 def scaled_copy(source: Path, directory: Path) -> Path:
     """A copy of a checkpoint whose projection matrices are scaled by 1e19 (finite, but terms overflow)."""
     from safetensors.torch import load_file, save_file
@@ -288,15 +317,41 @@ def stride0(shape):
     return torch.ones(1).as_strided(shape, (0,) * len(shape))
 
 
-def forged_storage_tensor(declared_bytes: int):
-    """A tensor pickled the way torch pickles one (a storage saved by torch.save in the legacy
-    format), whose storage record declares `declared_bytes` while 4660 bytes follow."""
+def storage_blob() -> bytes:
+    """A storage of 4660 bytes (0x1234) saved by torch.save in the legacy format (a stream of pickles)."""
     import torch
 
     buffer = io.BytesIO()
     torch.save(torch.zeros(0x1234, dtype=torch.uint8).untyped_storage(), buffer, _use_new_zipfile_serialization=False)
-    blob = buffer.getvalue()
-    at = blob.index(b"M\x34\x12")  # the storage's byte count in its record (pickle BININT2)
-    forged = blob[:at] + b"\x8a\x08" + struct.pack("<q", declared_bytes) + blob[at + 3:]  # LONG1, 8 bytes
-    return Reduce(torch._utils._rebuild_tensor_v2, Reduce(torch.storage._load_from_bytes, forged), 0, (1,), (1,),
+    return buffer.getvalue()
+
+
+def storage_tensor(blob: bytes):
+    """A tensor pickled the way torch pickles one: rebuilt over the storage that `blob` (a
+    torch.save stream) holds."""
+    import torch
+
+    return Reduce(torch._utils._rebuild_tensor_v2, Reduce(torch.storage._load_from_bytes, blob), 0, (1,), (1,),
                   False, OrderedDict())
+
+
+def forged_storage_tensor(declared_bytes: int):
+    """`storage_tensor` whose storage record declares `declared_bytes` while 4660 bytes follow."""
+    blob = storage_blob()
+    at = blob.index(b"M\x34\x12")  # the storage's byte count in its record (pickle BININT2)
+    return storage_tensor(blob[:at] + b"\x8a\x08" + struct.pack("<q", declared_bytes) + blob[at + 3:])  # LONG1, 8 bytes
+
+
+def pickle_opcodes(*opcodes: bytes) -> bytes:
+    """A protocol-4 pickle stream of the given raw opcodes (with their arguments), then STOP."""
+    return b"\x80\x04" + b"".join(opcodes) + b"."
+
+
+def long_binput(index: int) -> bytes:
+    """Pickle opcode LONG_BINPUT: store the top of the stack in memo slot `index` (4-byte index)."""
+    return b"r" + struct.pack("<I", index)
+
+
+def binbytes8(declared: int, data: bytes = b"") -> bytes:
+    """Pickle opcode BINBYTES8 declaring `declared` bytes, followed by `data` only."""
+    return b"\x8e" + struct.pack("<Q", declared) + data

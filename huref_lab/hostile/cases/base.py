@@ -32,6 +32,8 @@ class Kit:
     fingerprint: Path
     generator: Path  # the bundled generator's .safetensors (its .json beside it)
     small_generator: Path  # an 8x8 generator's .safetensors + .json (what the pickle cases start from)
+    nemotron_h: Path  # single-block hybrid layers (attention, Mamba, MLP/MoE blocks), listed in config.json
+    recurrent_gemma: Path  # block kinds cycled over the layers
 
 
 CASES: dict[str, tuple[str, Callable[[Kit, Path], Case]]] = {}

@@ -7,8 +7,9 @@ import json
 import os
 
 from huref_lab.hostile.cases.base import TOKENS, Case, case, invariants_run
-from huref_lab.hostile.forgers import (bin_model, copy_model, edit_json, generator_copy, safetensors_parts, scaled_copy,
-                                       stride0, with_header_entry)
+from huref_lab.hostile.forgers import (bin_model, binbytes8, copy_model, edit_json, generator_copy, long_binput,
+                                       pickle_opcodes, safetensors_parts, scaled_copy, stride0, with_header_entry,
+                                       write_safetensors_raw)
 
 
 def config_case(name, klass="config", model="llama", **changes):
@@ -276,3 +277,75 @@ def _(kit, directory):
     return invariants_run(bin_model(kit.llama, directory, lambda state: [1, 2, 3]), directory)
 
 
+
+
+# --- JSON nested deeply, or holding numbers Python will not parse, in every JSON huref reads ---
+
+DEEP = "[" * 200_000 + "]" * 200_000
+DIGITS_5000 = "1" * 5000  # an integer literal past Python's int-from-string limit (4300 digits)
+
+
+def json_case(name: str, file: str, text, model: str = "llama"):
+    """`huref invariants` of a copy of kit's `model` whose `file` is `text(its JSON text)`."""
+    @case(name, "nested json")
+    def build(kit, directory):
+        copy = copy_model(getattr(kit, model), directory)
+        path = copy / file
+        path.write_text(text(path.read_text() if path.exists() else ""))
+        return invariants_run(copy, directory)
+
+
+def json_value(key: str, literal: str):
+    """`text` for json_case: the JSON object with `key` set to the raw JSON `literal`."""
+    def text(original: str) -> str:
+        return json.dumps({**json.loads(original), key: "@@"}).replace('"@@"', literal)
+    return text
+
+
+json_case("config_quantization_config_nested_deeply", "config.json", json_value("quantization_config", DEEP))
+json_case("config_model_type_nested_990", "config.json", json_value("model_type", "[" * 990 + "]" * 990))
+json_case("config_integer_5000_digits", "config.json", json_value("num_hidden_layers", DIGITS_5000))
+json_case("config_hidden_1e400", "config.json", json_value("hidden_size", "1e400"))
+json_case("tokenizer_id_5000_digits", "tokenizer.json",
+          lambda original: json.dumps({"model": {"vocab": {"a": "@@"}}}).replace('"@@"', DIGITS_5000))
+json_case("index_nested_deeply", "model.safetensors.index.json", lambda original: '{"weight_map": ' + DEEP + "}")
+json_case("index_integer_5000_digits", "model.safetensors.index.json",
+          lambda original: '{"metadata": {"total_size": ' + DIGITS_5000 + '}, "weight_map": {}}')
+
+
+@case("safetensors_header_integer_5000_digits", "nested json")
+def _(kit, directory):
+    model = copy_model(kit.llama, directory)
+    path = model / "model.safetensors"
+    header, data = safetensors_parts(path)
+    text = json.dumps({**header, "__metadata__": {"x": "@@"}}).replace('"@@"', DIGITS_5000)
+    write_safetensors_raw(path, None, data, text.encode())
+    return invariants_run(model, directory)
+
+
+# --- pickles inside PyTorch .bin files, declaring more than they hold ---
+
+def bin_pickle_case(name: str, raw: bytes, legacy: bool):
+    """A model whose pytorch_model.bin is the pickle `raw`: the whole file (legacy format) or its
+    data.pkl (zip format)."""
+    @case(name, "declared sizes")
+    def build(kit, directory):
+        import zipfile
+
+        model = copy_model(kit.llama, directory)
+        (model / "model.safetensors").unlink()
+        if legacy:
+            (model / "pytorch_model.bin").write_bytes(raw)
+        else:
+            with zipfile.ZipFile(model / "pytorch_model.bin", "w") as archive:
+                archive.writestr("archive/data.pkl", raw)
+                archive.writestr("archive/version", "3\n")
+                archive.writestr("archive/byteorder", "little")
+        return invariants_run(model, directory)
+
+
+for _format in ("zip", "legacy"):
+    bin_pickle_case(f"torchbin_{_format}_memo_index_2_32", pickle_opcodes(b"}", long_binput((1 << 32) - 1)),
+                    _format == "legacy")
+    bin_pickle_case(f"torchbin_{_format}_binbytes8_near_2_63", pickle_opcodes(binbytes8((1 << 63) - 16, b"xx")),
+                    _format == "legacy")

@@ -4,10 +4,12 @@ generators (huref's JSON + safetensors) and NVIDIA network pickles."""
 from __future__ import annotations
 
 import json
+import struct
 
 from huref_lab.hostile.cases.base import Case, case
-from huref_lab.hostile.forgers import (forged_storage_tensor, generator_copy, invariants_file, laughs, network_pickle,
-                                       stride0, write_safetensors_raw)
+from huref_lab.hostile.forgers import (binbytes8, forged_storage_tensor, generator_copy, invariants_file, laughs,
+                                       long_binput, network_pickle, pickle_opcodes, storage_blob, storage_tensor, stride0,
+                                       write_safetensors_raw)
 
 
 def invariants_case(name, klass="invariants", **kwargs):
@@ -187,3 +189,38 @@ pickle_case("pickle_storage_declares_1_gib", "declared sizes",
             replace_tensors=lambda: {"mapping.fc0.weight": forged_storage_tensor(1 << 30)})
 
 
+def raw_pickle_case(name: str, raw: bytes):
+    """A show run drawing with a network pickle of the raw pickle bytes `raw`."""
+    @case(name, "declared sizes")
+    def build(kit, directory):
+        path = directory / "gen.pkl"
+        path.write_bytes(raw)
+        out = directory / "dog.png"
+        return Case(["show", str(kit.fingerprint), "-o", str(out), "--generator", str(path), "-q"], absent=[str(out)])
+
+
+EMPTY_DICT, BINUNICODE8 = b"}", b"\x8d"
+raw_pickle_case("pickle_memo_index_2_26", pickle_opcodes(EMPTY_DICT, long_binput((1 << 26) + 1)))
+raw_pickle_case("pickle_memo_index_2_32", pickle_opcodes(EMPTY_DICT, long_binput((1 << 32) - 1)))
+raw_pickle_case("pickle_binbytes8_near_2_63", pickle_opcodes(binbytes8((1 << 63) - 16, b"xx")))
+raw_pickle_case("pickle_binbytes8_2_31", pickle_opcodes(binbytes8(1 << 31, b"xx")))
+raw_pickle_case("pickle_binunicode8_2_40", pickle_opcodes(BINUNICODE8 + struct.pack("<Q", 1 << 40) + b"xx"))
+pickle_case("pickle_storage_memo_index_2_26", "declared sizes",  # inside a tensor's storage: EMPTY_DICT, LONG_BINPUT, POP
+            replace_tensors=lambda: {"mapping.fc0.weight": storage_tensor(
+                storage_blob()[:2] + EMPTY_DICT + long_binput((1 << 26) + 1) + b"0" + storage_blob()[2:])})
+
+
+@case("fingerprint_integer_5000_digits", "nested json")
+def _(kit, directory):
+    path = directory / "fp.json"
+    path.write_text(json.dumps({**json.loads(kit.fingerprint.read_text()), "n_tokens": "@@"}).replace('"@@"', "1" * 5000))
+    return Case(["compare", str(path), str(kit.fingerprint), "-q"])
+
+
+@case("invariants_metadata_integer_5000_digits", "nested json")
+def _(kit, directory):
+    path = directory / "terms.safetensors"
+    text = json.dumps({"__metadata__": {"huref": '{"huref": "invariants", "layers": [' + "1" * 5000 + "]}"},
+                       "values": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}})
+    write_safetensors_raw(path, None, b"", text.encode())
+    return Case(["compare", str(path), str(path), "-q"])
