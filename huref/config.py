@@ -1,10 +1,13 @@
 """config.json read as typed values: every value huref takes from a config (or from metadata
-turned into one: GGUF, quantization_config) goes through `config_value` here, so a value of the
-wrong JSON type, not an integer, not finite or out of range is one clear error naming its key.
+turned into one: GGUF, quantization_config) goes through `config_value`, `config_ints` or
+`config_object` here, so a value of the wrong JSON type, not an integer, not finite or out of
+range is one clear error naming its key.
 
 What is read here: the sizes an architecture declares (`model_dims`, `latent_dims`), which layers
 are attention layers and where each takes its FFN term (`LayerKinds`, hybrid and single-block
-models), and the language model's config inside a multimodal wrapper (`language_model_config`).
+models: `layer_plan`, one linear pass), and the language model's config inside a multimodal
+wrapper (`language_model_config`). A claimed depth is checked against the tensors present
+(`check_depth`) before anything is built per layer.
 """
 
 from __future__ import annotations

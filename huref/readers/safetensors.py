@@ -64,7 +64,7 @@ def read_header(path: str) -> tuple[dict, int, dict]:
             raw = f.read(n)
     except OSError as e:
         raise HurefError(f"{path}: cannot read ({e.strerror})") from None
-    header = parse_json(raw, f"{path}: safetensors header", MAX_HEADER)
+    header = parse_json(raw, f"{path}: malformed safetensors header", MAX_HEADER)
     if not isinstance(header, dict):
         raise HurefError(f"{path}: malformed safetensors header")
     metadata = header.pop("__metadata__", None)
