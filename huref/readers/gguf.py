@@ -360,8 +360,8 @@ def gguf_paths(path: Path) -> list[Path]:
     listed = {entry.name for entry in os.scandir(path.parent) if entry.is_file()}  # one listing, not one stat per part
     missing = [name for name in names if name not in listed]
     if missing:
-        raise HurefError(f"{path}: split GGUF is incomplete, {len(missing)} of {count} parts missing "
-                         f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
+        more = f" and {len(missing) - 3} more of {count}" if len(missing) > 3 else ""
+        raise HurefError(f"{path}: split GGUF is incomplete, missing {', '.join(missing[:3])}{more}")
     return [path.with_name(name) for name in names]
 
 
