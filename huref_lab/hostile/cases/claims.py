@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from huref.config import MAX_SIZE  # the largest size huref takes from a config or metadata
 from huref_lab.hostile.cases.base import TOKENS, Case, case, invariants_run
 from huref_lab.hostile.forgers import copy_model, edit_json
 
-MAX_SIZE = 1 << 24  # the largest size config.json may declare (huref.config.MAX_SIZE)
 
 
 def run(command: str, model: Path, kit, directory: Path) -> Case:

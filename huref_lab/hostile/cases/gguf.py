@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import struct
 
+from huref.config import MAX_SIZE  # the largest size huref takes from a config or metadata
 from huref_lab.hostile.cases.base import case, invariants_run
 from huref_lab.hostile.forgers import gguf_bytes, tiny_gguf, tiny_gguf_parts
 
-MAX_SIZE = 1 << 24  # the largest size huref takes from metadata (huref.config.MAX_SIZE)
 HIDDEN, N_EXPERTS, EXPERT_FFN = 64, 4, 32  # the tiny llama's width; the experts the MoE cases add
 
 
