@@ -124,7 +124,7 @@ NOT_YET = {
        for t in ("inkling_text", "inkling2_text", "inkling2_loop_text")},
     "blt": "byte latent transformer: local byte encoder/decoder with cross-attention around a global transformer",
     "moshi": "speech-text model whose projections are per-codebook multi-linear weights",
-    "cohere_compass_text": "not examined: its default config does not build a model in transformers 5.24",
+    "cohere_compass_text": "not examined: its default config does not build a model in transformers 5.24 or 5.25",
     "cpmant": "segment embeddings and bucketed relative position biases not mapped yet",
     "gpt_neox_japanese": "not mapped yet (attention output bias kept apart from the dense layer)",
     "modernbert-decoder": "not mapped yet (ModernBERT's decoder: alternating local/global attention, its own names)",

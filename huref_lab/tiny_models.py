@@ -362,7 +362,7 @@ CONFIGS = {
                             rms_norm_eps=1e-6, expert_selection_fn="sigmoid", sliding_window=8,
                             tie_word_embeddings=True),
     # experts as flat [experts * ffn, hidden] tensors (w2 holding each expert's [in, out]), fused Wqkv, sizes
-    # in attn_config / ffn_config; clip_qkv as DBRX sets it (transformers 5.24 cannot run without one)
+    # in attn_config / ffn_config; clip_qkv as DBRX sets it (transformers 5.24 and 5.25 cannot run without one)
     "dbrx": dict(vocab_size=VOCAB_SIZE, d_model=HIDDEN, n_heads=HEADS, n_layers=N_LAYERS, max_seq_len=128,
                  attn_config=dict(kv_n_heads=KV_HEADS, clip_qkv=8.0, rope_theta=10000.0),
                  ffn_config=dict(ffn_hidden_size=32, moe_num_experts=4, moe_top_k=2), tie_word_embeddings=False),
