@@ -480,6 +480,16 @@ _LFM2 = dict(
        "ffn_norm": _rms("ffn_norm.weight"), "final_norm": _rms("embedding_norm.weight")},
 )
 
+# kolibri1: glm4's post norms, per-head QK norms, sigmoid-scored experts with shared experts
+_KOLIBRI1 = dict(
+    ffn=_sigmoid_moe("moe.router.expert_bias"),
+    router_scores="sigmoid",
+    attn_post_norm=_rms("post_attn_norm.weight"),
+    ffn_post_norm=_rms("post_ffn_norm.weight"),
+    **_QK_NORM,
+    **_LLAMA,
+)
+
 ARCHITECTURES: tuple[ArchSpec, ...] = (
     # llama's tensors; the others change nothing the terms read: attention biases (seed_oss), layers
     # without RoPE (smollm3: the terms never apply RoPE), sliding windows (cwm, ministral), scalar
@@ -1068,32 +1078,18 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         k_norm=(Norm(None, "rms", "head"),),
         **{**_LLAMA, "attn_norm": (Norm(None),), "ffn_norm": (Norm(None),), "final_norm": (Norm(None),)},
     ),
-    ArchSpec(
-        # glm4's post norms, per-head QK norms, sigmoid-scored experts with shared experts
-        model_types=("kolibri1",),
-        ffn=_sigmoid_moe("moe.router.expert_bias"),
-        router_scores="sigmoid",
-        attn_post_norm=_rms("post_attn_norm.weight"),
-        ffn_post_norm=_rms("post_ffn_norm.weight"),
-        **_QK_NORM,
-        **_LLAMA,
-    ),
+    ArchSpec(model_types=("kolibri1",), **_KOLIBRI1),
     ArchSpec(
         # kolibri1's layers, dense FFNs on mlp_only_layers; sliding-window layers with RoPE beside indexed-attention
         # layers without positions, some of which attend to an earlier layer's keys and values (kv_source_layers)
         # and store no k_proj, v_proj or k_norm of their own. An indexer without weights picks the keys each query
         # sees, and indexed layers round keys and values to NVFP4: no term reads either (docs/INVARIANTS.md)
         model_types=("kolibri1_1",),
-        ffn=_sigmoid_moe("moe.router.expert_bias"),
-        router_scores="sigmoid",
-        attn_post_norm=_rms("post_attn_norm.weight"),
-        ffn_post_norm=_rms("post_ffn_norm.weight"),
         # without kv_source_layers: of the indexed layers (layer_types; missing: every 5th), the 2nd, 3rd and 10th
         # read the 1st's keys and values, the 7th to 9th the 6th's (Kolibri 1.1's layout, transformers' default)
         kv_sources=KVSources("kv_source_layers", LayerKinds(key="layer_types", attention=("indexed_attention",)),
                              LayerKinds(defaults=(5, 4)), default=(0, 0, 0, 3, 4, 5, 5, 5, 5, 0)),
-        **_QK_NORM,
-        **_LLAMA,
+        **_KOLIBRI1,
     ),
     ArchSpec(
         # per-head fused query_key_value, per-head QK LayerNorms, plain FFN with ReLU²
