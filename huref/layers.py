@@ -158,6 +158,30 @@ def picked_layers(config: dict, kinds: LayerKinds | None, n_layers: int) -> tupl
     return tuple(i for i in range(n_layers) if i % period == offset)
 
 
+def kv_source(config: dict, arch: ArchSpec, i: int, n_layers: int) -> int:
+    """The layer whose keys and values layer i attends to: i itself, or with `arch.kv_sources` the one config.json
+    lists for it (or transformers' default layout when the list is missing, `KVSources`); bad values raise a
+    one-line HurefError."""
+    sources = arch.kv_sources
+    if sources is None:
+        return i
+    listed = config.get(sources.key)
+    if listed is None:
+        kinds = sources.layers if config.get(sources.layers.key) is not None else sources.default_layers
+        picked = picked_layers(config, kinds, n_layers)
+        if len(picked) > len(sources.default):
+            raise HurefError(f"config.json lacks {sources.key}, whose default layout covers {len(sources.default)} "
+                             f"layers of this kind, not {len(picked)}")
+        listed = list(range(n_layers))
+        for layer, position in zip(picked, sources.default):
+            listed[layer] = picked[position]
+    if not (isinstance(listed, list) and len(listed) == n_layers and all(type(j) is int for j in listed)
+            and all(0 <= j <= k and listed[j] == j for k, j in enumerate(listed))):
+        raise HurefError(f"config.json's {sources.key} should list, for each of the {n_layers} layers, itself or "
+                         "an earlier layer that reads its own keys and values")
+    return listed[i]
+
+
 def ffn_layer(config: dict, arch: ArchSpec, i: int, n_layers: int) -> int | None:
     """The layer holding the FFN of attention layer i: i itself, or for single-block layers
     (`LayerKinds.ffn_kinds`, nemotron_h) the first FFN block after i (None: no FFN block follows)."""
@@ -401,6 +425,10 @@ class LayerWeights:
     k_norm: NormWeights | None = None
     mla: LatentWeights | None = None
     norm_residual: bool = False  # the stream carries the input norms' outputs (minimax): see huref.invariants
+    # an earlier layer whose keys and values this one attends to (k, v and k_norm are that layer's), and that
+    # layer's input norm, which the keys and values read; None: this layer's own
+    kv_source: int | None = None
+    kv_norm: NormWeights | None = None
     q_experts: list[Matrix] = field(default_factory=list)
     o_experts: list[Matrix] = field(default_factory=list)
 
@@ -514,10 +542,11 @@ def layer_weights(model, i: int) -> LayerWeights:
     else:
         q = _matrix(model, local(spec.q), args, (q_out, d.hidden))
         o_in = q_out
+    src = kv_source(model.config, spec, i, d.n_layers)   # keys and values: this layer's, or an earlier one's
     if spec.mla is None:
-        k = _matrix(model, local(spec.k), args, (kv_out, d.hidden))
-        v = _matrix(model, local(spec.v), args, (kv_out, d.hidden))
-    with_qk_norms = i in qk_norm_layers(model.config, spec, d.n_layers)
+        k = _matrix(model, local(spec.k, src), {"i": src}, (kv_out, d.hidden))
+        v = _matrix(model, local(spec.v, src), {"i": src}, (kv_out, d.hidden))
+    norm_layers = qk_norm_layers(model.config, spec, d.n_layers)
     return LayerWeights(
         index=i,
         n_heads=n_heads,
@@ -535,9 +564,11 @@ def layer_weights(model, i: int) -> LayerWeights:
         ffn_norm=_norm(model, local_norms(spec.ffn_norm, j), {"i": j}, d.hidden),
         attn_post_norm=_norm(model, local_norms(spec.attn_post_norm), args, d.hidden),
         ffn_post_norm=_norm(model, local_norms(spec.ffn_post_norm, j), {"i": j}, d.hidden),
-        q_norm=_norm(model, local_norms(spec.q_norm), args, q_width) if with_qk_norms else None,
-        k_norm=_norm(model, local_norms(spec.k_norm), args, k_width) if with_qk_norms else None,
+        q_norm=_norm(model, local_norms(spec.q_norm), args, q_width) if i in norm_layers else None,
+        k_norm=_norm(model, local_norms(spec.k_norm, src), {"i": src}, k_width) if src in norm_layers else None,
         norm_residual=spec.norm_residual,
+        kv_source=None if src == i else src,
+        kv_norm=None if src == i else _norm(model, local_norms(spec.attn_norm, src), {"i": src}, d.hidden),
     )
 
 
