@@ -211,6 +211,30 @@ def check_depth(n_layers: int, names, layer: str, where: str) -> None:
                          f"(none of layer {first_missing}: '{before}{first_missing}{after}...')")
 
 
+def kv_sources(config: dict, arch: ArchSpec, n_layers: int) -> tuple[int, ...]:
+    """For each layer, the layer whose keys and values it attends to: itself, or with `arch.kv_sources` the one
+    config.json lists for it (or transformers' default layout when the list is missing, `KVSources`); bad values
+    raise a one-line HurefError."""
+    sources = arch.kv_sources
+    if sources is None:
+        return tuple(range(n_layers))
+    listed = config.get(sources.key)
+    if listed is None:
+        kinds = sources.layers if config.get(sources.layers.key) is not None else sources.default_layers
+        picked = picked_layers(config, kinds, n_layers)
+        if len(picked) > len(sources.default):
+            raise HurefError(f"config.json lacks {sources.key}, whose default layout covers {len(sources.default)} "
+                             f"layers of this kind, not {len(picked)}")
+        listed = list(range(n_layers))
+        for layer, position in zip(picked, sources.default):
+            listed[layer] = picked[position]
+    if not (isinstance(listed, list) and len(listed) == n_layers and all(type(j) is int for j in listed)
+            and all(0 <= j <= k and listed[j] == j for k, j in enumerate(listed))):
+        raise HurefError(f"config.json's {sources.key} should list, for each of the {n_layers} layers, itself or "
+                         "an earlier layer that reads its own keys and values")
+    return tuple(listed)
+
+
 def ffn_blocks(config: dict, arch: ArchSpec, attention: tuple[int, ...], n_layers: int) -> dict[int, int | None]:
     """For each attention layer i, the layer holding its FFN: i itself, or for single-block layers
     (`LayerKinds.ffn_kinds`, nemotron_h) the first FFN block after i (None: no FFN block follows);
@@ -230,11 +254,13 @@ def ffn_blocks(config: dict, arch: ArchSpec, attention: tuple[int, ...], n_layer
 @dataclass(frozen=True)
 class LayerPlan:
     """Which layers carry terms, as config.json says: the attention layers, the layer holding each
-    one's FFN (`ffn_blocks`) and the attention layers with QK norms (`qk_norm_layers`)."""
+    one's FFN (`ffn_blocks`), the attention layers with QK norms (`qk_norm_layers`) and, per layer,
+    the layer whose keys and values it attends to (`kv_sources`)."""
 
     attention: tuple[int, ...]
     ffn_block: dict[int, int | None]
     qk_norm: frozenset[int]
+    kv_source: tuple[int, ...]
 
     @property
     def term_layers(self) -> tuple[int, ...]:
@@ -246,7 +272,7 @@ def layer_plan(config: dict, arch: ArchSpec, n_layers: int) -> LayerPlan:
     """The `LayerPlan` of a model of n_layers layers (linear in n_layers); bad values raise a one-line HurefError."""
     attention = attention_layers(config, arch, n_layers)
     return LayerPlan(attention, ffn_blocks(config, arch, attention, n_layers),
-                     frozenset(qk_norm_layers(config, arch, n_layers)))
+                     frozenset(qk_norm_layers(config, arch, n_layers)), kv_sources(config, arch, n_layers))
 
 
 def term_layers(config: dict, arch: ArchSpec, n_layers: int) -> tuple[int, ...]:

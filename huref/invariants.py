@@ -12,6 +12,8 @@ Face orientation (a Linear weight W is [out, in] and maps a row x to x·Wᵀ):
   scale into the next weights, or rescaling the embedding, therefore changes nothing.
 - N_q, N_k: the QK norm where the model has one (per head or per row, with 1/rms): rescaling a
   head that the norm undoes changes nothing.
+- Keys and values another layer computed (kolibri1_1's kv_source_layers): Wk, Wv, N_k and the input norm
+  giving their rows (X_kv) are that layer's.
 - X_o: the raw rows, where the sublayer writes; centred for LayerNorm models, which cannot see the
   residual stream's mean (adding multiples of the all-ones vector to embeddings and writes).
 - P_a, P_f: the post-norm on that write where the model has one (gemma2/3, olmo2), else identity.
@@ -152,9 +154,10 @@ class HeadGroups:
         return t.reshape(-1, self.group, self.head_dim, t.shape[1]).sum(1).reshape(-1, t.shape[1])
 
 
-def qk_term(layer: LayerWeights, x_attn: torch.Tensor) -> torch.Tensor:
-    """Σ_h N_q(X·Wq_hᵀ)·N_k(X·Wk_g(h)ᵀ)ᵀ  [n, n]; with attention experts, the sum runs over every
-    expert's query heads too."""
+def qk_term(layer: LayerWeights, x_attn: torch.Tensor, x_kv: torch.Tensor) -> torch.Tensor:
+    """Σ_h N_q(X·Wq_hᵀ)·N_k(X_kv·Wk_g(h)ᵀ)ᵀ  [n, n] (X_kv: the rows as the keys' input norm leaves them, X
+    itself unless the keys are an earlier layer's); with attention experts, the sum runs over every expert's
+    query heads too."""
     heads = HeadGroups(layer.n_heads, layer.n_kv_heads, layer.head_dim)
     q = None
     for query in layer.queries:
@@ -163,15 +166,15 @@ def qk_term(layer: LayerWeights, x_attn: torch.Tensor) -> torch.Tensor:
         else:
             part = heads.sum_groups(apply_norm(layer.q_norm, project(query, x_attn), layer.n_heads))
         q = part if q is None else q.add_(part)
-    k = apply_norm(layer.k_norm, project(layer.k, x_attn), layer.n_kv_heads)
+    k = apply_norm(layer.k_norm, project(layer.k, x_kv), layer.n_kv_heads)
     return q @ k.T
 
 
-def vo_term(layer: LayerWeights, x_attn: torch.Tensor, x_out: torch.Tensor) -> torch.Tensor:
-    """P(Σ_h X·Wv_g(h)ᵀ·Wo_hᵀ)·X_oᵀ  [n, n]; with attention experts, the sum runs over every
-    expert's output heads too."""
+def vo_term(layer: LayerWeights, x_kv: torch.Tensor, x_out: torch.Tensor) -> torch.Tensor:
+    """P(Σ_h X_kv·Wv_g(h)ᵀ·Wo_hᵀ)·X_oᵀ  [n, n] (X_kv as in `qk_term`); with attention experts, the sum
+    runs over every expert's output heads too."""
     heads = HeadGroups(layer.n_heads, layer.n_kv_heads, layer.head_dim)
-    v = project(layer.v, x_attn)
+    v = project(layer.v, x_kv)
     if layer.attn_post_norm is None:
         # cheaper order when there is no norm on the write: V · (X_o · Wo_grouped)ᵀ
         read = None
@@ -272,8 +275,10 @@ def layer_terms(layer: LayerWeights, x: torch.Tensor, x_out: torch.Tensor, out: 
         out[0] = mla_qk_term(layer, c_q, c_kv, k_pe)
         out[1] = mla_vo_term(layer, c_kv, attn_out)
     else:
-        out[0] = qk_term(layer, x_attn)
-        out[1] = vo_term(layer, x_attn, attn_out)
+        # keys and values attended to across layers (kolibri1_1) read the source layer's input norm
+        x_kv = x_attn if layer.kv_source is None else apply_norm(layer.kv_norm, x)
+        out[0] = qk_term(layer, x_attn, x_kv)
+        out[1] = vo_term(layer, x_kv, attn_out)
     out[2] = ffn_term(layer, x_ffn, ffn_out)
     return out
 

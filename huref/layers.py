@@ -226,6 +226,10 @@ class LayerWeights:
     k_norm: NormWeights | None = None
     mla: LatentWeights | None = None
     norm_residual: bool = False  # the stream carries the input norms' outputs (minimax): see huref.invariants
+    # an earlier layer whose keys and values this one attends to (k, v and k_norm are that layer's), and that
+    # layer's input norm, which the keys and values read; None: this layer's own
+    kv_source: int | None = None
+    kv_norm: NormWeights | None = None
     q_experts: list[Matrix] = field(default_factory=list)
     o_experts: list[Matrix] = field(default_factory=list)
 
@@ -341,10 +345,11 @@ def layer_weights(model, i: int) -> LayerWeights:
     else:
         q = _matrix(model, local(spec.q), args, (q_out, d.hidden))
         o_in = q_out
+    src = model.plan.kv_source[i]   # keys and values: this layer's, or an earlier one's
     if spec.mla is None:
-        k = _matrix(model, local(spec.k), args, (kv_out, d.hidden))
-        v = _matrix(model, local(spec.v), args, (kv_out, d.hidden))
-    with_qk_norms = i in model.plan.qk_norm
+        k = _matrix(model, local(spec.k, src), {"i": src}, (kv_out, d.hidden))
+        v = _matrix(model, local(spec.v, src), {"i": src}, (kv_out, d.hidden))
+    norm_layers = model.plan.qk_norm
     return LayerWeights(
         index=i,
         n_heads=n_heads,
@@ -362,9 +367,11 @@ def layer_weights(model, i: int) -> LayerWeights:
         ffn_norm=_norm(model, local_norms(spec.ffn_norm, j), {"i": j}, d.hidden),
         attn_post_norm=_norm(model, local_norms(spec.attn_post_norm), args, d.hidden),
         ffn_post_norm=_norm(model, local_norms(spec.ffn_post_norm, j), {"i": j}, d.hidden),
-        q_norm=_norm(model, local_norms(spec.q_norm), args, q_width) if with_qk_norms else None,
-        k_norm=_norm(model, local_norms(spec.k_norm), args, k_width) if with_qk_norms else None,
+        q_norm=_norm(model, local_norms(spec.q_norm), args, q_width) if i in norm_layers else None,
+        k_norm=_norm(model, local_norms(spec.k_norm, src), {"i": src}, k_width) if src in norm_layers else None,
         norm_residual=spec.norm_residual,
+        kv_source=None if src == i else src,
+        kv_norm=None if src == i else _norm(model, local_norms(spec.attn_norm, src), {"i": src}, d.hidden),
     )
 
 
