@@ -40,7 +40,7 @@ Conventions
   input at an average position: a vector moved from the token rows into the position rows, which
   leaves every input unchanged, then leaves the probe rows unchanged too.
 - `mla`: multi-head latent attention (DeepSeek-V2/V3): q, k, v are None and a `LatentAttention`
-  names the latent matrices and norms; its sizes come from config.json (`huref.layers.latent_dims`).
+  names the latent matrices and norms; its sizes come from config.json (`huref.config.latent_dims`).
   DeepSeek sparse attention's indexer (deepseek_v32) is listed there too (`indexer_q` reads the q latent,
   `indexer_readers` the attention input); no term reads it, the attacks carry it.
   `attn_experts`: a mixture of attention heads (jetmoe): q and o are None and `AttentionExperts`
@@ -905,7 +905,7 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
     ArchSpec(
         # every layer is one block on one RMSNorm: Mamba-2 ("M"), attention without positions ("*"), a
         # plain ReLU² MLP ("-") or sigmoid-routed ReLU² experts with a shared expert ("E"). Attention
-        # block i pairs with the first MLP/MoE block after it for the FFN term (huref.layers.ffn_layer).
+        # block i pairs with the first MLP/MoE block after it for the FFN term (huref.config.ffn_blocks).
         # With moe_latent_size set, experts read a latent projection: their shapes are refused
         model_types=("nemotron_h",),
         embed="embeddings.weight",

@@ -39,11 +39,11 @@ layers"), the top layers of independently trained models with one tokenizer and 
 (twins and siblings look related there) and are the ones heavy continued pretraining moves most,
 while the middle layers keep a base's identity. `--layers -2,-1` is the paper's setting.
 
-Hybrid models (qwen3_next, qwen3_5, jamba, minimax): only attention layers (`huref.layers.term_layers`)
+Hybrid models (qwen3_next, qwen3_5, jamba, minimax): only attention layers (`huref.config.term_layers`)
 carry the terms; a gated delta-net, Mamba or lightning-attention layer has no QK or VO term, so the
 default layers are the middle attention layers that write, and another kind of layer asked for is
 refused. nemotron_h's layers are single blocks: attention block i takes the FFN term of the first
-MLP/MoE block after it (`huref.layers.ffn_layer`). minimax carries each input norm's output on the
+MLP/MoE block after it (`huref.config.ffn_blocks`). minimax carries each input norm's output on the
 residual path, so a write side is the sublayer's own input rows (X_o = X_a for VO, X_f for FFN).
 
 Cost: each weight matrix is multiplied once by X (n·in·out flops) and never materialized in full;
@@ -64,7 +64,8 @@ import torch
 
 import huref
 from huref.errors import HurefError
-from huref.layers import LayerWeights, Matrix, apply_norm, embedding_rows, layer_weights, term_layers
+from huref.config import term_layers
+from huref.layers import LayerWeights, Matrix, apply_norm, embedding_rows, layer_weights
 from huref.tokens import select_tokens
 
 TERM_NAMES = ("qk", "vo", "ffn")
@@ -449,16 +450,16 @@ def save_terms(terms: Terms, path: str | Path) -> None:
 def terms_header(path: str | Path) -> tuple[Terms, object]:
     """An invariants file's header, checked, with its values not yet read: (Terms whose values is
     an empty [L, 3, 0, 0] placeholder, the open reader). Malformed files raise HurefError."""
+    from huref.readers.jsonfile import parse_json
     from huref.readers.safetensors import SafetensorsReader
 
     path = str(path)
     try:
         reader = SafetensorsReader(path)
-        header = json.loads(reader.metadata["huref"])
+        metadata = reader.metadata.get("huref")
+        header = parse_json(metadata.encode(), path) if isinstance(metadata, str) else None
     except HurefError as error:
         raise HurefError(f"{path}: not a huref invariants file ({str(error).removeprefix(path + ': ')})") from None
-    except (ValueError, KeyError, TypeError, RecursionError):
-        header = None
     if not isinstance(header, dict) or header.get("huref") != "invariants" or not reader.has("values"):
         raise HurefError(f"{path}: not a huref invariants file")
     shape = tuple(reader.shape("values"))

@@ -33,8 +33,9 @@ from safetensors.torch import load_file, save_file
 
 from huref.architectures import FFN, PLUS_ONE_KINDS, ArchSpec, Norm, Proj, arch_for_config
 from huref.errors import HurefError
-from huref.layers import (EPS_KEYS, LAYOUTS, Dims, LatentDims, attention_layers, config_value, latent_dims, model_dims,
+from huref.config import (EPS_KEYS, Dims, LatentDims, attention_layers, config_value, latent_dims, model_dims,
                           qk_norm_layers)
+from huref.layers import LAYOUTS
 
 
 # --------------------------------------------------------------------------------------------- checkpoints

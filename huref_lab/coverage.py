@@ -19,7 +19,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from huref.architectures import ARCHITECTURES, supported_model_types
-from huref.sources import TEXT_MODEL_TYPES
+from huref.config import TEXT_MODEL_TYPES
 from huref_lab.tiny_models import MODEL_TYPE
 
 _MLA = "DeepSeek's latent attention (read for deepseek_v2/v3)"
@@ -193,7 +193,7 @@ def refused_variants(model_type: str) -> list[str]:
 
 
 def supported_wrappers() -> dict[str, str]:
-    """Multimodal model types huref reads as their language model (huref.sources.TEXT_MODEL_TYPES) whose
+    """Multimodal model types huref reads as their language model (huref.config.TEXT_MODEL_TYPES) whose
     language model is supported: wrapper model_type -> text model_type."""
     supported = set(supported_model_types())
     return {wrapper: text for wrapper, text in TEXT_MODEL_TYPES.items() if text in supported}

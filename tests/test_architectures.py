@@ -6,7 +6,8 @@ import transformers
 
 from huref.architectures import ARCHITECTURES, arch_for_config
 from huref.errors import HurefError
-from huref.layers import LAYOUTS, kv_source, layer_weights, model_dims, qk_norm_layers
+from huref.config import kv_sources, model_dims, qk_norm_layers
+from huref.layers import LAYOUTS, layer_weights
 from huref.sources import load_model
 
 NORM_KINDS = {"rms", "rms_plus1", "layer", "layer_plus1"}
@@ -112,7 +113,7 @@ def test_kolibri1_1_kv_sources_are_read_as_transformers_fills_them(given):
     config = {"model_type": "kolibri1_1", **given}
     filled = transformers.Kolibri1_1Config(**given).kv_source_layers
     n = given["num_hidden_layers"]
-    assert [kv_source(config, arch_for_config(config), i, n) for i in range(n)] == filled
+    assert list(kv_sources(config, arch_for_config(config), n)) == filled
     assert filled != list(range(n))
 
 
@@ -122,7 +123,7 @@ def test_kolibri1_1_kv_sources_that_transformers_refuses_are_one_clear_line(list
     config = {"model_type": "kolibri1_1", "num_hidden_layers": 4, "kv_source_layers": listed}
     with pytest.raises(HurefError, match=r"^config.json's kv_source_layers should list, for each of the 4 layers, "
                                          r"itself or an earlier layer that reads its own keys and values$"):
-        kv_source(config, arch_for_config(config), 3, 4)
+        kv_sources(config, arch_for_config(config), 4)
     with pytest.raises(HurefError, match="^config.json lacks kv_source_layers, whose default layout covers 10 layers "
                                          "of this kind, not 11$"):
-        kv_source({"model_type": "kolibri1_1", "num_hidden_layers": 55}, arch_for_config(config), 0, 55)
+        kv_sources({"model_type": "kolibri1_1", "num_hidden_layers": 55}, arch_for_config(config), 55)
