@@ -38,13 +38,13 @@ TRANSLATE_STD = 0.125        # fractional translation: N(0, 0.125^2) of the size
 BRIGHTNESS_STD = 0.2         # in image units ([-1, 1] images)
 LOG2_CONTRAST_STD = 0.5
 LOG2_SATURATION_STD = 1.0
-GREY = torch.tensor([1.0, 1.0, 1.0]) / math.sqrt(3)  # the luma axis of RGB
 
 
 def augment(images: torch.Tensor, p: float) -> torch.Tensor:
     """images [N, 3, H, W] (square, about [-1, 1]) -> the same images through the 'bgc' chain at probability p.
 
-    p = 0 returns images itself. Draws from torch's default generator of images.device (two calls).
+    p = 0 returns images itself. Draws from torch's default generator of images.device (two calls); every
+    tensor is made on that device, so on a GPU nothing waits for a host-to-device copy.
     """
     if p <= 0:
         return images
@@ -57,8 +57,9 @@ def random_parameters(n: int, p: float, size: int, device) -> tuple[dict, dict]:
     skipped: (geometric_matrices' keyword arguments, colour_matrices')."""
     u = torch.rand(n, 21, device=device)  # [:, :13] which steps run, [:, 13:] uniform parameters
     g = torch.randn(n, 7, device=device)  # normal parameters
+    run = u[:, :13] < p
     p_rotation = 1 - math.sqrt(1 - min(p, 1.0))  # twice, so that some rotation happens with probability p
-    run = u[:, :13] < torch.tensor([p] * 4 + [p, p_rotation, p, p_rotation, p] + [p] * 4, device=device)
+    run[:, 5], run[:, 7] = u[:, 5] < p_rotation, u[:, 7] < p_rotation
     pick = lambda i, value, identity: torch.where(run[:, i], value, identity)  # noqa: E731
     shift = ((u[:, 15:17] * 2 - 1) * TRANSLATE_MAX * size).round() * 2 / size  # whole pixels; a pixel is 2 / size
     geometric = {
@@ -100,9 +101,8 @@ def geometric_matrices(flip, quarter_turns, shift_x, shift_y, scale, angle_1, st
     Each step is written as its sampling matrix; every parameter's distribution is symmetric, so that has
     the distribution of the step's inverse, and the steps compose in order as M = M_1 @ M_2 @ ...
     """
-    zeros = torch.zeros_like(flip)
-    k = quarter_turns.long()
-    cos, sin = torch.tensor([1.0, 0, -1, 0], device=k.device)[k], torch.tensor([0.0, 1, 0, -1], device=k.device)[k]
+    zeros, k = torch.zeros_like(flip), quarter_turns
+    cos, sin = (1 - k % 2) * (1 - k), k % 2 * (2 - k)  # of k * 90 degrees, exactly: k = 0, 1, 2, 3 -> 1, 0, -1, 0 and 0, 1, 0, -1
     sign = 1 - 2 * flip
     m = _affine(sign * cos, -sign * sin, sin, cos, zeros, zeros)  # x-flip after an exact quarter turn
     m = m @ _affine(scale, zeros, zeros, scale, shift_x, shift_y)  # whole-pixel shift, then isotropic scale
@@ -128,7 +128,7 @@ def colour_matrices(brightness, contrast, luma_flip, hue, saturation) -> torch.T
         x -> c (l P + s cos(h) Q + s sin(h) K) x + c l b 1,
     since P, Q and K multiply as above and P 1 = 1, Q 1 = K 1 = 0.
     """
-    v = GREY.to(brightness.device)
+    v = torch.full((3,), 1 / math.sqrt(3), device=brightness.device)  # the grey axis, made on the device
     P = torch.outer(v, v)
     Q = torch.eye(3, device=v.device) - P
     K = torch.linalg.cross(v.expand(3, 3), torch.eye(3, device=v.device), dim=1).T  # K @ x = v x x
@@ -137,7 +137,8 @@ def colour_matrices(brightness, contrast, luma_flip, hue, saturation) -> torch.T
     linear = c * (l[:, None, None] * P + (saturation * hue.cos())[:, None, None] * Q
                   + (saturation * hue.sin())[:, None, None] * K)  # [N, 3, 3]
     offset = (contrast * l * brightness)[:, None].expand(-1, 3)   # [N, 3]
-    bottom = torch.tensor([0.0, 0, 0, 1], device=v.device).expand(len(l), 1, 4)
+    bottom = torch.zeros(len(l), 1, 4, device=v.device)
+    bottom[:, :, 3] = 1
     return torch.cat([torch.cat([linear, offset[:, :, None]], dim=2), bottom], dim=1)  # [N, 4, 4]
 
 
