@@ -1,9 +1,10 @@
 """Training the bundled dog generator: a new state, the training step, a run, and exports.
 
-The objective is StyleGAN2's: the non-saturating logistic loss, lazy R1 on the (augmented) reals every
-`r1_every` steps, x-flipped photos, an exponential moving average of the generator (G_ema, the network
-huref ships), Adam with betas (0, 0.99) whose hyper-parameters are adjusted for lazy regularization,
-and adaptive augmentation (augment.py) on every image the discriminator sees. The defaults that depend
+The objective is StyleGAN2's: the non-saturating logistic loss, lazy R1 on the reals every `r1_every` steps
+(its gradient taken through the augmentation, as in StyleGAN2-ADA), x-flipped photos, an exponential
+moving average of the generator (G_ema, the network huref ships), Adam with betas (0, 0.99) whose
+hyper-parameters are adjusted for lazy regularization, and adaptive augmentation (augment.py) on every
+image the discriminator sees. The defaults that depend
 on the batch follow StyleGAN2-ADA's automatic configuration (Karras et al. 2020): R1 gamma
 0.0002 * resolution^2 / batch and a G_ema half-life of batch * 10 / 32 thousand images.
 
@@ -191,16 +192,14 @@ class Trainer:
         with self.autocast(), torch.set_grad_enabled(g_trains):
             fake = self.G_forward(z, noise_mode="random").float()
 
-        # Discriminator: logistic loss on augmented photos and fakes, plus lazy R1 at the augmented photos.
+        # Discriminator: logistic loss on augmented photos and fakes, plus lazy R1: the squared gradient of
+        # D's logits with respect to the photos, through the augmentation.
         r1_weight = self.options.gamma(self.G.img_resolution) / 2 * self.options.r1_every
         with_r1 = self.step_count % self.options.r1_every == 0 and r1_weight > 0
-        real = augment(real_batch(photos, n), p)
+        real = real_batch(photos, n).requires_grad_(with_r1)
         with self.autocast():
-            if with_r1:
-                real = real.detach().requires_grad_(True)
-                real_logits = self.D(real).float()  # uncompiled: R1 differentiates D's gradient
-            else:
-                real_logits = self.D_forward(real).float()
+            # Uncompiled for R1, which differentiates D's gradient (compiled graphs have no double backward).
+            real_logits = (self.D if with_r1 else self.D_forward)(augment(real, p)).float()
             fake_logits = self.D_forward(augment(fake.detach(), p)).float()
         loss_D = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
         if with_r1:
