@@ -277,6 +277,21 @@ def test_packed_photos_decode_to_the_resized_photos(tmp_path):
         load_photos(tmp_path / "packed", 16)
 
 
+def test_a_state_too_large_to_come_back_from_a_gpu_call_is_refused(tmp_path):
+    """The shipped shape's trained state (37 MB in 6 files) travels to a GPU call and back; one with a
+    generator of channel_max 192 (3.9 M parameters, about 60 MB trained) would not, and device-run says so
+    before training."""
+    wide = dict(BUNDLED_G, synthesis_kwargs=dict(BUNDLED_G["synthesis_kwargs"], channel_base=192 * 64, channel_max=192))
+    for name, g_kwargs in (("shipped", BUNDLED_G), ("wide", wide)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "state.json").write_text(json.dumps(
+            {"format": "huref-generator-training", "version": 1, "g_kwargs": g_kwargs,
+             "d_kwargs": dict(img_resolution=64, channel_base=8192, channel_max=128), "files": {}}))
+    check_returnable(tmp_path / "shipped")
+    with pytest.raises(HurefError, match="would not travel"):
+        check_returnable(tmp_path / "wide")
+
+
 def test_the_committed_state_continues_the_shipped_generator():
     """The state under huref_lab that the next GPU run continues: whole (every file's SHA-256), the
     shipped network's shape, each file under 15 MiB, and small enough to come back from a GPU call."""

@@ -14,6 +14,7 @@ Bad input ends with one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
@@ -24,16 +25,22 @@ from pathlib import Path
 import torch
 
 from huref.errors import HurefError
+from stylegan2 import GeneratorError
+from stylegan2.checks import check_kwargs
+from stylegan2.discriminator import Discriminator
+from stylegan2.networks import Generator
 
 from .loop import BUNDLED_D, BUNDLED_G, Options, Trainer, build_networks, export_generator, new_state, sample_grid, train
 from .photos import pack_photos
-from .state import STATE_FILE, copy_state, read_meta, read_state, state_bytes, write_state
+from .state import MAX_FILE_BYTES, STATE_FILE, copy_state, read_meta, read_state, state_bytes, write_state
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED_STATE = Path(__file__).resolve().parent / "state"
-# What one GPU call returns (docs of the device tool): at most 8 files, 16 MiB each, 64 MiB in all. The
-# device run returns the state's files, the grid and the distinctness figures.
-RETURN_FILES, RETURN_BYTES = 8, 64 << 20
+# A GPU call carries at most 64 MiB of working tree in and returns at most 8 files (16 MiB each, 64 MiB in
+# all). The trained state travels both ways: in, beside the repository's other files (17 MB) and the packed
+# photos (6.2 MB), which leaves it about 40 MiB; out, as all but two of the 8 files (the grid and the
+# distinctness figures).
+RETURN_FILES, STATE_BUDGET = 8, 40 << 20
 
 
 def _options(args) -> Options:
@@ -125,12 +132,24 @@ def _refuse_existing(folder: Path) -> None:
 
 
 def check_returnable(state: Path) -> None:
-    """Refuse a state whose files, with the grid and the figures, would not all come back from a GPU call."""
-    files = len(read_meta(state)["files"]) + 1 + 2  # tensor files, state.json, grid.png, distinctness.json
-    size = state_bytes(state)
-    if files > RETURN_FILES or size > RETURN_BYTES - (2 << 20):
-        raise HurefError(f"{state}: the state ({files - 2} files, {size / 2**20:.1f} MiB) would not come back from a "
-                         f"GPU call (at most {RETURN_FILES} files with the grid and figures, {RETURN_BYTES >> 20} MiB)")
+    """Refuse a state that, once trained (both optimizers' moments saved), would not travel to the next GPU
+    call and back (STATE_BUDGET, RETURN_FILES)."""
+    meta = read_meta(state)
+    try:
+        check_kwargs(meta["g_kwargs"])
+        with torch.device("meta"):  # shapes only, no memory
+            G, D = Generator(**meta["g_kwargs"]), Discriminator(**meta["d_kwargs"])
+    except (KeyError, TypeError, ValueError, GeneratorError) as e:
+        raise HurefError(f"{state}: the state's network kwargs are unusable ({e})") from None
+    weights = lambda module: sum(t.numel() * t.element_size() for t in module.state_dict().values())  # noqa: E731
+    moments = lambda module: sum(t.numel() * t.element_size() for t in module.parameters())  # noqa: E731
+    parts = [weights(G), weights(G), weights(D), moments(G), moments(D)]
+    files = sum(math.ceil(size / MAX_FILE_BYTES) for size in parts) + 1 + 2  # + state.json, grid.png, figures
+    size = sum(parts) + (state / STATE_FILE).stat().st_size
+    if files > RETURN_FILES or size > STATE_BUDGET:
+        raise HurefError(f"{state}: the trained state ({files - 2} files, {size / 2**20:.1f} MiB) would not travel "
+                         f"to a GPU call and back (at most {STATE_BUDGET >> 20} MiB, and {RETURN_FILES - 2} files "
+                         "beside the grid and figures)")
 
 
 def adopt(source: Path, into: Path) -> dict:
