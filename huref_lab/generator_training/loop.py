@@ -12,11 +12,11 @@ One step (`Trainer.step`) draws one batch of latents and generates it once: the 
 those fakes (detached) and a batch of photos, then the generator steps on the same fakes through the
 updated discriminator. Everything stays on the device: the photos as one uint8 tensor, the indices and
 flips drawn there, the augmentation, and the running sums the log and the augmentation controller
-read, so the host waits for the device only when p is adjusted (every 4 steps) and when a log line is
-printed. On CUDA the forward passes run under bfloat16 autocast by default (weights, optimizer and
-G_ema stay float32), and `compile=True` compiles the generator and discriminator with torch.compile;
-the R1 step, which differentiates D's gradient, runs D uncompiled (compiled graphs do not support
-double backward). On the CPU everything runs eagerly in float32.
+read, so the host waits for the device only when p is adjusted (every 4 steps), when a log line is
+printed and when the state is saved. On CUDA the forward passes run under bfloat16 autocast by default
+(weights, optimizer and G_ema stay float32), and `compile=True` compiles the generator and
+discriminator with torch.compile; the R1 step, which differentiates D's gradient, runs D uncompiled
+(compiled graphs do not support double backward). On the CPU everything runs eagerly in float32.
 
 A run resumes a state folder (state.py), trains until a time or image budget is spent, and writes the
 state back every few minutes and at the end: a resumed run continues bit for bit where the saved one
