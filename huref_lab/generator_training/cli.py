@@ -44,6 +44,12 @@ RETURN_FILES, STATE_BUDGET = 8, 40 << 20
 
 
 def _options(args) -> Options:
+    for name in ("batch", "r1_every", "ada_interval"):
+        if getattr(args, name) < 1:
+            raise HurefError(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("g_lr", "d_lr", "ada_kimg"):
+        if not getattr(args, name) > 0:
+            raise HurefError(f"--{name.replace('_', '-')} must be positive")
     return Options(batch=args.batch, g_lr=args.g_lr, d_lr=args.d_lr, r1_gamma=args.r1_gamma, r1_every=args.r1_every,
                    ema_kimg=args.ema_kimg, ema_rampup=args.ema_rampup, ada_target=args.ada_target,
                    ada_interval=args.ada_interval, ada_kimg=args.ada_kimg, precision=args.precision,
