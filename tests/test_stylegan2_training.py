@@ -226,6 +226,26 @@ def test_geometric_draws_follow_the_paper():
     assert abs(float((det < 0).float().mean()) - 0.25) < 0.015
 
 
+def test_each_step_runs_with_its_own_probability():
+    """At p = 0.5 every step with a continuous parameter moves it from its identity in about half of the
+    images (each rotation in 1 - sqrt(0.5) of them), the two translation axes move together (one step),
+    and steps are drawn independently (two of them together in a quarter of the images)."""
+    torch.manual_seed(0)
+    n, p = 40000, 0.5
+    geometric, colour = ada.random_parameters(n, p, 64, "cpu")
+    identity = {"scale": 1.0, "stretch": 1.0, "contrast": 1.0, "saturation": 1.0}
+    moved = {k: v != identity.get(k, 0.0) for k, v in {**geometric, **colour}.items()}
+    p_rotation = 1 - math.sqrt(1 - p)
+    for key, share in [("scale", p), ("stretch", p), ("offset_x", p), ("brightness", p), ("contrast", p), ("hue", p),
+                       ("saturation", p), ("angle_1", p_rotation), ("angle_2", p_rotation)]:
+        assert abs(float(moved[key].float().mean()) - share) < 0.015, key
+    shifted = moved["shift_x"] | moved["shift_y"]
+    assert abs(float(shifted.float().mean()) - p * (1 - (1 / 16) ** 2)) < 0.015  # both axes round to 0: 1/16 each
+    for a, b in [("hue", "saturation"), ("scale", "stretch"), ("brightness", "contrast"), ("angle_1", "angle_2")]:
+        together = float((moved[a] & moved[b]).float().mean())
+        assert abs(together - float(moved[a].float().mean()) * float(moved[b].float().mean())) < 0.01, (a, b)
+
+
 def test_colour_draws_keep_grey_grey_and_chroma_round():
     """Every colour matrix maps grey pixels to grey ones (brightness, contrast and luma flip act along
     the grey axis, hue turns about it, saturation keeps it) and acts on the plane orthogonal to grey as

@@ -57,26 +57,26 @@ def random_parameters(n: int, p: float, size: int, device) -> tuple[dict, dict]:
     skipped: (geometric_matrices' keyword arguments, colour_matrices')."""
     u = torch.rand(n, 21, device=device)  # [:, :13] which steps run, [:, 13:] uniform parameters
     g = torch.randn(n, 7, device=device)  # normal parameters
-    run = u[:, :13] < p
+    run = u[:, :13] < p                   # one column per step, in the chain's order
     p_rotation = 1 - math.sqrt(1 - min(p, 1.0))  # twice, so that some rotation happens with probability p
-    run[:, 5], run[:, 7] = u[:, 5] < p_rotation, u[:, 7] < p_rotation
+    run[:, 4], run[:, 6] = u[:, 4] < p_rotation, u[:, 6] < p_rotation
     pick = lambda i, value, identity: torch.where(run[:, i], value, identity)  # noqa: E731
     shift = ((u[:, 15:17] * 2 - 1) * TRANSLATE_MAX * size).round() * 2 / size  # whole pixels; a pixel is 2 / size
     geometric = {
         "flip": pick(0, (u[:, 13] * 2).floor(), 0.0),
         "quarter_turns": pick(1, (u[:, 14] * 4).floor(), 0.0),
-        "shift_x": pick(2, shift[:, 0], 0.0), "shift_y": pick(3, shift[:, 1], 0.0),
-        "scale": pick(4, torch.exp2(g[:, 0] * LOG2_SCALE_STD), 1.0),
-        "angle_1": pick(5, (u[:, 17] * 2 - 1) * math.pi, 0.0),
-        "stretch": pick(6, torch.exp2(g[:, 1] * LOG2_SCALE_STD), 1.0),
-        "angle_2": pick(7, (u[:, 18] * 2 - 1) * math.pi, 0.0),
-        "offset_x": pick(8, g[:, 2] * TRANSLATE_STD * 2, 0.0), "offset_y": pick(8, g[:, 3] * TRANSLATE_STD * 2, 0.0),
+        "shift_x": pick(2, shift[:, 0], 0.0), "shift_y": pick(2, shift[:, 1], 0.0),
+        "scale": pick(3, torch.exp2(g[:, 0] * LOG2_SCALE_STD), 1.0),
+        "angle_1": pick(4, (u[:, 17] * 2 - 1) * math.pi, 0.0),
+        "stretch": pick(5, torch.exp2(g[:, 1] * LOG2_SCALE_STD), 1.0),
+        "angle_2": pick(6, (u[:, 18] * 2 - 1) * math.pi, 0.0),
+        "offset_x": pick(7, g[:, 2] * TRANSLATE_STD * 2, 0.0), "offset_y": pick(7, g[:, 3] * TRANSLATE_STD * 2, 0.0),
     }
     colour = {
-        "brightness": pick(9, g[:, 4] * BRIGHTNESS_STD, 0.0),
-        "contrast": pick(10, torch.exp2(g[:, 5] * LOG2_CONTRAST_STD), 1.0),
-        "luma_flip": pick(11, (u[:, 19] * 2).floor(), 0.0),
-        "hue": pick(12, (u[:, 20] * 2 - 1) * math.pi, 0.0),
+        "brightness": pick(8, g[:, 4] * BRIGHTNESS_STD, 0.0),
+        "contrast": pick(9, torch.exp2(g[:, 5] * LOG2_CONTRAST_STD), 1.0),
+        "luma_flip": pick(10, (u[:, 19] * 2).floor(), 0.0),
+        "hue": pick(11, (u[:, 20] * 2 - 1) * math.pi, 0.0),
         "saturation": pick(12, torch.exp2(g[:, 6] * LOG2_SATURATION_STD), 1.0),
     }
     return geometric, colour
