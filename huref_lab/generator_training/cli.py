@@ -30,7 +30,8 @@ from stylegan2.checks import check_kwargs
 from stylegan2.discriminator import Discriminator
 from stylegan2.networks import Generator
 
-from .loop import BUNDLED_D, BUNDLED_G, Options, Trainer, build_networks, export_generator, new_state, sample_grid, train
+from .loop import (BUNDLED_D, BUNDLED_G, Options, Trainer, build_networks, export_generator, new_state, sample_grid,
+                   say, train)
 from .photos import pack_photos
 from .state import MAX_FILE_BYTES, STATE_FILE, copy_state, read_meta, read_state, state_bytes, write_state
 
@@ -173,7 +174,7 @@ def adopt(source: Path, into: Path) -> dict:
     return meta
 
 
-def distinctness_figures(photos: Path, generator: Path, out: Path, pairs: int, timeout: float, log=print) -> None:
+def distinctness_figures(photos: Path, generator: Path, out: Path, pairs: int, timeout: float, log=say) -> None:
     """Run scripts/dog_distinctness.py on generator at psi 0.5, cutoff 8 (the bundled generator's setting)
     into out, on every CPU core, within timeout seconds; a failure or timeout is logged, not raised."""
     command = [sys.executable, str(REPO / "scripts" / "dog_distinctness.py"), str(photos), "--generator", str(generator),
@@ -187,7 +188,7 @@ def distinctness_figures(photos: Path, generator: Path, out: Path, pairs: int, t
         log(f"the distinctness figures failed (exit {e.returncode}); the state and grid are complete")
 
 
-def device_run(args, log=print) -> None:
+def device_run(args, log=say) -> None:
     """Train the state for --minutes on the GPU and write into --out: state/ (the continued state),
     grid.png and distinctness.json (scripts/dog_distinctness.py at psi 0.5, cutoff 8)."""
     started = time.time()

@@ -257,6 +257,11 @@ class Trainer:
         return parts, meta
 
 
+def say(line: str) -> None:
+    """Print a progress line at once (a run's log is read while it runs, often through a pipe)."""
+    print(line, flush=True)
+
+
 def real_batch(photos: torch.Tensor, n: int) -> torch.Tensor:
     """n photos drawn with replacement from photos (uint8 [N, 3, R, R]), half of them x-flipped -> [n, 3, R, R]
     float in [-1, 1], on photos' device."""
@@ -280,10 +285,10 @@ def sample_grid(G: Generator, path: Path) -> None:
 
 def train(state_in: Path, photos_source: Path, options: Options, state_out: Path | None = None,
           minutes: float = 60.0, kimg: float = math.inf, checkpoint_minutes: float = 10.0,
-          log_seconds: float = 30.0, device: str | None = None, log=print) -> dict:
+          log_seconds: float = 30.0, device: str | None = None, log=say) -> dict:
     """Resume the state in state_in, train until `minutes` of wall time pass or kimg thousand images were
     seen in all, and save the state into state_out (default: state_in) every checkpoint_minutes and at
-    the end. Returns this run's history entry."""
+    the end; progress lines go to log. Returns this run's history entry."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # float32 parts of training use TF32; exports are float32
