@@ -38,8 +38,8 @@ from huref.readers.gguf import PARAMETER_NAMES
 
 WRITTEN_AS = {model_type: entry for entry in GGUF_ARCHS for model_type in entry.model_types}  # model_type -> GGUFArch
 # tiny_models.build_model keywords for the tiny checkpoints llama.cpp cannot hold as the zoo builds them:
-# its qwen3moe has no dense FFN tensors
-GGUF_SOURCE_OVERRIDES = {"qwen3_moe": dict(mlp_only_layers=[])}
+# its qwen3moe has no dense FFN tensors, its llama4 no per-layer list of RoPE layers (only the interval)
+GGUF_SOURCE_OVERRIDES = {"qwen3_moe": dict(mlp_only_layers=[]), "llama4_text": dict(no_rope_layers=None)}
 TOKEN_NORMAL, TOKEN_CONTROL = 1, 3
 
 

@@ -33,8 +33,9 @@ undoes, so that a GGUF file and the checkpoint it was converted from read alike:
 - rotary row order: where the converter reorders the rows of each Q and K head from the "rotate
   half" layout to interleaved pairs (`GGUFArch.rope_interleaved`: llama, also Mistral and Mixtral
   files, smollm3, granite), the reader reads them back in Hugging Face order.
-- plus-one norms: llama.cpp stores `1 + w` for a norm whose kind is `rms_plus1` (gemma's); the reader
-  returns `w`, so the row's norm kind gives the stored scale back.
+- plus-one norms: llama.cpp stores `1 + w` for a norm of a plus-one kind (`rms_plus1`: gemma's), as
+  ggml's norms multiply by the stored scale; the reader returns `w`, so the row's norm kind gives the
+  stored scale back.
 - a config flag the file leaves out (glm4moe's `use_qk_norm`, `GGUFArch.qk_norm_flag`) is set from
   whether the file holds QK norms.
 
@@ -568,12 +569,13 @@ def layer_parts(spec: ArchSpec) -> dict[str, Proj | Norm | None]:
     projs = [spec.q, spec.k, spec.v, spec.o] + ([mla.q, mla.q_a, mla.q_b, mla.kv_a, mla.kv_b] if mla else [])
     norms = (spec.attn_norm + spec.ffn_norm + spec.attn_post_norm + spec.ffn_post_norm + spec.q_norm + spec.k_norm
              + ((mla.q_a_norm, mla.kv_a_norm) if mla else ()))
+    roles = projs + [norm for norm in norms if norm.name] + [part for ffn in spec.ffn for part in _ffn_parts(ffn)]
     parts: dict[str, Proj | Norm | None] = {}
-    for role in projs + [norm for norm in norms if norm.name] + [ffn_role for ffn in spec.ffn for ffn_role in _ffn_parts(ffn)]:
-        if role is not None:
-            parts.setdefault(stored_base(role if isinstance(role, str) else role.name), None if isinstance(role, str) else role)
-    if spec.sinks:
-        parts.setdefault(stored_base(spec.sinks), None)
+    for role in roles + [spec.sinks]:
+        if isinstance(role, str):  # a router, router bias or sinks
+            parts.setdefault(stored_base(role), None)
+        elif role is not None:
+            parts.setdefault(stored_base(role.name), role)
     return parts
 
 
