@@ -528,8 +528,8 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
                    GGUFArch("granite", ("granite",), rope_interleaved=True)),
              **_LLAMA),
     # RoPE on interleaved pairs (2p, 2p + 1)
-    ArchSpec(model_types=("helium", "ernie4_5"), ffn=(_GATED,), rope="pairs", gguf=(GGUFArch("ernie4_5", ("ernie4_5",)),),
-             **_LLAMA),
+    ArchSpec(model_types=("helium", "ernie4_5"), ffn=(_GATED,), rope="pairs",
+             gguf=(GGUFArch("ernie4_5", ("ernie4_5",)),), **_LLAMA),
     ArchSpec(model_types=("arcee",), ffn=(_PLAIN,), **_LLAMA),  # plain FFN with ReLU²
     ArchSpec(
         model_types=("exaone",),
@@ -1373,7 +1373,8 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
 )
 
 _BY_TYPE = {t: spec for spec in ARCHITECTURES for t in spec.model_types}
-GGUF_ARCHS: tuple[GGUFArch, ...] = tuple(entry for spec in ARCHITECTURES for entry in spec.gguf)  # what huref reads as GGUF
+# every llama.cpp architecture huref reads as GGUF, with the model_types written as it
+GGUF_ARCHS: tuple[GGUFArch, ...] = tuple(entry for spec in ARCHITECTURES for entry in spec.gguf)
 
 
 def supported_model_types() -> list[str]:

@@ -15,7 +15,7 @@ reader's reverse mapping:
 - fused 3-D experts (gpt-oss, llama4): `gate_up_proj` [E, in, 2 * inner] (gate and up columns
   alternating where the row's layout is `experts_gate_up_interleaved`, else gate half, then up half)
   written as `ffn_gate_exps` / `ffn_up_exps` [E, inner, in], `down_proj` transposed, biases split
-  alike; the converter's renames (`huref.readers.gguf.PARAMETER_NAMES`: `sinks` as
+  alike; the converter's renames (`huref.readers.gguf.llama_cpp_name`: `sinks` as
   `attn_sinks.weight`, `e_score_correction_bias` as `exp_probs_b.bias`),
 - where the row's `GGUFArch` has `mtp_blocks` (glm4moe), the block count includes the
   next-token-prediction layers (`num_nextn_predict_layers`) and whatever tensors the checkpoint
@@ -33,8 +33,8 @@ import gguf
 from gguf import GGMLQuantizationType, MODEL_ARCH_NAMES
 from safetensors.numpy import load_file
 
-from huref.architectures import GGUF_ARCHS, PLUS_ONE_KINDS, arch_for_config
-from huref.readers.gguf import PARAMETER_NAMES
+from huref.architectures import GGUF_ARCHS, PLUS_ONE_KINDS, ArchSpec, arch_for_config
+from huref.readers.gguf import llama_cpp_name
 
 WRITTEN_AS = {model_type: entry for entry in GGUF_ARCHS for model_type in entry.model_types}  # model_type -> GGUFArch
 # tiny_models.build_model keywords for the tiny checkpoints llama.cpp cannot hold as the zoo builds them:
@@ -84,20 +84,27 @@ def _stack_experts(tensors: dict) -> dict:
     return out
 
 
+def plus_one_norms(spec: ArchSpec) -> bool:
+    """Whether the row's norms scale by 1 + w (gemma), which llama.cpp's converters store as 1 + w."""
+    return any(norm.kind in PLUS_ONE_KINDS for norm in spec.attn_norm + spec.ffn_norm + spec.final_norm)
+
+
+def gate_up_interleaved(spec: ArchSpec) -> bool:
+    """Whether the row's fused 3-D experts alternate gate and up columns (gpt-oss), rather than holding
+    the gate half, then the up half (llama4)."""
+    return any(proj is not None and proj.layout == "experts_gate_up_interleaved" for ffn in spec.ffn
+               for proj in (ffn.gate, ffn.up))
+
+
 def _llama_cpp_tensors(tensors: dict, config: dict, split_kv_b: bool = True) -> dict:
     """The renames, splits and transposes llama.cpp's converter applies before naming (see the
     module doc): HF-style names in, HF-style names of what llama.cpp writes out; `split_kv_b=False`
     keeps MLA's kv_b_proj whole, as converters before the split did."""
-    spec = arch_for_config(config)
-    # fused gate/up columns alternate (gpt-oss), or are gate half, up half (llama4)
-    interleaved = any(proj is not None and proj.layout == "experts_gate_up_interleaved" for ffn in spec.ffn
-                      for proj in (ffn.gate, ffn.up))
+    interleaved = gate_up_interleaved(arch_for_config(config))
     out = {}
     for name, value in _stack_experts(tensors).items():
-        renamed = next((name[: len(name) - len(real)] + stored for stored, real in PARAMETER_NAMES.items()
-                        if name.endswith("." + real)), None)
-        if renamed is not None:
-            out[renamed] = value
+        if llama_cpp_name(name) != name:
+            out[llama_cpp_name(name)] = value
         elif name.endswith("experts.gate_up_proj"):  # [E, in, 2 * inner] -> [E, 2 * inner, in]
             fused = value.swapaxes(1, 2)
             inner = fused.shape[1] // 2
@@ -144,8 +151,7 @@ def convert(hf_dir, out_path, qtype: str = "F32", split_max_tensors: int = 0, ex
     written = WRITTEN_AS[config["model_type"]]
     arch = written.arch
     arch_enum = next(a for a, n in MODEL_ARCH_NAMES.items() if n == arch)
-    spec = arch_for_config(config)
-    plus_one = any(norm.kind in PLUS_ONE_KINDS for norm in spec.attn_norm + spec.ffn_norm + spec.final_norm)
+    plus_one = plus_one_norms(arch_for_config(config))
     n_layers = config["num_hidden_layers"]
     n_nextn = (config.get("num_nextn_predict_layers") or 0) if written.mtp_blocks else 0
     n_heads = config["num_attention_heads"]

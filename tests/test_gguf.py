@@ -17,14 +17,14 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 import huref.readers.gguf as gguf_reader
-from huref.architectures import ARCHITECTURES, PLUS_ONE_KINDS, arch_for_config
+from huref.architectures import ARCHITECTURES, arch_for_config
 from huref.errors import HurefError
 from huref.invariants import invariant_terms
 from huref.similarity import compare_terms
 from huref.sources import load_model, load_vocab
 
 from huref_lab import tiny_models
-from huref_lab.gguf_convert import GGUF_SOURCE_OVERRIDES, WRITTEN_AS, convert
+from huref_lab.gguf_convert import GGUF_SOURCE_OVERRIDES, WRITTEN_AS, convert, gate_up_interleaved, plus_one_norms
 from huref_lab.tiny_models import N_LAYERS
 
 ALL_LAYERS = list(range(N_LAYERS))
@@ -155,7 +155,8 @@ def test_metadata_values_of_every_scalar_type_read_back(tmp_path):
     for value_type in scalars:
         value = True if value_type == gguf.GGUFValueType.BOOL else 0.5 if "FLOAT" in value_type.name else 7
         writer.add_key_value(f"test.{value_type.name.lower()}", value, value_type)
-        kind = "bool" if value_type == gguf.GGUFValueType.BOOL else "number" if "FLOAT" in value_type.name else "integer"
+        kind = ("bool" if value_type == gguf.GGUFValueType.BOOL else "number" if "FLOAT" in value_type.name
+                else "integer")
         expected[f"test.{value_type.name.lower()}"] = (value, kind)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -336,12 +337,10 @@ def test_family_gguf_reads_back_the_checkpoint(name, family_source, tmp_path):
     assert math.isclose(model.dims.eps, reference.dims.eps, rel_tol=1e-6)  # stored as float32
     assert model.config["tie_word_embeddings"] == ("lm_head.weight" not in original)
     assert model.vocab == load_vocab(source)
-    assert sorted(model.reader.names()) == sorted(n for name, value in original.items() for n in _per_expert_names(name, value))
-    spec = reference.arch
-    plus_one = any(norm.kind in PLUS_ONE_KINDS for norm in spec.attn_norm + spec.ffn_norm + spec.final_norm)
-    interleaved = any(proj is not None and proj.layout == "experts_gate_up_interleaved" for ffn in spec.ffn
-                      for proj in (ffn.gate, ffn.up))
-    read = _hugging_face_tensors(model.reader, original, interleaved)
+    expected_names = [expert_name for name, value in original.items() for expert_name in _per_expert_names(name, value)]
+    assert sorted(model.reader.names()) == sorted(expected_names)
+    plus_one = plus_one_norms(reference.arch)
+    read = _hugging_face_tensors(model.reader, original, gate_up_interleaved(reference.arch))
     for tensor_name, value in original.items():
         expected = (value + 1.0) - 1.0 if plus_one and tensor_name.endswith("norm.weight") else value
         torch.testing.assert_close(read[tensor_name], expected, rtol=0, atol=0, msg=tensor_name)

@@ -73,7 +73,8 @@ BLOCK_NAME = re.compile(r"blk\.(0|[1-9][0-9]{0,7})\.")  # a tensor of block N (b
 MAX_DIMS = 4  # GGML_MAX_DIMS
 _STRING, _ARRAY = gguf.GGUFValueType.STRING, gguf.GGUFValueType.ARRAY
 # GGUF scalar value type -> its little-endian numpy type, named as in gguf-py's GGUFValueType (UINT32 -> uint32)
-_SCALARS = {int(t): np.dtype(t.name.lower()).newbyteorder("<") for t in gguf.GGUFValueType if t not in (_STRING, _ARRAY)}
+_SCALARS = {int(t): np.dtype(t.name.lower()).newbyteorder("<") for t in gguf.GGUFValueType
+            if t not in (_STRING, _ARRAY)}
 # GGUF value type -> what a key's type check calls it (arrays: "<item> array")
 _KIND_NAMES = {**{t: {"u": "integer", "i": "integer", "f": "number", "b": "bool"}[d.kind] for t, d in _SCALARS.items()},
                int(_STRING): "string"}
@@ -87,7 +88,8 @@ PER_LAYER = {"integer", "integer array"}  # a size, or one per layer (`_single` 
 # "{arch}." is the file's general.architecture.
 KEY_TYPES = {
     Keys.General.ARCHITECTURE: STRING, Keys.General.NAME: STRING, Keys.General.ALIGNMENT: INTEGER,
-    **dict.fromkeys((Keys.Split.LLM_KV_SPLIT_NO, Keys.Split.LLM_KV_SPLIT_COUNT, Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT), INTEGER),
+    **dict.fromkeys((Keys.Split.LLM_KV_SPLIT_NO, Keys.Split.LLM_KV_SPLIT_COUNT, Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT),
+                    INTEGER),
     Keys.Tokenizer.MODEL: STRING, Keys.Tokenizer.LIST: {"string array"}, Keys.Tokenizer.TOKEN_TYPE: {"integer array"},
     Keys.Tokenizer.SCORES: {"number array"}, Keys.Tokenizer.MERGES: {"string array"},
     **dict.fromkeys((Keys.Tokenizer.BOS_ID, Keys.Tokenizer.EOS_ID, Keys.Tokenizer.UNK_ID, Keys.Tokenizer.SEP_ID,
@@ -95,7 +97,8 @@ KEY_TYPES = {
     **dict.fromkeys((Keys.LLM.BLOCK_COUNT, Keys.LLM.CONTEXT_LENGTH, Keys.LLM.EMBEDDING_LENGTH, Keys.LLM.EXPERT_COUNT,
                      Keys.LLM.EXPERT_USED_COUNT, Keys.LLM.NEXTN_PREDICT_LAYERS, Keys.Rope.DIMENSION_COUNT,
                      Keys.Attention.KEY_LENGTH, Keys.Attention.VALUE_LENGTH, Keys.Attention.KEY_LENGTH_MLA,
-                     Keys.Attention.VALUE_LENGTH_MLA, Keys.Attention.Q_LORA_RANK, Keys.Attention.KV_LORA_RANK), INTEGER),
+                     Keys.Attention.VALUE_LENGTH_MLA, Keys.Attention.Q_LORA_RANK, Keys.Attention.KV_LORA_RANK),
+                    INTEGER),
     **dict.fromkeys((Keys.LLM.FEED_FORWARD_LENGTH, Keys.Attention.HEAD_COUNT, Keys.Attention.HEAD_COUNT_KV), PER_LAYER),
     **dict.fromkeys((Keys.Attention.LAYERNORM_EPS, Keys.Attention.LAYERNORM_RMS_EPS), NUMBER),
 }
@@ -547,14 +550,20 @@ def block_part(name_map, layer: str, part: str) -> str | None:
     return gguf_name[len("blk.0."):] if gguf_name is not None and gguf_name.startswith("blk.0.") else None
 
 
-def stored_base(name: str) -> str:
-    """The name llama.cpp's table is asked for a checkpoint tensor by: without .weight / .bias, after
-    the converter's renames (`PARAMETER_NAMES`: "mlp.gate.e_score_correction_bias" ->
-    "mlp.gate.e_score_correction")."""
+def llama_cpp_name(name: str) -> str:
+    """A checkpoint parameter's name as llama.cpp's converter renames it before asking its table
+    (`PARAMETER_NAMES`: "mlp.gate.e_score_correction_bias" -> "mlp.gate.e_score_correction.bias");
+    other names as they are."""
     for stored, real in PARAMETER_NAMES.items():
         if name == real or name.endswith("." + real):
-            name = name[: len(name) - len(real)] + stored
-            break
+            return name[: len(name) - len(real)] + stored
+    return name
+
+
+def stored_base(name: str) -> str:
+    """The name llama.cpp's table is asked for a checkpoint tensor by: `llama_cpp_name` without
+    .weight / .bias ("mlp.gate.e_score_correction")."""
+    name = llama_cpp_name(name)
     return name.rpartition(".")[0] if name.endswith((".weight", ".bias")) else name
 
 
