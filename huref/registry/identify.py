@@ -1,0 +1,216 @@
+"""`huref identify`: which registered models a model derives from.
+
+1. The query's sketch (`huref.registry.entries.sketch_terms`) is computed once.
+2. Prefilter: every live entry is scored from its small columns only (one part at a time, Parquet
+   column projection, the sketches never read): "summary" (default) runs the lineage statistic on the
+   sketch's first SUMMARY_TOKENS probe tokens, a low-resolution copy of the verdict; "latent" takes the
+   cosine of the published fingerprint latents (the query's latent is then computed too). The best
+   `top` entries are kept (a heap: memory follows `top`, not the registry's size).
+3. Verdict: each candidate's full sketch is read (one at a time) and judged against the query with
+   the calibrated lineage verdict (`huref.lineage.lineage`, the shipped null panel or `panel`).
+   Candidates called same-base are the bases found; each lists the query's layers traced to it, and
+   the query's layers traced to none are reported as from no registered base (a frankenmerge's
+   second parent shows there: the own-terms map cannot trace layers moved onto another model's
+   embeddings, docs/LINEAGE.md).
+An entry with the query's own identity (the same weights) is left out and named as the query's own
+registration.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+
+from pathlib import Path
+
+import torch
+
+from huref.errors import HurefError
+from huref.invariants import Terms
+from huref.registry.entries import stored_terms, summary_of
+from huref.registry.format import Registry, read_table
+
+PREFILTERS = ("summary", "latent")
+DEFAULT_TOP = 8
+
+
+@dataclass
+class Query:
+    """The query model's sketch (and latent, for the latent prefilter), and its identity."""
+
+    label: str
+    entry_id: str
+    sketch: Terms
+    latent: torch.Tensor | None = None
+
+    @property
+    def summary(self) -> Terms:
+        return summary_of(self.sketch)
+
+
+def query_of(model, prefilter: str = "summary", revision: str | None = None, progress=None) -> Query:
+    """Compute what identify needs of a model (`huref.sources.Model`)."""
+    from huref.registry.entries import identity, sketch_terms
+
+    latent = None
+    if prefilter == "latent":
+        from huref.fingerprint import latent_record
+        from huref.invariants import invariant_terms
+
+        latent = torch.tensor(latent_record(invariant_terms(model, progress=progress))["latent"])
+    return Query(model.label, identity(model, revision)["entry_id"], sketch_terms(model, progress), latent)
+
+
+def summary_score(query: Terms, entry: Terms) -> float:
+    """The lineage statistic of the two summaries' map (entry's layers as A, the query's as B);
+    -inf when they share too few probe tokens to compare."""
+    from huref.lineage import align_layers, layer_map, lineage_statistic
+
+    try:
+        similarity = layer_map(entry, query)
+    except HurefError:
+        return -math.inf
+    return lineage_statistic(similarity, align_layers(similarity))
+
+
+def prefilter_score(query: Query, row: dict, prefilter: str, where: str) -> float:
+    """The prefilter's score of one entry's small columns against the query."""
+    if prefilter == "latent":
+        stored = torch.tensor(row["latent"], dtype=torch.float32)
+        return float(torch.nn.functional.cosine_similarity(query.latent, stored, dim=0))
+    return summary_score(query.summary, stored_terms(row, "summary", where))
+
+
+@dataclass
+class Match:
+    """One candidate judged against the query: its lineage verdict and the query's layers traced to it."""
+
+    name: str
+    entry_id: str
+    prefilter_score: float
+    found: dict  # huref.lineage.lineage's result, entry as A, query as B
+    path: Path  # its part file
+
+    @property
+    def verdict(self) -> str:
+        return self.found["verdict"]
+
+    @property
+    def traced(self) -> list[list[int]]:
+        """[[entry's layer, query's layer]] of the query's traced layers."""
+        return [[i, j] for i, j in self.found["alignment"] if i is not None]
+
+    def to_json(self) -> dict:
+        keys = ("statistic", "z", "p_value", "fpr", "verdict", "alignment", "layers_a", "layers_b")
+        return {"name": self.name, "entry_id": self.entry_id, "prefilter_score": self.prefilter_score,
+                **{key: self.found[key] for key in keys}, "traced": self.traced}
+
+    def line(self) -> str:
+        pairs = " ".join(f"{j}<-{i}" for i, j in self.traced) or "none"
+        return (f"{self.name}  z {self.found['z']:+.1f}  p {self.found['p_value']:.2g}  {self.verdict}  "
+                f"(query layer<-its layer: {pairs})")
+
+
+@dataclass
+class Identification:
+    """What identify found: the bases (same-base matches), every candidate judged, the query's layers
+    traced to no base, and the registry's size."""
+
+    query: str
+    prefilter: str
+    top: int
+    n_entries: int
+    matches: list[Match]
+    query_layers: list[int]
+    registered_as: list[str] = field(default_factory=list)
+
+    @property
+    def bases(self) -> list[Match]:
+        return [m for m in self.matches if m.verdict == "same-base"]
+
+    @property
+    def foreign_layers(self) -> list[int]:
+        """The query's layers traced to no base found (all of them when none was found)."""
+        traced = {j for m in self.bases for _, j in m.traced}
+        return [j for j in self.query_layers if j not in traced]
+
+    @property
+    def exit_code(self) -> int:
+        """0: a registered base found; 1: none."""
+        return 0 if self.bases else 1
+
+    def to_json(self) -> dict:
+        return {"query": self.query, "found": bool(self.bases), "bases": [m.to_json() for m in self.bases],
+                "foreign_layers": self.foreign_layers if self.bases else None,
+                "candidates": [m.to_json() for m in self.matches], "prefilter": self.prefilter, "top": self.top,
+                "n_entries": self.n_entries, "registered_as": self.registered_as,
+                "note": "p-values against the shipped tiny-scale null panel unless --panel names another"}
+
+    def text(self) -> str:
+        lines = [f"{self.query}: " + (f"derives from {len(self.bases)} registered model(s)" if self.bases
+                                      else "no registered base")
+                 + f"  ({self.prefilter} prefilter, {len(self.matches)} of {self.n_entries} entries judged)"]
+        lines += [f"  base: {m.line()}" for m in self.bases]
+        if self.bases and self.foreign_layers:
+            lines.append(f"  layers from no registered base: {' '.join(map(str, self.foreign_layers))}")
+        others = [m for m in self.matches if m.verdict != "same-base"]
+        if others:
+            lines.append("  also judged: " + ", ".join(f"{m.name} ({m.verdict}, z {m.found['z']:+.1f})" for m in others))
+        if self.registered_as:
+            lines.append(f"  registered itself as: {', '.join(self.registered_as)} (left out)")
+        return "\n".join(lines)
+
+
+def candidates(registry: Registry, query: Query, prefilter: str, top: int) -> tuple[list, int, list[str]]:
+    """(the `top` best (score, part, row) by the prefilter, best first; the number of entries; names of
+    entries with the query's own identity). Reads only the small columns."""
+    if prefilter not in PREFILTERS:
+        raise HurefError(f"--prefilter must be one of {', '.join(PREFILTERS)}, not '{prefilter}'")
+    column = "latent" if prefilter == "latent" else "summary"
+    best: list = []
+    count, itself = 0, []
+    for order, (part, row) in enumerate(registry.rows(["name", "token_strategy", "sketch_layers", "sketch_tokens",
+                                                      column])):
+        count += 1
+        if row["entry_id"] == query.entry_id:
+            itself.append(row["name"])
+            continue
+        score = prefilter_score(query, row, prefilter, str(part.path))
+        if math.isinf(score):
+            continue
+        item = (score, -order, part, row["name"])  # ties: the earlier part first
+        if len(best) < top:
+            heapq.heappush(best, item)
+        else:
+            heapq.heappushpop(best, item)
+    return sorted(best, key=lambda item: item[:2], reverse=True), count, itself
+
+
+def entry_sketch(path: Path) -> Terms:
+    """The full sketch of the entry in part file `path`, as float32 `Terms` [L, 3, n, n]."""
+    row = read_table(path, ["name", "token_strategy", "sketch_layers", "sketch_tokens", "sketch"]).to_pylist()[0]
+    return stored_terms(row, "sketch", str(path))
+
+
+def identify(registry: Registry, query: Query, top: int = DEFAULT_TOP, prefilter: str = "summary",
+             panel: dict | None = None, progress=None) -> Identification:
+    """Prefilter the registry, then judge each of the `top` candidates by the calibrated lineage verdict."""
+    from huref.lineage import lineage
+
+    if top < 1:
+        raise HurefError("--top must be at least 1")
+    ranked, count, itself = candidates(registry, query, prefilter, top)
+    matches = []
+    for score, _, part, name in ranked:
+        if progress:
+            progress(f"judging {name}")
+        try:
+            found = lineage(entry_sketch(part.path), query.sketch, panel)
+        except HurefError as error:
+            if "probe tokens" not in str(error):
+                raise
+            continue  # too few probe tokens in common at full resolution
+        matches.append(Match(name, part.entry_id, score, found, part.path))
+    matches.sort(key=lambda m: (m.verdict == "same-base", m.found["z"]), reverse=True)
+    return Identification(query.label, prefilter, top, count, matches, list(query.sketch.layers), itself)
