@@ -58,9 +58,12 @@ def open_registry(spec: str, create: bool = False) -> Registry:
 
 
 def _hub_call(what: str, call):
-    """Run a huggingface_hub call; its errors (HTTP, connection, a missing repo) become one HurefError line."""
+    """Run a huggingface_hub call (its progress bars off: huref reports its own); its errors (HTTP,
+    connection, a missing repo) become one HurefError line."""
     from huggingface_hub.errors import HTTPError
+    from huggingface_hub.utils import disable_progress_bars
 
+    disable_progress_bars()
     try:
         return call()
     except (HTTPError, OSError, ValueError) as error:
