@@ -219,19 +219,21 @@ def parquet_bytes(table: pa.Table) -> bytes:
 
 def read_table(path: Path, columns: list[str], schema: pa.Schema = ENTRY_SCHEMA) -> pa.Table:
     """Columns of a part file, checked to be one row of `schema`'s types (HurefError on anything else)."""
+    expected = pa.schema([schema.field(name) for name in columns])
     try:
         if path.stat().st_size > MAX_PART_BYTES:
             raise HurefError(f"{path}: larger than a registry part can be ({MAX_PART_BYTES} bytes)")
-        table = pq.read_table(path, columns=columns)
+        with pq.ParquetFile(path) as parquet:
+            stored = parquet.schema_arrow
+            if any(stored.get_field_index(f.name) < 0 or stored.field(f.name).type != f.type for f in expected) \
+                    or parquet.metadata.num_rows != 1:
+                raise HurefError(f"{path}: registry part of another schema or row count (this huref reads format "
+                                 f"{FORMAT_VERSION})")
+            return parquet.read(columns=columns)
     except HurefError:
         raise
     except (OSError, pa.ArrowException, ValueError) as error:
         raise HurefError(f"{path}: not a readable registry part ({str(error).splitlines()[0][:160]})") from None
-    expected = pa.schema([schema.field(name) for name in columns])
-    if table.schema.remove_metadata() != expected or table.num_rows != 1:
-        raise HurefError(f"{path}: registry part of another schema or row count (this huref reads format "
-                         f"{FORMAT_VERSION})")
-    return table
 
 
 def float16_bytes(values) -> bytes:
