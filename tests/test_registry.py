@@ -180,7 +180,7 @@ def test_identify_and_audit_from_the_command_line(models, registry, huref_cli, t
     assert code == 1
 
 
-def test_calibrate_refits_the_panel_from_the_unrelated_pairs(registry, huref_cli, tmp_path):
+def test_calibrate_refits_the_panel_from_the_unrelated_pairs(models, registry, huref_cli, tmp_path):
     from huref.lineage import lineage
     from huref.registry.identify import entry_sketch
     from huref.statistics import panel_summary
@@ -198,9 +198,12 @@ def test_calibrate_refits_the_panel_from_the_unrelated_pairs(registry, huref_cli
     assert report["registry"]["mean"] == pytest.approx(panel_summary(null)["mean"], abs=1e-9)
     assert report["registry"]["std"] == pytest.approx(panel_summary(null)["std"], abs=1e-9)
     assert json.loads(out_panel.read_text())["n"] == 5 and report["conflicts"] == []
-    # the refitted panel is usable by identify
-    code, _, err = huref_cli("registry", "list", str(registry.root), "-q")
-    assert code == 0 and err == ""
+    # identify judges against the refitted panel when given it
+    code, out, _ = huref_cli("identify", str(models["finetune"]), "-r", str(registry.root), "--panel", str(out_panel),
+                             "--json", "-q")
+    base = next(b for b in json.loads(out)["bases"] if b["name"] == "base")
+    fitted = report["registry"]
+    assert code == 0 and base["z"] == pytest.approx((base["statistic"] - fitted["mean"]) / fitted["std"])
 
 
 def test_bad_registries_are_refused_with_one_line(registry, huref_cli, tmp_path, models):
