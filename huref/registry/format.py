@@ -223,13 +223,13 @@ def read_table(path: Path, columns: list[str], schema: pa.Schema = ENTRY_SCHEMA)
     try:
         if path.stat().st_size > MAX_PART_BYTES:
             raise HurefError(f"{path}: larger than a registry part can be ({MAX_PART_BYTES} bytes)")
-        with pq.ParquetFile(path) as parquet:
+        with open(path, "rb") as file, pq.ParquetFile(file) as parquet:
             stored = parquet.schema_arrow
             if any(stored.get_field_index(f.name) < 0 or stored.field(f.name).type != f.type for f in expected) \
                     or parquet.metadata.num_rows != 1:
                 raise HurefError(f"{path}: registry part of another schema or row count (this huref reads format "
                                  f"{FORMAT_VERSION})")
-            return parquet.read(columns=columns)
+            return parquet.read(columns=columns, use_threads=False)  # one small row: threads cost more
     except HurefError:
         raise
     except (OSError, pa.ArrowException, ValueError) as error:

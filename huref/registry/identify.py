@@ -2,8 +2,9 @@
 
 1. The query's sketch (`huref.registry.entries.sketch_terms`) is computed once.
 2. Prefilter: every live entry is scored from its small columns only (one part at a time, Parquet
-   column projection, the sketches never read): "summary" (default) runs the lineage statistic on the
-   sketch's first SUMMARY_TOKENS probe tokens, a low-resolution copy of the verdict; "latent" takes the
+   column projection, the sketches never read): "summary" (default) scores the layer map of the
+   sketches' first SUMMARY_TOKENS probe tokens (`summary_score`), a low-resolution copy of the
+   verdict's map; "latent" takes the
    cosine of the published fingerprint latents (the query's latent is then computed too). The best
    `top` entries are kept (a heap: memory follows `top`, not the registry's size).
 3. Verdict: each candidate's full sketch is read (one at a time) and judged against the query with
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from pathlib import Path
@@ -63,15 +65,16 @@ def query_of(model, prefilter: str = "summary", revision: str | None = None, pro
 
 
 def summary_score(query: Terms, entry: Terms) -> float:
-    """The lineage statistic of the two summaries' map (entry's layers as A, the query's as B);
-    -inf when they share too few probe tokens to compare."""
-    from huref.lineage import align_layers, layer_map, lineage_statistic
+    """The prefilter's score of two summaries: on their layer map (entry's layers as A, the query's as
+    B), the mean over the query's layers of its best cell minus the mean of all cells (the lineage
+    statistic without the alignment's order constraint); -inf when they share too few probe tokens."""
+    from huref.lineage import layer_map
 
     try:
         similarity = layer_map(entry, query)
     except HurefError:
         return -math.inf
-    return lineage_statistic(similarity, align_layers(similarity))
+    return float(similarity.max(0).values.mean() - similarity.mean())
 
 
 def prefilter_score(query: Query, row: dict, prefilter: str, where: str) -> float:
@@ -193,13 +196,31 @@ def entry_sketch(path: Path) -> Terms:
     return stored_terms(row, "sketch", str(path))
 
 
+@contextmanager
+def one_thread():
+    """torch on one thread: the prefilter and the verdicts run many small operations, for which
+    intra-op threads cost more than they give (on a loaded machine, many times more)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def identify(registry: Registry, query: Query, top: int = DEFAULT_TOP, prefilter: str = "summary",
              panel: dict | None = None, progress=None) -> Identification:
     """Prefilter the registry, then judge each of the `top` candidates by the calibrated lineage verdict."""
-    from huref.lineage import lineage
-
     if top < 1:
         raise HurefError("--top must be at least 1")
+    with one_thread():
+        return _identify(registry, query, top, prefilter, panel, progress)
+
+
+def _identify(registry: Registry, query: Query, top: int, prefilter: str, panel: dict | None,
+              progress) -> Identification:
+    from huref.lineage import lineage
+
     ranked, count, itself = candidates(registry, query, prefilter, top)
     matches = []
     for score, _, part, name in ranked:
