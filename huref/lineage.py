@@ -106,10 +106,10 @@ def verdict_stride(model, max_layers: int = VERDICT_LAYERS) -> int:
     return max(1, math.ceil(len(depth_layers(model)) / max_layers))
 
 
-UNIT_ROWS_BYTES = 1 << 24  # float64 working set of `_unit_rows`: as many layers at a time as fit
+UNIT_ROWS_BYTES = 1 << 24  # float64 working set of `unit_rows`: as many layers at a time as fit
 
 
-def _unit_rows(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+def unit_rows(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """[L, 3, N, N] terms restricted to tokens `idx` -> [L, 3, m²] float32 rows, each standardized and
     scaled to unit norm (so a dot product of two rows is the cosine of the centred terms). Centred then
     scaled to unit norm in float64 (what standardizing first gives), as many layers at a time as fit
@@ -132,7 +132,7 @@ def term_maps(a: Terms, b: Terms) -> torch.Tensor:
     """Per-term layer maps [3, La, Lb]: cosine of the centred terms of A's layer i and B's layer j on
     the common tokens (HurefError when they share too few)."""
     ia, ib = common_tokens(a, b)
-    ra, rb = _unit_rows(a.values, ia), _unit_rows(b.values, ib)
+    ra, rb = unit_rows(a.values, ia), unit_rows(b.values, ib)
     return torch.einsum("itk,jtk->tij", ra, rb).double().clamp(-1.0, 1.0)
 
 

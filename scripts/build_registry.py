@@ -115,7 +115,8 @@ def build() -> None:
     registry = Registry(REGISTRY, create=True)
     known = registry.entry_ids()
     for model in model_list():
-        if not model["path"].exists():
+        in_zoo = ZOO in model["path"].parents
+        if not model["path"].exists() or (in_zoo and not (model["path"] / "info.json").is_file()):
             print(f"skipped {model['name']}: {model['path']} not built yet")
             continue
         start = time.time()

@@ -306,3 +306,15 @@ def test_an_add_killed_mid_write_leaves_the_registry_readable_and_the_add_rerunn
     assert {row["name"] for _, row in Registry(root).rows(["name"])} == {"base", "other1", "other2", "registered-ft"}
     subprocess.run([sys.executable, "-c", ADDER, str(root), "0", "1", str(row_file)], check=True, timeout=300)
     assert "model-0" in {row["name"] for _, row in Registry(root).rows(["name", "sketch"])}
+
+
+def test_the_batched_summary_scores_equal_the_one_by_one_score(models, registry):
+    from huref.registry.entries import stored_terms
+    from huref.registry.identify import summary_score, summary_scores
+
+    query = query_of(load_model(str(models["pruned"]))).summary
+    entries = [stored_terms(row, "summary", "") for _, row in registry.rows(["name", "token_strategy", "sketch_layers",
+                                                                            "sketch_tokens", "summary"])]
+    batched = summary_scores(query, entries)
+    assert batched == pytest.approx([summary_score(query, e) for e in entries], abs=2e-3)  # float16 storage
+    assert max(batched) > 0.3 > max(s for s, e in zip(batched, entries) if e.meta["model"] in ("other1", "other2"))

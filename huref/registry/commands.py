@@ -119,11 +119,13 @@ def registry_remove(registry_spec, names, quiet):
 
     registry = Registry(registry_spec)
     live = list(registry.rows(["name"]))
-    for wanted in names:
-        hits = [part for part, row in live if wanted in (row["name"], part.entry_id, part.path.name)]
-        if not hits:
-            raise HurefError(f"{registry_spec}: no entry named {wanted!r}")
-        for part in hits:
+    hits = {wanted: [part for part, row in live if wanted in (row["name"], part.entry_id, part.path.name)]
+            for wanted in names}
+    missing = [wanted for wanted, parts in hits.items() if not parts]
+    if missing:  # checked before any tombstone is written
+        raise HurefError(f"{registry_spec}: no entry named {missing[0]!r}")
+    for wanted, parts in hits.items():
+        for part in parts:
             registry.remove(part)
             click.echo(f"removed {wanted} ({part.path.name})")
 

@@ -14,7 +14,7 @@
   so the shipped null panel applies), each [layer, term] matrix standardized and stored as float16, keyed by probe-token keys so that entries
   of other tokenizers compare on the keys they share. Summary: the sketch on its first
   SUMMARY_TOKENS keys (the hash ranking makes these what a smaller selection would pick), the small
-  column the prefilter reads.
+  column the prefilter reads (standardized over those tokens).
 """
 
 from __future__ import annotations
@@ -56,9 +56,11 @@ def standardized(terms: Terms) -> Terms:
 
 
 def summary_of(terms: Terms) -> Terms:
-    """The sketch on its first SUMMARY_TOKENS probe tokens: [L, 3, m, m]."""
+    """The sketch on its first SUMMARY_TOKENS probe tokens, each [layer, term] matrix standardized over
+    those tokens: [L, 3, m, m]. Two summaries of the same tokens then compare by a plain dot product
+    (their cosine is Σ za·zb / (m² - 1)), with no centring left to do per query."""
     m = min(SUMMARY_TOKENS, len(terms.tokens))
-    return Terms(terms.values[:, :, :m, :m], terms.layers, terms.tokens[:m], terms.meta)
+    return standardized(Terms(terms.values[:, :, :m, :m], terms.layers, terms.tokens[:m], terms.meta))
 
 
 def stored_terms(row: dict, column: str, where: str) -> Terms:

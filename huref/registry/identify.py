@@ -22,6 +22,7 @@ from __future__ import annotations
 import heapq
 import math
 from contextlib import contextmanager
+from functools import cached_property
 from dataclasses import dataclass, field
 
 from pathlib import Path
@@ -46,7 +47,7 @@ class Query:
     sketch: Terms
     latent: torch.Tensor | None = None
 
-    @property
+    @cached_property
     def summary(self) -> Terms:
         return summary_of(self.sketch)
 
@@ -165,28 +166,66 @@ class Identification:
         return "\n".join(lines)
 
 
+BATCH = 64  # entries scored together by the summary prefilter
+
+
+def summary_scores(query: Terms, entries: list[Terms]) -> list[float]:
+    """`summary_score` of each entry's summary against the query's (both as `summary_of` gives them:
+    standardized over their tokens). Entries with the query's probe tokens (the same tokenizer) and one
+    layer count are scored together: their cosines are one product, Σ za·zb / (m² - 1); the others
+    go one by one through `summary_score`."""
+    scores = [0.0] * len(entries)
+    groups: dict[int, list[int]] = {}
+    for k, entry in enumerate(entries):
+        if entry.tokens == query.tokens and entry.meta.get("token_strategy") == query.meta.get("token_strategy"):
+            groups.setdefault(len(entry.layers), []).append(k)
+        else:
+            scores[k] = summary_score(query, entry)
+    lb, t, m = query.values.shape[0], query.values.shape[1], len(query.tokens)
+    query_rows = query.values.reshape(lb, t, m * m)  # [Lb, 3, m, m] -> [Lb, 3, m²]
+    for members in groups.values():
+        stacked = torch.stack([entries[k].values for k in members])  # [B, La, 3, m, m]
+        rows = stacked.reshape(len(members), stacked.shape[1], t, m * m)  # -> [B, La, 3, m²]
+        maps = (torch.einsum("bitk,jtk->bij", rows, query_rows) / (t * (m * m - 1))).clamp(-1.0, 1.0)  # [B, La, Lb]
+        for k, score in zip(members, (maps.max(1).values.mean(1) - maps.mean((1, 2))).tolist()):
+            scores[k] = score
+    return scores
+
+
 def candidates(registry: Registry, query: Query, prefilter: str, top: int) -> tuple[list, int, list[str]]:
-    """(the `top` best (score, part, row) by the prefilter, best first; the number of entries; names of
-    entries with the query's own identity). Reads only the small columns."""
+    """(the `top` best (score, order, part, name) by the prefilter, best first; the number of entries;
+    names of entries with the query's own identity). Reads only the small columns, BATCH parts at a time."""
     if prefilter not in PREFILTERS:
         raise HurefError(f"--prefilter must be one of {', '.join(PREFILTERS)}, not '{prefilter}'")
     column = "latent" if prefilter == "latent" else "summary"
     best: list = []
-    count, itself = 0, []
+    count, itself, batch = 0, [], []
+
+    def score(batch: list) -> None:
+        if prefilter == "latent":
+            values = [prefilter_score(query, row, prefilter, str(part.path)) for _, part, row in batch]
+        else:
+            values = summary_scores(query.summary, [stored_terms(row, "summary", str(part.path)) for _, part, row in batch])
+        for value, (order, part, row) in zip(values, batch):
+            if math.isinf(value):
+                continue
+            item = (value, -order, part, row["name"])  # ties: the earlier part first
+            if len(best) < top:
+                heapq.heappush(best, item)
+            else:
+                heapq.heappushpop(best, item)
+
     for order, (part, row) in enumerate(registry.rows(["name", "token_strategy", "sketch_layers", "sketch_tokens",
                                                       column])):
         count += 1
         if row["entry_id"] == query.entry_id:
             itself.append(row["name"])
             continue
-        score = prefilter_score(query, row, prefilter, str(part.path))
-        if math.isinf(score):
-            continue
-        item = (score, -order, part, row["name"])  # ties: the earlier part first
-        if len(best) < top:
-            heapq.heappush(best, item)
-        else:
-            heapq.heappushpop(best, item)
+        batch.append((order, part, row))
+        if len(batch) == BATCH:
+            score(batch)
+            batch = []
+    score(batch)
     return sorted(best, key=lambda item: item[:2], reverse=True), count, itself
 
 
