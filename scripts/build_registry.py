@@ -193,11 +193,13 @@ def view(target: Path, source: Path, card: str | None) -> Path:
 
 def audits() -> list[dict]:
     """huref audit on a true claim, a planted false claim and an undisclosed base (real models when built)."""
-    vim = rm.hf_dir("smollm2-vim")
-    model = vim if (vim / "config.json").is_file() else ZOO / "llama-A.sft"
-    claim_true = "HuggingFaceTB/SmolLM2-135M-Instruct" if model == vim else "llama-A"
-    claim_false = "google/gemma-3-270m" if model == vim else "llama-B"
-    undisclosed = derived_real("smollm2-pruned") if model == vim else ZOO / "llama-A.depth-pruned"
+    real = [p for p in (rm.hf_dir("smollm2-vim"), derived_real("smollm2-pruned")) if (p / "config.json").is_file()]
+    if real:  # a SmolLM2 derivative; the undisclosed one: the rewritten copy, or the pruned one
+        model, claim_true, claim_false = real[0], "HuggingFaceTB/SmolLM2-135M-Instruct", "google/gemma-3-270m"
+        undisclosed = derived_real("smollm2-rewritten") if (derived_real("smollm2-rewritten") / "config.json").is_file() \
+            else derived_real("smollm2-pruned")
+    else:
+        model, claim_true, claim_false, undisclosed = ZOO / "llama-A.sft", "llama-A", "llama-B", ZOO / "llama-A.depth-pruned"
     cases = [("true claim", view(CACHE / "views" / "true", model, f"---\nbase_model: {claim_true}\nbase_model_relation: finetune\n---\n")),
              ("planted false claim", view(CACHE / "views" / "false", model, f"---\nbase_model: {claim_false}\n---\n")),
              ("undisclosed base", undisclosed)]

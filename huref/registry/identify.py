@@ -1,12 +1,12 @@
 """`huref identify`: which registered models a model derives from.
 
 1. The query's sketch (`huref.registry.entries.sketch_terms`) is computed once.
-2. Prefilter: every live entry is scored from its small columns only (one part at a time, Parquet
+2. Prefilter: every live entry is scored from its small columns only (BATCH parts at a time, Parquet
    column projection, the sketches never read): "summary" (default) scores the layer map of the
-   sketches' first SUMMARY_TOKENS probe tokens (`summary_score`), a low-resolution copy of the
-   verdict's map; "latent" takes the
-   cosine of the published fingerprint latents (the query's latent is then computed too). The best
-   `top` entries are kept (a heap: memory follows `top`, not the registry's size).
+   sketches' first SUMMARY_TOKENS probe tokens (`summary_scores`), a low-resolution copy of the
+   verdict's map; "latent" takes the cosine of the published fingerprint latents (the query's latent
+   is then computed too). The best `top` entries are kept (a heap: memory follows `top` and BATCH,
+   not the registry's size).
 3. Verdict: each candidate's full sketch is read (one at a time) and judged against the query with
    the calibrated lineage verdict (`huref.lineage.lineage`, the shipped null panel or `panel`).
    Candidates called same-base are the bases found; each lists the query's layers traced to it, and
@@ -22,9 +22,8 @@ from __future__ import annotations
 import heapq
 import math
 from contextlib import contextmanager
-from functools import cached_property
 from dataclasses import dataclass, field
-
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -78,12 +77,10 @@ def summary_score(query: Terms, entry: Terms) -> float:
     return float(similarity.max(0).values.mean() - similarity.mean())
 
 
-def prefilter_score(query: Query, row: dict, prefilter: str, where: str) -> float:
-    """The prefilter's score of one entry's small columns against the query."""
-    if prefilter == "latent":
-        stored = torch.tensor(row["latent"], dtype=torch.float32)
-        return float(torch.nn.functional.cosine_similarity(query.latent, stored, dim=0))
-    return summary_score(query.summary, stored_terms(row, "summary", where))
+def latent_score(query: Query, row: dict) -> float:
+    """The latent prefilter's score: the cosine of the query's and the entry's fingerprint latents."""
+    stored = torch.tensor(row["latent"], dtype=torch.float32)
+    return float(torch.nn.functional.cosine_similarity(query.latent, stored, dim=0))
 
 
 @dataclass
@@ -203,7 +200,7 @@ def candidates(registry: Registry, query: Query, prefilter: str, top: int) -> tu
 
     def score(batch: list) -> None:
         if prefilter == "latent":
-            values = [prefilter_score(query, row, prefilter, str(part.path)) for _, part, row in batch]
+            values = [latent_score(query, row) for _, _, row in batch]
         else:
             values = summary_scores(query.summary, [stored_terms(row, "summary", str(part.path)) for _, part, row in batch])
         for value, (order, part, row) in zip(values, batch):
