@@ -2,7 +2,7 @@
 peak memory, for N registered entries and K candidates.
 
     python scripts/bench_registry.py build --entries 1000      # once: models, query terms, registries
-    python scripts/bench_registry.py measure                   # -> docs/results/registry_scale.json
+    python scripts/bench_registry.py measure                   # -> docs/results/registry_scale.json, docs/REGISTRY.md
 
 build: a tiny llama (huref_lab.tiny_models) registered for real, a fine-tune-like copy of it as the
 query (its sketch saved as an invariants file), and N - 1 generated entries beside the real one: the
@@ -30,6 +30,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 ROOT = Path(os.environ.get("HUREF_REGISTRY_CACHE", "/work/cache/registry")) / "scale"
 SKETCH_LAYERS = 8
+START, END = "<!-- registry-scale:start -->", "<!-- registry-scale:end -->"
 
 CHILD = """
 import json, resource, sys, time
@@ -102,18 +103,35 @@ def measure(entries: list[int], tops: list[int], runs: int) -> dict:
                 print(json.dumps(results[-1]))
     out = REPO / "docs" / "results" / "registry_scale.json"
     out.write_text(json.dumps({"runs": results, "cpus": os.cpu_count()}, indent=1) + "\n")
+    report()
     return {"runs": results}
+
+
+def report() -> None:
+    """The table of docs/REGISTRY.md's scale section, from docs/results/registry_scale.json."""
+    runs = json.loads((REPO / "docs" / "results" / "registry_scale.json").read_text())["runs"]
+    lines = [START, "", "| entries | K | load average | wall s | CPU s | floor CPU s (reading the small columns) | "
+             "peak RSS growth MiB | base found |", "|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        lines.append(f"| {r['entries']} | {r['top']} | {r['load_average']:.1f} | {r['seconds']:.1f} | {r['cpu_seconds']:.2f} | "
+                     f"{r['floor_cpu_seconds']:.2f} | {r['rss_growth_mib']:.0f} | {', '.join(r['bases']) or 'no'} |")
+    lines += ["", END]
+    doc = REPO / "docs" / "REGISTRY.md"
+    text = doc.read_text()
+    doc.write_text(text[:text.index(START)] + "\n".join(lines) + text[text.index(END) + len(END):])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=["build", "measure"])
+    parser.add_argument("stage", choices=["build", "measure", "report"])
     parser.add_argument("--entries", default="1000", help="build: the large registry's size; measure: sizes, comma-separated")
     parser.add_argument("--top", default="8,32", help="measure: values of K, comma-separated")
     parser.add_argument("--runs", type=int, default=2)
     args = parser.parse_args()
     if args.stage == "build":
         build(int(args.entries))
+    elif args.stage == "report":
+        report()
     else:
         measure([100] + [int(n) for n in args.entries.split(",")], [int(k) for k in args.top.split(",")], args.runs)
 

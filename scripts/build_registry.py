@@ -67,12 +67,10 @@ def model_list() -> list[dict]:
                            also_from=e.get("also_from")))
     paths = {label: where() for label, where in rl.PATHS.items()}
     paths.update({label: derived_real(label) for label in ("smollm2-rewritten", "smollm2-pruned")})
-    for label in rl.ORDER:
+    for label in ["smollm2.st", "gemma3.st", *rl.ORDER]:  # the float32 exports too: other encodings of the GGUFs
         chain = rl.ancestry(label)
         root = HUB_NAMES.get(chain[0][0], chain[0][0])
         parent = rl.PARENT.get(label, (None,))[0]
-        if parent in ("smollm2.st", "gemma3.st"):  # the float32 exports hold the GGUFs' tensors: name the published file
-            parent = rl.PARENT[parent][0]
         models.append(dict(name=HUB_NAMES.get(label, label), path=Path(paths[label]), family=root,
                            parent=HUB_NAMES.get(parent, parent) if parent else None, also_from=None))
     return models
