@@ -229,6 +229,13 @@ def test_bad_registries_are_refused_with_one_line(registry, huref_cli, tmp_path,
 
     pq.write_table(pa.table({"entry_id": ["x"], "name": [1]}), schema / PARTS / "0001-other.parquet")
     assert "another schema" in one_line_exit_2("registry", "list", str(schema))
+    oversized = Registry(shutil.copytree(registry.root, tmp_path / "oversized"))
+    _, row = next(iter(oversized.rows([f.name for f in ENTRY_SCHEMA])))
+    tokens = [f"s:{k}" for k in range(300)]  # more probe tokens than the settings allow: refused before any product
+    oversized.add(dict(row, entry_id="x:big", sketch_layers=[0], sketch_tokens=tokens,
+                       sketch=np.zeros((1, 3, 300, 300), "<f2").tobytes()))
+    assert "does not fit the registry's settings" in one_line_exit_2("identify", str(models["finetune"]), "-r",
+                                                                     str(oversized.root))
     one_line_exit_2("registry", "list", str(tmp_path / "missing"))
     one_line_exit_2("identify", str(models["finetune"]), "-r", "hf://models/org/name")
     one_line_exit_2("identify", str(models["finetune"]), "-r", str(registry.root), "--top", "0")
@@ -318,3 +325,29 @@ def test_the_batched_summary_scores_equal_the_one_by_one_score(models, registry)
     batched = summary_scores(query, entries)
     assert batched == pytest.approx([summary_score(query, e) for e in entries], abs=2e-3)  # float16 storage
     assert max(batched) > 0.3 > max(s for s, e in zip(batched, entries) if e.meta["model"] in ("other1", "other2"))
+
+
+def test_a_folder_that_is_not_a_registry_is_never_written_into(models, huref_cli, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    code, out, err = huref_cli("registry", "add", str(models["other1"]), "-r", str(tmp_path), "-q")
+    assert code == 2 and "neither empty nor a huref registry" in err and sorted(os.listdir(tmp_path)) == ["notes.txt"]
+
+
+def test_gguf_base_model_metadata_is_read_as_declarations(tmp_path):
+    import gguf
+
+    from huref.registry.entries import gguf_declarations
+
+    path = tmp_path / "model.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_uint32("general.base_model.count", 2)
+    writer.add_string("general.base_model.0.name", "SmolLM2 135M")
+    writer.add_string("general.base_model.0.organization", "HuggingFaceTB")
+    writer.add_string("general.base_model.0.repo_url", "https://huggingface.co/HuggingFaceTB/SmolLM2-135M")
+    writer.add_string("general.base_model.1.name", "Merged Thing")
+    writer.add_string("general.base_model.1.organization", "someone")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    assert gguf_declarations(path) == [{"name": "HuggingFaceTB/SmolLM2-135M", "relation": None, "source": "gguf"},
+                                       {"name": "someone/Merged Thing", "relation": None, "source": "gguf"}]

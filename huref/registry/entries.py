@@ -65,7 +65,12 @@ def summary_of(terms: Terms) -> Terms:
 
 def stored_terms(row: dict, column: str, where: str) -> Terms:
     """An entry's sketch ("sketch") or summary ("summary") back as float32 `Terms`."""
+    from huref.lineage import LINEAGE_TOKENS, VERDICT_LAYERS
+
     layers, tokens = row["sketch_layers"], row["sketch_tokens"]
+    if len(layers) > VERDICT_LAYERS or len(tokens) > LINEAGE_TOKENS or len(set(tokens)) != len(tokens):
+        raise HurefError(f"{where}: sketch of {len(layers)} layers over {len(tokens)} tokens does not fit the "
+                         f"registry's settings (at most {VERDICT_LAYERS} layers, {LINEAGE_TOKENS} distinct tokens)")
     if column == "summary":
         tokens = tokens[:min(SUMMARY_TOKENS, len(tokens))]
     values = float16_array(row[column], (len(layers), 3, len(tokens), len(tokens)), where)

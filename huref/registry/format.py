@@ -44,7 +44,7 @@ MANIFEST = "manifest.json"
 PARTS = "parts"
 TOMBSTONES = "tombstones"
 MAX_MANIFEST_BYTES = 1 << 20
-MAX_PART_BYTES = 1 << 30  # a part holds one model's sketch: a few MB (8 layers x 3 x 256² float16)
+MAX_PART_BYTES = 1 << 26  # a part holds one model's sketch: about 3 MB (8 layers x 3 x 256² float16)
 
 DECLARATION = pa.struct([("name", pa.string()), ("relation", pa.string()), ("source", pa.string())])
 ENTRY_SCHEMA = pa.schema([
@@ -133,6 +133,8 @@ class Registry:
         if create and not manifest.exists():
             if self.root.exists() and not self.root.is_dir():
                 raise HurefError(f"{self.root}: exists and is not a folder")
+            if self.root.is_dir() and any(p.name not in (PARTS, TOMBSTONES) for p in self.root.iterdir()):
+                raise HurefError(f"{self.root}: a folder that is neither empty nor a huref registry (no {MANIFEST})")
             try:
                 (self.root / PARTS).mkdir(parents=True, exist_ok=True)
                 (self.root / TOMBSTONES).mkdir(exist_ok=True)
