@@ -185,6 +185,8 @@ def test_calibrate_refits_the_panel_from_the_unrelated_pairs(models, registry, h
     from huref.registry.identify import entry_sketch
     from huref.statistics import panel_summary
 
+    code, _, err = huref_cli("registry", "calibrate", str(registry.root), "-o", str(registry.root / MANIFEST), "-q")
+    assert code == 2 and "inside the registry" in err
     out_panel = tmp_path / "panel.json"
     code, out, _ = huref_cli("registry", "calibrate", str(registry.root), "-o", str(out_panel), "--json", "-q")
     report = json.loads(out)

@@ -163,6 +163,8 @@ def registry_pull(repo, registry_spec, quiet):
 def registry_calibrate(registry_spec, output, as_json, quiet):
     """Refit the lineage null panel from R's pairs declared or measured unrelated, beside the shipped one."""
     import json
+    import os
+    from pathlib import Path
 
     from huref.cli import Run, finite_json
     from huref.files import write_atomically
@@ -170,6 +172,8 @@ def registry_calibrate(registry_spec, output, as_json, quiet):
     from huref.registry.hub import open_registry
 
     registry = open_registry(registry_spec)
+    if output and Path(os.path.realpath(registry.root)) in Path(os.path.realpath(output)).parents:
+        raise HurefError(f"{output}: refusing to write an output inside the registry it reads")
     run = Run("calibrate", quiet).start(len(registry.parts()))
     report = calibrate(registry, run.step)
     text = finite_json(report)
