@@ -12,13 +12,11 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("olah")
-
-from huref.registry.entries import build_entry  # noqa: E402
-from huref.registry.format import MANIFEST, PARTS, Registry, current_settings, manifest_bytes  # noqa: E402
-from huref.sources import load_model  # noqa: E402
-from huref_lab.hub_server import serve  # noqa: E402
-from test_registry import perturbed  # noqa: E402
+from huref.registry.entries import build_entry
+from huref.registry.format import MANIFEST, PARTS, Registry, current_settings, manifest_bytes
+from huref.sources import load_model
+from huref_lab.hub_server import serve
+from test_registry import perturbed
 
 
 def free_port_pair() -> int:
