@@ -165,7 +165,7 @@ class WriteFront(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     served: dict = defaultdict(int)  # (repo path, file) -> body bytes of resolve GETs
     log: list = []  # (method, path, range header, status, body bytes) of resolve requests
-    fail_next: dict = {}  # substring of a path -> how many more requests to answer 503
+    fail_next: dict = {}  # regular expression searched in a resolve path -> how many more requests to answer 503
     gated: set = set()  # repo ids whose files are answered 401 GatedRepo
     _lfs: dict = {}  # (repo dir, commit, file) -> (oid, size, object path) of LFS files
 
@@ -175,13 +175,14 @@ class WriteFront(BaseHTTPRequestHandler):
     def _body(self) -> bytes:
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-    def _reply(self, status: int, payload: dict) -> None:
+    def _reply(self, status: int, payload: dict, headers: tuple = ()) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
+        for key, value in (("Content-Type", "application/json"), ("Content-Length", str(len(data))), *headers):
+            self.send_header(key, value)
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":  # a HEAD answer has no body: one would corrupt the kept-alive connection
+            self.wfile.write(data)
 
     def _repo(self, kind: str, org: str, name: str) -> Path:
         return self.root / "mirrors" / kind / org / name
@@ -218,20 +219,16 @@ class WriteFront(BaseHTTPRequestHandler):
             return False
         kind, org, name, revision, file = match.groups()
         for needle, count in list(self.fail_next.items()):
-            if needle in path and count > 0:
+            if re.search(needle, path) and count > 0:
                 self.fail_next[needle] = count - 1
                 self._record(path, 503, 0)
                 self._reply(503, {"error": "injected failure"})
                 return True
         if f"{org}/{name}" in self.gated:
             self._record(path, 401, 0)
-            data = json.dumps({"error": "Access to this model is restricted"}).encode()
-            self.send_response(401)
-            self.send_header("X-Error-Code", "GatedRepo")
-            self.send_header("X-Error-Message", "Access to this model is restricted and you are not in the authorized list.")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self._reply(401, {"error": "Access to this model is restricted"}, (
+                ("X-Error-Code", "GatedRepo"),
+                ("X-Error-Message", "Access to this model is restricted and you are not in the authorized list.")))
             return True
         repo = self._repo(kind or "models", org, name)
         target = self._lfs_target(repo, revision, file) if (repo / ".git").is_dir() else None

@@ -66,7 +66,7 @@ def registry_add(models, registry_spec, model_list, engine, jobs, address, name,
     from huref.cli import finite_json, one_line
     from huref.readers.jsonfile import MAX_JSON_BYTES
     from huref.registry.format import Registry
-    from huref.registry.jobs import parse_list, run
+    from huref.registry.jobs import parse_list, run, said_of
 
     items = [(spec, revision) for spec in models]
     if model_list:
@@ -111,7 +111,7 @@ def registry_add(models, registry_spec, model_list, engine, jobs, address, name,
                    f"of {len(outcomes)}; {totals['fetched_bytes'] / 1e6:,.1f} MB fetched from the Hub; "
                    f"{totals['cpu_seconds']:,.1f} CPU s in tasks")
     for outcome in failed:
-        click.echo(f"huref: error: {one_line(f'{outcome.spec}: {outcome.reason}')}", err=True)
+        click.echo(f"huref: error: {one_line(said_of(outcome.spec, outcome.reason))}", err=True)
     return 2 if failed else 0
 
 
@@ -133,6 +133,7 @@ def registry_list(registry_spec, as_json, quiet):
     """List the live entries of registry R."""
     from huref.cli import finite_json
     from huref.registry.hub import open_registry
+    from huref.registry.jobs import said_of
 
     registry = open_registry(registry_spec)
     columns = ["name", "hub_id", "hub_commit", "weights_sha256", "model_type", "n_parameters", "n_layers",
@@ -152,7 +153,7 @@ def registry_list(registry_spec, as_json, quiet):
         click.echo(f"{len(failures)} model(s) could not be added:")
         for f in failures:
             model = f.spec + (f"@{f.revision}" if f.revision else "")
-            click.echo(f"  {model}: {f.reason}" + ("  (transient: a rerun retries it)" if f.transient else ""))
+            click.echo(f"  {said_of(model, f.reason)}" + ("  (transient: a rerun retries it)" if f.transient else ""))
 
 
 @registry_group.command("remove")

@@ -61,6 +61,7 @@ class Outcome:
     reason: str | None = None
     transient: bool = False
     attempts: int = 1
+    retried: list[str] = field(default_factory=list)  # the transient failures of the attempts before the last
     cpu_seconds: float = 0.0
     wall_seconds: float = 0.0
     fetched_bytes: int = 0
@@ -105,6 +106,7 @@ def index_model(task: Task) -> Outcome:
         except TransientError as error:
             outcome.status, outcome.reason, outcome.transient = "failed", one_line(error), True
             if attempt < ATTEMPTS:
+                outcome.retried.append(outcome.reason)
                 time.sleep(BACKOFF_SECONDS * 2 ** (attempt - 1))
         except HurefError as error:
             outcome.status, outcome.reason, outcome.transient = "failed", one_line(error), False
@@ -150,6 +152,11 @@ def _index(task: Task, outcome: Outcome) -> None:
 def one_line(error: BaseException) -> str:
     text = " ".join(str(error).split())
     return text[:500] if text else type(error).__name__
+
+
+def said_of(spec: str, reason: str) -> str:
+    """`SPEC: REASON`, the spec once (most reasons already start with it)."""
+    return reason if reason.startswith(spec) else f"{spec}: {reason}"
 
 
 # --- engines -------------------------------------------------------------------------------------
@@ -198,9 +205,9 @@ def run_ray(tasks: list[Task], address: str | None, done: Callable[[Outcome], No
     except ImportError:
         raise HurefError("--engine ray needs Ray: pip install 'huref[cluster]'") from None
     try:
-        if address == "local":
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+        if address == "local":  # this machine only: on the loopback address
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False,
+                     _node_ip_address="127.0.0.1")
         else:
             ray.init(address=address or "auto", log_to_driver=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as error:
