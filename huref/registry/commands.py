@@ -314,7 +314,48 @@ def audit_command(model, registry_spec, top, as_json, output_format, strict, rev
     return result.exit_code
 
 
+@click.command("atlas")
+@click.argument("registry_spec", metavar="R")
+@click.option("-o", "--output", default=None, help="The page to write (.html, self-contained).")
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout: the atlas.")
+@click.option("--top", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Neighbours of each entry, by the summary prefilter, judged by the lineage verdict.")
+@click.option("--dogs/--no-dogs", default=True, show_default=True, help="Draw each root's dog (the default generator).")
+@panel_option
+@quiet_option
+def atlas_command(registry_spec, output, as_json, top, dogs, panel_path, quiet):
+    """The derivation graph of registry R: families found by the weights, roots with their dogs,
+    edges with z and the relation found, and what models declare that their weights contradict."""
+    import os
+
+    from huref.cli import Run, finite_json, load_dog_generator
+    from huref.files import write_atomically
+    from huref.registry.atlas import atlas_html, build_atlas
+    from huref.registry.hub import open_registry
+
+    if output is None and not as_json:
+        raise HurefError("give -o PAGE.html, --json, or both")
+    registry = open_registry(registry_spec)
+    if output and os.path.realpath(output).startswith(os.path.realpath(registry.root) + os.sep):
+        raise HurefError(f"{output}: inside the registry folder (an output never goes among the inputs)")
+    panel = load_panel(panel_path)
+    run = Run("atlas", quiet)
+    generator = load_dog_generator(None, run)[0] if dogs else None
+    atlas = build_atlas(registry, top, panel, generator, run.step)
+    text = finite_json(atlas)
+    page = atlas_html(atlas) if output else None
+    run.finish()
+    if output:
+        write_atomically(output, page.encode())
+    if as_json:
+        click.echo(text)
+    elif output:
+        click.echo(f"{output}: {len(atlas['entries'])} models, {atlas['families']} families, "
+                   f"{len(atlas['edges'])} derivation edges, {len(atlas['mismatches'])} mismatches")
+    return 0
+
+
 def register(cli: click.Group) -> None:
     """Add the registry commands to the main `huref` group."""
-    for command in (registry_group, identify_command, audit_command):
+    for command in (registry_group, identify_command, audit_command, atlas_command):
         cli.add_command(command)
