@@ -133,7 +133,8 @@ def bytes_stage(sizes: list[str], work: Path) -> dict:
         olah.wait(timeout=30)
         subprocess.run(["rm", "-rf", str(hub_root)], check=False)
     out = REPO / "docs" / "results" / "scale_bytes.json"
-    out.write_text(json.dumps({"cpus": os.cpu_count(), "runs": results}, indent=1) + "\n")
+    earlier = json.loads(out.read_text())["runs"] if out.exists() else {}  # the other sizes' last runs stay
+    out.write_text(json.dumps({"cpus": os.cpu_count(), "runs": {**earlier, **results}}, indent=1) + "\n")
     return results
 
 
