@@ -10,7 +10,9 @@
 3. Derivation: weights show that two models share a base, not which came first, so each family's root
    is its member that declares no base inside the family (when several do not, the one of highest mean
    z to the others); every other member's parent is its declared base when the weights confirm it, else
-   the root. Each edge carries z and the relation the layer alignment shows (`relation_of`).
+   the root, or when the root and it were not judged together, the member next to it on a shortest
+   chain of same-base verdicts from the root. Each edge carries z and the relation the layer alignment
+   shows (`relation_of`).
 4. Mismatches: a declared base the weights call unrelated or inconclusive, and a family member that
    declares no base.
 p-values and verdicts are against the shipped null panel (tiny-scale) unless `panel` names another.
@@ -134,7 +136,10 @@ def build_atlas(registry: Registry, top: int = DEFAULT_TOP, panel: dict | None =
             if root_of[k] == k:
                 continue
             confirmed = [j for j in declared[k] if j is not None and graph.has_edge(j, k)]
-            parent = confirmed[0] if confirmed else root_of[k]
+            # undeclared: the root, or the member next to k on a shortest same-base path from the root
+            parent = confirmed[0] if confirmed else nx.shortest_path(graph, root_of[k], k)[-2]
+            if k in declared[parent] and not confirmed:  # never a cycle: one that declares k is not its parent
+                parent = root_of[k]
             found = judged.get((parent, k)) if parent < k else None
             if found is None:  # the verdict with the parent as A (its alignment maps the child's layers)
                 found = lineage(sketches[parts[parent].path], sketches[parts[k].path], panel)
