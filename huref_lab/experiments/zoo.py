@@ -25,8 +25,7 @@ from pathlib import Path
 
 import torch
 
-import corpora
-import train_lm
+from huref_lab.experiments import corpora, train_lm
 
 EVAL_CHARS = 100_000
 
