@@ -30,6 +30,7 @@ from huref_lab.experiments import lineage_evidence as le
 from huref_lab.experiments import real_models
 from huref_lab.experiments import zoo_similarity as zs
 from huref_lab.experiments.cli import run_main
+from huref_lab.experiments.doc_sections import replace_section
 from huref_lab.experiments.paths import REPO, experiments_cache
 from huref_lab.experiments.separation import count_verdicts, held_out_verdicts, tally
 MAX_TOKENS = 2304  # every llama of the zoo whole (2048, cpt-heavy 2304); MiniLM's 4096 cut (memory)
@@ -382,7 +383,7 @@ def main() -> None:
     write_panel(LATENT_PANEL_FILE, results["zoo"]["shipped default"]["pairs"], "latent_cosine",
                 "latent cosine (huref.fingerprint)")
     family = {e["name"]: e["family"] for e in ex.zoo_entries(root) + ex.lineage_entries(root, ex.SCALES[args.scale])}
-    le.insert_section(REPO / "docs" / "RESULTS.md", section(results, family), "## Which layers")
+    replace_section(REPO / "docs" / "RESULTS.md", "which-layers", section(results, family))
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out}")
 

@@ -58,7 +58,7 @@ def lineage_entries(root: Path, scale: dict) -> list[dict]:
     trained), ft-python (a fine-tune on Python) and the linear, SLERP and TIES merges of it with
     llama-A/sft. llama-A-student: llama-A's config and tokenizer, randomly initialised and trained
     from scratch on llama-A's logits only (an independent model by its weights).
-    An entry with "builder" names the function of scripts/zoo.py that builds it from its spec plus
+    An entry with "builder" names the function of `zoo` that builds it from its spec plus
     entry["params"]; "after": the model directories it needs first."""
     a, twin = root / "llama-A", root / "llama-A-twin"
     heal, steps = scale["child_steps"] // 2, scale["child_steps"]

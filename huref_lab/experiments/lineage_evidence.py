@@ -28,6 +28,7 @@ from huref.statistics import (ALPHA_SAME_BASE, ALPHA_UNRELATED, NULL_PANEL_FILE,
                               verdict_from_statistic)
 from huref_lab.experiments import catalogue
 from huref_lab.experiments import zoo_similarity as zs
+from huref_lab.experiments.doc_sections import replace_section
 from huref_lab.experiments.separation import auc, count_verdicts, held_out_verdicts, tally, tpr_at_fpr
 
 MAPPED = (("llama-A", "llama-A/cpt-heavy"), ("llama-A", "llama-A/depth-pruned"), ("llama-A", "llama-A/upscaled"),
@@ -277,19 +278,6 @@ def cross_section(crosses, cross_panel, metric, figures_rel) -> str:
     return "\n".join(out) + "\n"
 
 
-def insert_section(results_md: Path, text: str, heading: str = "## Lineage") -> None:
-    """Replace the `heading` section of `results_md` (up to the next "## " heading or "<!-- " marker of a
-    block another script writes), or add it before "## Timings"."""
-    lines = results_md.read_text().split("\n") if results_md.exists() else []
-    if heading in lines:
-        start = lines.index(heading)
-        end = next((k for k in range(start + 1, len(lines)) if lines[k].startswith(("## ", "<!-- "))), len(lines))
-    else:
-        start = end = lines.index("## Timings") if "## Timings" in lines else len(lines)
-    lines[start:end] = text.rstrip("\n").split("\n") + [""]
-    results_md.write_text("\n".join(lines))
-
-
 def run(root: Path, scale: dict, out: Path, panel_path: Path, log=print) -> dict:
     entries = available(catalogue.zoo_entries(root) + catalogue.lineage_entries(root, scale), root)
     for e in entries:
@@ -333,7 +321,7 @@ def run(root: Path, scale: dict, out: Path, panel_path: Path, log=print) -> dict
          "pairs": [{k: r[k] for k in keys[:3] + ("ics",) + keys[3:]} for r in rows],
          "cross_panel": {k: cross_panel[k] for k in ("mean", "std", "n")},
          "cross": [{k: r[k] for k in keys} for r in crosses]}, indent=1))
-    insert_section(out / "RESULTS.md", section(rows, panel, metrics, entries, "results")
+    replace_section(out / "RESULTS.md", "lineage", section(rows, panel, metrics, entries, "results")
                    + cross_section(crosses, cross_panel, metrics["cross"], "results"))
     return metrics
 

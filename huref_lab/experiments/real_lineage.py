@@ -39,13 +39,13 @@ from huref.invariants import DEFAULT_TOKENS
 from huref.statistics import ALPHA_SAME_BASE, ALPHA_UNRELATED, null_panel, statistic_at
 from huref_lab import attacks
 from huref_lab.experiments import real_models as rm
+from huref_lab.experiments.doc_sections import replace_section
 from huref_lab.experiments.paths import REPO
 from huref_lab.experiments.separation import auc, tpr_at_fpr
 
 OUT_JSON = REPO / "docs" / "results" / "real_lineage.json"
 OUT_PANEL = REPO / "docs" / "results" / "real_lineage_panel.png"
 RESULTS_MD = REPO / "docs" / "RESULTS.md"
-SECTION_START, SECTION_END = "<!-- real-lineage:start -->", "<!-- real-lineage:end -->"
 DROPPED = range(10, 15)
 
 PATHS = {label: where for label, (where, _) in {**rm.MODELS, **rm.LINEAGE_MODELS}.items()}
@@ -370,7 +370,7 @@ def reproduce_commands() -> list[str]:
 def section(report: dict) -> str:
     """The "Lineage on real weights" section of docs/RESULTS.md, from real_lineage.json's content."""
     meta, rows, panel = report["meta"], report["pairs"], report["panel"]
-    out = [SECTION_START, "## Lineage on real weights", "", "*Written by `python scripts/real_lineage.py`.*", "",
+    out = ["## Lineage on real weights", "", "*Written by `python scripts/real_lineage.py`.*", "",
            "Every pair of the real models below, through the functions `huref compare` calls for two models: "
            "the two-layer ICS (`huref.similarity.compare_terms`) at "
            f"{meta['ics_tokens']} probe tokens, and the calibrated whole-depth lineage statistic at "
@@ -378,8 +378,7 @@ def section(report: dict) -> str:
            f"mean {panel['mean']:.4f}, std {panel['std']:.4f}); latent cosine: the dogs' latents "
            "(`huref fingerprint`); the ICS and latent verdicts are the calibrated ones (`huref.similarity.judge_ics`, "
            "`huref.fingerprint.compare_fingerprints`). Same base = same family here (a published file and what was made from it); "
-           "every cross-family pair is a negative. Reproduce (models under $HUREF_REAL_CACHE, default "
-           "/work/cache/real; the last command alone regenerates this section, its JSON and picture):", "",
+           "every cross-family pair is a negative. Reproduce (models under $HUREF_REAL_CACHE; the last command alone regenerates this section, its JSON and picture):", "",
            "```", *reproduce_commands(), "```", "",
            "Models (losses: mean next-token loss in nats on fixed held-out vim help / Python stdlib windows, "
            "`real_models.evaluate`; a published GGUF has its export's weights):", "",
@@ -427,24 +426,8 @@ def section(report: dict) -> str:
             "is fitted on tiny models, not on real ones; the positives are all relatives of two published "
             "models. docs/REAL_MODELS.md (`real_models.py measure`) was written from earlier fine-tunes of "
             "the top layers only (36 min each); `python scripts/real_models.py measure` refreshes it for the "
-            "models above.", SECTION_END]
+            "models above."]
     return "\n".join(out)
-
-
-def write_section(text: str) -> None:
-    """Replace the marked section of docs/RESULTS.md; the first time, replace the old "### Lineage on
-    real weights" subsection of "## Lineage" (which scripts/lineage_evidence.py rewrites) by the
-    marked section, its own "## " section before "## Timings"."""
-    doc = RESULTS_MD.read_text()
-    if SECTION_START in doc:
-        start, end = doc.index(SECTION_START), doc.index(SECTION_END) + len(SECTION_END)
-        RESULTS_MD.write_text(doc[:start] + text + doc[end:])
-        return
-    if "### Lineage on real weights" in doc:
-        start = doc.index("### Lineage on real weights")
-        doc = doc[:start] + doc[doc.index("\n## ", start) + 1:]
-    where = doc.index("## Timings") if "## Timings" in doc else len(doc)
-    RESULTS_MD.write_text(doc[:where] + text + "\n\n" + doc[where:])
 
 
 def run(cached_losses: bool) -> None:
@@ -470,7 +453,7 @@ def run(cached_losses: bool) -> None:
                                                ("latent cosine", "latent_cosine"))}}
     OUT_JSON.write_text(json.dumps(report, indent=1) + "\n")
     panel_figure(rows, panel, OUT_PANEL)
-    write_section(section(report))
+    replace_section(RESULTS_MD, "real-lineage", section(report))
     print(f"wrote {OUT_JSON.relative_to(REPO)}, {OUT_PANEL.relative_to(REPO)}, {RESULTS_MD.relative_to(REPO)}")
     for name, by in report["separation"].items():
         print(name, json.dumps(by))
