@@ -162,16 +162,17 @@ def losses_table(entries: list[dict]) -> list[str]:
     return lines
 
 
-def section(rows, panel, metrics, entries, figures_rel) -> str:
-    """The markdown of the "Lineage" section."""
+def section(rows, panel, metrics, entries, figures_rel, missing: list[str]) -> str:
+    """The markdown of the "Lineage" section; `missing`: the zoo's models not in the cache."""
     out = ["## Lineage", "",
            f"*Written by `python scripts/lineage_evidence.py` from the zoo cache ({len(entries)} models, "
            f"{len(rows)} comparable pairs; whole depth, {LINEAGE_TOKENS} probe tokens; the old two-layer ICS on the "
            "same tokens).*", "",
-           "Limits of this run: only the models in the cache are compared (llama-B/C's cpt+vocab, lora and "
-           "rotated copies were not rebuilt in time); the panel is fitted in-sample on tiny models; the only real "
-           "weights are MiniLM and its fine-tune; times on 7B-shaped checkpoints are in "
-           "[PERFORMANCE.md](PERFORMANCE.md).", "",
+           "Limits: "
+           + (f"the zoo's models missing from the cache are left out ({', '.join(missing)}); " if missing else "")
+           + "the null panel is fitted in-sample on tiny models (a tiny-scale panel); the real weights here are "
+           "MiniLM and its fine-tune (real LLMs: the section \"Lineage on real weights\"); times on 7B-shaped "
+           "checkpoints are in [PERFORMANCE.md](PERFORMANCE.md).", "",
            "The zoo's derivations that change depth or drift far, and its hardest negatives, all around llama-A: "
            "`llama-A-twin` (llama-A's tokenizer and data, another seed), `llama-A-sib` (the same, another size: "
            "hidden 96, 6 layers, FFN 264), `llama-A/cpt-heavy` (continued pretraining on vim's help for twice the "
@@ -279,7 +280,9 @@ def cross_section(crosses, cross_panel, metric, figures_rel) -> str:
 
 
 def run(root: Path, scale: dict, out: Path, panel_path: Path, log=print) -> dict:
-    entries = available(catalogue.zoo_entries(root) + catalogue.lineage_entries(root, scale), root)
+    planned = catalogue.zoo_entries(root) + catalogue.lineage_entries(root, scale)
+    entries = available(planned, root)
+    missing = [e["name"] for e in planned if e not in entries]
     for e in entries:
         info = Path(e["dir"]) / "info.json"
         e["info"] = json.loads(info.read_text()) if info.exists() else {}
@@ -321,7 +324,7 @@ def run(root: Path, scale: dict, out: Path, panel_path: Path, log=print) -> dict
          "pairs": [{k: r[k] for k in keys[:3] + ("ics",) + keys[3:]} for r in rows],
          "cross_panel": {k: cross_panel[k] for k in ("mean", "std", "n")},
          "cross": [{k: r[k] for k in keys} for r in crosses]}, indent=1))
-    replace_section(out / "RESULTS.md", "lineage", section(rows, panel, metrics, entries, "results")
+    replace_section(out / "RESULTS.md", "lineage", section(rows, panel, metrics, entries, "results", missing)
                    + cross_section(crosses, cross_panel, metrics["cross"], "results"))
     return metrics
 
