@@ -4,15 +4,9 @@ default two-layer terms; `huref.lineage.lineage`, the calibrated verdict, on `wh
 the lineage defaults), plus the latent cosine of their dogs (`huref fingerprint`'s latents), the held-out losses of every model, AUC / TPR at 1% FPR / margin over the real
 pairs, and a picture of where each pair falls against the null panel.
 
-Reproduce (models under CACHE = $HUREF_REAL_CACHE; nothing large enters the repo):
+Reproduce (models under CACHE = $HUREF_REAL_CACHE; nothing large enters the repo): the stages of
+`real_models` up to quantize (its docstring lists the commands), then
 
-    python scripts/real_models.py fetch
-    python scripts/real_models.py export smollm2 && python scripts/real_models.py export gemma3
-    nice -n 10 python scripts/real_models.py finetune smollm2 --corpus vim --train-layers 30 --lr 2e-4 --minutes 12
-    nice -n 10 python scripts/real_models.py finetune gemma3 --corpus vim --train-layers 6 --batch 2 --lr 2e-4 --minutes 8
-    nice -n 10 python scripts/real_models.py finetune smollm2 --corpus python --train-layers 30 --train-embeddings \\
-        --new-tokens 64 --lr 3e-4 --minutes 8
-    python scripts/real_models.py quantize
     python scripts/real_lineage.py    # -> docs/results/real_lineage.json, docs/results/real_lineage_panel.png,
                                       #    the "Lineage on real weights" section of docs/RESULTS.md
 
@@ -362,9 +356,9 @@ def finetune_record(label: str) -> dict | None:
 
 
 def reproduce_commands() -> list[str]:
-    """The command lines of this module's docstring (its indented block after "Reproduce")."""
-    lines = __doc__.split("Reproduce", 1)[1].split("\n\n", 2)[1].split("\n")
-    return [line[4:] for line in lines]
+    """real_models' stage commands up to quantize (the last paragraph of its docstring), then this module's."""
+    stages = [line[2:] for line in rm.__doc__.strip().split("\n\n")[-1].split("\n") if "measure" not in line]
+    return stages + ["python scripts/real_lineage.py"]
 
 
 def section(report: dict) -> str:
