@@ -256,7 +256,7 @@ def section(results: dict, family: dict) -> str:
            "A rule maps a model's depth to the layers it reads; pairs of different depth (llama-A-sib: 6 layers, "
            "depth-pruned: 3, upscaled: 6) are read at each side's own rule. The paper reads the last two layers. "
            "huref's default is the two middle layers (`huref.invariants.default_layer_order`); the latent verdict "
-           "of two fingerprints is calibrated on this zoo (below; it was a fixed cosine of 0.5 before).", "",
+           "of two fingerprints is calibrated on this zoo (below).", "",
            "| rule | layers of 4 / 6 / 30 | ICS AUC | ICS TPR@1% FPR | ICS margin | latent AUC | latent TPR@1% | "
            "latent margin | lowest same-base latent | highest unrelated latent |",
            "|---|---|---|---|---|---|---|---|---|---|"]
@@ -294,9 +294,9 @@ def section(results: dict, family: dict) -> str:
     out += latent_verdict_lines(zoo, results.get("real"), family)
     out += ["", "Choice: the two middle layers. Every rule that leaves out the last layers separates the zoo's ICS "
             "perfectly; among them the middle pair keeps the twin and the sibling furthest from llama-A's dog (the hard "
-            "negatives this change is for; real siblings measured in the issue: ICS 0.03 on two middle layers, 0.29 on "
+            "negatives the choice is for; real siblings measured in the issue: ICS 0.03 on two middle layers, 0.29 on "
             "the last two), at the cost of the thinnest ICS margin. The first two layers separate with the widest margins "
-            "and are the only rule that keeps cpt-heavy's latent above the old fixed 0.5, but they lift the sibling's latent to about "
+            "and are the only rule that keeps cpt-heavy's latent above 0.5, but they lift the sibling's latent to about "
             "0.4: early layers carry the token statistics that any model trained on the same tokenizer and text shares. "
             "No rule keeps cpt-heavy's dog and keeps its base's twin and sibling apart; the whole-depth lineage verdict "
             "remains the judge for such pairs. Limit of any depth-relative rule: a model whose depth was changed without "

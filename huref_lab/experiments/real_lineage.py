@@ -418,9 +418,8 @@ def section(report: dict) -> str:
             "is traced to (- foreign). Limits: the trained models are small CPU runs (minutes, see above), so "
             "their weights drift far less than a real fine-tune's or continued pretraining's; the null panel "
             "is fitted on tiny models, not on real ones; the positives are all relatives of two published "
-            "models. docs/REAL_MODELS.md (`real_models.py measure`) was written from earlier fine-tunes of "
-            "the top layers only (36 min each); `python scripts/real_models.py measure` refreshes it for the "
-            "models above."]
+            "models. docs/REAL_MODELS.md (`python scripts/real_models.py measure`) compares the same fine-tunes on "
+            "the paper's last two layers, with PCS and a check of huref's GGUF reader against transformers'."]
     return "\n".join(out)
 
 
