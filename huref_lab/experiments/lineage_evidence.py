@@ -5,7 +5,7 @@ Reads the models and whole-depth terms cached by scripts/experiments.py (every l
 token count, cut to huref.lineage.LINEAGE_TOKENS here: the selection is a hash ranking, so the
 first n keys are what n_tokens=n selects). For every pair (A: the earlier model of the zoo's list,
 so a parent before its offspring; B: the later) it computes the layer map, the alignment and the
-lineage statistic, and the old two-layer ICS for comparison. The statistics of the pairs from
+lineage statistic, and the paper's two-layer ICS for comparison. The statistics of the pairs from
 different bases form the null panel, written to huref/data/null_panel.json (package data); the
 section, its figures and docs/results/lineage.json are written under --out.
 
@@ -68,7 +68,7 @@ def cached_terms(entries: list[dict], root: Path, n_tokens: int) -> dict:
 
 def pair_rows(entries: list[dict], terms: dict) -> list[dict]:
     """One row per comparable pair (a before b in `entries`): names, label, map, alignment, statistic and the
-    old ICS (the last DEFAULT_LAYERS layers, on the same tokens). terms: as `cached_terms` returns them."""
+    paper's ICS (the last DEFAULT_LAYERS layers, on the same tokens). terms: as `cached_terms` returns them."""
     rows = []
     for i, a in enumerate(entries):
         for b in entries[i + 1:]:
@@ -166,7 +166,7 @@ def section(rows, panel, metrics, entries, figures_rel, missing: list[str]) -> s
     """The markdown of the "Lineage" section; `missing`: the zoo's models not in the cache."""
     out = ["## Lineage", "",
            f"*Written by `python scripts/lineage_evidence.py` from the zoo cache ({len(entries)} models, "
-           f"{len(rows)} comparable pairs; whole depth, {LINEAGE_TOKENS} probe tokens; the old two-layer ICS on the "
+           f"{len(rows)} comparable pairs; whole depth, {LINEAGE_TOKENS} probe tokens; the paper's two-layer ICS on the "
            "same tokens).*", "",
            "Limits: "
            + (f"the zoo's models missing from the cache are left out ({', '.join(missing)}); " if missing else "")
@@ -190,15 +190,15 @@ def section(rows, panel, metrics, entries, figures_rel, missing: list[str]) -> s
            "only, never on its weights).", ""]
     out += losses_table([e for e in entries if e["name"] in {n for pair in MAPPED for n in pair} or
                          e["name"].startswith("llama-A-")])
-    old, new = metrics["ics"], metrics["statistic"]
+    two_layer, whole = metrics["ics"], metrics["statistic"]
     out += ["", "Separation of same-base from unrelated pairs (positives: pairs with a common base; negatives: "
             "all others, hard negatives included):", "",
             "| score | AUC | TPR at 1% FPR | margin (lowest positive − highest negative) | pairs (+/−) |",
             "|---|---|---|---|---|",
-            f"| old ICS, last two layers (same tokens) | {old['auc']:.3f} | {old['tpr_at_1pct_fpr']:.3f} | {old['margin']:.3f} | "
-            f"{old['n_pos']}/{old['n_neg']} |",
-            f"| lineage statistic, whole depth | {new['auc']:.3f} | {new['tpr_at_1pct_fpr']:.3f} | "
-            f"{new['margin']:.3f} | {new['n_pos']}/{new['n_neg']} |", ""]
+            f"| ICS, the paper's last two layers (same tokens) | {two_layer['auc']:.3f} | {two_layer['tpr_at_1pct_fpr']:.3f} | {two_layer['margin']:.3f} | "
+            f"{two_layer['n_pos']}/{two_layer['n_neg']} |",
+            f"| lineage statistic, whole depth | {whole['auc']:.3f} | {whole['tpr_at_1pct_fpr']:.3f} | "
+            f"{whole['margin']:.3f} | {whole['n_pos']}/{whole['n_neg']} |", ""]
     out += [f"Null panel: the statistic of the {panel['n']} unrelated pairs, mean {panel['mean']:.4f}, std "
             f"{panel['std']:.4f}; verdict same-base at p ≤ {ALPHA_SAME_BASE:g}, unrelated at p ≥ {ALPHA_UNRELATED:g} "
             f"(Student's t prediction p-value, `huref/statistics.py`). Verdicts: "
@@ -208,7 +208,7 @@ def section(rows, panel, metrics, entries, figures_rel, missing: list[str]) -> s
             f"{len({e['family'] for e in entries})} families): "
             + tally(held_out_verdicts(rows, "statistic", {e["name"]: e["family"] for e in entries})["counts"]) + ".", "",
             f"![null panel]({figures_rel}/lineage_panel.png)", "",
-            "| A | B | old ICS | statistic | z | p-value | verdict | B's layers traced to A's (– foreign) |",
+            "| A | B | ICS (last two) | statistic | z | p-value | verdict | B's layers traced to A's (– foreign) |",
             "|---|---|---|---|---|---|---|---|"]
     by_pair = {(r["a"], r["b"]): r for r in rows}
     hard = [r for r in rows if r["label"] == "unrelated"]
@@ -219,8 +219,8 @@ def section(rows, panel, metrics, entries, figures_rel, missing: list[str]) -> s
     weakest = min((r for r in rows if r["label"] == "same-base"), key=lambda r: r["statistic"])
     strongest = max((r for r in rows if r["label"] == "unrelated"), key=lambda r: r["statistic"])
     out += ["", f"Weakest same-base pair: {weakest['a']} vs {weakest['b']} (statistic {weakest['statistic']:.3f}, "
-            f"old ICS {weakest['ics']:.3f}); strongest unrelated pair: {strongest['a']} vs {strongest['b']} "
-            f"(statistic {strongest['statistic']:.3f}, old ICS {strongest['ics']:.3f}).", ""]
+            f"two-layer ICS {weakest['ics']:.3f}); strongest unrelated pair: {strongest['a']} vs {strongest['b']} "
+            f"(statistic {strongest['statistic']:.3f}, two-layer ICS {strongest['ics']:.3f}).", ""]
     student = by_pair.get(("llama-A", "llama-A-student"))
     if student:
         out += [f"llama-A-student, distilled from scratch from llama-A's logits, comes out {student['verdict']} "
