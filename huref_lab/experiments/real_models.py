@@ -220,8 +220,8 @@ def finetune(name: str, corpus: str, steps: int, batch: int, lr: float, minutes:
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     what = f"layers {first}..{n_layers - 1} of {n_layers} and the final norm"
-    record = {"base": name, "corpus": f"{CORPUS_NAMES[corpus]} (huref_lab/experiments/corpora.py train split)", "steps": len(log),
-              "batch": batch, "seq_len": SEQ_LEN, "lr": lr,
+    record = {"base": name, "corpus": f"{CORPUS_NAMES[corpus]} (huref_lab/experiments/corpora.py train split)",
+              "steps": len(log), "batch": batch, "seq_len": SEQ_LEN, "lr": lr,
               "trained": what + (", token embeddings (tied head)" if train_embeddings else ""),
               "new_tokens": added, "minutes": minutes_taken, "loss_before": before, "loss_after": after,
               "train_loss": log}
