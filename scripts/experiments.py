@@ -23,8 +23,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cache", type=Path, help="the zoo cache's root (default: $HUREF_EXPERIMENTS_CACHE)")
     parser.add_argument("--out", type=Path, default=REPO / "docs", help="where RESULTS.md and results/ go")
+    parser.add_argument("--skip-lineage", action="store_true",
+                        help="leave the lineage section and huref/data/null_panel.json as they are")
     args = parser.parse_args()
-    evidence.run(experiments_cache(args.scale, args.cache), args.scale, args.out, args.workers)
+    evidence.run(experiments_cache(args.scale, args.cache), args.scale, args.out, args.workers,
+                 lineage=not args.skip_lineage)
 
 
 if __name__ == "__main__":

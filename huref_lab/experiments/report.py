@@ -311,7 +311,8 @@ def write(out: Path, results: dict) -> None:
 
     real = out / "REAL_MODELS.md"
     L += ["## Real models", ""]
-    L += (["Results on real pretrained checkpoints are in [REAL_MODELS.md](REAL_MODELS.md)."] if real.exists()
+    L += (["Results on real pretrained checkpoints are in [REAL_MODELS.md](REAL_MODELS.md) and in the section "
+           "\"Lineage on real weights\" below."] if real.exists()
           else ["docs/REAL_MODELS.md did not exist when this report was generated."])
     L += [""]
 
