@@ -1,32 +1,56 @@
-"""Train the fingerprint encoder on synthetic invariant terms, or evaluate trained weights.
+"""Train the fingerprint encoder on synthetic terms and the zoo's relatives, measure it, and evaluate weights.
 
-    nice -n 10 python scripts/train_encoder.py -o huref/data/encoder.safetensors      # ~13 min, 1 thread
-    python scripts/train_encoder.py --evaluate huref/data/encoder.safetensors         # held-out figures
-    python scripts/train_encoder.py --attacked huref/data/encoder.safetensors         # attacked tiny checkpoints
+    nice -n 10 python scripts/train_encoder.py pool                  # pooled terms of the zoo and real models
+    nice -n 10 python scripts/train_encoder.py train -o huref/data/encoder.safetensors   # resumable, 1 thread
+    nice -n 10 python scripts/train_encoder.py held-out              # one encoder per held-out group (pair)
+    python scripts/train_encoder.py pairs                            # v1 and v2 on every pair -> docs/results/encoder.json
+    python scripts/train_encoder.py synthetic huref/data/encoder.safetensors   # held-out synthetic figures
+    python scripts/train_encoder.py attacked huref/data/encoder.safetensors    # attacked tiny checkpoints
 
-Samples are shaped like invariant terms, X M X^T with M = A B^T + g I (X: embeddings of n
-tokens with a decaying spectrum, a shared mean direction and uneven row norms; A, B: random
-h x h factors with decaying spectra; g I: the self-similarity that real q/k and v/o terms
-show). Every token sits in a random bucket, as its key's hash puts it in huref.encoder.
-Since bucket averaging is linear, pool(X M X^T) = (P X) M (P X)^T with P the averaging
-matrix, so a sample costs O(n h) to draw and pool instead of O(n^2 h) (tests check the
-identity). Positives are perturbed copies of the anchor as fine-tuning and vocabulary edits
-make them: weight noise on A, B, noise on the embeddings, and a share of the tokens replaced
-by new tokens (new rows in new buckets), as when appended vocabulary displaces some of the
-selected tokens. Negatives are the other, independent samples of the batch.
+The encoder (huref.encoder) is a linear map of bucket-pooled terms averaged over a model's layers;
+version 2 reads every layer, so what it must learn is which directions of that average survive the
+derivations a base goes through and which ones unrelated models share.
 
-Loss = (1 - cos(anchor, positive)) + W_NEG * mean cos^2 over independent pairs
-     + W_GAUSS * sliced Wasserstein-2 distance between the batch of latents and N(0, I).
-The last term replaces the discriminator of the HuRef paper: every 1-D projection of N(0, I)
-on a unit vector is exactly N(0, 1), so comparing sorted projections with the N(0, 1)
-quantiles measures the distance to N(0, I) with no second network, no adversarial game and
-no sampling noise on the reference side. Directions are random unit vectors plus the 512
-axes (so each coordinate's marginal is matched directly).
+Synthetic samples are shaped like invariant terms, X M X^T with M = A B^T + g I (X: embeddings of n
+tokens with a decaying spectrum, a shared mean direction and uneven row norms; A, B: random h x h
+factors with decaying spectra; g I: the self-similarity that real q/k and v/o terms show), one A, B
+per layer and term, X shared by a model's layers. Every token sits in a random bucket, as its key's
+hash puts it in huref.encoder. Since bucket averaging is linear, pool(X M X^T) = (P X) M (P X)^T
+with P the averaging matrix, so a sample costs O(n h) to draw and pool instead of O(n^2 h) (tests
+check the identity). Positives are perturbed copies of the anchor as fine-tuning and vocabulary
+edits make them (weight noise on A, B, noise on the embeddings, a share of the tokens replaced by
+new tokens in new buckets) whose depth was edited (layers dropped or duplicated, `edit_depth`).
+Negatives are the other, independent samples of the batch.
+
+The zoo (scripts/experiments.py: tiny llamas trained here, their derivations, hard negatives, MiniLM)
+adds what synthetic noise does not model: real derivations (fine-tunes, continued pretraining,
+pruning, up-scaling, upcycling, merges, re-quantization) as positives, and as negatives unrelated
+models that share a tokenizer and data (the twin, the sibling of another size, the distilled
+student). Each step encodes every training model of the zoo twice, each view with its depth edited,
+and scores every same-family pair of views as a positive and every other pair as a negative.
+
+Loss = synthetic (1 - cos(anchor, positive)) + W_NEG * mean cos^2 over independent pairs
+     + W_GAUSS * sliced Wasserstein-2 distance between the batch of latents and N(0, I)
+     + W_ZOO * (zoo (1 - cos) over positives + W_NEG * mean cos^2 over negatives).
+The sliced Wasserstein term replaces the discriminator of the HuRef paper: every 1-D projection of
+N(0, I) on a unit vector is exactly N(0, 1), so comparing sorted projections with the N(0, 1)
+quantiles measures the distance to N(0, I) with no second network, no adversarial game and no
+sampling noise on the reference side. Directions are random unit vectors plus the 512 axes (so
+each coordinate's marginal is matched directly).
+
+Held out by group: the zoo's families fall in GROUPS (llama-A with its twin, sibling and student,
+which share its tokenizer and data; llama-B; llama-C; neox-D; MiniLM with its re-initialised copy).
+`held-out` trains one encoder without each group and without each pair of groups, and `pairs`
+scores every zoo pair with the encoder that saw neither of its groups (out of sample); the real
+models are never trained on.
 """
 
 import argparse
+import hashlib
+import itertools
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,26 +58,41 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from huref.encoder import GRID, LATENT_DIM, Encoder, load_encoder, save_encoder, zscore_cells
+from huref.encoder import ENCODERS, GRID, LATENT_DIM, Encoder, load_encoder, pool_terms, save_encoder, zscore_cells
+
+REPO = Path(__file__).resolve().parent.parent
+WORK = Path(os.environ.get("HUREF_ENCODER_WORK", "/tmp/huref-encoder"))  # pooled terms, checkpoints, held-out weights
+OUT_JSON = REPO / "docs" / "results" / "encoder.json"
 
 SETTINGS = dict(
-    seed=20261124,
-    steps=2400,
-    batch=48,
-    lr=2e-3,
-    lr_final=5e-5,
+    seed=20261206,
+    init="version 1",  # start from the version-1 weights (trained on synthetic terms alone, docs/ENCODER.md)
+    steps=600,
+    batch=32,
+    lr=5e-4,
+    lr_final=2e-5,
     w_neg=8.0,
     w_gauss=1.0,
+    w_zoo=1.0,
     n_directions=256,
     tokens=(96, 4096),  # log-uniform token count n
     hidden=(64, 96, 128),  # embedding width h (wider costs time, adds nothing at a 64-bucket grid)
-    layers=(1, 2, 2, 2, 3),  # L, drawn per batch
+    layers=(2, 4, 6, 8, 12),  # L, drawn per batch
     max_weight_noise=0.2,  # relative noise on A, B
     max_embedding_noise=0.1,  # relative noise on X
     max_token_change=0.1,  # share of tokens replaced by new ones ...
     token_change_rate=0.5,  # ... in this share of the positives (many relatives keep the vocabulary)
+    max_dropped=0.4,  # share of a positive's layers dropped, at most (at least one is kept) ...
+    max_duplicated=0.25,  # ... and of the rest duplicated
+    checkpoint_every=50,
 )
 
+# which zoo families are held out together: a base with the models that share its tokenizer and data
+GROUPS = {"llama-A": "A", "llama-A-twin": "A", "llama-A-sib": "A", "llama-A-student": "A", "llama-B": "B",
+          "llama-C": "C", "neox-D": "D", "MiniLM": "M", "MiniLM-reinit": "M"}
+
+
+# ---------------------------------------------------------------- synthetic terms
 
 def pool_embeddings(x, buckets):
     """Mean row of x [B, n, h] per bucket (buckets [B, n] in 0..GRID-1; 0 for an empty one) -> [B, GRID, h]."""
@@ -130,7 +169,7 @@ def sample_pair(batch, n, h, n_layers, gen, settings=SETTINGS, levels=None):
         for p, aa, bb, out in ((pooled, a, b, anchor), (pooled_pos, a_pos, b_pos, positive)):
             out.append((p @ aa) @ (p @ bb).transpose(1, 2) + self_term * p @ p.transpose(1, 2))
     shape = (batch, n_layers, 3, GRID, GRID)
-    anchor = zscore_cells(torch.stack(anchor, 1), bucket_filled(buckets)).reshape(shape)
+    anchor = zscore_cells(torch.stack(anchor, 1), bucket_filled(buckets)).reshape(shape)  # [B, L * 3, G, G] -> [B, L, 3, G, G]
     positive = zscore_cells(torch.stack(positive, 1), bucket_filled(buckets_pos)).reshape(shape)
     raw_cosine = F.cosine_similarity(anchor.flatten(1), positive.flatten(1))
     return anchor, positive, raw_cosine
@@ -142,6 +181,26 @@ def draw_shape(gen, settings=SETTINGS):
     n = int(math.exp(math.log(lo) + torch.rand(1, generator=gen).item() * math.log(hi / lo)))
     pick = lambda options: options[torch.randint(len(options), (1,), generator=gen).item()]  # noqa: E731
     return n, pick(settings["hidden"]), pick(settings["layers"])
+
+
+def edit_depth(models, gen, settings=SETTINGS):
+    """Depth-edited copies of models (a list of pooled terms [L_i, 3, GRID, GRID]): in each, a share
+    U(0, max_dropped) of the layers dropped (at least one kept) and a share U(0, max_duplicated) of the
+    rest duplicated, as depth pruning and up-scaling make them. Returns the batch padded to the longest,
+    [B, L', 3, GRID, GRID], and which of its layers are present [B, L'] (bool)."""
+    picks = []
+    for pooled in models:
+        n = pooled.shape[0]
+        kept = torch.randperm(n, generator=gen)[:max(1, n - int(torch.rand(1, generator=gen) * settings["max_dropped"] * n))]
+        doubled = kept[torch.randperm(len(kept), generator=gen)[:int(torch.rand(1, generator=gen) * settings["max_duplicated"]
+                                                                       * len(kept))]]
+        picks.append(torch.cat([kept, doubled]).sort().values)
+    longest = max(len(p) for p in picks)
+    batch = models[0].new_zeros(len(models), longest, *models[0].shape[1:])
+    present = torch.zeros(len(models), longest, dtype=torch.bool)
+    for b, (pooled, pick) in enumerate(zip(models, picks)):
+        batch[b, :len(pick)], present[b, :len(pick)] = pooled[pick], True
+    return batch, present
 
 
 def gaussian_quantiles(count):
@@ -164,37 +223,240 @@ def independent_cos2(z):
     return cos[off_diagonal].pow(2).mean()
 
 
-def train(out_path, settings=SETTINGS, log_every=50, threads=1):
+# ---------------------------------------------------------------- the zoo and the real models
+
+def zoo_entries() -> list[dict]:
+    """The zoo's models (scripts/experiments.py, full scale) whose folders are built."""
+    import experiments as ex
+
+    root = Path(os.environ.get("HUREF_EXPERIMENTS_CACHE", "/work/cache/experiments")) / "full"
+    entries = ex.zoo_entries(root) + ex.lineage_entries(root, ex.SCALES["full"])
+    return [e for e in entries if (Path(e["dir"]) / "config.json").is_file()]
+
+
+def real_entries() -> list[dict]:
+    """The real models of scripts/real_lineage.py that are built, each with its family (its root)."""
+    import real_lineage as rl
+
+    return [dict(name=label, family=rl.ancestry(label)[0][0], kind=(rl.PARENT.get(label) or ("", "published"))[1],
+                 dir=rl.PATHS[label]()) for label in rl.ORDER if rl.PATHS[label]().exists()]
+
+
+def pooled_models(rebuild: bool = False, log=print) -> dict:
+    """{name: {"pooled": [L, 3, GRID, GRID] (every layer that writes, huref.encoder.LATENT_TOKENS probe
+    tokens, as `huref fingerprint` reads them), "v1": the version-1 latent [512] (two middle layers, the
+    default tokens, as huref made it before version 2), "family", "group" (GROUPS; "real" for the real
+    models, never trained on), "kind", "set": "zoo" | "real"}}, cached in WORK/pooled.pt."""
+    from huref.inputs import Settings, open_subject
+
+    cache = WORK / "pooled.pt"
+    models = {} if rebuild or not cache.exists() else torch.load(cache, weights_only=True)
+    settings = Settings()
+    for where, entries in (("zoo", zoo_entries()), ("real", real_entries())):
+        for e in entries:
+            if e["name"] in models:
+                continue
+            subject = open_subject(str(e["dir"]))
+            terms = subject.latent_terms(settings)
+            models[e["name"]] = dict(pooled=pool_terms(terms.values, terms.tokens),
+                                     v1=torch.tensor(subject.record(settings, version=1)["latent"]),
+                                     family=e["family"], group=GROUPS.get(e["family"], "real") if where == "zoo" else "real",
+                                     kind=e["kind"], set=where, also_from=e.get("also_from") or "")
+            log(f"pooled {e['name']}: {len(terms.layers)} layers, {len(terms.tokens)} tokens")
+            WORK.mkdir(parents=True, exist_ok=True)
+            torch.save(models, cache)
+    return models
+
+
+def label(a: dict, b: dict) -> str:
+    """"same-base", "unrelated", or "partial": a frankenmerge against the family that gave it layers but
+    not its embeddings (as scripts/lineage_evidence.py labels it; left out of every figure)."""
+    if a["family"] == b["family"]:
+        return "same-base"
+    if a["also_from"] == b["family"] or b["also_from"] == a["family"]:
+        return "partial"
+    return "unrelated"
+
+
+# ---------------------------------------------------------------- training
+
+def settings_digest(settings: dict, held_out: tuple) -> str:
+    return hashlib.sha256(json.dumps([settings, sorted(held_out)], sort_keys=True).encode()).hexdigest()[:12]
+
+
+def zoo_loss(encoder, training: list[dict], gen, settings) -> torch.Tensor:
+    """The zoo's contrastive loss: every training model encoded twice, each view depth-edited; positives
+    are same-family pairs of views (a model's two views included), negatives every other pair."""
+    views = [m["pooled"] for m in training] * 2
+    batch, present = edit_depth(views, gen, settings)
+    z = F.normalize(encoder(batch, present), dim=1)
+    cos = z @ z.T
+    families = sorted({m["family"] for m in training})
+    family = torch.tensor([families.index(m["family"]) for m in training] * 2)
+    same = family[:, None] == family[None, :]
+    distinct = ~torch.eye(len(views), dtype=torch.bool)
+    positive = (1 - cos[same & distinct]).mean()
+    negative = cos[~same].pow(2).mean()
+    return positive + settings["w_neg"] * negative, positive, negative
+
+
+def train(out_path, settings=SETTINGS, held_out=(), models=None, log_every=50, threads=1, log=print):
+    """Train an encoder without the zoo groups in `held_out`, write it to out_path. Resumable: a
+    checkpoint of the run (weights, optimizer, schedule, random state) is kept in WORK every
+    checkpoint_every steps and picked up again by the same command."""
     torch.set_num_threads(threads)
+    models = models if models is not None else pooled_models(log=log)
+    names = [name for name, m in models.items() if m["set"] == "zoo" and m["group"] not in held_out]
+    training = [models[name] for name in names]
     torch.manual_seed(settings["seed"])
     gen = torch.Generator().manual_seed(settings["seed"])
     encoder = Encoder()
+    if settings["init"] == "version 1":
+        encoder.load_state_dict(load_encoder(1).state_dict())
     optimizer = torch.optim.Adam(encoder.parameters(), lr=settings["lr"])
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings["steps"], eta_min=settings["lr_final"])
+    checkpoint = WORK / f"checkpoint-{settings_digest(settings, held_out)}.pt"
+    first = 1
+    if checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=True)
+        encoder.load_state_dict(state["encoder"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch"])
+        first = state["step"] + 1
+        log(f"resumed at step {first} from {checkpoint}")
     axes = torch.eye(LATENT_DIM)
     start = time.time()
-    for step in range(1, settings["steps"] + 1):
+    for step in range(first, settings["steps"] + 1):
         n, h, n_layers = draw_shape(gen, settings)
         anchor, positive, raw_cosine = sample_pair(settings["batch"], n, h, n_layers, gen, settings)
-        z_anchor, z_positive = encoder(anchor), encoder(positive)
+        positive, present = edit_depth(list(positive), gen, settings)
+        z_anchor, z_positive = encoder(anchor), encoder(positive, present)
         positive_loss = (1 - F.cosine_similarity(z_anchor, z_positive)).mean()
         negative_loss = independent_cos2(z_anchor)
         random_dirs = F.normalize(torch.randn(LATENT_DIM, settings["n_directions"], generator=gen), dim=0)
         gauss_loss = sliced_wasserstein_to_normal(torch.cat([z_anchor, z_positive]), torch.cat([axes, random_dirs], 1))
-        loss = positive_loss + settings["w_neg"] * negative_loss + settings["w_gauss"] * gauss_loss
+        zoo, zoo_positive, zoo_negative = zoo_loss(encoder, training, gen, settings)
+        loss = positive_loss + settings["w_neg"] * negative_loss + settings["w_gauss"] * gauss_loss + settings["w_zoo"] * zoo
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         schedule.step()
-        if step % log_every == 0 or step == 1:
-            print(f"step {step:5d}  n={n:4d} h={h:3d} L={n_layers}  loss {loss.item():.4f}  "
-                  f"1-cos+ {positive_loss.item():.4f} (raw {1 - raw_cosine.mean().item():.4f})  "
-                  f"cos2- {negative_loss.item():.4f}  sw {gauss_loss.item():.4f}  {time.time() - start:.0f}s",
-                  flush=True)
-    settings = dict(settings, train_seconds=round(time.time() - start), torch=torch.__version__)
-    save_encoder(encoder, out_path, settings)
-    print(f"saved {out_path} after {settings['train_seconds']} s", flush=True)
+        if step % log_every == 0 or step == first:
+            log(f"step {step:5d}  n={n:4d} h={h:3d} L={n_layers:2d}  loss {loss.item():.4f}  synthetic 1-cos+ "
+                f"{positive_loss.item():.4f} (raw {1 - raw_cosine.mean().item():.4f}) cos2- {negative_loss.item():.4f} "
+                f"sw {gauss_loss.item():.4f}  zoo 1-cos+ {zoo_positive.item():.4f} cos2- {zoo_negative.item():.4f}  "
+                f"{time.time() - start:.0f}s")
+        if step % settings["checkpoint_every"] == 0 and step < settings["steps"]:
+            WORK.mkdir(parents=True, exist_ok=True)
+            torch.save({"encoder": encoder.state_dict(), "optimizer": optimizer.state_dict(),
+                        "schedule": schedule.state_dict(), "generator": gen.get_state(), "torch": torch.get_rng_state(),
+                        "step": step}, checkpoint)
+    record = dict(settings, held_out=sorted(held_out), version=2, torch=torch.__version__,
+                  trained_on=names)
+    save_encoder(encoder.eval(), out_path, record)
+    checkpoint.unlink(missing_ok=True)
+    log(f"saved {out_path}")
 
+
+# ---------------------------------------------------------------- out of sample, and every pair
+
+def hold_out_sets(models: dict) -> list[tuple]:
+    """Every group of the zoo alone and every pair of groups: the held-out sets of `held-out`."""
+    groups = sorted({m["group"] for m in models.values() if m["set"] == "zoo"})
+    return [(g,) for g in groups] + list(itertools.combinations(groups, 2))
+
+
+def held_out_path(held_out: tuple) -> Path:
+    return WORK / f"held-out-{'-'.join(sorted(held_out))}.safetensors"
+
+
+def train_held_out(settings=SETTINGS, log=print) -> None:
+    """One encoder per held-out set (`hold_out_sets`), in WORK; those already there are kept."""
+    models = pooled_models(log=log)
+    for held_out in hold_out_sets(models):
+        path = held_out_path(held_out)
+        if path.exists() and json.loads(load_settings(path))["steps"] == settings["steps"]:
+            continue
+        log(f"training without {', '.join(held_out)}")
+        train(path, settings, held_out, models, log_every=200, log=log)
+
+
+def load_settings(path) -> str:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return f.metadata()["settings"]
+
+
+@torch.no_grad()
+def latents(encoder, models: dict) -> dict:
+    """{name: latent [512]} of every model (all its pooled layers)."""
+    return {name: encoder(m["pooled"][None])[0] for name, m in models.items()}
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(F.cosine_similarity(a.double(), b.double(), dim=0))
+
+
+def pair_rows(models: dict, shipped) -> list[dict]:
+    """Every pair of the zoo and of the real models (same-base or unrelated), with its latent cosine under
+    version 1 ("v1"), the shipped version 2 ("v2", in sample for the zoo) and, for zoo pairs, the version-2
+    encoder trained without either side's group ("v2_held_out")."""
+    z_shipped = latents(shipped, models)
+    held = {}
+    rows = []
+    for where in ("zoo", "real"):
+        names = [name for name, m in models.items() if m["set"] == where]
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                relation = label(models[a], models[b])
+                if relation == "partial":
+                    continue
+                row = dict(a=a, b=b, set=where, label=relation, kind_a=models[a]["kind"], kind_b=models[b]["kind"],
+                           v1=cosine(models[a]["v1"], models[b]["v1"]), v2=cosine(z_shipped[a], z_shipped[b]))
+                if where == "zoo":
+                    key = tuple(sorted({models[a]["group"], models[b]["group"]}))
+                    if key not in held:
+                        held[key] = latents(load_encoder(held_out_path(key)), models)
+                    row["v2_held_out"] = cosine(held[key][a], held[key][b])
+                rows.append(row)
+    return rows
+
+
+def summary(rows: list[dict], key: str) -> dict:
+    """Separation of the rows' same-base from their unrelated pairs by `key`: AUC, TPR at 1% FPR, margin,
+    lowest same-base and highest unrelated (with the pair), mean |cos| of the unrelated."""
+    from separation import auc, tpr_at_fpr
+
+    pos = [r for r in rows if r["label"] == "same-base" and key in r]
+    neg = [r for r in rows if r["label"] == "unrelated" and key in r]
+    low, high = min(pos, key=lambda r: r[key]), max(neg, key=lambda r: r[key])
+    return {"n_pos": len(pos), "n_neg": len(neg), "auc": auc([r[key] for r in pos], [r[key] for r in neg]),
+            "tpr_at_1pct_fpr": tpr_at_fpr([r[key] for r in pos], [r[key] for r in neg], 0.01),
+            "margin": low[key] - high[key], "lowest_same_base": [low[key], low["a"], low["b"]],
+            "highest_unrelated": [high[key], high["a"], high["b"]],
+            "mean_abs_unrelated": sum(abs(r[key]) for r in neg) / len(neg)}
+
+
+def measure_pairs(out: Path = OUT_JSON, log=print) -> dict:
+    """Every pair under v1, v2 and v2 held out (`pair_rows`), with summaries; written to `out`."""
+    models = pooled_models(log=log)
+    rows = pair_rows(models, load_encoder(2))
+    zoo, real = [r for r in rows if r["set"] == "zoo"], [r for r in rows if r["set"] == "real"]
+    report = {"settings": json.loads(load_settings(REPO / "huref" / "data" / ENCODERS[2].weights)),
+              "models": {name: {k: m[k] for k in ("family", "group", "kind", "set")} | {"layers": m["pooled"].shape[0]}
+                         for name, m in models.items()},
+              "summary": {"zoo": {key: summary(zoo, key) for key in ("v1", "v2", "v2_held_out")},
+                          "real": {key: summary(real, key) for key in ("v1", "v2")}},
+              "pairs": rows}
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    log(f"wrote {out}")
+    return report
+
+
+# ---------------------------------------------------------------- synthetic and attacked measurements
 
 # Relatives as fine-tuning makes them: the weight and embedding noise of SETTINGS, and in half of the
 # pairs up to 2 % of the probe tokens changed. Hash-ranked probes (huref.tokens) are displaced in
@@ -332,18 +594,34 @@ def attacked_copies(weights, architectures=ATTACKED_ARCHITECTURES):
     return results
 
 
-if __name__ == "__main__":
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("-o", "--out", default="huref/data/encoder.safetensors", help="where to write the weights")
-    parser.add_argument("--steps", type=int, default=SETTINGS["steps"])
-    parser.add_argument("--evaluate", metavar="WEIGHTS", help="evaluate these weights on held-out samples instead")
-    parser.add_argument("--attacked", metavar="WEIGHTS", help="measure these weights on attacked tiny checkpoints")
-    parser.add_argument("--pairs", type=int, default=1200, help="held-out pairs for --evaluate")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 leaves the rest of the machine free)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("pool", help="pooled terms of the zoo and real models (WORK/pooled.pt)")
+    trainer = commands.add_parser("train", help="train on synthetic terms and the whole zoo")
+    trainer.add_argument("-o", "--out", default=str(REPO / "huref" / "data" / ENCODERS[2].weights))
+    trainer.add_argument("--steps", type=int, default=SETTINGS["steps"])
+    trainer.add_argument("--hold-out", default="", help="comma-separated zoo groups to leave out (GROUPS)")
+    trainer.add_argument("--threads", type=int, default=1, help="CPU threads (1 leaves the rest of the machine free)")
+    commands.add_parser("held-out", help="one encoder per held-out group and pair of groups (WORK)")
+    commands.add_parser("pairs", help=f"every pair under v1 and v2 -> {OUT_JSON.relative_to(REPO)}")
+    for name in ("synthetic", "attacked"):
+        commands.add_parser(name, help=f"{name} figures of WEIGHTS").add_argument("weights")
     args = parser.parse_args()
-    if args.attacked:
-        print(json.dumps(attacked_copies(args.attacked), indent=2))
-    elif args.evaluate:
-        print(json.dumps(evaluate(args.evaluate, pairs=args.pairs), indent=2))
+    if args.command == "pool":
+        pooled_models()
+    elif args.command == "train":
+        held_out = tuple(g for g in args.hold_out.split(",") if g)
+        train(args.out, dict(SETTINGS, steps=args.steps), held_out, threads=args.threads)
+    elif args.command == "held-out":
+        train_held_out()
+    elif args.command == "pairs":
+        measure_pairs()
+    elif args.command == "synthetic":
+        print(json.dumps(evaluate(args.weights), indent=2))
     else:
-        train(args.out, dict(SETTINGS, steps=args.steps), threads=args.threads)
+        print(json.dumps(attacked_copies(args.weights), indent=2))
+
+
+if __name__ == "__main__":
+    main()
