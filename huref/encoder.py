@@ -54,8 +54,8 @@ class EncoderVersion:
     reads: str  # in words, for messages
 
 
-ENCODERS = {
-    1: EncoderVersion(1, "encoder-v1.safetensors", "latent_panel-v1.json", False,
+ENCODERS = {  # one set of weights, two ways of reading a model (docs/ENCODER.md, "Versions")
+    1: EncoderVersion(1, "encoder.safetensors", "latent_panel-v1.json", False,
                       "the two middle layers, or --layers"),
     2: EncoderVersion(2, "encoder.safetensors", "latent_panel.json", True,
                       f"every layer, at most {LATENT_TOKENS} probe tokens"),

@@ -59,33 +59,43 @@ import torch
 import torch.nn.functional as F
 
 from huref.encoder import ENCODERS, GRID, LATENT_DIM, Encoder, load_encoder, pool_terms, save_encoder, zscore_cells
+from huref.invariants import DEFAULT_LAYERS, default_layer_order
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = Path(os.environ.get("HUREF_ENCODER_WORK", "/tmp/huref-encoder"))  # pooled terms, checkpoints, held-out weights
 OUT_JSON = REPO / "docs" / "results" / "encoder.json"
 
-SETTINGS = dict(
-    seed=20261206,
-    init="version 1",  # start from the version-1 weights (trained on synthetic terms alone, docs/ENCODER.md)
-    steps=600,
-    batch=32,
-    lr=5e-4,
-    lr_final=2e-5,
+SETTINGS = dict(  # the shipped weights' (huref/data/encoder.safetensors keeps them in its metadata)
+    seed=20261124,
+    init="none",  # "none": random; "version 1": the shipped weights
+    steps=2400,
+    batch=48,
+    lr=2e-3,
+    lr_final=5e-5,
     w_neg=8.0,
     w_gauss=1.0,
-    w_zoo=1.0,
     n_directions=256,
     tokens=(96, 4096),  # log-uniform token count n
     hidden=(64, 96, 128),  # embedding width h (wider costs time, adds nothing at a 64-bucket grid)
-    layers=(2, 4, 6, 8, 12),  # L, drawn per batch
+    layers=(1, 2, 2, 2, 3),  # L, drawn per batch
     max_weight_noise=0.2,  # relative noise on A, B
     max_embedding_noise=0.1,  # relative noise on X
     max_token_change=0.1,  # share of tokens replaced by new ones ...
     token_change_rate=0.5,  # ... in this share of the positives (many relatives keep the vocabulary)
-    max_dropped=0.4,  # share of a positive's layers dropped, at most (at least one is kept) ...
-    max_duplicated=0.25,  # ... and of the rest duplicated
+    max_dropped=0.0,  # share of a positive's layers dropped, at most (at least one is kept) ...
+    max_duplicated=0.0,  # ... and of the rest duplicated (`edit_depth`; both 0: no depth edits)
+    w_zoo=0.0,  # weight of the zoo's contrastive loss (`zoo_loss`; 0: the zoo is not trained on)
+    w_zoo_neg=8.0,  # weight of the zoo's negatives' mean cos^2 in it
+    w_anchor=0.0,  # weight of the squared distance of the weights from the initial ones (relative to their norm)
     checkpoint_every=50,
 )
+# The variants measured against it (docs/ENCODER.md, "Training for version 2"): from the shipped weights,
+# on synthetic models of up to 12 layers whose positives had layers dropped and duplicated, and on the
+# zoo as well.
+DEPTH_SETTINGS = dict(SETTINGS, seed=20261206, init="version 1", steps=400, batch=32, lr=5e-4, lr_final=2e-5,
+                      layers=(2, 4, 6, 8, 12), max_dropped=0.4, max_duplicated=0.25)
+ZOO_SETTINGS = dict(DEPTH_SETTINGS, steps=300, w_zoo=1.0)
+VARIANTS = {"shipped": SETTINGS, "depth": DEPTH_SETTINGS, "zoo": ZOO_SETTINGS}
 
 # which zoo families are held out together: a base with the models that share its tokenizer and data
 GROUPS = {"llama-A": "A", "llama-A-twin": "A", "llama-A-sib": "A", "llama-A-student": "A", "llama-B": "B",
@@ -226,31 +236,73 @@ def independent_cos2(z):
 # ---------------------------------------------------------------- the zoo and the real models
 
 def zoo_entries() -> list[dict]:
-    """The zoo's models (scripts/experiments.py, full scale) whose folders are built."""
+    """The zoo's models (scripts/experiments.py, full scale) that are built (their info.json, written
+    last, is there; the published MiniLM has none)."""
     import experiments as ex
 
     root = Path(os.environ.get("HUREF_EXPERIMENTS_CACHE", "/work/cache/experiments")) / "full"
     entries = ex.zoo_entries(root) + ex.lineage_entries(root, ex.SCALES["full"])
-    return [e for e in entries if (Path(e["dir"]) / "config.json").is_file()]
+    return [e for e in entries if (Path(e["dir"]) / "info.json").is_file() or e["kind"] == "pretrained"]
+
+
+DROPPED_ONE = (15,)  # the middle layer of SmolLM2's 30: the issue's "one layer dropped" copy
+
+
+def derived_copies() -> dict:
+    """{label: folder} of SmolLM2's derived copies (scripts/real_lineage.py: every function-preserving
+    rewrite at once; layers 10-14 removed), made in WORK/derived when the real cache lacks them, and
+    "smollm2-drop15": layer 15 removed, not healed."""
+    import real_lineage as rl
+    import real_models as rm
+    from huref_lab import attacks
+
+    base = rm.hf_dir("smollm2")
+    copies = {label: rl.PATHS[label]() for label in ("smollm2-rewritten", "smollm2-pruned")}
+    copies["smollm2-drop15"] = WORK / "derived" / "smollm2-drop15"
+    for label, path in copies.items():
+        if path.exists() or not base.exists():
+            continue
+        path = copies[label] = WORK / "derived" / label
+        if path.exists():
+            continue
+        if label == "smollm2-rewritten":
+            layout = attacks.layout_of(json.loads((base / "config.json").read_text()))
+            every = "+".join(a for a in attacks.valid_attacks(layout) if a != "append_vocabulary")
+            attacks.attack_directory(base, path, every, seed=1)
+        else:
+            rl.pruned_copy(base, path, rl.DROPPED if label == "smollm2-pruned" else DROPPED_ONE)
+    return copies
 
 
 def real_entries() -> list[dict]:
-    """The real models of scripts/real_lineage.py that are built, each with its family (its root)."""
+    """The real models of scripts/real_lineage.py that are built (its derived copies made when missing,
+    `derived_copies`), each with its family (its root) and how it was made."""
     import real_lineage as rl
 
-    return [dict(name=label, family=rl.ancestry(label)[0][0], kind=(rl.PARENT.get(label) or ("", "published"))[1],
-                 dir=rl.PATHS[label]()) for label in rl.ORDER if rl.PATHS[label]().exists()]
+    copies = derived_copies()
+    where = {label: copies.get(label, rl.PATHS[label]()) for label in rl.ORDER}
+    entries = [dict(name=label, family=rl.ancestry(label)[0][0], kind=(rl.PARENT.get(label) or ("", "published"))[1],
+                    dir=where[label]) for label in rl.ORDER if where[label].exists()]
+    if copies["smollm2-drop15"].exists():
+        entries.append(dict(name="smollm2-drop15", family="smollm2.gguf", kind="one layer dropped",
+                            dir=copies["smollm2-drop15"]))
+    return entries
 
 
-def pooled_models(rebuild: bool = False, log=print) -> dict:
+def pooled_models(update: bool = False, log=print) -> dict:
     """{name: {"pooled": [L, 3, GRID, GRID] (every layer that writes, huref.encoder.LATENT_TOKENS probe
-    tokens, as `huref fingerprint` reads them), "v1": the version-1 latent [512] (two middle layers, the
-    default tokens, as huref made it before version 2), "family", "group" (GROUPS; "real" for the real
-    models, never trained on), "kind", "set": "zoo" | "real"}}, cached in WORK/pooled.pt."""
+    tokens, as `huref fingerprint` reads them), "v1": the version-1 latent [512] (two middle layers, the default tokens, as huref made it before
+    version 2), "family", "group" (GROUPS; "real" for the real models, never trained on), "kind", "set":
+    "zoo" | "real"}}, cached in WORK/pooled.pt; `update`: pool the built models not in it yet (else the
+    cache must exist)."""
     from huref.inputs import Settings, open_subject
 
     cache = WORK / "pooled.pt"
-    models = {} if rebuild or not cache.exists() else torch.load(cache, weights_only=True)
+    if not update:
+        if not cache.exists():
+            raise SystemExit(f"{cache} is missing: run `python scripts/train_encoder.py pool` first")
+        return torch.load(cache, weights_only=True)
+    models = torch.load(cache, weights_only=True) if cache.exists() else {}
     settings = Settings()
     for where, entries in (("zoo", zoo_entries()), ("real", real_entries())):
         for e in entries:
@@ -264,7 +316,8 @@ def pooled_models(rebuild: bool = False, log=print) -> dict:
                                      kind=e["kind"], set=where, also_from=e.get("also_from") or "")
             log(f"pooled {e['name']}: {len(terms.layers)} layers, {len(terms.tokens)} tokens")
             WORK.mkdir(parents=True, exist_ok=True)
-            torch.save(models, cache)
+            torch.save(models, cache.with_suffix(".tmp"))
+            cache.with_suffix(".tmp").replace(cache)
     return models
 
 
@@ -297,7 +350,7 @@ def zoo_loss(encoder, training: list[dict], gen, settings) -> torch.Tensor:
     distinct = ~torch.eye(len(views), dtype=torch.bool)
     positive = (1 - cos[same & distinct]).mean()
     negative = cos[~same].pow(2).mean()
-    return positive + settings["w_neg"] * negative, positive, negative
+    return positive + settings["w_zoo_neg"] * negative, positive, negative
 
 
 def train(out_path, settings=SETTINGS, held_out=(), models=None, log_every=50, threads=1, log=print):
@@ -305,7 +358,7 @@ def train(out_path, settings=SETTINGS, held_out=(), models=None, log_every=50, t
     checkpoint of the run (weights, optimizer, schedule, random state) is kept in WORK every
     checkpoint_every steps and picked up again by the same command."""
     torch.set_num_threads(threads)
-    models = models if models is not None else pooled_models(log=log)
+    models = models if models is not None else pooled_models(log=log) if settings["w_zoo"] else {}
     names = [name for name, m in models.items() if m["set"] == "zoo" and m["group"] not in held_out]
     training = [models[name] for name in names]
     torch.manual_seed(settings["seed"])
@@ -326,19 +379,26 @@ def train(out_path, settings=SETTINGS, held_out=(), models=None, log_every=50, t
         torch.set_rng_state(state["torch"])
         first = state["step"] + 1
         log(f"resumed at step {first} from {checkpoint}")
+    initial = [p.detach().clone() for p in encoder.parameters()]
+    initial_norm = sum(float(p.pow(2).sum()) for p in initial)
     axes = torch.eye(LATENT_DIM)
     start = time.time()
     for step in range(first, settings["steps"] + 1):
         n, h, n_layers = draw_shape(gen, settings)
         anchor, positive, raw_cosine = sample_pair(settings["batch"], n, h, n_layers, gen, settings)
-        positive, present = edit_depth(list(positive), gen, settings)
+        present = None
+        if settings["max_dropped"] or settings["max_duplicated"]:
+            positive, present = edit_depth(list(positive), gen, settings)
         z_anchor, z_positive = encoder(anchor), encoder(positive, present)
         positive_loss = (1 - F.cosine_similarity(z_anchor, z_positive)).mean()
         negative_loss = independent_cos2(z_anchor)
         random_dirs = F.normalize(torch.randn(LATENT_DIM, settings["n_directions"], generator=gen), dim=0)
         gauss_loss = sliced_wasserstein_to_normal(torch.cat([z_anchor, z_positive]), torch.cat([axes, random_dirs], 1))
-        zoo, zoo_positive, zoo_negative = zoo_loss(encoder, training, gen, settings)
-        loss = positive_loss + settings["w_neg"] * negative_loss + settings["w_gauss"] * gauss_loss + settings["w_zoo"] * zoo
+        zoo, zoo_positive, zoo_negative = (zoo_loss(encoder, training, gen, settings) if settings["w_zoo"]
+                                           else (torch.zeros(()),) * 3)
+        drift = sum((p - p0).pow(2).sum() for p, p0 in zip(encoder.parameters(), initial)) / initial_norm
+        loss = (positive_loss + settings["w_neg"] * negative_loss + settings["w_gauss"] * gauss_loss
+                + settings["w_zoo"] * zoo + settings["w_anchor"] * drift)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -347,6 +407,7 @@ def train(out_path, settings=SETTINGS, held_out=(), models=None, log_every=50, t
             log(f"step {step:5d}  n={n:4d} h={h:3d} L={n_layers:2d}  loss {loss.item():.4f}  synthetic 1-cos+ "
                 f"{positive_loss.item():.4f} (raw {1 - raw_cosine.mean().item():.4f}) cos2- {negative_loss.item():.4f} "
                 f"sw {gauss_loss.item():.4f}  zoo 1-cos+ {zoo_positive.item():.4f} cos2- {zoo_negative.item():.4f}  "
+                f"drift {drift.item():.4f}  "
                 f"{time.time() - start:.0f}s")
         if step % settings["checkpoint_every"] == 0 and step < settings["steps"]:
             WORK.mkdir(parents=True, exist_ok=True)
@@ -362,25 +423,23 @@ def train(out_path, settings=SETTINGS, held_out=(), models=None, log_every=50, t
 
 # ---------------------------------------------------------------- out of sample, and every pair
 
-def hold_out_sets(models: dict) -> list[tuple]:
-    """Every group of the zoo alone and every pair of groups: the held-out sets of `held-out`."""
-    groups = sorted({m["group"] for m in models.values() if m["set"] == "zoo"})
-    return [(g,) for g in groups] + list(itertools.combinations(groups, 2))
+# The shipped weights are trained on synthetic terms alone, so every zoo and real pair is out of sample.
+# Trained on the zoo as well (ZOO_SETTINGS), an encoder is measured on the groups it did not see.
+HELD_OUT_GROUPS = ("A", "B")  # the groups with hard derivations (A) and hard negatives (A's), and a plain family (B)
 
 
-def held_out_path(held_out: tuple) -> Path:
-    return WORK / f"held-out-{'-'.join(sorted(held_out))}.safetensors"
+def held_out_path(group: str) -> Path:
+    return WORK / f"zoo-trained-without-{group}.safetensors"
 
 
-def train_held_out(settings=SETTINGS, log=print) -> None:
-    """One encoder per held-out set (`hold_out_sets`), in WORK; those already there are kept."""
+def train_held_out(groups=HELD_OUT_GROUPS, log=print) -> None:
+    """One zoo-trained encoder (ZOO_SETTINGS) per group of `groups`, trained without it, in WORK; those
+    already there are kept."""
     models = pooled_models(log=log)
-    for held_out in hold_out_sets(models):
-        path = held_out_path(held_out)
-        if path.exists() and json.loads(load_settings(path))["steps"] == settings["steps"]:
-            continue
-        log(f"training without {', '.join(held_out)}")
-        train(path, settings, held_out, models, log_every=200, log=log)
+    for group in groups:
+        if not held_out_path(group).exists():
+            log(f"training on the zoo without group {group}")
+            train(held_out_path(group), ZOO_SETTINGS, (group,), models, log_every=100, log=log)
 
 
 def load_settings(path) -> str:
@@ -400,13 +459,14 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(F.cosine_similarity(a.double(), b.double(), dim=0))
 
 
-def pair_rows(models: dict, shipped) -> list[dict]:
-    """Every pair of the zoo and of the real models (same-base or unrelated), with its latent cosine under
-    version 1 ("v1"), the shipped version 2 ("v2", in sample for the zoo) and, for zoo pairs, the version-2
-    encoder trained without either side's group ("v2_held_out")."""
+def pair_latents(models: dict, shipped):
+    """Every pair of the zoo and of the real models (same-base or unrelated), as (row, latents): row
+    {"a", "b", "set", "label", "kind_a", "kind_b"}, latents {"v1": version 1 as shipped, "v2": the shipped
+    version 2, and for zoo pairs with a side in a group of HELD_OUT_GROUPS "v2_zoo": the zoo-trained
+    encoder that did not see that group}, each a pair of latents [512]."""
     z_shipped = latents(shipped, models)
-    held = {}
-    rows = []
+    zoo_trained = {group: latents(load_encoder(held_out_path(group)), models) for group in HELD_OUT_GROUPS
+                   if held_out_path(group).exists()}
     for where in ("zoo", "real"):
         names = [name for name, m in models.items() if m["set"] == where]
         for i, a in enumerate(names):
@@ -414,15 +474,19 @@ def pair_rows(models: dict, shipped) -> list[dict]:
                 relation = label(models[a], models[b])
                 if relation == "partial":
                     continue
-                row = dict(a=a, b=b, set=where, label=relation, kind_a=models[a]["kind"], kind_b=models[b]["kind"],
-                           v1=cosine(models[a]["v1"], models[b]["v1"]), v2=cosine(z_shipped[a], z_shipped[b]))
-                if where == "zoo":
-                    key = tuple(sorted({models[a]["group"], models[b]["group"]}))
-                    if key not in held:
-                        held[key] = latents(load_encoder(held_out_path(key)), models)
-                    row["v2_held_out"] = cosine(held[key][a], held[key][b])
-                rows.append(row)
-    return rows
+                row = dict(a=a, b=b, set=where, label=relation, kind_a=models[a]["kind"], kind_b=models[b]["kind"])
+                pair = {"v1": (models[a]["v1"], models[b]["v1"]), "v2": (z_shipped[a], z_shipped[b])}
+                unseen = [models[n]["group"] for n in (a, b) if models[n]["group"] in zoo_trained]
+                if unseen:
+                    pair["v2_zoo"] = (zoo_trained[unseen[0]][a], zoo_trained[unseen[0]][b])
+                    row["zoo_held_out"] = unseen[0]
+                yield row, pair
+
+
+def pair_rows(models: dict, shipped) -> list[dict]:
+    """`pair_latents`' rows with each latent pair's cosine under its key ("v1", "v2", "v2_zoo")."""
+    return [dict(row, **{key: cosine(*pair) for key, pair in latent_pairs.items()})
+            for row, latent_pairs in pair_latents(models, shipped)]
 
 
 def summary(rows: list[dict], key: str) -> dict:
@@ -448,12 +512,62 @@ def measure_pairs(out: Path = OUT_JSON, log=print) -> dict:
     report = {"settings": json.loads(load_settings(REPO / "huref" / "data" / ENCODERS[2].weights)),
               "models": {name: {k: m[k] for k in ("family", "group", "kind", "set")} | {"layers": m["pooled"].shape[0]}
                          for name, m in models.items()},
-              "summary": {"zoo": {key: summary(zoo, key) for key in ("v1", "v2", "v2_held_out")},
+              "summary": {"zoo": {key: summary(zoo, key) for key in ("v1", "v2", "v2_zoo")},
                           "real": {key: summary(real, key) for key in ("v1", "v2")}},
+              "readings": reading_rows(models),
               "pairs": rows}
     out.write_text(json.dumps(report, indent=1) + "\n")
     log(f"wrote {out}")
     return report
+
+
+# ---------------------------------------------------------------- how to read a model: the measured options
+
+def evenly_spaced(n: int, k: int) -> list[int]:
+    """k of n layer positions, evenly spaced from the first to the last (all n when n <= k)."""
+    return list(range(n)) if n <= k else sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
+
+
+def centred(pooled: torch.Tensor) -> torch.Tensor:
+    """Pooled terms [..., GRID, GRID] (every bucket filled) without what a bucket does on its own: each
+    matrix double-centred (its rows' and columns' means removed: the statistics of a bucket's tokens,
+    which models trained with one tokenizer share whatever their weights), its diagonal (each token with
+    itself, large in every model) set to 0, and z-scored again."""
+    cells = (pooled - pooled.mean(-1, keepdim=True) - pooled.mean(-2, keepdim=True)
+             + pooled.mean((-2, -1), keepdim=True)).masked_fill(torch.eye(GRID, dtype=torch.bool), 0)
+    return cells / cells.flatten(-2).std(-1)[..., None, None]
+
+
+READINGS = {  # name -> the pooled layers [L', 3, GRID, GRID] read from a model's every layer [L, 3, GRID, GRID]
+    "the two middle layers (version 1)": lambda p: p[sorted(default_layer_order(list(range(len(p))))[:DEFAULT_LAYERS])],
+    "4 evenly spaced layers": lambda p: p[evenly_spaced(len(p), 4)],
+    "8 evenly spaced layers": lambda p: p[evenly_spaced(len(p), 8)],
+    "16 evenly spaced layers": lambda p: p[evenly_spaced(len(p), 16)],
+    "every layer (version 2)": lambda p: p,
+    "every layer, centred": centred,
+}
+
+
+@torch.no_grad()
+def reading_rows(models: dict) -> list[dict]:
+    """For each way of reading a model (READINGS) and every zoo and real pair: the cosine of the layers'
+    mean pooled terms ("input": what a linear encoder starts from; an untrained random projection keeps it)
+    and of the version-1 weights' latent of those layers ("latent")."""
+    encoder = load_encoder(1)
+    rows = []
+    for reading, read in READINGS.items():
+        pooled = {name: read(m["pooled"]) for name, m in models.items()}
+        z = {name: encoder(p[None])[0] for name, p in pooled.items()}
+        for where in ("zoo", "real"):
+            names = [name for name, m in models.items() if m["set"] == where]
+            for i, a in enumerate(names):
+                for b in names[i + 1:]:
+                    relation = label(models[a], models[b])
+                    if relation != "partial":
+                        rows.append(dict(reading=reading, a=a, b=b, set=where, label=relation,
+                                         input=cosine(pooled[a].mean(0).flatten(), pooled[b].mean(0).flatten()),
+                                         latent=cosine(z[a], z[b])))
+    return rows
 
 
 # ---------------------------------------------------------------- synthetic and attacked measurements
@@ -598,23 +712,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("pool", help="pooled terms of the zoo and real models (WORK/pooled.pt)")
-    trainer = commands.add_parser("train", help="train on synthetic terms and the whole zoo")
-    trainer.add_argument("-o", "--out", default=str(REPO / "huref" / "data" / ENCODERS[2].weights))
-    trainer.add_argument("--steps", type=int, default=SETTINGS["steps"])
+    trainer = commands.add_parser("train", help="train weights (the shipped ones' settings, or a measured variant)")
+    trainer.add_argument("-o", "--out", default=str(WORK / "encoder.safetensors"),
+                         help="where to write them (the packaged file must stay what published fingerprints name)")
+    trainer.add_argument("--variant", choices=VARIANTS, default="shipped")
+    trainer.add_argument("--steps", type=int, default=None, help="instead of the variant's")
     trainer.add_argument("--hold-out", default="", help="comma-separated zoo groups to leave out (GROUPS)")
     trainer.add_argument("--threads", type=int, default=1, help="CPU threads (1 leaves the rest of the machine free)")
-    commands.add_parser("held-out", help="one encoder per held-out group and pair of groups (WORK)")
+    commands.add_parser("held-out", help="zoo-trained encoders, each without one group of HELD_OUT_GROUPS "
+                                          "(WORK; --group: that one only)").add_argument("--group", default=None)
     commands.add_parser("pairs", help=f"every pair under v1 and v2 -> {OUT_JSON.relative_to(REPO)}")
     for name in ("synthetic", "attacked"):
         commands.add_parser(name, help=f"{name} figures of WEIGHTS").add_argument("weights")
     args = parser.parse_args()
     if args.command == "pool":
-        pooled_models()
+        pooled_models(update=True)
     elif args.command == "train":
         held_out = tuple(g for g in args.hold_out.split(",") if g)
-        train(args.out, dict(SETTINGS, steps=args.steps), held_out, threads=args.threads)
+        settings = VARIANTS[args.variant]
+        train(args.out, dict(settings, steps=args.steps or settings["steps"]), held_out, threads=args.threads)
     elif args.command == "held-out":
-        train_held_out()
+        train_held_out((args.group,) if args.group else HELD_OUT_GROUPS)
     elif args.command == "pairs":
         measure_pairs()
     elif args.command == "synthetic":
