@@ -378,6 +378,9 @@ def fingerprint(model, output, as_json, save_fingerprint, name, generator, trunc
     subject = subjects[0]
     if subject.kind != "model":
         raise HurefError(f"{model}: not a model (fingerprint takes a model; `huref show` draws an FP.json)")
+    if settings.layers:
+        raise HurefError("--layers: a fingerprint reads every layer (docs/ENCODER.md); --layers is for compare, "
+                         "invariants and lineage")
     outputs = [output] + ([save_fingerprint, opening_path(save_fingerprint)] if save_fingerprint else [])
     check_outputs(outputs, subjects)
     dog_generator, generator_info = load_dog_generator(generator, run)

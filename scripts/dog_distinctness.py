@@ -244,7 +244,7 @@ def person_check(G, psi: float, cutoff: int | None, path: Path, scale: int = 3):
 def encoder_pairs(G, psi: float, cutoff: int | None, scales: dict) -> list[dict]:
     """The combined image distance between the dogs of every zoo and real pair of scripts/train_encoder.py
     (`pair_latents`) under each encoder: "v1" (version 1 as shipped), "v2" (the shipped version 2) and,
-    for zoo pairs, "v2_held_out" (version 2 trained without either side's group). Rows: the pair's
+    for zoo pairs with a side in a held-out group, "v2_zoo" (the zoo-trained variant that did not see it). Rows: the pair's
     {"a", "b", "set", "label", "kind_a", "kind_b"} with "<key>_cosine" and "<key>_distance" per encoder."""
     import train_encoder as te
 
@@ -269,9 +269,10 @@ def encoder_pairs(G, psi: float, cutoff: int | None, scales: dict) -> list[dict]
     return out
 
 
-def encoder_gallery(G, psi: float, cutoff: int | None, path: Path, side: int = 48) -> None:
-    """Each base of the zoo and the real models with its derivatives, a row per encoder (version 1 as
-    shipped above, version 2 below), as one palette PNG at `path` (dogs `side` pixels wide, names under)."""
+def encoder_gallery(G, psi: float, cutoff: int | None, path: Path, versions=("v1", "v2"), side: int = 48) -> None:
+    """Each base of the zoo and the real models with its derivatives, a row per encoder of `versions`
+    ("v1": version 1 as shipped, "v2": version 2), as one palette PNG at `path` (dogs `side` pixels
+    wide, names under)."""
     import train_encoder as te
 
     from huref.encoder import load_encoder
@@ -284,11 +285,13 @@ def encoder_gallery(G, psi: float, cutoff: int | None, path: Path, side: int = 4
     families = {key: names for key, names in families.items() if len(names) > 1}
     label_h, gap = 12, 4
     width = max(len(names) for names in families.values()) * (side + gap) + 60
-    sheet = Image.new("RGB", (width, len(families) * 2 * (side + gap) + len(families) * label_h + 4), "white")
+    sheet = Image.new("RGB", (width, len(families) * len(versions) * (side + gap) + len(families) * label_h + 4), "white")
     draw = ImageDraw.Draw(sheet)
     y = 2
     for names in families.values():
         for version, latent in (("v1", lambda n: models[n]["v1"]), ("v2", lambda n: v2[n])):
+            if version not in versions:
+                continue
             images = render_batch(G, torch.stack([latent(n) for n in names]), psi, cutoff)
             draw.text((2, y + side // 2 - 5), version, fill="black")
             for i, image in enumerate(images):
@@ -296,7 +299,8 @@ def encoder_gallery(G, psi: float, cutoff: int | None, path: Path, side: int = 4
                 sheet.paste(picture.resize((side, side), Image.LANCZOS), (60 + i * (side + gap), y))
             y += side + gap
         for i, name in enumerate(names):
-            draw.text((60 + i * (side + gap), y - 2), name.split("/")[-1][:8], fill="black")
+            short = name.split("/")[-1] if name == names[0] else name.split("/")[-1].removeprefix(names[0].split(".")[0] + "-")
+            draw.text((60 + i * (side + gap), y - 2), short[:9], fill="black")
         y += label_h
     sheet.quantize(colors=256).save(path, optimize=True)
 
@@ -318,6 +322,7 @@ def main(argv=None):
                          "(scripts/train_encoder.py's pairs, at the first of --settings) into this JSON")
     ap.add_argument("--encoder-gallery", type=Path, default=None,
                     help="only draw each base with its derivatives under encoder versions 1 and 2 into this PNG")
+    ap.add_argument("--versions", default="v1,v2", help="the encoder versions --encoder-gallery draws (v1, v2)")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -329,7 +334,7 @@ def main(argv=None):
         person_check(G, *settings[0], args.gallery)
         return 0
     if args.encoder_gallery:
-        encoder_gallery(G, *settings[0], args.encoder_gallery)
+        encoder_gallery(G, *settings[0], args.encoder_gallery, tuple(args.versions.split(",")))
         return 0
     if args.encoder_pairs:
         scales = photo_reference(load_photos(args.photos), args.pairs)[0]

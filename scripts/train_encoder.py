@@ -64,6 +64,8 @@ from huref.invariants import DEFAULT_LAYERS, default_layer_order
 REPO = Path(__file__).resolve().parent.parent
 WORK = Path(os.environ.get("HUREF_ENCODER_WORK", "/tmp/huref-encoder"))  # pooled terms, checkpoints, held-out weights
 OUT_JSON = REPO / "docs" / "results" / "encoder.json"
+DOGS_JSON = REPO / "docs" / "results" / "encoder_dogs.json"  # scripts/dog_distinctness.py --encoder-pairs
+ENCODER_MD = REPO / "docs" / "ENCODER.md"
 
 SETTINGS = dict(  # the shipped weights' (huref/data/encoder.safetensors keeps them in its metadata)
     seed=20261124,
@@ -459,12 +461,17 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(F.cosine_similarity(a.double(), b.double(), dim=0))
 
 
+DEPTH_PATH = WORK / "depth.safetensors"  # `train --variant depth -o` this, for `pairs`
+
+
 def pair_latents(models: dict, shipped):
     """Every pair of the zoo and of the real models (same-base or unrelated), as (row, latents): row
     {"a", "b", "set", "label", "kind_a", "kind_b"}, latents {"v1": version 1 as shipped, "v2": the shipped
-    version 2, and for zoo pairs with a side in a group of HELD_OUT_GROUPS "v2_zoo": the zoo-trained
-    encoder that did not see that group}, each a pair of latents [512]."""
+    version 2, "v2_depth": the depth variant when DEPTH_PATH is there, and for zoo pairs with a side in a
+    group of HELD_OUT_GROUPS "v2_zoo": the zoo-trained encoder that did not see that group}, each a pair
+    of latents [512]."""
     z_shipped = latents(shipped, models)
+    z_depth = latents(load_encoder(DEPTH_PATH), models) if DEPTH_PATH.exists() else None
     zoo_trained = {group: latents(load_encoder(held_out_path(group)), models) for group in HELD_OUT_GROUPS
                    if held_out_path(group).exists()}
     for where in ("zoo", "real"):
@@ -476,6 +483,8 @@ def pair_latents(models: dict, shipped):
                     continue
                 row = dict(a=a, b=b, set=where, label=relation, kind_a=models[a]["kind"], kind_b=models[b]["kind"])
                 pair = {"v1": (models[a]["v1"], models[b]["v1"]), "v2": (z_shipped[a], z_shipped[b])}
+                if z_depth is not None:
+                    pair["v2_depth"] = (z_depth[a], z_depth[b])
                 unseen = [models[n]["group"] for n in (a, b) if models[n]["group"] in zoo_trained]
                 if unseen:
                     pair["v2_zoo"] = (zoo_trained[unseen[0]][a], zoo_trained[unseen[0]][b])
@@ -504,21 +513,122 @@ def summary(rows: list[dict], key: str) -> dict:
             "mean_abs_unrelated": sum(abs(r[key]) for r in neg) / len(neg)}
 
 
-def measure_pairs(out: Path = OUT_JSON, log=print) -> dict:
-    """Every pair under v1, v2 and v2 held out (`pair_rows`), with summaries; written to `out`."""
+def measure_pairs(out: Path = OUT_JSON, dogs: Path = DOGS_JSON, log=print) -> dict:
+    """Every pair under v1, v2 and the zoo-trained v2 (`pair_rows`), with summaries, the readings compared
+    (`reading_rows`) and, when `dogs` (scripts/dog_distinctness.py --encoder-pairs) is there, the dogs' image
+    distances; written to `out`, and the tables to docs/ENCODER.md (`section`)."""
     models = pooled_models(log=log)
     rows = pair_rows(models, load_encoder(2))
+    if dogs.exists():
+        distances = {(r["a"], r["b"]): r for r in json.loads(dogs.read_text())["pairs"]}
+        for r in rows:
+            found = distances.get((r["a"], r["b"]), {})
+            r.update({f"{key}_distance": found[f"{key}_distance"] for key in ("v1", "v2") if f"{key}_distance" in found})
     zoo, real = [r for r in rows if r["set"] == "zoo"], [r for r in rows if r["set"] == "real"]
     report = {"settings": json.loads(load_settings(REPO / "huref" / "data" / ENCODERS[2].weights)),
               "models": {name: {k: m[k] for k in ("family", "group", "kind", "set")} | {"layers": m["pooled"].shape[0]}
                          for name, m in models.items()},
-              "summary": {"zoo": {key: summary(zoo, key) for key in ("v1", "v2", "v2_zoo")},
-                          "real": {key: summary(real, key) for key in ("v1", "v2")}},
+              "summary": {where: {key: summary(group, key) for key in ("v1", "v2", "v2_depth", "v2_zoo")
+                                  if any(key in r for r in group)} for where, group in (("zoo", zoo), ("real", real))},
               "readings": reading_rows(models),
+              "layer_similarity": {name: layer_similarity(models[name]["pooled"]) for name in ("smollm2.gguf", "gemma3.gguf")
+                                   if name in models},
               "pairs": rows}
     out.write_text(json.dumps(report, indent=1) + "\n")
-    log(f"wrote {out}")
+    import lineage_evidence
+
+    lineage_evidence.insert_section(ENCODER_MD, section(report), SECTION_HEADING)
+    log(f"wrote {out} and {ENCODER_MD}")
     return report
+
+
+SECTION_HEADING = "## Version 1 beside version 2 on the zoo and real models"
+WATCHED = ("llama-A/sft", "llama-A/lora", "llama-A/ft-python", "llama-A/cpt+vocab", "llama-A/cpt-heavy", "llama-A/int8",
+           "llama-A/prune20", "llama-A/depth-pruned", "llama-A/width-pruned", "llama-A/upscaled", "llama-A/moe-upcycled",
+           "llama-A/merge-linear", "llama-A/merge-slerp", "llama-A/merge-ties", "llama-A/frankenmerge",
+           "llama-A/attacked", "llama-A-twin", "llama-A-sib", "llama-A-student")
+
+
+PAIR_HEADER, PAIR_RULE = "| A | B | relation | v1 | v2 | depth variant | zoo-trained |", "|---|---|---|---|---|---|---|"
+
+
+def pair_line(r: dict) -> str:
+    """One table row: the pair, its relation, each encoder's cosine (and dog distance where measured)."""
+    cells = []
+    for key in ("v1", "v2"):
+        distance = f" ({r[key + '_distance']:.2f})" if key + "_distance" in r else ""
+        cells.append(f"{r[key]:.3f}{distance}")
+    variants = [f"{r[key]:.3f}" if key in r else "–" for key in ("v2_depth", "v2_zoo")]
+    relation = r["label"] if r["label"] == "unrelated" else r["kind_b"]
+    return f"| {r['a']} | {r['b']} | {relation} | {' | '.join(cells + variants)} |"
+
+
+def summary_line(name: str, s: dict) -> str:
+    return (f"| {name} | {s['n_pos']} / {s['n_neg']} | {s['auc']:.3f} | {s['tpr_at_1pct_fpr']:.3f} | {s['margin']:+.3f} | "
+            f"{s['lowest_same_base'][0]:.3f} ({s['lowest_same_base'][1]} ~ {s['lowest_same_base'][2]}) | "
+            f"{s['highest_unrelated'][0]:.3f} ({s['highest_unrelated'][1]} ~ {s['highest_unrelated'][2]}) | "
+            f"{s['mean_abs_unrelated']:.3f} |")
+
+
+def section(report: dict) -> str:
+    """The markdown of docs/ENCODER.md's SECTION_HEADING: separation, every watched pair, the real pairs,
+    and the readings compared."""
+    rows, summaries = report["pairs"], report["summary"]
+    by = {(r["a"], r["b"]): r for r in rows}
+    out = [SECTION_HEADING, "",
+           "*Written by `python scripts/train_encoder.py pairs` (after `pool`, `held-out` and "
+           "`scripts/dog_distinctness.py --encoder-pairs`). Cosines of the two models' latents; in brackets the "
+           "image distance of their dogs (`scripts/dog_distinctness.py`: 0 the same picture, 1 as far apart as two "
+           "random dog photos; bundled generator, psi 0.5, cutoff 8). v1: encoder version 1 as huref made "
+           "fingerprints before (the two middle layers, 4096 probe tokens); v2: version 2 (every layer, 1024 probe "
+           "tokens, the same weights); depth variant and zoo-trained: the retrained weights of \"Training for version 2\" "
+           "(the zoo-trained ones on pairs with a side in the group they did not see: A, llama-A with its twin, sibling "
+           "and student; B, llama-B). The shipped weights never saw the zoo or the real models: every v1 and v2 figure "
+           "is out of sample.*", "",
+           "| encoder | pairs (same-base / unrelated) | AUC | TPR at 1% FPR | margin | lowest same-base | "
+           "highest unrelated | mean \\|cos\\| unrelated |", "|---|---|---|---|---|---|---|---|"]
+    for where in ("zoo", "real"):
+        for key, name in (("v1", "version 1"), ("v2", "version 2"), ("v2_depth", "depth variant"),
+                          ("v2_zoo", "zoo-trained, groups A and B held out")):
+            if key in summaries[where]:
+                out.append(summary_line(f"{where}: {name}", summaries[where][key]))
+    out += ["", "Relatives and hard negatives of llama-A (the zoo's lineage models), then every other zoo family's:", "",
+            PAIR_HEADER, PAIR_RULE]
+    out += [pair_line(by[("llama-A", b)]) for b in WATCHED if ("llama-A", b) in by]
+    for base in ("llama-B", "llama-C", "MiniLM"):
+        out += [pair_line(r) for r in rows if r["a"] == base and r["label"] == "same-base"]
+    unrelated = sorted((r for r in rows if r["set"] == "zoo" and r["label"] == "unrelated"), key=lambda r: -r["v2"])
+    out += ["", f"The five unrelated zoo pairs with the highest version-2 cosine (of {len(unrelated)}):", "",
+            PAIR_HEADER, PAIR_RULE]
+    out += [pair_line(r) for r in unrelated[:5]]
+    real = [r for r in rows if r["set"] == "real"]
+    out += ["", "Real models (docs/REAL_MODELS.md; smollm2-drop15: SmolLM2 without layer 15, not healed): every same-base "
+            "pair, and the highest unrelated pair of each two families:", "",
+            PAIR_HEADER, PAIR_RULE]
+    out += [pair_line(r) for r in real if r["label"] == "same-base"]
+    highest = {}
+    for r in real:
+        if r["label"] == "unrelated":
+            key = tuple(sorted((report["models"][r["a"]]["family"], report["models"][r["b"]]["family"])))
+            if key not in highest or r["v2"] > highest[key]["v2"]:
+                highest[key] = r
+    out += [pair_line(r) for r in highest.values()]
+    out += ["", "How a model is read (`READINGS`; the shipped weights on each reading; \"input\": the cosine of the "
+            "layers' mean pooled terms, what an untrained random projection keeps):", "",
+            "| reading | zoo: lowest same-base | zoo: highest unrelated | cpt-heavy | twin | sibling | depth-pruned | "
+            "smollm2 - 5 of 30 layers | smollm2 - 1 of 30 |", "|---|---|---|---|---|---|---|---|---|"]
+    for reading in READINGS:
+        found = [r for r in report["readings"] if r["reading"] == reading]
+        at = {(r["a"], r["b"]): r for r in found}
+        zoo = [r for r in found if r["set"] == "zoo"]
+        low = min((r for r in zoo if r["label"] == "same-base"), key=lambda r: r["latent"])
+        high = max((r for r in zoo if r["label"] == "unrelated"), key=lambda r: r["latent"])
+        cell = lambda a, b: f"{at[(a, b)]['latent']:.3f} ({at[(a, b)]['input']:.3f})" if (a, b) in at else "–"  # noqa: E731
+        out.append(f"| {reading} | {low['latent']:.3f} ({low['input']:.3f}) | {high['latent']:.3f} ({high['input']:.3f}) | "
+                   f"{cell('llama-A', 'llama-A/cpt-heavy')} | {cell('llama-A', 'llama-A-twin')} | "
+                   f"{cell('llama-A', 'llama-A-sib')} | {cell('llama-A', 'llama-A/depth-pruned')} | "
+                   f"{cell('smollm2.gguf', 'smollm2-pruned')} | {cell('smollm2.gguf', 'smollm2-drop15')} |")
+    return "\n".join(out) + "\n"
 
 
 # ---------------------------------------------------------------- how to read a model: the measured options
@@ -546,6 +656,14 @@ READINGS = {  # name -> the pooled layers [L', 3, GRID, GRID] read from a model'
     "every layer (version 2)": lambda p: p,
     "every layer, centred": centred,
 }
+
+
+def layer_similarity(pooled: torch.Tensor) -> dict:
+    """How alike one model's layers are: the mean cosine of the pooled terms [L, 3, GRID, GRID] of layers
+    1, 2 and 5 apart ({"1": ..., "2": ..., "5": ...})."""
+    flat = F.normalize(pooled.flatten(1).double(), dim=1)  # [L, 3 * GRID * GRID]
+    cos = flat @ flat.T
+    return {str(k): float(cos.diagonal(k).mean()) for k in (1, 2, 5) if k < len(pooled)}
 
 
 @torch.no_grad()
@@ -665,15 +783,15 @@ ATTACKED_ARCHITECTURES = ("llama", "gpt2", "falcon", "gemma2", "qwen2_moe")
 
 
 def attacked_copies(weights, architectures=ATTACKED_ARCHITECTURES):
-    """Latent and raw-term cosine with the original for tiny zoo checkpoints (huref_lab/tiny_models.py,
-    384-token vocabularies, every token a probe) under: every valid function-preserving rewrite at
-    once; 4 appended tokens (1 % of the vocabulary); 40 appended tokens (10 %); every rewrite then 4
-    appended tokens; and, as the unrelated case, an independent init of the same architecture."""
+    """Latent and pooled-term cosine (float64) with the original, as `huref fingerprint` reads them (every
+    layer), for tiny zoo checkpoints (huref_lab/tiny_models.py, 384-token vocabularies, every token a
+    probe) under: every valid function-preserving rewrite at once; 4 appended tokens (1 % of the
+    vocabulary); 40 appended tokens (10 %); every rewrite then 4 appended tokens; and, as the unrelated
+    case, an independent init of the same architecture."""
     import tempfile
 
-    from huref.encoder import encode, pool_terms
-    from huref.invariants import invariant_terms
-    from huref.sources import load_model
+    from huref.encoder import encode
+    from huref.inputs import Settings, open_subject
     from huref_lab import attacks, tiny_models
 
     torch.set_num_threads(1)
@@ -698,13 +816,12 @@ def attacked_copies(weights, architectures=ATTACKED_ARCHITECTURES):
             for name, attack in variants.items():
                 attacked = attack(attacks.read_checkpoint(original), torch.Generator().manual_seed(1))
                 paths[name] = attacks.write_checkpoint(attacked, Path(tmp) / f"{arch}-{len(paths)}")
-            terms = {name: invariant_terms(load_model(str(path))) for name, path in paths.items()}
+            terms = {name: open_subject(str(path)).latent_terms(Settings()) for name, path in paths.items()}
             z = {name: encode(t.values, t.tokens, encoder) for name, t in terms.items()}
-            pooled = {name: pool_terms(t.values, t.tokens).flatten() for name, t in terms.items()}
-            results[arch] = {name: {"latent": F.cosine_similarity(z["original"], z[name], dim=0).item(),
-                                    "pooled": F.cosine_similarity(pooled["original"], pooled[name], dim=0).item()}
+            pooled = {name: pool_terms(t.values, t.tokens).mean(0).flatten() for name, t in terms.items()}
+            results[arch] = {name: {"latent": cosine(z["original"], z[name]), "pooled": cosine(pooled["original"], pooled[name])}
                              for name in paths if name != "original"}
-            print(arch, {k: round(v["latent"], 4) for k, v in results[arch].items()}, file=sys.stderr, flush=True)
+            print(arch, {k: round(v["latent"], 7) for k, v in results[arch].items()}, file=sys.stderr, flush=True)
     return results
 
 

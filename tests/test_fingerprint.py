@@ -360,3 +360,11 @@ def test_fingerprints_of_encoder_version_1_still_verify(published, tmp_path, hur
     code, out, err = huref_cli("compare", str(legacy), str(published["offspring"]["fp"]))
     assert code == 2 and out == "" and err.count("\n") == 1
     assert "encoder version 1" in err and "version 2" in err and "cannot be compared" in err
+
+
+def test_fingerprint_refuses_layers_it_would_not_read(tmp_path, huref_cli):
+    """The dog reads every layer: --layers, which compare and invariants take, is refused in one line
+    rather than silently passed over."""
+    code, out, err = huref_cli("fingerprint", "demo:base", "--layers", "1,2", "-o", str(tmp_path / "d.png"))
+    assert code == 2 and out == "" and err.count("\n") == 1 and "every layer" in err
+    assert not (tmp_path / "d.png").exists()
