@@ -263,7 +263,7 @@ def encoder_pairs(G, psi: float, cutoff: int | None, scales: dict) -> list[dict]
     out, k = [], 0
     for row, keys in rows:
         for key in keys:
-            row = dict(row, **{f"{key}_cosine": cosines[k], f"{key}_distance": distance[k]})
+            row = dict(row, **{f"{key}_cosine": round(cosines[k], 5), f"{key}_distance": round(distance[k], 4)})
             k += 1
         out.append(row)
     return out

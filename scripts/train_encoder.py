@@ -530,16 +530,27 @@ def measure_pairs(out: Path = OUT_JSON, dogs: Path = DOGS_JSON, log=print) -> di
                          for name, m in models.items()},
               "summary": {where: {key: summary(group, key) for key in ("v1", "v2", "v2_depth", "v2_zoo")
                                   if any(key in r for r in group)} for where, group in (("zoo", zoo), ("real", real))},
-              "readings": reading_rows(models),
+              "readings": reading_summary(reading_rows(models)),
               "layer_similarity": {name: layer_similarity(models[name]["pooled"]) for name in ("smollm2.gguf", "gemma3.gguf")
                                    if name in models},
               "pairs": rows}
-    out.write_text(json.dumps(report, indent=1) + "\n")
+    out.write_text(json.dumps(rounded(report), indent=1) + "\n")
     import lineage_evidence
 
     lineage_evidence.insert_section(ENCODER_MD, section(report), SECTION_HEADING)
     log(f"wrote {out} and {ENCODER_MD}")
     return report
+
+
+def rounded(value, digits: int = 5):
+    """value with every float rounded to `digits` (a smaller JSON; the tables print 3)."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v, digits) for v in value]
+    return value
 
 
 SECTION_HEADING = "## Version 1 beside version 2 on the zoo and real models"
@@ -617,17 +628,12 @@ def section(report: dict) -> str:
             "layers' mean pooled terms, what an untrained random projection keeps):", "",
             "| reading | zoo: lowest same-base | zoo: highest unrelated | cpt-heavy | twin | sibling | depth-pruned | "
             "smollm2 - 5 of 30 layers | smollm2 - 1 of 30 |", "|---|---|---|---|---|---|---|---|---|"]
-    for reading in READINGS:
-        found = [r for r in report["readings"] if r["reading"] == reading]
-        at = {(r["a"], r["b"]): r for r in found}
-        zoo = [r for r in found if r["set"] == "zoo"]
-        low = min((r for r in zoo if r["label"] == "same-base"), key=lambda r: r["latent"])
-        high = max((r for r in zoo if r["label"] == "unrelated"), key=lambda r: r["latent"])
-        cell = lambda a, b: f"{at[(a, b)]['latent']:.3f} ({at[(a, b)]['input']:.3f})" if (a, b) in at else "–"  # noqa: E731
+    for reading, summary_of in report["readings"].items():
+        at = {(r["a"], r["b"]): r for r in summary_of["pairs"]}
+        low, high = summary_of["lowest_same_base"], summary_of["highest_unrelated"]
+        cell = lambda pair: f"{at[pair]['latent']:.3f} ({at[pair]['input']:.3f})" if pair in at else "–"  # noqa: E731
         out.append(f"| {reading} | {low['latent']:.3f} ({low['input']:.3f}) | {high['latent']:.3f} ({high['input']:.3f}) | "
-                   f"{cell('llama-A', 'llama-A/cpt-heavy')} | {cell('llama-A', 'llama-A-twin')} | "
-                   f"{cell('llama-A', 'llama-A-sib')} | {cell('llama-A', 'llama-A/depth-pruned')} | "
-                   f"{cell('smollm2.gguf', 'smollm2-pruned')} | {cell('smollm2.gguf', 'smollm2-drop15')} |")
+                   + " | ".join(cell(pair) for pair in READING_PAIRS) + " |")
     return "\n".join(out) + "\n"
 
 
@@ -686,6 +692,23 @@ def reading_rows(models: dict) -> list[dict]:
                                          input=cosine(pooled[a].mean(0).flatten(), pooled[b].mean(0).flatten()),
                                          latent=cosine(z[a], z[b])))
     return rows
+
+
+READING_PAIRS = (("llama-A", "llama-A/cpt-heavy"), ("llama-A", "llama-A-twin"), ("llama-A", "llama-A-sib"),
+                 ("llama-A", "llama-A/depth-pruned"), ("smollm2.gguf", "smollm2-pruned"), ("smollm2.gguf", "smollm2-drop15"))
+
+
+def reading_summary(rows: list[dict]) -> dict:
+    """{reading: {"lowest_same_base", "highest_unrelated" (zoo rows by latent cosine), "pairs": READING_PAIRS'
+    rows}} of `reading_rows`' rows."""
+    out = {}
+    for reading in READINGS:
+        found = [r for r in rows if r["reading"] == reading]
+        zoo = [r for r in found if r["set"] == "zoo"]
+        out[reading] = {"lowest_same_base": min((r for r in zoo if r["label"] == "same-base"), key=lambda r: r["latent"]),
+                        "highest_unrelated": max((r for r in zoo if r["label"] == "unrelated"), key=lambda r: r["latent"]),
+                        "pairs": [r for r in found if (r["a"], r["b"]) in READING_PAIRS]}
+    return out
 
 
 # ---------------------------------------------------------------- synthetic and attacked measurements
