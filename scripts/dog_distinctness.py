@@ -299,8 +299,8 @@ def encoder_gallery(G, psi: float, cutoff: int | None, path: Path, versions=("v1
                 sheet.paste(picture.resize((side, side), Image.LANCZOS), (60 + i * (side + gap), y))
             y += side + gap
         for i, name in enumerate(names):
-            short = name.split("/")[-1] if name == names[0] else name.split("/")[-1].removeprefix(names[0].split(".")[0] + "-")
-            draw.text((60 + i * (side + gap), y - 2), short[:9], fill="black")
+            short = name.split(".")[0] if name == names[0] else name.split("/")[-1].removeprefix(names[0].split(".")[0] + "-")
+            draw.text((60 + i * (side + gap), y - 2), short[:8], fill="black")
         y += label_h
     sheet.quantize(colors=256).save(path, optimize=True)
 
