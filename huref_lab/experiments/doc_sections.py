@@ -1,5 +1,6 @@
-"""Generated sections of a hand-written document: each lies between `<!-- NAME:start -->` and
-`<!-- NAME:end -->` and is rewritten by one script, which leaves the rest of the document as it is."""
+"""Generated sections of a hand-written document, each rewritten by one script that leaves the rest of
+the document as it is: between `<!-- NAME:start -->` and `<!-- NAME:end -->` (`replace_section`), or,
+in a document without markers, from a heading to the next one (`insert_section`)."""
 
 from pathlib import Path
 
@@ -25,3 +26,16 @@ def replace_section(doc: Path, name: str, text: str, order: tuple[str, ...] = RE
     head, rest = content.split(start)
     tail = rest.split(end)[1]
     doc.write_text(f"{head}{start}\n{text.strip()}\n{end}{tail}")
+
+
+def insert_section(doc: Path, text: str, heading: str) -> None:
+    """Replace the `heading` section of `doc` (up to the next "## " heading or "<!-- " marker), or add it
+    before "## Timings" (else at the end)."""
+    lines = doc.read_text().split("\n") if doc.exists() else []
+    if heading in lines:
+        start = lines.index(heading)
+        end = next((k for k in range(start + 1, len(lines)) if lines[k].startswith(("## ", "<!-- "))), len(lines))
+    else:
+        start = end = lines.index("## Timings") if "## Timings" in lines else len(lines)
+    lines[start:end] = text.rstrip("\n").split("\n") + [""]
+    doc.write_text("\n".join(lines))
