@@ -21,15 +21,18 @@ from test_lab_boundary import imported_modules
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((REPO / "scripts").glob("*.py"))
 PACKAGE = REPO / "huref_lab" / "experiments"
-# scripts of other parts of the project that still default their caches to a folder of the build machine
-OWNED_ELSEWHERE = {"bench_registry.py", "build_registry.py"}
+# Scripts of other parts of the project (the registry's, the encoder's) that still default a cache or work
+# folder to a path of the build machine, and the one script the encoder's other script imports: known
+# exceptions, listed exactly so that a new one fails.
+OWNED_ELSEWHERE = {"bench_registry.py", "build_registry.py", "train_encoder.py"}
+SIBLING_IMPORTS = {"dog_distinctness.py": ["train_encoder"]}
 
 
 def test_scripts_never_import_one_another():
     names = {p.stem for p in SCRIPTS}
     assert len(SCRIPTS) > 10
     found = {p.name: sorted(imported_modules(p) & names) for p in SCRIPTS}
-    assert {name: imported for name, imported in found.items() if imported} == {}
+    assert {name: imported for name, imported in found.items() if imported} == SIBLING_IMPORTS
     assert [p.name for p in SCRIPTS if "sys.path.insert" in p.read_text()] == []
 
 
