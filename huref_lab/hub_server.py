@@ -38,6 +38,7 @@ import http.client
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -382,8 +383,6 @@ class WriteFront(BaseHTTPRequestHandler):
 
 def wait_for(port: int, seconds: float = 60.0) -> None:
     """Return once 127.0.0.1:port accepts connections (RuntimeError after `seconds`)."""
-    import socket
-
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
@@ -392,6 +391,21 @@ def wait_for(port: int, seconds: float = 60.0) -> None:
         except OSError:
             time.sleep(0.2)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {seconds} s")
+
+
+def free_port_pair() -> int:
+    """A port p with p and p + 1 free on 127.0.0.1."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no two adjacent free ports")
 
 
 def serve(root: Path, port: int) -> tuple[ThreadingHTTPServer, subprocess.Popen]:

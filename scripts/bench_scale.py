@@ -81,8 +81,7 @@ def bytes_stage(sizes: list[str], work: Path) -> dict:
     """One entry of each synthetic repo size from the local Hub: bytes fetched, counted both sides."""
     import bench
     from huref.invariants import DEFAULT_TOKENS
-    from huref_lab.hub_server import publish, serve, synthetic_safetensors
-    from test_registry_hub import free_port_pair
+    from huref_lab.hub_server import free_port_pair, publish, serve, synthetic_safetensors
 
     hub_root = Path(tempfile.mkdtemp(prefix="hub-", dir=work))
     port = free_port_pair()
@@ -144,8 +143,7 @@ def throughput_stage(count: int, work: Path) -> dict:
     from huref.readers.safetensors import read_header
     from huref.registry.format import Registry
     from huref_lab import tiny_models
-    from huref_lab.hub_server import publish, serve
-    from test_registry_hub import free_port_pair
+    from huref_lab.hub_server import free_port_pair, publish, serve
 
     work.mkdir(parents=True, exist_ok=True)
     hub_root = Path(tempfile.mkdtemp(prefix="hub-", dir=work))
@@ -214,9 +212,12 @@ def main() -> None:
     parser.add_argument("stage", choices=["bytes", "throughput"])
     parser.add_argument("--models", type=int, default=40, help="throughput: how many tiny models")
     parser.add_argument("--sizes", default="7b,70b", help="bytes: repo shapes (scripts/bench.py), comma-separated")
-    parser.add_argument("--work", default=os.environ.get("HUREF_BENCH_SCRATCH", "/work/tmp/bench-scale"))
+    parser.add_argument("--work", type=Path, default=None,
+                        help="scratch folder for models, registries and the HF cache (default: $HUREF_BENCH_SCRATCH)")
     args = parser.parse_args()
-    work = Path(args.work)
+    from huref_lab.experiments.paths import cache_root
+
+    work = cache_root("HUREF_BENCH_SCRATCH", args.work, "--work")
     work.mkdir(parents=True, exist_ok=True)
     if args.stage == "bytes":
         bytes_stage(args.sizes.split(","), work)
@@ -225,5 +226,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path[:0] = [str(REPO / "tests"), str(REPO / "scripts")]
-    main()
+    from huref.errors import HurefError
+
+    try:
+        main()
+    except HurefError as error:
+        print(f"bench_scale: error: {error}", file=sys.stderr)
+        sys.exit(2)

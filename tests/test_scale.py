@@ -21,8 +21,8 @@ from huref.registry.format import INDEX, PARTS, Registry
 from huref.sources import load_model
 from huref_lab import tiny_models
 from huref_lab.gguf_convert import convert
-from huref_lab.hub_server import publish, serve
-from test_registry_hub import free_port_pair, huref
+from huref_lab.hub_server import free_port_pair, publish, serve
+from test_registry_hub import huref
 
 DEEP = dict(num_hidden_layers=24, vocab_size=12000)  # a sketch of every 3rd layer; 4096 of 12000 probe rows
 
