@@ -26,7 +26,7 @@ class AWQTensor(QuantTensor):
         n_in, words = self.stored_shape("qweight")
         return (words * 8, n_in)
 
-    def rows(self, index: np.ndarray) -> torch.Tensor:
+    def rows(self, index: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         n_out, n_in = self.shape
         if not len(index):
             return torch.zeros(0, n_in)
@@ -45,7 +45,7 @@ class AWQTensor(QuantTensor):
         group = n_in if int(group) <= 0 else int(group)
         if -(-n_in // group) != scales.shape[1] or zeros.shape[1] != scales.shape[1]:
             raise self.fail(f"scales and qzeros do not hold one row per group of {group} of {n_in} inputs")
-        return scaled(values, scales, group, zeros)
+        return scaled(values, scales, group, zeros, dtype)
 
 
 def find(reader, names: list[str], config: dict) -> dict[str, QuantTensor]:

@@ -39,7 +39,7 @@ class FourBitTensor(QuantTensor):
     def logical_shape(self):
         return self.state()["shape"]
 
-    def rows(self, index: np.ndarray) -> torch.Tensor:
+    def rows(self, index: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         n_in = self.shape[-1]
         blocksize = self.state()["blocksize"]
         code = self.part("quant_map").reshape(-1).to(torch.float32)
@@ -73,7 +73,7 @@ class EightBitTensor(QuantTensor):
     def logical_shape(self):
         return self.stored_shape("weight")
 
-    def rows(self, index: np.ndarray) -> torch.Tensor:
+    def rows(self, index: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         scb = self.part("scb", index).reshape(-1, 1).to(torch.float32)
         return self.part("weight", index).to(torch.float32) * scb / 127.0
 

@@ -30,7 +30,7 @@ class GPTQTensor(QuantTensor):
             raise self.fail(f"{bits}-bit GPTQ weights are not supported")
         return bits
 
-    def rows(self, index: np.ndarray) -> torch.Tensor:
+    def rows(self, index: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         bits, (n_out, n_in) = self.bits(), self.shape
         if not len(index):
             return torch.zeros(0, n_in)
@@ -43,7 +43,7 @@ class GPTQTensor(QuantTensor):
         zeros = unpack_dense(self.part("qzeros"), bits, n_out).T[torch.from_numpy(index)]  # [len(index), n_groups]
         if str(self.config.get("checkpoint_format", "gptq")).lower() != "gptq_v2":
             zeros = (zeros + 1) & ((1 << bits) - 1)  # stored as zero - 1, wrapping as AutoGPTQ unpacks it
-        return scaled(values, scales, self._groups(n_in, n_groups), zeros)
+        return scaled(values, scales, self._groups(n_in, n_groups), zeros, dtype)
 
     def _groups(self, n_in: int, n_groups: int) -> torch.Tensor:
         """Group index of each input column: g_idx when stored, else consecutive groups."""
