@@ -1,0 +1,100 @@
+"""What bfloat16 products (`--precision bfloat16`) do to ICS, latents and verdicts, against float32.
+
+Pairs: for every tiny architecture of the attack suite (huref_lab.tiny_models), its model against
+the two composite attacks of tests/test_attacks.py (a residual rewrite with both vocabulary
+attacks; every valid attack at once), which must come out same-base, and against an independent
+initialisation, which must come out unrelated; then every pair of the tiny zoo's models
+(/work/cache/experiments/full, `scripts/zoo.py`). Each pair is compared as `huref compare` does
+(`huref.comparison.compare_pair`: the ICS and its calibrated verdict on the default terms, the
+lineage verdict), plus the latents' cosine and its calibrated verdict, once per precision.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+from pathlib import Path
+
+import torch
+
+PRECISIONS = ("float32", "bfloat16")
+
+
+def pair_report(a, b, settings) -> dict:
+    """ICS, lineage statistic and latent cosine of two opened models, with their verdicts."""
+    from huref.comparison import compare_pair
+    from huref.encoder import encode
+    from huref.lineage import LINEAGE_TOKENS
+    from huref.statistics import LATENT_PANEL_FILE, null_panel, verdict_from_statistic
+
+    found = compare_pair(a, b, settings, lineage_tokens=LINEAGE_TOKENS)
+    ta, tb = a.terms(settings), b.terms(settings)
+    za, zb = encode(ta.values, ta.tokens), encode(tb.values, tb.tokens)
+    cosine = float(torch.nn.functional.cosine_similarity(za, zb, dim=0))
+    return {"ics": found["ics"], "ics_verdict": found["ics_verdict"], "lineage_z": found["lineage"]["z"],
+            "lineage_verdict": found["lineage"]["verdict"], "latent_cosine": cosine,
+            "latent_verdict": verdict_from_statistic(cosine, null_panel(LATENT_PANEL_FILE))["verdict"]}
+
+
+def compare_both(path_a: Path, path_b: Path, opened: dict) -> dict:
+    """pair_report of two checkpoints under each precision; models opened once (their terms cached)."""
+    from huref.inputs import Settings, open_subject
+
+    out = {}
+    for precision in PRECISIONS:
+        settings = Settings(precision=precision, quiet=True)
+        subjects = []
+        for path in (path_a, path_b):
+            key = (str(path), precision)
+            if key not in opened:
+                opened[key] = open_subject(str(path), settings)
+            subjects.append(opened[key])
+        out[precision] = pair_report(*subjects, settings)
+    return out
+
+
+def attack_pairs(limit: int | None = None):
+    """(label, expected verdict, path a, path b) over the attack suite, built in a temporary folder."""
+    from huref_lab import attacks, tiny_models
+
+    scratch = Path(tempfile.mkdtemp(prefix="huref-accuracy-"))
+    for arch in tiny_models.ARCHITECTURES[:limit]:
+        base = tiny_models.build_checkpoint(arch, scratch / arch / "base", seed=0)
+        layout = attacks.layout_of(tiny_models.make_config(arch).to_dict())
+        residual = attacks.residual_attack(layout).__name__
+        composites = {"rewrite+vocabulary": f"{residual}+reorder_vocabulary+append_vocabulary",
+                      "every attack": "+".join(attacks.valid_attacks(layout))}
+        for label, attack in composites.items():
+            attacked = attacks.attack_directory(base, scratch / arch / label.replace(" ", "-"), attack, seed=1)
+            yield f"{arch}: {label}", "same-base", base, attacked
+        other = tiny_models.build_checkpoint(arch, scratch / arch / "independent", seed=1)
+        yield f"{arch}: independent", "unrelated", base, other
+
+
+def zoo_pairs(zoo: Path):
+    """(label, None, path a, path b) for every pair of the zoo's models."""
+    models = sorted(p for p in zoo.iterdir() if (p / "config.json").exists())
+    for a, b in itertools.combinations(models, 2):
+        yield f"{a.name} vs {b.name}", None, a, b
+
+
+def measure(pairs) -> list[dict]:
+    """One row per pair: its label, the expected verdict (None where the zoo's labels decide), and
+    each precision's pair_report."""
+    rows, opened = [], {}
+    for label, expected, a, b in pairs:
+        rows.append({"pair": label, "expected": expected, **compare_both(a, b, opened)})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def summary(rows: list[dict]) -> dict:
+    """How far bfloat16 moved each score (largest |difference|) and which verdicts it changed."""
+    keys = ("ics", "lineage_z", "latent_cosine")
+    verdicts = ("ics_verdict", "lineage_verdict", "latent_verdict")
+    moved = {k: max((abs(r["bfloat16"][k] - r["float32"][k]) for r in rows), default=0.0) for k in keys}
+    flips = [{"pair": r["pair"], "verdict": v, "float32": r["float32"][v], "bfloat16": r["bfloat16"][v]}
+             for r in rows for v in verdicts if r["float32"][v] != r["bfloat16"][v]]
+    wrong = [{"pair": r["pair"], "expected": r["expected"], "verdict": v, **{p: r[p][v] for p in PRECISIONS}}
+             for r in rows if r["expected"] for v in verdicts if any(r[p][v] != r["expected"] for p in PRECISIONS)]
+    return {"pairs": len(rows), "largest_change": moved, "verdict_changes": flips, "unexpected_verdicts": wrong}
