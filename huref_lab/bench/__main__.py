@@ -4,6 +4,7 @@ $HUREF_BENCH_CACHE, else huref's cache folder / bench); the report is made from 
 
     python -m huref_lab.bench build --sizes 7b,13b,70b --formats fp8,q8_0,q4_k_m --deepseek 256
     python -m huref_lab.bench llama                 # 7B/13B/70B invariants and fingerprint, the paper's way
+    python -m huref_lab.bench read-paths            # bytes/s of each read path alone, per format and dtype
     python -m huref_lab.bench read-bound            # all layers at 16 tokens, lineage; every storage format
     python -m huref_lab.bench pair                  # lineage and compare of two 7B-shaped models
     python -m huref_lab.bench deepseek --experts 8,256 --commands fingerprint
@@ -42,6 +43,9 @@ def main() -> None:
     p.add_argument("--formats", default="bf16,fp8,q8_0,q4_k_m")
     p.add_argument("--precision", default="float32")
     p.add_argument("--runs", type=int, default=1)
+    p = sub.add_parser("read-paths", help="bytes/s of each read path alone; results/read_paths.json")
+    p.add_argument("--formats", default="bf16,fp8,q8_0,q4_k_m")
+    p.add_argument("--layers", type=int, default=4)
     p = sub.add_parser("pair", help="lineage and compare of the 7B shape against itself; results/pair.json")
     p.add_argument("--runs", type=int, default=1)
     p.add_argument("--precision", default="float32")
@@ -81,6 +85,8 @@ def main() -> None:
         measure.llama(cache, args.runs, args.sizes.split(","), args.precision, not args.no_baseline)
     elif args.command == "read-bound":
         measure.read_bound(cache, args.formats.split(","), args.precision, args.runs)
+    elif args.command == "read-paths":
+        measure.read_paths(cache, args.formats.split(","), args.layers)
     elif args.command == "pair":
         measure.pair(cache, args.runs, args.precision)
     elif args.command == "deepseek":

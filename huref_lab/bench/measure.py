@@ -306,6 +306,46 @@ def read_bound(cache: Path, forms: list[str], precision: str = "float32", runs: 
                     "flops": sides * shape["layers"] * products_flops(products), **run})
 
 
+def read_paths(cache: Path, forms: list[str], n_layers: int = 4) -> None:
+    """Bytes per second of each read path alone, in process: every weight block of the first
+    n_layers layers of the 7B shape read as huref's products take them (`Matrix.blocks`), per storage
+    format, product dtype and with or without the SHA-256 (on its thread; lineage reads skip it),
+    beside the page-cache rate of the same files and SHA-256's own rate, measured in the same run."""
+    import hashlib
+
+    import numpy as np
+
+    from huref.layers import layer_weights
+    from huref.sources import load_model
+
+    sample = np.random.default_rng(0).integers(0, 256, 1 << 28, dtype=np.uint8)
+    start = time.perf_counter()
+    hashlib.sha256(memoryview(sample)).hexdigest()
+    sha_gbps = sample.nbytes / (time.perf_counter() - start) / 1e9
+    del sample
+    for form in forms:
+        path = checkpoint(cache, form)
+        nbytes = stored_bytes(path, set(range(n_layers)), 0)
+        rate = read_rate(checkpoint_files(path), nbytes=max(nbytes, 1 << 30))  # the first layers' files
+        for dtype in (torch.float32, torch.bfloat16):
+            for hashing in (True, False):
+                model = load_model(str(path))
+                model.reader.hashing = hashing
+                load = os.getloadavg()[0]
+                start = time.perf_counter()
+                for i in range(n_layers):
+                    for matrix in layer_weights(model, i, dtype).matrices():
+                        for _ in matrix.blocks():
+                            pass
+                model.reader.digests  # noqa: B018 (waits for the last hashes)
+                wall = time.perf_counter() - start
+                append_run(cache, "read_paths", {
+                    "format": form, "dtype": str(dtype).removeprefix("torch."), "sha256": hashing, "layers": n_layers,
+                    "bytes": nbytes, "wall_s": round(wall, 2), "gbps": round(nbytes / wall / 1e9, 2),
+                    "page_cache_gbps": round(rate, 2), "sha256_gbps": round(sha_gbps, 2), "load_before": round(load, 2),
+                    "load_after": round(os.getloadavg()[0], 2), "rc": 0, "utc": now()})
+
+
 def deepseek(cache: Path, experts: list[int], tokens: int, precision: str, commands: list[str]) -> None:
     """Time `huref fingerprint` (and `invariants`) of the DeepSeek-V3-shaped checkpoint with each
     routed-expert count, beside the matmul floor of its two layers measured right before."""

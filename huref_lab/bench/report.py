@@ -131,6 +131,22 @@ def llama_section(results: dict) -> list[str]:
     return lines
 
 
+def read_paths_section(results: dict) -> list[str]:
+    lines = ["", "## Read paths", "",
+             "Each read path alone, in one process: every weight block of the first layers of the 7B shape read",
+             "as the products take them (`huref.layers.Matrix.blocks`: read, decoded or converted into the product",
+             "dtype, the SHA-256 on its own thread or off as lineage reads have it), in bytes of the checkpoint per",
+             "second, beside the page-cache rate of the same files and SHA-256's own rate on one core, both measured",
+             "in the same run.", "",
+             "| format | into | SHA-256 | bytes | read path | page cache | path / page cache | SHA-256 alone | load |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results["runs"]:
+        lines.append(f"| {r['format']} | {r['dtype']} | {'on' if r['sha256'] else 'off'} | {_gb(r['bytes'])} | "
+                     f"{r['gbps']:.2f} GB/s | {r['page_cache_gbps']:.2f} GB/s | {r['gbps'] / r['page_cache_gbps']:.2f} | "
+                     f"{r['sha256_gbps']:.2f} GB/s | {_load_range([r])} |")
+    return lines
+
+
 def read_bound_section(results: dict) -> tuple[list[str], list[tuple]]:
     lines = ["", "## Read-bound runs: every storage format", "",
              "Runs whose weights cost more to read than to multiply, on the 7B shape (13.5 GB as bfloat16) in each",
@@ -256,7 +272,8 @@ def gpu_section(results: dict) -> list[str]:
 
 def report(cache: Path) -> str:
     """The text of docs/PERFORMANCE.md from the results files in `cache`."""
-    found = {suite: _load(cache, suite) for suite in ("llama", "read_bound", "pair", "deepseek", "accuracy", "gpu")}
+    found = {suite: _load(cache, suite) for suite in ("llama", "read_paths", "read_bound", "pair", "deepseek", "accuracy",
+                                                      "gpu")}
     machines = [r["machine"] for r in found.values() if r]
     lines = header(machines)
     targets: list[tuple] = []
@@ -269,6 +286,8 @@ def report(cache: Path) -> str:
             targets.append((f"7B `huref invariants` ({precision}) within {TARGET_INVARIANTS}x of its matmul floor",
                             f"{ratio:.2f}x ({_median(group, 'wall_s'):.1f} s)", ratio <= TARGET_INVARIANTS,
                             _load_range(group)))
+    if found["read_paths"]:
+        lines += read_paths_section(found["read_paths"])
     if found["read_bound"]:
         section, found_targets = read_bound_section(found["read_bound"])
         lines += section
@@ -292,7 +311,8 @@ def report(cache: Path) -> str:
                       "during those runs)."]
     lines += ["", "## Reproduce", "", "```",
               "python scripts/bench.py build --sizes 7b,13b,70b --formats fp8,q8_0,q4_k_m --deepseek 8,256",
-              "python scripts/bench.py llama && python scripts/bench.py read-bound && python scripts/bench.py pair",
+              "python scripts/bench.py llama && python scripts/bench.py read-paths && python scripts/bench.py read-bound",
+              "python scripts/bench.py pair",
               "python scripts/bench.py deepseek --experts 8,256",
               "python scripts/bench.py accuracy",
               "bash scripts/bench_gpu.sh            # on a machine with a CUDA GPU",
