@@ -87,13 +87,15 @@ class Terms:
 
 
 def times_t(rows: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
-    """rows · blockᵀ ([n, k] x [m, k] -> [n, m]) in rows' dtype. A bfloat16 block (`--precision bfloat16`,
+    """rows · blockᵀ ([n, k] x [m, k] -> [n, m]). A bfloat16 block (`--precision bfloat16`,
     `huref.readers.lineage_reads`) is multiplied as it is, by the rows rounded to bfloat16, with float32
-    accumulation. A NaN or infinity in the block makes its column of the product non-finite (IEEE:
-    x·inf is ±inf or, for x = 0, NaN), which is how the blocks' finiteness is checked
-    (`invariant_terms`)."""
-    if block.dtype == torch.bfloat16 and rows.dtype != torch.bfloat16:
-        return (rows.to(torch.bfloat16) @ block.T).to(rows.dtype)
+    accumulation; the product comes back in rows' dtype (bfloat16 rows, rounded once by the caller
+    for many products, keep it bfloat16). Otherwise the product is in rows' dtype. A NaN or infinity
+    in the block makes its column of the product non-finite (IEEE: x·inf is ±inf or, for x = 0, NaN),
+    which is how the blocks' finiteness is checked (`invariant_terms`)."""
+    if block.dtype == torch.bfloat16:
+        product = rows.to(torch.bfloat16) @ block.T
+        return product.to(rows.dtype)
     return rows @ block.to(rows).T
 
 
@@ -192,15 +194,20 @@ def vo_term(layer: LayerWeights, x_attn: torch.Tensor, x_out: torch.Tensor) -> t
 
 
 def ffn_term(layer: LayerWeights, x_ffn: torch.Tensor, x_out: torch.Tensor) -> torch.Tensor:
-    """P(Σ_experts (X·Wgᵀ ⊙ X·Wuᵀ)·Wdᵀ)·X_oᵀ  [n, n] (plain FFN: X·W1ᵀ·W2ᵀ)."""
+    """P(Σ_experts (X·Wgᵀ ⊙ X·Wuᵀ)·Wdᵀ)·X_oᵀ  [n, n] (plain FFN: X·W1ᵀ·W2ᵀ).
+
+    With bfloat16 products the rows are rounded to bfloat16 once for every expert, and each expert's
+    hidden rows stay bfloat16 (the gate's product, exact in float32, is rounded once, as the down
+    projection would round it); the experts' writes are summed in float32."""
+    rows = x_ffn.to(torch.bfloat16) if layer.ffns[0].up.dtype == torch.bfloat16 else x_ffn
     written = None
     for ffn in layer.ffns:
-        hidden = project(ffn.up, x_ffn)
+        hidden = project(ffn.up, rows)
         if ffn.gate is not None:  # multiplied in block by block: no second [n, inner] buffer
             for start, stop, block in ffn.gate.blocks():
-                hidden[:, start:stop].mul_(times_t(x_ffn, block))
+                hidden[:, start:stop].mul_(times_t(rows, block))
         part = write_back(ffn.down, hidden)
-        written = part if written is None else written.add_(part)
+        written = part.to(x_ffn.dtype) if written is None else written.add_(part)
     return apply_norm(layer.ffn_post_norm, written) @ x_out.T
 
 
