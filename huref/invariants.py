@@ -198,10 +198,14 @@ def ffn_term(layer: LayerWeights, x_ffn: torch.Tensor, x_out: torch.Tensor) -> t
 
     With bfloat16 products the rows are rounded to bfloat16 once for every expert, and each expert's
     hidden rows stay bfloat16 (the gate's product, exact in float32, is rounded once, as the down
-    projection would round it); the experts' writes are summed in float32."""
+    projection would round it); the experts' writes are summed in float32. The next expert's bytes
+    are asked of the disk while one computes (a MoE layer is too wide for `prefetch`)."""
     rows = x_ffn.to(torch.bfloat16) if layer.ffns[0].up.dtype == torch.bfloat16 else x_ffn
     written = None
-    for ffn in layer.ffns:
+    for k, ffn in enumerate(layer.ffns):
+        if k + 1 < len(layer.ffns):  # the next expert's bytes are read while this one computes
+            for matrix in filter(None, (layer.ffns[k + 1].gate, layer.ffns[k + 1].up, layer.ffns[k + 1].down)):
+                matrix.reader.prefetch(matrix.name)
         hidden = project(ffn.up, rows)
         if ffn.gate is not None:  # multiplied in block by block: no second [n, inner] buffer
             for start, stop, block in ffn.gate.blocks():

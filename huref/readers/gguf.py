@@ -263,6 +263,16 @@ class GGUFTensorReader(TensorReader):
             weakref.finalize(self, file.close)
         return self._files[path]
 
+    def prefetch(self, name: str) -> None:
+        """Ask the kernel to start reading tensor `name`'s stored bytes into the page cache."""
+        entry = self.entries[name]
+        for stored in (entry.stored, entry.value_rows):
+            if stored is not None and hasattr(os, "posix_fadvise"):
+                n_rows = math.prod(stored.shape[:-1])
+                first = stored.offset + (entry.expert or 0) * math.prod(entry.shape[:-1]) * stored.row_bytes
+                size = (math.prod(entry.shape[:-1]) if entry.expert is not None else n_rows) * stored.row_bytes
+                os.posix_fadvise(self._file(stored.path).fileno(), first, size, os.POSIX_FADV_WILLNEED)
+
     def close(self) -> None:
         for file in self._files.values():
             file.close()

@@ -127,6 +127,10 @@ class QuantizedReader(TensorReader):
         tensor.raw = []
         return (values.reshape(shape) if rows is None else values), raw
 
+    def prefetch(self, name: str) -> None:
+        for part in self.tensors[name].parts.values() if name in self.tensors else (name,):
+            self.inner.prefetch(part)
+
     def close(self) -> None:
         self.inner.close()
 
