@@ -191,6 +191,16 @@ def product_seconds(products: list[tuple], device: str = "cpu", repeats: int = 3
     return total
 
 
+def timed_beside_floor(command: list[str], floor) -> dict:
+    """`timed(command)` with the matmul floor (`floor()`, seconds) measured right before and right
+    after it: matmul_floor_s is their mean, as the load may change during the run."""
+    before = floor()
+    run = timed(command)
+    after = floor()
+    return {**run, "matmul_floor_s": round((before + after) / 2, 2), "matmul_floor_before_s": round(before, 2),
+            "matmul_floor_after_s": round(after, 2)}
+
+
 def products_flops(products: list[tuple]) -> float:
     return sum(2 * count * m * k * p for count, m, k, p, _ in products)
 
@@ -297,12 +307,10 @@ def read_bound(cache: Path, forms: list[str], precision: str = "float32", runs: 
                 rate = read_rate(files)  # also leaves the files in the page cache
                 dtype = arithmetic(form, precision, lineage=kind.startswith("lineage"))
                 products = llama_products(shape, n, dtype)
-                floor = sides * shape["layers"] * product_seconds(products)
-                nbytes = sides * stored_bytes(path, None, n)
-                run = timed(command)
+                run = timed_beside_floor(command, lambda: sides * shape["layers"] * product_seconds(products))
                 append_run(cache, "read_bound", {
                     "format": form, "run": kind, "precision": precision, "arithmetic": str(dtype).removeprefix("torch."),
-                    "bytes_read": nbytes, "page_cache_gbps": round(rate, 2), "matmul_floor_s": round(floor, 2),
+                    "bytes_read": sides * stored_bytes(path, None, n), "page_cache_gbps": round(rate, 2),
                     "flops": sides * shape["layers"] * products_flops(products), **run})
 
 
@@ -353,15 +361,14 @@ def deepseek(cache: Path, experts: list[int], tokens: int, precision: str, comma
         path = build_deepseek(cache, e)
         (cache / "scratch").mkdir(parents=True, exist_ok=True)
         products = deepseek_products(tokens, torch.bfloat16 if precision == "bfloat16" else torch.float32, e)
-        floor = 2 * product_seconds(products, repeats=1)
         rate = read_rate(checkpoint_files(path), nbytes=4 * 10**9)
         for tool in commands:
             out = cache / "scratch" / ("deepseek.png" if tool == "fingerprint" else "deepseek.safetensors")
-            run = timed(huref(tool, path, "-o", out, "--tokens", tokens, "--precision", precision))
+            run = timed_beside_floor(huref(tool, path, "-o", out, "--tokens", tokens, "--precision", precision),
+                                     lambda: 2 * product_seconds(products, repeats=1))
             append_run(cache, "deepseek", {"tool": tool, "experts": e, "tokens": tokens, "precision": precision,
                                            "bytes_read": stored_bytes(path, {30, 31}, tokens),
-                                           "page_cache_gbps": round(rate, 2), "matmul_floor_s": round(floor, 1),
-                                           "flops": 2 * products_flops(products), **run})
+                                           "page_cache_gbps": round(rate, 2), "flops": 2 * products_flops(products), **run})
 
 
 PAIR_COMMANDS = {
@@ -413,12 +420,12 @@ def llama(cache: Path, runs: int, sizes: list[str], precision: str, with_baselin
         for tool in ["invariants"] + (["fingerprint"] if size in FINGERPRINT_SIZES else []):
             out = scratch / f"{tool}-{size}.{'safetensors' if tool == 'invariants' else 'png'}"
             for k in range(runs):
-                floor = DEFAULT_LAYERS * product_seconds(products, repeats=2)
                 if k == 0:
                     evict(directory)
-                run = timed(huref(tool, directory, "-o", out, "--precision", precision))
+                run = timed_beside_floor(huref(tool, directory, "-o", out, "--precision", precision),
+                                         lambda: DEFAULT_LAYERS * product_seconds(products, repeats=2))
                 append_run(cache, "llama", {"tool": tool, "size": size, "cold": k == 0, "precision": precision,
-                                            "matmul_floor_s": round(floor, 2), "flops": DEFAULT_LAYERS * products_flops(products),
+                                            "flops": DEFAULT_LAYERS * products_flops(products),
                                             "bytes_read": stored_bytes(directory, _default_layers(size), DEFAULT_TOKENS),
                                             **run})
     if "7b" in sizes:
@@ -474,11 +481,10 @@ def gpu(cache: Path) -> None:
             dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
             products = (deepseek_products(DEFAULT_TOKENS, dtype, DEEPSEEK_V3["experts"]) if shape == "deepseek"
                         else llama_products(SHAPES[shape], DEFAULT_TOKENS, dtype))
-            floor = DEFAULT_LAYERS * product_seconds(products, device="cuda")
             out = scratch / f"gpu-{shape}-{precision}.safetensors"
-            run = timed(huref("invariants", path, "-o", out, "--device", "cuda", "--precision", precision))
-            run.update(checkpoint=label, command=f"invariants --precision {precision}", device="cuda",
-                       matmul_floor_s=round(floor, 2))
+            run = timed_beside_floor(huref("invariants", path, "-o", out, "--device", "cuda", "--precision", precision),
+                                     lambda: DEFAULT_LAYERS * product_seconds(products, device="cuda"))
+            run.update(checkpoint=label, command=f"invariants --precision {precision}", device="cuda")
             if shape != "deepseek" and run["rc"] == 0:
                 on_cpu = scratch / f"cpu-{shape}-{precision}.safetensors"
                 cpu = timed(huref("invariants", path, "-o", on_cpu, "--precision", precision))

@@ -62,11 +62,12 @@ def header(machines: list[dict]) -> list[str]:
         f"Python {m['python']}.", "",
         "Other jobs may share the cores, so every run carries the 1-minute load average before and after it",
         "(2.0 = both cores busy with the benchmark alone), and every timing is set against a floor measured",
-        "right before it: the page-cache read rate of the very files it reads (read twice, the second pass",
-        "timed, 64 MB reads) and the matmul floor, the time of the products its arithmetic does with the",
-        "operands already in memory (`huref_lab.bench.measure.product_seconds`; the best of a few samples, so",
-        "at a load above 2 the floor too is pessimistic). Ratios to floors measured together are the figures",
-        "to compare across loads.",
+        "right beside it: the page-cache read rate of the very files it reads (read twice, the second pass",
+        "timed, 64 MB reads; files larger than the free memory come from the disk then), and the matmul floor,",
+        "the time of the products its arithmetic does with the operands already in memory",
+        "(`huref_lab.bench.measure.product_seconds`, the best of a few samples; measured right before and",
+        "right after the run, their mean, where both were recorded). At a load above 2 the floor too is",
+        "pessimistic; ratios to floors measured together are the figures to compare across loads.",
     ]
 
 
@@ -253,7 +254,12 @@ def accuracy_section(results: dict) -> list[str]:
         lines.append(f"| {summary['pairs']} | {where} | {change['ics']:.1e} / {change['lineage_z']:.3f} / "
                      f"{change['latent_cosine']:.1e} | {len(summary['verdict_changes'])} | "
                      f"{len(summary['unexpected_verdicts'])} |")
-    lines += ["", f"Measured {results['utc']} UTC at commit `{results['commit']}`; the null panels are tiny-scale."]
+    from huref.inputs import Settings
+
+    default = Settings().precision
+    lines += ["", f"Measured {results['utc']} UTC at commit `{results['commit']}`; the null panels are tiny-scale.",
+              f"The default arithmetic is {default}"
+              + ("; `--precision bfloat16` is the faster option." if default != "bfloat16" else ".")]
     return lines
 
 
