@@ -105,7 +105,7 @@ def converted(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return tensor.to(dtype)
 
 
-HASH_BACKLOG_BYTES = 256 << 20  # reads wait for the hashing thread once this many bytes are queued
+HASH_BACKLOG_BYTES = 128 << 20  # reads wait for the hashing thread once this many bytes are queued
 
 
 class Digests:
