@@ -1,6 +1,7 @@
 """python -m huref_lab.bench (or scripts/bench.py): build the synthetic checkpoints, time huref on
-them, write docs/PERFORMANCE.md. Checkpoints and results live in --cache (default
-$HUREF_BENCH_CACHE, else huref's cache folder / bench); the report is made from the results alone.
+them, write docs/PERFORMANCE.md (and time the dog generator's training step, `generator_step`).
+Checkpoints and results live in --cache (default $HUREF_BENCH_CACHE, else huref's cache folder /
+bench); the report is made from the results alone.
 
     python -m huref_lab.bench build --sizes 7b,13b,70b --formats fp8,q8_0,q4_k_m --deepseek 256
     python -m huref_lab.bench llama                 # 7B/13B/70B invariants and fingerprint, the paper's way
@@ -10,6 +11,7 @@ $HUREF_BENCH_CACHE, else huref's cache folder / bench); the report is made from 
     python -m huref_lab.bench deepseek --experts 8,256 --commands fingerprint
     python -m huref_lab.bench accuracy              # bfloat16 vs float32 on the attack suite and the zoo
     python -m huref_lab.bench gpu                   # --device cuda (scripts/bench_gpu.sh)
+    python -m huref_lab.bench generator-step --photos P  # images/s of the dog generator's training step
     python -m huref_lab.bench report                # docs/PERFORMANCE.md
 """
 
@@ -58,6 +60,14 @@ def main() -> None:
     p.add_argument("--zoo", type=Path, default=Path("/work/cache/experiments/full"))
     p.add_argument("--limit", type=int, default=None, help="only the first N tiny architectures")
     sub.add_parser("gpu", help="--device cuda on the 7B, 70B and DeepSeek-V3 shapes; results/gpu.json")
+    p = sub.add_parser("generator-step", help="images/s of the dog generator's training step")
+    p.add_argument("--photos", type=Path, required=True, help="the dog photos (a folder, or packed by pack-photos)")
+    p.add_argument("--batches", default="64,256,1024")
+    p.add_argument("--steps", type=int, default=32, help="timed steps per setting")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"))
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--json", type=Path, default=None, help="write the figures here")
     p = sub.add_parser("report", help="write docs/PERFORMANCE.md from the results")
     p.add_argument("--output", type=Path, default=Path(__file__).resolve().parents[2] / "docs" / "PERFORMANCE.md")
     p = sub.add_parser("baseline", help="(internal) load with transformers, then compute the terms")
@@ -105,6 +115,14 @@ def main() -> None:
                                             "path": str(args.zoo)}}, indent=1))
     elif args.command == "gpu":
         measure.gpu(cache)
+    elif args.command == "generator-step":
+        from huref.files import write_atomically
+        from huref_lab.bench.generator_step import generator_step
+
+        figures = generator_step(args.photos, [int(b) for b in args.batches.split(",")], args.steps, args.device,
+                                 args.precision, args.compile)
+        if args.json:
+            write_atomically(args.json, (json.dumps(figures, indent=1) + "\n").encode())
     elif args.command == "report":
         from huref_lab.bench import report
 
