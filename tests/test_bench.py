@@ -77,3 +77,28 @@ def test_the_report_computes_ratios_and_targets_from_the_results(tmp_path):
     assert "| read-bound: bf16, lineage (bfloat16) | 2.50x of read + floor (12.5 s) | no | 1.0-1.5 |" in text
     assert "| read-bound: q8_0, lineage (float32) | 1.80x of read + floor (9.0 s) | yes | 1.0-1.5 |" in text
     assert "1 of 2 targets hold" in text and "## DeepSeek" not in text  # no results, no section
+
+
+def test_the_deepseek_row_at_256_experts_is_extrapolated_from_two_counts_and_says_so(tmp_path):
+    machine = {"cpu": "CPU", "cores": 2, "ram_gb": 23.5, "bf16_instructions": True, "torch": "2", "torch_threads": 2,
+               "python": "3", "gpu": None}
+    base = {"rc": 0, "tool": "fingerprint", "tokens": 4096, "precision": "bfloat16", "bytes_read": 3e9,
+            "load_before": 1.0, "load_after": 1.2, "utc": "now", "commit": "abc"}
+    runs = [{**base, "experts": 8, "wall_s": 40.0, "matmul_floor_s": 30.0, "peak_rss_mb": 2048},
+            {**base, "experts": 16, "wall_s": 60.0, "matmul_floor_s": 50.0, "peak_rss_mb": 2100}]
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "deepseek.json").write_text(json.dumps({"machine": machine, "runs": runs}))
+    text = report.report(tmp_path)
+    # 2.5 s per expert above 8: 40 + 2.5 * 248 = 660 s; floor 30 + 2.5 * 248 = 650 s
+    assert "| 256 (extrapolated from 8 and 16) | huref fingerprint | 4096 | bfloat16 | | 660 s | 2.05 GiB" in text
+    assert "| 650 s | 1.02x |" in text
+    assert "660 s extrapolated from 8 and 16 experts (not measured at 256), 2.05 GiB | no |" in text
+
+
+def test_an_architecture_that_cannot_be_built_is_recorded_not_fatal():
+    from huref_lab.bench import accuracy
+
+    failed = []
+    pairs = list(accuracy.attack_pairs(["no_such_architecture"], failed))
+    assert pairs == [] and failed[0]["pair"] == "no_such_architecture: build" and failed[0]["error"]
+    assert accuracy.summary([], failed)["failed"] == failed

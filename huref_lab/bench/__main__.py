@@ -58,7 +58,8 @@ def main() -> None:
     p.add_argument("--commands", default="fingerprint")
     p = sub.add_parser("accuracy", help="bfloat16 vs float32 verdicts; results/accuracy.json")
     p.add_argument("--zoo", type=Path, default=Path("/work/cache/experiments/full"))
-    p.add_argument("--limit", type=int, default=None, help="only the first N tiny architectures")
+    p.add_argument("--every", type=int, default=1, help="every Nth tiny architecture of the attack suite")
+    p.add_argument("--zoo-models", type=int, default=None, help="only the first N zoo models (sorted by name)")
     sub.add_parser("gpu", help="--device cuda on the 7B, 70B and DeepSeek-V3 shapes; results/gpu.json")
     p = sub.add_parser("generator-step", help="images/s of the dog generator's training step")
     p.add_argument("--photos", type=Path, required=True, help="the dog photos (a folder, or packed by pack-photos)")
@@ -105,13 +106,20 @@ def main() -> None:
     elif args.command == "accuracy":
         from huref_lab.bench import accuracy
 
-        attack_rows = accuracy.measure(accuracy.attack_pairs(args.limit))
-        zoo_rows = accuracy.measure(accuracy.zoo_pairs(args.zoo)) if args.zoo.exists() else []
+        from huref_lab.tiny_models import ARCHITECTURES
+
+        attack_failed, zoo_failed = [], []
+        architectures = ARCHITECTURES[::args.every]
+        attack_rows = accuracy.measure(accuracy.attack_pairs(architectures, attack_failed), attack_failed)
+        zoo_rows = (accuracy.measure(accuracy.zoo_pairs(args.zoo, args.zoo_models), zoo_failed)
+                    if args.zoo.exists() else [])
         path = measure.results_path(cache, "accuracy")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"machine": measure.machine(), "commit": measure.commit(), "utc": measure.now(),
-                                    "attacks": {"summary": accuracy.summary(attack_rows), "rows": attack_rows},
-                                    "zoo": {"summary": accuracy.summary(zoo_rows), "rows": zoo_rows,
+                                    "attacks": {"summary": accuracy.summary(attack_rows, attack_failed),
+                                                "rows": attack_rows, "architectures": len(architectures),
+                                                "of": len(ARCHITECTURES)},
+                                    "zoo": {"summary": accuracy.summary(zoo_rows, zoo_failed), "rows": zoo_rows,
                                             "path": str(args.zoo)}}, indent=1))
     elif args.command == "gpu":
         measure.gpu(cache)

@@ -53,43 +53,54 @@ def compare_both(path_a: Path, path_b: Path, opened: dict) -> dict:
     return out
 
 
-def attack_pairs(limit: int | None = None):
-    """(label, expected verdict, path a, path b) over the attack suite, built in a temporary folder."""
+def attack_pairs(architectures, failed: list):
+    """(label, expected verdict, path a, path b) over the attack suite's `architectures`, built in a
+    temporary folder; an architecture whose models cannot be built here is appended to `failed`."""
     from huref_lab import attacks, tiny_models
 
     scratch = Path(tempfile.mkdtemp(prefix="huref-accuracy-"))
-    for arch in tiny_models.ARCHITECTURES[:limit]:
-        base = tiny_models.build_checkpoint(arch, scratch / arch / "base", seed=0)
-        layout = attacks.layout_of(tiny_models.make_config(arch).to_dict())
-        residual = attacks.residual_attack(layout).__name__
-        composites = {"rewrite+vocabulary": f"{residual}+reorder_vocabulary+append_vocabulary",
-                      "every attack": "+".join(attacks.valid_attacks(layout))}
-        for label, attack in composites.items():
-            attacked = attacks.attack_directory(base, scratch / arch / label.replace(" ", "-"), attack, seed=1)
-            yield f"{arch}: {label}", "same-base", base, attacked
-        other = tiny_models.build_checkpoint(arch, scratch / arch / "independent", seed=1)
-        yield f"{arch}: independent", "unrelated", base, other
+    for arch in architectures:
+        try:
+            base = tiny_models.build_checkpoint(arch, scratch / arch / "base", seed=0)
+            layout = attacks.layout_of(tiny_models.make_config(arch).to_dict())
+            residual = attacks.residual_attack(layout).__name__
+            composites = {"rewrite+vocabulary": f"{residual}+reorder_vocabulary+append_vocabulary",
+                          "every attack": "+".join(attacks.valid_attacks(layout))}
+            built = [(f"{arch}: {label}", "same-base", base,
+                      attacks.attack_directory(base, scratch / arch / label.replace(" ", "-"), attack, seed=1))
+                     for label, attack in composites.items()]
+            built.append((f"{arch}: independent", "unrelated", base,
+                          tiny_models.build_checkpoint(arch, scratch / arch / "independent", seed=1)))
+        except Exception as error:  # a model this environment cannot build is recorded, not fatal
+            failed.append({"pair": f"{arch}: build", "error": f"{type(error).__name__}: {error}"[:300]})
+            continue
+        yield from built
 
 
-def zoo_pairs(zoo: Path):
-    """(label, None, path a, path b) for every pair of the zoo's models."""
-    models = sorted(p for p in zoo.iterdir() if (p / "config.json").exists())
+def zoo_pairs(zoo: Path, limit: int | None = None):
+    """(label, None, path a, path b) for every pair of the zoo's models (the first `limit` by name)."""
+    models = sorted(p for p in zoo.iterdir() if (p / "config.json").exists())[:limit]
     for a, b in itertools.combinations(models, 2):
         yield f"{a.name} vs {b.name}", None, a, b
 
 
-def measure(pairs) -> list[dict]:
+def measure(pairs, failed: list) -> list[dict]:
     """One row per pair: its label, the expected verdict (None where the zoo's labels decide), and
-    each precision's pair_report."""
+    each precision's pair_report; a pair that cannot be compared is appended to `failed`."""
     rows, opened = [], {}
     for label, expected, a, b in pairs:
-        rows.append({"pair": label, "expected": expected, **compare_both(a, b, opened)})
+        try:
+            rows.append({"pair": label, "expected": expected, **compare_both(a, b, opened)})
+        except Exception as error:  # recorded, never fatal to the other pairs
+            failed.append({"pair": label, "error": f"{type(error).__name__}: {error}"[:300]})
+            continue
         print(rows[-1], flush=True)
     return rows
 
 
-def summary(rows: list[dict]) -> dict:
-    """How far bfloat16 moved each score (largest |difference|) and which verdicts it changed."""
+def summary(rows: list[dict], failed: list[dict]) -> dict:
+    """How far bfloat16 moved each score (largest |difference|), which verdicts it changed, and the
+    pairs that could not be measured."""
     keys = ("ics", "lineage_z", "latent_cosine")
     verdicts = ("ics_verdict", "lineage_verdict", "latent_verdict")
     moved = {k: max((abs(r["bfloat16"][k] - r["float32"][k]) for r in rows), default=0.0) for k in keys}
@@ -97,4 +108,5 @@ def summary(rows: list[dict]) -> dict:
              for r in rows for v in verdicts if r["float32"][v] != r["bfloat16"][v]]
     wrong = [{"pair": r["pair"], "expected": r["expected"], "verdict": v, **{p: r[p][v] for p in PRECISIONS}}
              for r in rows if r["expected"] for v in verdicts if any(r[p][v] != r["expected"] for p in PRECISIONS)]
-    return {"pairs": len(rows), "largest_change": moved, "verdict_changes": flips, "unexpected_verdicts": wrong}
+    return {"pairs": len(rows), "largest_change": moved, "verdict_changes": flips, "unexpected_verdicts": wrong,
+            "failed": failed}

@@ -221,6 +221,24 @@ def deepseek_section(results: dict) -> tuple[list[str], list[tuple]]:
                             f"{TARGET_DEEPSEEK_GB:g} GB", f"{r['wall_s']:.0f} s, {_gib(r['peak_rss_mb'])}",
                             r["wall_s"] <= TARGET_DEEPSEEK_S and r["peak_rss_mb"] * 2**20 <= TARGET_DEEPSEEK_GB * 1e9,
                             _load_range([r])))
+    measured = [r for r in results["runs"] if r["rc"] == 0]
+    for (tool, tokens, precision), group in _latest(measured, lambda r: (r["tool"], r["tokens"], r["precision"])).items():
+        counts = sorted({r["experts"] for r in group})
+        if s["experts"] in counts or len(counts) < 2:
+            continue
+        low, high = (next(r for r in reversed(group) if r["experts"] == e) for e in (counts[0], counts[-1]))
+        span = high["experts"] - low["experts"]
+        wall, floor = ((low[k] + (high[k] - low[k]) / span * (s["experts"] - low["experts"])) for k in ("wall_s", "matmul_floor_s"))
+        peak = max(low["peak_rss_mb"], high["peak_rss_mb"])
+        lines.append(f"| {s['experts']} (extrapolated from {low['experts']} and {high['experts']}) | huref {tool} | {tokens} | "
+                     f"{precision} | | {wall:.0f} s | {_gib(peak)} (largest measured) | {floor:.0f} s | "
+                     f"{wall / floor:.2f}x | |")
+        if tool == "fingerprint":
+            targets.append((f"DeepSeek-V3-shaped fingerprint ({precision}): under {TARGET_DEEPSEEK_S // 60} min and "
+                            f"{TARGET_DEEPSEEK_GB:g} GB", f"{wall:.0f} s extrapolated from {low['experts']} and "
+                            f"{high['experts']} experts (not measured at {s['experts']}), {_gib(peak)}",
+                            wall <= TARGET_DEEPSEEK_S and peak * 2**20 <= TARGET_DEEPSEEK_GB * 1e9,
+                            _load_range([low, high])))
     n = 4096
     d, f = s["hidden"], s["expert"]
     ffn = 2 * (s["experts"] + 1) * 3 * 2 * n * d * f
@@ -238,22 +256,32 @@ def deepseek_section(results: dict) -> tuple[list[str], list[tuple]]:
 
 
 def accuracy_section(results: dict) -> list[str]:
+    attacks = results["attacks"]
     lines = ["", "## bfloat16 products: what they do to ICS, latents and verdicts", "",
              "Each pair compared as `huref compare` does, once with float32 arithmetic and once with",
              "`--precision bfloat16` (weight products in bfloat16 with float32 accumulation): the attack suite",
-             "(every tiny architecture against its two composite attacks, expected same-base, and against an",
-             "independent initialisation, expected unrelated) and every pair of the tiny zoo. Largest change of",
-             "each score between the two precisions, and the verdicts that changed:", "",
-             "| pairs | from | largest change: ICS / lineage z / latent cosine | verdicts changed | verdicts unlike the expected |",
-             "|---|---|---|---|---|"]
+             f"({attacks.get('architectures', '?')} of its {attacks.get('of', '?')} tiny architectures, each against "
+             "its two composite attacks, expected same-base,",
+             "and against an independent initialisation, expected unrelated) and pairs of the tiny zoo. Largest",
+             "change of each score between the two precisions, and the verdicts that changed:", "",
+             "| pairs | from | largest change: ICS / lineage z / latent cosine | verdicts changed | "
+             "verdicts unlike the expected | could not be measured |",
+             "|---|---|---|---|---|---|"]
     for where in ("attacks", "zoo"):
         summary = results[where]["summary"]
-        if not summary["pairs"]:
+        if not summary["pairs"] and not summary.get("failed"):
             continue
         change = summary["largest_change"]
         lines.append(f"| {summary['pairs']} | {where} | {change['ics']:.1e} / {change['lineage_z']:.3f} / "
                      f"{change['latent_cosine']:.1e} | {len(summary['verdict_changes'])} | "
-                     f"{len(summary['unexpected_verdicts'])} |")
+                     f"{len(summary['unexpected_verdicts'])} | {len(summary.get('failed', []))} |")
+    for where in ("attacks", "zoo"):
+        summary = results[where]["summary"]
+        for flip in summary["verdict_changes"]:
+            lines.append(f"- {where}, {flip['pair']}: {flip['verdict']} {flip['float32']} (float32) -> "
+                         f"{flip['bfloat16']} (bfloat16)")
+        for failure in summary.get("failed", []):
+            lines.append(f"- {where}, {failure['pair']}: not measured ({failure['error'][:120]})")
     from huref.inputs import Settings
 
     default = Settings().precision
