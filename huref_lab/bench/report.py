@@ -180,7 +180,7 @@ def read_bound_section(results: dict) -> tuple[list[str], list[tuple]]:
 
 
 def pair_section(results: dict) -> list[str]:
-    lines = ["", "## Lineage and compare of two 7B-shaped models", "",
+    lines = ["", "## Lineage and compare of two 7B-shaped checkpoints", "",
              "The 7B-shaped bfloat16 checkpoint compared with itself (two subjects: both sides read and computed):",
              "`huref lineage` reads all 32 layers of each at 256 tokens; `compare --verdict ics` the two middle",
              "layers at 4096 tokens (and PCS); the default `compare` adds the lineage verdict over 8 evenly spaced",
