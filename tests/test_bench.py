@@ -73,9 +73,9 @@ def test_the_report_computes_ratios_and_targets_from_the_results(tmp_path):
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "read_bound.json").write_text(json.dumps({"machine": machine, "runs": runs}))
     text = report.report(tmp_path)
-    assert "| bf16 | lineage | bfloat16 | 11.00 GB | 5.50 GB/s | 2.0 s | 3.0 s | 12.5 s | 0.88 GB/s | 2.50x |" in text
-    assert "| read-bound: bf16, lineage (bfloat16) | 2.50x of read + floor (12.5 s) | no | 1.0-1.5 |" in text
-    assert "| read-bound: q8_0, lineage (float32) | 1.80x of read + floor (9.0 s) | yes | 1.0-1.5 |" in text
+    assert "| bf16 | lineage | float32 | bfloat16 | 11.00 GB | 5.50 GB/s | 2.0 s | 3.0 s | 12.5 s | 0.88 GB/s | 2.50x |" in text
+    assert "| read-bound: bf16, lineage (--precision float32: bfloat16 products) | 2.50x of read + floor (12.5 s) | no | 1.0-1.5 |" in text
+    assert "| read-bound: q8_0, lineage (--precision float32: float32 products) | 1.80x of read + floor (9.0 s) | yes | 1.0-1.5 |" in text
     assert "1 of 2 targets hold" in text and "## DeepSeek" not in text  # no results, no section
 
 

@@ -35,6 +35,15 @@ def _load_range(runs: list[dict]) -> str:
     return f"{min(loads):.1f}-{max(loads):.1f}" if loads else "-"
 
 
+def _when(runs: list[dict]) -> str:
+    """'Measured FIRST-LAST UTC at commit(s) ...' of the runs."""
+    times = sorted(r["utc"] for r in runs if "utc" in r)
+    commits = list(dict.fromkeys(r["commit"] for r in runs if "commit" in r))
+    last = times[-1].split(" ")[-1] if times and times[-1][:10] == times[0][:10] else (times[-1] if times else "")
+    span = f"{times[0]}-{last}" if times and times[0] != times[-1] else (times[0] if times else "?")
+    return f"Measured {span} UTC at commit{'s' if len(commits) > 1 else ''} {', '.join(f'`{c}`' for c in commits)}."
+
+
 def _latest(runs: list[dict], key) -> dict:
     """The runs of the latest commit measured, grouped by key(run), in order of first appearance."""
     groups: dict = {}
@@ -79,6 +88,7 @@ def llama_section(results: dict) -> list[str]:
              "runs (files in the page cache); *cold*: the first run, its files evicted first. Floor: the matmul",
              "floor of the two layers' products in the arithmetic used (bfloat16 weight products with float32",
              "accumulation under `--precision bfloat16`; the n x n products float32).", "",
+             _when(runs), "",
              "| checkpoint | command | precision | warm runs | wall | cold | peak RSS | matmul floor | wall / floor | load |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for (size, tool, precision), group in _latest(timed, lambda r: (r["size"], r["tool"], r["precision"])).items():
@@ -138,7 +148,7 @@ def read_paths_section(results: dict) -> list[str]:
              "as the products take them (`huref.layers.Matrix.blocks`: read, decoded or converted into the product",
              "dtype, the SHA-256 on its own thread or off as lineage reads have it), in bytes of the checkpoint per",
              "second, beside the page-cache rate of the same files and SHA-256's own rate on one core, both measured",
-             "in the same run.", "",
+             f"in the same run. {_when(results['runs'])}", "",
              "| format | into | SHA-256 | bytes | read path | page cache | path / page cache | SHA-256 alone | load |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results["runs"]:
@@ -156,25 +166,25 @@ def read_bound_section(results: dict) -> tuple[list[str], list[tuple]]:
              "written). *Read*: the bytes huref reads (the layers' stored tensors and the probe rows) at the",
              "page-cache rate measured on the same files right before; *floor*: the products of the arithmetic",
              "used (float32, or bfloat16 with float32 accumulation) with the operands in memory. Target:",
-             f"wall <= {TARGET_READ_BOUND:g}x (read + floor).", "",
-             "| format | run | arithmetic | read | page cache | read time | matmul floor | wall | huref's rate | "
+             f"wall <= {TARGET_READ_BOUND:g}x (read + floor). {_when(results['runs'])}", "",
+             "| format | run | --precision | arithmetic | read | page cache | read time | matmul floor | wall | huref's rate | "
              "wall / (read + floor) | peak RSS | load |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     targets = []
     for (form, run, precision), group in _latest(results["runs"], lambda r: (r["format"], r["run"], r["precision"])).items():
         ok = [r for r in group if r["rc"] == 0]
         if not ok:
-            lines.append(f"| {form} | {run} | {precision} | failed: {' '.join(group[0].get('stderr_tail', []))[:100]} "
+            lines.append(f"| {form} | {run} | {precision} | | failed: {' '.join(group[0].get('stderr_tail', []))[:100]} "
                          f"| | | | | | | | {_load_range(group)} |")
             continue
         r = min(ok, key=lambda r: r["wall_s"] / (r["bytes_read"] / r["page_cache_gbps"] / 1e9 + r["matmul_floor_s"]))
         read = r["bytes_read"] / r["page_cache_gbps"] / 1e9
         ratio = r["wall_s"] / (read + r["matmul_floor_s"])
-        lines.append(f"| {form} | {run} | {r['arithmetic']} | {_gb(r['bytes_read'])} | {r['page_cache_gbps']:.2f} GB/s | "
+        lines.append(f"| {form} | {run} | {precision} | {r['arithmetic']} | {_gb(r['bytes_read'])} | {r['page_cache_gbps']:.2f} GB/s | "
                      f"{read:.1f} s | {r['matmul_floor_s']:.1f} s | {r['wall_s']:.1f} s | "
                      f"{r['bytes_read'] / r['wall_s'] / 1e9:.2f} GB/s | {ratio:.2f}x | {_gib(r['peak_rss_mb'])} | "
                      f"{_load_range([r])} |")
-        targets.append((f"read-bound: {form}, {run} ({r['arithmetic']})", f"{ratio:.2f}x of read + floor "
+        targets.append((f"read-bound: {form}, {run} (--precision {precision}: {r['arithmetic']} products)", f"{ratio:.2f}x of read + floor "
                         f"({r['wall_s']:.1f} s)", ratio <= TARGET_READ_BOUND, _load_range([r])))
     return lines, targets
 
@@ -184,7 +194,8 @@ def pair_section(results: dict) -> list[str]:
              "The 7B-shaped bfloat16 checkpoint compared with itself (two subjects: both sides read and computed):",
              "`huref lineage` reads all 32 layers of each at 256 tokens; `compare --verdict ics` the two middle",
              "layers at 4096 tokens (and PCS); the default `compare` adds the lineage verdict over 8 evenly spaced",
-             "layers of each. The 4096x4096 float32 matmul rate is sampled right before each run.", "",
+             "layers of each. The 4096x4096 float32 matmul rate is sampled right before each run.",
+             _when(results["runs"]), "",
              "| command | precision | wall | peak RSS | load before / after | float32 matmul rate before |",
              "|---|---|---|---|---|---|"]
     for r in results["runs"]:
@@ -204,7 +215,7 @@ def deepseek_section(results: dict) -> tuple[list[str], list[tuple]]:
              "layer; FP8 e4m3 with 128x128",
              "block scales) holding only the shards the default fingerprint reads: the embedding and the two middle",
              "layers (30 and 31). Fewer routed experts give the cost per expert. Floor: the two layers' products",
-             "(`deepseek_products`).", "",
+             f"(`deepseek_products`). {_when(results['runs'])}", "",
              "| routed experts | command | tokens | precision | read | wall | peak RSS | matmul floor | wall / floor | load |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     targets = []
@@ -294,7 +305,7 @@ def accuracy_section(results: dict) -> list[str]:
 def gpu_section(results: dict) -> list[str]:
     lines = ["", "## GPU (`--device cuda`)", "",
              f"On {results['machine'].get('gpu')} ({results['machine']['cpu']}, {results['machine']['cores']} cores, "
-             f"torch {results['machine']['torch']}), `scripts/bench_gpu.sh`:", "",
+             f"torch {results['machine']['torch']}), `scripts/bench_gpu.sh`. {_when(results['runs'])}", "",
              "| checkpoint | command | device | wall | peak RSS (host) | max \\|difference\\| / max \\|term\\| vs CPU |",
              "|---|---|---|---|---|---|"]
     for r in results["runs"]:
@@ -302,6 +313,14 @@ def gpu_section(results: dict) -> list[str]:
         wall = f"{r['wall_s']:.1f} s" if r["rc"] == 0 else f"failed: {' '.join(r.get('stderr_tail', []))[:80]}"
         lines.append(f"| {r['checkpoint']} | {r['command']} | {r['device']} | {wall} | {_gib(r['peak_rss_mb'])} | {diff} |")
     return lines
+
+
+def deepseek_command(results: dict | None) -> str:
+    """The `deepseek` suite's command line as recorded (the released 256 experts where none is)."""
+    runs = (results or {}).get("runs", [])
+    experts = ",".join(map(str, sorted({r["experts"] for r in runs}))) or str(DEEPSEEK_V3["experts"])
+    precisions = sorted({r["precision"] for r in runs}) or ["float32"]
+    return " && ".join(f"python scripts/bench.py deepseek --experts {experts} --precision {p}" for p in precisions)
 
 
 def report(cache: Path) -> str:
@@ -344,10 +363,10 @@ def report(cache: Path) -> str:
         lines += ["", f"{held} of {len(targets)} targets hold as measured here (load averages {', '.join(sorted(set(loads)))} "
                       "during those runs)."]
     lines += ["", "## Reproduce", "", "```",
-              "python scripts/bench.py build --sizes 7b,13b,70b --formats fp8,q8_0,q4_k_m --deepseek 8,256",
+              "python scripts/bench.py build --sizes 7b,70b --formats fp8,q8_0,q4_k_m",
               "python scripts/bench.py llama && python scripts/bench.py read-paths && python scripts/bench.py read-bound",
               "python scripts/bench.py pair",
-              "python scripts/bench.py deepseek --experts 8,256",
+              deepseek_command(found["deepseek"]),
               "python scripts/bench.py accuracy",
               "bash scripts/bench_gpu.sh            # on a machine with a CUDA GPU",
               "python scripts/bench.py report       # this file",
