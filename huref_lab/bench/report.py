@@ -302,9 +302,19 @@ def accuracy_section(results: dict) -> list[str]:
     from huref.inputs import Settings
 
     default = Settings().precision
+    changed = sum(len(results[w]["summary"]["verdict_changes"]) for w in ("attacks", "zoo"))
+    failed = sum(len(results[w]["summary"].get("failed", [])) for w in ("attacks", "zoo"))
+    gaps = ([f"{changed} verdicts changed"] if changed else []) + ([f"{failed} pairs or builds could not be measured"]
+                                                                   if failed else [])
+    if attacks.get("architectures") != attacks.get("of"):
+        gaps.append(f"the attack suite was measured on {attacks.get('architectures')} of its {attacks.get('of')} "
+                    "architectures, not all")
     lines += ["", f"Measured {results['utc']} UTC at commit `{results['commit']}`; the null panels are tiny-scale.",
-              f"The default arithmetic is {default}"
-              + ("; `--precision bfloat16` is the faster option." if default != "bfloat16" else ".")]
+              f"The default arithmetic is {default}."]
+    if default != "bfloat16":
+        lines += [f"`--precision bfloat16` is the faster option; it is not the default while these measurements "
+                  f"leave gaps ({'; '.join(gaps) if gaps else 'none here'}) and the test suite has not run with "
+                  "it as the default."]
     return lines
 
 
