@@ -108,24 +108,24 @@ def main() -> None:
 
         from huref_lab.tiny_models import ARCHITECTURES
 
-        attack_failed, zoo_failed, zoo_rows = [], [], []
+        attack_failed, zoo_failed, attack_rows, zoo_rows = [], [], [], []
         architectures = ARCHITECTURES[::args.every]
         path = measure.results_path(cache, "accuracy")
         path.parent.mkdir(parents=True, exist_ok=True)
 
-        def write() -> None:  # after each part, so a stopped run keeps what it measured
+        def write() -> None:  # after each pair, so a stopped run keeps what it measured
+            measured = {row["pair"].split(": ")[0] for row in attack_rows + attack_failed}
             path.write_text(json.dumps({"machine": measure.machine(), "commit": measure.commit(), "utc": measure.now(),
                                         "attacks": {"summary": accuracy.summary(attack_rows, attack_failed),
-                                                    "rows": attack_rows, "architectures": len(architectures),
+                                                    "rows": attack_rows, "architectures": len(measured),
                                                     "of": len(ARCHITECTURES)},
                                         "zoo": {"summary": accuracy.summary(zoo_rows, zoo_failed), "rows": zoo_rows,
                                                 "path": str(args.zoo)}}, indent=1))
 
-        attack_rows = accuracy.measure(accuracy.attack_pairs(architectures, attack_failed), attack_failed)
-        write()
         if args.zoo.exists():
-            zoo_rows = accuracy.measure(accuracy.zoo_pairs(args.zoo, args.zoo_models), zoo_failed)
-            write()
+            accuracy.measure(accuracy.zoo_pairs(args.zoo, args.zoo_models), zoo_failed, zoo_rows, write)
+        accuracy.measure(accuracy.attack_pairs(architectures, attack_failed), attack_failed, attack_rows, write)
+        write()
     elif args.command == "gpu":
         measure.gpu(cache)
     elif args.command == "generator-step":

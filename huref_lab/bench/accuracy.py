@@ -84,10 +84,11 @@ def zoo_pairs(zoo: Path, limit: int | None = None):
         yield f"{a.name} vs {b.name}", None, a, b
 
 
-def measure(pairs, failed: list) -> list[dict]:
-    """One row per pair: its label, the expected verdict (None where the zoo's labels decide), and
-    each precision's pair_report; a pair that cannot be compared is appended to `failed`."""
-    rows, opened = [], {}
+def measure(pairs, failed: list, rows: list, on_row=lambda: None) -> list[dict]:
+    """Append to `rows` one row per pair: its label, the expected verdict (None where the zoo's labels
+    decide), and each precision's pair_report, calling on_row() after each; a pair that cannot be
+    compared is appended to `failed`."""
+    opened = {}
     for label, expected, a, b in pairs:
         try:
             rows.append({"pair": label, "expected": expected, **compare_both(a, b, opened)})
@@ -95,6 +96,7 @@ def measure(pairs, failed: list) -> list[dict]:
             failed.append({"pair": label, "error": f"{type(error).__name__}: {error}"[:300]})
             continue
         print(rows[-1], flush=True)
+        on_row()
     return rows
 
 
