@@ -260,15 +260,18 @@ def deepseek_section(results: dict) -> tuple[list[str], list[tuple]]:
     d, f = s["hidden"], s["expert"]
     ffn = 2 * (s["experts"] + 1) * 3 * 2 * n * d * f
     lines += ["", "What dominates, and why there is no cheaper exact order: the FFN term of a MoE layer is",
-              "ffn = Σ_e (X·Wg_eᵀ ⊙ X·Wu_eᵀ)·Wd_eᵀ·X_oᵀ over all 257 experts (router-free). The elementwise",
-              "product needs both n x f projections in full, and nothing is shared between experts (each has its",
-              "own weights): 2·n·d·f flops for each of the gate and up projections. The down projection has",
-              "two association orders, H_e·Wd_eᵀ (2·n·f·d, summed over experts before one [n, d]·[d, n]) or",
-              "H_e·(X_o·Wd_e)ᵀ (2·n·d·f + 2·n²·f per expert), and the first is never dearer. Fusing gate and up",
-              "into one product, or all experts into one, changes the shapes, not the count; reading X through a",
-              "low-rank factor gains nothing while n <= d. So 6·n·d·f per expert is the cost of the exact term:",
+              "ffn = P(Σ_e (X·Wg_eᵀ ⊙ X·Wu_eᵀ)·Wd_eᵀ)·X_oᵀ over all E = 257 experts, router-free",
+              "(`huref.invariants.ffn_term`; P the post-FFN norm where a family has one, none in DeepSeek-V3).",
+              "The elementwise product needs both n x f projections in full, and nothing is shared between experts",
+              "(each has its own weights): 2·n·d·f flops for each of the gate and up projections. The down",
+              "projection has two association orders: H_e·Wd_eᵀ summed over experts, then one [n, d]·[d, n]",
+              "(E·2·n·f·d + 2·n²·d), or H_e·(X_o·Wd_e)ᵀ (E·(2·n·d·f + 2·n²·f)); the first is cheaper whenever",
+              "d < E·f (7168 < 257·2048), and with a post-FFN norm it is the only one. Fusing gate and up into one",
+              "product, or all experts into one, changes the shapes, not the count, and X (rank n <= d) has no",
+              "smaller factor to multiply through. So 6·n·d·f per expert is the cost of the exact term:",
               f"at n = {n} the two layers' FFN terms alone are {ffn / 1e12:.0f} TFLOP, about 99% of the fingerprint's",
-              "arithmetic; the attention terms (MLA through its latents) and the reads (23 GB of FP8) are the rest."]
+              "arithmetic; the attention terms (MLA through its latents) and the reads (23 GB of FP8 for 256",
+              "experts) are the rest."]
     return lines, targets
 
 
