@@ -45,6 +45,7 @@ def main() -> None:
     p.add_argument("--formats", default="bf16,fp8,q8_0,q4_k_m")
     p.add_argument("--precision", default="float32")
     p.add_argument("--runs", type=int, default=1)
+    p.add_argument("--kinds", default="invariants,lineage", help="which runs: invariants, lineage")
     p = sub.add_parser("read-paths", help="bytes/s of each read path alone; results/read_paths.json")
     p.add_argument("--formats", default="bf16,fp8,q8_0,q4_k_m")
     p.add_argument("--layers", type=int, default=4)
@@ -95,7 +96,7 @@ def main() -> None:
     elif args.command == "llama":
         measure.llama(cache, args.runs, args.sizes.split(","), args.precision, not args.no_baseline)
     elif args.command == "read-bound":
-        measure.read_bound(cache, args.formats.split(","), args.precision, args.runs)
+        measure.read_bound(cache, args.formats.split(","), args.precision, args.runs, tuple(args.kinds.split(",")))
     elif args.command == "read-paths":
         measure.read_paths(cache, args.formats.split(","), args.layers)
     elif args.command == "pair":

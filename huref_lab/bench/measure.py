@@ -287,7 +287,8 @@ def arithmetic(form: str, precision: str, lineage: bool) -> torch.dtype:
     return torch.float32
 
 
-def read_bound(cache: Path, forms: list[str], precision: str = "float32", runs: int = 1) -> None:
+def read_bound(cache: Path, forms: list[str], precision: str = "float32", runs: int = 1,
+               kinds: tuple[str, ...] = ("invariants", "lineage")) -> None:
     """Time the read-bound runs on the 7B shape in each storage format: `huref invariants` over every
     layer at 16 tokens, and `huref lineage` of the checkpoint against itself (32 layers each side
     at 256 tokens), each beside the page-cache read rate of its files and the matmul floor of the
@@ -303,6 +304,8 @@ def read_bound(cache: Path, forms: list[str], precision: str = "float32", runs: 
                      huref("invariants", path, "-o", cache / "scratch" / "read-bound.safetensors", "--tokens", 16,
                            "--layers", every_layer, "--precision", precision)),
                     ("lineage against itself, 256 tokens", 256, 2, huref("lineage", path, path, "--precision", precision))):
+                if kind.split(",")[0].split(" ")[0] not in kinds:
+                    continue
                 (cache / "scratch").mkdir(parents=True, exist_ok=True)
                 rate = read_rate(files)  # also leaves the files in the page cache
                 dtype = arithmetic(form, precision, lineage=kind.startswith("lineage"))
