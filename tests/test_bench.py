@@ -12,6 +12,8 @@ from huref.invariants import invariant_terms
 from huref.sources import load_model
 from huref_lab.bench import measure, report
 
+MACHINE = {"cpu": "CPU", "cores": 2, "ram_gb": 23.5, "bf16_instructions": True, "torch": "2", "torch_threads": 2,
+           "python": "3", "gpu": None}
 TINY = dict(layers=8, hidden=256, ffn=512, heads=4, kv_heads=2, partial=False)
 
 
@@ -63,15 +65,13 @@ def test_deepseek_v3_checkpoint_holds_only_the_fingerprints_shards(tmp_path, mon
 
 
 def test_the_report_computes_ratios_and_targets_from_the_results(tmp_path):
-    machine = {"cpu": "CPU", "cores": 2, "ram_gb": 23.5, "bf16_instructions": True, "torch": "2", "torch_threads": 2,
-               "python": "3", "gpu": None}
     base = {"rc": 0, "peak_rss_mb": 1024, "load_before": 1.0, "load_after": 1.5, "utc": "now", "commit": "abc"}
     runs = [{**base, "format": "bf16", "run": "lineage", "precision": "float32", "arithmetic": "bfloat16",
              "bytes_read": 11e9, "page_cache_gbps": 5.5, "matmul_floor_s": 3.0, "wall_s": 12.5},   # 12.5 / 5 = 2.5x
             {**base, "format": "q8_0", "run": "lineage", "precision": "float32", "arithmetic": "float32",
              "bytes_read": 5.5e9, "page_cache_gbps": 5.5, "matmul_floor_s": 4.0, "wall_s": 9.0}]   # 9 / 5 = 1.8x
     (tmp_path / "results").mkdir()
-    (tmp_path / "results" / "read_bound.json").write_text(json.dumps({"machine": machine, "runs": runs}))
+    (tmp_path / "results" / "read_bound.json").write_text(json.dumps({"machine": MACHINE, "runs": runs}))
     text = report.report(tmp_path)
     assert "| bf16 | lineage | float32 | bfloat16 | 11.00 GB | 5.50 GB/s | 2.0 s | 3.0 s | 12.5 s | 0.88 GB/s | 2.50x |" in text
     assert "| read-bound: bf16, lineage (--precision float32: bfloat16 products) | 2.50x of read + floor (12.5 s) | no | 1.0-1.5 |" in text
@@ -80,14 +80,12 @@ def test_the_report_computes_ratios_and_targets_from_the_results(tmp_path):
 
 
 def test_the_deepseek_row_at_256_experts_is_extrapolated_from_two_counts_and_says_so(tmp_path):
-    machine = {"cpu": "CPU", "cores": 2, "ram_gb": 23.5, "bf16_instructions": True, "torch": "2", "torch_threads": 2,
-               "python": "3", "gpu": None}
     base = {"rc": 0, "tool": "fingerprint", "tokens": 4096, "precision": "bfloat16", "bytes_read": 3e9,
             "load_before": 1.0, "load_after": 1.2, "utc": "now", "commit": "abc"}
     runs = [{**base, "experts": 8, "wall_s": 40.0, "matmul_floor_s": 30.0, "peak_rss_mb": 2048},
             {**base, "experts": 16, "wall_s": 60.0, "matmul_floor_s": 50.0, "peak_rss_mb": 2100}]
     (tmp_path / "results").mkdir()
-    (tmp_path / "results" / "deepseek.json").write_text(json.dumps({"machine": machine, "runs": runs}))
+    (tmp_path / "results" / "deepseek.json").write_text(json.dumps({"machine": MACHINE, "runs": runs}))
     text = report.report(tmp_path)
     # 2.5 s per expert above 8: 40 + 2.5 * 248 = 660 s; floor 30 + 2.5 * 248 = 650 s
     assert "| 256 (extrapolated from 8 and 16) | huref fingerprint | 4096 | bfloat16 | | 660 s | 2.05 GiB" in text

@@ -358,22 +358,14 @@ def report(cache: Path) -> str:
             targets.append((f"7B `huref invariants` ({precision}) within {TARGET_INVARIANTS}x of its matmul floor",
                             f"{ratio:.2f}x ({_median(group, 'wall_s'):.1f} s)", ratio <= TARGET_INVARIANTS,
                             _load_range(group)))
-    if found["read_paths"]:
-        lines += read_paths_section(found["read_paths"])
-    if found["read_bound"]:
-        section, found_targets = read_bound_section(found["read_bound"])
-        lines += section
-        targets += found_targets
-    if found["pair"]:
-        lines += pair_section(found["pair"])
-    if found["deepseek"]:
-        section, found_targets = deepseek_section(found["deepseek"])
-        lines += section
-        targets += found_targets
-    if found["accuracy"]:
-        lines += accuracy_section(found["accuracy"])
-    if found["gpu"]:
-        lines += gpu_section(found["gpu"])
+    sections = (("read_paths", lambda r: (read_paths_section(r), [])), ("read_bound", read_bound_section),
+                ("pair", lambda r: (pair_section(r), [])), ("deepseek", deepseek_section),
+                ("accuracy", lambda r: (accuracy_section(r), [])), ("gpu", lambda r: (gpu_section(r), [])))
+    for suite, section in sections:
+        if found[suite]:
+            section_lines, section_targets = section(found[suite])
+            lines += section_lines
+            targets += section_targets
     if targets:
         lines += ["", "## Targets", "", "| target | measured | holds | load |", "|---|---|---|---|"]
         lines += [f"| {name} | {measured} | {'yes' if holds else 'no'} | {load} |" for name, measured, holds, load in targets]
