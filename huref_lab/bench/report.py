@@ -159,7 +159,8 @@ def read_paths_section(results: dict) -> list[str]:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results["runs"]:
         lines.append(f"| {r['format']} | {r['dtype']} | {'on' if r['sha256'] else 'off'} | {_gb(r['bytes'])} | "
-                     f"{r['gbps']:.2f} GB/s | {r['page_cache_gbps']:.2f} GB/s | {r['gbps'] / r['page_cache_gbps']:.2f} | "
+                     f"{r['bytes'] / r['wall_s'] / 1e9:.3g} GB/s | {r['page_cache_gbps']:.2f} GB/s | "
+                     f"{r['bytes'] / r['wall_s'] / 1e9 / r['page_cache_gbps']:.3g} | "
                      f"{r['sha256_gbps']:.2f} GB/s | {_load_range([r])} |")
     return lines
 
@@ -285,7 +286,7 @@ def accuracy_section(results: dict) -> list[str]:
              "and against an independent initialisation, expected unrelated) and pairs of the tiny zoo. Largest",
              "change of each score between the two precisions, and the verdicts that changed:", "",
              "| pairs | from | largest change: ICS / lineage z / latent cosine | verdicts changed | "
-             "verdicts unlike the expected | could not be measured |",
+             "verdicts unlike the expected | refused or failed |",
              "|---|---|---|---|---|---|"]
     for where in ("attacks", "zoo"):
         summary = results[where]["summary"]
@@ -300,8 +301,11 @@ def accuracy_section(results: dict) -> list[str]:
         for flip in summary["verdict_changes"]:
             lines.append(f"- {where}, {flip['pair']}: {flip['verdict']} {flip['float32']} (float32) -> "
                          f"{flip['bfloat16']} (bfloat16)")
+        reasons: dict[str, list[str]] = {}
         for failure in summary.get("failed", []):
-            lines.append(f"- {where}, {failure['pair']}: not measured ({failure['error'][:120]})")
+            reasons.setdefault(failure["error"][:160], []).append(failure["pair"])
+        for reason, pairs in reasons.items():
+            lines.append(f"- {where}: {len(pairs)} not measured ({reason}), e.g. {pairs[0]}")
     from huref.inputs import Settings
 
     default = Settings().precision
