@@ -384,6 +384,7 @@ def report(cache: Path) -> str:
               deepseek_command(found["deepseek"]),
               "python scripts/bench.py accuracy",
               "bash scripts/bench_gpu.sh            # on a machine with a CUDA GPU",
-              "python scripts/bench.py report       # this file",
+              "python scripts/bench.py report       # this file, from the cache's results/",
+              "python scripts/bench.py --cache docs/results/bench report   # this file, from the committed results",
               "```", ""]
     return "\n".join(lines)
