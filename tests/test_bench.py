@@ -82,15 +82,15 @@ def test_the_report_computes_ratios_and_targets_from_the_results(tmp_path):
 def test_the_deepseek_row_at_256_experts_is_extrapolated_from_two_counts_and_says_so(tmp_path):
     base = {"rc": 0, "tool": "fingerprint", "tokens": 4096, "precision": "bfloat16", "bytes_read": 3e9,
             "load_before": 1.0, "load_after": 1.2, "utc": "now", "commit": "abc"}
-    runs = [{**base, "experts": 8, "wall_s": 40.0, "matmul_floor_s": 30.0, "peak_rss_mb": 2048},
-            {**base, "experts": 16, "wall_s": 60.0, "matmul_floor_s": 50.0, "peak_rss_mb": 2100}]
+    runs = [{**base, "experts": 8, "flops": 10e12, "wall_s": 40.0, "matmul_floor_s": 30.0, "peak_rss_mb": 2048},
+            {**base, "experts": 16, "flops": 18e12, "wall_s": 60.0, "matmul_floor_s": 45.0, "peak_rss_mb": 2048 + 8 * 64}]
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "deepseek.json").write_text(json.dumps({"machine": MACHINE, "runs": runs}))
     text = report.report(tmp_path)
-    # 2.5 s per expert above 8: 40 + 2.5 * 248 = 660 s; floor 30 + 2.5 * 248 = 650 s
-    assert "| 256 (extrapolated from 8 and 16) | huref fingerprint | 4096 | bfloat16 | | 660 s | 2.05 GiB" in text
-    assert "| 650 s | 1.02x |" in text
-    assert "660 s extrapolated from 8 and 16 experts (not measured at 256), 2.05 GiB | no |" in text
+    # flops 10 + 1 * 248 = 258 TFLOP at the 16-expert run's 0.4 TFLOP/s: floor 645 s, times its 60 / 45: 860 s;
+    # peak 2048 + 64 MB * 248 = 17920 MB
+    assert "| 256 (extrapolated from 8 and 16) | huref fingerprint | 4096 | bfloat16 | | 860 s | 17.50 GiB | 645 s | 1.33x |" in text
+    assert "860 s extrapolated from 8 and 16 experts (not measured at 256), 17.50 GiB | no |" in text
 
 
 def test_an_architecture_that_cannot_be_built_is_recorded_not_fatal():

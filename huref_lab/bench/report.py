@@ -222,7 +222,9 @@ def deepseek_section(results: dict) -> tuple[list[str], list[tuple]]:
              "layer; FP8 e4m3 with 128x128",
              "block scales) holding only the shards the default fingerprint reads: the embedding and the two middle",
              "layers (30 and 31). Fewer routed experts give the cost per expert. Floor: the two layers' products",
-             f"(`deepseek_products`). {_when(results['runs'])}", "",
+             "(`deepseek_products`). A row at 256 experts that was not measured is extrapolated: flops and peak",
+             "memory linearly from the two counts measured, the time as the larger run's wall / floor ratio times",
+             f"the floor of those flops at that run's matmul rate. {_when(results['runs'])}", "",
              "| routed experts | command | tokens | precision | read | wall | peak RSS | matmul floor | wall / floor | load |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     targets = []
@@ -245,12 +247,17 @@ def deepseek_section(results: dict) -> tuple[list[str], list[tuple]]:
         if s["experts"] in counts or len(counts) < 2:
             continue
         low, high = (next(r for r in reversed(group) if r["experts"] == e) for e in (counts[0], counts[-1]))
-        span = high["experts"] - low["experts"]
-        wall, floor = ((low[k] + (high[k] - low[k]) / span * (s["experts"] - low["experts"])) for k in ("wall_s", "matmul_floor_s"))
-        peak = max(low["peak_rss_mb"], high["peak_rss_mb"])
+        # flops and peak memory are linear in the expert count; the time is the larger run's wall / floor
+        # ratio times the floor of 256 experts' flops at that run's matmul rate (both under its load)
+        def at_256(key: str) -> float:
+            return low[key] + (high[key] - low[key]) / (high["experts"] - low["experts"]) * (s["experts"] - low["experts"])
+
+        floor = at_256("flops") / (high["flops"] / high["matmul_floor_s"])
+        wall = floor * high["wall_s"] / high["matmul_floor_s"]
+        peak = max(at_256("peak_rss_mb"), high["peak_rss_mb"])
         lines.append(f"| {s['experts']} (extrapolated from {low['experts']} and {high['experts']}) | huref {tool} | {tokens} | "
-                     f"{precision} | | {wall:.0f} s | {_gib(peak)} (largest measured) | {floor:.0f} s | "
-                     f"{wall / floor:.2f}x | |")
+                     f"{precision} | | {wall:.0f} s | {_gib(peak)} | {floor:.0f} s | "
+                     f"{wall / floor:.2f}x | {_load_range([high])} |")
         if tool == "fingerprint":
             targets.append((f"DeepSeek-V3-shaped fingerprint ({precision}): under {TARGET_DEEPSEEK_S // 60} min and "
                             f"{TARGET_DEEPSEEK_GB:g} GB", f"{wall:.0f} s extrapolated from {low['experts']} and "
