@@ -104,7 +104,9 @@ def test_ggml_blocks_decode_as_gguf_py_does_bit_for_bit(qtype):
     quant = gguf.GGMLQuantizationType[qtype]
     reference = torch.from_numpy(gguf.quants.dequantize(raw, quant).astype(np.float32))
     assert torch.isfinite(reference).all() and reference.std() > 0
+    threads = torch.get_num_threads()
     ours = dequantize(raw, quant)
+    assert torch.get_num_threads() == threads  # decoded on one thread, the count restored
     assert torch.equal(ours.float().view(torch.int32), reference.view(torch.int32))
     narrow = dequantize(raw, quant, torch.bfloat16)
     assert torch.equal(narrow.view(torch.int16), reference.bfloat16().view(torch.int16))
