@@ -56,7 +56,7 @@ def main() -> None:
     p.add_argument("--experts", default="256")
     p.add_argument("--tokens", type=int, default=4096)
     p.add_argument("--precision", default="float32")
-    p.add_argument("--commands", default="fingerprint")
+    p.add_argument("--commands", default="invariants", help="invariants (the default terms), fingerprint (every layer)")
     p = sub.add_parser("accuracy", help="bfloat16 vs float32 verdicts; results/accuracy.json")
     p.add_argument("--zoo", type=Path, default=Path("/work/cache/experiments/full"))
     p.add_argument("--every", type=int, default=1, help="every Nth tiny architecture of the attack suite")

@@ -15,25 +15,22 @@ import itertools
 import tempfile
 from pathlib import Path
 
-import torch
 
 PRECISIONS = ("float32", "bfloat16")
 
 
 def pair_report(a, b, settings) -> dict:
-    """ICS, lineage statistic and latent cosine of two opened models, with their verdicts."""
+    """ICS, lineage statistic and latent cosine of two opened models, with their verdicts (the latents
+    as `huref fingerprint` makes them, judged on their encoder's null panel)."""
     from huref.comparison import compare_pair
-    from huref.encoder import encode
+    from huref.fingerprint import compare_fingerprints
     from huref.lineage import LINEAGE_TOKENS
-    from huref.statistics import LATENT_PANEL_FILE, null_panel, verdict_from_statistic
 
     found = compare_pair(a, b, settings, lineage_tokens=LINEAGE_TOKENS)
-    ta, tb = a.terms(settings), b.terms(settings)
-    za, zb = encode(ta.values, ta.tokens), encode(tb.values, tb.tokens)
-    cosine = float(torch.nn.functional.cosine_similarity(za, zb, dim=0))
+    latent = compare_fingerprints(a.record(settings), b.record(settings))
     return {"ics": found["ics"], "ics_verdict": found["ics_verdict"], "lineage_z": found["lineage"]["z"],
-            "lineage_verdict": found["lineage"]["verdict"], "latent_cosine": cosine,
-            "latent_verdict": verdict_from_statistic(cosine, null_panel(LATENT_PANEL_FILE))["verdict"]}
+            "lineage_verdict": found["lineage"]["verdict"], "latent_cosine": latent["latent_cosine"],
+            "latent_verdict": latent["verdict"]}
 
 
 def compare_both(path_a: Path, path_b: Path, opened: dict) -> dict:

@@ -9,7 +9,7 @@
   and Q6_K as llama.cpp's quantizer does).
 - DeepSeek-V3 (`build_deepseek`): 61 layers (the first 3 dense), 256 routed + 1 shared expert,
   hidden 7168, multi-head latent attention, FP8 block-scaled, with only the shards the default
-  fingerprint reads (the embedding and the two middle layers, 25 GB of its 690 GB).
+  terms read (the embedding and the two middle layers, 25 GB of its 690 GB).
 
 Weights are seeded per tensor name (crc32), so a rebuilt checkpoint has the same bytes. Quantized
 blocks are random codes under small finite scales: the readers decode them exactly as they would
@@ -379,7 +379,8 @@ def deepseek_config(experts: int) -> dict:
 
 def build_deepseek(cache: Path, experts: int = DEEPSEEK_V3["experts"]) -> Path:
     """The DeepSeek-V3-shaped checkpoint (`experts` routed experts per MoE layer; 256 as released),
-    with only the shards the default fingerprint reads: the embedding and the two middle layers."""
+    with only the shards the default terms read (`huref invariants`, the ICS): the embedding and the two
+    middle layers."""
     read = {f"model.layers.{i}." for i in resolve_layers(DEEPSEEK_V3["layers"], None)}
 
     def keep(name: str) -> bool:

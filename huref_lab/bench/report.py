@@ -220,7 +220,8 @@ def deepseek_section(results: dict) -> tuple[list[str], list[tuple]]:
              f"hidden {s['hidden']}, {s['heads']} heads of multi-head",
              f"latent attention; {s['experts']} routed experts of width {s['expert']} and one shared expert per MoE "
              "layer; FP8 e4m3 with 128x128",
-             "block scales) holding only the shards the default fingerprint reads: the embedding and the two middle",
+             "block scales) holding only the shards the default terms read (the ICS; the fingerprint of encoder",
+             "version 1, measured here, read the same; version 2 reads every layer): the embedding and the two middle",
              "layers (30 and 31). Fewer routed experts give the cost per expert. Floor: the two layers' products",
              "(`deepseek_products`). A row at 256 experts that was not measured is extrapolated: flops and peak",
              "memory linearly from the two counts measured, the time as the larger run's wall / floor ratio times",
