@@ -369,7 +369,7 @@ def deepseek(cache: Path, experts: list[int], tokens: int, precision: str, comma
             out = cache / "scratch" / ("deepseek.png" if tool == "fingerprint" else "deepseek.safetensors")
             run = timed_beside_floor(huref(tool, path, "-o", out, "--tokens", tokens, "--precision", precision),
                                      lambda: 2 * product_seconds(products, repeats=1))
-            append_run(cache, "deepseek", {"tool": tool, "experts": e, "tokens": tokens, "precision": precision,
+            append_run(cache, "deepseek", {"tool": tool, **_encoder(tool), "experts": e, "tokens": tokens, "precision": precision,
                                            "bytes_read": stored_bytes(path, {30, 31}, tokens),
                                            "page_cache_gbps": round(rate, 2), "flops": 2 * products_flops(products), **run})
 
@@ -405,6 +405,13 @@ def matmul_gflops(size: int = 4096, dtype: torch.dtype = torch.float32, repeats:
     return statistics.median(rates)
 
 
+def _encoder(tool: str) -> dict:
+    """{"encoder_version": V} for a fingerprint run (what its latent reads depends on the version)."""
+    from huref.encoder import ENCODER_VERSION
+
+    return {"encoder_version": ENCODER_VERSION} if tool == "fingerprint" else {}
+
+
 FINGERPRINT_SIZES = ("7b",)  # fingerprints read every layer: only the whole 7B checkpoint holds them (70B, 13B are partial)
 
 
@@ -427,7 +434,7 @@ def llama(cache: Path, runs: int, sizes: list[str], precision: str, with_baselin
                     evict(directory)
                 run = timed_beside_floor(huref(tool, directory, "-o", out, "--precision", precision),
                                          lambda: DEFAULT_LAYERS * product_seconds(products, repeats=2))
-                append_run(cache, "llama", {"tool": tool, "size": size, "cold": k == 0, "precision": precision,
+                append_run(cache, "llama", {"tool": tool, **_encoder(tool), "size": size, "cold": k == 0, "precision": precision,
                                             "flops": DEFAULT_LAYERS * products_flops(products),
                                             "bytes_read": stored_bytes(directory, _default_layers(size), DEFAULT_TOKENS),
                                             **run})

@@ -35,6 +35,13 @@ def _load_range(runs: list[dict]) -> str:
     return f"{min(loads):.1f}-{max(loads):.1f}" if loads else "-"
 
 
+def _tool(run: dict) -> str:
+    """The command a run timed; a fingerprint with the encoder version it was made with (version 1 read
+    the two default layers, version 2 reads every layer)."""
+    version = run.get("encoder_version")
+    return f"huref {run['tool']}" + (f" (encoder v{version})" if version else "")
+
+
 def _when(runs: list[dict]) -> str:
     """'Measured FIRST-LAST UTC at commit(s) ...' of the runs."""
     times = sorted(r["utc"] for r in runs if "utc" in r)
@@ -97,17 +104,17 @@ def llama_section(results: dict) -> list[str]:
              _when(runs), "",
              "| checkpoint | command | precision | warm runs | wall | cold (/ its floor) | peak RSS | matmul floor | wall / floor | load |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for (size, tool, precision), group in _latest(timed, lambda r: (r["size"], r["tool"], r["precision"])).items():
+    for (size, tool, precision), group in _latest(timed, lambda r: (r["size"], _tool(r), r["precision"])).items():
         warm = [r for r in group if not r["cold"] and r["rc"] == 0] or [r for r in group if r["rc"] == 0]
         cold = next((r for r in group if r["cold"] and r["rc"] == 0), None)
         if not warm:
-            lines.append(f"| {size.upper()} | huref {tool} | {precision} | 0 | failed: "
+            lines.append(f"| {size.upper()} | {tool} | {precision} | 0 | failed: "
                          f"{' '.join(group[0].get('stderr_tail', []))[:100]} | | | | | {_load_range(group)} |")
             continue
         wall, floor = _median(warm, "wall_s"), _median(warm, "matmul_floor_s")
         label = f"{size.upper()}-shaped" + (" (partial download)" if SHAPES[size]["partial"] else "")
         cold_wall = f"{cold['wall_s']:.1f} s ({cold['wall_s'] / cold['matmul_floor_s']:.2f}x)" if cold else "-"
-        lines.append(f"| {label} | huref {tool} | {precision} | {len(warm)} | {wall:.1f} s | "
+        lines.append(f"| {label} | {tool} | {precision} | {len(warm)} | {wall:.1f} s | "
                      f"{cold_wall} | {_gib(_median(warm, 'peak_rss_mb'))} | "
                      f"{floor:.1f} s | {_median_ratio(warm):.2f}x | {_load_range(group)} |")
     checks = [r for r in runs if r["tool"].startswith(("invariants --precision", "baseline"))]
@@ -231,14 +238,14 @@ def deepseek_section(results: dict) -> tuple[list[str], list[tuple]]:
     targets = []
     for r in results["runs"]:
         if r["rc"] != 0:
-            lines.append(f"| {r['experts']} | huref {r['tool']} | {r['tokens']} | {r['precision']} | | failed: "
+            lines.append(f"| {r['experts']} | {_tool(r)} | {r['tokens']} | {r['precision']} | | failed: "
                          f"{' '.join(r.get('stderr_tail', []))[:100]} | | | | {_load_range([r])} |")
             continue
-        lines.append(f"| {r['experts']} | huref {r['tool']} | {r['tokens']} | {r['precision']} | {_gb(r['bytes_read'])} | "
+        lines.append(f"| {r['experts']} | {_tool(r)} | {r['tokens']} | {r['precision']} | {_gb(r['bytes_read'])} | "
                      f"{r['wall_s']:.1f} s | {_gib(r['peak_rss_mb'])} | {r['matmul_floor_s']:.1f} s | "
                      f"{r['wall_s'] / r['matmul_floor_s']:.2f}x | {_load_range([r])} |")
         if r["experts"] == s["experts"] and r["tool"] == "fingerprint":
-            targets.append((f"DeepSeek-V3-shaped fingerprint ({r['precision']}): under {TARGET_DEEPSEEK_S // 60} min and "
+            targets.append((f"DeepSeek-V3-shaped `{_tool(r)}` ({r['precision']}): under {TARGET_DEEPSEEK_S // 60} min and "
                             f"{TARGET_DEEPSEEK_GB:g} GB", f"{r['wall_s']:.0f} s, {_gib(r['peak_rss_mb'])}",
                             r["wall_s"] <= TARGET_DEEPSEEK_S and r["peak_rss_mb"] * 2**20 <= TARGET_DEEPSEEK_GB * 1e9,
                             _load_range([r])))
@@ -256,11 +263,11 @@ def deepseek_section(results: dict) -> tuple[list[str], list[tuple]]:
         floor = at_256("flops") / (high["flops"] / high["matmul_floor_s"])
         wall = floor * high["wall_s"] / high["matmul_floor_s"]
         peak = max(at_256("peak_rss_mb"), high["peak_rss_mb"])
-        lines.append(f"| {s['experts']} (extrapolated from {low['experts']} and {high['experts']}) | huref {tool} | {tokens} | "
+        lines.append(f"| {s['experts']} (extrapolated from {low['experts']} and {high['experts']}) | {_tool(high)} | {tokens} | "
                      f"{precision} | | {wall:.0f} s | {_gib(peak)} | {floor:.0f} s | "
                      f"{wall / floor:.2f}x | {_load_range([high])} |")
         if tool == "fingerprint":
-            targets.append((f"DeepSeek-V3-shaped fingerprint ({precision}): under {TARGET_DEEPSEEK_S // 60} min and "
+            targets.append((f"DeepSeek-V3-shaped `{_tool(high)}` ({precision}): under {TARGET_DEEPSEEK_S // 60} min and "
                             f"{TARGET_DEEPSEEK_GB:g} GB", f"{wall:.0f} s extrapolated from {low['experts']} and "
                             f"{high['experts']} experts (not measured at {s['experts']}), {_gib(peak)}",
                             wall <= TARGET_DEEPSEEK_S and peak * 2**20 <= TARGET_DEEPSEEK_GB * 1e9,
