@@ -13,7 +13,7 @@ from huref.comparison import Plan, plan_pairs, score
 from huref.errors import HurefError
 from huref.inputs import Settings, Subject
 from huref.render import DEFAULT_TRUNCATION, draw_dog, latent_code, png_bytes, render, side_by_side
-from huref.results import PCS_NOTE, Match, panel_note
+from huref.results import PCS_NOTE, Match, TermsComparison, panel_note
 
 STYLE = """
 body { font-family: sans-serif; margin: 2em; color: #222; max-width: 1400px; }
@@ -59,8 +59,8 @@ def _score_cell(m: Match | Failed) -> str:
 def _decision_cell(m: Match) -> str:
     """What decided a pair: the calibrated lineage, latent or ICS verdict (z, p), or a threshold."""
     if m.decided_by == "threshold":
-        return f"<td>{m.kind} &ge; {m.threshold:.2f}</td>"
-    name = "lineage" if m.decided_by == "lineage" else m.kind
+        return f"<td>{m.comparison.score_name} &ge; {m.threshold:.2f}</td>"
+    name = "lineage" if m.decided_by == "lineage" else m.comparison.score_name
     return f"<td>{name} {html.escape(m.comparison.judgement.evidence())}</td>"
 
 
@@ -125,14 +125,14 @@ def build_report(subjects: list[Subject], pictures: list[bytes], codes: list[str
             out.append(f"<tr>{pair}<td colspan='9' class='note'>not compared: {html.escape(m.error)}</td></tr>")
             continue
         c = m.comparison
-        if c.kind == "ics":
+        if isinstance(c, TermsComparison):
             terms = "".join(f"<td style='background: {heat(v)}'>{v:+.3f}</td>" for v in c.term_ics.values())
             layers = ", ".join(f"{a} / {b}: {v:+.3f}" for a, b, v in c.layer_ics)
             pcs = "n/a" if c.pcs is None else f"{c.pcs:+.3f}"
             extra = f"{terms}<td>{layers}</td><td>{pcs}</td><td>{c.n_common_tokens}</td>"
         else:
             extra = f"<td colspan='6' class='note'>{html.escape(c.note)}</td>"
-        out.append(f"<tr>{pair}<td style='background: {heat(m.score)}'>{m.kind} {m.score:+.4f}</td>"
+        out.append(f"<tr>{pair}<td style='background: {heat(m.score)}'>{c.score_name} {m.score:+.4f}</td>"
                    f"{_decision_cell(m)}<td>{m.verdict}</td>{extra}</tr>")
     out.append("</table>")
     judged = list(dict.fromkeys(m.comparison.judgement.decided_by for m in matrix.values()

@@ -174,6 +174,7 @@ class TermsComparison:
     ics_judgement: Judgement
     lineage: LineageResult | None = None
     kind = "ics"
+    score_name = "ICS"
 
     @property
     def score(self) -> float:
@@ -251,6 +252,7 @@ class LatentComparison:
     judgement: Judgement
     note: str
     kind = "latent"
+    score_name = "latent cosine"
 
     @property
     def score(self) -> float:
@@ -330,7 +332,7 @@ class Match:
 
     def reason(self) -> str:
         """Why: the evidence and the verdict, in a few words."""
-        score = f"{self.kind.upper() if self.kind == 'ics' else 'latent cosine'} {self.score:+.4f}"
+        score = f"{self.comparison.score_name} {self.score:+.4f}"
         j = self.comparison.judgement
         if self.decided_by == "lineage":
             return f"lineage {j.evidence()}: {self.verdict}; {score}"
