@@ -159,13 +159,32 @@ def side_text(tag: str, side: dict) -> str:
 
 
 @dataclass(frozen=True)
-class TermsComparison:
+class Comparison:
+    """Two subjects scored against each other; a, b: their `huref.inputs.Subject.describe` dicts.
+    Subclasses give `score`, `score_name`, `kind`, `judgement` (what decided) and `threshold`."""
+
+    a: dict
+    b: dict
+
+    @property
+    def verdict(self) -> str:
+        return self.judgement.verdict
+
+    @property
+    def threshold(self) -> float:
+        """The smallest score called same-base."""
+        return self.judgement.threshold
+
+    def headline(self) -> str:
+        return f"{self.score_name} {self.score:+.4f} ({self.verdict})"
+
+
+@dataclass(frozen=True)
+class TermsComparison(Comparison):
     """Two subjects with terms, scored by ICS on their common probe tokens. term_ics {qk, vo, ffn};
     layer_ics: per pair of layers, [(layer of A, layer of B, ICS)]; pcs: None unless both are
     models of one shape; lineage: the whole-depth result when it decides (two models)."""
 
-    a: dict
-    b: dict
     ics: float
     term_ics: dict
     layer_ics: list[tuple[int, int, float]]
@@ -182,17 +201,13 @@ class TermsComparison:
 
     @property
     def threshold(self) -> float:
-        """The smallest ICS called same-base."""
+        """The smallest ICS called same-base (by the ICS verdict, also when the lineage statistic decides)."""
         return self.ics_judgement.threshold
 
     @property
     def judgement(self) -> Judgement:
         """What decided: the lineage statistic when present, else the ICS verdict."""
         return self.lineage.judgement if self.lineage else self.ics_judgement
-
-    @property
-    def verdict(self) -> str:
-        return self.judgement.verdict
 
     def to_json(self) -> dict:
         """{"kind": "ics", "ics", "term_ics", "layer_ics": [{"layer_a", "layer_b", "ics"}], "pcs",
@@ -206,9 +221,6 @@ class TermsComparison:
         if self.lineage:
             out["lineage"] = self.lineage.summary_json()
         return out
-
-    def headline(self) -> str:
-        return f"ICS {self.ics:+.4f} ({self.verdict})"
 
     def one_line(self) -> str:
         """ICS, per term, PCS, lineage z and verdict on one line (the demo)."""
@@ -225,9 +237,10 @@ class TermsComparison:
         lines += [f"  {f'{i} / {j}':<16}{value:+.4f}" for i, j, value in self.layer_ics]
         lines.append("")
         judged = self.ics_judgement
-        how = "the ICS null panel" if judged.calibrated else "the fixed ICS thresholds of the paper's last two layers"
-        lines.append(f"ICS {self.ics:+.4f}: {judged.evidence() + ' against ' if judged.calibrated else ''}{how}: "
-                     f"{judged.verdict}")
+        how = (f": {judged.evidence()} against the ICS null panel" if judged.calibrated else
+               f" against the fixed ICS thresholds (same-base from {judged.threshold:.2f}, fitted on the paper's last "
+               "two layers)")
+        lines.append(f"ICS {self.ics:+.4f}{how}: {judged.verdict}")
         pcs = "n/a (the shapes differ, or a file has no weights)" if self.pcs is None else f"{self.pcs:+.4f}"
         lines.append(f"PCS {pcs}   ({PCS_NOTE})")
         if self.lineage:
@@ -242,12 +255,10 @@ class TermsComparison:
 
 
 @dataclass(frozen=True)
-class LatentComparison:
+class LatentComparison(Comparison):
     """Two latents (a published fingerprint on either side) compared by cosine, judged against the
     latent null panel."""
 
-    a: dict
-    b: dict
     latent_cosine: float
     judgement: Judgement
     note: str
@@ -258,15 +269,6 @@ class LatentComparison:
     def score(self) -> float:
         return self.latent_cosine
 
-    @property
-    def threshold(self) -> float:
-        """The smallest latent cosine called same-base."""
-        return self.judgement.threshold
-
-    @property
-    def verdict(self) -> str:
-        return self.judgement.verdict
-
     def to_json(self) -> dict:
         """{"kind": "latent", "latent_cosine", "z", "p_value", "fpr", "threshold", "verdict",
         "decided_by", "note", "a", "b"}."""
@@ -275,18 +277,12 @@ class LatentComparison:
                 "fpr": ALPHA_SAME_BASE, "threshold": j.threshold, "verdict": j.verdict, "decided_by": j.decided_by,
                 "note": self.note, "a": self.a, "b": self.b}
 
-    def headline(self) -> str:
-        return f"latent cosine {self.latent_cosine:+.4f} ({self.verdict})"
-
     def to_text(self) -> str:
         j = self.judgement
         return "\n".join([side_text("A", self.a), side_text("B", self.b), f"note: {self.note}",
                           f"latent cosine {self.latent_cosine:+.4f}: {j.evidence()} against the latent null panel "
                           f"(same-base from {j.threshold:+.3f})", "", f"verdict: {self.verdict}",
                           panel_note("latent panel")])
-
-
-Comparison = TermsComparison | LatentComparison
 
 
 @dataclass(frozen=True)
@@ -373,8 +369,7 @@ class Verification:
         says = "derives from" if self.derives else "does not derive from"
         lines = [f"{self.model} {says} {self.best.base} ({self.best.reason()})"]
         lines += [f"  also: {m.base}  {m.reason()}" for m in self.matches[1:]]
-        panels = list(dict.fromkeys(m.comparison.judgement.decided_by for m in self.matches
-                                    if m.comparison.judgement.calibrated))
+        panels = list(dict.fromkeys(m.decided_by for m in self.matches if m.decided_by != "threshold"))
         return "\n".join(lines + ([panel_note(*panels)] if panels else []))
 
 
