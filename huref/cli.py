@@ -99,9 +99,9 @@ def output_option(kind: str, required: bool = False, help: str = ""):
 POLICY_OPTIONS = {
     "verdict": lambda: click.option(
         "--verdict", "source", type=click.Choice(["lineage", "ics"]), default="lineage", show_default=True,
-        help="For two models: lineage = the calibrated whole-depth statistic (at most 8 evenly spaced layers of each, "
-             "256 probe tokens or --tokens if fewer); ics = the two-layer ICS verdict (faster). Files are judged by "
-             "their ICS or latent verdict."),
+        help="For two models: lineage = the calibrated whole-depth statistic (at most 8 evenly spaced layers of "
+             "each, 256 probe tokens or --tokens if fewer); ics = the two-layer ICS verdict (faster). Files are "
+             "judged by their ICS or latent verdict."),
     "min_ics": lambda: click.option("--min-ics", type=float, default=None,
                                     help="ICS threshold (default: the calibrated verdict)."),
     "min_latent": lambda: click.option("--min-latent", type=float, default=None,

@@ -53,21 +53,18 @@ class Read:
 
 @dataclass(frozen=True)
 class Plan:
-    """The distinct reads of a job, in order, and the progress steps they take (counted before any
-    work: a read already in memory or spilled counts 0)."""
+    """The distinct reads of a job, in order, and the progress steps they take (counted when the plan
+    is made, before any work: a read already in memory or spilled counts 0)."""
 
     reads: tuple[Read, ...]
+    steps: int
 
     @staticmethod
     def of(reads) -> "Plan":
         distinct: dict = {}
         for read in reads:
             distinct.setdefault(read.key(), read)
-        return Plan(tuple(distinct.values()))
-
-    @property
-    def steps(self) -> int:
-        return sum(read.steps() for read in self.reads)
+        return Plan(tuple(distinct.values()), sum(read.steps() for read in distinct.values()))
 
 
 def whole_depth_read(subject: ModelSubject, settings: Settings) -> Read:

@@ -27,7 +27,7 @@ import torch
 from huref.errors import HurefError
 from huref.invariants import (DEFAULT_LAYERS, DEFAULT_RULE, DEFAULT_TOKENS, Terms, invariant_terms, load_terms,
                               resolve_layers, terms_header)
-from huref.lineage import LINEAGE_TOKENS
+from huref.lineage import LINEAGE_TOKENS, VERDICT_LAYERS, depth_layers, verdict_stride
 from huref.similarity import MIN_COMMON_TOKENS
 
 VERDICT_SOURCES = ("lineage", "ics")
@@ -69,10 +69,8 @@ class Policy:
         if self.layers is not None:
             return f"layers {list(self.layers)}"
         if self.stride is None:
-            from huref.lineage import VERDICT_LAYERS
-
             return f"at most {VERDICT_LAYERS} evenly spaced layers"
-        return "every layer" if self.stride == 1 else f"every {self.stride}th layer"
+        return "every layer" if self.stride == 1 else f"one layer in {self.stride}"
 
 
 @dataclass(frozen=True)
@@ -114,8 +112,6 @@ class Settings:
 
     def whole_depth(self, subject: "ModelSubject") -> "Settings":
         """The settings of a model's whole-depth terms: the policy's token count and layers."""
-        from huref.lineage import depth_layers, verdict_stride
-
         policy = self.policy
         n_tokens = policy.lineage_tokens or min(LINEAGE_TOKENS, self.n_tokens)
         if policy.layers is not None:

@@ -12,6 +12,7 @@ import huref
 from huref.comparison import Plan, plan_pairs, score
 from huref.errors import HurefError
 from huref.inputs import Settings, Subject
+from huref.lineage import VERDICT_LAYERS
 from huref.render import DEFAULT_TRUNCATION, draw_dog, latent_code, png_bytes, render, side_by_side
 from huref.results import PCS_NOTE, Match, TermsComparison, panel_note
 
@@ -72,8 +73,8 @@ def _lineage_maps(names: list[str], matrix: dict) -> list[str]:
     out = ["<h2>Lineage maps</h2><p class='note'>Per pair of models: the similarity (ICS) of every layer read of "
            "the first (rows) against every layer read of the second (columns), labelled with their layer "
            "indices; red outline: the layers traced to each other; grey bar: a layer traced to neither. "
-           "The verdict reads at most 8 evenly spaced layers of each model (<code>huref lineage</code> reads "
-           "every layer).</p><div class='dogs'>"]
+           f"The verdict reads at most {VERDICT_LAYERS} evenly spaced layers of each model (<code>huref lineage"
+           "</code> reads every layer).</p><div class='dogs'>"]
     for i, j, m in pairs:
         found = m.comparison.lineage
         png = png_bytes(found.image())

@@ -6,17 +6,17 @@
 on either side); `Match` is one base of `huref verify` and `Verification` all of them. The JSON
 forms are documented in README.md; the text forms are what the commands print.
 
-Numbers for people: p-values below ALPHA_SAME_BASE (1e-4) are shown as "p < 1e-4". Each null panel is
-a few hundred pairs of tiny models trained here (huref/data/*_panel.json); its fitted t tail says
-p 1e-150 sixty standard deviations out, which no panel of that size can back. `panel_note` says so
-beside every p-value shown.
+Numbers for people: p-values below ALPHA_SAME_BASE (1e-4) are shown as "p < 0.0001". Each null panel
+is a few hundred pairs of tiny models trained here (huref/data/*_panel.json), and its fitted t tail
+gives p-values like 1e-160 to a pair 60 standard deviations out, which no panel of that size can back.
+`panel_note` says so beside every p-value shown.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 
+from huref.lineage import VERDICT_LAYERS
 from huref.statistics import (ALPHA_SAME_BASE, ALPHA_UNRELATED, ICS_PANEL_FILE, LATENT_PANEL_FILE, NULL_PANEL_FILE,
                               null_panel)
 
@@ -25,7 +25,6 @@ PCS_NOTE = ("PCS: cosine of the raw weights, the paper's naive baseline; any rew
             "so no verdict uses it")
 
 
-@functools.cache
 def _panel(decided_by: str) -> dict:
     return null_panel(PANEL_FILES[decided_by])
 
@@ -140,8 +139,8 @@ class LineageResult:
         lines += ["", f"verdict: {self.verdict} (statistic {self.statistic:+.4f}, {self.judgement.evidence()}; "
                       f"read {self.scope})",
                   panel_note("lineage"),
-                  "compare, verify and report judge two models on at most 8 evenly spaced layers of each, so their "
-                  "z differs from one read on every layer."]
+                  f"compare, verify and report read at most {VERDICT_LAYERS} evenly spaced layers of each model, so "
+                  "their z for a pair differs from this one's when more layers are read here."]
         return "\n".join(lines)
 
     def image(self):

@@ -277,3 +277,39 @@ def test_readme_thresholds_and_figures_match_the_tool():
     assert "same-base at >= 0.5" not in real_doc and latent_cutoff in real_doc
     code_claim = next(s for s in re.split(r"(?<=\.) ", readme) if "6 or more" in s)
     assert "0.95" in code_claim
+
+
+# Issue #24 item 2: one plan says what a job reads and how many progress steps it takes
+
+def test_the_plan_counts_the_steps_the_work_reports(fingerprint_file):
+    from huref.comparison import compare_pair, plan_pairs, verify, verify_pairs
+    from huref.inputs import Policy, Settings, open_subject, settings_for
+    from huref.report import make_report, plan_report
+
+    def opened(*specs, **policy):
+        subjects = [open_subject(spec) for spec in specs]
+        return subjects, settings_for(subjects, Settings(n_tokens=64, policy=Policy(**policy)))
+
+    for specs, policy in ((("demo:base", "demo:offspring"), {}), (("demo:base", "demo:offspring"), {"source": "ics"}),
+                          (("demo:base", str(fingerprint_file)), {})):
+        subjects, settings = opened(*specs, **policy)
+        plan, heard = plan_pairs([(*subjects, settings)]), []
+        compare_pair(*subjects, settings, heard.append)
+        assert plan.steps == len(heard) > 0, (specs, policy)
+    # two models judged by lineage read both models' terms and their whole-depth terms; by ICS only the terms
+    subjects, settings = opened("demo:base", "demo:offspring")
+    assert len(plan_pairs([(*subjects, settings)]).reads) == 4
+    subjects, settings = opened("demo:base", "demo:offspring", source="ics")
+    assert len(plan_pairs([(*subjects, settings)]).reads) == 2
+    model, *bases = [open_subject(spec) for spec in ("demo:offspring", "demo:base", "demo:independent",
+                                                      str(fingerprint_file))]
+    settings, heard = Settings(), []
+    plan = plan_pairs(verify_pairs(model, bases, settings))
+    verify(model, bases, settings, heard.append)
+    assert plan.steps == len(heard)
+    subjects, settings = opened("demo:base", "demo:independent", "demo:offspring")
+    plan, heard = plan_report(subjects, settings), []
+    from huref.generators import load_generator
+
+    make_report(subjects, load_generator("bundled")[0], settings, progress=heard.append)
+    assert plan.steps + 1 == len(heard)  # + rendering
