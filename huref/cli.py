@@ -441,13 +441,13 @@ def show(fingerprint_file, output, generator, truncation, quiet):
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit) for a hub model.")
 @json_option
 @quiet_option
-def open_commitment(fingerprint_file, model, private_file, output, revision, as_json, quiet):
+def open_command(fingerprint_file, model, private_file, output, revision, as_json, quiet):
     """Open FP.json's commitment: check that MODEL's terms, recomputed now with the salt from the
     private file, are the terms committed to (exit 0), or say why not (exit 1). Without MODEL, the
     private file must hold the terms (fingerprint --save-opening)."""
     import torch
 
-    from huref.fingerprint import opening_chunks, private_path, read_private
+    from huref.fingerprint import open_commitment, opening_chunks, private_path, read_private
     from huref.inputs import FingerprintFile, Settings, open_subject, require_model
 
     run = Run("open", quiet)
@@ -475,32 +475,12 @@ def open_commitment(fingerprint_file, model, private_file, output, revision, as_
         terms = subjects[1].terms(settings, run.step)
     else:
         terms = stored
-    result = opening_result(fingerprint_file, fp, terms, salt, key)
+    result = open_commitment(fingerprint_file, fp, terms, salt, key)
     if output and result.opens:
         run.write([(output, opening_chunks(terms, salt), "the full opening: private")])
     run.finish()
     echo_result(result, as_json)
     return 0 if result.opens else 1
-
-
-def opening_result(name: str, fp: dict, terms, salt: bytes, key: dict):
-    """Whether terms and salt open fp's commitment, and why not (other weights, or other bits)."""
-    import torch
-
-    from huref.fingerprint import opens, weights_digest
-    from huref.results import Opening
-
-    if opens(fp, terms, salt):
-        return Opening(name, True, "these terms are the committed ones, bit for bit")
-    committed, read = key.get("weights_sha256"), weights_digest(terms)
-    if committed and read and committed != read:
-        return Opening(name, False, "the model's weights differ from the fingerprinted ones (SHA-256 of the tensors read)")
-    if key:
-        return Opening(name, False, "the terms computed here differ from the committed ones (the weights match; "
-                                    f"torch {torch.__version__} here, {key.get('torch_version')} then: the bits of the "
-                                    "arithmetic differ between machines and versions; open it with a full opening, "
-                                    "fingerprint --save-opening)")
-    return Opening(name, False, "the terms or the salt are not the committed ones")
 
 
 @cli.command(hints={"extra argument": "give each base with --base BASE (repeatable), or --registry DIR"})

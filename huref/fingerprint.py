@@ -183,6 +183,25 @@ def opens(fingerprint: dict, terms: Terms, salt: bytes) -> bool:
     return commitment_digest(terms, salt) == fingerprint["commitment"]["sha256"]
 
 
+def open_commitment(name: str, fingerprint: dict, terms: Terms, salt: bytes, key: dict):
+    """Whether terms and salt open the fingerprint's commitment, as a `huref.results.Opening`; when
+    they do not, why: other weights (the key's SHA-256 over the tensors read), or, the weights
+    matching, other bits of the arithmetic (another machine, torch version or device)."""
+    from huref.results import Opening
+
+    if opens(fingerprint, terms, salt):
+        return Opening(name, True, "these terms are the committed ones, bit for bit")
+    committed, read = key.get("weights_sha256"), weights_digest(terms)
+    if committed and read and committed != read:
+        return Opening(name, False, "the model's weights differ from the fingerprinted ones (SHA-256 of the tensors read)")
+    if key:
+        return Opening(name, False, "the terms computed here differ from the committed ones (the weights match; "
+                                    f"torch {torch.__version__} here, {key.get('torch_version')} then: the bits of the "
+                                    "arithmetic differ between machines and versions; open it with a full opening, "
+                                    "fingerprint --save-opening)")
+    return Opening(name, False, "the terms or the salt are not the committed ones")
+
+
 def check_opening(fingerprint: dict, opening_file) -> bool:
     """True when a full opening file (terms + salt) matches the fingerprint's commitment."""
     salt, _, terms = read_private(opening_file)
