@@ -93,7 +93,7 @@ def output_option(kind: str, required: bool = False, help: str = ""):
 
     suffixes = "/".join(SUFFIXES[kind])
     return click.option("-o", "--output", required=required, default=None, metavar="PATH",
-                        help=f"{help} ({suffixes})".strip())
+                        help=f"{help.rstrip('.')} ({suffixes}).")
 
 
 POLICY_OPTIONS = {
