@@ -274,7 +274,11 @@ def test_readme_thresholds_and_figures_match_the_tool():
     assert f"Gemma-3-270M vs its fine-tune {gemma['ics']:.3f}" in readme
     latent_cutoff = f"{statistic_at(null_panel(LATENT_PANEL_FILE)):.3f}"
     real_doc = (REPO / "docs" / "REAL_MODELS.md").read_text()
-    assert "same-base at >= 0.5" not in real_doc and latent_cutoff in real_doc
+    assert "same-base at >= 0.5" not in real_doc and f"same-base from {latent_cutoff}" in real_doc
+    # the real models' dogs are drawn from each model's default layers, as `huref fingerprint` draws them
+    from huref.invariants import resolve_layers
+
+    assert {label: resolve_layers(m["n_layers"], None) for label, m in real["models"].items()} == real["dogs"]["layers"]
     code_claim = next(s for s in re.split(r"(?<=\.) ", readme) if "6 or more" in s)
     assert "0.95" in code_claim
 
