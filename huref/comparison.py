@@ -68,6 +68,7 @@ class Plan:
 
 
 def whole_depth_read(subject: ModelSubject, settings: Settings) -> Read:
+    """The read of a model's whole-depth terms (`Settings.whole_depth`)."""
     return Read(subject, settings.whole_depth(subject), whole_depth=True)
 
 
@@ -105,6 +106,7 @@ def lineage_pair(a: Subject, b: Subject, settings: Settings, progress: Progress 
 
 
 def plan_lineage(a: Subject, b: Subject, settings: Settings) -> Plan:
+    """The plan of `lineage_pair`: both models' whole-depth terms."""
     a, b = require_models(a, b)
     return Plan.of([whole_depth_read(a, settings), whole_depth_read(b, settings)])
 
