@@ -33,8 +33,9 @@ from safetensors.torch import load_file, save_file
 
 from huref.architectures import FFN, PLUS_ONE_KINDS, ArchSpec, Norm, Proj, arch_for_config
 from huref.errors import HurefError
-from huref.layers import (EPS_KEYS, LAYOUTS, Dims, LatentDims, attention_layers, config_value, latent_dims, model_dims,
+from huref.config import (EPS_KEYS, Dims, LatentDims, attention_layers, config_value, latent_dims, model_dims,
                           qk_norm_layers)
+from huref.layers import LAYOUTS
 
 
 # --------------------------------------------------------------------------------------------- checkpoints
@@ -1245,6 +1246,9 @@ def is_valid(name: str, layout: Layout) -> bool:
     layer_norm = layout.layer_norm
     mla = layout.mla is not None
     norm_residual = layout.arch.norm_residual
+    # keys and values attended to by later layers (kolibri1_1): a head map, permutation or key-norm gain of the
+    # source layer would have to reach every layer reading them, which these per-layer rewrites do not do
+    shared_kv = layout.arch.kv_sources is not None
     rules = {
         # folding needs every residual read to go through a pre-norm and no norm on a residual write; the
         # gains cannot be folded where the norms' outputs are the residual path (minimax)
@@ -1254,10 +1258,10 @@ def is_valid(name: str, layout: Layout) -> bool:
         "qk_transform": layout.qk_norm is None and not layout.clip_qkv and not mla,
         "qk_scale": layout.qk_norm is None and not layout.clip_qkv and not mla,
         "qk_norm_rescale": layout.qk_norm is not None and not layout.clip_qkv,
-        "qk_norm_gain_exchange": layout.qk_norm is not None and layout.arch.q_norm[0].name is not None,
+        "qk_norm_gain_exchange": layout.qk_norm is not None and layout.arch.q_norm[0].name is not None and not shared_kv,
         # an elementwise gate on each head's output (qwen3_next) does not commute with a V/O map
-        "vo_transform": not layout.clip_qkv and not mla and layout.arch.attn_gate is None,
-        "head_permutation": not layout.alibi and not mla,   # ALiBi slopes are tied to head positions
+        "vo_transform": not layout.clip_qkv and not mla and layout.arch.attn_gate is None and not shared_kv,
+        "head_permutation": not layout.alibi and not mla and not shared_kv,   # ALiBi slopes are tied to head positions
         # latent attention (MLA) has its own head layout, latent spaces and shared rotary key
         "latent_rotation": mla,
         "mla_head_permutation": mla,
