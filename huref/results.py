@@ -230,7 +230,7 @@ class TermsComparison(Comparison):
 
     def to_text(self) -> str:
         lines = [side_text("A", self.a), side_text("B", self.b), f"common probe tokens: {self.n_common_tokens}", "",
-                 "ICS per term      "]
+                 "ICS per term"]
         lines += [f"  {name:<16}{value:+.4f}" for name, value in self.term_ics.items()]
         lines.append("ICS per layer (A / B)")
         lines += [f"  {f'{i} / {j}':<16}{value:+.4f}" for i, j, value in self.layer_ics]
