@@ -193,6 +193,13 @@ def test_calibrate_refits_the_panel_from_the_unrelated_pairs(models, registry, h
 
     code, _, err = huref_cli("registry", "calibrate", str(registry.root), "-o", str(registry.root / MANIFEST), "-q")
     assert code == 2 and "inside the registry" in err
+    # -o as every command takes it: suffix and folder checked before any work, a "wrote" line
+    for wrong, why in ((tmp_path / "panel.png", ".json"), (tmp_path / "nodir" / "panel.json", "no such folder")):
+        code, out, err = huref_cli("registry", "calibrate", str(registry.root), "-o", str(wrong))
+        assert code == 2 and out == "" and why in err and err.count("\n") == 1, err
+    assert not (tmp_path / "panel.png").exists()
+    code, _, err = huref_cli("registry", "calibrate", str(registry.root), "-o", str(tmp_path / "said.json"))
+    assert code == 0 and f"wrote {tmp_path / 'said.json'} (the refitted null panel)" in err
     out_panel = tmp_path / "panel.json"
     code, out, _ = huref_cli("registry", "calibrate", str(registry.root), "-o", str(out_panel), "--json", "-q")
     report = json.loads(out)
