@@ -57,6 +57,9 @@ class Command(click.Command):
             if error.option_name in self.hints:  # a hint beats click's guess at a similar name
                 error.message += f" ({self.hints[error.option_name]})"
                 error.possibilities = None
+            else:  # click's guesses, less the hidden (deprecated) options
+                hidden = {name for p in self.params if getattr(p, "hidden", False) for name in p.opts}
+                error.possibilities = [name for name in error.possibilities or () if name not in hidden] or None
             raise
         except click.UsageError as error:
             if "unexpected extra argument" in error.message and "extra argument" in self.hints:

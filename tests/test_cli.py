@@ -79,6 +79,8 @@ def test_usage_errors_carry_a_hint(huref_cli, tmp_path):
     assert code == 2 and "-o/--output" in err and err.count("\n") == 1
     code, _, err = huref_cli("show", "x.json", "--bogus")
     assert code == 2 and "huref show --help" in err
+    code, _, err = huref_cli("compare", "a.json", "b.json", "--imag", "x.png")  # no guess at the hidden --image
+    assert code == 2 and "--image" not in err and "huref compare --help" in err
 
 
 def test_lineage_takes_layers(pruned_pair, huref_cli):
