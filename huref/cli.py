@@ -431,7 +431,8 @@ def show(fingerprint_file, output, generator, truncation, quiet):
     if info["sha256"] != fp["generator"].get("sha256"):
         run.notice(f"rendering with generator {info['name']}, not the one the fingerprint names ({named}); "
                    "the dog will look different")
-    run.write([(output, encode_image(render(latent(fp), dog_generator, truncation), output), f"the dog of {fp['model']}")])
+    picture = render(latent(fp), dog_generator, truncation)
+    run.write([(output, encode_image(picture, output), f"the dog of {fp['model']}")])
     run.finish()
 
 

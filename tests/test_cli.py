@@ -3,6 +3,7 @@ real layer indices and model names, numbers a reader cannot misread, pictures a 
 docs that match the tool. Runs on the demo models and the tiny zoo."""
 
 import base64
+import io
 import json
 import re
 from html.parser import HTMLParser
@@ -163,7 +164,7 @@ def test_report_names_models_shows_codes_as_text_and_maps_with_real_layers(finge
     assert "3. demo:independent" in dogs and "published.json" in dogs and "pixelated" not in text
     parser = Images()
     parser.feed(text)
-    pictures = [Image.open(__import__("io").BytesIO(base64.b64decode(i["src"].split(",", 1)[1]))) for i in parser.images]
+    pictures = [Image.open(io.BytesIO(base64.b64decode(i["src"].split(",", 1)[1]))) for i in parser.images]
     for picture in pictures[:3]:
         assert picture.width == picture.height >= MIN_SIDE
     codes = re.findall(r"<div class='code'>([0-9A-Z ]{19})</div>", text)
