@@ -68,7 +68,10 @@ class Command(click.Command):
 
 
 class Group(click.Group):
+    """A click group whose commands are `Command`s and whose subgroups are `Group`s (click's `type`)."""
+
     command_class = Command
+    group_class = type
 
 
 def parse_layers(text: str | None) -> tuple[int, ...] | None:
@@ -574,15 +577,18 @@ def generator_download(name, url, quiet):
     click.echo(str(path))
 
 
-@generator_group.command("convert")
+@generator_group.command("convert", hints={"extra argument": "give the output with -o/--output OUT.safetensors"})
 @click.argument("in_pkl", type=click.Path(exists=True, dir_okay=False))
-@click.argument("out", type=click.Path(dir_okay=False))
-def generator_convert(in_pkl, out):
+@output_option("generator", required=True, help="The generator's weights; its .json is written beside them")
+@quiet_option
+def generator_convert(in_pkl, output, quiet):
     """Convert an NVIDIA network pickle's G_ema to OUT.safetensors + OUT.json, running nothing from the pickle."""
-    from huref.generators import convert_generator
+    from huref.generators import config_path, convert_generator
 
-    path = convert_generator(in_pkl, out)
-    click.echo(f"wrote {path} and {path.with_suffix('.json')}")
+    check_outputs([(output, "generator"), (config_path(output), "json")], inputs=[in_pkl])
+    path = convert_generator(in_pkl, output)
+    if not quiet:
+        click.echo(f"wrote {path} and {config_path(path)} (the generator)", err=True)
 
 
 from huref.registry.commands import register as register_registry_commands  # noqa: E402 (after `cli` exists)

@@ -20,6 +20,7 @@ SUFFIXES = {
     "json": (".json",),
     "invariants": (".safetensors",),
     "private": (".safetensors",),
+    "generator": (".safetensors",),  # and its .json beside it
 }
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 
@@ -29,7 +30,7 @@ def suffix_of(path) -> str:
 
 
 def check_suffix(path, kind: str, option: str = "") -> None:
-    """Refuse an output whose suffix does not fit its kind ("image", "html", "json", "invariants")."""
+    """Refuse an output whose suffix does not fit its kind (a key of SUFFIXES)."""
     allowed = SUFFIXES[kind]
     if suffix_of(path) not in allowed:
         names = ", ".join(allowed[:-1]) + f" or {allowed[-1]}" if len(allowed) > 1 else allowed[0]
