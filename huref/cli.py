@@ -285,7 +285,8 @@ def invariants(model, output, settings):
 def compare(a, b, as_json, output, image_alias, generator, truncation, settings):
     """Compare A and B (each a model, an invariants file or a fingerprint FP.json): ICS per term and
     layer, PCS, verdict; with a fingerprint, the latent cosine."""
-    from huref.comparison import compare_pair, plan_pairs
+    from huref.comparison import Plan, compare_pair, dog_reads, pair_reads
+    from huref.inputs import latent_version
     from huref.report import comparison_image
 
     run = Run("compare", settings.quiet)
@@ -297,12 +298,15 @@ def compare(a, b, as_json, output, image_alias, generator, truncation, settings)
     subjects, settings = open_all([a, b], settings)
     check_outputs([(output, "image")] if output else [], subjects)
     dog_generator = load_dog_generator(generator, run)[0] if output else None
-    run.start(plan_pairs([(*subjects, settings)]).steps + (1 if output else 0))
+    dogs = dog_reads(subjects, settings, latent_version(*subjects)) if output else []
+    run.start(Plan.of(pair_reads(*subjects, settings) + dogs).steps + (1 if output else 0))
     result = compare_pair(*subjects, settings, run.step)
     text = finite_json(result.to_json()) if as_json else result.to_text()
     if output:
         from huref.outputs import encode_image
 
+        for read in dogs:  # the latents the dogs are drawn from: those compared, of one encoder version
+            read.compute(run.step)
         run.step("drawing")
         picture = comparison_image(*subjects, settings, result.headline(), dog_generator, truncation)
         run.write([(output, encode_image(picture, output), "the two dogs side by side")])
@@ -328,7 +332,7 @@ def demo(quiet):
     run.finish()
     for other, result in zip(subjects[1:], results):
         click.echo(f"demo:base vs {other.spec:<17} {result.one_line()}")
-    click.echo(f"{PCS_NOTE}.\n{panel_note('lineage')}")
+    click.echo(f"{PCS_NOTE}.\n{panel_note(*(result.judgement for result in results))}")
 
 
 @cli.command(hints={"extra argument": "lineage takes two models, A and B"})
@@ -365,7 +369,7 @@ def lineage(a, b, as_json, output, settings):
               help="Also write the publishable FP.json, and FP.private.safetensors beside it: the salt that opens "
                    "its commitment (under a kilobyte; keep it private).")
 @click.option("--save-opening", is_flag=True,
-              help="Keep the terms in FP.private.safetensors too (L x 3 x n^2 float32: 402 MB at 2 layers x 4096 "
+              help="Keep the terms in FP.private.safetensors too (L x 3 x n^2 float32: 12.6 MB a layer at 1024 "
                    "tokens), so the commitment opens without the model, on any machine.")
 @click.option("--name", default=None, help="The model's name in FP.json (default: the GGUF general.name, the "
                                             "directory's name or the hub id; never a local path).")
@@ -384,13 +388,16 @@ def fingerprint(model, output, as_json, save_fingerprint, save_opening, name, ge
     run = Run("fingerprint", settings.quiet)
     subjects, settings = open_all([model], settings)
     subject = require_model(subjects[0], "fingerprint takes a model; `huref show` draws an FP.json")
+    if settings.layers:
+        raise HurefError("--layers: a fingerprint reads every layer (docs/ENCODER.md); --layers is for compare, "
+                         "invariants and lineage")
     outputs = [(output, "image")]
     if save_fingerprint:
         outputs += [(save_fingerprint, "json"), (private_path(save_fingerprint), "private")]
     check_outputs(outputs, subjects)
     dog_generator, generator_info = load_dog_generator(generator, run)
-    run.start(subject.steps(settings) + 2)
-    terms = subject.terms(settings, run.step)
+    run.start(subject.latent_steps(settings) + 2)
+    terms = subject.latent_terms(settings, progress=run.step)
     run.step("encoding")
     fp, salt = build_fingerprint(terms, generator_info, name=name or subject.label)
     run.step("drawing")

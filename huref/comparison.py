@@ -17,9 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from huref.encoder import ENCODERS
 from huref.errors import HurefError
 from huref.fingerprint import compare_fingerprints
-from huref.inputs import ModelSubject, Settings, Subject, check_comparable, settings_for
+from huref.inputs import ModelSubject, Settings, Subject, check_comparable, latent_version, settings_for
 from huref.invariants import Terms
 from huref.readers import lineage_reads
 from huref.results import (LatentComparison, LineageResult, Match, TermsComparison, Verification, judgement_of)
@@ -30,18 +31,22 @@ Progress = Callable[[str], None] | None
 
 @dataclass(frozen=True)
 class Read:
-    """One set of terms a job computes: `subject`'s terms at `settings`; whole_depth: the
+    """One thing a job computes from a subject: its terms at `settings`; whole_depth: the
     whole-depth terms of a lineage, read through `huref.readers.lineage_reads` (no SHA-256: they
-    are never written; bfloat16 weights multiplied as stored)."""
+    are never written; bfloat16 weights multiplied as stored); latent: an encoder version whose
+    latent of the subject is made (`Subject.record`: that version reads its own terms), not terms."""
 
     subject: Subject
     settings: Settings
     whole_depth: bool = False
+    latent: int | None = None
 
     def key(self) -> tuple:
-        return (id(self.subject), self.settings.terms_key())
+        return (id(self.subject), self.settings.terms_key(), self.latent)
 
     def steps(self) -> int:
+        if self.latent is not None:
+            return self.subject.latent_steps(self.settings, self.latent)
         return self.subject.steps(self.settings)
 
     def terms(self, progress: Progress = None) -> Terms:
@@ -49,6 +54,13 @@ class Read:
             with lineage_reads(self.subject.model.reader):
                 return self.subject.terms(self.settings, progress)
         return self.subject.terms(self.settings, progress)
+
+    def compute(self, progress: Progress = None) -> None:
+        """Compute what the read names (the subject keeps it)."""
+        if self.latent is not None:
+            self.subject.record(self.settings, self.latent, progress)
+        else:
+            self.terms(progress)
 
 
 @dataclass(frozen=True)
@@ -72,11 +84,25 @@ def whole_depth_read(subject: ModelSubject, settings: Settings) -> Read:
     return Read(subject, settings.whole_depth(subject), whole_depth=True)
 
 
+def latent_read(subject: Subject, settings: Settings, version: int) -> Read:
+    """The read that makes subject's latent of encoder `version`: its terms at `settings` when that
+    version reads the command's layers (encoding them takes no step), else the latent itself."""
+    return Read(subject, settings, latent=version) if ENCODERS[version].every_layer else Read(subject, settings)
+
+
+def dog_reads(subjects: list[Subject], settings: Settings, version: int | None = None) -> list[Read]:
+    """The reads that make the subjects' latents (their dogs) of encoder `version` (None: each
+    subject's `latent_version`); a fingerprint holds its latent."""
+    return [latent_read(s, settings, version or s.latent_version()) for s in subjects if s.has_terms]
+
+
 def pair_reads(a: Subject, b: Subject, settings: Settings) -> list[Read]:
-    """What scoring a against b reads: each side's terms at `settings` (a model's also make its latent
-    when the other side is a fingerprint), and both models' whole-depth terms when the lineage
-    statistic judges them (`Settings.judged_by_lineage`)."""
-    reads = [Read(s, settings) for s in (a, b) if s.has_terms]
+    """What scoring a against b reads: each side's terms at `settings`, and both models' whole-depth
+    terms when the lineage statistic judges them (`Settings.judged_by_lineage`); with a fingerprint
+    on either side, the other side's latent of the fingerprint's encoder version."""
+    if not (a.has_terms and b.has_terms):
+        return dog_reads([a, b], settings, latent_version(a, b))
+    reads = [Read(s, settings) for s in (a, b)]
     if settings.judged_by_lineage(a, b):
         reads += [whole_depth_read(a, settings), whole_depth_read(b, settings)]
     return reads
@@ -116,7 +142,7 @@ def compare_pair(a: Subject, b: Subject, settings: Settings, progress: Progress 
     both have terms (with the lineage result when it judges them), else a LatentComparison."""
     check_comparable(a, b)
     for read in pair_reads(a, b, settings):
-        read.terms(progress)
+        read.compute(progress)
     if a.has_terms and b.has_terms:
         ta, tb = a.terms(settings), b.terms(settings)
         result = compare_terms(ta, tb)
@@ -128,9 +154,10 @@ def compare_pair(a: Subject, b: Subject, settings: Settings, progress: Progress 
             pcs=side_pcs(a, b, ta.layers) if both_models else None, n_common_tokens=result["n_common"],
             ics_judgement=judgement_of(judged, judged["decided_by"]),
             lineage=lineage_pair(a, b, settings) if settings.judged_by_lineage(a, b) else None)
-    detail = compare_fingerprints(a.record(settings), b.record(settings))
-    return LatentComparison(a.describe(settings), b.describe(settings), detail["latent_cosine"],
-                            judgement_of(detail, "latent panel"), detail["note"])
+    version = latent_version(a, b)
+    detail = compare_fingerprints(a.record(settings, version), b.record(settings, version))
+    return LatentComparison(a.describe(settings, version), b.describe(settings, version), detail["latent_cosine"],
+                            judgement_of(detail, "latent panel", panel=ENCODERS[version].panel), detail["note"])
 
 
 def side_pcs(a: ModelSubject, b: ModelSubject, layers: list[int]) -> float | None:

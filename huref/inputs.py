@@ -6,6 +6,8 @@ FP.json: a latent only). `open_subject(spec)` is the one place that decides whic
 argument is; opening is cheap (config, tensor headers, file contents), so every argument of a
 command is opened, and every setting checked, before any expensive work starts. Commands ask a
 subject what it can do (`has_terms`, `made_with`, `terms`, `record`); none compares its kind.
+A latent is made by one encoder version (`huref.encoder.ENCODERS`): a file fixes its version
+(`latent_version`), a model is encoded by whichever the other side needs (`latent_terms`).
 
 `Settings` is the frozen set of options every command shares (built once by the CLI's shared
 option set), with the verdict `Policy` inside it. `settings_for(subjects, settings)` is the one rule
@@ -24,6 +26,7 @@ from typing import Callable, ClassVar
 
 import torch
 
+from huref.encoder import ENCODER_VERSION, ENCODERS, LATENT_MAX_LAYERS, LATENT_RULE, LATENT_TOKENS
 from huref.errors import HurefError
 from huref.invariants import (DEFAULT_LAYERS, DEFAULT_RULE, DEFAULT_TOKENS, Terms, invariant_terms, load_terms,
                               resolve_layers, terms_header)
@@ -135,13 +138,13 @@ class MadeWith:
 
     @staticmethod
     def of(n_tokens, layers, layer_choice, n_layers) -> "MadeWith":
-        if layer_choice == DEFAULT_RULE:
+        if layer_choice in (DEFAULT_RULE, LATENT_RULE):
             return MadeWith(int(n_tokens), None)
         return MadeWith(int(n_tokens), tuple(i - n_layers if isinstance(n_layers, int) else i for i in layers))
 
     def describe(self) -> str:
         if self.layers is None:
-            where = "the default layers (the middle two)"
+            where = "the default layers"
         else:
             where = f"layers {list(self.layers)}" + (" from the end" if all(i < 0 for i in self.layers) else "")
         return f"{self.n_tokens} tokens and {where}"
@@ -180,24 +183,50 @@ class Subject:
         """Drop the terms read or computed (latents, which are small, and spilled terms on disk
         stay); a registry is scored one file at a time."""
 
-    def record(self, settings: Settings) -> dict:
-        """The latent record (FP.json's public fields): the terms encoded, once per setting."""
-        key = settings.terms_key()
+    def latent_version(self) -> int:
+        """The encoder version of this subject's latent where the subject fixes it (a fingerprint: the
+        version that made it; an invariants file: the version its terms are for), else the current."""
+        return ENCODER_VERSION
+
+    def latent_terms(self, settings: Settings, version: int = ENCODER_VERSION,
+                     progress: Callable[[str], None] | None = None) -> Terms:
+        """The terms encoder `version` reads (`huref.encoder.ENCODERS`): here the terms at `settings`."""
+        return self.terms(settings, progress)
+
+    def latent_steps(self, settings: Settings, version: int = ENCODER_VERSION) -> int:
+        """Progress steps `record(settings, version)` will report (0 when the latent is known)."""
+        return 0 if (version, settings.terms_key()) in self._records else self.steps(settings)
+
+    def record(self, settings: Settings, version: int | None = None,
+               progress: Callable[[str], None] | None = None) -> dict:
+        """The latent record (FP.json's public fields): the terms encoder `version` reads (default:
+        `latent_version`), encoded; once per version and setting."""
+        version = version or self.latent_version()
+        key = (version, settings.terms_key())
         if key not in self._records:
             from huref.fingerprint import latent_record
 
-            self._records[key] = latent_record(self.terms(settings))
+            self._records[key] = latent_record(self.latent_terms(settings, version, progress), version)
         return self._records[key]
 
-    def latent(self, settings: Settings) -> torch.Tensor:
-        """The latent [512] float32."""
-        return torch.tensor(self.record(settings)["latent"], dtype=torch.float32)
+    def latent(self, settings: Settings, version: int | None = None) -> torch.Tensor:
+        """The latent [512] float32 (of encoder `version`, default `latent_version`)."""
+        return torch.tensor(self.record(settings, version)["latent"], dtype=torch.float32)
 
-    def describe(self, settings: Settings) -> dict:
-        """{"source", "name", "kind", "model_type", "layers", "n_tokens", "token_strategy"} for reports."""
+    def describe(self, settings: Settings, version: int | None = None) -> dict:
+        """{"source", "name", "kind", "model_type", "layers", "n_tokens", "token_strategy"} for reports:
+        of the terms the settings read, or with `version` (a latent comparison) of the latent's terms."""
+        if version is not None:
+            return self.described(self.record(settings, version))
         terms = self.header(settings)
         return {"source": self.spec, "name": self.label, "kind": self.kind, "model_type": terms.meta.get("model_type"),
                 "layers": terms.layers, "n_tokens": len(terms.tokens), "token_strategy": terms.meta.get("token_strategy")}
+
+    def described(self, record: dict) -> dict:
+        """`describe`'s dict of a latent record (`huref.fingerprint.latent_record`, or an FP.json)."""
+        return {"source": self.spec, "name": self.label, "kind": self.kind, "model_type": record.get("model_type"),
+                "layers": record.get("layers"), "n_tokens": record.get("n_tokens"),
+                "token_strategy": record.get("token_strategy")}
 
     def header(self, settings: Settings) -> Terms:
         """Terms whose layers, tokens and meta describe the subject (the values may be a placeholder)."""
@@ -241,6 +270,31 @@ class ModelSubject(Subject):
                                                progress=progress)
         return self._terms[key]
 
+    def latent_settings(self, settings: Settings, version: int = ENCODER_VERSION) -> Settings:
+        """The settings of the terms encoder `version` reads from this model: the command's for version 1;
+        for version 2, every layer that carries terms (evenly spaced when more than LATENT_MAX_LAYERS)
+        over at most LATENT_TOKENS probe tokens."""
+        if not ENCODERS[version].every_layer:
+            return settings
+        return replace(settings, n_tokens=min(settings.n_tokens, LATENT_TOKENS),
+                       layers=tuple(depth_layers(self.model, verdict_stride(self.model, LATENT_MAX_LAYERS))))
+
+    def latent_terms(self, settings: Settings, version: int = ENCODER_VERSION,
+                     progress: Callable[[str], None] | None = None) -> Terms:
+        """The terms encoder `version` reads (`latent_settings`), computed; version 2 passes over layers
+        that write nothing, as an inserted identity layer does."""
+        if not ENCODERS[version].every_layer:
+            return self.terms(settings, progress)
+        chosen = self.latent_settings(settings, version)
+        terms = invariant_terms(self.model, list(chosen.layers), chosen.n_tokens, device=chosen.device,
+                                dtype=chosen.dtype, progress=progress, skip_inert=True)
+        return Terms(terms.values, terms.layers, terms.tokens, dict(terms.meta, layer_choice=LATENT_RULE))
+
+    def latent_steps(self, settings: Settings, version: int = ENCODER_VERSION) -> int:
+        if not ENCODERS[version].every_layer or (version, settings.terms_key()) in self._records:
+            return super().latent_steps(settings, version)
+        return 1 + len(self.latent_settings(settings, version).layers)
+
     def spill(self, settings: Settings, path) -> None:
         from huref.files import write_atomically
         from huref.invariants import terms_chunks
@@ -281,6 +335,17 @@ class InvariantsFile(Subject):
     def forget(self) -> None:
         self.stored = terms_header(self.spec)[0]
 
+    def latent_version(self) -> int:
+        return ENCODER_VERSION if self.stored.meta.get("layer_choice") == LATENT_RULE else 1
+
+    def latent_terms(self, settings: Settings, version: int = ENCODER_VERSION,
+                     progress: Callable[[str], None] | None = None) -> Terms:
+        """The stored terms, refused when they are not what encoder `version` reads."""
+        if self.latent_version() != version:
+            raise HurefError(f"{self.spec} holds the terms of {self.made_with().describe()}; a latent of encoder "
+                             f"version {version} reads {ENCODERS[version].reads}: compute it from the model")
+        return self.terms(settings, progress)
+
     def header(self, settings: Settings) -> Terms:
         return self.stored
 
@@ -297,13 +362,17 @@ class FingerprintFile(Subject):
         fp = self.fingerprint
         return MadeWith.of(fp["n_tokens"], fp["layers"], fp.get("layer_choice"), fp.get("n_layers"))
 
-    def record(self, settings: Settings) -> dict:
+    def latent_version(self) -> int:
+        from huref.fingerprint import encoder_version
+
+        return encoder_version(self.fingerprint)
+
+    def record(self, settings: Settings, version: int | None = None,
+               progress: Callable[[str], None] | None = None) -> dict:
         return self.fingerprint
 
-    def describe(self, settings: Settings) -> dict:
-        fp = self.fingerprint
-        return {"source": self.spec, "name": self.label, "kind": self.kind, "model_type": fp.get("model_type"),
-                "layers": fp.get("layers"), "n_tokens": fp.get("n_tokens"), "token_strategy": fp.get("token_strategy")}
+    def describe(self, settings: Settings, version: int | None = None) -> dict:
+        return self.described(self.fingerprint)
 
 
 def is_fingerprint_file(spec) -> bool:
@@ -371,13 +440,26 @@ def settings_for(subjects: list[Subject], settings: Settings) -> Settings:
 
 
 def check_comparable(a: Subject, b: Subject) -> None:
-    """Refuse two files made so differently that their score would mean nothing: fingerprints made
-    with other token counts or layers, invariants files of other layers."""
+    """Refuse two files made so differently that their score would mean nothing: latents of two
+    encoder versions, fingerprints made with other token counts or layers, invariants files of other
+    layers."""
     made_a, made_b = a.made_with(), b.made_with()
     if made_a is None or made_b is None:
         return
-    if (not a.has_terms or not b.has_terms) and made_a != made_b:
+    latents = not a.has_terms or not b.has_terms
+    if latents and a.latent_version() != b.latent_version():
+        raise HurefError(f"{a.spec} was made by encoder version {a.latent_version()} "
+                         f"({ENCODERS[a.latent_version()].reads}), {b.spec} by version {b.latent_version()} "
+                         f"({ENCODERS[b.latent_version()].reads}): latents of different encoders cannot be compared")
+    if latents and made_a != made_b:
         raise HurefError(f"{a.spec} was made with {made_a.describe()}, {b.spec} with {made_b.describe()}: "
                          "their latents cannot be compared")
     if made_a.layers != made_b.layers:
         raise HurefError(f"{a.spec} and {b.spec} use different layers ({made_a.describe()} vs {made_b.describe()})")
+
+
+def latent_version(a: Subject, b: Subject) -> int:
+    """The encoder version two subjects' latents are compared in: a file's (the first file's), else
+    the current one (a model is encoded by any version)."""
+    fixed = [s.latent_version() for s in (a, b) if s.made_with() is not None]
+    return fixed[0] if fixed else ENCODER_VERSION

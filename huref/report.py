@@ -9,9 +9,9 @@ import html
 from dataclasses import dataclass
 
 import huref
-from huref.comparison import Plan, plan_pairs, score
+from huref.comparison import Plan, dog_reads, plan_pairs, score
 from huref.errors import HurefError
-from huref.inputs import Settings, Subject
+from huref.inputs import Settings, Subject, latent_version
 from huref.lineage import VERDICT_LAYERS
 from huref.render import DEFAULT_TRUNCATION, draw_dog, latent_code, png_bytes, render, side_by_side
 from huref.results import PCS_NOTE, Match, TermsComparison, panel_note
@@ -136,8 +136,8 @@ def build_report(subjects: list[Subject], pictures: list[bytes], codes: list[str
         out.append(f"<tr>{pair}<td style='background: {heat(m.score)}'>{c.score_name} {m.score:+.4f}</td>"
                    f"{_decision_cell(m)}<td>{m.verdict}</td>{extra}</tr>")
     out.append("</table>")
-    judged = list(dict.fromkeys(m.comparison.judgement.decided_by for m in matrix.values()
-                                if isinstance(m, Match) and m.comparison.judgement.calibrated))
+    judged = [m.comparison.judgement for m in matrix.values()
+              if isinstance(m, Match) and m.comparison.judgement.calibrated]
     if judged:
         out.append(f"<p class='note'>{html.escape(panel_note(*judged))}</p>")
     out.append(f"<p class='note'>{html.escape(PCS_NOTE)}.</p>")
@@ -171,27 +171,27 @@ def score_all(subjects: list[Subject], settings: Settings) -> dict:
 
 
 def plan_report(subjects: list[Subject], settings: Settings) -> Plan:
-    """Every pair's reads: each subject's terms (which also make its latent) and, for pairs of models
-    judged by lineage, their whole-depth terms."""
-    return plan_pairs([(subjects[i], subjects[j], settings)
-                       for i in range(len(subjects)) for j in range(i + 1, len(subjects))])
+    """Every pair's reads (each subject's terms and, for pairs of models judged by lineage, their
+    whole-depth terms), then each subject's latent, its dog (`huref.comparison.dog_reads`)."""
+    pairs = plan_pairs([(subjects[i], subjects[j], settings)
+                        for i in range(len(subjects)) for j in range(i + 1, len(subjects))])
+    return Plan.of(list(pairs.reads) + dog_reads(subjects, settings))
 
 
 def make_report(subjects: list[Subject], generator, settings: Settings, truncation: float = DEFAULT_TRUNCATION,
                 progress=None) -> str:
     """Score every pair and render every dog (subjects opened and matched by the caller); the HTML.
 
-    Each read of `plan_report` is computed once and spilled to a private temporary folder (removed
-    at the end); latents are kept (they are small), so memory holds two subjects' terms at a time
-    whatever their number."""
+    Each read of `plan_report` is computed once; terms are spilled to a private temporary folder
+    (removed at the end), latents kept (they are small), so memory holds two subjects' terms at a
+    time whatever their number."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="huref-report-") as scratch:
         for k, read in enumerate(plan_report(subjects, settings).reads):
-            read.terms(progress)
-            if not read.whole_depth:
-                read.subject.record(settings)
-            read.subject.spill(read.settings, f"{scratch}/{k}.safetensors")
+            read.compute(progress)
+            if read.latent is None:
+                read.subject.spill(read.settings, f"{scratch}/{k}.safetensors")
             read.subject.forget()
         matrix = score_all(subjects, settings)
     if progress:
@@ -203,6 +203,8 @@ def make_report(subjects: list[Subject], generator, settings: Settings, truncati
 
 def comparison_image(a: Subject, b: Subject, settings: Settings, score_line: str, generator,
                      truncation: float = DEFAULT_TRUNCATION):
-    """The two subjects' dogs side by side, labelled, with score_line under them (a PIL image)."""
-    return side_by_side(render(a.latent(settings), generator, truncation),
-                        render(b.latent(settings), generator, truncation), a.label, b.label, score_line)
+    """The two subjects' dogs side by side, labelled, with score_line under them (a PIL image): the
+    latents of the encoder version they are compared in (`huref.inputs.latent_version`)."""
+    version = latent_version(a, b)
+    return side_by_side(render(a.latent(settings, version), generator, truncation),
+                        render(b.latent(settings, version), generator, truncation), a.label, b.label, score_line)

@@ -17,16 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from huref.lineage import VERDICT_LAYERS
+from huref.files import package_data
 from huref.statistics import (ALPHA_SAME_BASE, ALPHA_UNRELATED, ICS_PANEL_FILE, LATENT_PANEL_FILE, NULL_PANEL_FILE,
                               null_panel)
 
-PANEL_FILES = {"lineage": NULL_PANEL_FILE, "ics panel": ICS_PANEL_FILE, "latent panel": LATENT_PANEL_FILE}
+PANEL_FILES = {"lineage": NULL_PANEL_FILE.name, "ics panel": ICS_PANEL_FILE.name, "latent panel": LATENT_PANEL_FILE.name}
 PCS_NOTE = ("PCS: cosine of the raw weights, the paper's naive baseline; any rewrite or training moves it, "
             "so no verdict uses it")
-
-
-def _panel(decided_by: str) -> dict:
-    return null_panel(PANEL_FILES[decided_by])
 
 
 def p_text(p_value: float) -> str:
@@ -34,11 +31,12 @@ def p_text(p_value: float) -> str:
     return f"p < {ALPHA_SAME_BASE:g}" if p_value < ALPHA_SAME_BASE else f"p {p_value:.2g}"
 
 
-def panel_note(*decided_by: str) -> str:
-    """Where calibrated verdicts' p-values come from (each panel named by its decided_by), and the rule."""
-    panels = ", ".join(f"{name.removesuffix(' panel')} {_panel(name)['n']} pairs (huref/data/{PANEL_FILES[name].name})"
-                       for name in decided_by)
-    return (f"null panel{'s' if len(decided_by) > 1 else ''}: {panels} of unrelated tiny models trained here "
+def panel_note(*judgements: "Judgement") -> str:
+    """Where calibrated judgements' p-values come from (each null panel named once), and the rule."""
+    panels = dict.fromkeys((j.decided_by, j.panel) for j in judgements if j.calibrated)
+    named = ", ".join(f"{name.removesuffix(' panel')} {null_panel(package_data(panel))['n']} pairs (huref/data/{panel})"
+                      for name, panel in panels)
+    return (f"null panel{'s' if len(panels) > 1 else ''}: {named} of unrelated tiny models trained here "
             f"(tiny-scale, in-sample). Same-base needs p <= {ALPHA_SAME_BASE:g} (under the null model at most 1 in "
             f"{round(1 / ALPHA_SAME_BASE):,} unrelated pairs is called same-base), unrelated p >= {ALPHA_UNRELATED:g}; "
             f"p-values below {ALPHA_SAME_BASE:g} are not shown: a panel this size cannot back them.")
@@ -48,13 +46,15 @@ def panel_note(*decided_by: str) -> str:
 class Judgement:
     """How one score was judged. decided_by: "lineage", "ics panel" or "latent panel" (a null panel:
     z, p_value) or "thresholds" (huref/data/thresholds.json, z and p_value None); threshold: the
-    smallest score called same-base."""
+    smallest score called same-base; panel: the null panel's file in huref/data (the latent panel
+    is the one fitted for the latents' encoder version, `huref.encoder.ENCODERS`)."""
 
     verdict: str
     decided_by: str
     threshold: float | None
     z: float | None = None
     p_value: float | None = None
+    panel: str | None = None
 
     @property
     def calibrated(self) -> bool:
@@ -71,11 +71,11 @@ class Judgement:
         return out
 
 
-def judgement_of(found: dict, decided_by: str, threshold: float | None = None) -> Judgement:
+def judgement_of(found: dict, decided_by: str, threshold: float | None = None, panel: str | None = None) -> Judgement:
     """A Judgement from a `huref.statistics.verdict_from_statistic`-shaped dict ("verdict", and "z",
-    "p_value" when calibrated)."""
+    "p_value" when calibrated); panel: the null panel's file (default: decided_by's in PANEL_FILES)."""
     return Judgement(found["verdict"], decided_by, found.get("threshold", threshold), found.get("z"),
-                     found.get("p_value"))
+                     found.get("p_value"), panel or PANEL_FILES.get(decided_by))
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ class LineageResult:
                 lines.append(f"{j:>7}  {i:>12}  {self.map[row][column]:+.3f}")
         lines += ["", f"verdict: {self.verdict} (statistic {self.statistic:+.4f}, {self.judgement.evidence()}; "
                       f"read {self.scope})",
-                  panel_note("lineage"),
+                  panel_note(self.judgement),
                   f"compare, verify and report read at most {VERDICT_LAYERS} evenly spaced layers of each model, so "
                   "their z for a pair differs from this one's when more layers are read here."]
         return "\n".join(lines)
@@ -247,9 +247,8 @@ class TermsComparison(Comparison):
                          "(`huref lineage` reads every layer, so its z differs)")
         by = {"lineage": "the lineage statistic", "ics panel": "the calibrated ICS", "thresholds": "the ICS thresholds"}
         lines += ["", f"verdict: {self.verdict} (by {by[self.judgement.decided_by]})"]
-        calibrated = [j.decided_by for j in dict.fromkeys((self.ics_judgement, self.judgement)) if j.calibrated]
-        if calibrated:
-            lines.append(panel_note(*calibrated))
+        if self.ics_judgement.calibrated or self.judgement.calibrated:
+            lines.append(panel_note(self.ics_judgement, self.judgement))
         return "\n".join(lines)
 
 
@@ -281,7 +280,7 @@ class LatentComparison(Comparison):
         return "\n".join([side_text("A", self.a), side_text("B", self.b), f"note: {self.note}",
                           f"latent cosine {self.latent_cosine:+.4f}: {j.evidence()} against the latent null panel "
                           f"(same-base from {j.threshold:+.3f})", "", f"verdict: {self.verdict}",
-                          panel_note("latent panel")])
+                          panel_note(j)])
 
 
 @dataclass(frozen=True)
@@ -368,7 +367,7 @@ class Verification:
         says = "derives from" if self.derives else "does not derive from"
         lines = [f"{self.model} {says} {self.best.base} ({self.best.reason()})"]
         lines += [f"  also: {m.base}  {m.reason()}" for m in self.matches[1:]]
-        panels = list(dict.fromkeys(m.decided_by for m in self.matches if m.decided_by != "threshold"))
+        panels = [m.comparison.judgement for m in self.matches if m.decided_by != "threshold"]
         return "\n".join(lines + ([panel_note(*panels)] if panels else []))
 
 

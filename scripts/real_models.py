@@ -354,17 +354,17 @@ DOG_PAIRS = [("smollm2.gguf", "smollm2-vim.q8"), ("gemma3.gguf", "gemma3-vim.st"
 
 
 def dogs(labels: list[str]) -> dict | None:
-    """A dog per model in docs/real/LABEL.png, drawn as `huref fingerprint` draws it (its default
-    layers), side-by-side pictures of DOG_PAIRS, latent cosines and their calibrated verdicts; None
+    """A dog per model in docs/real/LABEL.png, drawn as `huref fingerprint` drew it with encoder
+    version 1 (its default layers), side-by-side pictures of DOG_PAIRS, latent cosines and their calibrated verdicts; None
     when the encoder weights are not there yet."""
     from huref.errors import HurefError, InstallationError
-    from huref.fingerprint import build_fingerprint, compare_fingerprints, latent
+    from huref.fingerprint import compare_fingerprints, latent, latent_record
     from huref.generators import load_generator
     from huref.render import render, side_by_side
 
     try:
         generator, info, _ = load_generator(None)
-        fingerprints = {label: build_fingerprint(_terms(label, default_layers=True), info)[0] for label in labels}
+        fingerprints = {label: latent_record(_terms(label, default_layers=True), version=1) for label in labels}
     except (HurefError, InstallationError) as error:
         print(f"no dogs: {error}")
         return None
@@ -436,8 +436,9 @@ def markdown(report: dict) -> str:
            "Produced by `scripts/real_models.py` (stages fetch, export, finetune, quantize, measure); "
            "figures in docs/real_models.json. Invariant settings of the ICS tables: the paper's last two layers "
            "(`--layers -2,-1`: the gemma3 fine-tune trains only its top six layers, which the default middle "
-           "layers miss), 4096 probe tokens chosen by string; the dogs are drawn from the default layers, as "
-           "`huref fingerprint` draws them.", "",
+           "layers miss), 4096 probe tokens chosen by string; the dogs are encoder version 1's, drawn from the "
+           "default layers as `huref fingerprint` drew them before version 2 (which reads every layer: "
+           "docs/ENCODER.md has its figures on these models).", "",
            "**How tokens are matched across models.** Each model ranks the token strings of its own "
            "vocabulary (SentencePiece `▁` and byte-level `Ġ` written as a space, control tokens left out) "
            "by a hash of the string and takes the first 4096; two term sets are compared on the strings "
@@ -483,12 +484,12 @@ def markdown(report: dict) -> str:
     if report["dogs"]:
         d = report["dogs"]
         out += ["", "### Dogs", "",
-                f"`huref fingerprint` as it runs by default: terms of each model's default layers (the two middle "
+                f"`huref fingerprint` with encoder version 1: terms of each model's default layers (the two middle "
                 f"layers that write: " + ", ".join(f"{label} {layers}" for label, layers in d["layers"].items()) +
                 f"), encoder {d['encoder_sha256'][:12]}, generator {d['generator']['name']}; pictures in docs/real/ "
                 f"({DOG_SIDE} px thumbnails). Latent cosine and its calibrated verdict are what `huref compare` "
-                f"reports between two FP.json files (same-base from {d['threshold']:.3f}: p <= 1e-4 against the "
-                "latent null panel, huref/data/latent_panel.json).", "",
+                f"reports between two version-1 FP.json files (same-base from {d['threshold']:.3f}: p <= 1e-4 against "
+                "version 1's latent null panel, huref/data/latent_panel-v1.json).", "",
                 "| " + " | ".join(f"{a}<br>![{a}](real/{a}.png)" for a in report["models"]) + " |",
                 "|" + "---|" * len(report["models"]), "",
                 "| A | B | latent cosine | verdict |", "|---|---|---|---|"]

@@ -153,8 +153,9 @@ def test_report_names_models_shows_codes_as_text_and_maps_with_real_layers(finge
     code strip (square, at least 256 px, not drawn pixelated), its code is text; the lineage map is the
     one `huref lineage` draws for the verdict's layers, with the models' names."""
     from huref.comparison import lineage_pair
+    from huref.fingerprint import latent, load_fingerprint
     from huref.inputs import Settings, open_subject
-    from huref.render import MIN_SIDE
+    from huref.render import MIN_SIDE, latent_code
 
     page = tmp_path / "r.html"
     code, _, err = huref_cli("report", "demo:base", "demo:offspring", str(fingerprint_file), "-o", str(page), "-q")
@@ -168,8 +169,12 @@ def test_report_names_models_shows_codes_as_text_and_maps_with_real_layers(finge
     for picture in pictures[:3]:
         assert picture.width == picture.height >= MIN_SIDE
     codes = re.findall(r"<div class='code'>([0-9A-Z ]{19})</div>", text)
-    assert len(codes) == 3 and codes[0] == codes[1] != codes[2]  # the disguised fine-tune keeps the base's code
+    # each dog's code is the code of the latent `huref fingerprint` publishes (encoder version 2: every layer)
     subjects = [open_subject(f"demo:{name}") for name in ("base", "offspring")]
+    published = [latent_code(s.latent(Settings())) for s in subjects] + [latent_code(latent(load_fingerprint(fingerprint_file)))]
+    assert codes == published
+    shared = [sum(x == y for x, y in zip(codes[0].replace(" ", ""), other.replace(" ", ""))) for other in codes[1:]]
+    assert shared[0] >= 6 > shared[1]  # the disguised fine-tune keeps most of the base's code, the stranger not
     expected = lineage_pair(*subjects, Settings()).image()
     assert pictures[3].tobytes() == expected.tobytes()
 
@@ -281,14 +286,16 @@ def test_readme_thresholds_and_figures_match_the_tool():
 
 
 def test_the_real_models_doc_matches_the_tool():
+    from huref.fingerprint import latent_panel_file
     from huref.invariants import resolve_layers
-    from huref.statistics import LATENT_PANEL_FILE, null_panel, statistic_at
+    from huref.statistics import null_panel, statistic_at
 
     real = json.loads((REPO / "docs" / "real_models.json").read_text())
-    latent_cutoff = f"{statistic_at(null_panel(LATENT_PANEL_FILE)):.3f}"
+    latent_cutoff = f"{statistic_at(null_panel(latent_panel_file(1))):.3f}"
     real_doc = (REPO / "docs" / "REAL_MODELS.md").read_text()
     assert "same-base at >= 0.5" not in real_doc and f"same-base from {latent_cutoff}" in real_doc
-    # the real models' dogs are drawn from each model's default layers, as `huref fingerprint` draws them
+    assert f"{real['dogs']['threshold']:.3f}" == latent_cutoff
+    # the real models' dogs are encoder version 1's: drawn from each model's default layers
     assert {label: resolve_layers(m["n_layers"], None) for label, m in real["models"].items()} == real["dogs"]["layers"]
 
 
