@@ -24,12 +24,11 @@ def pair_report(a, b, settings) -> dict:
     as `huref fingerprint` makes them, judged on their encoder's null panel)."""
     from huref.comparison import compare_pair
     from huref.fingerprint import compare_fingerprints
-    from huref.lineage import LINEAGE_TOKENS
 
-    found = compare_pair(a, b, settings, lineage_tokens=LINEAGE_TOKENS)
+    found = compare_pair(a, b, settings)  # the lineage verdict at its default LINEAGE_TOKENS
     latent = compare_fingerprints(a.record(settings), b.record(settings))
-    return {"ics": found["ics"], "ics_verdict": found["ics_verdict"], "lineage_z": found["lineage"]["z"],
-            "lineage_verdict": found["lineage"]["verdict"], "latent_cosine": latent["latent_cosine"],
+    return {"ics": found.ics, "ics_verdict": found.ics_judgement.verdict, "lineage_z": found.lineage.judgement.z,
+            "lineage_verdict": found.lineage.verdict, "latent_cosine": latent["latent_cosine"],
             "latent_verdict": latent["verdict"]}
 
 
