@@ -127,7 +127,7 @@ def settings_options(f=None, *, whole_depth: bool = False, policy: tuple[str, ..
     (default every layer), and --tokens defaults to huref.lineage.LINEAGE_TOKENS."""
     if f is None:
         return functools.partial(settings_options, whole_depth=whole_depth, policy=policy)
-    from huref.invariants import DEFAULT_TOKENS
+    from huref.invariants import DEFAULT_TOKENS, PRECISIONS
     from huref.lineage import LINEAGE_TOKENS
 
     @functools.wraps(f)
@@ -157,8 +157,10 @@ def settings_options(f=None, *, whole_depth: bool = False, policy: tuple[str, ..
         *(POLICY_OPTIONS[name]() for name in policy),
         click.option("--revision", default=None, help="Hub revision (branch, tag or commit) for hub models."),
         click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
-        click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
-                     help="Arithmetic of the terms; float64 is a slower check mode."),
+        click.option("--precision", type=click.Choice(list(PRECISIONS)), default="float32", show_default=True,
+                     help="Arithmetic of the terms; bfloat16: weight products in bfloat16 with float32 "
+                          "accumulation (faster where the CPU has bfloat16 instructions); float64 is a slower "
+                          "check mode."),
         quiet_option,
     ]
     for option in reversed(options):

@@ -28,8 +28,8 @@ import torch
 
 from huref.encoder import ENCODER_VERSION, ENCODERS, LATENT_MAX_LAYERS, LATENT_RULE, LATENT_TOKENS
 from huref.errors import HurefError
-from huref.invariants import (DEFAULT_LAYERS, DEFAULT_RULE, DEFAULT_TOKENS, Terms, invariant_terms, load_terms,
-                              resolve_layers, terms_header)
+from huref.invariants import (DEFAULT_LAYERS, DEFAULT_RULE, DEFAULT_TOKENS, PRECISIONS, Terms, invariant_terms,
+                              load_terms, resolve_layers, terms_header)
 from huref.lineage import LINEAGE_TOKENS, VERDICT_LAYERS, depth_layers, verdict_stride
 from huref.similarity import MIN_COMMON_TOKENS
 
@@ -94,14 +94,14 @@ class Settings:
         if self.n_tokens < MIN_COMMON_TOKENS:
             raise HurefError(f"--tokens {self.n_tokens} is too few: two models must share at least "
                              f"{MIN_COMMON_TOKENS} probe tokens")
-        if self.precision not in ("float32", "float64"):
-            raise HurefError(f"--precision must be float32 or float64, not '{self.precision}'")
+        if self.precision not in PRECISIONS:
+            raise HurefError(f"--precision must be one of {', '.join(PRECISIONS)}, not '{self.precision}'")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise HurefError("--device cuda: no CUDA device is available")
 
     @property
     def dtype(self) -> torch.dtype:
-        return torch.float64 if self.precision == "float64" else torch.float32
+        return PRECISIONS[self.precision]
 
     def terms_key(self) -> tuple:
         """What a model's terms depend on."""
