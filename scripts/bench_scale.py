@@ -5,7 +5,7 @@ against Ray on this machine.
     python scripts/bench_scale.py bytes --sizes 7b,70b     # -> docs/results/scale_bytes.json
     python scripts/bench_scale.py throughput --models 40   # -> docs/results/scale_throughput.json
 
-bytes: a Llama-2-7B- or 70B-shaped repo (scripts/bench.py's shapes, shards and tokenizer) published as
+bytes: a Llama-2-7B- or 70B-shaped repo (huref_lab.bench.build's shapes, shards and tokenizer) published as
 synthetic safetensors recipes (the server generates each byte range asked; a 138 GB repo takes no
 disk), and one entry (sketch and fingerprint) computed from it in a child process, as `registry add`
 computes it. Reported: the bytes the client counted, the bytes the server's front counted, the repo's
@@ -79,7 +79,7 @@ print(json.dumps({"transfer": model.hub.transfer.to_json(), "sketch_layers": row
 
 def bytes_stage(sizes: list[str], work: Path) -> dict:
     """One entry of each synthetic repo size from the local Hub: bytes fetched, counted both sides."""
-    import bench
+    from huref_lab.bench import build as bench
     from huref.invariants import DEFAULT_TOKENS
     from huref_lab.hub_server import free_port_pair, publish, serve, synthetic_safetensors
 
@@ -92,18 +92,18 @@ def bytes_stage(sizes: list[str], work: Path) -> dict:
         for size in sizes:
             small = work / f"files-{size}"
             small.mkdir(parents=True, exist_ok=True)
-            bench.write_config(small, bench.SHAPES[size])
+            (small / "config.json").write_text(json.dumps(bench.llama_config(bench.SHAPES[size]), indent=2))
             bench.write_tokenizer(small)
-            shards = bench.shard_plan(bench.tensor_shapes(bench.SHAPES[size]))
+            shards = bench.shard_plan([(name, shape, "BF16") for name, shape in bench.tensor_shapes(bench.SHAPES[size])])
             files = {"config.json": small / "config.json", "tokenizer.json": small / "tokenizer.json"}
             weight_map, tensors, headers, total = {}, {}, {}, 0
             for k, shard in enumerate(shards):
                 name = f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
-                recipe = synthetic_safetensors(shard, seed=k)
+                recipe = synthetic_safetensors([(tensor, shape) for tensor, shape, _ in shard], seed=k)
                 files[name] = recipe
                 headers[name] = len(base64.b64decode(recipe["head"]))
                 total += recipe["size"]
-                for tensor, shape in shard:
+                for tensor, shape, _ in shard:
                     weight_map[tensor] = name
                     tensors[tensor] = (2 * int(np.prod(shape)), shape)
             index = small / "model.safetensors.index.json"
@@ -211,7 +211,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=["bytes", "throughput"])
     parser.add_argument("--models", type=int, default=40, help="throughput: how many tiny models")
-    parser.add_argument("--sizes", default="7b,70b", help="bytes: repo shapes (scripts/bench.py), comma-separated")
+    parser.add_argument("--sizes", default="7b,70b", help="bytes: repo shapes (huref_lab.bench.build.SHAPES), comma-separated")
     parser.add_argument("--work", type=Path, default=None,
                         help="scratch folder for models, registries and the HF cache (default: $HUREF_BENCH_SCRATCH)")
     args = parser.parse_args()

@@ -2,7 +2,7 @@
 
     python scripts/gguf_memory.py build              # once: GGUF files in CACHE ($HUREF_GGUF_MEMORY_CACHE,
                                                      # else gguf_memory/ in huref's cache folder)
-    python scripts/gguf_memory.py invariants         # peak RSS of `huref invariants A.gguf -o T.st -q`
+    python scripts/gguf_memory.py invariants         # peak RSS of `huref invariants A.gguf -o T.safetensors -q`
     python scripts/gguf_memory.py compare            # peak RSS of `huref compare A.gguf B.gguf -q`
     python scripts/gguf_memory.py report             # peak RSS of `huref report` over four models
 

@@ -59,10 +59,11 @@ import torch
 import torch.nn.functional as F
 
 from huref.encoder import ENCODERS, GRID, LATENT_DIM, Encoder, load_encoder, pool_terms, save_encoder, zscore_cells
+from huref.files import cache_dir
 from huref.invariants import DEFAULT_LAYERS, default_layer_order
 
 REPO = Path(__file__).resolve().parent.parent
-WORK = Path(os.environ.get("HUREF_ENCODER_WORK", "/tmp/huref-encoder"))  # pooled terms, checkpoints, held-out weights
+WORK = Path(os.environ.get("HUREF_ENCODER_WORK") or cache_dir() / "encoder-work")  # pooled terms, checkpoints, held-out weights
 OUT_JSON = REPO / "docs" / "results" / "encoder.json"
 DOGS_JSON = REPO / "docs" / "results" / "encoder_dogs.json"  # scripts/dog_distinctness.py --encoder-pairs
 ENCODER_MD = REPO / "docs" / "ENCODER.md"
@@ -241,8 +242,9 @@ def zoo_entries() -> list[dict]:
     """The zoo's models (scripts/experiments.py, full scale) that are built (their info.json, written
     last, is there; the published MiniLM has none)."""
     from huref_lab.experiments import catalogue as ex
+    from huref_lab.experiments.paths import experiments_cache
 
-    root = Path(os.environ.get("HUREF_EXPERIMENTS_CACHE", "/work/cache/experiments")) / "full"
+    root = experiments_cache("full")
     entries = ex.zoo_entries(root) + ex.lineage_entries(root, ex.SCALES["full"])
     return [e for e in entries if (Path(e["dir"]) / "info.json").is_file() or e["kind"] == "pretrained"]
 

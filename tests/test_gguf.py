@@ -105,8 +105,9 @@ def test_rotary_row_order_does_not_change_the_invariants(tiny_zoo, tmp_path, mon
 def test_row_reads_dequantize_only_those_rows(qtype, tiny_zoo, tmp_path, monkeypatch):
     model = load_model(str(convert(tiny_zoo("llama"), tmp_path / "llama.gguf", qtype)))
     seen = []
-    real_dequantize = gguf.quants.dequantize
-    monkeypatch.setattr(gguf.quants, "dequantize", lambda data, t: seen.append(data.shape[0]) or real_dequantize(data, t))
+    real_dequantize = gguf_reader.dequantize
+    monkeypatch.setattr(gguf_reader, "dequantize",
+                        lambda data, t, dtype: seen.append(data.shape[0]) or real_dequantize(data, t, dtype))
     for name in ("model.embed_tokens.weight", "model.layers.1.self_attn.k_proj.weight"):
         full = model.reader.read(name)
         rows = [7, 0, 3, full.shape[0] - 1]
@@ -228,7 +229,7 @@ def test_a_large_vocabulary_costs_no_memory_beyond_its_token_strings(script, tmp
     for vocab in (512, 151936):
         path = memory.write_model(tmp_path / f"v{vocab}.gguf", 0, vocab=vocab, hidden=64, heads=4, kv_heads=2,
                                   ffn=128, layers=1)
-        rss, _, done = memory.peak_rss(["invariants", str(path), "-o", str(tmp_path / f"v{vocab}.st"),
+        rss, _, done = memory.peak_rss(["invariants", str(path), "-o", str(tmp_path / f"v{vocab}.safetensors"),
                                         "--tokens", "256", "-q"])
         assert done.returncode == 0, done.stderr
         peaks[vocab] = rss

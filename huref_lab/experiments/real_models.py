@@ -290,16 +290,17 @@ PAIRS = [  # (a, b, relation, expected)
 ]
 
 
-def _terms(label: str):
+def _terms(label: str, default_layers: bool = False):
+    """The label's terms: the paper's last two layers (the ICS table: the fine-tunes here train top
+    layers), or with `default_layers` huref's default ones (what `huref fingerprint` reads: the dogs)."""
     from huref.invariants import invariant_terms, load_terms, save_terms
     from huref.sources import load_model
 
-    cached = cache() / "terms" / f"{label}.safetensors"
+    cached = cache() / "terms" / f"{label}{'.default' if default_layers else ''}.safetensors"
     if cached.is_file():
         return load_terms(cached)
     start = time.time()
-    # the paper's last two layers, not huref's default middle two: the fine-tunes here train only top layers
-    terms = invariant_terms(load_model(str(MODELS[label][0]())), layers=[-2, -1])
+    terms = invariant_terms(load_model(str(MODELS[label][0]())), layers=None if default_layers else [-2, -1])
     terms.meta["seconds"] = round(time.time() - start, 1)
     cached.parent.mkdir(parents=True, exist_ok=True)
     save_terms(terms, cached)
@@ -362,17 +363,18 @@ DOG_SIDE = 256  # docs thumbnails
 DOG_PAIRS = [("smollm2.gguf", "smollm2-vim.q8"), ("gemma3.gguf", "gemma3-vim.st"), ("smollm2.gguf", "gemma3.gguf")]
 
 
-def dogs(terms: dict) -> dict | None:
-    """A dog per model in docs/real/LABEL.png, side-by-side pictures of DOG_PAIRS, latent cosines;
-    None when the encoder weights are not there yet."""
+def dogs(labels: list[str]) -> dict | None:
+    """A dog per model in docs/real/LABEL.png, drawn as `huref fingerprint` drew it with encoder
+    version 1 (its default layers), side-by-side pictures of DOG_PAIRS, latent cosines and their calibrated verdicts; None
+    when the encoder weights are not there yet."""
     from huref.errors import HurefError, InstallationError
-    from huref.fingerprint import build_fingerprint, compare_fingerprints, latent
+    from huref.fingerprint import compare_fingerprints, latent, latent_record
     from huref.generators import load_generator
     from huref.render import render, side_by_side
 
     try:
         generator, info, _ = load_generator(None)
-        fingerprints = {label: build_fingerprint(t, info)[0] for label, t in terms.items()}
+        fingerprints = {label: latent_record(_terms(label, default_layers=True), version=1) for label in labels}
     except (HurefError, InstallationError) as error:
         print(f"no dogs: {error}")
         return None
@@ -383,17 +385,19 @@ def dogs(terms: dict) -> dict | None:
         picture = render(latent(fp), generator)  # the dog with its code under it
         pictures[label] = picture.resize((DOG_SIDE, picture.height * DOG_SIDE // picture.width))
         pictures[label].save(out / f"{label}.png")
-    cosines = {}
+    cosines, verdicts = {}, {}
     for a, b, *_ in PAIRS + DOG_PAIRS:
         if a in fingerprints and b in fingerprints:
-            cosines[f"{a} | {b}"] = round(compare_fingerprints(fingerprints[a], fingerprints[b])["latent_cosine"], 4)
+            found = compare_fingerprints(fingerprints[a], fingerprints[b])
+            cosines[f"{a} | {b}"], verdicts[f"{a} | {b}"] = round(found["latent_cosine"], 4), found["verdict"]
     for a, b in DOG_PAIRS:
         if a in pictures and b in pictures:
-            score = f"latent cosine {cosines[f'{a} | {b}']:.3f}"
+            score = f"latent cosine {cosines[f'{a} | {b}']:.3f} ({verdicts[f'{a} | {b}']})"
             side_by_side(pictures[a], pictures[b], a, b, score).save(out / f"{a}--{b}.png")
     first = next(iter(fingerprints.values()))
     return {"generator": info, "encoder_sha256": first["encoder_sha256"], "latent_cosine": cosines,
-            "threshold": compare_fingerprints(first, first)["threshold"]}
+            "latent_verdict": verdicts, "layers": {label: fp["layers"] for label, fp in fingerprints.items()},
+            "threshold": round(compare_fingerprints(first, first)["threshold"], 4)}
 
 
 def measure() -> None:
@@ -430,7 +434,7 @@ def measure() -> None:
                       "hidden_size": t.meta["hidden_size"], "n_tokens": t.meta["n_tokens"],
                       "layers": t.layers, "seconds": t.meta.get("seconds")} for label, t in terms.items()}
     report = {"models": models, "pairs": rows, "finetunes": finetunes, "tiny_gguf_ics": tiny_quant_figures(),
-              "reader_crosscheck": {name: crosscheck(name) for name in GGUF}, "dogs": dogs(terms)}
+              "reader_crosscheck": {name: crosscheck(name) for name in GGUF}, "dogs": dogs(list(terms))}
     (REPO / "docs" / "real_models.json").write_text(json.dumps(report, indent=1) + "\n")
     (REPO / "docs" / "REAL_MODELS.md").write_text(markdown(report))
     print("wrote docs/real_models.json and docs/REAL_MODELS.md")
@@ -440,10 +444,11 @@ def markdown(report: dict) -> str:
     """The real-model section of the evidence report, from docs/real_models.json's content."""
     out = ["## Real models: GGUF input, real fine-tunes, real strangers", "",
            "Produced by `scripts/real_models.py` (stages fetch, export, finetune, quantize, measure); "
-           "figures in docs/real_models.json. Invariant settings: the last two layers that write to the residual "
-           "stream (huref's default when these figures were measured; the default is now the two middle layers, "
-           "docs/RESULTS.md \"Which layers\", and these fine-tunes, which train only top layers, leave the middle "
-           "layers untouched, so the figures below stay the last-two ones), 4096 probe tokens chosen by string.", "",
+           "figures in docs/real_models.json. Invariant settings of the ICS tables: the paper's last two layers "
+           "(`--layers -2,-1`: the gemma3 fine-tune trains only its top six layers, which the default middle "
+           "layers miss), 4096 probe tokens chosen by string; the dogs are encoder version 1's, drawn from the "
+           "default layers as `huref fingerprint` drew them before version 2 (which reads every layer: "
+           "docs/ENCODER.md has its figures on these models).", "",
            "**How tokens are matched across models.** Each model ranks the token strings of its own "
            "vocabulary (SentencePiece `▁` and byte-level `Ġ` written as a space, control tokens left out) "
            "by a hash of the string and takes the first 4096; two term sets are compared on the strings "
@@ -489,13 +494,17 @@ def markdown(report: dict) -> str:
     if report["dogs"]:
         d = report["dogs"]
         out += ["", "### Dogs", "",
-                f"`huref fingerprint` pipeline on the same terms (encoder {d['encoder_sha256'][:12]}, generator "
-                f"{d['generator']['name']}); pictures in docs/real/ ({DOG_SIDE} px thumbnails). Latent cosine "
-                f"is what `huref compare` reports between two FP.json files (same-base at >= {d['threshold']}).", "",
+                f"`huref fingerprint` with encoder version 1: terms of each model's default layers (the two middle "
+                f"layers that write: " + ", ".join(f"{label} {layers}" for label, layers in d["layers"].items()) +
+                f"), encoder {d['encoder_sha256'][:12]}, generator {d['generator']['name']}; pictures in docs/real/ "
+                f"({DOG_SIDE} px thumbnails). Latent cosine and its calibrated verdict are what `huref compare` "
+                f"reports between two version-1 FP.json files (same-base from {d['threshold']:.3f}: p <= 1e-4 against "
+                "version 1's latent null panel, huref/data/latent_panel-v1.json).", "",
                 "| " + " | ".join(f"{a}<br>![{a}](real/{a}.png)" for a in report["models"]) + " |",
                 "|" + "---|" * len(report["models"]), "",
-                "| A | B | latent cosine |", "|---|---|---|"]
-        out += [f"| {k.split(' | ')[0]} | {k.split(' | ')[1]} | {v:.4f} |" for k, v in d["latent_cosine"].items()]
+                "| A | B | latent cosine | verdict |", "|---|---|---|---|"]
+        out += [f"| {k.split(' | ')[0]} | {k.split(' | ')[1]} | {v:.4f} | {d['latent_verdict'][k]} |"
+                for k, v in d["latent_cosine"].items()]
         out += [""] + [f"![{a} vs {b}](real/{a}--{b}.png)" for a, b in DOG_PAIRS
                        if f"{a} | {b}" in d["latent_cosine"]]
     else:
