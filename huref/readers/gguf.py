@@ -221,7 +221,7 @@ class GGUFTensorReader(TensorReader):
         """Ask the kernel to start reading tensor `name`'s stored bytes into the page cache."""
         entry = self.entries[name]
         for stored in (entry.stored, entry.value_rows):
-            if stored is not None and hasattr(os, "posix_fadvise"):
+            if stored is not None and hasattr(os, "posix_fadvise") and not hasattr(stored.path, "open_remote"):
                 n_rows = math.prod(stored.shape[:-1])
                 first = stored.offset + (entry.expert or 0) * math.prod(entry.shape[:-1]) * stored.row_bytes
                 size = (math.prod(entry.shape[:-1]) if entry.expert is not None else n_rows) * stored.row_bytes
