@@ -157,7 +157,9 @@ class Registry:
         if create and not manifest.exists():
             if self.root.exists() and not self.root.is_dir():
                 raise HurefError(f"{self.root}: exists and is not a folder")
-            if self.root.is_dir() and any(p.name not in (PARTS, TOMBSTONES) for p in self.root.iterdir()):
+            if self.root.is_dir() and any(p.name not in (PARTS, TOMBSTONES, INDEX, FAILURES)
+                                          and not p.name.startswith(".")  # a concurrent creator's manifest, half written
+                                          for p in self.root.iterdir()):
                 raise HurefError(f"{self.root}: a folder that is neither empty nor a huref registry (no {MANIFEST})")
             try:
                 (self.root / PARTS).mkdir(parents=True, exist_ok=True)
