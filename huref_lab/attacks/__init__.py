@@ -12,22 +12,22 @@ attacks whose rule holds.
 |---|---|
 | `checkpoint` | `Checkpoint`, read and written as config.json + safetensors + tokenizer files |
 | `layout` | `Layout` (the architecture's ArchSpec row, sizes, config values), `layout_facts` |
-| `canonical` | `Canon`: fused tensors split into logical [out, in] matrices, addressed by role; who reads and writes the residual stream |
+| `canonical` | `Canon`: fused tensors split into [out, in] matrices, by role; who reads and writes the residual |
 | `draws` | random orthogonal / invertible maps, scales, permutations |
 | `rule` | the decorator that puts an attack's validity rule and the facts it reads beside it |
 | `residual` | changes of basis of the residual stream: rotation, zhu_rotation, residual_permutation |
 | `attention` | qk_transform, qk_scale, qk_norm_rescale, qk_norm_gain_exchange, vo_transform, head_permutation |
-| `latent` | multi-head latent attention: latent_rotation, mla_head_permutation, mla_qk_transform, mla_vo_transform |
+| `latent` | latent attention (MLA): latent_rotation, mla_head_permutation, mla_qk_transform, mla_vo_transform |
 | `ffn` | ffn_permutation, ffn_scale, expert_permutation, router_shift |
 | `scaling` | embedding_scale, post_norm_rescale, layernorm_null_direction, embedding_row_scale, position_embedding_shift, mean_shift |
-| `vocabulary` | append_vocabulary, reorder_vocabulary, rename_token_strings (not in ATTACKS: it depends on the tokenizer) |
+| `vocabulary` | append_vocabulary, reorder_vocabulary; rename_token_strings (not in ATTACKS: tokenizer-dependent) |
 | `registry` | `ATTACKS`, `is_valid`, `valid_attacks`, `residual_attack`, `compose`, `attack_directory` |
 
 `attack_directory(source, target, "rotation+reorder_vocabulary")` is the entry point for a saved model.
 """
 
-from huref_lab.attacks.attention import (head_permutation, qk_norm_gain_exchange, qk_norm_rescale, qk_scale, qk_transform,
-                                         rope_commuting_matrix, vo_transform)
+from huref_lab.attacks.attention import (head_permutation, qk_norm_gain_exchange, qk_norm_rescale, qk_scale,
+                                         qk_transform, rope_commuting_matrix, vo_transform)
 from huref_lab.attacks.canonical import NORM_ROLES, Canon
 from huref_lab.attacks.checkpoint import EXTRA_FILES, Checkpoint, read_checkpoint, write_checkpoint
 from huref_lab.attacks.draws import orthogonal_fixing_ones, random_invertible, random_orthogonal, random_scales

@@ -60,7 +60,7 @@ def _per_kv_head(canon, i, maps_q, maps_k):
 
 
 @rule(lambda lay: lay.qk_norm is None and not lay.clip_qkv and lay.mla is None,
-      reads=("attention", "head grouping", "qkv layout", "rotary", "reader biases", "layer kinds"))
+      reads=("attention", "head grouping", "attention storage", "rotary", "reader biases", "layer kinds"))
 def qk_transform(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
     """Per key/value head: queries -> M q, keys -> M^-T k with M commuting with RoPE (shared across a GQA group)."""
     def edit(canon, result):
@@ -71,7 +71,7 @@ def qk_transform(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoi
 
 
 @rule(lambda lay: lay.qk_norm is None and not lay.clip_qkv and lay.mla is None,
-      reads=("attention", "head grouping", "qkv layout", "reader biases", "layer kinds"))
+      reads=("attention", "head grouping", "attention storage", "reader biases", "layer kinds"))
 def qk_scale(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
     """Per key/value head: queries times c, keys divided by c (c random, either sign)."""
     def edit(canon, result):
@@ -83,7 +83,7 @@ def qk_scale(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
 
 
 @rule(lambda lay: lay.qk_norm is not None and not lay.clip_qkv,
-      reads=("qk norms", "head grouping", "qkv layout", "reader biases", "layer kinds"))
+      reads=("qk norms", "head grouping", "attention storage", "reader biases", "layer kinds"))
 def qk_norm_rescale(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
     """QK-norm models: scale W_q and W_k by positive factors the q/k norms divide out again.
 
@@ -128,7 +128,7 @@ def qk_norm_gain_exchange(checkpoint: Checkpoint, generator: torch.Generator) ->
 
 # an elementwise gate on each head's output (qwen3_next) does not commute with a V/O map
 @rule(lambda lay: not lay.clip_qkv and lay.mla is None and lay.arch.attn_gate is None,
-      reads=("attention", "head grouping", "qkv layout", "output layout", "reader biases", "layer kinds"))
+      reads=("attention", "head grouping", "attention storage", "output storage", "reader biases", "layer kinds"))
 def vo_transform(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
     """Per key/value head: values -> A v, and the output projection columns of its query heads (of o, or of
     every attention expert's output) times A^-1."""
@@ -158,7 +158,7 @@ def vo_transform(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoi
 
 # ALiBi slopes are tied to head positions
 @rule(lambda lay: not lay.alibi and lay.mla is None,
-      reads=("attention", "head grouping", "qkv layout", "output layout", "attention gate", "sinks", "qk norms",
+      reads=("attention", "head grouping", "attention storage", "output storage", "sinks", "qk norms",
              "reader biases", "layer kinds"))
 def head_permutation(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
     """Reorder the attention heads: key/value heads by a permutation, query heads within and with their groups

@@ -1,4 +1,4 @@
-"""The random draws of the attacks (float64): orthogonal, invertible and RoPE-free maps, scales, permutations."""
+"""The random draws of the attacks: orthogonal and invertible maps and scales (float64), permutations."""
 
 import torch
 
@@ -33,7 +33,8 @@ def random_invertible(n: int, generator: torch.Generator) -> torch.Tensor:
         random_orthogonal(n, generator)
 
 
-def random_permutation(n, generator):
+def random_permutation(n: int, generator: torch.Generator) -> torch.Tensor:
+    """A random permutation of range(n) [n], int64."""
     return torch.randperm(n, generator=generator)
 
 

@@ -9,7 +9,7 @@ from huref_lab.attacks.draws import in_float64, random_permutation, random_scale
 from huref_lab.attacks.rule import rule
 
 
-@rule(lambda lay: True, reads=("ffn layout", "experts", "reader biases", "layer kinds"))
+@rule(lambda lay: True, reads=("ffn storage", "ffn kinds", "router", "reader biases", "layer kinds"))
 def ffn_permutation(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
     """Permute the hidden neurons of every FFN (each expert and the shared expert separately)."""
     def edit(canon, result):
@@ -26,7 +26,7 @@ def ffn_permutation(checkpoint: Checkpoint, generator: torch.Generator) -> Check
 
 # gpt-oss clamps up and adds 1 to it: the FFN sees up's scale
 @rule(lambda lay: (lay.gated and not lay.arch.ffn_clamped) or lay.relu,
-      reads=("ffn layout", "ffn activation", "experts", "reader biases", "layer kinds"))
+      reads=("ffn storage", "ffn kinds", "ffn activation", "router", "reader biases", "layer kinds"))
 def ffn_scale(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
     """Scale each FFN neuron's input by c and its output by 1/c.
 
@@ -44,7 +44,7 @@ def ffn_scale(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
 
 
 @rule(lambda lay: lay.n_experts > 0,
-      reads=("attention", "ffn layout", "experts", "reader biases", "layer kinds"))
+      reads=("attention", "ffn storage", "ffn kinds", "router", "reader biases", "layer kinds"))
 def expert_permutation(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
     """Reorder the experts of every MoE layer together with the router's rows (and score bias). Where the
     router chooses groups of consecutive experts first (DeepSeek's n_group), the groups are reordered and
@@ -58,7 +58,8 @@ def expert_permutation(checkpoint: Checkpoint, generator: torch.Generator) -> Ch
                 if canon.get(i, router) is None:
                     continue
                 size = lay.dims.n_experts // groups
-                order = torch.cat([g * size + random_permutation(size, generator) for g in random_permutation(groups, generator)])
+                order = torch.cat([g * size + random_permutation(size, generator)
+                                   for g in random_permutation(groups, generator)])
                 subs = [sub for sub in subs if canon.get(i, f"{expert}0.{sub}") is not None]
                 for suffix in ("weight", "bias"):   # biases beside 3-D experts (gpt-oss) move with them
                     old = {(e, sub): canon.get(i, f"{expert}{e}.{sub}", suffix) for e in range(len(order)) for sub in subs}
@@ -75,7 +76,7 @@ def expert_permutation(checkpoint: Checkpoint, generator: torch.Generator) -> Ch
 
 # a shift added to every expert's logit: a softmax cancels it, sigmoid scores and sparsemixer's masks do not
 @rule(lambda lay: lay.n_experts > 0 and lay.arch.router_scores == "softmax",
-      reads=("attention", "ffn layout", "experts", "layer kinds"))
+      reads=("attention", "ffn storage", "ffn kinds", "router", "layer kinds"))
 def router_shift(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
     """MoE: add one random vector to every row of each router (the attention experts' too); the softmax
     over experts cancels it."""

@@ -11,6 +11,7 @@ from huref_lab.attacks.rule import rule
 
 
 def _latent(layout) -> bool:
+    """The rule of every attack here: the model has latent attention."""
     return layout.mla is not None
 
 
@@ -35,7 +36,7 @@ def _query_role(canon, i) -> str:
     return "q_b" if canon.get(i, "q_b") is not None else "q"
 
 
-@rule(_latent, reads=("attention", "qkv layout", "reader biases", "layer kinds"))
+@rule(_latent, reads=("attention", "attention storage", "reader biases", "layer kinds"))
 def latent_rotation(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
     """MLA: rotate the q latent and the kv latent by random orthogonal maps U, the latent norm gains g
     folded into the matrices reading them: q_a -> U·q_a, q_b -> q_b·diag(g)·Uᵀ, gain set to 1 (RMS

@@ -4,7 +4,7 @@ attack takes (`layout_facts`), which the attack suite covers model by model."""
 
 from dataclasses import dataclass
 
-from huref.architectures import FFN, ArchSpec, Norm, Proj, arch_for_config
+from huref.architectures import ArchSpec, Norm, Proj, arch_for_config
 from huref.layers import (EPS_KEYS, Dims, LatentDims, attention_layers, config_value, latent_dims, model_dims,
                           qk_norm_layers)
 
@@ -141,43 +141,52 @@ def layout_of(config: dict) -> Layout:
                         for k in ("bias", "use_bias", "use_qkv_bias", "enable_bias", "attention_bias")))
 
 
-def _norm_kinds(norms: tuple[Norm, ...]) -> tuple[str, ...]:
-    """The distinct kinds among norm alternatives, sorted; "bare <kind>" for a norm without parameters."""
-    return tuple(sorted({n.kind if n.name else f"bare {n.kind}" for n in norms}))
+def _norm_kinds(norms: tuple[Norm, ...]) -> frozenset[str]:
+    """The kinds among norm alternatives; "bare <kind>" for a norm without parameters."""
+    return frozenset(n.kind if n.name else f"bare {n.kind}" for n in norms)
 
 
-def _stored(proj: Proj | None) -> tuple[str, bool] | None:
-    """How a matrix is stored: (fused layout, transposed); None where the role is absent."""
-    return None if proj is None else (proj.layout, proj.transposed)
-
-
-def _ffn_storage(ffn: FFN | None) -> tuple | None:
-    """(gate, up, down storage, experts, the shared expert's storage) of an FFN; None where it is absent."""
-    if ffn is None:
-        return None
-    return (_stored(ffn.gate), _stored(ffn.up), _stored(ffn.down), ffn.experts, _ffn_storage(ffn.shared))
+def _storage(**projs: Proj | None) -> frozenset[tuple[str, str, bool]]:
+    """How each present matrix is stored: (role, fused layout, transposed)."""
+    return frozenset((role, p.layout, p.transposed) for role, p in projs.items() if p is not None)
 
 
 def layout_facts(layout: Layout) -> dict[str, object]:
-    """The facts of `layout` that decide which code path an attack takes, by name (hashable values; None
-    or False: the feature is absent). Each attack names the facts it reads (`huref_lab.attacks.rule`);
-    the attack suite runs it on a few models that together show every value those facts take."""
+    """The facts of `layout` that decide which code path an attack takes, by name. A value is a scalar or
+    a frozenset of features (each one a fact of its own; empty: none). Each attack names the facts it
+    reads (`huref_lab.attacks.rule`); the attack suite runs it on a few models that together show every
+    value, and every feature, that those facts take."""
     arch = layout.arch
-    if arch.mla is not None:
+    mla, experts = arch.mla, arch.attn_experts
+    if mla is not None:
         attention = "latent, q latent" if layout.mla.q_rank else "latent"
-        projections = ("latent", _stored(arch.mla.indexer_q), len(arch.mla.indexer_readers))
-    elif arch.attn_experts is not None:
+        storage = _storage(q=mla.q, q_a=mla.q_a, q_b=mla.q_b, kv_a=mla.kv_a, kv_b=mla.kv_b, indexer_q=mla.indexer_q,
+                           **{f"indexer_in{j}": p for j, p in enumerate(mla.indexer_readers)})
+    elif experts is not None:
         attention = "experts"
-        projections = (_stored(arch.attn_experts.q), _stored(arch.k), _stored(arch.v))
+        storage = _storage(q=experts.q, k=arch.k, v=arch.v)
     else:
         attention = "heads"
-        projections = (_stored(arch.q), _stored(arch.k), _stored(arch.v))
+        storage = _storage(q=arch.q, k=arch.k, v=arch.v, attn_gate=arch.attn_gate)
+    ffn_storage = frozenset().union(*(_storage(gate=f.gate, up=f.up, down=f.down) for f in arch.ffn),
+                                    *(_storage(gate=f.shared.gate, up=f.shared.up, down=f.shared.down)
+                                      for f in arch.ffn if f.shared))
+    ffn_kinds = {"experts" if f.experts else "dense" for f in arch.ffn} | {"shared" for f in arch.ffn if f.shared}
+    router = set()
+    if layout.n_experts:
+        router = {arch.router_scores} | {"bias" for f in arch.ffn if f.router_bias} | (
+            {"groups"} if layout.expert_groups > 1 else set())
     if arch.layer_kinds is not None and arch.layer_kinds.ffn_kinds:
         layer_kinds = "single blocks"
     else:
         layer_kinds = "attention" if layout.attention_layers == tuple(range(layout.n_layers)) else "hybrid"
     activation = "relu" if layout.relu else "gated" if layout.gated else "other"
     mixer = arch.mixer
+    mixer_features = set() if mixer is None else {"mixer"} | {name for name, on in (
+        ("parallel", mixer.parallel), ("inner norms", mixer.inner_norms), ("own norms", mixer.norms)) if on}
+    qk_norms = {(layout.qk_norm, kind) for kind in _norm_kinds(arch.q_norm)}
+    if arch.q_norm and layout.qk_norm_layers != layout.attention_layers:
+        qk_norms.add("some layers")
     return {
         "input norms": _norm_kinds(arch.attn_norm + arch.ffn_norm),
         "parallel block": bool({n.name for n in arch.attn_norm} & {n.name for n in arch.ffn_norm}),
@@ -187,25 +196,23 @@ def layout_facts(layout: Layout) -> dict[str, object]:
         "embedding norm": _norm_kinds(arch.embed_norm),
         "final norm": _norm_kinds(arch.final_norm),
         "norm epsilon": "config" if layout.eps_key else "fixed",
-        "qk norms": arch.q_norm and (layout.qk_norm, _norm_kinds(arch.q_norm),
-                                     layout.qk_norm_layers != layout.attention_layers),
+        "qk norms": frozenset(qk_norms),
         "attention": attention,
         "head grouping": layout.n_heads // layout.n_kv_heads,
-        "qkv layout": projections,
-        "output layout": _stored(arch.o or (arch.attn_experts and arch.attn_experts.o)),
-        "attention gate": _stored(arch.attn_gate),
+        "attention storage": storage,
+        "output storage": _storage(o=arch.o or (experts and experts.o)),
         "sinks": arch.sinks is not None,
         "write biases": bool(arch.write_biases),
-        "rotary": layout.rotary_dim and (layout.rotary_style, layout.rotary_dim < layout.head_dim),
+        "rotary": (layout.rotary_style, layout.rotary_dim < layout.head_dim) if layout.rotary_dim else None,
         "alibi": layout.alibi,
         "position embeddings": len(arch.added_embeds),
         "reader biases": layout.reader_bias,
         "clipped qkv": layout.clip_qkv,
-        "ffn layout": tuple(_ffn_storage(f) for f in arch.ffn),
+        "ffn storage": ffn_storage,
+        "ffn kinds": frozenset(ffn_kinds),
         "ffn activation": f"{activation}, clamped" if arch.ffn_clamped else activation,
-        "experts": layout.n_experts and (arch.router_scores, any(f.router_bias for f in arch.ffn),
-                                         any(f.shared for f in arch.ffn), layout.expert_groups > 1),
-        "token mixer": mixer and (mixer.parallel, mixer.inner_norms, mixer.norms is not None),
+        "router": frozenset(router),
+        "token mixer": frozenset(mixer_features),
         "layer kinds": layer_kinds,
         "tied head": layout.tied,
         "head reader": layout.head_reader is not None,

@@ -6,8 +6,8 @@ from pathlib import Path
 import torch
 
 from huref.errors import HurefError
-from huref_lab.attacks.attention import (head_permutation, qk_norm_gain_exchange, qk_norm_rescale, qk_scale, qk_transform,
-                                         vo_transform)
+from huref_lab.attacks.attention import (head_permutation, qk_norm_gain_exchange, qk_norm_rescale, qk_scale,
+                                         qk_transform, vo_transform)
 from huref_lab.attacks.checkpoint import read_checkpoint, write_checkpoint
 from huref_lab.attacks.ffn import expert_permutation, ffn_permutation, ffn_scale, router_shift
 from huref_lab.attacks.latent import latent_rotation, mla_head_permutation, mla_qk_transform, mla_vo_transform

@@ -52,7 +52,8 @@ def embedding_scale(checkpoint: Checkpoint, generator: torch.Generator, factor: 
 
 
 @rule(lambda lay: lay.post_norms and not lay.residual_post_norm,
-      reads=("post norms", "output layout", "ffn layout", "experts", "reader biases", "token mixer", "layer kinds"))
+      reads=("post norms", "output storage", "ffn storage", "ffn kinds", "router", "reader biases", "token mixer",
+             "layer kinds"))
 def post_norm_rescale(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
     """Post-norm models (gemma2/3, olmo2): scale the attention output and FFN down projections by factors
     >= 1 per layer; the norm on each write divides them out (its epsilon matters even less afterwards)."""
