@@ -39,17 +39,27 @@ def layout(arch):
     return attacks.layout_of(tiny_models.make_config(arch).to_dict())
 
 
+@functools.cache
+def facts(arch) -> dict:
+    return attacks.layout_facts(layout(arch))
+
+
+def valid_models(name) -> list[str]:
+    """The tiny models whose function attack `name` preserves (its rule holds)."""
+    return [arch for arch in tiny_models.ARCHITECTURES if attacks.is_valid(name, layout(arch))]
+
+
 def composite(arch):
     """Every attack valid for `arch`, "+"-joined in ATTACKS order."""
     return "+".join(attacks.valid_attacks(layout(arch)))
 
 
-def features(arch, facts) -> set:
-    """(fact, value) for each of the layout `facts` of tiny model `arch`; a set-valued fact gives one pair
-    per feature it holds, or (fact, None) when it holds none."""
+def features(arch, names) -> set:
+    """(fact, value) for each of the layout facts `names` of tiny model `arch`; a set-valued fact gives one
+    pair per feature it holds, or (fact, None) when it holds none."""
     shown = set()
-    for name in facts:
-        value = attacks.layout_facts(layout(arch))[name]
+    for name in names:
+        value = facts(arch)[name]
         if isinstance(value, frozenset):
             shown |= {(name, feature) for feature in value} or {(name, None)}
         else:
@@ -61,7 +71,7 @@ def exercising_models(name) -> list[str]:
     """The tiny models attack `name` runs alone on: of those it is valid for, greedily the one showing the most
     (fact, value) pairs of the facts it reads (its rule's `reads`) not shown yet (ties: ARCHITECTURES order),
     until every pair those models show is shown."""
-    valid = [arch for arch in tiny_models.ARCHITECTURES if attacks.is_valid(name, layout(arch))]
+    valid = valid_models(name)
     shown = {arch: features(arch, attacks.ATTACKS[name].reads) for arch in valid}
     missing = set().union(*shown.values())
     chosen = []
@@ -73,9 +83,8 @@ def exercising_models(name) -> list[str]:
 
 
 def models_for(name) -> list[str]:
-    if EVERY_MODEL:
-        return [arch for arch in tiny_models.ARCHITECTURES if attacks.is_valid(name, layout(arch))]
-    return exercising_models(name)
+    """The models attack `name` runs alone on: `exercising_models`, or with HUREF_ATTACK_CASES=all every valid one."""
+    return valid_models(name) if EVERY_MODEL else exercising_models(name)
 
 
 def case(arch, attack=None):
@@ -175,14 +184,13 @@ def test_every_attack_runs_alone_on_models_showing_each_fact_it_reads():
     """Each attack is valid for some tiny model and runs alone on models it is valid for that show every value
     of the facts it reads: rotation on both norm kinds and on transposed fused QKV (gpt2's Conv1D c_attn)."""
     for name, attack in attacks.ATTACKS.items():
-        valid = [arch for arch in tiny_models.ARCHITECTURES if attacks.is_valid(name, layout(arch))]
-        chosen = exercising_models(name)
+        valid, chosen = valid_models(name), exercising_models(name)
         assert chosen and set(chosen) <= set(valid), name
         assert set().union(*(features(a, attack.reads) for a in chosen)) == \
             set().union(*(features(a, attack.reads) for a in valid)), name
-    facts = [attacks.layout_facts(layout(arch)) for arch in exercising_models("rotation")]
-    assert {"rms", "layer"} <= {kind for f in facts for kind in f["input norms"]}
-    assert any(("q", "qkv_split", True) in f["attention storage"] for f in facts)
+    rotation = [facts(arch) for arch in exercising_models("rotation")]
+    assert {"rms", "layer"} <= {kind for f in rotation for kind in f["input norms"]}
+    assert any(("q", "qkv_split", True) in f["attention storage"] for f in rotation)
 
 
 @pytest.mark.parametrize("arch", [case(arch) for arch in tiny_models.ARCHITECTURES])
