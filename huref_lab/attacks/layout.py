@@ -171,7 +171,8 @@ def layout_facts(layout: Layout) -> dict[str, object]:
     ffn_storage = frozenset().union(*(_storage(gate=f.gate, up=f.up, down=f.down) for f in arch.ffn),
                                     *(_storage(gate=f.shared.gate, up=f.shared.up, down=f.shared.down)
                                       for f in arch.ffn if f.shared))
-    ffn_kinds = {"experts" if f.experts else "dense" for f in arch.ffn} | {"shared" for f in arch.ffn if f.shared}
+    ffn_kinds = {"experts" if f.experts else "dense" for f in arch.ffn} | {"shared" for f in arch.ffn if f.shared} | {
+        "shared gate" for f in arch.ffn if f.shared and f.shared.router}
     router = set()
     if layout.n_experts:
         router = {arch.router_scores} | {"bias" for f in arch.ffn if f.router_bias} | (
