@@ -40,7 +40,7 @@ Conventions
   input at an average position: a vector moved from the token rows into the position rows, which
   leaves every input unchanged, then leaves the probe rows unchanged too.
 - `mla`: multi-head latent attention (DeepSeek-V2/V3): q, k, v are None and a `LatentAttention`
-  names the latent matrices and norms; its sizes come from config.json (`huref.layers.latent_dims`).
+  names the latent matrices and norms; its sizes come from config.json (`huref.config.latent_dims`).
   DeepSeek sparse attention's indexer (deepseek_v32) is listed there too (`indexer_q` reads the q latent,
   `indexer_readers` the attention input); no term reads it, the attacks carry it.
   `attn_experts`: a mixture of attention heads (jetmoe): q and o are None and `AttentionExperts`
@@ -54,7 +54,9 @@ Conventions
   writers (a `parallel` mixer sits beside attention in every layer: falcon_h1; a mixer layer may
   have norm roles of its own, `Mixer.norms`: olmo_hybrid). With `LayerKinds.ffn_kinds` each layer is
   one block (nemotron_h) and an attention block takes the FFN term of the next MLP/MoE block.
-  `norm_residual`: the input norms' outputs are the residual path (minimax). `sinks`: a per-head
+  `norm_residual`: the input norms' outputs are the residual path (minimax). `kv_sources`: which layer's keys and
+  values each layer attends to, read from config.json (`KVSources`, kolibri1_1); a layer reading
+  another's stores no key/value matrices or key norm, and its terms read the source layer's. `sinks`: a per-head
   learned logit in the softmax's denominator (gpt-oss, granite_swa, flint), which no term reads.
   `attn_gate`: query-projection rows of a per-head sigmoid gate on the attention output
   (qwen3_next), which no term reads. `ffn_clamped`: the gated FFN clamps gate and up and adds 1 to
@@ -171,6 +173,20 @@ class LayerKinds:
 
 
 @dataclass(frozen=True)
+class KVSources:
+    """Layers attending to an earlier layer's keys and values (kolibri1_1): config.json lists under `key`, for
+    each layer, the layer whose keys and values it reads (itself, or an earlier layer that reads its own). When
+    the list is missing, transformers' default layout applies: the k-th layer that `layers` picks (or
+    `default_layers`, when config.json lacks `layers.key` too) reads the keys and values of the picked layer at
+    position `default[k]`, every other layer its own."""
+
+    key: str
+    layers: LayerKinds
+    default_layers: LayerKinds
+    default: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class AttentionExperts:
     """Mixture of attention heads (jetmoe's MoA): every attention expert has its own query matrix `q`
     ([expert, n_kv_heads * head_dim, hidden] with layout "experts") and output matrix `o` ([expert,
@@ -253,6 +269,7 @@ class ArchSpec:
     attn_gate: Proj | None = None  # query rows of a sigmoid gate on each head's output (qwen3_next)
     ffn_clamped: bool = False  # gpt-oss: act(clamp(gate)) * (clamp(up) + 1), not linear in up
     layer_kinds: LayerKinds | None = None  # hybrid models: which layers are attention (None: all)
+    kv_sources: KVSources | None = None  # layers attending to an earlier layer's keys and values (None: none)
     write_biases: tuple[str, ...] = ()  # biases added to the residual stream after a block's write (jetmoe)
     config_sections: tuple[str, ...] = ()  # nested config.json dicts read as top-level keys (dbrx's attn_config)
     layer_norm_eps: float | None = None  # the layers' norms use this epsilon, not config.json's (jetmoe)
@@ -463,6 +480,16 @@ _LFM2 = dict(
        "ffn_norm": _rms("ffn_norm.weight"), "final_norm": _rms("embedding_norm.weight")},
 )
 
+# kolibri1: glm4's post norms, per-head QK norms, sigmoid-scored experts with shared experts
+_KOLIBRI1 = dict(
+    ffn=_sigmoid_moe("moe.router.expert_bias"),
+    router_scores="sigmoid",
+    attn_post_norm=_rms("post_attn_norm.weight"),
+    ffn_post_norm=_rms("post_ffn_norm.weight"),
+    **_QK_NORM,
+    **_LLAMA,
+)
+
 ARCHITECTURES: tuple[ArchSpec, ...] = (
     # llama's tensors; the others change nothing the terms read: attention biases (seed_oss), layers
     # without RoPE (smollm3: the terms never apply RoPE), sliding windows (cwm, ministral), scalar
@@ -547,8 +574,9 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         **_LLAMA,
     ),
     ArchSpec(
-        # glm4_moe under bailing's names: fused query_key_value (q, k, v rows in turn), per-head QK norms
-        model_types=("sarvam_moe",),
+        # glm4_moe with RoPE over the whole head, under bailing's names: fused query_key_value (q, k, v rows in
+        # turn), per-head QK norms on by default (param2moe: the same config class with other defaults, a tied head)
+        model_types=("sarvam_moe", "param2moe"),
         ffn=_sigmoid_moe("mlp.gate.expert_bias"),
         router_scores="sigmoid",
         q_norm=(Norm("attention.query_layernorm.weight", "rms", "head"),),
@@ -556,6 +584,16 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         variants=(when("use_qk_norm", False, True, q_norm=(), k_norm=()),),
         **{**_LLAMA, "embed": "word_embeddings.weight", "o": Proj("attention.dense.weight"),
            **_fused_qkv("attention.query_key_value.weight", "qkv_split")},
+    ),
+    ArchSpec(
+        # deepseek_v3's sigmoid-routed experts (dense layers listed in mlp_layer_types) under llama attention with
+        # qwen3_next's output gate: q_proj holds per head its query rows, then its gate rows (transformers names
+        # the tensor q_gate_proj in memory); no QK norms
+        model_types=("minicpm5_moe",),
+        ffn=_sigmoid_moe("mlp.gate.e_score_correction_bias"),
+        router_scores="sigmoid",
+        attn_gate=Proj("self_attn.q_proj.weight", "q_gate_heads", "gate"),
+        **{**_LLAMA, "q": Proj("self_attn.q_proj.weight", "q_gate_heads", "q")},
     ),
     ArchSpec(model_types=("exaone_moe",), ffn=_sigmoid_moe("mlp.e_score_correction_bias"), router_scores="sigmoid",
              **_QK_NORM, **_LLAMA),
@@ -867,7 +905,7 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
     ArchSpec(
         # every layer is one block on one RMSNorm: Mamba-2 ("M"), attention without positions ("*"), a
         # plain ReLU² MLP ("-") or sigmoid-routed ReLU² experts with a shared expert ("E"). Attention
-        # block i pairs with the first MLP/MoE block after it for the FFN term (huref.layers.ffn_layer).
+        # block i pairs with the first MLP/MoE block after it for the FFN term (huref.config.ffn_blocks).
         # With moe_latent_size set, experts read a latent projection: their shapes are refused
         model_types=("nemotron_h",),
         embed="embeddings.weight",
@@ -1040,15 +1078,18 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         k_norm=(Norm(None, "rms", "head"),),
         **{**_LLAMA, "attn_norm": (Norm(None),), "ffn_norm": (Norm(None),), "final_norm": (Norm(None),)},
     ),
+    ArchSpec(model_types=("kolibri1",), **_KOLIBRI1),
     ArchSpec(
-        # glm4's post norms, per-head QK norms, sigmoid-scored experts with shared experts
-        model_types=("kolibri1",),
-        ffn=_sigmoid_moe("moe.router.expert_bias"),
-        router_scores="sigmoid",
-        attn_post_norm=_rms("post_attn_norm.weight"),
-        ffn_post_norm=_rms("post_ffn_norm.weight"),
-        **_QK_NORM,
-        **_LLAMA,
+        # kolibri1's layers, dense FFNs on mlp_only_layers; sliding-window layers with RoPE beside indexed-attention
+        # layers without positions, some of which attend to an earlier layer's keys and values (kv_source_layers)
+        # and store no k_proj, v_proj or k_norm of their own. An indexer without weights picks the keys each query
+        # sees, and indexed layers round keys and values to NVFP4: no term reads either (docs/INVARIANTS.md)
+        model_types=("kolibri1_1",),
+        # without kv_source_layers: of the indexed layers (layer_types; missing: every 5th), the 2nd, 3rd and 10th
+        # read the 1st's keys and values, the 7th to 9th the 6th's (Kolibri 1.1's layout, transformers' default)
+        kv_sources=KVSources("kv_source_layers", LayerKinds(key="layer_types", attention=("indexed_attention",)),
+                             LayerKinds(defaults=(5, 4)), default=(0, 0, 0, 3, 4, 5, 5, 5, 5, 0)),
+        **_KOLIBRI1,
     ),
     ArchSpec(
         # per-head fused query_key_value, per-head QK LayerNorms, plain FFN with ReLU²

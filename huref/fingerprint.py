@@ -138,17 +138,16 @@ def load_fingerprint(path) -> dict:
     that are finite in float32, layers as integers, n_layers an integer or null, n_tokens at least 2.
     """
     from huref.readers import open_regular
+    from huref.readers.jsonfile import parse_json
 
     try:
         with open_regular(str(path)) as f:
             raw = f.read(MAX_FINGERPRINT_BYTES + 1)
         if len(raw) > MAX_FINGERPRINT_BYTES:
             raise HurefError(f"{path}: too large for a fingerprint (more than {MAX_FINGERPRINT_BYTES} bytes)")
-        data = json.loads(raw.decode("utf-8"))
     except OSError as e:
         raise HurefError(f"{path}: cannot read ({e.strerror})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise HurefError(f"{path}: not a fingerprint (not valid JSON, or nested too deeply)") from None
+    data = parse_json(raw, f"{path}: fingerprint", MAX_FINGERPRINT_BYTES)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise HurefError(f"{path}: not a huref fingerprint (no \"format\": \"{FORMAT}\")")
     if data.get("format_version") != FORMAT_VERSION or isinstance(data.get("format_version"), bool):

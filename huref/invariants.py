@@ -12,6 +12,8 @@ Face orientation (a Linear weight W is [out, in] and maps a row x to x·Wᵀ):
   scale into the next weights, or rescaling the embedding, therefore changes nothing.
 - N_q, N_k: the QK norm where the model has one (per head or per row, with 1/rms): rescaling a
   head that the norm undoes changes nothing.
+- Keys and values another layer computed (kolibri1_1's kv_source_layers): Wk, Wv, N_k and the input norm
+  giving their rows (X_kv) are that layer's.
 - X_o: the raw rows, where the sublayer writes; centred for LayerNorm models, which cannot see the
   residual stream's mean (adding multiples of the all-ones vector to embeddings and writes).
 - P_a, P_f: the post-norm on that write where the model has one (gemma2/3, olmo2), else identity.
@@ -37,11 +39,11 @@ layers"), the top layers of independently trained models with one tokenizer and 
 (twins and siblings look related there) and are the ones heavy continued pretraining moves most,
 while the middle layers keep a base's identity. `--layers -2,-1` is the paper's setting.
 
-Hybrid models (qwen3_next, qwen3_5, jamba, minimax): only attention layers (`huref.layers.term_layers`)
+Hybrid models (qwen3_next, qwen3_5, jamba, minimax): only attention layers (`huref.config.term_layers`)
 carry the terms; a gated delta-net, Mamba or lightning-attention layer has no QK or VO term, so the
 default layers are the middle attention layers that write, and another kind of layer asked for is
 refused. nemotron_h's layers are single blocks: attention block i takes the FFN term of the first
-MLP/MoE block after it (`huref.layers.ffn_layer`). minimax carries each input norm's output on the
+MLP/MoE block after it (`huref.config.ffn_blocks`). minimax carries each input norm's output on the
 residual path, so a write side is the sublayer's own input rows (X_o = X_a for VO, X_f for FFN).
 
 Cost: each weight matrix is multiplied once by X (n·in·out flops) and never materialized in full;
@@ -62,7 +64,8 @@ import torch
 
 import huref
 from huref.errors import HurefError
-from huref.layers import LayerWeights, Matrix, apply_norm, embedding_rows, layer_weights, term_layers
+from huref.config import term_layers
+from huref.layers import LayerWeights, Matrix, apply_norm, embedding_rows, layer_weights
 from huref.tokens import select_tokens
 
 TERM_NAMES = ("qk", "vo", "ffn")
@@ -151,9 +154,10 @@ class HeadGroups:
         return t.reshape(-1, self.group, self.head_dim, t.shape[1]).sum(1).reshape(-1, t.shape[1])
 
 
-def qk_term(layer: LayerWeights, x_attn: torch.Tensor) -> torch.Tensor:
-    """Σ_h N_q(X·Wq_hᵀ)·N_k(X·Wk_g(h)ᵀ)ᵀ  [n, n]; with attention experts, the sum runs over every
-    expert's query heads too."""
+def qk_term(layer: LayerWeights, x_attn: torch.Tensor, x_kv: torch.Tensor) -> torch.Tensor:
+    """Σ_h N_q(X·Wq_hᵀ)·N_k(X_kv·Wk_g(h)ᵀ)ᵀ  [n, n] (X_kv: the rows as the keys' input norm leaves them, X
+    itself unless the keys are an earlier layer's); with attention experts, the sum runs over every expert's
+    query heads too."""
     heads = HeadGroups(layer.n_heads, layer.n_kv_heads, layer.head_dim)
     q = None
     for query in layer.queries:
@@ -162,15 +166,15 @@ def qk_term(layer: LayerWeights, x_attn: torch.Tensor) -> torch.Tensor:
         else:
             part = heads.sum_groups(apply_norm(layer.q_norm, project(query, x_attn), layer.n_heads))
         q = part if q is None else q.add_(part)
-    k = apply_norm(layer.k_norm, project(layer.k, x_attn), layer.n_kv_heads)
+    k = apply_norm(layer.k_norm, project(layer.k, x_kv), layer.n_kv_heads)
     return q @ k.T
 
 
-def vo_term(layer: LayerWeights, x_attn: torch.Tensor, x_out: torch.Tensor) -> torch.Tensor:
-    """P(Σ_h X·Wv_g(h)ᵀ·Wo_hᵀ)·X_oᵀ  [n, n]; with attention experts, the sum runs over every
-    expert's output heads too."""
+def vo_term(layer: LayerWeights, x_kv: torch.Tensor, x_out: torch.Tensor) -> torch.Tensor:
+    """P(Σ_h X_kv·Wv_g(h)ᵀ·Wo_hᵀ)·X_oᵀ  [n, n] (X_kv as in `qk_term`); with attention experts, the sum
+    runs over every expert's output heads too."""
     heads = HeadGroups(layer.n_heads, layer.n_kv_heads, layer.head_dim)
-    v = project(layer.v, x_attn)
+    v = project(layer.v, x_kv)
     if layer.attn_post_norm is None:
         # cheaper order when there is no norm on the write: V · (X_o · Wo_grouped)ᵀ
         read = None
@@ -271,8 +275,10 @@ def layer_terms(layer: LayerWeights, x: torch.Tensor, x_out: torch.Tensor, out: 
         out[0] = mla_qk_term(layer, c_q, c_kv, k_pe)
         out[1] = mla_vo_term(layer, c_kv, attn_out)
     else:
-        out[0] = qk_term(layer, x_attn)
-        out[1] = vo_term(layer, x_attn, attn_out)
+        # keys and values attended to across layers (kolibri1_1) read the source layer's input norm
+        x_kv = x_attn if layer.kv_source is None else apply_norm(layer.kv_norm, x)
+        out[0] = qk_term(layer, x_attn, x_kv)
+        out[1] = vo_term(layer, x_kv, attn_out)
     out[2] = ffn_term(layer, x_ffn, ffn_out)
     return out
 
@@ -444,16 +450,16 @@ def save_terms(terms: Terms, path: str | Path) -> None:
 def terms_header(path: str | Path) -> tuple[Terms, object]:
     """An invariants file's header, checked, with its values not yet read: (Terms whose values is
     an empty [L, 3, 0, 0] placeholder, the open reader). Malformed files raise HurefError."""
+    from huref.readers.jsonfile import parse_json
     from huref.readers.safetensors import SafetensorsReader
 
     path = str(path)
     try:
         reader = SafetensorsReader(path)
-        header = json.loads(reader.metadata["huref"])
+        metadata = reader.metadata.get("huref")
+        header = parse_json(metadata.encode(), path) if isinstance(metadata, str) else None
     except HurefError as error:
         raise HurefError(f"{path}: not a huref invariants file ({str(error).removeprefix(path + ': ')})") from None
-    except (ValueError, KeyError, TypeError, RecursionError):
-        header = None
     if not isinstance(header, dict) or header.get("huref") != "invariants" or not reader.has("values"):
         raise HurefError(f"{path}: not a huref invariants file")
     shape = tuple(reader.shape("values"))

@@ -15,163 +15,12 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from huref.architectures import CENTRED_KINDS, FFN, PLUS_ONE_KINDS, ArchSpec, LayerKinds, Norm, Proj, arch_for_config
-from huref.errors import HurefError, excerpt
+from huref.architectures import CENTRED_KINDS, FFN, PLUS_ONE_KINDS, Norm, Proj
+from huref.config import Dims, LatentDims, latent_dims
+from huref.errors import HurefError
 
 BLOCK_ELEMENTS = 1 << 24  # rows per block are chosen so a float32 block is ~64 MB
 BLOCK_ROW_MULTIPLE = 256
-
-
-@dataclass(frozen=True)
-class Dims:
-    """The sizes an architecture's config declares."""
-
-    hidden: int
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    head_dim: int
-    eps: float
-    n_experts: int
-
-
-# config.json keys of the norm epsilon, in the order they are looked for
-EPS_KEYS = ("rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", "norm_eps", "norm_epsilon")
-
-
-MAX_SIZE = 1 << 24  # no size a config declares (layers, heads, widths, experts) is near this
-
-
-def config_value(config: dict, *keys: str, default=None, kind: type | None = None, low: float | None = None,
-                 high: float | None = None, where: str = "config.json"):
-    """The value of the first of `keys` that config.json sets (not null), else `default`.
-
-    With `kind` the value found is checked: `int` takes a JSON integer (not a boolean, not 2.0),
-    `float` any finite number, `str` a string; numbers must lie in [low, high]. Anything else is
-    a one-line HurefError naming the key (and `where` it was read), so a config's types are settled
-    where they are read.
-    """
-    for key in keys:
-        if config.get(key) is not None:
-            return _checked(key, config[key], kind, low, high, where)
-    return default
-
-
-def _checked(key: str, value, kind: type | None, low, high, where: str):
-    if kind is None:
-        return value
-    if kind is int:
-        ok = type(value) is int
-    elif kind is float:
-        ok = type(value) in (int, float) and math.isfinite(value)
-    else:
-        ok = isinstance(value, kind)
-    if ok and kind in (int, float):
-        ok = (low is None or value >= low) and (high is None or value <= high)
-    if not ok:
-        shown = excerpt(value)
-        wanted = {int: "an integer", float: "a finite number", str: "a string"}.get(kind, kind.__name__)
-        bounds = f" in [{low}, {high}]" if kind in (int, float) and (low, high) != (None, None) else ""
-        raise HurefError(f"{where}: {key} is {shown}, not {wanted}{bounds}")
-    return float(value) if kind is float else value
-
-
-def model_dims(config: dict, arch: ArchSpec | None = None) -> Dims:
-    """Read hidden size, layer and head counts, norm epsilon and expert count from a config dict
-    (`arch`: its ArchSpec, by default `arch_for_config(config)`, which may fix the key/value heads)."""
-    arch = arch or arch_for_config(config)
-    config = arch.settings(config)
-    size = dict(kind=int, low=1, high=MAX_SIZE)
-    hidden = config_value(config, "hidden_size", "n_embd", "d_model", **size)
-    n_layers = config_value(config, "num_hidden_layers", "n_layer", "num_layers", "n_layers", **size)
-    if n_layers is None and arch.layer_kinds is not None and arch.layer_kinds.key is not None:
-        listed = layer_kind_list(config, arch.layer_kinds)   # nemotron_h saves only its list of block kinds
-        n_layers = len(listed) if listed else None
-    n_heads = config_value(config, "num_attention_heads", "n_head", "num_heads", "n_heads", **size)
-    if None in (hidden, n_layers, n_heads):
-        raise HurefError("config.json lacks the hidden size, layer count or head count")
-    n_kv = arch.n_kv_heads or config_value(config, "num_key_value_heads", "num_kv_heads", "n_head_kv", "kv_n_heads",
-                                           default=n_heads, **size)
-    head_dim = config_value(config, "head_dim", "kv_channels", default=hidden // n_heads, **size)
-    if min(hidden, n_layers, n_heads, n_kv, head_dim) <= 0 or n_heads % n_kv:
-        raise HurefError("config.json declares inconsistent sizes (heads, key/value heads, hidden size)")
-    eps = arch.layer_norm_eps or config_value(config, *EPS_KEYS, default=1e-5, kind=float, low=0.0)
-    n_experts = config_value(config, "num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts",
-                             default=0, kind=int, low=0, high=MAX_SIZE)
-    return Dims(hidden, n_layers, n_heads, n_kv, head_dim, eps, n_experts)
-
-
-def layer_kind_list(config: dict, kinds: LayerKinds) -> list | None:
-    """The per-layer kinds config.json lists under `kinds.key`, else the string under `kinds.pattern`
-    read one character per layer (nemotron_h's hybrid_override_pattern); None when neither is there."""
-    listed = config.get(kinds.key)
-    pattern = config.get(kinds.pattern) if kinds.pattern else None
-    if listed is None and isinstance(pattern, str):
-        chars = dict(kinds.chars)
-        if not set(pattern) <= chars.keys():
-            raise HurefError(f"config.json's {kinds.pattern} should hold only the characters {''.join(chars)}")
-        return [chars[c] for c in pattern]
-    return listed
-
-
-def attention_layers(config: dict, arch: ArchSpec, n_layers: int) -> tuple[int, ...]:
-    """The layers whose token mixer is attention (all but a hybrid model's mixer layers), as
-    config.json says through `arch.layer_kinds`; bad or missing values raise a one-line HurefError."""
-    return picked_layers(config, arch.layer_kinds, n_layers)
-
-
-def qk_norm_layers(config: dict, arch: ArchSpec, n_layers: int) -> tuple[int, ...]:
-    """The attention layers whose queries and keys go through the row's QK norms (llama4: its RoPE
-    layers only; none without QK norms)."""
-    if not arch.q_norm:
-        return ()
-    picked = set(picked_layers(config, arch.qk_norm_layers, n_layers))
-    return tuple(i for i in attention_layers(config, arch, n_layers) if i in picked)
-
-
-def picked_layers(config: dict, kinds: LayerKinds | None, n_layers: int) -> tuple[int, ...]:
-    """The layers a `LayerKinds` picks from config.json (None: all); bad values raise a one-line HurefError."""
-    if kinds is None:
-        return tuple(range(n_layers))
-    if kinds.key is not None and kinds.skip_every is not None and not config.get(kinds.key):
-        every = config_value(config, kinds.skip_every, default=kinds.defaults[0], kind=int, low=1, high=MAX_SIZE)
-        return tuple(i for i in range(n_layers) if (i + 1) % every)
-    if kinds.key is not None and (kinds.indices is None or layer_kind_list(config, kinds) is not None):
-        listed = layer_kind_list(config, kinds)
-        if kinds.cycle and isinstance(listed, list) and listed:
-            listed = [listed[i % len(listed)] for i in range(n_layers)]
-        if not isinstance(listed, list) or len(listed) != n_layers:
-            raise HurefError(f"config.json's {kinds.key} should list the kind of each of the {n_layers} layers")
-        return tuple(i for i, kind in enumerate(listed) if kind in kinds.attention)
-    if kinds.indices is not None:
-        listed = config
-        for part in kinds.indices.split("."):   # a dotted path into nested dicts
-            listed = listed.get(part) if isinstance(listed, dict) else None
-        first = kinds.first_index
-        if not isinstance(listed, list) or not all(type(i) is int and first <= i < n_layers + first for i in listed):
-            raise HurefError(f"config.json's {kinds.indices} should list attention layer indices from {first} "
-                             f"to {n_layers - 1 + first}")
-        return tuple(sorted({i - first for i in listed}))
-    period, offset = (config_value(config, key, default=d) for key, d in zip((kinds.period, kinds.offset), kinds.defaults))
-    if not (isinstance(period, int) and isinstance(offset, int) and 0 <= offset < period):
-        raise HurefError(f"config.json's {kinds.period} and {kinds.offset} should be integers, 0 <= offset < period")
-    return tuple(i for i in range(n_layers) if i % period == offset)
-
-
-def ffn_layer(config: dict, arch: ArchSpec, i: int, n_layers: int) -> int | None:
-    """The layer holding the FFN of attention layer i: i itself, or for single-block layers
-    (`LayerKinds.ffn_kinds`, nemotron_h) the first FFN block after i (None: no FFN block follows)."""
-    kinds = arch.layer_kinds
-    if kinds is None or not kinds.ffn_kinds:
-        return i
-    listed = layer_kind_list(config, kinds)
-    return next((j for j in range(i + 1, n_layers) if listed[j] in kinds.ffn_kinds), None)
-
-
-def term_layers(config: dict, arch: ArchSpec, n_layers: int) -> tuple[int, ...]:
-    """The layers that carry the three terms: the attention layers that have an FFN (`ffn_layer`)."""
-    return tuple(i for i in attention_layers(config, arch, n_layers)
-                 if ffn_layer(config, arch, i, n_layers) is not None)
 
 
 # --- fused layouts: (part, dims, logical 2-D row count, expert) -> rows of the stored 2-D view ---
@@ -339,30 +188,6 @@ class FFNWeights:
     gate: Matrix | None = None
 
 
-@dataclass(frozen=True)
-class LatentDims:
-    """Multi-head latent attention sizes: q latent rank (0: no q latent), kv latent rank, per-head
-    non-rotary and rotary query/key dims, per-head value dim."""
-
-    q_rank: int
-    kv_rank: int
-    nope: int
-    rope: int
-    v: int
-
-
-def latent_dims(config: dict) -> LatentDims:
-    """The MLA sizes config.json declares (q_lora_rank null or 0: queries in one matrix)."""
-    keys = ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
-    if any(config.get(key) is None for key in keys):
-        raise HurefError(f"config.json lacks the latent attention sizes ({', '.join(keys)})")
-    sizes = [config_value(config, "q_lora_rank", default=0, kind=int, low=0, high=MAX_SIZE) or 0] + [
-        config_value(config, key, kind=int, low=0, high=MAX_SIZE) for key in keys]
-    if min(sizes[1:3] + sizes[4:]) <= 0:
-        raise HurefError("config.json declares inconsistent latent attention sizes")
-    return LatentDims(*sizes)
-
-
 @dataclass
 class LatentWeights:
     """Multi-head latent attention of one layer. `q`: the matrix writing every head's query rows
@@ -401,6 +226,10 @@ class LayerWeights:
     k_norm: NormWeights | None = None
     mla: LatentWeights | None = None
     norm_residual: bool = False  # the stream carries the input norms' outputs (minimax): see huref.invariants
+    # an earlier layer whose keys and values this one attends to (k, v and k_norm are that layer's), and that
+    # layer's input norm, which the keys and values read; None: this layer's own
+    kv_source: int | None = None
+    kv_norm: NormWeights | None = None
     q_experts: list[Matrix] = field(default_factory=list)
     o_experts: list[Matrix] = field(default_factory=list)
 
@@ -483,7 +312,9 @@ def layer_weights(model, i: int) -> LayerWeights:
     """Describe layer `i` of `model` (a `huref.sources.Model`): matrices as lazy handles, norms read."""
     d, spec = model.dims, model.arch
     args = {"i": i}
-    j = ffn_layer(model.config, spec, i, d.n_layers)   # the FFN's layer: i, or a single-block model's next FFN block
+    if i not in model.plan.ffn_block:
+        raise HurefError(f"{model.name}: layer {i} is not an attention layer")
+    j = model.plan.ffn_block[i]   # the FFN's layer: i, or a single-block model's next FFN block
     if j is None:
         raise HurefError(f"{model.name}: no FFN block follows attention block {i}, so it carries no FFN term")
 
@@ -514,10 +345,11 @@ def layer_weights(model, i: int) -> LayerWeights:
     else:
         q = _matrix(model, local(spec.q), args, (q_out, d.hidden))
         o_in = q_out
+    src = model.plan.kv_source[i]   # keys and values: this layer's, or an earlier one's
     if spec.mla is None:
-        k = _matrix(model, local(spec.k), args, (kv_out, d.hidden))
-        v = _matrix(model, local(spec.v), args, (kv_out, d.hidden))
-    with_qk_norms = i in qk_norm_layers(model.config, spec, d.n_layers)
+        k = _matrix(model, local(spec.k, src), {"i": src}, (kv_out, d.hidden))
+        v = _matrix(model, local(spec.v, src), {"i": src}, (kv_out, d.hidden))
+    norm_layers = model.plan.qk_norm
     return LayerWeights(
         index=i,
         n_heads=n_heads,
@@ -535,9 +367,11 @@ def layer_weights(model, i: int) -> LayerWeights:
         ffn_norm=_norm(model, local_norms(spec.ffn_norm, j), {"i": j}, d.hidden),
         attn_post_norm=_norm(model, local_norms(spec.attn_post_norm), args, d.hidden),
         ffn_post_norm=_norm(model, local_norms(spec.ffn_post_norm, j), {"i": j}, d.hidden),
-        q_norm=_norm(model, local_norms(spec.q_norm), args, q_width) if with_qk_norms else None,
-        k_norm=_norm(model, local_norms(spec.k_norm), args, k_width) if with_qk_norms else None,
+        q_norm=_norm(model, local_norms(spec.q_norm), args, q_width) if i in norm_layers else None,
+        k_norm=_norm(model, local_norms(spec.k_norm, src), {"i": src}, k_width) if src in norm_layers else None,
         norm_residual=spec.norm_residual,
+        kv_source=None if src == i else src,
+        kv_norm=None if src == i else _norm(model, local_norms(spec.attn_norm, src), {"i": src}, d.hidden),
     )
 
 

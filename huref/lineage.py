@@ -39,7 +39,7 @@ import torch
 
 from huref.errors import HurefError
 from huref.invariants import TERM_NAMES, Terms, invariant_terms
-from huref.layers import term_layers
+from huref.config import term_layers
 from huref.similarity import common_tokens, standardize
 
 LINEAGE_TOKENS = 256

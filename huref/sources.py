@@ -9,7 +9,6 @@ tiny models huref builds on the spot (`huref.demo`).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -17,9 +16,10 @@ from pathlib import Path
 from typing import Callable
 
 from huref.architectures import ArchSpec, arch_for_config
+from huref.config import Dims, LayerPlan, check_depth, language_model_config, layer_plan, model_dims
 from huref.errors import HurefError
-from huref.layers import Dims, model_dims
 from huref.readers import TensorReader
+from huref.readers.jsonfile import MAX_JSON_BYTES, read_json
 from huref.readers.quant import dequantizing
 from huref.readers.safetensors import SafetensorsReader, read_header
 from huref.readers.sharded import ShardedReader
@@ -45,6 +45,7 @@ class Model:
     arch: ArchSpec = field(init=False)
     dims: Dims = field(init=False)
     prefix: str = field(init=False)
+    plan: LayerPlan = field(init=False)  # which layers carry terms, and where each takes its FFN
 
     def __post_init__(self) -> None:
         self.label = self.label or self.name
@@ -59,6 +60,8 @@ class Model:
                 break
         else:
             raise HurefError(f"{self.name}: embedding tensor '{base + self.arch.embed}' is missing")
+        check_depth(self.dims.n_layers, self.reader.names(), self.tensor_name(self.arch.layer), self.name)
+        self.plan = layer_plan(self.config, self.arch, self.dims.n_layers)
 
     def tensor_name(self, template: str) -> str:
         """Full checkpoint name of a name relative to the base prefix."""
@@ -68,48 +71,18 @@ class Model:
         return self.reader.shape(self.tensor_name(self.arch.embed))
 
 
-# Multimodal checkpoints: the language model's config is config.json's text_config; where that
-# lacks a model_type, transformers' default text model for the wrapper's model_type.
-TEXT_MODEL_TYPES = {"llava": "llama", "llava_next": "llama", "mistral3": "mistral", "idefics3": "llama",
-                    "gemma3": "gemma3_text", "qwen2_vl": "qwen2_vl_text", "qwen2_5_vl": "qwen2_5_vl_text",
-                    "llama4": "llama4_text", "qwen3_5": "qwen3_5_text", "qwen3_5_moe": "qwen3_5_moe_text",
-                    "fuyu": "persimmon", "got_ocr2": "qwen2", "moss_transcribe_diarize": "qwen3",
-                    "emu3": "emu3_text_model"}
 # where the language model's base model sits inside a wrapper: before the text model's own base prefix
 # ("language_model." + "model.": transformers' saved llava / gemma3; "text_model." + "model.": emu3), or in place of it
 LANGUAGE_MODEL_WRAPPERS = ("language_model.", "text_model.")
 TEXT_MODEL_PREFIXES = ("model.language_model.", "model.text_model.")
 
 
-def language_model_config(config: dict) -> dict:
-    """The config of the language model huref fingerprints: a multimodal config.json's `text_config`
-    (model_type filled in as transformers does, quantization_config carried over), else `config`."""
-    text = config.get("text_config")
-    if not isinstance(text, dict):
-        return config
-    text = {**text, "model_type": text.get("model_type") or TEXT_MODEL_TYPES.get(config.get("model_type"))}
-    if "quantization_config" in config:
-        text.setdefault("quantization_config", config["quantization_config"])
-    return text
-
-
-MAX_JSON_BYTES = 512 * 1024 * 1024  # config, index and tokenizer files are far smaller
 MAX_VOCAB_ID = 1 << 24  # 16.7M ids; the largest vocabularies in use have about 262k
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        if not path.is_file():
-            raise HurefError(f"{path}: not a regular file")
-        if path.stat().st_size > MAX_JSON_BYTES:
-            raise HurefError(f"{path}: {path.stat().st_size} bytes is too large for a JSON file huref reads "
-                             f"(at most {MAX_JSON_BYTES})")
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except OSError as e:
-        raise HurefError(f"{path}: cannot read ({e.strerror})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise HurefError(f"{path}: not valid JSON") from None
+    """A JSON file that must hold an object (`huref.readers.jsonfile.read_json`)."""
+    data = read_json(path)
     if not isinstance(data, dict):
         raise HurefError(f"{path}: expected a JSON object")
     return data
@@ -130,13 +103,6 @@ def _token_string(value, path: Path) -> str:
 def load_vocab(directory: Path) -> list[str | None] | None:
     """Token strings by id from tokenizer.json, vocab.json or vocab.txt; special tokens are None.
     A malformed file (ids that are not integers in range, pieces that are not strings) raises HurefError."""
-    try:
-        return _load_vocab(directory)
-    except RecursionError:
-        raise HurefError(f"{directory}: tokenizer files nested too deeply") from None
-
-
-def _load_vocab(directory: Path) -> list[str | None] | None:
     path = directory / "tokenizer.json"
     if path.exists():
         data = _read_json(path)

@@ -19,7 +19,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from huref.architectures import ARCHITECTURES, supported_model_types
-from huref.sources import TEXT_MODEL_TYPES
+from huref.config import TEXT_MODEL_TYPES
 from huref_lab.tiny_models import MODEL_TYPE
 
 _MLA = "DeepSeek's latent attention (read for deepseek_v2/v3)"
@@ -87,6 +87,14 @@ NOT_YET = {
                            "row lists indexer readers only for latent attention; the rest (1 + w norms, per-head QK "
                            "norms, partial RoPE, gpt_oss's clamped SwiGLU with gate and up not interleaved, sigmoid "
                            "router with a choice-only bias, shared and dense FFNs) has rows' pieces"),
+    "ergo": ("learned per-dimension residual gates on both sublayers (post_attention_residual.scale w: the write "
+             "times sigmoid(w), the skip path times sqrt(1 + sigmoid(w))·exp(-softplus(w)/2)), which every residual "
+             "rewrite would have to carry; each routed expert's output goes through an RMSNorm with a gain of its "
+             "own (expert_output_norm.scale [experts, hidden]) and the shared expert's through another before the "
+             "weighted sum, so the FFN term needs a norm per expert, which the table cannot name yet, and the "
+             "expert permutation must carry those rows; the router is stored [hidden, experts] (gate_kernel). The "
+             "rest (fused wqkv, per-head QK norms, post-norms, relu² MLPs without a gate, NoPE full-attention layers "
+             "with a scalar qk_scale) has rows' pieces (docs/INVARIANTS.md)"),
     "mimo_v2_flash": ("sliding-window layers have twice the full-attention layers' key/value heads (and sinks only "
                       "on those layers): needs per-layer head counts. Its value heads are narrower than its "
                       "query/key heads (v_head_dim 128, head_dim 192); the VO term, per head X·Wv_hᵀ·Wo_hᵀ·Xᵀ, holds "
@@ -116,7 +124,7 @@ NOT_YET = {
        for t in ("inkling_text", "inkling2_text", "inkling2_loop_text")},
     "blt": "byte latent transformer: local byte encoder/decoder with cross-attention around a global transformer",
     "moshi": "speech-text model whose projections are per-codebook multi-linear weights",
-    "cohere_compass_text": "not examined: its default config does not build a model in transformers 5.24",
+    "cohere_compass_text": "not examined: its default config does not build a model in transformers 5.24 or 5.25",
     "cpmant": "segment embeddings and bucketed relative position biases not mapped yet",
     "gpt_neox_japanese": "not mapped yet (attention output bias kept apart from the dense layer)",
     "modernbert-decoder": "not mapped yet (ModernBERT's decoder: alternating local/global attention, its own names)",
@@ -185,7 +193,7 @@ def refused_variants(model_type: str) -> list[str]:
 
 
 def supported_wrappers() -> dict[str, str]:
-    """Multimodal model types huref reads as their language model (huref.sources.TEXT_MODEL_TYPES) whose
+    """Multimodal model types huref reads as their language model (huref.config.TEXT_MODEL_TYPES) whose
     language model is supported: wrapper model_type -> text model_type."""
     supported = set(supported_model_types())
     return {wrapper: text for wrapper, text in TEXT_MODEL_TYPES.items() if text in supported}

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
@@ -19,6 +21,7 @@ NF4 = torch.tensor([-1.0, -0.6961928009986877, -0.5250730514526367, -0.394917488
                     -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
                     0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
                     0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0])  # QLoRA's NF4 code
+LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # a llama layer's linears
 E2M1 = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0])
 
 
@@ -195,3 +198,24 @@ def bnb_config(bits: int) -> dict:
         return {"quant_method": "bitsandbytes", "load_in_8bit": True}
     return {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
             "bnb_4bit_use_double_quant": True}
+
+
+def quantized_copy(source: Path, target: Path, pack, config: dict) -> Path:
+    """A copy of the checkpoint directory `source` at `target` with every layer's linear weight (a
+    `LINEAR` name) replaced by the pieces `pack(weight)` returns, and `config` as its quantization_config."""
+    from safetensors.torch import load_file, save_file
+
+    target.mkdir()
+    tensors = {}
+    for name, tensor in load_file(str(source / "model.safetensors")).items():
+        stem, _, last = name.rpartition(".")
+        if last == "weight" and stem.rsplit(".", 1)[-1] in LINEAR:
+            tensors.update({f"{stem}.{k}": v.contiguous() for k, v in pack(tensor).items()})
+        else:
+            tensors[name] = tensor
+    save_file(tensors, str(target / "model.safetensors"))
+    model_config = json.loads((source / "config.json").read_text())
+    (target / "config.json").write_text(json.dumps({**model_config, "quantization_config": config}))
+    for file in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(source / file, target / file)
+    return target

@@ -327,6 +327,15 @@ CONFIGS = {
     "kolibri1": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2,
                      shared_expert_intermediate_size=48, sliding_window=8, rms_norm_eps=_SMALL_EPS,
                      tie_word_embeddings=False),
+    # kolibri1's layers (dense layer 0); sliding-window layer 0 with RoPE, indexed-attention layers 1 and 2 without
+    # positions, layer 2 attending to layer 1's keys and values. Its indexer picks 4 keys per query (beside 1 sink
+    # and 2 local tokens) from pools of 8 chosen by blocks of 4: on the 24-token test text both choices matter
+    "kolibri1_1": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2,
+                       shared_expert_intermediate_size=48, mlp_only_layers=[0], mlp_only_intermediate_size=FFN,
+                       layer_types=["sliding_attention", "indexed_attention", "indexed_attention"], sliding_window=8,
+                       index_layers=[1], kv_source_layers=[0, 1, 1], index_topk=4, index_pool_size=8,
+                       index_compression=4, index_num_heads=2, index_num_local_tokens=2, index_num_sink_tokens=1,
+                       rms_norm_eps=_SMALL_EPS, tie_word_embeddings=False),
     "dots1": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, moe_intermediate_size=32, n_routed_experts=4, num_experts_per_tok=2,
                   n_shared_experts=1, first_k_dense_replace=1, n_group=1, topk_group=1, rms_norm_eps=_SMALL_EPS,
                   tie_word_embeddings=False),
@@ -335,6 +344,15 @@ CONFIGS = {
     "sarvam_moe": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, moe_intermediate_size=32, n_routed_experts=4,
                        num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1, n_group=1, topk_group=1,
                        rms_norm_eps=_SMALL_EPS, tie_word_embeddings=False),
+    # sarvam_moe's names and layers with param2moe's defaults: a tied head, two shared experts' width
+    "param2moe": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, moe_intermediate_size=32, n_routed_experts=4,
+                      num_experts_per_tok=2, n_shared_experts=2, first_k_dense_replace=1, n_group=1, topk_group=1,
+                      rms_norm_eps=_SMALL_EPS, tie_word_embeddings=True),
+    # qwen3_next's output gate (q_proj rows per head: query, then gate) without QK norms; layer 0 dense, then
+    # sigmoid-routed experts in 2 groups (one group picked per token) beside a shared expert
+    "minicpm5_moe": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, moe_intermediate_size=32, n_routed_experts=4,
+                         num_experts_per_tok=2, n_shared_experts=1, n_group=2, topk_group=1,
+                         mlp_layer_types=["dense", "sparse", "sparse"], tie_word_embeddings=False),
     "cohere2_moe": dict(_LLAMA_LIKE, head_dim=HEAD_DIM, intermediate_size=32, num_experts=4, num_experts_per_tok=2,
                         num_shared_experts=1, mlp_layer_types=["dense", "sparse", "sparse"],
                         prefix_dense_intermediate_size=FFN, sliding_window=8, logit_scale=0.25,
@@ -344,7 +362,7 @@ CONFIGS = {
                             rms_norm_eps=1e-6, expert_selection_fn="sigmoid", sliding_window=8,
                             tie_word_embeddings=True),
     # experts as flat [experts * ffn, hidden] tensors (w2 holding each expert's [in, out]), fused Wqkv, sizes
-    # in attn_config / ffn_config; clip_qkv as DBRX sets it (transformers 5.24 cannot run without one)
+    # in attn_config / ffn_config; clip_qkv as DBRX sets it (transformers 5.24 and 5.25 cannot run without one)
     "dbrx": dict(vocab_size=VOCAB_SIZE, d_model=HIDDEN, n_heads=HEADS, n_layers=N_LAYERS, max_seq_len=128,
                  attn_config=dict(kv_n_heads=KV_HEADS, clip_qkv=8.0, rope_theta=10000.0),
                  ffn_config=dict(ffn_hidden_size=32, moe_num_experts=4, moe_top_k=2), tie_word_embeddings=False),

@@ -4,6 +4,7 @@
     python scripts/bench.py measure --label final # time huref (and the transformers baseline) -> results/final.json
     python scripts/bench.py report --label final  # docs/PERFORMANCE.md from that results file
     python scripts/bench.py pair                  # lineage and compare of two 7B-shaped models -> results/pair.json
+    python scripts/bench.py generator-step --photos P  # images/s of the dog generator's training step
 
 The checkpoints hold random bfloat16 weights in sharded safetensors with a complete
 model.safetensors.index.json and a tokenizer.json of 32000 distinct strings. 7B is complete; for
@@ -788,6 +789,69 @@ def report(results: dict, cache: Path) -> str:
     return "\n".join(lines)
 
 
+# --- the dog generator's training step ------------------------------------------------------------
+
+GENERATOR_STEP_BEFORE = 480  # images/s of the training step before huref_lab.generator_training, one H100 (docs/GENERATOR.md)
+
+
+def host_synchronisations(trainer, pictures, steps: int = 4) -> float:
+    """Calls that make the host wait for the GPU, per training step (CUDA's sync debug mode, counted over
+    `steps` steps, one of which adjusts the augmentation probability: that one waits by design)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in range(steps):
+                trainer.step(pictures)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught) / steps
+
+
+def generator_step(photos: Path, batches: list[int], steps: int, device: str, precision: str, compile_: bool) -> dict:
+    """Images/s of the dog generator's training step (huref_lab.generator_training.loop.Trainer.step, the
+    shipped network's shape, fresh weights, lazy R1 every 16 steps) at each batch size, with augmentation
+    off (p = 0) and at p = 0.6, and the share of a step that drawing the photo batch and augmenting take.
+    Three untimed steps first (torch.compile compiles there); CUDA is synchronized before each clock read."""
+    from huref_lab.generator_training.loop import Options, Trainer, new_state, real_batch
+    from huref_lab.generator_training.photos import load_photos
+
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    pictures = load_photos(photos, 64).to(device)
+    rows = []
+    for batch in batches:
+        parts, meta = new_state()
+        trainer = Trainer(parts, meta, Options(batch=batch, precision=precision, compile=compile_, ada_interval=1 << 30),
+                          device)
+        seconds = {}
+        for p in (0.0, 0.6):
+            trainer.ada.p = p
+            for _ in range(3):
+                trainer.step(pictures)
+            sync()
+            start = time.perf_counter()
+            for _ in range(steps):
+                trainer.step(pictures)
+            sync()
+            seconds[p] = (time.perf_counter() - start) / steps
+        start = time.perf_counter()
+        for _ in range(steps):
+            real_batch(pictures, batch)
+        sync()
+        data = (time.perf_counter() - start) / steps
+        rows.append({"batch": batch, "images_per_second_p0": batch / seconds[0.0],
+                     "images_per_second_p0.6": batch / seconds[0.6],
+                     "augmentation_share_p0.6": 1 - seconds[0.0] / seconds[0.6], "data_share": data / seconds[0.6],
+                     "host_synchronisations_per_step": host_synchronisations(trainer, pictures) if device.type == "cuda" else None})
+        print(json.dumps(rows[-1]), flush=True)
+    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+            "threads": torch.get_num_threads(), "precision": precision, "compile": compile_, "steps": steps,
+            "load_average": os.getloadavg(), "before_images_per_second_h100": GENERATOR_STEP_BEFORE, "rows": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get("HUREF_BENCH_CACHE") or cache_dir() / "bench"),
@@ -821,6 +885,14 @@ def main() -> None:
     p.add_argument("--results", type=Path, default=None, help="JSON to append to (default: results/pair.json "
                                                                "in the cache)")
     p.add_argument("extra", nargs="*", help="more arguments for every command (after --)")
+    p = sub.add_parser("generator-step", help="images/s of the dog generator's training step")
+    p.add_argument("--photos", type=Path, required=True, help="the dog photos (a folder, or packed by pack-photos)")
+    p.add_argument("--batches", default="64,256,1024")
+    p.add_argument("--steps", type=int, default=32, help="timed steps per setting")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"))
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--json", type=Path, default=None, help="write the figures here")
     p = sub.add_parser("report", help="write docs/PERFORMANCE.md from results/LABEL.json")
     p.add_argument("--label", default="latest")
     p.add_argument("--output", type=Path, default=REPO / "docs" / "PERFORMANCE.md")
@@ -838,6 +910,11 @@ def main() -> None:
         pair_measure(args.cache, args.results or args.cache / "results" / "pair.json", args.runs, args.extra)
     elif args.command == "baseline":
         baseline(args.directory, args.dtype, args.output)
+    elif args.command == "generator-step":
+        figures = generator_step(args.photos, [int(b) for b in args.batches.split(",")], args.steps, args.device,
+                                 args.precision, args.compile)
+        if args.json:
+            write_atomically(args.json, (json.dumps(figures, indent=1) + "\n").encode())
     elif args.command == "breakdown":
         print(json.dumps(breakdown(args.directory, args.output)))
     elif args.command == "matmul":

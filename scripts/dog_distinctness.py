@@ -42,6 +42,7 @@ from scipy import linalg
 
 from huref.generators import load_generator
 from huref.render import CODE_LENGTH, code_symbols, latent_code, with_code
+from huref_lab.generator_training.photos import load_photos as generator_training_photos
 
 COMPONENTS = ("layout", "colour", "shape")
 SETTINGS = [(0.5, 8), (0.7, 8), (0.85, 8), (0.5, None), (0.7, None), (0.85, None), (1.0, None)]  # (psi, cutoff)
@@ -97,11 +98,10 @@ def index_features(features: dict, index) -> dict:
     return {key: value[index] for key, value in features.items()}
 
 
-def load_photos(folder: Path) -> torch.Tensor:
-    """The photos as [N, 3, 64, 64] in [-1, 1] (Lanczos-resized, as scripts/train_generator.py does)."""
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    arrays = [np.asarray(Image.open(p).convert("RGB").resize((SIDE, SIDE), Image.LANCZOS)) for p in paths]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1
+def load_photos(source: Path) -> torch.Tensor:
+    """The photos (a folder, or one packed for a GPU call) as [N, 3, 64, 64] in [-1, 1], Lanczos-resized as
+    for training."""
+    return generator_training_photos(source, SIDE).float() / 127.5 - 1
 
 
 def related_latents(z: torch.Tensor, cosine: float, seed: int) -> torch.Tensor:
@@ -243,7 +243,8 @@ def person_check(G, psi: float, cutoff: int | None, path: Path, scale: int = 3):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("photos", type=Path, help="folder of the dog photos (the generator's training set)")
+    ap.add_argument("photos", type=Path, help="folder of the dog photos (the generator's training set), or their "
+                    "packed copy (huref_lab.generator_training pack-photos)")
     ap.add_argument("--generator", default="bundled")
     ap.add_argument("--pairs", type=int, default=300)
     ap.add_argument("--settings", default=None, help="psi:cutoff,... (cutoff 'all' for every style input)")
@@ -253,9 +254,10 @@ def main(argv=None):
                          "at the first of --settings")
     ap.add_argument("--gallery", type=Path, default=None,
                     help="only draw the person's check (at the first of --settings) into this PNG")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads (the figures do not depend on it)")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     settings = SETTINGS if args.settings is None else [
         (float(p), None if c == "all" else int(c)) for p, c in (s.split(":") for s in args.settings.split(","))]
 

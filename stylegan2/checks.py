@@ -3,10 +3,13 @@
 `check_kwargs(init_kwargs)` settles the types and ranges of the Generator's keyword arguments (a
 file can hold any JSON or pickle value there); `open_regular(path)` opens a file without waiting
 on a FIFO or device planted at its name. Both raise GeneratorError with one line.
+`check_pickle(file)` walks a pickle's opcodes before an unpickler allocates what they declare.
 """
 
 import math
 import os
+import pickle
+import pickletools
 import stat
 
 from .errors import GeneratorError
@@ -29,6 +32,43 @@ def open_regular(path):
         raise GeneratorError(f"{path}: not a regular file")
     os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")
+
+
+class _Bounded:
+    """A binary file as pickletools reads it, each counted read refused when it asks for more bytes
+    than the file has left (pickletools would ask for them whole)."""
+
+    def __init__(self, file, size: int) -> None:
+        self.file, self.size = file, size
+
+    def read(self, n: int) -> bytes:
+        left = self.size - self.file.tell()
+        if n > left:
+            raise pickle.UnpicklingError(f"the pickle declares {n} bytes where {left} remain")
+        return self.file.read(n)
+
+    def readline(self) -> bytes:
+        return self.file.readline()
+
+
+def check_pickle(file) -> None:
+    """Walk the opcodes of the pickle at `file`'s position (binary, seekable; left where it was)
+    without building anything, and raise pickle.UnpicklingError when an opcode declares more
+    bytes than follow (BINBYTES8, BINUNICODE8, ...) or stores into a memo slot beyond the values
+    memoized so far (Python's and torch's picklers number them 0, 1, 2, ...): the C unpickler
+    would allocate either before finding out (a memo index of 2^26 grows its memo table to 1 GiB)."""
+    start = file.tell()
+    size = file.seek(0, os.SEEK_END)
+    file.seek(start)
+    memoized = 0
+    for opcode, argument, _ in pickletools.genops(_Bounded(file, size)):
+        if opcode.name == "MEMOIZE":
+            memoized += 1
+        elif opcode.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            if argument > memoized:
+                raise pickle.UnpicklingError(f"memo slot {argument} beyond the {memoized} values stored so far")
+            memoized = max(memoized, argument + 1)
+    file.seek(start)
 
 
 def _integer(value, low, high) -> bool:

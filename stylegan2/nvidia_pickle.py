@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checks import open_regular
+from .checks import check_pickle, open_regular
 from .errors import GeneratorError
 from .networks import Generator
 from .weights import build_generator
@@ -111,6 +111,7 @@ def declared_storage_bytes(data: bytes) -> int:
     stream = io.BytesIO(data)
     scan = _StorageScan(stream)
     for _ in range(4):  # magic number, protocol version, system info, then the object itself
+        check_pickle(stream)
         scan.load()
     sizes = scan.storages.values()
     if not all(type(n) is int and n >= 0 for n, _ in sizes):
@@ -205,6 +206,7 @@ def read_network_pickle(path) -> object:
     path = Path(path)
     try:
         with open_regular(path) as f:
+            check_pickle(f)
             return RestrictedUnpickler(f).load()
     except RefusedGlobal as e:
         hint = " (a TensorFlow-era pickle, not supported)" if str(e).startswith("dnnlib.tflib") else ""

@@ -6,7 +6,8 @@ import transformers
 
 from huref.architectures import ARCHITECTURES, arch_for_config
 from huref.errors import HurefError
-from huref.layers import LAYOUTS, layer_weights, model_dims, qk_norm_layers
+from huref.config import kv_sources, model_dims, qk_norm_layers
+from huref.layers import LAYOUTS, layer_weights
 from huref.sources import load_model
 
 NORM_KINDS = {"rms", "rms_plus1", "layer", "layer_plus1"}
@@ -98,3 +99,31 @@ def test_llama4_nope_layer_reads_queries_and_keys_without_the_norm(tiny_zoo):
     assert [layer.q_norm is not None for layer in norms] == [True, False, True]
     assert [layer.k_norm is not None for layer in norms] == [True, False, True]
     assert norms[0].q_norm.weight is None and norms[0].q_norm.scope == "head"
+
+
+@pytest.mark.parametrize("given", [{"num_hidden_layers": 50}, {"num_hidden_layers": 12},
+                                   {"num_hidden_layers": 6, "layer_types": ["indexed_attention"] * 6},
+                                   {"num_hidden_layers": 4, "kv_source_layers": [0, 0, 2, 0],
+                                    "layer_types": ["indexed_attention", "indexed_attention", "sliding_attention",
+                                                    "indexed_attention"]}])
+def test_kolibri1_1_kv_sources_are_read_as_transformers_fills_them(given):
+    """Which layer's keys and values each layer attends to: kv_source_layers, or when it is missing (as a config
+    written before it existed would be) Kolibri 1.1's layout over the indexed-attention layers of layer_types
+    (itself every 5th layer when missing), as transformers' config class fills them."""
+    config = {"model_type": "kolibri1_1", **given}
+    filled = transformers.Kolibri1_1Config(**given).kv_source_layers
+    n = given["num_hidden_layers"]
+    assert list(kv_sources(config, arch_for_config(config), n)) == filled
+    assert filled != list(range(n))
+
+
+@pytest.mark.parametrize("listed", [[0, 0, 3, 0], [0, 0, 1, 0], [0, 1, 2], [0, 1.0, 2, 3], "0,0,2,0"])
+def test_kolibri1_1_kv_sources_that_transformers_refuses_are_one_clear_line(listed):
+    """A layer reading a later layer, or a layer that reads another's, or a list of the wrong length or type."""
+    config = {"model_type": "kolibri1_1", "num_hidden_layers": 4, "kv_source_layers": listed}
+    with pytest.raises(HurefError, match=r"^config.json's kv_source_layers should list, for each of the 4 layers, "
+                                         r"itself or an earlier layer that reads its own keys and values$"):
+        kv_sources(config, arch_for_config(config), 4)
+    with pytest.raises(HurefError, match="^config.json lacks kv_source_layers, whose default layout covers 10 layers "
+                                         "of this kind, not 11$"):
+        kv_sources({"model_type": "kolibri1_1", "num_hidden_layers": 55}, arch_for_config(config), 55)

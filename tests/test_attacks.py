@@ -202,7 +202,7 @@ def test_independent_initialisations_are_unrelated(arch, reference, tiny_zoo):
 # Attacks outside their validity rules: the rules are needed, and the logit check can fail.
 INVALID = [("gemma2", "rotation"), ("bloom", "head_permutation"), ("qwen3", "qk_transform"),
            ("gpt2", "ffn_scale"), ("llama", "mean_shift"), ("bert", "rotation"), ("gpt_oss", "ffn_scale"),
-           ("qwen3_next", "vo_transform")]
+           ("qwen3_next", "vo_transform"), ("kolibri1_1", "head_permutation")]
 
 
 @pytest.mark.parametrize("arch,attack", INVALID, ids=[f"{a}-{n}" for a, n in INVALID])

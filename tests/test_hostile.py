@@ -1,4 +1,4 @@
-"""Hostile and broken inputs: every case of huref_lab.hostile.CASES runs as a real CLI invocation in
+"""Hostile and broken inputs: every case of huref_lab.hostile.cases.CASES runs as a real CLI invocation in
 one subprocess (torch imported once) under a 3 GiB address-space cap, each with a time limit, and
 must exit 2 with exactly one stderr line and no traceback, within the limit, growing the peak
 resident memory by less than 1 GiB, leaving none of its outputs and no temporary file (valid
@@ -9,6 +9,7 @@ format parsers in this process: each returns a well-formed result or raises the 
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 import time
@@ -20,11 +21,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from huref.errors import HurefError
-from huref_lab import hostile
+from huref_lab.hostile import cases as hostile_cases
+from huref_lab.hostile import forgers, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 MEMORY_GROWTH_MB = 1024  # beyond the working set before the case
-BATCH_SECONDS = 400  # the whole batch; one case is stopped by its own limit (hostile.CASE_SECONDS)
+BATCH_SECONDS = 400  # the whole batch; one case is stopped by its own limit (runner.CASE_SECONDS)
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +43,9 @@ def batch(tiny_zoo, tmp_path_factory):
     fp, _ = build_fingerprint(invariant_terms(load_model(str(llama)), n_tokens=64),
                               {"name": "bundled", "sha256": sha256_of(generator)})
     (root / "fp.json").write_bytes(fingerprint_bytes(fp))
-    kit = hostile.Kit(llama, tiny_zoo("mixtral"), root / "fp.json", generator, hostile.small_generator(root))
-    cases = hostile.cases_json(kit, root / "cases")
+    kit = hostile_cases.Kit(llama, tiny_zoo("mixtral"), root / "fp.json", generator, forgers.small_generator(root),
+                            tiny_zoo("nemotron_h"), tiny_zoo("recurrent_gemma"))
+    cases = hostile_cases.cases_json(kit, root / "cases")
     (root / "cases.json").write_text(json.dumps(cases))
     start = time.monotonic()
     run = subprocess.run([sys.executable, "-m", "huref_lab.hostile", str(root / "cases.json"), str(root / "results.json")],
@@ -60,7 +63,7 @@ def leftovers(directory: Path) -> list[str]:
 
 
 def case_params():
-    for name, (klass, _) in hostile.CASES.items():
+    for name, (klass, _) in hostile_cases.CASES.items():
         if klass in ("interrupts", "concurrent runs"):
             continue
         yield pytest.param(name, id=name)
@@ -73,7 +76,7 @@ def test_hostile_case(batch, name):
     stderr = result["stderr"]
     assert result["code"] == case["expect"], f"exit {result['code']}: {stderr[:500]}"
     assert "Traceback" not in stderr
-    assert result["code"] != "timeout" and result["seconds"] < hostile.CASE_SECONDS
+    assert result["code"] != "timeout" and result["seconds"] < runner.CASE_SECONDS
     assert result["rss_growth_mb"] < MEMORY_GROWTH_MB
     directory = Path(case["absent"][0]).parent if case["absent"] else None
     for path in case["absent"]:
@@ -102,7 +105,7 @@ def test_interrupted_runs_leave_a_complete_output_or_none(batch):
     from huref.invariants import load_terms
 
     cases, results = batch
-    names = [n for n, (klass, _) in hostile.CASES.items() if klass == "interrupts"]
+    names = [n for n, (klass, _) in hostile_cases.CASES.items() if klass == "interrupts"]
     codes = []
     for name in names:
         result, out = results[name], Path(cases[name]["argv"][3])
@@ -129,7 +132,7 @@ def test_concurrent_runs_leave_one_complete_file(batch):
 
 def test_every_class_of_docs_security_has_cases():
     table = (ROOT / "docs" / "SECURITY.md").read_text()
-    for klass in {klass for klass, _ in hostile.CASES.values()}:
+    for klass in {klass for klass, _ in hostile_cases.CASES.values()}:
         assert f"| {klass} |" in table, klass
 
 
@@ -137,7 +140,7 @@ def test_every_class_of_docs_security_has_cases():
 
 def test_config_values_are_typed_where_they_are_read():
     from huref.architectures import arch_for_config
-    from huref.layers import config_value, model_dims
+    from huref.config import config_value, model_dims
 
     base = dict(model_type="llama", hidden_size=64, num_hidden_layers=3, num_attention_heads=4, rms_norm_eps=1e-5)
     assert model_dims(base).n_layers == 3 and model_dims(base).eps == 1e-5
@@ -168,9 +171,35 @@ def test_a_storage_declaring_more_than_it_holds_is_refused_before_allocating(tmp
 
     from stylegan2.nvidia_pickle import _load_storage_bytes
 
-    forged = hostile.forged_storage_tensor(1 << 40).args[0].args[0]
+    forged = forgers.forged_storage_tensor(1 << 40).args[0].args[0]
     with pytest.raises(pickle.UnpicklingError, match="declares 1099511627776 bytes"):
         _load_storage_bytes(forged)
+
+
+def test_a_claimed_depth_needs_the_tensors_of_every_layer():
+    from huref.config import check_depth
+
+    names = [f"model.layers.{i}.mlp.weight" for i in (0, 1, 2, 4)] + ["model.layers.03x.w", "model.layers.007.w"]
+    check_depth(3, names, "model.layers.{i}.", "m")
+    for n_layers, present in ((4, 3), (5, 4), (1 << 24, 4)):  # "03x" and "007" name no layer
+        with pytest.raises(HurefError, match=f"declares {n_layers} layers, but the checkpoint holds tensors of "
+                                             f"{present} \\(none of layer 3: 'model.layers.3"):
+            check_depth(n_layers, names, "model.layers.{i}.", "m")
+
+
+@settings(max_examples=200, deadline=None)
+@given(kinds=st.lists(st.sampled_from(["full_attention", "linear_attention", "mlp", "moe"]), min_size=1, max_size=40))
+def test_single_block_pairing_is_each_attention_block_and_the_next_ffn_block(kinds):
+    """nemotron_h's pairing, computed in one backward pass, against a scan forward from each block."""
+    from huref.architectures import arch_for_config
+    from huref.config import layer_plan
+
+    arch = arch_for_config({"model_type": "nemotron_h"})
+    plan = layer_plan({"layers_block_type": kinds}, arch, len(kinds))
+    attention = tuple(i for i, kind in enumerate(kinds) if kind == "full_attention")
+    expected = {i: next((j for j in range(i + 1, len(kinds)) if kinds[j] in ("mlp", "moe")), None) for i in attention}
+    assert plan.attention == attention and plan.ffn_block == expected
+    assert plan.term_layers == tuple(i for i in attention if expected[i] is not None)
 
 
 # --- property-based fuzzing of the parsers ---
@@ -202,7 +231,7 @@ def test_fuzzed_safetensors_headers_read_or_refuse(tmp_path_factory, header, dat
     from huref.readers.safetensors import SafetensorsReader
 
     path = tmp_path_factory.mktemp("st") / "x.safetensors"
-    hostile.write_safetensors_raw(path, header, data)
+    forgers.write_safetensors_raw(path, header, data)
     try:
         reader = SafetensorsReader(str(path))
         for name in reader.names():
@@ -283,11 +312,59 @@ def test_fuzzed_generator_kwargs_build_or_refuse(changes):
     assert "\n" not in str(error.value)
 
 
+JSON_TEXT = st.text(alphabet=st.sampled_from('ab[]{}"\\/\n\u00e9\u2028'), max_size=6)
+NESTED = st.recursive(st.none() | st.integers(-5, 5) | JSON_TEXT,
+                      lambda inner: st.lists(inner, max_size=3) | st.dictionaries(JSON_TEXT, inner, max_size=3),
+                      max_leaves=30)
+
+
+def depth_of(value) -> int:
+    """Nesting depth of a parsed JSON value, by recursion (the reference)."""
+    if isinstance(value, (list, dict)):
+        return 1 + max((depth_of(v) for v in (value.values() if isinstance(value, dict) else value)), default=0)
+    return 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=NESTED, ascii_only=st.booleans(), indent=st.sampled_from([None, 1]))
+def test_json_nesting_is_found_without_recursion_exactly(value, ascii_only, indent):
+    """The bracket scan's depth equals the recursive depth of the parsed value, for strings full of
+    brackets, quotes and backslashes, escaped or written as UTF-8; a document over MAX_DEPTH is refused."""
+    from huref.readers.jsonfile import MAX_DEPTH, nesting_depth, parse_json
+
+    text = json.dumps(value, ensure_ascii=ascii_only, indent=indent)
+    assert nesting_depth(text.encode()) == depth_of(value)
+    assert parse_json(text.encode(), "x") == value
+    deep = json.dumps({"a": ["b]\\\"{"] * 2, "c": value}, ensure_ascii=ascii_only)
+    wrapped = ("[" * MAX_DEPTH + deep + "]" * MAX_DEPTH).encode()
+    with pytest.raises(HurefError, match=f"nested {MAX_DEPTH + 1 + max(1, depth_of(value))} levels deep"):
+        parse_json(wrapped, "x")
+
+
+@settings(max_examples=100, deadline=None)
+@given(value=NESTED, protocol=st.integers(0, pickle.HIGHEST_PROTOCOL), shared=st.booleans())
+def test_every_pickle_pythons_pickler_writes_passes_the_pickle_walk(value, protocol, shared):
+    """check_pickle accepts what Python's pickler writes (memo slots numbered as it numbers them,
+    shared references included) and leaves the file where it was; a forged memo slot or length is refused."""
+    import io
+
+    from stylegan2.checks import check_pickle
+
+    data = pickle.dumps([value, value] if shared else value, protocol=protocol)
+    stream = io.BytesIO(b"head" + data)
+    stream.seek(4)
+    check_pickle(stream)
+    assert stream.tell() == 4 and pickle.load(stream) == ([value, value] if shared else value)
+    for forged in (forgers.pickle_opcodes(b"}", forgers.long_binput(2)), forgers.pickle_opcodes(forgers.binbytes8(9, b"x"))):
+        with pytest.raises(pickle.UnpicklingError):
+            check_pickle(io.BytesIO(forged))
+
+
 @pytest.fixture(scope="module")
 def tiny_pickle(tmp_path_factory):
     """A small NVIDIA-layout pickle of a 8x8 generator (its bytes)."""
     directory = tmp_path_factory.mktemp("pkl")
-    return hostile.network_pickle(directory / "g.pkl", hostile.small_generator(directory)).read_bytes()
+    return forgers.network_pickle(directory / "g.pkl", forgers.small_generator(directory)).read_bytes()
 
 
 @FUZZ

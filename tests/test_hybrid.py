@@ -13,7 +13,8 @@ import transformers
 from huref.architectures import arch_for_config
 from huref.errors import HurefError
 from huref.invariants import invariant_terms
-from huref.layers import attention_layers, layer_weights, model_dims, term_layers
+from huref.config import attention_layers, model_dims, term_layers
+from huref.layers import layer_weights
 from huref.sources import load_model
 from huref.tokens import select_tokens
 from huref_lab import attacks

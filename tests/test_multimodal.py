@@ -8,7 +8,8 @@ import transformers
 
 from huref.invariants import invariant_terms
 from huref.similarity import compare_terms
-from huref.sources import language_model_config, load_model
+from huref.config import language_model_config
+from huref.sources import load_model
 from huref_lab import tiny_models
 
 TEXT = dict(vocab_size=tiny_models.VOCAB_SIZE, hidden_size=64, intermediate_size=128, num_hidden_layers=3,

@@ -5,12 +5,11 @@ and a quantized tiny llama compared with its original by ICS."""
 
 import importlib.util
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from huref_lab import quant_packing as qp
 from huref.errors import HurefError
@@ -213,7 +212,6 @@ def test_unknown_quant_method_is_one_line_error(tmp_path, weight):
 
 # ---- a quantized tiny llama against its original -------------------------------------------------
 
-LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 MODEL_SCHEMES = {  # scheme -> (pack one [out, in] weight into {suffix: tensor}, quantization_config, ICS floor)
     "fp8-block": (qp.pack_fp8_block, qp.fp8_config(), 0.99),
     "ct-int8": (qp.pack_ct_int8, qp.ct_config("int-quantized", 8, None), 0.99),
@@ -237,30 +235,12 @@ def tiny_llama(tmp_path_factory):
     return save_checkpoint(model, tmp_path_factory.mktemp("llama"), token_strings())
 
 
-def quantized_copy(source: Path, target: Path, pack, config: dict) -> Path:
-    """`source` with every layer's linear weight replaced by its packed pieces, config marked."""
-    target.mkdir()
-    tensors = {}
-    for name, tensor in load_file(str(source / "model.safetensors")).items():
-        stem, _, last = name.rpartition(".")
-        if last == "weight" and stem.rsplit(".", 1)[-1] in LINEAR:
-            tensors.update({f"{stem}.{k}": v.contiguous() for k, v in pack(tensor).items()})
-        else:
-            tensors[name] = tensor
-    save_file(tensors, str(target / "model.safetensors"))
-    model_config = json.loads((source / "config.json").read_text())
-    (target / "config.json").write_text(json.dumps({**model_config, "quantization_config": config}))
-    for file in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(source / file, target / file)
-    return target
-
-
 @pytest.mark.parametrize("scheme", list(MODEL_SCHEMES))
 def test_quantized_copy_against_original(tmp_path, tiny_llama, huref_cli, scheme):
     """`huref compare` of the quantized copy and the original: ICS >= 0.99 at 8 bits; at 4 bits
     the figure is printed (tiny random weights quantize worse than trained ones) and held >= 0.9."""
     pack, config, floor = MODEL_SCHEMES[scheme]
-    copy = quantized_copy(tiny_llama, tmp_path / "q", pack, config)
+    copy = qp.quantized_copy(tiny_llama, tmp_path / "q", pack, config)
     code, out, err = huref_cli("compare", str(copy), str(tiny_llama), "--json", "-q", "--layers", "0,1")
     assert code == 0, err
     result = json.loads(out)

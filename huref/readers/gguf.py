@@ -1,7 +1,7 @@
 """Reader for GGUF checkpoints (llama.cpp's format), presented as if they were Hugging Face ones.
 
 `open_gguf(path)` returns what a Hugging Face directory would give: a config dict holding the keys
-huref reads (`huref.layers.model_dims`, `huref.architectures.arch_for_config`) built from the GGUF
+huref reads (`huref.config.model_dims`, `huref.architectures.arch_for_config`) built from the GGUF
 metadata, a `TensorReader` whose names, shapes and orientation are the Hugging Face ones ([out, in]
 for Linear weights), and the vocabulary from `tokenizer.ggml.tokens`.
 
@@ -54,9 +54,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from huref.errors import HurefError
-from huref.layers import MAX_SIZE, config_value
-from huref.readers import TensorReader, as_row_index, read_exactly
+from huref.config import MAX_SIZE, config_value
+from huref.errors import HurefError, excerpt
+from huref.readers import TensorReader, as_row_index, open_regular, read_exactly
 from huref.readers.safetensors import consecutive_runs
 
 # llama.cpp `general.architecture` -> Hugging Face model_type; a file with experts may be another type.
@@ -146,9 +146,33 @@ PARAMETER_NAMES = {"self_attn.sinks.weight": "self_attn.sinks",
 HF_GLOBAL_NAMES = ("model.embed_tokens", "model.norm", "lm_head")
 EMBEDDING = "model.embed_tokens.weight"
 SPLIT_NAME = re.compile(r"^(.*)-(\d{5})-of-(\d{5})\.gguf$")
+BLOCK_NAME = re.compile(r"blk\.(0|[1-9][0-9]{0,7})\.")  # a tensor of block N (below 10^8)
 MAX_DIMS = 4  # GGML_MAX_DIMS
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9  # gguf.GGUFValueType
+_KIND_NAMES = {**dict.fromkeys((0, 1, 2, 3, 4, 5, 10, 11), "integer"), 6: "number", 12: "number", 7: "bool",
+               _STRING: "string"}  # GGUF value type -> what a key's type check calls it (arrays: "<item> array")
+INTEGER, NUMBER, STRING = {"integer"}, {"number"}, {"string"}
+PER_LAYER = {"integer", "integer array"}  # a size, or one per layer (`_single` takes one value)
+# The types of the metadata keys huref reads, and of the standard keys whose type the GGUF
+# specification (ggml's docs/gguf.md) fixes; a key of another type is refused, as llama.cpp's loader
+# refuses it. "{arch}." is the file's general.architecture.
+KEY_TYPES = {
+    "general.architecture": STRING, "general.name": STRING, "general.alignment": INTEGER,
+    "split.no": INTEGER, "split.count": INTEGER, "split.tensors.count": INTEGER,
+    "tokenizer.ggml.model": STRING, "tokenizer.ggml.tokens": {"string array"},
+    "tokenizer.ggml.token_type": {"integer array"}, "tokenizer.ggml.scores": {"number array"},
+    "tokenizer.ggml.merges": {"string array"},
+    **{f"tokenizer.ggml.{token}_token_id": INTEGER for token in ("bos", "eos", "unknown", "separator", "padding")},
+    "{arch}.block_count": INTEGER, "{arch}.context_length": INTEGER, "{arch}.embedding_length": INTEGER,
+    "{arch}.feed_forward_length": PER_LAYER, "{arch}.expert_count": INTEGER, "{arch}.expert_used_count": INTEGER,
+    "{arch}.nextn_predict_layers": INTEGER, "{arch}.rope.dimension_count": INTEGER,
+    "{arch}.attention.head_count": PER_LAYER, "{arch}.attention.head_count_kv": PER_LAYER,
+    "{arch}.attention.key_length": INTEGER, "{arch}.attention.value_length": INTEGER,
+    "{arch}.attention.key_length_mla": INTEGER, "{arch}.attention.value_length_mla": INTEGER,
+    "{arch}.attention.q_lora_rank": INTEGER, "{arch}.attention.kv_lora_rank": INTEGER,
+    "{arch}.attention.layer_norm_epsilon": NUMBER, "{arch}.attention.layer_norm_rms_epsilon": NUMBER,
+}
 
 
 @dataclass(frozen=True)
@@ -170,6 +194,7 @@ class GGUFFile:
     metadata: dict  # scalars as Python values, numeric arrays as numpy arrays; string arrays left out
     tokens: list[str] | None  # tokenizer.ggml.tokens
     tensors: dict[str, StoredTensor]
+    types: dict[str, str]  # each key's type ("integer", "string", "integer array", ...)
 
 
 @dataclass(frozen=True)
@@ -275,19 +300,42 @@ def open_gguf(path: str) -> tuple[dict, GGUFTensorReader, list[str | None] | Non
     Face tensor names and [out, in] orientation, vocab: token strings by id with control tokens as
     None, or None).
     """
-    files = [read_gguf(p) for p in gguf_paths(Path(path))]
+    paths = gguf_paths(Path(path))
+    files = [read_gguf(p) for p in paths]
     meta = files[0].metadata
     arch = meta.get("general.architecture")
     if arch not in MODEL_TYPES:
         raise HurefError(
-            f"{path}: unsupported GGUF architecture '{arch}'; supported: {', '.join(sorted(MODEL_TYPES))}"
+            f"{path}: unsupported GGUF architecture '{str(arch)[:40]}'; supported: {', '.join(sorted(MODEL_TYPES))}"
         )
-    tensors = {name: t for f in files for name, t in f.tensors.items()}
+    tensors = joined_splits(paths, files)
     if "token_embd.weight" not in tensors:
         raise HurefError(f"{path}: no token_embd.weight tensor in the GGUF file")
     config = hf_config(meta, arch, tensors)
     entries = hf_entries(tensors, arch, config)
     return config, GGUFTensorReader(entries), _vocab(files[0])
+
+
+def joined_splits(paths: list[Path], files: list[GGUFFile]) -> dict[str, StoredTensor]:
+    """The tensors of a model's GGUF files, by name, once each file is found to be the split its name
+    says (split.no, split.count, split.tensors.count where written; the architecture of the first
+    where a later one names one); a tensor in two files is refused."""
+    tensors: dict[str, StoredTensor] = {}
+    arch = files[0].metadata.get("general.architecture")
+    for i, (path, file) in enumerate(zip(paths, files)):
+        said = {"split.no": i, "split.count": len(files), "general.architecture": arch}
+        for key, expected in said.items():
+            if key in file.metadata and file.metadata[key] != expected:
+                raise HurefError(f"{path}: GGUF metadata {key} is {excerpt(file.metadata[key])}, but this file is "
+                                 f"split {i + 1} of {len(files)} of a '{arch}' model")
+        for name, stored in file.tensors.items():
+            if name in tensors:
+                raise HurefError(f"{path}: tensor {excerpt(name)} is also in {tensors[name].path}")
+            tensors[name] = stored
+    declared = files[0].metadata.get("split.tensors.count")
+    if declared is not None and declared != len(tensors):
+        raise HurefError(f"{paths[0]}: GGUF metadata split.tensors.count is {declared}, the splits hold {len(tensors)}")
+    return tensors
 
 
 def gguf_paths(path: Path) -> list[Path]:
@@ -305,12 +353,16 @@ def gguf_paths(path: Path) -> list[Path]:
     split = SPLIT_NAME.match(path.name)
     if not split:
         return [path]
-    stem, count = split.group(1), int(split.group(3))
-    parts = [path.with_name(f"{stem}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
-    missing = [p.name for p in parts if not p.is_file()]
+    stem, index, count = split.group(1), int(split.group(2)), int(split.group(3))
+    if not 1 <= index <= count:
+        raise HurefError(f"{path}: split {index} of {count} is not a split of a GGUF model (1 <= split <= count)")
+    names = [f"{stem}-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
+    listed = {entry.name for entry in os.scandir(path.parent) if entry.is_file()}  # one listing, not one stat per part
+    missing = [name for name in names if name not in listed]
     if missing:
-        raise HurefError(f"{path}: split GGUF is incomplete, missing {', '.join(missing)}")
-    return parts
+        more = f" and {len(missing) - 3} more of {count}" if len(missing) > 3 else ""
+        raise HurefError(f"{path}: split GGUF is incomplete, missing {', '.join(missing[:3])}{more}")
+    return [path.with_name(name) for name in names]
 
 
 class _Malformed(Exception):
@@ -334,15 +386,21 @@ class _HeaderCursor:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
 
     def string(self) -> str:
-        return self.take(self.scalar("<Q")).decode("utf-8", errors="replace")
+        """A GGUF string: its length, then that many bytes of UTF-8 (the specification's encoding)."""
+        raw = self.take(self.scalar("<Q"))
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Malformed(f"a string that is not UTF-8 ({excerpt(raw)})") from None
 
-    def value(self, kind: int, keep_strings: bool = False):
-        """One metadata value of GGUFValueType `kind`: a Python scalar or str, a numpy array for a
-        numeric array, a list of str for a string array when keep_strings, else None (skipped)."""
+    def value(self, kind: int, keep_strings: bool = False) -> tuple[object, str]:
+        """One metadata value of GGUFValueType `kind` and its type's name (`_KIND_NAMES`, arrays
+        "<item> array"): a Python scalar or str, a numpy array for a numeric array, a list of str for
+        a string array when keep_strings, else None (skipped)."""
         if kind in _SCALARS:
-            return self.scalar(_SCALARS[kind])
+            return self.scalar(_SCALARS[kind]), _KIND_NAMES[kind]
         if kind == _STRING:
-            return self.string()
+            return self.string(), "string"
         if kind != _ARRAY:
             raise _Malformed(f"unknown metadata value type {kind}")
         item_kind, count = self.scalar("<I"), self.scalar("<Q")
@@ -350,9 +408,9 @@ class _HeaderCursor:
             raise _Malformed("a metadata array claims more items than the file holds")
         if item_kind in _SCALARS:
             dtype = np.dtype(_SCALARS[item_kind])
-            return np.frombuffer(self.take(count * dtype.itemsize), dtype=dtype)
-        items = [self.value(item_kind) for _ in range(count)]
-        return items if keep_strings and item_kind == _STRING else None
+            return np.frombuffer(self.take(count * dtype.itemsize), dtype=dtype), _KIND_NAMES[item_kind] + " array"
+        items = [self.value(item_kind)[0] for _ in range(count)]
+        return (items if keep_strings and item_kind == _STRING else None), f"{_KIND_NAMES.get(item_kind, 'array')} array"
 
 
 def read_gguf(path: Path) -> GGUFFile:
@@ -361,13 +419,13 @@ def read_gguf(path: Path) -> GGUFFile:
     import gguf
 
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb", buffering=1 << 20) as file:
+        with open_regular(str(path), buffering=1 << 20) as file:  # a FIFO or device is refused, not waited on
+            size = os.fstat(file.fileno()).st_size
             if file.read(4) != b"GGUF":
                 raise HurefError(f"{path}: not a GGUF file (no GGUF magic)")
             try:
                 return _parse_header(_HeaderCursor(file, size), str(path), gguf)
-            except (_Malformed, struct.error, ValueError) as e:  # ValueError: an unknown tensor type
+            except (_Malformed, struct.error, ValueError, OverflowError) as e:  # ValueError: an unknown tensor type
                 raise HurefError(f"{path}: truncated or malformed GGUF file ({e})") from None
     except OSError as e:
         raise HurefError(f"{path}: cannot read ({e.strerror})") from None
@@ -382,28 +440,35 @@ def _parse_header(cursor: _HeaderCursor, path: str, gguf) -> GGUFFile:
     n_tensors, n_fields = cursor.scalar("<Q"), cursor.scalar("<Q")
     if max(n_tensors, n_fields) > cursor.size:
         raise _Malformed("the header claims more entries than the file holds")
-    metadata, tokens = {}, None
+    metadata, tokens, types = {}, None, {}
     for _ in range(n_fields):
         key = cursor.string()
-        value = cursor.value(cursor.scalar("<I"), keep_strings=key == gguf.Keys.Tokenizer.LIST)
+        if key in types:
+            raise _Malformed(f"metadata key {excerpt(key)} is given twice")
+        value, types[key] = cursor.value(cursor.scalar("<I"), keep_strings=key == gguf.Keys.Tokenizer.LIST)
         if key == gguf.Keys.Tokenizer.LIST:
             tokens = value
         elif value is not None:
             metadata[key] = value
+    check_types(types, metadata.get("general.architecture"))
     infos = []
     for _ in range(n_tensors):
         name = cursor.string()
         n_dims = cursor.scalar("<I")
         if not 1 <= n_dims <= MAX_DIMS:
-            raise _Malformed(f"tensor {name} has {n_dims} dimensions")
+            raise _Malformed(f"tensor {excerpt(name)} has {n_dims} dimensions")
         ne = [cursor.scalar("<Q") for _ in range(n_dims)]
         infos.append((name, tuple(reversed(ne)), gguf.GGMLQuantizationType(cursor.scalar("<I")), cursor.scalar("<Q")))
-    alignment = int(metadata.get(gguf.Keys.General.ALIGNMENT, gguf.GGUF_DEFAULT_ALIGNMENT))
-    if alignment <= 0:
-        raise _Malformed("general.alignment is not positive")
+    alignment = metadata.get(gguf.Keys.General.ALIGNMENT, gguf.GGUF_DEFAULT_ALIGNMENT)
+    if alignment <= 0 or alignment % 8:
+        raise _Malformed(f"general.alignment {alignment} is not a positive multiple of 8")
     data_start = -(-cursor.position // alignment) * alignment
     tensors = {}
     for name, shape, qtype, offset in infos:
+        if name in tensors:
+            raise _Malformed(f"tensor {excerpt(name)} is listed twice")
+        if 0 in shape:  # nothing a model reads is empty; a 0 beside a million experts would still drive a loop
+            raise _Malformed(f"tensor {excerpt(name)} declares a dimension of 0")
         block, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
         if shape[-1] % block:
             raise _Malformed(f"tensor {name} rows are not whole {qtype.name} blocks")
@@ -413,7 +478,15 @@ def _parse_header(cursor: _HeaderCursor, path: str, gguf) -> GGUFFile:
         if any(d > cursor.size for d in shape):  # a 2^40 dimension beside a zero one has no bytes yet drives loops
             raise _Malformed(f"tensor {name} declares a dimension larger than the file")
         tensors[name] = StoredTensor(path, name, shape, qtype, data_start + offset, row_bytes)
-    return GGUFFile(metadata, tokens, tensors)
+    return GGUFFile(metadata, tokens, tensors, types)
+
+
+def check_types(types: dict[str, str], arch) -> None:
+    """Refuse a metadata key of `KEY_TYPES` whose value has another type (`_Malformed`)."""
+    for pattern, allowed in KEY_TYPES.items():
+        key = pattern.format(arch=arch) if isinstance(arch, str) else pattern
+        if key in types and types[key] not in allowed:
+            raise _Malformed(f"metadata {key} is of type {types[key]}, not {' or '.join(sorted(allowed))}")
 
 
 def _vocab(file: GGUFFile) -> list[str | None] | None:
@@ -440,7 +513,7 @@ def _single(value, key: str):
 
 
 def hf_config(meta: dict, arch: str, tensors: dict[str, StoredTensor]) -> dict:
-    """The config.json keys huref reads (model_type and the sizes `huref.layers.model_dims` takes),
+    """The config.json keys huref reads (model_type and the sizes `huref.config.model_dims` takes),
     plus vocab_size, tie_word_embeddings and _name_or_path (general.name), from GGUF metadata (`{arch}.embedding_length`, ...)."""
     from gguf import Keys
 
@@ -517,28 +590,51 @@ def _rope_row_order(n_rows: int, n_heads: int) -> np.ndarray:
     return np.argsort(stored_from_hf)
 
 
-def gguf_to_hf_names(arch: str, model_type: str, n_layers: int) -> dict[str, str]:
-    """GGUF tensor base name -> Hugging Face one ("blk.3.attn_q" -> "model.layers.3.self_attn.q_proj"),
-    asked of llama.cpp's own table for every name in `HF_LAYER_PARTS[model_type]`; a 3-D expert
-    tensor maps to a name with `{e}`."""
+def blocks_present(tensors, n_layers: int) -> list[int]:
+    """The block indices below n_layers that name a tensor ("blk.3.attn_q.weight"), ascending: what
+    the file holds, whatever its block_count claims (`huref.config.check_depth` refuses a claim the
+    blocks do not back when the model is opened)."""
+    return sorted({int(match.group(1)) for name in tensors
+                   if (match := BLOCK_NAME.match(name)) and int(match.group(1)) < n_layers})
+
+
+def name_map_of(arch: str):
+    """llama.cpp's tensor name table (`gguf.get_tensor_name_map`) for `arch`, built for block 0
+    alone: every block names its tensors alike ("blk.{i}." before the same part), so a table sized
+    by a claimed block count is never built."""
     import gguf
 
     arch_enum = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch)
-    name_map = gguf.get_tensor_name_map(arch_enum, n_layers)
-    hf_names = list(HF_GLOBAL_NAMES) + [
-        f"model.layers.{i}.{part}" for i in range(n_layers) for part in HF_LAYER_PARTS[model_type]
-    ]
+    return gguf.get_tensor_name_map(arch_enum, 1)
+
+
+def block_part(name_map, part: str) -> str | None:
+    """The GGUF name of a layer's Hugging Face tensor `part` ("self_attn.q_proj") after its block's
+    "blk.{i}." ("attn_q"), or None when the architecture has no such tensor."""
+    gguf_name = name_map.get_name(f"model.layers.0.{part}")
+    return gguf_name[len("blk.0."):] if gguf_name is not None and gguf_name.startswith("blk.0.") else None
+
+
+def gguf_to_hf_names(arch: str, model_type: str, blocks: list[int]) -> dict[str, str]:
+    """GGUF tensor base name -> Hugging Face one ("blk.3.attn_q" -> "model.layers.3.self_attn.q_proj"),
+    asked of llama.cpp's own table for every name in `HF_LAYER_PARTS[model_type]`, for the given
+    blocks; a 3-D expert tensor maps to a name with `{e}`."""
+    name_map = name_map_of(arch)
     names = {}
-    for hf_name in hf_names:
-        gguf_name = name_map.get_name(hf_name.replace(".{e}", ""))  # llama.cpp names the stacked tensor
+    for hf_name in HF_GLOBAL_NAMES:
+        gguf_name = name_map.get_name(hf_name)
         if gguf_name is not None:  # None: a tensor the architecture never has (gemma's lm_head)
             names[gguf_name] = hf_name
+    for part in HF_LAYER_PARTS[model_type]:
+        stored = block_part(name_map, part.replace(".{e}", ""))  # llama.cpp names the stacked tensor
+        if stored is not None:
+            names.update({f"blk.{i}.{stored}": f"model.layers.{i}.{part}" for i in blocks})
     return names
 
 
 def hf_entries(tensors: dict[str, StoredTensor], arch: str, config: dict) -> dict[str, Entry]:
     """Map every GGUF tensor huref can use to its Hugging Face name (others are left out)."""
-    names = gguf_to_hf_names(arch, config["model_type"], config["num_hidden_layers"])
+    names = gguf_to_hf_names(arch, config["model_type"], blocks_present(tensors, config["num_hidden_layers"]))
     entries: dict[str, Entry] = {}
     for name, stored in tensors.items():
         base, _, kind = name.rpartition(".")
@@ -546,8 +642,9 @@ def hf_entries(tensors: dict[str, StoredTensor], arch: str, config: dict) -> dic
         if hf_base is None or kind not in ("weight", "bias"):
             continue
         if "{e}" in hf_base:  # [n_experts, out, in] weights, [n_experts, out] biases
-            if len(stored.shape) != (3 if kind == "weight" else 2):
-                raise HurefError(f"GGUF tensor {name} should hold one {kind} per expert but has shape {stored.shape}")
+            if len(stored.shape) != (3 if kind == "weight" else 2) or stored.shape[0] != config.get("num_local_experts"):
+                raise HurefError(f"GGUF tensor {name} should hold one {kind} per expert "
+                                 f"({config.get('num_local_experts', 0)} experts) but has shape {stored.shape}")
             for e in range(stored.shape[0]):
                 entries[f"{hf_base.format(e=e)}.{kind}"] = Entry(stored, stored.shape[1:], expert=e)
             continue
@@ -574,17 +671,15 @@ def _parameter_name(hf_name: str) -> str:
 def _fused_kv_b_entries(tensors: dict[str, StoredTensor], arch: str, config: dict, found: dict) -> dict[str, Entry]:
     """`self_attn.kv_b_proj.weight` of each layer whose file holds attn_k_b and attn_v_b instead,
     their shapes checked against the MLA sizes."""
-    import gguf
-
-    arch_enum = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch)
-    name_map = gguf.get_tensor_name_map(arch_enum, config["num_hidden_layers"])
+    name_map = name_map_of(arch)
+    k_part, v_part = block_part(name_map, "self_attn.k_b_proj"), block_part(name_map, "self_attn.v_b_proj")
     heads, rank = config["num_attention_heads"], config["kv_lora_rank"]
     nope, v = config["qk_nope_head_dim"], config["v_head_dim"]
     entries = {}
-    for i in range(config["num_hidden_layers"]):
+    for i in blocks_present(tensors, config["num_hidden_layers"]):
         prefix = f"model.layers.{i}.self_attn."
-        k_b = tensors.get(f"{name_map.get_name(prefix + 'k_b_proj')}.weight")
-        v_b = tensors.get(f"{name_map.get_name(prefix + 'v_b_proj')}.weight")
+        k_b = tensors.get(f"blk.{i}.{k_part}.weight")
+        v_b = tensors.get(f"blk.{i}.{v_part}.weight")
         if prefix + "kv_b_proj.weight" in found or k_b is None or v_b is None:
             continue
         if k_b.shape != (heads, rank, nope) or v_b.shape != (heads, v, rank):

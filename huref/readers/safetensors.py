@@ -13,7 +13,6 @@ malformed file is reported, never half-read.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import weakref
@@ -24,6 +23,7 @@ import torch
 
 from huref.errors import HurefError, excerpt
 from huref.readers import TensorReader, as_row_index, check_backed, open_regular
+from huref.readers.jsonfile import parse_json
 
 # safetensors dtype -> (bytes per element, torch dtype)
 DTYPES = {
@@ -61,11 +61,10 @@ def read_header(path: str) -> tuple[dict, int, dict]:
             n = int.from_bytes(head, "little")
             if n <= 0 or n > MAX_HEADER or 8 + n > size:
                 raise HurefError(f"{path}: malformed or truncated safetensors header")
-            header = json.loads(f.read(n))
+            raw = f.read(n)
     except OSError as e:
         raise HurefError(f"{path}: cannot read ({e.strerror})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise HurefError(f"{path}: malformed safetensors header (not JSON, or nested too deeply)") from None
+    header = parse_json(raw, f"{path}: malformed safetensors header", MAX_HEADER)
     if not isinstance(header, dict):
         raise HurefError(f"{path}: malformed safetensors header")
     metadata = header.pop("__metadata__", None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 import zipfile
 from typing import Sequence
 
@@ -31,7 +32,9 @@ class TorchBinReader(TensorReader):
         with open_regular(path) as f:  # a FIFO or device is refused, not waited on
             size = os.fstat(f.fileno()).st_size
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+            with warnings.catch_warnings():  # torch warns of pickle protocols it did not write: the one line is ours
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
         except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise HurefError(f"{path}: not a loadable weights-only PyTorch checkpoint ({first})") from None

@@ -12,6 +12,12 @@ from huref_lab.attacks.layout import Layout
 from huref_lab.attacks.rule import rule
 
 
+def _shared_kv(layout: Layout) -> bool:
+    """Keys and values attended to by later layers (kolibri1_1): a head map, permutation or key-norm gain of the
+    source layer would have to reach every layer reading them, which these per-layer rewrites do not do."""
+    return layout.arch.kv_sources is not None
+
+
 def _rotary_pairs(layout: Layout) -> list[tuple[int, int]]:
     """The (i, j) dimension pairs of a head that RoPE rotates together."""
     r = layout.rotary_dim
@@ -60,7 +66,7 @@ def _per_kv_head(canon, i, maps_q, maps_k):
 
 
 @rule(lambda lay: lay.qk_norm is None and not lay.clip_qkv and lay.mla is None,
-      reads=("attention", "head grouping", "attention storage", "rotary", "reader biases", "layer kinds"))
+      reads=("attention", "head grouping", "attention storage", "rotary", "reader biases", "shared kv", "layer kinds"))
 def qk_transform(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
     """Per key/value head: queries -> M q, keys -> M^-T k with M commuting with RoPE (shared across a GQA group)."""
     def edit(canon, result):
@@ -71,7 +77,7 @@ def qk_transform(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoi
 
 
 @rule(lambda lay: lay.qk_norm is None and not lay.clip_qkv and lay.mla is None,
-      reads=("attention", "head grouping", "attention storage", "reader biases", "layer kinds"))
+      reads=("attention", "head grouping", "attention storage", "reader biases", "shared kv", "layer kinds"))
 def qk_scale(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
     """Per key/value head: queries times c, keys divided by c (c random, either sign)."""
     def edit(canon, result):
@@ -83,7 +89,7 @@ def qk_scale(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
 
 
 @rule(lambda lay: lay.qk_norm is not None and not lay.clip_qkv,
-      reads=("qk norms", "head grouping", "attention storage", "reader biases", "layer kinds"))
+      reads=("qk norms", "head grouping", "attention storage", "reader biases", "shared kv", "layer kinds"))
 def qk_norm_rescale(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
     """QK-norm models: scale W_q and W_k by positive factors the q/k norms divide out again.
 
@@ -103,7 +109,7 @@ def qk_norm_rescale(checkpoint: Checkpoint, generator: torch.Generator) -> Check
     return edit_checkpoint(checkpoint, edit)
 
 
-@rule(lambda lay: lay.qk_norm is not None and lay.arch.q_norm[0].name is not None,
+@rule(lambda lay: lay.qk_norm is not None and lay.arch.q_norm[0].name is not None and not _shared_kv(lay),
       reads=("qk norms", "head grouping", "rotary", "layer kinds"))
 def qk_norm_gain_exchange(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
     """QK-norm models: q_norm gain (and a LayerNorm's bias) times s, k_norm's divided by s, s equal on both
@@ -127,7 +133,7 @@ def qk_norm_gain_exchange(checkpoint: Checkpoint, generator: torch.Generator) ->
 
 
 # an elementwise gate on each head's output (qwen3_next) does not commute with a V/O map
-@rule(lambda lay: not lay.clip_qkv and lay.mla is None and lay.arch.attn_gate is None,
+@rule(lambda lay: not lay.clip_qkv and lay.mla is None and lay.arch.attn_gate is None and not _shared_kv(lay),
       reads=("attention", "head grouping", "attention storage", "output storage", "reader biases", "layer kinds"))
 def vo_transform(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:
     """Per key/value head: values -> A v, and the output projection columns of its query heads (of o, or of
@@ -157,7 +163,7 @@ def vo_transform(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoi
 
 
 # ALiBi slopes are tied to head positions
-@rule(lambda lay: not lay.alibi and lay.mla is None,
+@rule(lambda lay: not lay.alibi and lay.mla is None and not _shared_kv(lay),
       reads=("attention", "head grouping", "attention storage", "output storage", "sinks", "qk norms",
              "reader biases", "layer kinds"))
 def head_permutation(checkpoint: Checkpoint, generator: torch.Generator) -> Checkpoint:

@@ -240,7 +240,7 @@ def edit_checkpoint(checkpoint: Checkpoint, fn) -> Checkpoint:
 
 # the layout facts that decide which tensors read and write the residual stream (`reader_groups`, `writers`)
 RESIDUAL_FACTS = ("input norms", "parallel block", "post norms", "residual norm", "norm residual", "embedding norm",
-                  "final norm", "attention", "attention storage", "output storage", "write biases",
+                  "final norm", "attention", "attention storage", "output storage", "write biases", "shared kv",
                   "position embeddings", "reader biases", "ffn storage", "ffn kinds", "router", "token mixer",
                   "layer kinds", "tied head", "head reader", "head bias")
 

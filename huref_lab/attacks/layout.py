@@ -5,7 +5,7 @@ attack takes (`layout_facts`), which the attack suite covers model by model."""
 from dataclasses import dataclass
 
 from huref.architectures import ArchSpec, Norm, Proj, arch_for_config
-from huref.layers import (EPS_KEYS, Dims, LatentDims, attention_layers, config_value, latent_dims, model_dims,
+from huref.config import (EPS_KEYS, Dims, LatentDims, attention_layers, config_value, latent_dims, model_dims,
                           qk_norm_layers)
 
 @dataclass
@@ -204,6 +204,7 @@ def layout_facts(layout: Layout) -> dict[str, object]:
         "output storage": _storage(o=arch.o or (experts and experts.o)),
         "sinks": arch.sinks is not None,
         "write biases": bool(arch.write_biases),
+        "shared kv": arch.kv_sources is not None,
         "rotary": (layout.rotary_style, layout.rotary_dim < layout.head_dim) if layout.rotary_dim else None,
         "alibi": layout.alibi,
         "position embeddings": len(arch.added_embeds),

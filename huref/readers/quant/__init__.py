@@ -8,6 +8,11 @@
 A read of some rows dequantizes only those rows, reading only the stored rows, columns, blocks
 and groups that hold them. Tensors the checkpoint keeps unquantized (embeddings, norms) pass
 through unchanged.
+
+Every field a scheme takes from `quantization_config` is read once, typed (`huref.config`: the
+JSON type, an integer where one is meant, finite, in range), when the checkpoint is opened; the
+shapes of a tensor's stored pieces are checked against each other and those settings (rank
+included) when its shape is first asked, before any arithmetic on them.
 """
 
 from __future__ import annotations
@@ -18,28 +23,32 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from huref.config import MAX_SIZE, config_value
 from huref.errors import HurefError
 from huref.readers import TensorReader, as_row_index
 
 COLUMN_CHUNK_BYTES = 16 << 20  # stored rows read per chunk when only some columns are wanted
+WHERE = "config.json: quantization_config"  # where a setting's message says it was read
 
 
 class QuantTensor:
     """One logical float tensor stored quantized in `reader` as the tensors `parts`.
 
-    Subclasses give `logical_shape()` (the unquantized tensor's shape) and
+    Subclasses give `logical_shape()` (the unquantized tensor's shape, once every stored piece's
+    shape is checked against the others and the scheme's `settings`) and
     `rows(index) -> float32 [len(index), shape[-1]]` for rows of its 2-D view
     [prod(shape[:-1]), shape[-1]]; every stored read goes through `part()` or `columns()`, which
     keep the bytes read for the digest.
     """
 
-    def __init__(self, reader: TensorReader, name: str, parts: dict[str, str], config: dict) -> None:
-        self.reader, self.name, self.parts, self.config = reader, name, parts, config
+    def __init__(self, reader: TensorReader, name: str, parts: dict[str, str], settings) -> None:
+        self.reader, self.name, self.parts, self.settings = reader, name, parts, settings
         self._shape: tuple[int, ...] | None = None
         self.raw: list[bytes] = []
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The unquantized shape; asking it first checks the stored pieces (HurefError if they do not fit)."""
         if self._shape is None:
             self._shape = tuple(int(d) for d in self.logical_shape())
         return self._shape
@@ -52,6 +61,20 @@ class QuantTensor:
 
     def stored_shape(self, part: str) -> tuple[int, ...]:
         return tuple(self.reader.shape(self.parts[part]))
+
+    def stored_matrix(self, part: str) -> tuple[int, int]:
+        """The shape of stored piece `part`, which must be 2-D: (rows, columns)."""
+        shape = self.stored_shape(part)
+        if len(shape) != 2:
+            raise self.fail(f"'{self.parts[part]}' has shape {shape}, expected a matrix")
+        return shape
+
+    def stored_vector(self, part: str) -> int:
+        """The length of stored piece `part`, which must be 1-D."""
+        shape = self.stored_shape(part)
+        if len(shape) != 1:
+            raise self.fail(f"'{self.parts[part]}' has shape {shape}, expected a vector")
+        return shape[0]
 
     def part(self, part: str, rows=None) -> torch.Tensor:
         """Stored tensor `part` (or rows of its 2-D view; entries of a 1-D tensor, read whole), in
@@ -138,7 +161,7 @@ def dequantizing(reader: TensorReader, config: dict) -> TensorReader:
         return reader
     if not isinstance(qconfig, dict):
         raise HurefError("config.json: quantization_config is not an object")
-    method = str(qconfig.get("quant_method", "")).lower()
+    method = (config_value(qconfig, "quant_method", default="", kind=str, where=WHERE) or "").lower()
     schemes = _schemes()
     if method not in schemes:
         raise HurefError(f"config.json: quantization method '{qconfig.get('quant_method')}' is not supported "
@@ -195,12 +218,27 @@ def scaled(values: torch.Tensor, scales: torch.Tensor, group, zeros: torch.Tenso
 
 
 def block_size(qt: QuantTensor, n: int, n_blocks: int, configured: int | None, what: str) -> int:
-    """Block length along a dimension of length n cut into n_blocks blocks: `configured` when the
-    config gives it (checked to fit), else n / n_blocks (which must divide)."""
-    if configured:
-        if -(-n // int(configured)) != n_blocks:
+    """Block length along a dimension of length n cut into n_blocks blocks: `configured` (a
+    positive integer, typed where it was read) when the config gives it, checked to fit, else
+    n / n_blocks (which must divide)."""
+    if configured is not None:
+        if -(-n // configured) != n_blocks:
             raise qt.fail(f"{n_blocks} scale {what} do not fit blocks of {configured} over {n}")
-        return int(configured)
+        return configured
     if n_blocks <= 0 or n % n_blocks:
         raise qt.fail(f"{n_blocks} scale {what} do not divide {n}")
     return n // n_blocks
+
+
+def group_size(config: dict, *keys: str, default: int) -> int:
+    """The group size the config gives under the first of `keys` set: a positive integer, or -1
+    (one group over the whole input); 0, fractions, strings and the like are refused."""
+    size = config_value(config, *keys, default=default, kind=int, low=-1, high=MAX_SIZE, where=WHERE)
+    if size == 0:
+        raise HurefError(f"{WHERE}: {keys[0]} is 0, not a positive integer or -1")
+    return size
+
+
+def groups_over(n: int, size: int) -> int:
+    """How many groups of `size` (-1: one group) cover n inputs."""
+    return 1 if size == -1 else -(-n // size)

@@ -2,10 +2,11 @@
 
 Stored per linear layer `X`: `X.qweight` int32 [in, out / 8] (eight 4-bit values per word along
 the output, in the interleaved order 0, 2, 4, 6, 1, 3, 5, 7: field k of word w holds output
-8w + ORDER[k]), `X.qzeros` int32 [in / group_size, out / 8] packed the same way, and `X.scales`
-[in / group_size, out]. Dequantized [out, in]: W[o, i] = scales[g, o] * (q[i, o] - z[g, o]) with
-g = i // group_size. Rows of W are columns of the stored tensors: reading some rows reads only
-the packed columns that hold them.
+8w + ORDER[k]), `X.qzeros` int32 [n_groups, out / 8] packed the same way, and `X.scales`
+[n_groups, out], with n_groups = ceil(in / group_size) (one group when group_size is -1).
+Dequantized [out, in]: W[o, i] = scales[g, o] * (q[i, o] - z[g, o]) with g = i // group_size.
+Rows of W are columns of the stored tensors: reading some rows reads only the packed columns
+that hold them.
 """
 
 from __future__ import annotations
@@ -13,17 +14,23 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from huref.config import config_value
 from huref.errors import HurefError
-from huref.readers.quant import QuantTensor, scaled, unpack_dense
-from huref.readers.quant.gptq import _packed_linears
+from huref.readers.quant import WHERE, QuantTensor, group_size, groups_over, scaled, unpack_dense
+from huref.readers.quant.gptq import packed_linears
 
 ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # field k of a word holds output 8w + ORDER[k]
 FIELD_OF = torch.tensor([ORDER.index(m) for m in range(8)])  # output 8w + m sits in field FIELD_OF[m]
 
 
 class AWQTensor(QuantTensor):
+    """`settings`: the group size (-1: one group)."""
+
     def logical_shape(self):
-        n_in, words = self.stored_shape("qweight")
+        n_in, words = self.stored_matrix("qweight")
+        n_groups = groups_over(n_in, self.settings)
+        self.check_shape("qzeros", (n_groups, words))
+        self.check_shape("scales", (n_groups, words * 8))
         return (words * 8, n_in)
 
     def rows(self, index: np.ndarray) -> torch.Tensor:
@@ -41,17 +48,14 @@ class AWQTensor(QuantTensor):
         values, zeros = unpacked("qweight"), unpacked("qzeros")
         scales = self.columns("scales", int(index.min()), int(index.max()) + 1).to(torch.float32)
         scales = scales.T[wanted - int(index.min())]  # [len(index), n_groups]
-        group = self.config.get("group_size", self.config.get("q_group_size", 128))
-        group = n_in if int(group) <= 0 else int(group)
-        if -(-n_in // group) != scales.shape[1] or zeros.shape[1] != scales.shape[1]:
-            raise self.fail(f"scales and qzeros do not hold one row per group of {group} of {n_in} inputs")
-        return scaled(values, scales, group, zeros)
+        return scaled(values, scales, n_in if self.settings == -1 else self.settings, zeros)
 
 
 def find(reader, names: list[str], config: dict) -> dict[str, QuantTensor]:
     """Each `X.qweight` with `X.qzeros` and `X.scales`, presented as `X.weight` (4-bit GEMM only)."""
-    bits = int(config.get("bits", config.get("w_bit", 4)))
-    version = str(config.get("version", "gemm")).lower()
+    bits = config_value(config, "bits", "w_bit", default=4, kind=int, low=1, high=32, where=WHERE)
+    version = config_value(config, "version", default="gemm", kind=str, where=WHERE).lower()
     if bits != 4 or version != "gemm":
-        raise HurefError(f"config.json: AWQ {bits}-bit '{version}' packing is not supported (4-bit GEMM only)")
-    return _packed_linears(reader, names, config, AWQTensor, ())
+        raise HurefError(f"{WHERE}: AWQ {bits}-bit '{version[:40]}' packing is not supported (4-bit GEMM only)")
+    size = group_size(config, "group_size", "q_group_size", default=128)
+    return packed_linears(names, (), lambda name, parts: AWQTensor(reader, name, parts, size))

@@ -16,25 +16,81 @@ config's `group_size` / `block_structure` where those are given.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from huref.config import MAX_SIZE, config_ints, config_object, config_value
 from huref.errors import HurefError
-from huref.readers.quant import QuantTensor, block_size, scale_rows, scaled, unpack_dense
+from huref.readers.quant import WHERE, QuantTensor, block_size, scale_rows, scaled, unpack_dense
 
 READABLE_FORMATS = {"pack-quantized", "int-quantized", "float-quantized", "naive-quantized", "mixed-precision", "dense"}
+INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a weight's stored pieces fit together, found when its shape is first asked: bits per
+    packed value (0: not packed), rows per scale row, and the group (columns per scale column)."""
+
+    bits: int
+    block_rows: int
+    group: int
 
 
 class CompressedTensor(QuantTensor):
-    def logical_shape(self):
-        if "packed" in self.parts:
-            return tuple(int(d) for d in self.part("shape").reshape(-1).tolist())
-        return self.stored_shape("weight")
+    """`settings`: the (block rows, group size) pairs the config's groups give, each None when not given."""
 
-    def bits(self) -> int:
+    def logical_shape(self):
+        shape = self._weight_shape()
+        n_out, n_in = shape[-2], shape[-1]
+        bits = 0
+        if "packed" in self.parts:
+            packed = self.stored_shape("packed")
+            if packed[:-1] != shape[:-1]:
+                raise self.fail(f"'{self.parts['packed']}' has shape {packed}, not [{', '.join(map(str, shape[:-1]))}, words]")
+            bits = self._bits(n_in, packed[-1])
+        scale_shape = self.stored_shape("scale")
+        if math.prod(scale_shape) == 1:  # per tensor
+            block_rows, group, n_groups = n_out, n_in, 1
+        else:
+            if len(scale_shape) != len(shape) or scale_shape[:-2] != shape[:-2]:
+                raise self.fail(f"scale shape {scale_shape} does not fit weight shape {shape}")
+            n_groups = scale_shape[-1]
+            block_rows = 1 if scale_shape[-2] == n_out else block_size(
+                self, n_out, scale_shape[-2], self._configured(0, n_out, scale_shape[-2]), "rows")
+            group = block_size(self, n_in, n_groups, self._configured(1, n_in, n_groups), "columns")
+        if "zero" in self.parts:
+            if bits:  # packed along the output: [..., ceil(out * bits / 32), n_groups]
+                self.check_shape("zero", (*shape[:-2], math.ceil(n_out * bits / 32), n_groups))
+            else:
+                self.check_shape("zero", scale_shape)
+        if "g_idx" in self.parts:
+            self.check_shape("g_idx", (n_in,))
+        self.layout = Layout(bits, block_rows, group)
+        return shape
+
+    def _weight_shape(self) -> tuple[int, ...]:
+        """The unquantized shape: the stored weight's, or for packed weights the one weight_shape
+        holds (a vector of 2 to 4 integers, each from 1 to MAX_SIZE)."""
+        if "packed" not in self.parts:
+            shape = self.stored_shape("weight")
+        else:
+            if not 2 <= self.stored_vector("shape") <= 4:
+                raise self.fail(f"'{self.parts['shape']}' has {self.stored_vector('shape')} entries, expected 2 to 4")
+            stored = self.part("shape")
+            if stored.dtype not in INTEGER_DTYPES:
+                raise self.fail(f"'{self.parts['shape']}' holds {stored.dtype}, not integers")
+            shape = tuple(int(d) for d in stored.tolist())
+            if not all(1 <= d <= MAX_SIZE for d in shape):
+                raise self.fail(f"'{self.parts['shape']}' holds {shape}, not sizes from 1 to {MAX_SIZE}")
+        if len(shape) < 2:
+            raise self.fail(f"expected a matrix, the weight shape is {shape}")
+        return shape
+
+    def _bits(self, n_in: int, words: int) -> int:
         """Bits per packed value, from the packed width (dense packing: ceil(in * bits / 32) words)."""
-        n_in, words = self.shape[-1], self.stored_shape("packed")[-1]
         for bits in range(1, 9):
             if math.ceil(n_in * bits / 32) == words:
                 return bits
@@ -42,30 +98,20 @@ class CompressedTensor(QuantTensor):
 
     def rows(self, index: np.ndarray) -> torch.Tensor:
         shape = self.shape
-        if len(shape) < 2:
-            raise self.fail(f"expected a matrix, the weight shape is {shape}")
         n_out, n_in = shape[-2], shape[-1]
-        if "packed" in self.parts:
-            bits = self.bits()
-            self.check_shape("packed", (*shape[:-1], math.ceil(n_in * bits / 32)))
+        bits, block_rows, group = self.layout.bits, self.layout.block_rows, self.layout.group
+        if bits:
             words = self.part("packed", index).reshape(len(index), -1)
             values = unpack_dense(words, bits, n_in) - (1 << (bits - 1))
         else:
             values = self.part("weight", index).to(torch.float32)
-        scale_shape = self.stored_shape("scale")
-        if math.prod(scale_shape) == 1:  # per tensor
+        if math.prod(self.stored_shape("scale")) == 1:  # per tensor
             scales = self.part("scale").to(torch.float32).reshape(1, 1).expand(len(index), 1)
-            group, block_rows = n_in, n_out
         else:
-            if len(scale_shape) != len(shape) or scale_shape[:-2] != shape[:-2]:
-                raise self.fail(f"scale shape {scale_shape} does not fit weight shape {shape}")
-            block_rows = 1 if scale_shape[-2] == n_out else block_size(
-                self, n_out, scale_shape[-2], self._configured("block_rows", n_out, scale_shape[-2]), "rows")
-            group = block_size(self, n_in, scale_shape[-1], self._configured("group", n_in, scale_shape[-1]), "columns")
             scales = scale_rows(self, "scale", index, n_out, block_rows)
         if "g_idx" in self.parts:
             group = self.part("g_idx").reshape(-1).to(torch.int64)
-            if group.numel() != n_in or group.min() < 0 or group.max() >= scales.shape[1]:
+            if group.min() < 0 or group.max() >= scales.shape[1]:
                 raise self.fail("weight_g_idx does not map every input column to a group")
         return scaled(values, scales, group, self._zeros(index, n_out, block_rows, scales.shape[1]))
 
@@ -73,36 +119,47 @@ class CompressedTensor(QuantTensor):
         """Zero points of rows `index`: [len(index), n_groups], or None when symmetric."""
         if "zero" not in self.parts:
             return None
-        if "packed" not in self.parts:
+        bits = self.layout.bits
+        if not bits:
             return scale_rows(self, "zero", index, n_out, block_rows)
         packed = self.part("zero")  # [..., ceil(n_out * bits / 32), n_groups], packed along the output
-        bits = self.bits()
         per_matrix = packed.reshape(-1, *packed.shape[-2:]).transpose(1, 2).reshape(-1, packed.shape[-2])
         zeros = unpack_dense(per_matrix, bits, n_out) - (1 << (bits - 1))  # [matrices * n_groups, n_out]
         zeros = zeros.reshape(-1, n_groups, n_out).transpose(1, 2).reshape(-1, n_groups)  # [matrices * n_out, n_groups]
         return zeros[torch.from_numpy(index)].to(torch.float32)
 
-    def _configured(self, what: str, n: int, n_blocks: int) -> int | None:
-        """The config's group size (or block height) that cuts n into n_blocks, if one does."""
-        sizes = []
-        for group in (self.config.get("config_groups") or {}).values():
-            weights = (group or {}).get("weights") or {}
-            structure = weights.get("block_structure") or [None, None]
-            sizes.append(structure[0] if what == "block_rows" else (weights.get("group_size") or structure[1]))
-        return next((int(s) for s in sizes if s and int(s) > 0 and -(-n // int(s)) == n_blocks), None)
+    def _configured(self, axis: int, n: int, n_blocks: int) -> int | None:
+        """The config's block height (axis 0) or group size (axis 1) that cuts n into n_blocks, if one does."""
+        return next((size[axis] for size in self.settings
+                     if size[axis] is not None and -(-n // size[axis]) == n_blocks), None)
 
 
-def _formats(config: dict) -> set[str]:
-    formats = {config.get("format")} | {(g or {}).get("format") for g in (config.get("config_groups") or {}).values()}
-    return {f for f in formats if f}
+def settings(config: dict) -> tuple[tuple[str, ...], tuple[tuple[int | None, int | None], ...]]:
+    """compressed-tensors' quantization_config, typed: (the formats it names, the (block rows,
+    group size) of each config group's weights, None where not given)."""
+    formats = [config_value(config, "format", kind=str, where=WHERE)]
+    sizes = []
+    for name, group in config_object(config, "config_groups", WHERE).items():
+        where = f"{WHERE}.config_groups.{name[:40]}"
+        if not isinstance(group, dict):
+            raise HurefError(f"{where} is not an object")
+        formats.append(config_value(group, "format", kind=str, where=where))
+        weights = config_object(group, "weights", where)
+        blocks = config_ints(weights, "block_structure", length=2, low=1, high=MAX_SIZE, where=f"{where}.weights")
+        group_size = config_value(weights, "group_size", kind=int, low=1, high=MAX_SIZE, where=f"{where}.weights")
+        if group_size is None and blocks is not None:
+            group_size = blocks[1]
+        sizes.append((blocks[0] if blocks else None, group_size))
+    return tuple(f for f in formats if f), tuple(sizes)
 
 
 def find(reader, names: list[str], config: dict) -> dict[str, QuantTensor]:
     """Each `X.weight_packed` (pack-quantized) or `X.weight` with `X.weight_scale` (int, float
     and naive formats), presented as `X.weight`."""
-    unreadable = _formats(config) - READABLE_FORMATS
+    formats, sizes = settings(config)
+    unreadable = set(formats) - READABLE_FORMATS
     if unreadable:
-        raise HurefError(f"config.json: compressed-tensors format '{sorted(unreadable)[0]}' is not supported "
+        raise HurefError(f"config.json: compressed-tensors format '{sorted(unreadable)[0][:40]}' is not supported "
                          f"(supported: {', '.join(sorted(READABLE_FORMATS - {'dense'}))})")
     present = set(names)
     found = {}
@@ -122,5 +179,5 @@ def find(reader, names: list[str], config: dict) -> dict[str, QuantTensor]:
         for piece, suffix in (("zero", "_zero_point"), ("g_idx", "_g_idx")):
             if weight + suffix in present:
                 parts[piece] = weight + suffix
-        found[weight] = CompressedTensor(reader, weight, parts, config)
+        found[weight] = CompressedTensor(reader, weight, parts, sizes)
     return found

@@ -9,40 +9,47 @@ block's scales.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
-from huref.readers.quant import QuantTensor, block_size, scale_rows, scaled
+from huref.config import MAX_SIZE, config_ints
+from huref.readers.quant import WHERE, QuantTensor, block_size, scale_rows, scaled
 
 
 class FP8BlockTensor(QuantTensor):
+    """`settings`: weight_block_size as (rows, columns), or None (the blocks follow from the shapes)."""
+
     def logical_shape(self):
-        return self.stored_shape("weight")
+        shape, scale_shape = self.stored_shape("weight"), self.stored_shape("scale")
+        if len(shape) < 2:
+            raise self.fail(f"expected a matrix, the stored weight has shape {shape}")
+        self.blocks = None  # one scale for the whole tensor
+        if math.prod(scale_shape) != 1:
+            if len(scale_shape) != len(shape) or scale_shape[:-2] != shape[:-2]:
+                raise self.fail(f"scale shape {scale_shape} does not fit weight shape {shape}")
+            configured = self.settings or (None, None)
+            self.blocks = (block_size(self, shape[-2], scale_shape[-2], configured[0], "rows"),
+                           block_size(self, shape[-1], scale_shape[-1], configured[1], "columns"))
+        return shape
 
     def rows(self, index: np.ndarray) -> torch.Tensor:
         shape = self.shape
-        if len(shape) < 2:
-            raise self.fail(f"expected a matrix, the stored weight has shape {shape}")
         values = self.part("weight", index).to(torch.float32)
-        scale_shape = self.stored_shape("scale")
-        if int(np.prod(scale_shape)) == 1:  # one scale for the whole tensor
+        if self.blocks is None:
             return values * self.part("scale").to(torch.float32).reshape(())
-        if len(scale_shape) != len(shape) or scale_shape[:-2] != shape[:-2]:
-            raise self.fail(f"scale shape {scale_shape} does not fit weight shape {shape}")
-        block = self.config.get("weight_block_size") or (None, None)
-        if len(block) != 2:
-            raise self.fail(f"weight_block_size {block} is not [rows, columns]")
-        block_rows = block_size(self, shape[-2], scale_shape[-2], block[0], "rows")
-        block_cols = block_size(self, shape[-1], scale_shape[-1], block[1], "columns")
+        block_rows, block_cols = self.blocks
         return scaled(values, scale_rows(self, "scale", index, shape[-2], block_rows), block_cols)
 
 
 def find(reader, names: list[str], config: dict) -> dict[str, QuantTensor]:
     """Each `X.weight` (or fused `X`) stored beside `X.weight_scale_inv` (or `X_scale_inv`)."""
+    blocks = config_ints(config, "weight_block_size", length=2, low=1, high=MAX_SIZE, where=WHERE)
     present = set(names)
     found = {}
     for name in names:
         if name.endswith("_scale_inv") and name[: -len("_scale_inv")] in present:
             weight = name[: -len("_scale_inv")]
-            found[weight] = FP8BlockTensor(reader, weight, {"weight": weight, "scale": name}, config)
+            found[weight] = FP8BlockTensor(reader, weight, {"weight": weight, "scale": name}, blocks)
     return found

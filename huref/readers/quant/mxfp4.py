@@ -52,5 +52,5 @@ def find(reader, names: list[str], config: dict) -> dict[str, QuantTensor]:
     """Each `X_blocks` with `X_scales`, presented as `X`."""
     present = set(names)
     return {name[: -len("_blocks")]: MXFP4Tensor(reader, name[: -len("_blocks")],
-                                                  {"blocks": name, "scales": name[: -len("_blocks")] + "_scales"}, config)
+                                                  {"blocks": name, "scales": name[: -len("_blocks")] + "_scales"}, None)
             for name in names if name.endswith("_blocks") and name[: -len("_blocks")] + "_scales" in present}
