@@ -70,6 +70,14 @@ Conventions
 - `variants`: `when(key, value, default, field=...)` replaces fields of the row when config.json's
   `key` equals `value` (a missing key reads as `default`, transformers' default), in order, later
   ones winning; `unsupported="..."` marks a variant huref refuses.
+- `gguf`: how llama.cpp's converter (convert_hf_to_gguf.py) writes the row's model_types as GGUF, one
+  `GGUFArch` per llama.cpp architecture: its `general.architecture`, the model_types written as it,
+  and what the converter changes beyond names (rotary row order, MTP blocks, a config flag it drops).
+  Which tensors a GGUF file holds are the row's own names (gguf-py's `TensorNameMap` gives each its
+  GGUF name; experts stacked [expert, out, in], so a fused or transposed expert layout is read through
+  the row's per-expert alternative); a norm of a plus-one kind is stored as 1 + w (ggml's norms
+  multiply by the stored scale). `huref.readers.gguf` reads with these facts, `huref_lab.gguf_convert`
+  writes with them.
 """
 
 from __future__ import annotations
@@ -230,6 +238,22 @@ def when(key: str, value, default=None, **changes) -> Variant:
 
 
 @dataclass(frozen=True)
+class GGUFArch:
+    """One llama.cpp architecture written from a row's model_types (gguf-py's MODEL_ARCH_NAMES;
+    llama.cpp's convert_hf_to_gguf.py). A file of `arch` is read as `model_types[0]`, or as the
+    model_type of the entry whose `when` holds for it."""
+
+    arch: str  # the file's general.architecture ("qwen3moe")
+    model_types: tuple[str, ...]  # the config.json model_types the converter writes as `arch`
+    # the entry applies only to a file with "experts" (expert_count > 0) or with a "router_bias"
+    # (choice-only exp_probs_b tensors); None: to every other file of `arch`
+    when: str | None = None
+    rope_interleaved: bool = False  # each Q/K head's rows written as interleaved rotary pairs (LlamaModel.permute)
+    qk_norm_flag: str | None = None  # config.json flag the file leaves out: true when it holds QK norms
+    mtp_blocks: bool = False  # block_count also counts config.json's num_nextn_predict_layers MTP blocks
+
+
+@dataclass(frozen=True)
 class ArchSpec:
     """Which tensor plays which role in one architecture, and the facts around them (see the module doc)."""
 
@@ -279,6 +303,7 @@ class ArchSpec:
     norm_residual: bool = False
     variants: tuple[Variant, ...] = ()
     unsupported: str | None = None  # why huref refuses this variant (set by a variant)
+    gguf: tuple[GGUFArch, ...] = ()  # how llama.cpp writes the row's model_types (see the module doc)
 
     @property
     def layer_norm(self) -> bool:
@@ -496,9 +521,15 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
     # multipliers on the embedding, the residual writes, the attention scores and the logits (granite:
     # each scales a whole term, which ICS does not see); emu3's language model (image tokens are vocabulary rows)
     ArchSpec(model_types=("llama", "mistral", "qwen2", "internlm3", "iquestcoder", "cwm", "ministral", "ministral3",
-                          "seed_oss", "smollm3", "granite", "emu3_text_model"), ffn=(_GATED,), **_LLAMA),
+                          "seed_oss", "smollm3", "granite", "emu3_text_model"), ffn=(_GATED,),
+             # llama.cpp's LlamaModel converter and its subclasses (smollm3, granite) reorder Q/K rows
+             gguf=(GGUFArch("llama", ("llama", "mistral"), rope_interleaved=True), GGUFArch("qwen2", ("qwen2",)),
+                   GGUFArch("seed_oss", ("seed_oss",)), GGUFArch("smollm3", ("smollm3",), rope_interleaved=True),
+                   GGUFArch("granite", ("granite",), rope_interleaved=True)),
+             **_LLAMA),
     # RoPE on interleaved pairs (2p, 2p + 1)
-    ArchSpec(model_types=("helium", "ernie4_5"), ffn=(_GATED,), rope="pairs", **_LLAMA),
+    ArchSpec(model_types=("helium", "ernie4_5"), ffn=(_GATED,), rope="pairs",
+             gguf=(GGUFArch("ernie4_5", ("ernie4_5",)),), **_LLAMA),
     ArchSpec(model_types=("arcee",), ffn=(_PLAIN,), **_LLAMA),  # plain FFN with ReLU²
     ArchSpec(
         model_types=("exaone",),
@@ -521,7 +552,8 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
     ArchSpec(model_types=("glm4",), ffn=(_GATE_UP,), rope="pairs",
              attn_post_norm=_rms("post_self_attn_layernorm.weight"), ffn_post_norm=_rms("post_mlp_layernorm.weight"),
              **_LLAMA),
-    ArchSpec(model_types=("hunyuan_v1_dense",), ffn=(_GATED,), **_HUNYUAN_QK_NORM, **_LLAMA),
+    ArchSpec(model_types=("hunyuan_v1_dense",), ffn=(_GATED,), gguf=(GGUFArch("hunyuan-dense", ("hunyuan_v1_dense",)),),
+             **_HUNYUAN_QK_NORM, **_LLAMA),
     ArchSpec(
         model_types=("apertus", "apertus1p5_text"),
         ffn=(_PLAIN,),  # xIELU activation
@@ -535,12 +567,14 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         **{**_LLAMA, "attn_norm": _ln("input_layernorm.weight"), "ffn_norm": _ln("post_attention_layernorm.weight"),
            "final_norm": _ln("norm.weight")},
     ),
-    ArchSpec(model_types=("qwen3",), ffn=(_GATED,), **_QK_NORM, **_LLAMA),
-    ArchSpec(model_types=("mixtral",), ffn=(_MIXTRAL_EXPERTS, _FUSED_EXPERTS), **_LLAMA),
+    ArchSpec(model_types=("qwen3",), ffn=(_GATED,), gguf=(GGUFArch("qwen3", ("qwen3",)),), **_QK_NORM, **_LLAMA),
+    ArchSpec(model_types=("mixtral",), ffn=(_MIXTRAL_EXPERTS, _FUSED_EXPERTS),
+             gguf=(GGUFArch("llama", ("mixtral",), when="experts", rope_interleaved=True),), **_LLAMA),
     ArchSpec(  # mixtral with LayerNorms (bias unused) and sparsemixer routing
         model_types=("phimoe",),
         ffn=(_MIXTRAL_EXPERTS, _FUSED_EXPERTS),
         router_scores="sparsemixer",
+        gguf=(GGUFArch("phimoe", ("phimoe",)),),
         **{**_LLAMA, "attn_norm": _ln("input_layernorm.weight"), "ffn_norm": _ln("post_attention_layernorm.weight"),
            "final_norm": _ln("norm.weight")},
     ),
@@ -558,6 +592,7 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         ffn=(_QWEN_EXPERTS, _FUSED_EXPERTS),
         q_norm=(Norm("self_attn.q_norm.weight", "rms", "row"),),
         k_norm=(Norm("self_attn.k_norm.weight", "rms", "row"),),
+        gguf=(GGUFArch("olmoe", ("olmoe",)),),
         **_LLAMA,
     ),
     ArchSpec(
@@ -571,6 +606,7 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         ffn=_sigmoid_moe("mlp.gate.e_score_correction_bias"),
         router_scores="sigmoid",
         variants=(when("use_qk_norm", True, False, **_QK_NORM),),
+        gguf=(GGUFArch("glm4moe", ("glm4_moe",), qk_norm_flag="use_qk_norm", mtp_blocks=True),),
         **_LLAMA,
     ),
     ArchSpec(
@@ -615,6 +651,7 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         ffn=(replace(_QWEN_EXPERTS, shared=_SHARED_EXPERTS, router_bias="mlp.moe_statics.e_score_correction_bias"),
              replace(_FUSED_EXPERTS, shared=_SHARED_EXPERTS, router_bias="mlp.moe_statics.e_score_correction_bias"),
              _GATED),
+        gguf=(GGUFArch("ernie4_5-moe", ("ernie4_5_moe",)),),
         rope="pairs",
         **_LLAMA,
     ),
@@ -622,6 +659,7 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         model_types=("hunyuan_v1_moe",),
         ffn=(replace(_QWEN_EXPERTS, router="mlp.gate.wg.weight", shared=_HUNYUAN_SHARED),
              replace(_FUSED_EXPERTS, router="mlp.gate.wg.weight", shared=_HUNYUAN_SHARED)),
+        gguf=(GGUFArch("hunyuan-moe", ("hunyuan_v1_moe",)),),
         **_HUNYUAN_QK_NORM,
         **_LLAMA,
     ),
@@ -646,7 +684,8 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         **_LLAMA,
     ),
     # qwen3 attention (per-head QK norms) with qwen2_moe-like experts and no shared expert
-    ArchSpec(model_types=("qwen3_moe", "mellum"), ffn=(_QWEN_EXPERTS, _FUSED_EXPERTS, _GATED), **_QK_NORM, **_LLAMA),
+    ArchSpec(model_types=("qwen3_moe", "mellum"), ffn=(_QWEN_EXPERTS, _FUSED_EXPERTS, _GATED),
+             gguf=(GGUFArch("qwen3moe", ("qwen3_moe",)),), **_QK_NORM, **_LLAMA),
     # --- experts stored [expert, in, out] (transposed 3-D, or flat 2-D), attention experts ---
     ArchSpec(
         # fused Wqkv (q, k, v rows in turn; its outputs clamped to ±clip_qkv, which no term sees); LayerNorms
@@ -703,6 +742,7 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         qk_norm_layers=LayerKinds(key="no_rope_layers", attention=(1,), skip_every="no_rope_layer_interval",
                                   defaults=(4, 0)),
         variants=(when("use_qk_norm", False, True, q_norm=(), k_norm=()),),
+        gguf=(GGUFArch("llama4", ("llama4_text",)),),
         **_LLAMA,
     ),
     ArchSpec(
@@ -727,6 +767,7 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         model_types=("deepseek_v2",),
         ffn=(_DEEPSEEK_EXPERTS, replace(_FUSED_EXPERTS, shared=_SHARED_EXPERTS), _GATED),
         rope="pairs",  # complex multiplication on (2p, 2p + 1)
+        gguf=(GGUFArch("deepseek2", ("deepseek_v2",)),),
         **_LLAMA_MLA,
     ),
     ArchSpec(
@@ -757,6 +798,8 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         router_scores="sigmoid",
         rope="pairs",
         variants=(when("rope_interleave", False, True, rope="half"),),
+        # llama.cpp writes both as deepseek2 (and GLM-4.7-Flash too): a file with exp_probs_b is this row's
+        gguf=(GGUFArch("deepseek2", ("deepseek_v3",), when="router_bias"),),
         **_LLAMA_MLA,
     ),
     # --- attention sinks, clamped SwiGLU experts; hybrid models (attention and mixer layers) ---
@@ -772,6 +815,7 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
              replace(_QWEN_EXPERTS, router="mlp.router.weight")),
         sinks="self_attn.sinks",
         ffn_clamped=True,
+        gguf=(GGUFArch("gpt-oss", ("gpt_oss",)),),
         **_LLAMA,
     ),
     # granite and granitemoe/granitemoeshared with a sink per head (applied as the scale sigmoid(lse - s_h), the
@@ -1003,8 +1047,8 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
            "ffn_norm": _rms("channel_pre_norm.weight", "rms_plus1"),
            "final_norm": _rms("final_norm.weight", "rms_plus1")},
     ),
-    ArchSpec(model_types=("gemma",), ffn=(_GATED,), **_GEMMA),
-    ArchSpec(model_types=("gemma2",), ffn=(_GATED,), **_GEMMA2),
+    ArchSpec(model_types=("gemma",), ffn=(_GATED,), gguf=(GGUFArch("gemma", ("gemma",)),), **_GEMMA),
+    ArchSpec(model_types=("gemma2",), ffn=(_GATED,), gguf=(GGUFArch("gemma2", ("gemma2",)),), **_GEMMA2),
     # gemma2's pre-norms without its post norms
     ArchSpec(model_types=("vaultgemma",), ffn=(_GATED,),
              **{**_GEMMA, "ffn_norm": _rms("pre_feedforward_layernorm.weight", "rms_plus1")}),
@@ -1013,6 +1057,7 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         ffn=(_GATED,),
         q_norm=(Norm("self_attn.q_norm.weight", "rms_plus1", "head"),),
         k_norm=(Norm("self_attn.k_norm.weight", "rms_plus1", "head"),),
+        gguf=(GGUFArch("gemma3", ("gemma3_text",)),),
         **_GEMMA2,
     ),
     ArchSpec(
@@ -1036,6 +1081,7 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         ffn=(_GATED,),
         attn_post_norm=_rms("post_attention_layernorm.weight"),
         ffn_post_norm=_rms("post_feedforward_layernorm.weight"),
+        gguf=(GGUFArch("exaone4", ("exaone4",)),),
         **_QK_NORM,
         **{**_LLAMA, "attn_norm": (), "ffn_norm": ()},
     ),
@@ -1111,6 +1157,7 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
                 down=Proj("mlp.down_proj.weight"),
             ),
         ),
+        gguf=(GGUFArch("phi3", ("phi3",)),),
         **{**_LLAMA, **_fused_qkv("self_attn.qkv_proj.weight", "qkv_split")},
     ),
     ArchSpec(
@@ -1120,6 +1167,7 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         rope="pairs",
         variants=(when("use_qk_norm", True, False, unsupported=(
             "Command R+ style per-head QK LayerNorms with a gain per head (use_qk_norm=true)")),),
+        gguf=(GGUFArch("cohere2", ("cohere2",)),),
         **{**_LLAMA, "attn_norm": _ln("input_layernorm.weight"), "ffn_norm": _ln("input_layernorm.weight"),
            "final_norm": _ln("norm.weight")},
     ),
@@ -1325,6 +1373,8 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
 )
 
 _BY_TYPE = {t: spec for spec in ARCHITECTURES for t in spec.model_types}
+# every llama.cpp architecture huref reads as GGUF, with the model_types written as it
+GGUF_ARCHS: tuple[GGUFArch, ...] = tuple(entry for spec in ARCHITECTURES for entry in spec.gguf)
 
 
 def supported_model_types() -> list[str]:

@@ -560,6 +560,11 @@ def generator_convert(in_pkl, out):
     click.echo(f"wrote {path} and {path.with_suffix('.json')}")
 
 
+from huref.registry.commands import register as register_registry_commands  # noqa: E402 (after `cli` exists)
+
+register_registry_commands(cli)
+
+
 def keep_freed_memory() -> None:
     """Ask glibc's malloc to serve every block from its heap and keep freed ones (no mmap per block,
     no trimming): the readers allocate and free the same 64 MB weight blocks layer after layer, and

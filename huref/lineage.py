@@ -40,7 +40,7 @@ import torch
 from huref.errors import HurefError
 from huref.invariants import TERM_NAMES, Terms, invariant_terms
 from huref.config import term_layers
-from huref.similarity import common_tokens, standardize
+from huref.similarity import common_tokens
 
 LINEAGE_TOKENS = 256
 LINEAGE_STRIDE = 1
@@ -106,16 +106,25 @@ def verdict_stride(model, max_layers: int = VERDICT_LAYERS) -> int:
     return max(1, math.ceil(len(depth_layers(model)) / max_layers))
 
 
-def _unit_rows(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+UNIT_ROWS_BYTES = 1 << 24  # float64 working set of `unit_rows`: as many layers at a time as fit
+
+
+def unit_rows(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """[L, 3, N, N] terms restricted to tokens `idx` -> [L, 3, m²] float32 rows, each standardized and
-    scaled to unit norm (so a dot product of two rows is the cosine of the centred terms)."""
+    scaled to unit norm (so a dot product of two rows is the cosine of the centred terms). Centred then
+    scaled to unit norm in float64 (what standardizing first gives), as many layers at a time as fit
+    UNIT_ROWS_BYTES (small maps in one step, 4096-token terms one layer at a time)."""
     n_layers, n_terms, m = values.shape[0], values.shape[1], len(idx)
     rows = torch.empty(n_layers, n_terms, m * m)
-    for layer in range(n_layers):
-        for term in range(n_terms):
-            z = standardize(values[layer, term][idx][:, idx]).reshape(-1)  # [m, m] -> [m²]
-            norm = z.norm()
-            rows[layer, term] = (z / norm if norm > 0 else z).float()
+    step = max(1, UNIT_ROWS_BYTES // (8 * n_terms * m * m))
+    every = m == values.shape[2] and bool((idx == torch.arange(m)).all())  # all tokens, in order: no gather
+    for first in range(0, n_layers, step):
+        z = values[first:first + step]
+        z = (z if every else z[:, :, idx][:, :, :, idx]).double()
+        z = z.reshape(z.shape[0], n_terms, m * m)  # [l, 3, m, m] -> [l, 3, m²]
+        z = z - z.mean(2, keepdim=True)
+        norm = z.norm(dim=2, keepdim=True)
+        rows[first:first + step] = (z / torch.where(norm > 0, norm, torch.ones_like(norm))).float()
     return rows
 
 
@@ -123,7 +132,7 @@ def term_maps(a: Terms, b: Terms) -> torch.Tensor:
     """Per-term layer maps [3, La, Lb]: cosine of the centred terms of A's layer i and B's layer j on
     the common tokens (HurefError when they share too few)."""
     ia, ib = common_tokens(a, b)
-    ra, rb = _unit_rows(a.values, ia), _unit_rows(b.values, ib)
+    ra, rb = unit_rows(a.values, ia), unit_rows(b.values, ib)
     return torch.einsum("itk,jtk->tij", ra, rb).double().clamp(-1.0, 1.0)
 
 

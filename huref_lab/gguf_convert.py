@@ -6,17 +6,18 @@ reader's reverse mapping:
 - tensor names from `gguf.get_tensor_name_map(arch, block_count)`; per-expert matrices
   (`...experts.{e}.w1` / `.gate_proj`) stacked into 3-D `ffn_{gate,up,down}_exps` tensors,
 - numpy (row-major) arrays handed to `GGUFWriter`, which records the dims reversed as ggml does,
-- `llama` (and its converter's subclasses smollm3, granite) Q/K rows reordered per head from
-  "rotate half" to interleaved pairs (llama.cpp's `LlamaModel.permute`), gemma norm scales stored
-  as `1 + w`,
+- Q/K rows reordered per head from "rotate half" to interleaved pairs where the row's `GGUFArch`
+  says llama.cpp's converter does (`rope_interleaved`: its `LlamaModel.permute`), every `norm.weight`
+  stored as `1 + w` in a model whose row has plus-one norms (llama.cpp's Gemma converters),
 - deepseek2 (MLA): one key/value head of kv_rank + rope dimensions in the metadata, the MLA sizes
   under `attention.*_lora_rank` / `key_length_mla` / `value_length_mla`, and `kv_b_proj` split into
   `attn_k_b` [heads, kv_rank, nope] (transposed key rows) and `attn_v_b` [heads, v, kv_rank],
-- gpt-oss and llama4: the fused `gate_up_proj` [E, in, 2 * inner] (gpt-oss: gate and up columns
-  alternating; llama4: gate half, then up half) written as `ffn_gate_exps` / `ffn_up_exps`
-  [E, inner, in], `down_proj` transposed, gpt-oss's biases split alike; `sinks` written as
-  `attn_sinks.weight`,
-- `e_score_correction_bias` written as `exp_probs_b.bias`; glm4moe's block count includes its
+- fused 3-D experts (gpt-oss, llama4): `gate_up_proj` [E, in, 2 * inner] (gate and up columns
+  alternating where the row's layout is `experts_gate_up_interleaved`, else gate half, then up half)
+  written as `ffn_gate_exps` / `ffn_up_exps` [E, inner, in], `down_proj` transposed, biases split
+  alike; the converter's renames (`huref.readers.gguf.llama_cpp_name`: `sinks` as
+  `attn_sinks.weight`, `e_score_correction_bias` as `exp_probs_b.bias`),
+- where the row's `GGUFArch` has `mtp_blocks` (glm4moe), the block count includes the
   next-token-prediction layers (`num_nextn_predict_layers`) and whatever tensors the checkpoint
   holds for them,
 - matrices quantized with `gguf.quants.quantize` (Q8_0, Q4_0, Q4_1, Q5_0, MXFP4, ...; F16/F32 as
@@ -32,17 +33,13 @@ import gguf
 from gguf import GGMLQuantizationType, MODEL_ARCH_NAMES
 from safetensors.numpy import load_file
 
-from huref.readers.gguf import MODEL_TYPES, WITH_EXPERTS, WITH_ROUTER_BIAS
+from huref.architectures import GGUF_ARCHS, PLUS_ONE_KINDS, ArchSpec, arch_for_config
+from huref.readers.gguf import llama_cpp_name
 
-# config.json model_type -> llama.cpp architecture: the reader's tables inverted (gemma 1 is read, not
-# written here), plus mistral, which llama.cpp writes as llama
-GGUF_ARCH = {
-    **{model_type: arch for arch, model_type in MODEL_TYPES.items() if arch != "gemma"},
-    **{model_type: arch for arch, model_type in {**WITH_EXPERTS, **WITH_ROUTER_BIAS}.items()},
-    "mistral": "llama",
-}
-ROPE_PERMUTED = ("llama", "smollm3", "granite")  # llama.cpp's LlamaModel and its subclasses
-GEMMA = ("gemma2", "gemma3")
+WRITTEN_AS = {model_type: entry for entry in GGUF_ARCHS for model_type in entry.model_types}  # model_type -> GGUFArch
+# tiny_models.build_model keywords for the tiny checkpoints llama.cpp cannot hold as the zoo builds them:
+# its qwen3moe has no dense FFN tensors, its llama4 no per-layer list of RoPE layers (only the interval)
+GGUF_SOURCE_OVERRIDES = {"qwen3_moe": dict(mlp_only_layers=[]), "llama4_text": dict(no_rope_layers=None)}
 TOKEN_NORMAL, TOKEN_CONTROL = 1, 3
 
 
@@ -87,17 +84,27 @@ def _stack_experts(tensors: dict) -> dict:
     return out
 
 
+def plus_one_norms(spec: ArchSpec) -> bool:
+    """Whether the row's norms scale by 1 + w (gemma), which llama.cpp's converters store as 1 + w."""
+    return any(norm.kind in PLUS_ONE_KINDS for norm in spec.attn_norm + spec.ffn_norm + spec.final_norm)
+
+
+def gate_up_interleaved(spec: ArchSpec) -> bool:
+    """Whether the row's fused 3-D experts alternate gate and up columns (gpt-oss), rather than holding
+    the gate half, then the up half (llama4)."""
+    return any(proj is not None and proj.layout == "experts_gate_up_interleaved" for ffn in spec.ffn
+               for proj in (ffn.gate, ffn.up))
+
+
 def _llama_cpp_tensors(tensors: dict, config: dict, split_kv_b: bool = True) -> dict:
     """The renames, splits and transposes llama.cpp's converter applies before naming (see the
     module doc): HF-style names in, HF-style names of what llama.cpp writes out; `split_kv_b=False`
     keeps MLA's kv_b_proj whole, as converters before the split did."""
-    interleaved = config["model_type"] == "gpt_oss"  # gate/up columns alternate; llama4: gate half, up half
+    interleaved = gate_up_interleaved(arch_for_config(config))
     out = {}
     for name, value in _stack_experts(tensors).items():
-        if name.endswith("e_score_correction_bias"):
-            out[name.replace("e_score_correction_bias", "e_score_correction.bias")] = value
-        elif name.endswith(".sinks"):
-            out[name + ".weight"] = value
+        if llama_cpp_name(name) != name:
+            out[llama_cpp_name(name)] = value
         elif name.endswith("experts.gate_up_proj"):  # [E, in, 2 * inner] -> [E, 2 * inner, in]
             fused = value.swapaxes(1, 2)
             inner = fused.shape[1] // 2
@@ -141,10 +148,12 @@ def convert(hf_dir, out_path, qtype: str = "F32", split_max_tensors: int = 0, ex
     hf_dir, out_path = Path(hf_dir), Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     config = json.loads((hf_dir / "config.json").read_text())
-    arch = GGUF_ARCH[config["model_type"]]
+    written = WRITTEN_AS[config["model_type"]]
+    arch = written.arch
     arch_enum = next(a for a, n in MODEL_ARCH_NAMES.items() if n == arch)
+    plus_one = plus_one_norms(arch_for_config(config))
     n_layers = config["num_hidden_layers"]
-    n_nextn = (config.get("num_nextn_predict_layers") or 0) if arch == "glm4moe" else 0
+    n_nextn = (config.get("num_nextn_predict_layers") or 0) if written.mtp_blocks else 0
     n_heads = config["num_attention_heads"]
     n_kv = config.get("num_key_value_heads") or n_heads
     head_dim = config.get("head_dim") or config["hidden_size"] // n_heads
@@ -198,9 +207,9 @@ def convert(hf_dir, out_path, qtype: str = "F32", split_max_tensors: int = 0, ex
     for hf_name, value in sorted(tensors.items()):
         name = _gguf_name(hf_name, name_map)
         data = np.ascontiguousarray(value, dtype=np.float32)
-        if arch in ROPE_PERMUTED and name.endswith(("attn_q.weight", "attn_k.weight", "attn_q.bias", "attn_k.bias")):
+        if written.rope_interleaved and name.endswith(("attn_q.weight", "attn_k.weight", "attn_q.bias", "attn_k.bias")):
             data = rope_interleave(data, n_heads if "attn_q" in name else n_kv)
-        if arch in GEMMA and name.endswith("norm.weight"):
+        if plus_one and name.endswith("norm.weight"):
             data = data + 1.0
         kind = expert_quant if data.ndim == 3 else quant
         if kind not in (GGMLQuantizationType.F32, GGMLQuantizationType.F16) and data.shape[-1] % gguf.GGML_QUANT_SIZES[kind][0]:

@@ -5,7 +5,6 @@ table (`gguf.get_tensor_name_map`) and applies llama.cpp's conventions (reversed
 order, gemma's `1 + w` norms), so these tests check huref's reverse mapping against llama.cpp's.
 """
 
-import json
 import math
 from dataclasses import replace
 import re
@@ -18,41 +17,38 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 import huref.readers.gguf as gguf_reader
+from huref.architectures import ARCHITECTURES, arch_for_config
 from huref.errors import HurefError
 from huref.invariants import invariant_terms
 from huref.similarity import compare_terms
 from huref.sources import load_model, load_vocab
 
 from huref_lab import tiny_models
-from huref_lab.gguf_convert import convert
+from huref_lab.gguf_convert import GGUF_SOURCE_OVERRIDES, WRITTEN_AS, convert, gate_up_interleaved, plus_one_norms
 from huref_lab.tiny_models import N_LAYERS
 
 ALL_LAYERS = list(range(N_LAYERS))
-ARCHITECTURES = ["llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3"]
+FAMILIES = sorted(WRITTEN_AS)  # every model_type llama.cpp's converter writes, as the rows' `gguf` say
 
 
 def terms(spec):
     return invariant_terms(load_model(str(spec)), layers=ALL_LAYERS)
 
 
-@pytest.mark.parametrize("name", ARCHITECTURES)
-def test_f32_gguf_reads_back_every_tensor_config_and_token(name, tiny_zoo, tmp_path):
-    source = tiny_zoo(name)
-    model = load_model(str(convert(source, tmp_path / f"{name}.gguf", "F32")))
-    original = load_file(source / "model.safetensors")
-    assert sorted(model.reader.names()) == sorted(original)
-    for tensor_name, value in original.items():
-        assert model.reader.shape(tensor_name) == tuple(value.shape)
-        # gemma norms come back from 1 + w stored in float32: equal up to one rounding of 1 + w
-        torch.testing.assert_close(model.reader.read(tensor_name), value, rtol=0, atol=1e-7)
-    config = json.loads((source / "config.json").read_text())
-    expected_type = "llama" if name == "mistral" else config["model_type"]  # llama.cpp writes Mistral as llama
-    assert model.config["model_type"] == expected_type
-    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "vocab_size"):
-        assert model.config[key] == config[key], key
-    assert model.dims.head_dim == load_model(str(source)).dims.head_dim
-    assert model.config["tie_word_embeddings"] == ("lm_head.weight" not in original)
-    assert model.vocab == load_vocab(source)
+@pytest.fixture(scope="session")
+def family_source(tiny_zoo, tmp_path_factory):
+    """family_source(model_type) -> its tiny checkpoint as llama.cpp can hold it (GGUF_SOURCE_OVERRIDES)."""
+    built = {}
+
+    def source(name: str):
+        if name not in GGUF_SOURCE_OVERRIDES:
+            return tiny_zoo(name)
+        if name not in built:
+            model = tiny_models.build_model(name, **GGUF_SOURCE_OVERRIDES[name])
+            built[name] = tiny_models.save_checkpoint(model, tmp_path_factory.mktemp(name), tiny_models.token_strings())
+        return built[name]
+
+    return source
 
 
 def test_llama_query_and_key_biases_come_back_in_hugging_face_order(tmp_path):
@@ -96,7 +92,8 @@ def test_rotary_row_order_does_not_change_the_invariants(tiny_zoo, tmp_path, mon
     source = convert(tiny_zoo("llama"), tmp_path / "llama.gguf", "F32")
     original = load_file(tiny_zoo("llama") / "model.safetensors")
     in_hf_order = terms(source)
-    monkeypatch.setattr(gguf_reader, "ROPE_INTERLEAVED", set())
+    monkeypatch.setattr(gguf_reader, "GGUF_ARCHS", tuple(replace(entry, rope_interleaved=False)
+                                                         for entry in gguf_reader.GGUF_ARCHS))
     as_stored = load_model(str(source))
     q = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(as_stored.reader.read(q), original[q])  # the stored rows really differ
@@ -143,10 +140,44 @@ def _write_gguf(path, arch: str):
 
 def test_unsupported_architecture_is_one_clear_line(tmp_path):
     _write_gguf(tmp_path / "m.gguf", "mamba")
-    listed = re.escape(", ".join(sorted(gguf_reader.MODEL_TYPES)))
+    listed = re.escape(", ".join(sorted({entry.arch for spec in ARCHITECTURES for entry in spec.gguf})))
     with pytest.raises(HurefError, match=f"unsupported GGUF architecture 'mamba'; supported: {listed}$") as error:
         load_model(str(tmp_path / "m.gguf"))
     assert "\n" not in str(error.value)
+
+
+def test_metadata_values_of_every_scalar_type_read_back(tmp_path):
+    """One metadata key of each GGUF scalar value type (gguf-py's GGUFValueType, written by its writer):
+    read back as the value written, under the type name the key type checks use."""
+    scalars = [t for t in gguf.GGUFValueType if t not in (gguf.GGUFValueType.STRING, gguf.GGUFValueType.ARRAY)]
+    expected = {}
+    writer = gguf.GGUFWriter(tmp_path / "m.gguf", "llama")
+    for value_type in scalars:
+        value = True if value_type == gguf.GGUFValueType.BOOL else 0.5 if "FLOAT" in value_type.name else 7
+        writer.add_key_value(f"test.{value_type.name.lower()}", value, value_type)
+        kind = ("bool" if value_type == gguf.GGUFValueType.BOOL else "number" if "FLOAT" in value_type.name
+                else "integer")
+        expected[f"test.{value_type.name.lower()}"] = (value, kind)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    file = gguf_reader.read_gguf(tmp_path / "m.gguf")
+    assert {key: (file.metadata[key], file.types[key]) for key in expected} == expected
+
+
+def test_metadata_key_types_use_llama_cpps_spelling(tmp_path):
+    """The separator token id is typed under the key llama.cpp writes and reads (gguf-py's
+    Keys.Tokenizer.SEP_ID, "seperator"): a string there is refused, as llama.cpp's loader refuses it."""
+    writer = gguf.GGUFWriter(tmp_path / "m.gguf", "llama")
+    writer.add_block_count(1)
+    writer.add_string(gguf.Keys.Tokenizer.SEP_ID, "1")
+    writer.add_tensor("token_embd.weight", np.ones((8, 32), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(HurefError, match="metadata tokenizer.ggml.seperator_token_id is of type string, not integer"):
+        load_model(str(tmp_path / "m.gguf"))
 
 
 def test_truncated_or_foreign_files_are_errors(tiny_zoo, tmp_path, huref_cli):
@@ -222,67 +253,104 @@ def test_invariants_read_only_the_selected_embedding_rows(tiny_zoo, tmp_path, mo
     assert sum(read.values()) == embed_bytes + layer_bytes
 
 
-def test_qwen3moe_gguf_reads_back_per_expert_hugging_face_tensors(tmp_path):
-    """Stacked ffn_*_exps tensors come back as one [out, in] matrix per expert (llama.cpp's qwen3moe
-    has no dense FFN tensors, so every layer here has experts)."""
-    source = tiny_models.save_checkpoint(tiny_models.build_model("qwen3_moe", mlp_only_layers=[]),
-                                         tmp_path / "qwen3_moe", tiny_models.token_strings())
-    path = convert(source, tmp_path / "m.gguf", "F32")
-    assert gguf_reader.read_gguf(path).tensors["blk.0.ffn_up_exps.weight"].shape == (4, 32, 64)
-    config, reader, _ = gguf_reader.open_gguf(str(path))
-    assert config["model_type"] == "qwen3_moe" and config["num_local_experts"] == 4
-    original = load_file(source / "model.safetensors")
-    assert sorted(reader.names()) == sorted(original)
-    for name, value in original.items():
-        assert reader.shape(name) == tuple(value.shape)
-        assert torch.equal(reader.read(name), value), name
+FUSED_EXPERTS = re.compile(r"^(.*\.experts)\.(gate_up_proj|down_proj)(_bias)?$")  # [E, in, out] 3-D tensors
 
 
-# families whose GGUF tensors llama.cpp renames, splits or stacks beyond the names (see huref.readers.gguf)
-FAMILIES = ["deepseek_v2", "deepseek_v3", "gpt_oss", "glm4_moe", "olmoe", "exaone4", "smollm3", "seed_oss", "granite",
-            "ernie4_5", "ernie4_5_moe", "hunyuan_v1_dense", "hunyuan_v1_moe", "cohere2", "phimoe"]
+def _per_expert_names(name: str, value) -> list[str]:
+    """The names a GGUF reader gives checkpoint tensor `name`: itself, or one per expert and part
+    for a fused 3-D expert tensor."""
+    match = FUSED_EXPERTS.match(name)
+    if not match:
+        return [name]
+    base, kind = match.group(1), ".bias" if match.group(3) else ".weight"
+    parts = ["gate_proj", "up_proj"] if match.group(2) == "gate_up_proj" else ["down_proj"]
+    return [f"{base}.{e}.{part}{kind}" for e in range(value.shape[0]) for part in parts]
 
 
-def _hugging_face_tensors(reader, original: dict, interleaved: bool = True) -> dict:
+def _hugging_face_tensors(reader, original: dict, interleaved: bool) -> dict:
     """The reader's tensors under the names of `original`; fused experts ([E, in, 2 * inner] gate_up_proj
     with gate and up columns alternating (gpt-oss) or in halves (llama4), [E, inner, out] down_proj)
     rebuilt from per-expert reads."""
-    fused = re.compile(r"^(.*\.experts)\.(gate_up_proj|down_proj)(_bias)?$")
     out = {}
     for name, value in original.items():
-        match = fused.match(name)
-        if not match:
+        names = _per_expert_names(name, value)
+        if names == [name]:
             out[name] = reader.read(name)
             continue
-        base, kind = match.group(1), ".bias" if match.group(3) else ".weight"
-        parts = ["gate_proj", "up_proj"] if match.group(2) == "gate_up_proj" else ["down_proj"]
+        per_part = len(names) // value.shape[0]  # gate and up, or down
         per_expert = []
         for e in range(value.shape[0]):
-            read = [reader.read(f"{base}.{e}.{part}{kind}") for part in parts]  # each [out, in] or [out]
+            read = [reader.read(part) for part in names[e * per_part:(e + 1) * per_part]]  # each [out, in] or [out]
             if interleaved:
                 stacked = torch.stack(read, 1).flatten(0, 1)  # rows gate0, up0, gate1, ...
             else:
                 stacked = torch.cat(read, 0)
-            per_expert.append(stacked if kind == ".bias" else stacked.T)  # weights stored [in, out]
+            per_expert.append(stacked if name.endswith("_bias") else stacked.T)  # weights stored [in, out]
         out[name] = torch.stack(per_expert)
     return out
 
 
+def test_every_gguf_entry_is_a_llama_cpp_architecture_of_its_row():
+    """Each GGUFArch names a llama.cpp architecture and model_types of its own row (a file is read with the
+    row of the model_type it gives); each architecture has one entry without a condition and its entries
+    agree on what its converter does; each model_type is written as one architecture; rotary rows are
+    reordered only in plain Q and K matrices."""
+    by_arch = {}
+    for spec in ARCHITECTURES:
+        for entry in spec.gguf:
+            assert entry.arch in gguf.MODEL_ARCH_NAMES.values() and set(entry.model_types) <= set(spec.model_types)
+            assert entry.when in (None, "experts", "router_bias")
+            assert not entry.rope_interleaved or spec.q.layout == spec.k.layout == "plain"
+            by_arch.setdefault(entry.arch, []).append(entry)
+    for arch, entries in by_arch.items():
+        whens = [entry.when for entry in entries]
+        assert whens.count(None) == 1 and len(set(whens)) == len(whens), arch
+        assert len({(entry.rope_interleaved, entry.mtp_blocks) for entry in entries}) == 1, arch
+    written = [t for entries in by_arch.values() for entry in entries for t in entry.model_types]
+    assert len(written) == len(set(written))
+
+
+def test_two_tensors_of_a_row_with_one_gguf_name_are_a_table_error():
+    """Every family's tensors map to distinct GGUF names; a row whose two FFN alternatives have routers that
+    llama.cpp both calls ffn_gate_inp is refused rather than read as either."""
+    for entry in gguf_reader.GGUF_ARCHS:
+        config = {"model_type": entry.model_types[0], **({entry.qk_norm_flag: True} if entry.qk_norm_flag else {})}
+        assert gguf_reader.gguf_to_hf_names(entry.arch, arch_for_config(config), [0])
+    mixtral = arch_for_config({"model_type": "mixtral"})
+    two_routers = replace(mixtral, ffn=(mixtral.ffn[0], replace(mixtral.ffn[0], router="mlp.gate.weight")))
+    with pytest.raises(ValueError, match="block_sparse_moe.gate and mlp.gate both map to GGUF ffn_gate_inp"):
+        gguf_reader.gguf_to_hf_names("llama", two_routers, [0])
+
+
 @pytest.mark.parametrize("name", FAMILIES)
-def test_family_gguf_reads_back_the_checkpoint_and_its_invariants(name, tiny_zoo, tmp_path):
-    """F32: every tensor of the Hugging Face checkpoint comes back (MLA's kv_b_proj re-fused from
-    attn_k_b / attn_v_b, gpt-oss's gate_up_proj from ffn_gate_exps / ffn_up_exps); ICS against the
-    safetensors original at F32, F16 and Q8_0 (the figures in docs/FORMATS.md)."""
-    source = tiny_zoo(name)
+def test_family_gguf_reads_back_the_checkpoint(name, family_source, tmp_path):
+    """F32: the reader gives every tensor of the Hugging Face checkpoint under its name (fused 3-D experts
+    one per expert), exactly (a plus-one norm's scale w as (w + 1) - 1 in float32: llama.cpp stores 1 + w),
+    and nothing else; MLA's kv_b_proj re-fused from attn_k_b / attn_v_b; the model_type (mistral is
+    written as llama, mixtral and deepseek_v3 told apart by their tensors), sizes, tied head and vocabulary."""
+    source = family_source(name)
     original = load_file(source / "model.safetensors")
-    path = convert(source, tmp_path / f"{name}.gguf", "F32")
-    model = load_model(str(path))
-    assert model.config["model_type"] == json.loads((source / "config.json").read_text())["model_type"]
-    dims = load_model(str(source)).dims
-    assert replace(model.dims, eps=dims.eps) == dims and math.isclose(model.dims.eps, dims.eps, rel_tol=1e-6)  # float32 eps
-    read = _hugging_face_tensors(model.reader, original)
+    model = load_model(str(convert(source, tmp_path / f"{name}.gguf", "F32")))
+    assert model.config["model_type"] == WRITTEN_AS[name].model_types[0]
+    reference = load_model(str(source))
+    assert replace(model.dims, eps=reference.dims.eps) == reference.dims
+    assert math.isclose(model.dims.eps, reference.dims.eps, rel_tol=1e-6)  # stored as float32
+    assert model.config["tie_word_embeddings"] == ("lm_head.weight" not in original)
+    assert model.vocab == load_vocab(source)
+    expected_names = [expert_name for name, value in original.items() for expert_name in _per_expert_names(name, value)]
+    assert sorted(model.reader.names()) == sorted(expected_names)
+    plus_one = plus_one_norms(reference.arch)
+    read = _hugging_face_tensors(model.reader, original, gate_up_interleaved(reference.arch))
     for tensor_name, value in original.items():
-        torch.testing.assert_close(read[tensor_name], value, rtol=0, atol=0, msg=tensor_name)
+        expected = (value + 1.0) - 1.0 if plus_one and tensor_name.endswith("norm.weight") else value
+        torch.testing.assert_close(read[tensor_name], expected, rtol=0, atol=0, msg=tensor_name)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_family_gguf_keeps_the_invariants(name, family_source, tmp_path):
+    """ICS against the safetensors original at F32 (the config built from the metadata gives the layers the
+    same structure: QK-norm and attention layers, experts), F16 and Q8_0 (the figures in docs/FORMATS.md)."""
+    source = family_source(name)
     reference = terms(source)
     ics = {qtype: compare_terms(reference, terms(convert(source, tmp_path / f"{name}-{qtype}.gguf", qtype)))["ics"]
            for qtype in ("F32", "F16", "Q8_0")}
@@ -291,8 +359,8 @@ def test_family_gguf_reads_back_the_checkpoint_and_its_invariants(name, tiny_zoo
 
 
 @pytest.mark.parametrize("name", FAMILIES)
-def test_a_truncated_family_gguf_is_one_line_exit_2(name, tiny_zoo, tmp_path, huref_cli):
-    data = convert(tiny_zoo(name), tmp_path / f"{name}.gguf", "Q8_0").read_bytes()
+def test_a_truncated_family_gguf_is_one_line_exit_2(name, family_source, tmp_path, huref_cli):
+    data = convert(family_source(name), tmp_path / f"{name}.gguf", "Q8_0").read_bytes()
     (tmp_path / "cut.gguf").write_bytes(data[: len(data) * 2 // 3])
     code, _, err = huref_cli("invariants", str(tmp_path / "cut.gguf"), "-o", str(tmp_path / "t.st"))
     assert code == 2 and "cut.gguf: truncated or malformed GGUF file" in err
@@ -355,39 +423,3 @@ def test_gpt_oss_mxfp4_experts_keep_the_invariants(tiny_zoo, tmp_path):
     unrelated = compare_terms(reference, terms(tiny_zoo("gpt_oss", seed=1)))["ics"]
     print(f"gpt_oss: ICS MXFP4 experts + Q8_0 vs safetensors {ics:.4f}; vs an unrelated seed {unrelated:.3f}")
     assert ics >= 0.98 and ics > unrelated + 0.5
-
-
-def _tiny_llama4(directory):
-    """A tiny Llama-4 text checkpoint (model_type llama4_text) whose layer 1 has 4 experts and a shared
-    one and layers 0 and 2 a dense FFN (interleave_moe_layer_step, the published configs' schedule)."""
-    config = transformers.Llama4TextConfig(
-        vocab_size=tiny_models.VOCAB_SIZE, hidden_size=64, intermediate_size=32, intermediate_size_mlp=128,
-        num_hidden_layers=N_LAYERS, num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_local_experts=4,
-        num_experts_per_tok=1, interleave_moe_layer_step=2, max_position_embeddings=128, tie_word_embeddings=False)
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    return tiny_models.save_checkpoint(model, directory, tiny_models.token_strings())
-
-
-def test_llama4_gguf_reads_back_the_checkpoint(tmp_path):
-    """llama4: gate_up_proj [E, in, 2 * inner] (gate half, up half) comes back from ffn_gate_exps /
-    ffn_up_exps, down_proj from ffn_down_exps; dense, shared-expert and router tensors by name."""
-    source = _tiny_llama4(tmp_path / "llama4")
-    path = convert(source, tmp_path / "llama4.gguf", "F32")
-    stored = gguf_reader.read_gguf(path).tensors
-    assert stored["blk.1.ffn_gate_exps.weight"].shape == (4, 32, 64) and "blk.0.ffn_gate.weight" in stored
-    config, reader, _ = gguf_reader.open_gguf(str(path))
-    assert config["model_type"] == "llama4_text" and config["num_local_experts"] == 4
-    original = load_file(source / "model.safetensors")
-    read = _hugging_face_tensors(reader, original, interleaved=False)
-    for name, value in original.items():
-        torch.testing.assert_close(read[name], value, rtol=0, atol=0, msg=name)
-
-
-def test_llama4_gguf_keeps_the_invariants(tmp_path):
-    source = _tiny_llama4(tmp_path / "llama4")
-    reference = terms(source)
-    ics = {qtype: compare_terms(reference, terms(convert(source, tmp_path / f"llama4-{qtype}.gguf", qtype)))["ics"]
-           for qtype in ("F32", "F16", "Q8_0")}
-    print(f"llama4_text: ICS GGUF vs safetensors {ics}")
-    assert ics["F32"] > 0.99999 and ics["F16"] >= 0.999 and ics["Q8_0"] >= 0.99

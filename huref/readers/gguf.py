@@ -12,32 +12,34 @@ positioned reads, never memory-mapped, so that pages of the file do not count in
 A row of a GGUF matrix is always a whole number of quant blocks: reading some rows reads and
 dequantizes (`gguf.quants`) those rows only.
 
-Names come from llama.cpp's own table: for each llama.cpp architecture, `HF_LAYER_PARTS` lists the
-Hugging Face tensor names of its model_type, and `gguf.get_tensor_name_map` (the table llama.cpp's
-converter uses) says which GGUF tensor each one became. What else the translation undoes, so that
-a GGUF file and the checkpoint it was converted from read alike:
+Names come from llama.cpp's own table: the row of `huref.architectures` for the file's model_type
+names each role's tensor, and `gguf.get_tensor_name_map` (the table llama.cpp's converter uses) says
+which GGUF tensor each one became. The row's `gguf` entries (`GGUFArch`) say which llama.cpp
+architecture is read as which model_type, and what else the converter changed. What the translation
+undoes, so that a GGUF file and the checkpoint it was converted from read alike:
 - shapes: GGUF lists dimensions fastest-first (ggml's `ne`); here they are reversed.
-- experts: a 3-D `ffn_{gate,up,down}_exps` tensor becomes one 2-D tensor per expert (names with
-  `{e}` in `HF_LAYER_PARTS`); gpt-oss's and llama4's too, whose Hugging Face checkpoints fuse gate
-  and up (`huref.architectures` lists their per-expert names as an alternative).
+- experts: a 3-D `ffn_{gate,up,down}_exps` tensor becomes one 2-D tensor per expert (the row's
+  per-expert names, with `{e}`); gpt-oss's and llama4's too, whose Hugging Face checkpoints fuse gate
+  and up (their rows list per-expert names as an alternative).
 - multi-head latent attention (deepseek2): newer converters split `kv_b_proj` into `attn_k_b`
   [heads, kv_rank, nope] (each head's key rows transposed) and `attn_v_b` [heads, v, kv_rank];
   the reader fuses them back into `kv_b_proj` [heads * (nope + v), kv_rank], per head its key rows
   then its value rows (`Entry.value_rows`). Older files hold `attn_kv_b` as is.
 - renamed parameters: the converter appends `.weight` to gpt-oss's `sinks` and writes
-  `e_score_correction_bias` as `e_score_correction.bias` (`PARAMETER_NAMES` undoes both).
+  `e_score_correction_bias` as `e_score_correction.bias` (`PARAMETER_NAMES`).
 - next-token-prediction layers (glm4moe's nextn/MTP blocks after the causal stack, counted in
   `block_count`): `{arch}.nextn_predict_layers` of them are left out, as they are not part of
   the model's forward pass.
-- rotary row order: for `llama` (also Mistral and Mixtral files) llama.cpp's converter reorders the
-  rows of each Q and K head from the "rotate half" layout to interleaved pairs; the reader reads
-  them back in Hugging Face order (`ROPE_INTERLEAVED`).
-- gemma norms: llama.cpp stores `1 + w` for every gemma norm scale; the reader returns `w`, so the
-  `rms_plus1` convention of `huref.architectures` gives the stored scale back (`NORM_PLUS_ONE`).
+- rotary row order: where the converter reorders the rows of each Q and K head from the "rotate
+  half" layout to interleaved pairs (`GGUFArch.rope_interleaved`: llama, also Mistral and Mixtral
+  files, smollm3, granite), the reader reads them back in Hugging Face order.
+- plus-one norms: llama.cpp stores `1 + w` for a norm of a plus-one kind (`rms_plus1`: gemma's), as
+  ggml's norms multiply by the stored scale; the reader returns `w`, so the row's norm kind gives the
+  stored scale back.
+- a config flag the file leaves out (glm4moe's `use_qk_norm`, `GGUFArch.qk_norm_flag`) is set from
+  whether the file holds QK norms.
 
-Adding an architecture: a row in `MODEL_TYPES` (llama.cpp name -> model_type), its tensor names in
-`HF_LAYER_PARTS`, and membership in `ROPE_INTERLEAVED` / `NORM_PLUS_ONE` where the converter does that
-(llama.cpp's `LlamaModel` subclasses permute unless they set `undo_permute = False`).
+Adding an architecture: a `GGUFArch` in the `gguf` of its row in `huref.architectures`.
 """
 
 from __future__ import annotations
@@ -51,127 +53,54 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import gguf
 import numpy as np
 import torch
+from gguf import Keys
 
+from huref.architectures import GGUF_ARCHS, PLUS_ONE_KINDS, FFN, ArchSpec, GGUFArch, Norm, Proj, arch_for_config
 from huref.config import MAX_SIZE, config_value
 from huref.errors import HurefError, excerpt
 from huref.readers import TensorReader, as_row_index, open_regular, read_exactly
 from huref.readers.safetensors import consecutive_runs
 
-# llama.cpp `general.architecture` -> Hugging Face model_type; a file with experts may be another type.
-MODEL_TYPES = {
-    "llama": "llama",  # also Mistral: llama.cpp writes it as llama
-    "qwen2": "qwen2",
-    "qwen3": "qwen3",
-    "qwen3moe": "qwen3_moe",
-    "gemma": "gemma",
-    "gemma2": "gemma2",
-    "gemma3": "gemma3_text",
-    "phi3": "phi3",
-    "deepseek2": "deepseek_v2",  # also DeepSeek-V3 and GLM-4.7-Flash: see WITH_ROUTER_BIAS
-    "glm4moe": "glm4_moe",
-    "gpt-oss": "gpt_oss",
-    "olmoe": "olmoe",
-    "exaone4": "exaone4",
-    "smollm3": "smollm3",
-    "seed_oss": "seed_oss",
-    "granite": "granite",
-    "ernie4_5": "ernie4_5",
-    "ernie4_5-moe": "ernie4_5_moe",
-    "hunyuan-dense": "hunyuan_v1_dense",
-    "hunyuan-moe": "hunyuan_v1_moe",
-    "cohere2": "cohere2",
-    "phimoe": "phimoe",
-    "llama4": "llama4_text",
-}
-WITH_EXPERTS = {"llama": "mixtral"}
-# a file whose routers have a choice-only bias (`exp_probs_b`, sigmoid routing) is this model_type
-WITH_ROUTER_BIAS = {"deepseek2": "deepseek_v3"}
-# config.json flag that says the layers have QK norms, set when the file holds them
-QK_NORM_FLAGS = {"glm4moe": "use_qk_norm"}
-ROPE_INTERLEAVED = {"llama", "smollm3", "granite"}  # Q/K rows written per head as interleaved rotary pairs
-NORM_PLUS_ONE = {"gemma", "gemma2", "gemma3"}  # norm scales written as 1 + w
-
-_ATTENTION = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
-_QK_NORMS = ("self_attn.q_norm", "self_attn.k_norm")
-_NORMS = ("input_layernorm", "post_attention_layernorm")
-_GATED = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
-_EXPERTS = ("mlp.gate", "mlp.experts.{e}.gate_proj", "mlp.experts.{e}.up_proj", "mlp.experts.{e}.down_proj")
-_MIXTRAL_EXPERTS = ("block_sparse_moe.gate", "block_sparse_moe.experts.{e}.w1", "block_sparse_moe.experts.{e}.w2",
-                    "block_sparse_moe.experts.{e}.w3")
-_HUNYUAN_QK_NORMS = ("self_attn.query_layernorm", "self_attn.key_layernorm")
-_SHARED = ("mlp.shared_experts.gate_proj", "mlp.shared_experts.up_proj", "mlp.shared_experts.down_proj")
-_ROUTER_BIAS = ("mlp.gate.e_score_correction",)  # written e_score_correction.bias: see PARAMETER_NAMES
-_MLA = ("self_attn.q_proj", "self_attn.q_a_proj", "self_attn.q_a_layernorm", "self_attn.q_b_proj",
-        "self_attn.kv_a_proj_with_mqa", "self_attn.kv_a_layernorm", "self_attn.kv_b_proj", "self_attn.o_proj")
-# model_type -> Hugging Face tensor names inside model.layers.N (no .weight/.bias); {e}: one per expert
-HF_LAYER_PARTS = {
-    "llama": _ATTENTION + _NORMS + _GATED,
-    "qwen2": _ATTENTION + _NORMS + _GATED,
-    "qwen3": _ATTENTION + _QK_NORMS + _NORMS + _GATED,
-    "gemma": _ATTENTION + _NORMS + _GATED,
-    "gemma2": _ATTENTION + _NORMS + ("pre_feedforward_layernorm", "post_feedforward_layernorm") + _GATED,
-    "gemma3_text": _ATTENTION + _QK_NORMS + _NORMS + ("pre_feedforward_layernorm", "post_feedforward_layernorm")
-    + _GATED,
-    "phi3": ("self_attn.qkv_proj", "self_attn.o_proj") + _NORMS + ("mlp.gate_up_proj", "mlp.down_proj"),
-    "mixtral": _ATTENTION + _NORMS + _MIXTRAL_EXPERTS,
-    "qwen3_moe": _ATTENTION + _QK_NORMS + _NORMS + _EXPERTS,
-    "deepseek_v2": _MLA + _NORMS + _GATED + _EXPERTS + _SHARED,  # dense layers: first_k_dense_replace
-    "deepseek_v3": _MLA + _NORMS + _GATED + _EXPERTS + _SHARED + _ROUTER_BIAS,
-    "glm4_moe": _ATTENTION + _QK_NORMS + _NORMS + _GATED + _EXPERTS + _SHARED + _ROUTER_BIAS,
-    "gpt_oss": _ATTENTION + ("self_attn.sinks",) + _NORMS + ("mlp.router", "mlp.experts.{e}.gate_proj",
-                                                          "mlp.experts.{e}.up_proj", "mlp.experts.{e}.down_proj"),
-    "olmoe": _ATTENTION + _QK_NORMS + _NORMS + _EXPERTS,
-    "exaone4": _ATTENTION + _QK_NORMS + ("post_attention_layernorm", "post_feedforward_layernorm") + _GATED,
-    "smollm3": _ATTENTION + _NORMS + _GATED,
-    "seed_oss": _ATTENTION + _NORMS + _GATED,
-    "granite": _ATTENTION + _NORMS + _GATED,
-    "ernie4_5": _ATTENTION + _NORMS + _GATED,
-    "ernie4_5_moe": _ATTENTION + _NORMS + _GATED + _EXPERTS + _SHARED + ("mlp.moe_statics.e_score_correction",),
-    "hunyuan_v1_dense": _ATTENTION + _HUNYUAN_QK_NORMS + _NORMS + _GATED,
-    "hunyuan_v1_moe": _ATTENTION + _HUNYUAN_QK_NORMS + _NORMS + ("mlp.gate.wg",) + _EXPERTS[1:]
-    + ("mlp.shared_mlp.gate_proj", "mlp.shared_mlp.up_proj", "mlp.shared_mlp.down_proj"),
-    "cohere2": _ATTENTION + ("input_layernorm",) + _GATED,  # one LayerNorm for both sublayers
-    "phimoe": _ATTENTION + _NORMS + _MIXTRAL_EXPERTS,
-    # dense layers between MoE ones (interleave_moe_layer_step); the checkpoint fuses the experts'
-    # gate and up (`huref.architectures` lists per-expert names as an alternative)
-    "llama4_text": _ATTENTION + _NORMS + tuple(f"feed_forward.{part}" for part in (
-        "gate_proj", "up_proj", "down_proj", "router", "experts.{e}.gate_proj", "experts.{e}.up_proj",
-        "experts.{e}.down_proj", "shared_expert.gate_proj", "shared_expert.up_proj", "shared_expert.down_proj")),
-}
-# Hugging Face name as the reader builds it (table name + .weight/.bias) -> the parameter's real name
+ARCH_NAMES = sorted({entry.arch for entry in GGUF_ARCHS})  # the llama.cpp architectures huref reads
+# llama.cpp's name for a parameter (the converter renames these before asking its table) -> the checkpoint's
 PARAMETER_NAMES = {"self_attn.sinks.weight": "self_attn.sinks",
                    "e_score_correction.bias": "e_score_correction_bias"}
-HF_GLOBAL_NAMES = ("model.embed_tokens", "model.norm", "lm_head")
-EMBEDDING = "model.embed_tokens.weight"
 SPLIT_NAME = re.compile(r"^(.*)-(\d{5})-of-(\d{5})\.gguf$")
 BLOCK_NAME = re.compile(r"blk\.(0|[1-9][0-9]{0,7})\.")  # a tensor of block N (below 10^8)
 MAX_DIMS = 4  # GGML_MAX_DIMS
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_STRING, _ARRAY = 8, 9  # gguf.GGUFValueType
-_KIND_NAMES = {**dict.fromkeys((0, 1, 2, 3, 4, 5, 10, 11), "integer"), 6: "number", 12: "number", 7: "bool",
-               _STRING: "string"}  # GGUF value type -> what a key's type check calls it (arrays: "<item> array")
+_STRING, _ARRAY = gguf.GGUFValueType.STRING, gguf.GGUFValueType.ARRAY
+# GGUF scalar value type -> its little-endian numpy type, named as in gguf-py's GGUFValueType (UINT32 -> uint32)
+_SCALARS = {int(t): np.dtype(t.name.lower()).newbyteorder("<") for t in gguf.GGUFValueType
+            if t not in (_STRING, _ARRAY)}
+# GGUF value type -> what a key's type check calls it (arrays: "<item> array")
+_KIND_NAMES = {**{t: {"u": "integer", "i": "integer", "f": "number", "b": "bool"}[d.kind] for t, d in _SCALARS.items()},
+               int(_STRING): "string"}
 INTEGER, NUMBER, STRING = {"integer"}, {"number"}, {"string"}
 PER_LAYER = {"integer", "integer array"}  # a size, or one per layer (`_single` takes one value)
 # The types of the metadata keys huref reads, and of the standard keys whose type the GGUF
 # specification (ggml's docs/gguf.md) fixes; a key of another type is refused, as llama.cpp's loader
-# refuses it. "{arch}." is the file's general.architecture.
+# refuses it. The keys are gguf-py's constants, spelled as llama.cpp writes and reads them (the
+# specification's separator_token_id is llama.cpp's seperator_token_id); gguf-py has no table of
+# their types (its writer's add_* methods fix them in code), so the types are listed here.
+# "{arch}." is the file's general.architecture.
 KEY_TYPES = {
-    "general.architecture": STRING, "general.name": STRING, "general.alignment": INTEGER,
-    "split.no": INTEGER, "split.count": INTEGER, "split.tensors.count": INTEGER,
-    "tokenizer.ggml.model": STRING, "tokenizer.ggml.tokens": {"string array"},
-    "tokenizer.ggml.token_type": {"integer array"}, "tokenizer.ggml.scores": {"number array"},
-    "tokenizer.ggml.merges": {"string array"},
-    **{f"tokenizer.ggml.{token}_token_id": INTEGER for token in ("bos", "eos", "unknown", "separator", "padding")},
-    "{arch}.block_count": INTEGER, "{arch}.context_length": INTEGER, "{arch}.embedding_length": INTEGER,
-    "{arch}.feed_forward_length": PER_LAYER, "{arch}.expert_count": INTEGER, "{arch}.expert_used_count": INTEGER,
-    "{arch}.nextn_predict_layers": INTEGER, "{arch}.rope.dimension_count": INTEGER,
-    "{arch}.attention.head_count": PER_LAYER, "{arch}.attention.head_count_kv": PER_LAYER,
-    "{arch}.attention.key_length": INTEGER, "{arch}.attention.value_length": INTEGER,
-    "{arch}.attention.key_length_mla": INTEGER, "{arch}.attention.value_length_mla": INTEGER,
-    "{arch}.attention.q_lora_rank": INTEGER, "{arch}.attention.kv_lora_rank": INTEGER,
-    "{arch}.attention.layer_norm_epsilon": NUMBER, "{arch}.attention.layer_norm_rms_epsilon": NUMBER,
+    Keys.General.ARCHITECTURE: STRING, Keys.General.NAME: STRING, Keys.General.ALIGNMENT: INTEGER,
+    **dict.fromkeys((Keys.Split.LLM_KV_SPLIT_NO, Keys.Split.LLM_KV_SPLIT_COUNT, Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT),
+                    INTEGER),
+    Keys.Tokenizer.MODEL: STRING, Keys.Tokenizer.LIST: {"string array"}, Keys.Tokenizer.TOKEN_TYPE: {"integer array"},
+    Keys.Tokenizer.SCORES: {"number array"}, Keys.Tokenizer.MERGES: {"string array"},
+    **dict.fromkeys((Keys.Tokenizer.BOS_ID, Keys.Tokenizer.EOS_ID, Keys.Tokenizer.UNK_ID, Keys.Tokenizer.SEP_ID,
+                     Keys.Tokenizer.PAD_ID), INTEGER),
+    **dict.fromkeys((Keys.LLM.BLOCK_COUNT, Keys.LLM.CONTEXT_LENGTH, Keys.LLM.EMBEDDING_LENGTH, Keys.LLM.EXPERT_COUNT,
+                     Keys.LLM.EXPERT_USED_COUNT, Keys.LLM.NEXTN_PREDICT_LAYERS, Keys.Rope.DIMENSION_COUNT,
+                     Keys.Attention.KEY_LENGTH, Keys.Attention.VALUE_LENGTH, Keys.Attention.KEY_LENGTH_MLA,
+                     Keys.Attention.VALUE_LENGTH_MLA, Keys.Attention.Q_LORA_RANK, Keys.Attention.KV_LORA_RANK),
+                    INTEGER),
+    **dict.fromkeys((Keys.LLM.FEED_FORWARD_LENGTH, Keys.Attention.HEAD_COUNT, Keys.Attention.HEAD_COUNT_KV), PER_LAYER),
+    **dict.fromkeys((Keys.Attention.LAYERNORM_EPS, Keys.Attention.LAYERNORM_RMS_EPS), NUMBER),
 }
 
 
@@ -304,15 +233,13 @@ def open_gguf(path: str) -> tuple[dict, GGUFTensorReader, list[str | None] | Non
     files = [read_gguf(p) for p in paths]
     meta = files[0].metadata
     arch = meta.get("general.architecture")
-    if arch not in MODEL_TYPES:
-        raise HurefError(
-            f"{path}: unsupported GGUF architecture '{str(arch)[:40]}'; supported: {', '.join(sorted(MODEL_TYPES))}"
-        )
+    if arch not in ARCH_NAMES:
+        raise HurefError(f"{path}: unsupported GGUF architecture '{str(arch)[:40]}'; supported: {', '.join(ARCH_NAMES)}")
     tensors = joined_splits(paths, files)
     if "token_embd.weight" not in tensors:
         raise HurefError(f"{path}: no token_embd.weight tensor in the GGUF file")
-    config = hf_config(meta, arch, tensors)
-    entries = hf_entries(tensors, arch, config)
+    config, written = hf_config(meta, arch, tensors)
+    entries = hf_entries(tensors, written, config)
     return config, GGUFTensorReader(entries), _vocab(files[0])
 
 
@@ -398,7 +325,7 @@ class _HeaderCursor:
         "<item> array"): a Python scalar or str, a numpy array for a numeric array, a list of str for
         a string array when keep_strings, else None (skipped)."""
         if kind in _SCALARS:
-            return self.scalar(_SCALARS[kind]), _KIND_NAMES[kind]
+            return np.frombuffer(self.take(_SCALARS[kind].itemsize), dtype=_SCALARS[kind])[0].item(), _KIND_NAMES[kind]
         if kind == _STRING:
             return self.string(), "string"
         if kind != _ARRAY:
@@ -407,7 +334,7 @@ class _HeaderCursor:
         if count > self.size:  # every item takes at least one byte
             raise _Malformed("a metadata array claims more items than the file holds")
         if item_kind in _SCALARS:
-            dtype = np.dtype(_SCALARS[item_kind])
+            dtype = _SCALARS[item_kind]
             return np.frombuffer(self.take(count * dtype.itemsize), dtype=dtype), _KIND_NAMES[item_kind] + " array"
         items = [self.value(item_kind)[0] for _ in range(count)]
         return (items if keep_strings and item_kind == _STRING else None), f"{_KIND_NAMES.get(item_kind, 'array')} array"
@@ -416,22 +343,20 @@ class _HeaderCursor:
 def read_gguf(path: Path) -> GGUFFile:
     """Parse a GGUF header (version 2 or 3, little-endian): metadata, token strings and the place of
     every tensor, each checked to lie inside the file. Nothing else of the file is read."""
-    import gguf
-
     try:
         with open_regular(str(path), buffering=1 << 20) as file:  # a FIFO or device is refused, not waited on
             size = os.fstat(file.fileno()).st_size
             if file.read(4) != b"GGUF":
                 raise HurefError(f"{path}: not a GGUF file (no GGUF magic)")
             try:
-                return _parse_header(_HeaderCursor(file, size), str(path), gguf)
+                return _parse_header(_HeaderCursor(file, size), str(path))
             except (_Malformed, struct.error, ValueError, OverflowError) as e:  # ValueError: an unknown tensor type
                 raise HurefError(f"{path}: truncated or malformed GGUF file ({e})") from None
     except OSError as e:
         raise HurefError(f"{path}: cannot read ({e.strerror})") from None
 
 
-def _parse_header(cursor: _HeaderCursor, path: str, gguf) -> GGUFFile:
+def _parse_header(cursor: _HeaderCursor, path: str) -> GGUFFile:
     version = cursor.scalar("<I")
     if version & 0xFFFF == 0:
         raise _Malformed("big-endian GGUF files are not supported")
@@ -491,8 +416,6 @@ def check_types(types: dict[str, str], arch) -> None:
 
 def _vocab(file: GGUFFile) -> list[str | None] | None:
     """Token strings by id; control tokens (tokenizer.ggml.token_type CONTROL) are None."""
-    import gguf
-
     if file.tokens is None:
         return None
     vocab: list[str | None] = list(file.tokens)
@@ -512,10 +435,10 @@ def _single(value, key: str):
     return value
 
 
-def hf_config(meta: dict, arch: str, tensors: dict[str, StoredTensor]) -> dict:
+def hf_config(meta: dict, arch: str, tensors: dict[str, StoredTensor]) -> tuple[dict, GGUFArch]:
     """The config.json keys huref reads (model_type and the sizes `huref.config.model_dims` takes),
-    plus vocab_size, tie_word_embeddings and _name_or_path (general.name), from GGUF metadata (`{arch}.embedding_length`, ...)."""
-    from gguf import Keys
+    plus vocab_size, tie_word_embeddings and _name_or_path (general.name), from GGUF metadata
+    (`{arch}.embedding_length`, ...); and the `GGUFArch` the file is read with (`read_as`)."""
 
     def get(key: str, default=None):
         name = key.format(arch=arch)
@@ -545,11 +468,9 @@ def hf_config(meta: dict, arch: str, tensors: dict[str, StoredTensor]) -> dict:
     if isinstance(eps, (np.integer, np.floating)):
         eps = eps.item()
     eps = config_value({"norm epsilon": eps}, "norm epsilon", kind=float, low=0.0, where="GGUF metadata")
-    model_type = WITH_EXPERTS.get(arch, MODEL_TYPES[arch]) if n_experts else MODEL_TYPES[arch]
-    if arch in WITH_ROUTER_BIAS and any(name.endswith(".exp_probs_b.bias") for name in tensors):
-        model_type = WITH_ROUTER_BIAS[arch]
+    written = read_as(arch, n_experts, tensors)
     config = {
-        "model_type": model_type,
+        "model_type": written.model_types[0],
         "hidden_size": hidden,
         "num_hidden_layers": n_layers,
         "num_attention_heads": n_heads,
@@ -561,8 +482,8 @@ def hf_config(meta: dict, arch: str, tensors: dict[str, StoredTensor]) -> dict:
     }
     if n_experts:
         config["num_local_experts"] = n_experts
-    if arch in QK_NORM_FLAGS:
-        config[QK_NORM_FLAGS[arch]] = any(name.endswith(".attn_q_norm.weight") for name in tensors)
+    if written.qk_norm_flag:
+        config[written.qk_norm_flag] = any(name.endswith(".attn_q_norm.weight") for name in tensors)
     if get(Keys.Attention.KV_LORA_RANK) is not None:  # MLA: llama.cpp writes it as one key/value head
         rope = size(Keys.Rope.DIMENSION_COUNT)
         key_length = size(Keys.Attention.KEY_LENGTH_MLA, get(Keys.Attention.KEY_LENGTH))
@@ -575,7 +496,22 @@ def hf_config(meta: dict, arch: str, tensors: dict[str, StoredTensor]) -> dict:
     name = meta.get(Keys.General.NAME)
     if isinstance(name, str) and name.strip():
         config["_name_or_path"] = name.strip()[:200]  # the published name: huref's label for the model
-    return config
+    return config, written
+
+
+def read_as(arch: str, n_experts: int, tensors) -> GGUFArch:
+    """The `GGUF_ARCHS` entry a file of llama.cpp architecture `arch` is read with: the one whose `when`
+    holds for the file (it has experts; its routers have a choice-only bias, `exp_probs_b`), else the
+    one without a condition."""
+    def holds(when: str | None) -> bool:
+        if when == "experts":
+            return n_experts > 0
+        if when == "router_bias":
+            return any(name.endswith(".exp_probs_b.bias") for name in tensors)
+        return True
+
+    return max((entry for entry in GGUF_ARCHS if entry.arch == arch and holds(entry.when)),
+               key=lambda entry: entry.when is not None)
 
 
 def _rope_row_order(n_rows: int, n_heads: int) -> np.ndarray:
@@ -602,45 +538,112 @@ def name_map_of(arch: str):
     """llama.cpp's tensor name table (`gguf.get_tensor_name_map`) for `arch`, built for block 0
     alone: every block names its tensors alike ("blk.{i}." before the same part), so a table sized
     by a claimed block count is never built."""
-    import gguf
-
     arch_enum = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch)
     return gguf.get_tensor_name_map(arch_enum, 1)
 
 
-def block_part(name_map, part: str) -> str | None:
+def block_part(name_map, layer: str, part: str) -> str | None:
     """The GGUF name of a layer's Hugging Face tensor `part` ("self_attn.q_proj") after its block's
-    "blk.{i}." ("attn_q"), or None when the architecture has no such tensor."""
-    gguf_name = name_map.get_name(f"model.layers.0.{part}")
+    "blk.{i}." ("attn_q"), or None when the architecture has no such tensor; `layer` is the row's
+    layer prefix ("model.layers.{i}.")."""
+    gguf_name = name_map.get_name(layer.format(i=0) + part)
     return gguf_name[len("blk.0."):] if gguf_name is not None and gguf_name.startswith("blk.0.") else None
 
 
-def gguf_to_hf_names(arch: str, model_type: str, blocks: list[int]) -> dict[str, str]:
-    """GGUF tensor base name -> Hugging Face one ("blk.3.attn_q" -> "model.layers.3.self_attn.q_proj"),
-    asked of llama.cpp's own table for every name in `HF_LAYER_PARTS[model_type]`, for the given
-    blocks; a 3-D expert tensor maps to a name with `{e}`."""
+def llama_cpp_name(name: str) -> str:
+    """A checkpoint parameter's name as llama.cpp's converter renames it before asking its table
+    (`PARAMETER_NAMES`: "mlp.gate.e_score_correction_bias" -> "mlp.gate.e_score_correction.bias");
+    other names as they are."""
+    for stored, real in PARAMETER_NAMES.items():
+        if name == real or name.endswith("." + real):
+            return name[: len(name) - len(real)] + stored
+    return name
+
+
+def stored_base(name: str) -> str:
+    """The name llama.cpp's table is asked for a checkpoint tensor by: `llama_cpp_name` without
+    .weight / .bias ("mlp.gate.e_score_correction")."""
+    name = llama_cpp_name(name)
+    return name.rpartition(".")[0] if name.endswith((".weight", ".bias")) else name
+
+
+def layer_parts(spec: ArchSpec) -> dict[str, Proj | Norm | None]:
+    """The tensors of one layer of `spec` a GGUF file can hold, by base name inside the layer
+    ("self_attn.q_proj"; per expert "mlp.experts.{e}.gate_proj"), each with the Proj or Norm of the
+    row that names it (None: a router, router bias or sinks). Attention (plain or latent), norms and
+    every FFN alternative with its router, router bias and shared expert, except an alternative whose
+    experts are one fused or transposed 3-D tensor: llama.cpp stores experts stacked [expert, out, in],
+    which the row's per-expert alternative reads."""
+    mla = spec.mla
+    projs = [spec.q, spec.k, spec.v, spec.o] + ([mla.q, mla.q_a, mla.q_b, mla.kv_a, mla.kv_b] if mla else [])
+    norms = (spec.attn_norm + spec.ffn_norm + spec.attn_post_norm + spec.ffn_post_norm + spec.q_norm + spec.k_norm
+             + ((mla.q_a_norm, mla.kv_a_norm) if mla else ()))
+    roles = projs + [norm for norm in norms if norm.name] + [part for ffn in spec.ffn for part in _ffn_parts(ffn)]
+    parts: dict[str, Proj | Norm | None] = {}
+    for role in roles + [spec.sinks]:
+        if isinstance(role, str):  # a router, router bias or sinks
+            parts.setdefault(stored_base(role), None)
+        elif role is not None:
+            parts.setdefault(stored_base(role.name), role)
+    return parts
+
+
+def _ffn_parts(ffn: FFN) -> list[Proj | str]:
+    """The matrices of one FFN alternative (Projs; router and router bias by name) and of its shared
+    expert, or none when its experts are stored as one 3-D tensor (see `layer_parts`)."""
+    projs = [proj for proj in (ffn.gate, ffn.up, ffn.down) if proj is not None]
+    if any(proj.transposed or proj.layout.startswith("experts") for proj in projs):
+        return []
+    named = [name for name in (ffn.router, ffn.router_bias) if name]
+    return projs + named + (_ffn_parts(ffn.shared) if ffn.shared else [])
+
+
+def global_parts(spec: ArchSpec) -> list[tuple[str, Norm | None]]:
+    """The tensors outside the layers a GGUF file can hold, by full base name ("model.embed_tokens"),
+    each with its Norm (None: the embedding, the head)."""
+    norms = [norm for norm in spec.embed_norm + spec.final_norm if norm.name]
+    return ([(stored_base(spec.base_prefix + spec.embed), None)]
+            + [(stored_base(spec.base_prefix + norm.name), norm) for norm in norms] + [(stored_base(spec.head), None)])
+
+
+def gguf_to_hf_names(arch: str, spec: ArchSpec, blocks: list[int]) -> dict[str, tuple[str, Proj | Norm | None]]:
+    """GGUF tensor base name -> (Hugging Face one, the row's Proj or Norm naming it): "blk.3.attn_q" ->
+    ("model.layers.3.self_attn.q_proj", Proj(...)), asked of llama.cpp's own table for every tensor of
+    `spec` a GGUF file can hold (`global_parts`, `layer_parts`), for the given blocks; a 3-D expert
+    tensor maps to a name with `{e}`. Two of the row's tensors with one GGUF name are a table error."""
     name_map = name_map_of(arch)
+    layer = spec.base_prefix + spec.layer
+    claimed: dict[str, str] = {}  # GGUF name -> the Hugging Face part that claims it
+
+    def claim(gguf_name: str, part: str) -> None:
+        if claimed.setdefault(gguf_name, part) != part:
+            raise ValueError(f"{spec.model_types[0]}: {claimed[gguf_name]} and {part} both map to GGUF {gguf_name}")
+
     names = {}
-    for hf_name in HF_GLOBAL_NAMES:
+    for hf_name, norm in global_parts(spec):
         gguf_name = name_map.get_name(hf_name)
         if gguf_name is not None:  # None: a tensor the architecture never has (gemma's lm_head)
-            names[gguf_name] = hf_name
-    for part in HF_LAYER_PARTS[model_type]:
-        stored = block_part(name_map, part.replace(".{e}", ""))  # llama.cpp names the stacked tensor
+            claim(gguf_name, hf_name)
+            names[gguf_name] = (hf_name, norm)
+    for part, role in layer_parts(spec).items():
+        stored = block_part(name_map, layer, part.replace(".{e}", ""))  # llama.cpp names the stacked tensor
         if stored is not None:
-            names.update({f"blk.{i}.{stored}": f"model.layers.{i}.{part}" for i in blocks})
+            claim(stored, part)
+            names.update({f"blk.{i}.{stored}": (layer.format(i=i) + part, role) for i in blocks})
     return names
 
 
-def hf_entries(tensors: dict[str, StoredTensor], arch: str, config: dict) -> dict[str, Entry]:
+def hf_entries(tensors: dict[str, StoredTensor], written: GGUFArch, config: dict) -> dict[str, Entry]:
     """Map every GGUF tensor huref can use to its Hugging Face name (others are left out)."""
-    names = gguf_to_hf_names(arch, config["model_type"], blocks_present(tensors, config["num_hidden_layers"]))
+    spec = arch_for_config(config)
+    names = gguf_to_hf_names(written.arch, spec, blocks_present(tensors, config["num_hidden_layers"]))
+    rope_heads = {spec.q: "num_attention_heads", spec.k: "num_key_value_heads"} if written.rope_interleaved else {}
     entries: dict[str, Entry] = {}
     for name, stored in tensors.items():
         base, _, kind = name.rpartition(".")
-        hf_base = names.get(base)
-        if hf_base is None or kind not in ("weight", "bias"):
+        if base not in names or kind not in ("weight", "bias"):
             continue
+        hf_base, role = names[base]
         if "{e}" in hf_base:  # [n_experts, out, in] weights, [n_experts, out] biases
             if len(stored.shape) != (3 if kind == "weight" else 2) or stored.shape[0] != config.get("num_local_experts"):
                 raise HurefError(f"GGUF tensor {name} should hold one {kind} per expert "
@@ -649,14 +652,13 @@ def hf_entries(tensors: dict[str, StoredTensor], arch: str, config: dict) -> dic
                 entries[f"{hf_base.format(e=e)}.{kind}"] = Entry(stored, stored.shape[1:], expert=e)
             continue
         row_order = None
-        if arch in ROPE_INTERLEAVED and hf_base.endswith(("self_attn.q_proj", "self_attn.k_proj")):
-            key = "num_attention_heads" if hf_base.endswith("q_proj") else "num_key_value_heads"
-            row_order = _rope_row_order(stored.shape[0], config[key])
-        minus_one = arch in NORM_PLUS_ONE and hf_base.endswith("norm") and kind == "weight"
+        if role in rope_heads:  # a Q or K weight, or its bias
+            row_order = _rope_row_order(stored.shape[0], config[rope_heads[role]])
+        minus_one = isinstance(role, Norm) and role.kind in PLUS_ONE_KINDS and kind == "weight"
         entries[_parameter_name(f"{hf_base}.{kind}")] = Entry(stored, stored.shape, row_order=row_order,
                                                                minus_one=minus_one)
     if "kv_lora_rank" in config:
-        entries.update(_fused_kv_b_entries(tensors, arch, config, entries))
+        entries.update(_fused_kv_b_entries(tensors, written.arch, spec, config, entries))
     return entries
 
 
@@ -668,22 +670,25 @@ def _parameter_name(hf_name: str) -> str:
     return hf_name
 
 
-def _fused_kv_b_entries(tensors: dict[str, StoredTensor], arch: str, config: dict, found: dict) -> dict[str, Entry]:
-    """`self_attn.kv_b_proj.weight` of each layer whose file holds attn_k_b and attn_v_b instead,
-    their shapes checked against the MLA sizes."""
-    name_map = name_map_of(arch)
-    k_part, v_part = block_part(name_map, "self_attn.k_b_proj"), block_part(name_map, "self_attn.v_b_proj")
+def _fused_kv_b_entries(tensors: dict[str, StoredTensor], arch: str, spec: ArchSpec, config: dict,
+                        found: dict) -> dict[str, Entry]:
+    """`kv_b_proj.weight` of each layer whose file holds attn_k_b and attn_v_b instead (llama.cpp's
+    converter names them after kv_b_proj, as k_b_proj and v_b_proj), their shapes checked against the
+    MLA sizes."""
+    name_map, layer, kv_b = name_map_of(arch), spec.base_prefix + spec.layer, spec.mla.kv_b.name
+    k_part = block_part(name_map, layer, stored_base(kv_b.replace("kv_b_proj", "k_b_proj")))
+    v_part = block_part(name_map, layer, stored_base(kv_b.replace("kv_b_proj", "v_b_proj")))
     heads, rank = config["num_attention_heads"], config["kv_lora_rank"]
     nope, v = config["qk_nope_head_dim"], config["v_head_dim"]
     entries = {}
     for i in blocks_present(tensors, config["num_hidden_layers"]):
-        prefix = f"model.layers.{i}.self_attn."
+        fused = layer.format(i=i) + kv_b
         k_b = tensors.get(f"blk.{i}.{k_part}.weight")
         v_b = tensors.get(f"blk.{i}.{v_part}.weight")
-        if prefix + "kv_b_proj.weight" in found or k_b is None or v_b is None:
+        if fused in found or k_b is None or v_b is None:
             continue
         if k_b.shape != (heads, rank, nope) or v_b.shape != (heads, v, rank):
             raise HurefError(f"GGUF tensors {k_b.name} {k_b.shape} and {v_b.name} {v_b.shape} do not fit "
                              f"{heads} heads of {nope} key and {v} value dimensions over a latent of {rank}")
-        entries[prefix + "kv_b_proj.weight"] = Entry(k_b, (heads * (nope + v), rank), value_rows=v_b)
+        entries[fused] = Entry(k_b, (heads * (nope + v), rank), value_rows=v_b)
     return entries
