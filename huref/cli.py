@@ -200,7 +200,7 @@ def compare(a, b, as_json, image, verdict_from, generator, truncation, settings)
     """Compare A and B (each a model, an invariants file or a fingerprint FP.json): ICS, per term and
     layer, PCS, verdict; with a fingerprint, the latent cosine."""
     from huref.comparison import compare_pair
-    from huref.inputs import check_outputs
+    from huref.inputs import check_outputs, latent_version
 
     run = Run("compare", settings.quiet)
     if image:
@@ -209,10 +209,11 @@ def compare(a, b, as_json, image, verdict_from, generator, truncation, settings)
     check_outputs([image] if image else [], subjects)
     dog_generator = load_dog_generator(generator, run)[0] if image else None
     lineage_tokens = lineage_token_count(subjects, settings, verdict_from)
-    run.start(sum(s.steps(settings) for s in subjects) + lineage_steps(subjects, settings, lineage_tokens)
-              + (1 if image else 0))
+    both_terms = all(s.has_terms for s in subjects)  # else latents are compared: the terms the encoder reads
+    run.start(sum(s.steps(settings) if both_terms else s.latent_steps(settings, latent_version(*subjects))
+                  for s in subjects) + lineage_steps(subjects, settings, lineage_tokens) + (1 if image else 0))
     for subject in subjects:
-        if subject.has_terms:
+        if subject.has_terms and both_terms:
             subject.terms(settings, run.step)
     report = compare_pair(*subjects, settings, lineage_tokens, run.step)
     text = finite_json(report)
@@ -377,11 +378,14 @@ def fingerprint(model, output, as_json, save_fingerprint, name, generator, trunc
     subject = subjects[0]
     if subject.kind != "model":
         raise HurefError(f"{model}: not a model (fingerprint takes a model; `huref show` draws an FP.json)")
+    if settings.layers:
+        raise HurefError("--layers: a fingerprint reads every layer (docs/ENCODER.md); --layers is for compare, "
+                         "invariants and lineage")
     outputs = [output] + ([save_fingerprint, opening_path(save_fingerprint)] if save_fingerprint else [])
     check_outputs(outputs, subjects)
     dog_generator, generator_info = load_dog_generator(generator, run)
-    run.start(subject.steps(settings) + 2)
-    terms = subject.terms(settings, run.step)
+    run.start(subject.latent_steps(settings) + 2)
+    terms = subject.latent_terms(settings, progress=run.step)
     run.step("encoding")
     fp, salt = build_fingerprint(terms, generator_info, name=name or subject.label)
     run.step("drawing")

@@ -15,7 +15,7 @@ from typing import Callable
 
 from huref.errors import HurefError
 from huref.fingerprint import compare_fingerprints
-from huref.inputs import Settings, Subject, check_comparable, settings_for
+from huref.inputs import Settings, Subject, check_comparable, latent_version, settings_for
 from huref.readers import lineage_reads
 from huref.similarity import compare_terms, judge_ics, pcs
 
@@ -91,9 +91,11 @@ def compare_pair(a: Subject, b: Subject, settings: Settings, lineage_tokens: int
             report["lineage"] = {key: found[key] for key in LINEAGE_SUMMARY}
             report["verdict"] = found["verdict"]
         return report
-    detail = compare_fingerprints(a.record(settings), b.record(settings))
+    version = latent_version(a, b)
+    detail = compare_fingerprints(a.record(settings, version, progress), b.record(settings, version, progress))
     keys = ("kind", "latent_cosine", "z", "p_value", "fpr", "threshold", "verdict", "note")
-    return {**{key: detail[key] for key in keys}, "a": a.describe(settings), "b": b.describe(settings)}
+    return {**{key: detail[key] for key in keys}, "a": a.describe(settings, version),
+            "b": b.describe(settings, version)}
 
 
 def side_pcs(a: Subject, b: Subject, layers: list[int]) -> float | None:
@@ -155,7 +157,7 @@ def verify(model: Subject, bases: list[Subject], settings: Settings, min_ics: fl
     """
     matches = []
     for base, matched in zip(bases, verify_plans(model, bases, settings)):
-        if model.has_terms:
+        if model.has_terms and base.has_terms:
             model.terms(matched, progress)
         matches.append(score(model, base, matched, min_ics, min_latent, lineage_tokens, progress))
         base.forget()  # one base's terms in memory at a time

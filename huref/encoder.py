@@ -21,10 +21,12 @@ to N(0, I).
 
 import hashlib
 import json
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
@@ -33,8 +35,32 @@ from huref.files import package_data, safetensors_chunks, sha256_of, write_atomi
 
 GRID = 64
 LATENT_DIM = 512
-WEIGHTS_NAME = "encoder.safetensors"
 BUCKET_SALT = b"huref-encoder-bucket:"
+LATENT_TOKENS = 1024  # probe tokens a version-2 latent reads (fewer when --tokens says fewer)
+LATENT_MAX_LAYERS = 128  # layers a version-2 latent reads at most (evenly spaced beyond; every layer of known models)
+LATENT_RULE = "every"  # meta["layer_choice"] of terms read by the version-2 rule (`huref.inputs.Subject.latent_terms`)
+
+
+@dataclass(frozen=True)
+class EncoderVersion:
+    """One encoder huref encodes with: packaged weights, the latent null panel fitted for them
+    (`huref.statistics.null_panel`), and which terms it reads: every layer that writes (at most
+    LATENT_MAX_LAYERS, over at most LATENT_TOKENS probe tokens) or the command's layers."""
+
+    version: int
+    weights: str
+    panel: str
+    every_layer: bool
+    reads: str  # in words, for messages
+
+
+ENCODERS = {  # one set of weights, two ways of reading a model (docs/ENCODER.md, "Versions")
+    1: EncoderVersion(1, "encoder.safetensors", "latent_panel-v1.json", False,
+                      "the two middle layers, or --layers"),
+    2: EncoderVersion(2, "encoder.safetensors", "latent_panel.json", True,
+                      f"every layer, at most {LATENT_TOKENS} probe tokens"),
+}
+ENCODER_VERSION = 2  # the version fingerprints are made with
 
 
 def token_buckets(tokens):
@@ -94,10 +120,13 @@ def standardize_latent(h):
 
 
 class Encoder(nn.Module):
-    """Linear convolutions from pooled terms [B, L, 3, GRID, GRID] to latents [B, LATENT_DIM], rows z-scored."""
+    """Linear convolutions from pooled terms [B, L, 3, GRID, GRID] to latents [B, LATENT_DIM], rows z-scored.
+
+    architecture: the keyword arguments that rebuild it (saved with the weights)."""
 
     def __init__(self, widths=(16, 32, 64, 128)):
         super().__init__()
+        self.architecture = {"widths": list(widths)}
         layers, channels = [], 3
         for width in widths:  # each stage halves the grid: 64 -> 32 -> 16 -> 8 -> 4; no activation (see above)
             layers.append(nn.Conv2d(channels, width, kernel_size=4, stride=2, padding=1))
@@ -106,47 +135,57 @@ class Encoder(nn.Module):
         side = GRID >> len(widths)
         self.head = nn.Linear(channels * side * side, LATENT_DIM)
 
-    def forward(self, pooled):
-        B, L = pooled.shape[:2]
-        features = self.trunk(pooled.flatten(0, 1)).flatten(1)  # [B * L, C * side * side]
-        features = features.reshape(B, L, -1).mean(dim=1)  # one trunk for every layer, then average
+    def forward(self, pooled, present=None):
+        """pooled [B, L, 3, GRID, GRID]; present [B, L] bool (None: every layer), which layers of a padded
+        batch are real. The trunk is linear, so the mean of its features over the present layers is its
+        features of the layers' mean, which is what it computes."""
+        if present is None:
+            mean = pooled.mean(dim=1)
+        else:
+            weights = present.to(pooled.dtype)[..., None, None, None]  # [B, L, 1, 1, 1]
+            mean = (pooled * weights).sum(dim=1) / weights.sum(dim=1)
+        features = self.trunk(mean).flatten(1)  # [B, 3, GRID, GRID] -> [B, C * side * side]
         return standardize_latent(self.head(features))
 
 
-def encoder_path(path=None) -> Path:
-    """The encoder weights file: path when given (HurefError if it is not a file), else the packaged
-    huref/data/encoder.safetensors (InstallationError if it is missing)."""
-    if not path:
-        return package_data(WEIGHTS_NAME)
-    path = Path(path)
+def encoder_path(source=None) -> Path:
+    """The encoder weights file: a path (HurefError if it is not a file), or the packaged weights of
+    encoder version `source` (default ENCODER_VERSION; InstallationError if they are missing)."""
+    if source is None or isinstance(source, int):
+        return package_data(ENCODERS[source or ENCODER_VERSION].weights)
+    path = Path(source)
     if not path.is_file():
         raise HurefError(f"encoder weights not found at {path} (train them with scripts/train_encoder.py)")
     return path
 
 
 def save_encoder(encoder, path, settings):
-    """Write encoder weights and the training settings (a JSON-able dict) to a safetensors file."""
-    write_atomically(path, safetensors_chunks(encoder.state_dict(), {"settings": json.dumps(settings, sort_keys=True)}))
+    """Write encoder weights, their architecture and the training settings (a JSON-able dict) to a safetensors file."""
+    metadata = {"settings": json.dumps(settings, sort_keys=True), "architecture": json.dumps(encoder.architecture)}
+    write_atomically(path, safetensors_chunks(encoder.state_dict(), metadata))
 
 
 @lru_cache(maxsize=4)
 def _load(path_str):
-    encoder = Encoder()
     try:
+        with safe_open(path_str, "pt") as f:
+            architecture = json.loads((f.metadata() or {}).get("architecture", "{}"))
+        encoder = Encoder(**architecture)
         encoder.load_state_dict(load_file(path_str))
     except Exception as error:  # a foreign or damaged file: say which file, not a traceback
         raise HurefError(f"cannot load encoder weights from {path_str}: {error}") from None
     return encoder.eval()
 
 
-def load_encoder(path=None):
-    """Load the trained Encoder (eval mode) from path or the packaged weights file; cached."""
-    return _load(str(encoder_path(path).resolve()))
+def load_encoder(source=None):
+    """Load a trained Encoder (eval mode): a weights file's path, or the packaged encoder of version
+    `source` (default ENCODER_VERSION); cached."""
+    return _load(str(encoder_path(source).resolve()))
 
 
-def encoder_digest(path=None):
-    """SHA-256 hex digest of the encoder weights file."""
-    return sha256_of(encoder_path(path))
+def encoder_digest(source=None):
+    """SHA-256 hex digest of an encoder weights file (a path, or the packaged one of a version)."""
+    return sha256_of(encoder_path(source))
 
 
 @torch.no_grad()

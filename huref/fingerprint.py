@@ -3,8 +3,13 @@ and a salted commitment to the private terms.
 
 FP.json is one JSON object:
     format "huref-fingerprint", format_version 1, latent (512 floats), model, model_type,
-    n_layers, layers (absolute indices), token_strategy, n_tokens, tool_version,
-    encoder_sha256, generator {name, sha256}, commitment {scheme, sha256}.
+    n_layers, layers (absolute indices), layer_choice, token_strategy, n_tokens, tool_version,
+    encoder_version, encoder_sha256, generator {name, sha256}, commitment {scheme, sha256}.
+
+encoder_version names the encoder that made the latent (`huref.encoder.ENCODERS`: version 2 reads
+every layer, version 1 the two middle ones); a file without it was made by version 1. Latents of
+two versions are never compared; a model compared with a fingerprint is encoded by the
+fingerprint's version, so fingerprints published before version 2 still verify.
 
 The commitment is SHA-256(DOMAIN || salt || header || values): salt 32 random bytes kept by the
 owner, header the canonical JSON of the layers and token keys, values the terms as float32
@@ -27,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 import huref
-from huref.encoder import LATENT_DIM, encode, encoder_digest, load_encoder
+from huref.encoder import ENCODER_VERSION, ENCODERS, LATENT_DIM, encode, encoder_digest, load_encoder
 from huref.errors import HurefError, excerpt
 from huref.files import write_atomically
 from huref.invariants import Terms, load_terms, terms_chunks
@@ -49,13 +54,14 @@ def commitment_digest(terms: Terms, salt: bytes) -> str:
     return hashlib.sha256(COMMITMENT_DOMAIN + salt + header + b"\0" + values).hexdigest()
 
 
-def latent_record(terms: Terms, encoder_path=None) -> dict:
+def latent_record(terms: Terms, version: int = ENCODER_VERSION) -> dict:
     """The public part of terms that latents are compared on: {"latent": [512 floats],
-    "encoder_sha256", "token_strategy", "model", "model_type", "n_layers", "layers", "layer_choice",
-    "n_tokens"} (what compare_fingerprints reads)."""
+    "encoder_version", "encoder_sha256", "token_strategy", "model", "model_type", "n_layers", "layers",
+    "layer_choice", "n_tokens"} (what compare_fingerprints reads). terms: what encoder `version` reads
+    (`huref.inputs.Subject.latent_terms`)."""
     meta = terms.meta
     return {
-        "latent": [float(v) for v in encode(terms.values, terms.tokens, load_encoder(encoder_path)).tolist()],
+        "latent": [float(v) for v in encode(terms.values, terms.tokens, load_encoder(version)).tolist()],
         "model": meta.get("model"),
         "model_type": meta.get("model_type"),
         "n_layers": meta.get("n_layers"),
@@ -63,19 +69,26 @@ def latent_record(terms: Terms, encoder_path=None) -> dict:
         "layer_choice": meta.get("layer_choice"),
         "token_strategy": meta.get("token_strategy"),
         "n_tokens": len(terms.tokens),
-        "encoder_sha256": encoder_digest(encoder_path),
+        "encoder_version": version,
+        "encoder_sha256": encoder_digest(version),
     }
 
 
-def build_fingerprint(terms: Terms, generator: dict, encoder_path=None, name: str | None = None) -> tuple[dict, bytes]:
-    """The FP.json object for terms and a fresh salt: (fingerprint dict, salt bytes).
+def encoder_version(fingerprint: dict) -> int:
+    """The version of the encoder that made a fingerprint's latent (1 for files written before versions)."""
+    return fingerprint.get("encoder_version", 1)
+
+
+def build_fingerprint(terms: Terms, generator: dict, name: str | None = None) -> tuple[dict, bytes]:
+    """The FP.json object for terms (what the current encoder reads) and a fresh salt: (fingerprint
+    dict, salt bytes).
 
     generator: {"name": str, "sha256": str} of the generator meant to render it; name: the model's
     name to publish (default: the terms' own, never a local path).
     """
     salt = secrets.token_bytes(32)
     fingerprint = {"format": FORMAT, "format_version": FORMAT_VERSION, "tool_version": huref.__version__}
-    fingerprint.update(latent_record(terms, encoder_path))
+    fingerprint.update(latent_record(terms))
     if name is not None:
         fingerprint["model"] = name
     fingerprint["generator"] = dict(generator)
@@ -165,28 +178,50 @@ def load_fingerprint(path) -> dict:
         raise HurefError(f"{path}: fingerprint layers, n_layers, layer_choice or n_tokens are malformed")
     if not isinstance(data["commitment"].get("sha256"), str) or not isinstance(data["generator"].get("name"), str):
         raise HurefError(f"{path}: fingerprint commitment or generator entry is malformed")
+    version = data.get("encoder_version", 1)
+    if type(version) is not int or version not in ENCODERS:
+        raise HurefError(f"{path}: fingerprint made by encoder version {excerpt(version)}, which this huref does not "
+                         f"have (it has versions {', '.join(map(str, ENCODERS))}; a newer huref reads it)")
     return data
 
 
 def compare_fingerprints(a: dict, b: dict, panel: dict | None = None) -> dict:
-    """Compare two fingerprints by latent cosine, calibrated against the latent null panel (default:
-    the shipped `huref.statistics.LATENT_PANEL_FILE`).
+    """Compare two latent records (fingerprints, or `latent_record`s of terms) by latent cosine,
+    calibrated against the latent null panel of their encoder (`huref.encoder.ENCODERS`; `panel`
+    replaces it).
 
     Returns {"kind": "latent", "latent_cosine": float, "z", "p_value", "verdict", "fpr" (as
     `huref.statistics.verdict_from_statistic` gives them), "threshold" (the smallest cosine called
     same-base), "same_base": bool, "note": str}. Latents of different encoders cannot be compared
     (HurefError).
     """
-    from huref.statistics import LATENT_PANEL_FILE, null_panel, statistic_at, verdict_from_statistic
+    from huref.statistics import null_panel, statistic_at, verdict_from_statistic
 
-    if a["encoder_sha256"] != b["encoder_sha256"]:
-        raise HurefError("the two fingerprints were made with different encoder weights; their latents "
-                         "cannot be compared (recompute one with the other's encoder)")
-    cosine = float(F.cosine_similarity(latent(a), latent(b), dim=0))
+    check_same_encoder(a, b)
+    cosine = float(F.cosine_similarity(latent(a).double(), latent(b).double(), dim=0))
     notes = ["latent cosine (a published fingerprint carries no invariant terms, so no ICS)"]
     if a.get("token_strategy") != b.get("token_strategy"):
         notes.append("the two selected tokens differently (by string and by id); the score means little")
-    panel = panel if panel is not None else null_panel(LATENT_PANEL_FILE)
+    panel = panel if panel is not None else null_panel(latent_panel_file(encoder_version(a)))
     found = verdict_from_statistic(cosine, panel)
     return {"kind": "latent", "latent_cosine": cosine, **found, "threshold": statistic_at(panel),
             "same_base": found["verdict"] == "same-base", "note": "; ".join(notes)}
+
+
+def check_same_encoder(a: dict, b: dict) -> None:
+    """Refuse (HurefError, one line) two latents made by different encoders: their cosine means nothing."""
+    version_a, version_b = encoder_version(a), encoder_version(b)
+    if version_a != version_b:
+        raise HurefError(f"one latent was made by encoder version {version_a} ({ENCODERS[version_a].reads}), the other "
+                         f"by version {version_b} ({ENCODERS[version_b].reads}); latents of different encoders cannot be "
+                         "compared (fingerprint the model again with this huref)")
+    if a["encoder_sha256"] != b["encoder_sha256"]:
+        raise HurefError("the two fingerprints were made with different encoder weights; their latents "
+                         "cannot be compared (recompute one with the other's encoder)")
+
+
+def latent_panel_file(version: int) -> Path:
+    """The latent null panel fitted for encoder `version` (package data)."""
+    from huref.files import package_data
+
+    return package_data(ENCODERS[version].panel)

@@ -21,6 +21,7 @@ from typing import Callable
 
 import torch
 
+from huref.encoder import ENCODER_VERSION, ENCODERS, LATENT_MAX_LAYERS, LATENT_RULE, LATENT_TOKENS
 from huref.errors import HurefError
 from huref.invariants import (DEFAULT_LAYERS, DEFAULT_RULE, DEFAULT_TOKENS, Terms, invariant_terms, load_terms,
                               resolve_layers, terms_header)
@@ -71,13 +72,13 @@ class MadeWith:
 
     @staticmethod
     def of(n_tokens, layers, layer_choice, n_layers) -> "MadeWith":
-        if layer_choice == DEFAULT_RULE:
+        if layer_choice in (DEFAULT_RULE, LATENT_RULE):
             return MadeWith(int(n_tokens), None)
         return MadeWith(int(n_tokens), tuple(i - n_layers if isinstance(n_layers, int) else i for i in layers))
 
     def describe(self) -> str:
         if self.layers is None:
-            where = "the default layers (the middle two)"
+            where = "the default layers"
         else:
             where = f"layers {list(self.layers)}" + (" from the end" if all(i < 0 for i in self.layers) else "")
         return f"{self.n_tokens} tokens and {where}"
@@ -161,24 +162,73 @@ class Subject:
         if self.kind == "invariants":
             self.stored = terms_header(self.spec)[0]
 
-    def record(self, settings: Settings) -> dict:
-        """The latent record (FP.json's public fields): the fingerprint itself, or the terms encoded."""
+    def latent_version(self) -> int:
+        """The encoder version of this subject's latent where the subject fixes it (a fingerprint: the
+        version that made it; an invariants file: 2 when it holds every layer, else 1), else the current."""
+        if self.kind == "fingerprint":
+            from huref.fingerprint import encoder_version
+
+            return encoder_version(self.fingerprint)
+        if self.kind == "invariants":
+            return ENCODER_VERSION if self.stored.meta.get("layer_choice") == LATENT_RULE else 1
+        return ENCODER_VERSION
+
+    def latent_settings(self, settings: Settings, version: int = ENCODER_VERSION) -> Settings:
+        """The settings of the terms encoder `version` reads from this model: the command's for version 1;
+        for version 2, every layer that carries terms (evenly spaced when more than LATENT_MAX_LAYERS)
+        over at most LATENT_TOKENS probe tokens."""
+        if not ENCODERS[version].every_layer:
+            return settings
+        from huref.lineage import depth_layers, verdict_stride
+
+        return replace(settings, n_tokens=min(settings.n_tokens, LATENT_TOKENS),
+                       layers=depth_layers(self.model, verdict_stride(self.model, LATENT_MAX_LAYERS)))
+
+    def latent_terms(self, settings: Settings, version: int = ENCODER_VERSION,
+                     progress: Callable[[str], None] | None = None) -> Terms:
+        """The terms encoder `version` reads (`latent_settings`): a model's computed (version 2 passes over
+        layers that write nothing, as an inserted identity layer does), an invariants file's stored
+        (refused when they are not what that version reads)."""
+        if self.kind == "invariants":
+            if self.latent_version() != version:
+                raise HurefError(f"{self.spec} holds the terms of {self.made_with().describe()}; a latent of encoder "
+                                 f"version {version} reads {ENCODERS[version].reads}: compute it from the model")
+            return self.terms(settings)
+        if self.kind != "model" or not ENCODERS[version].every_layer:
+            return self.terms(settings, progress)
+        chosen = self.latent_settings(settings, version)
+        terms = invariant_terms(self.model, list(chosen.layers), chosen.n_tokens, device=chosen.device,
+                                dtype=chosen.dtype, progress=progress, skip_inert=True)
+        return Terms(terms.values, terms.layers, terms.tokens, dict(terms.meta, layer_choice=LATENT_RULE))
+
+    def latent_steps(self, settings: Settings, version: int = ENCODER_VERSION) -> int:
+        """Progress steps `latent_terms` will report."""
+        if self.kind != "model" or not ENCODERS[version].every_layer:
+            return self.steps(settings)
+        return 1 + len(self.latent_settings(settings, version).layers)
+
+    def record(self, settings: Settings, version: int | None = None,
+               progress: Callable[[str], None] | None = None) -> dict:
+        """The latent record (FP.json's public fields): the fingerprint itself, or the terms encoder
+        `version` reads (default: `latent_version`), encoded; computed once per setting."""
         if self.kind == "fingerprint":
             return self.fingerprint
-        key = settings.terms_key()
-        if key not in self._records:
-            from huref.fingerprint import latent_record
+        from huref.fingerprint import latent_record
 
-            self._records[key] = latent_record(self.terms(settings))
+        version = version or self.latent_version()
+        key = (version, settings.terms_key())
+        if key not in self._records:
+            self._records[key] = latent_record(self.latent_terms(settings, version, progress), version)
         return self._records[key]
 
     def latent(self, settings: Settings) -> torch.Tensor:
         return torch.tensor(self.record(settings)["latent"], dtype=torch.float32)
 
-    def describe(self, settings: Settings) -> dict:
-        """{"source", "kind", "model_type", "layers", "n_tokens", "token_strategy"} for reports."""
-        if self.kind == "fingerprint":
-            fp = self.fingerprint
+    def describe(self, settings: Settings, version: int | None = None) -> dict:
+        """{"source", "kind", "model_type", "layers", "n_tokens", "token_strategy"} for reports: of the
+        terms the settings read, or with `version` (a latent comparison) of the latent's terms."""
+        if self.kind == "fingerprint" or version is not None:
+            fp = self.record(settings, version)
             return {"source": self.spec, "kind": self.kind, "model_type": fp.get("model_type"),
                     "layers": fp.get("layers"), "n_tokens": fp.get("n_tokens"),
                     "token_strategy": fp.get("token_strategy")}
@@ -247,11 +297,22 @@ def check_comparable(a: Subject, b: Subject) -> None:
     if a.kind == "model" or b.kind == "model":
         return
     made_a, made_b = a.made_with(), b.made_with()
+    if "fingerprint" in (a.kind, b.kind) and a.latent_version() != b.latent_version():
+        raise HurefError(f"{a.spec} was made by encoder version {a.latent_version()} "
+                         f"({ENCODERS[a.latent_version()].reads}), {b.spec} by version {b.latent_version()} "
+                         f"({ENCODERS[b.latent_version()].reads}): latents of different encoders cannot be compared")
     if "fingerprint" in (a.kind, b.kind) and made_a != made_b:
         raise HurefError(f"{a.spec} was made with {made_a.describe()}, {b.spec} with {made_b.describe()}: "
                          "their latents cannot be compared")
     if made_a.layers != made_b.layers:
         raise HurefError(f"{a.spec} and {b.spec} use different layers ({made_a.describe()} vs {made_b.describe()})")
+
+
+def latent_version(a: Subject, b: Subject) -> int:
+    """The encoder version two subjects' latents are compared in: a fingerprint's or an invariants
+    file's (the first such side's), else the current one."""
+    fixed = [s.latent_version() for s in (a, b) if s.kind != "model"]
+    return fixed[0] if fixed else ENCODER_VERSION
 
 
 def check_outputs(outputs: list, subjects: list[Subject]) -> None:

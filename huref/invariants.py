@@ -346,6 +346,7 @@ def invariant_terms(
     dtype: torch.dtype = torch.float32,
     progress: Callable[[str], None] | None = None,
     rows_from=None,
+    skip_inert: bool = False,
 ) -> Terms:
     """Compute the invariant terms of `model` (a `huref.sources.Model`).
 
@@ -354,6 +355,8 @@ def invariant_terms(
     computes in double precision (a check mode). `progress(step)` is called as work proceeds.
     `rows_from` (another `Model` of the same hidden size): cross terms, `model`'s layers read on the
     embedding rows (and tokens) of `rows_from` instead of its own (see `huref.lineage.cross_depth_terms`).
+    `skip_inert` (with `layers` in ascending order): given layers that write nothing are passed over, as the
+    default rule passes them over (an inserted identity layer leaves the terms as they were).
     """
     if n_tokens < 2:
         raise HurefError("--tokens must be at least 2")
@@ -400,13 +403,15 @@ def invariant_terms(
                 prefetch(upcoming)
             slot = slot_order.index(len(chosen)) if layers else len(chosen)
             terms = layer_terms(weights, x, x_out, values[slot])
-            if not layers and float(terms[1:].abs().max()) <= INERT_TOLERANCE * identity_scale:
+            if (skip_inert or not layers) and float(terms[1:].abs().max()) <= INERT_TOLERANCE * identity_scale:
                 skipped.append(i)
                 continue
             chosen.append(i)
             if not bool(torch.isfinite(terms).all()):
                 raise HurefError(f"{model.name}: the terms of layer {i} overflow (weights too large to be a "
                                  "trained model's)")
+    if skip_inert and chosen:
+        values, wanted = values[:len(chosen)], chosen  # [L', 3, n, n]: the layers that write
     if len(chosen) < len(wanted):
         raise HurefError(f"{model.name}: fewer than {len(wanted)} layers write to the residual stream")
     if not layers and chosen != sorted(chosen):

@@ -12,8 +12,8 @@ trained here), and the statistic's upper tail is no heavier than a normal one.
 
 The same null model calibrates two more scores, each against its own panel of the zoo's unrelated
 pairs: the latent cosine of two published fingerprints (`huref.fingerprint.compare_fingerprints`;
-LATENT_PANEL_FILE, each model's latent made from its default layers as `huref fingerprint` makes
-it) and the ICS of two sets of terms read at the default layers (`huref.similarity.judge_ics`;
+LATENT_PANEL_FILE, each model's latent made from every layer as `huref fingerprint` makes it; a
+fingerprint of encoder version 1 is judged on that version's panel, `huref.encoder.ENCODERS`) and the ICS of two sets of terms read at the default layers (`huref.similarity.judge_ics`;
 ICS_PANEL_FILE). Terms read at other layers keep the fixed thresholds of huref/data/thresholds.json.
 
 Verdict: "same-base" at p <= ALPHA_SAME_BASE, which caps the false-positive rate (unrelated pairs

@@ -241,6 +241,70 @@ def person_check(G, psi: float, cutoff: int | None, path: Path, scale: int = 3):
     sheet.save(path)
 
 
+def encoder_pairs(G, psi: float, cutoff: int | None, scales: dict) -> list[dict]:
+    """The combined image distance between the dogs of every zoo and real pair of scripts/train_encoder.py
+    (`pair_latents`) under each encoder: "v1" (version 1 as shipped), "v2" (the shipped version 2) and,
+    for zoo pairs with a side in a held-out group, "v2_zoo" (the zoo-trained variant that did not see it). Rows: the pair's
+    {"a", "b", "set", "label", "kind_a", "kind_b"} with "<key>_cosine" and "<key>_distance" per encoder."""
+    import train_encoder as te
+
+    from huref.encoder import load_encoder
+
+    rows, firsts, seconds = [], [], []
+    for row, latent_pairs in te.pair_latents(te.pooled_models(), load_encoder(2)):
+        rows.append((row, list(latent_pairs)))
+        for za, zb in latent_pairs.values():
+            firsts.append(za)
+            seconds.append(zb)
+    a = image_features(render_batch(G, torch.stack(firsts), psi, cutoff))
+    b = image_features(render_batch(G, torch.stack(seconds), psi, cutoff))
+    distance = combined(component_distances(a, b), scales).tolist()
+    cosines = F.cosine_similarity(torch.stack(firsts).double(), torch.stack(seconds).double()).tolist()
+    out, k = [], 0
+    for row, keys in rows:
+        for key in keys:
+            row = dict(row, **{f"{key}_cosine": round(cosines[k], 5), f"{key}_distance": round(distance[k], 4)})
+            k += 1
+        out.append(row)
+    return out
+
+
+def encoder_gallery(G, psi: float, cutoff: int | None, path: Path, versions=("v1", "v2"), side: int = 48) -> None:
+    """Each base of the zoo and the real models with its derivatives, a row per encoder of `versions`
+    ("v1": version 1 as shipped, "v2": version 2), as one palette PNG at `path` (dogs `side` pixels
+    wide, names under)."""
+    import train_encoder as te
+
+    from huref.encoder import load_encoder
+
+    models = te.pooled_models()
+    v2 = te.latents(load_encoder(2), models)
+    families = {}
+    for name, m in models.items():  # the base first: a family is named after it, and listed before its offspring
+        families.setdefault((m["set"], m["family"]), []).append(name)
+    families = {key: names for key, names in families.items() if len(names) > 1}
+    label_h, gap = 12, 4
+    width = max(len(names) for names in families.values()) * (side + gap) + 60
+    sheet = Image.new("RGB", (width, len(families) * len(versions) * (side + gap) + len(families) * label_h + 4), "white")
+    draw = ImageDraw.Draw(sheet)
+    y = 2
+    for names in families.values():
+        for version, latent in (("v1", lambda n: models[n]["v1"]), ("v2", lambda n: v2[n])):
+            if version not in versions:
+                continue
+            images = render_batch(G, torch.stack([latent(n) for n in names]), psi, cutoff)
+            draw.text((2, y + side // 2 - 5), version, fill="black")
+            for i, image in enumerate(images):
+                picture = Image.fromarray(((image.permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy())
+                sheet.paste(picture.resize((side, side), Image.LANCZOS), (60 + i * (side + gap), y))
+            y += side + gap
+        for i, name in enumerate(names):
+            short = name.split(".")[0] if name == names[0] else name.split("/")[-1].removeprefix(names[0].split(".")[0] + "-")
+            draw.text((60 + i * (side + gap), y - 2), short[:8], fill="black")
+        y += label_h
+    sheet.quantize(colors=256).save(path, optimize=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("photos", type=Path, help="folder of the dog photos (the generator's training set), or their "
@@ -254,6 +318,12 @@ def main(argv=None):
                          "at the first of --settings")
     ap.add_argument("--gallery", type=Path, default=None,
                     help="only draw the person's check (at the first of --settings) into this PNG")
+    ap.add_argument("--encoder-pairs", type=Path, default=None,
+                    help="only measure the dogs of every zoo and real pair under encoder versions 1 and 2 "
+                         "(scripts/train_encoder.py's pairs, at the first of --settings) into this JSON")
+    ap.add_argument("--encoder-gallery", type=Path, default=None,
+                    help="only draw each base with its derivatives under encoder versions 1 and 2 into this PNG")
+    ap.add_argument("--versions", default="v1,v2", help="the encoder versions --encoder-gallery draws (v1, v2)")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (the figures do not depend on it)")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
@@ -264,6 +334,16 @@ def main(argv=None):
     G, identity, _ = load_generator(args.generator)
     if args.gallery:
         person_check(G, *settings[0], args.gallery)
+        return 0
+    if args.encoder_gallery:
+        encoder_gallery(G, *settings[0], args.encoder_gallery, tuple(args.versions.split(",")))
+        return 0
+    if args.encoder_pairs:
+        scales = photo_reference(load_photos(args.photos), args.pairs)[0]
+        rows = encoder_pairs(G, *settings[0], scales)
+        args.encoder_pairs.write_text(json.dumps({"generator": identity, "psi": settings[0][0], "cutoff": settings[0][1],
+                                                  "scales": scales, "pairs": rows}, indent=1) + "\n")
+        print(f"wrote {args.encoder_pairs}: {len(rows)} pairs")
         return 0
     z = torch.randn(4, 512)
     scale_change = float((render_batch(G, z, 1.0, None) - render_batch(G, 3 * z, 1.0, None)).abs().max())

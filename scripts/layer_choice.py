@@ -152,6 +152,35 @@ def measure(root: Path, log=print) -> dict:
     return results
 
 
+def latent_pairs(root: Path, log=print) -> list[dict]:
+    """The latent cosine of every comparable zoo pair as `huref fingerprint` makes latents (encoder version 2:
+    every layer, the first LATENT_TOKENS probe tokens of the cached whole-depth terms, which is what
+    n_tokens=LATENT_TOKENS selects): rows {"a", "b", "label", "latent_cosine"}; pairs that share too few
+    probe tokens to be compared by ICS (MiniLM's WordPiece against the byte-level BPE) are left out, as
+    in `measure`."""
+    from huref.encoder import LATENT_TOKENS, encode, load_encoder
+
+    entries = [e for e in ex.zoo_entries(root) + ex.lineage_entries(root, ex.SCALES["full"])
+               if ex.terms_path(root, e).exists()]
+    encoder = load_encoder(2)
+    terms, latents = {}, {}
+    for e in entries:
+        t = zs.first_tokens(load_terms(ex.terms_path(root, e)), LATENT_TOKENS)
+        latents[e["name"]] = encode(t.values, t.tokens, encoder)
+        terms[e["name"]] = Terms(torch.empty(0, 3, 0, 0), t.layers, t.tokens, t.meta)  # the keys, for common_tokens
+    rows = []
+    for i, a in enumerate(entries):
+        for b in entries[i + 1:]:
+            try:
+                common_tokens(terms[a["name"]], terms[b["name"]])
+            except HurefError:
+                continue
+            rows.append(dict(a=a["name"], b=b["name"], label=le.label(a, b), latent_cosine=float(
+                torch.nn.functional.cosine_similarity(latents[a["name"]].double(), latents[b["name"]].double(), dim=0))))
+    log(f"latent pairs: {len(rows)}")
+    return rows
+
+
 def calibrate(root: Path, log=print) -> dict:
     """The ICS verdict thresholds for huref's default layers: the engine's ICS (`compare_terms`, every
     cached probe token) of every comparable zoo pair on those layers, thresholds by
@@ -292,7 +321,7 @@ def section(results: dict, family: dict) -> str:
                 f"(in-sample); out of sample (each pair against a panel fitted without the pairs that involve either "
                 f"of its families): {tally(held_out_verdicts(cal['pairs'], 'ics', family)['counts'])}. Terms read at other layers (`--layers`) keep the fixed thresholds; `--verdict ics`, "
                 "invariants files and `huref verify` against invariants files use this verdict, `--min-ics` replaces it."]
-    out += latent_verdict_lines(zoo, results.get("real"), family)
+    out += latent_verdict_lines(results["latent"], results.get("real"), family)
     out += ["", "Choice: the two middle layers. Every rule that leaves out the last layers separates the zoo's ICS "
             "perfectly; among them the middle pair keeps the twin and the sibling furthest from llama-A's dog (the hard "
             "negatives this change is for; real siblings measured in the issue: ICS 0.03 on two middle layers, 0.29 on "
@@ -312,45 +341,44 @@ def section(results: dict, family: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def latent_verdict_lines(zoo: dict, real: list | None, family: dict) -> list[str]:
+def latent_verdict_lines(latent: list[dict], real: list | None, family: dict) -> list[str]:
     """The "latent verdict" paragraph: the shipped latent panel and the verdicts it gives the zoo's
-    pairs (shipped default rule; in sample, and out of sample with `held_out_verdicts`) and the real
-    pairs (two middle layers). family: {model name: family}."""
+    pairs (`latent_pairs`, encoder version 2; in sample, and out of sample with `held_out_verdicts`) and
+    the real pairs (two middle layers, version 1). family: {model name: family}."""
     from huref.statistics import LATENT_PANEL_FILE, null_panel, statistic_at, verdict_from_statistic
 
     panel = null_panel(LATENT_PANEL_FILE)
     counts = count_verdicts((r["label"], verdict_from_statistic(r["latent_cosine"], panel)["verdict"])
-                            for r in zoo["shipped default"]["pairs"])
-    by = {(p["a"], p["b"]): p for p in zoo["shipped default"]["pairs"]}
+                            for r in latent)
+    by = {(p["a"], p["b"]): p for p in latent}
     watched = ", ".join(f"{b.replace('llama-A', '').strip('/-') or b} {by[(a, b)]['latent_cosine']:.3f} "
                         f"({verdict_from_statistic(by[(a, b)]['latent_cosine'], panel)['verdict']})"
                         for a, b in WATCHED if (a, b) in by)
     out = ["", f"Latent verdict (`huref.fingerprint.compare_fingerprints`, what compare and verify use for a published "
            f"fingerprint): the null model of the lineage statistic (`huref.statistics`) on the latent cosines of the "
-           f"{panel['n']} unrelated zoo pairs under the shipped default rule (huref/data/latent_panel.json, written by "
-           f"this script): mean {panel['mean']:.3f}, std {panel['std']:.3f}; same-base from a cosine of "
-           f"{statistic_at(panel):.3f} (p ≤ 1e-4). Zoo verdicts: " + tally(counts)
-           + f"; out of sample (as for the ICS): {tally(held_out_verdicts(zoo['shipped default']['pairs'], 'latent_cosine', family)['counts'])}"
-           + f". Against llama-A: {watched}. The inconclusive same-base pairs are offspring against offspring "
-           "(cpt-heavy against the depth-changed copies), the pairs the whole-depth lineage verdict judges; the panel "
-           "is in-sample and its tokenizer is shared by every zoo model, which lifts the unrelated mean above the "
-           "cross-family real pairs'."]
+           f"{panel['n']} unrelated zoo pairs, latents of encoder version 2 (every layer, docs/ENCODER.md; "
+           f"huref/data/latent_panel.json, written by this script): mean {panel['mean']:.3f}, std {panel['std']:.3f}; "
+           f"same-base from a cosine of {statistic_at(panel):.3f} (p ≤ 1e-4). Zoo verdicts: " + tally(counts)
+           + f"; out of sample (as for the ICS): {tally(held_out_verdicts(latent, 'latent_cosine', family)['counts'])}"
+           + f". Against llama-A: {watched}. The panel is in-sample and its tokenizer is shared by every zoo model, "
+           "which lifts the unrelated mean above the cross-family real pairs'. Fingerprints made by encoder version 1 "
+           "keep their panel (huref/data/latent_panel-v1.json, the two middle layers)."]
     if real:
         rows = [r for r in real if r["rule"] == "two middle"]
-        out[-1] += " Real pairs (two middle layers): " + "; ".join(
+        out[-1] += " Real pairs (two middle layers, version 1's panel): " + "; ".join(
             f"{r['a']} vs {r['b']} {r['latent_cosine']:.3f} ({verdict_from_statistic(r['latent_cosine'], panel)['verdict']})"
             for r in rows) + "."
     return out
 
 
-def write_panel(path: Path, rows: list[dict], key: str, statistic: str) -> dict:
+def write_panel(path: Path, rows: list[dict], key: str, statistic: str, layers: str) -> dict:
     """A null panel file (`huref.statistics.null_panel` reads it) from the unrelated rows' `key`: the ICS
-    panel (`huref.statistics.ICS_PANEL_FILE`, the engine's ICS of `calibrate`'s pairs) or the latent one
-    (LATENT_PANEL_FILE, the latent cosines of the zoo's pairs under the shipped default rule)."""
+    panel (`huref.statistics.ICS_PANEL_FILE`, the engine's ICS of `calibrate`'s pairs, layers "shipped
+    default") or the latent one (LATENT_PANEL_FILE, `latent_pairs`' cosines, layers "every layer")."""
     from huref.statistics import panel_summary
 
     null = [r for r in rows if r["label"] == "unrelated"]
-    panel = dict(panel_summary([r[key] for r in null]), statistic=statistic, layers="shipped default",
+    panel = dict(panel_summary([r[key] for r in null]), statistic=statistic, layers=layers,
                  source="scripts/layer_choice.py on the tiny zoo of scripts/experiments.py",
                  pairs=[[r["a"], r["b"], round(r[key], 6)] for r in null])
     path.write_text(json.dumps(panel, indent=1) + "\n")
@@ -365,8 +393,18 @@ def main() -> None:
     parser.add_argument("--real-tokens", type=int, default=2048)
     parser.add_argument("--zoo-from", type=Path,
                         help="the zoo's (and real pairs') figures from an earlier run's JSON, not measured again")
+    parser.add_argument("--latent-panel", action="store_true",
+                        help="only refit huref/data/latent_panel.json (encoder version 2's latents) and print its verdicts")
     args = parser.parse_args()
     root = Path(os.environ.get("HUREF_EXPERIMENTS_CACHE", "/work/cache/experiments")) / args.scale
+    family = {e["name"]: e["family"] for e in ex.zoo_entries(root) + ex.lineage_entries(root, ex.SCALES[args.scale])}
+    from huref.statistics import ICS_PANEL_FILE, LATENT_PANEL_FILE
+
+    latent = latent_pairs(root)
+    write_panel(LATENT_PANEL_FILE, latent, "latent_cosine", "latent cosine (huref.fingerprint)", "every layer")
+    if args.latent_panel:
+        print("\n".join(latent_verdict_lines(latent, None, family)))
+        return
     if args.zoo_from:
         earlier = json.loads(args.zoo_from.read_text())
         results = {key: earlier[key] for key in ("zoo", "real") if key in earlier}
@@ -377,12 +415,9 @@ def main() -> None:
         results["real"] = real_measure(args.real_tokens)
     results["calibration"] = calibrate(root)
     print(json.dumps({k: v for k, v in results["calibration"].items() if k != "pairs"}, indent=1))
-    from huref.statistics import ICS_PANEL_FILE, LATENT_PANEL_FILE
-
-    write_panel(ICS_PANEL_FILE, results["calibration"]["pairs"], "ics", "ICS of the default layers (huref.similarity)")
-    write_panel(LATENT_PANEL_FILE, results["zoo"]["shipped default"]["pairs"], "latent_cosine",
-                "latent cosine (huref.fingerprint)")
-    family = {e["name"]: e["family"] for e in ex.zoo_entries(root) + ex.lineage_entries(root, ex.SCALES[args.scale])}
+    write_panel(ICS_PANEL_FILE, results["calibration"]["pairs"], "ics", "ICS of the default layers (huref.similarity)",
+                "shipped default")
+    results["latent"] = latent
     le.insert_section(REPO / "docs" / "RESULTS.md", section(results, family), "## Which layers")
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out}")

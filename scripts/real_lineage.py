@@ -75,16 +75,16 @@ TRAINING = {"fine-tuned", "CPT+vocab"}
 
 # ---------------------------------------------------------------- the derived copies
 
-def pruned_copy(source: Path, target: Path) -> Path:
-    """source without layers DROPPED (later layers renumbered), not healed."""
+def pruned_copy(source: Path, target: Path, dropped=DROPPED) -> Path:
+    """source without the layers `dropped` (later layers renumbered), not healed."""
     checkpoint = attacks.read_checkpoint(source)
     n = checkpoint.config["num_hidden_layers"]
-    keep = [i for i in range(n) if i not in DROPPED]
+    keep = [i for i in range(n) if i not in dropped]
     tensors = {}
     for name, tensor in checkpoint.tensors.items():
         if name.startswith("model.layers."):
             index = int(name.split(".")[2])
-            if index in DROPPED:
+            if index in dropped:
                 continue
             name = name.replace(f"model.layers.{index}.", f"model.layers.{keep.index(index)}.", 1)
         tensors[name] = tensor

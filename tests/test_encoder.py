@@ -83,6 +83,26 @@ def test_encoder_output_shape_and_standardization_any_layer_count():
         assert abs(z.mean().item()) < 1e-5 and abs(z.std().item() - 1) < 1e-5
 
 
+def test_the_layer_mean_is_the_mean_of_the_layers_features():
+    """The trunk is linear: encoding the layers' mean equals averaging each layer's trunk features (the
+    definition), and a padded batch with its `present` mask equals each model alone."""
+    torch.manual_seed(0)
+    encoder = Encoder().eval()
+    gen = torch.Generator().manual_seed(1)
+    a, b = torch.randn(5, 3, GRID, GRID, generator=gen), torch.randn(2, 3, GRID, GRID, generator=gen)
+    with torch.no_grad():
+        features = encoder.trunk(a).flatten(1).mean(0)  # each layer through the trunk, then averaged
+        reference = encoder.head(features[None])
+        reference = (reference - reference.mean()) / reference.std()
+        torch.testing.assert_close(encoder(a[None])[0], reference[0], atol=1e-4, rtol=0)
+        padded = torch.zeros(2, 5, 3, GRID, GRID)
+        padded[0], padded[1, :2] = a, b
+        present = torch.tensor([[True] * 5, [True, True, False, False, False]])
+        together = encoder(padded, present)
+        torch.testing.assert_close(together[0], encoder(a[None])[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(together[1], encoder(b[None])[0], atol=1e-5, rtol=0)
+
+
 def test_layer_average_makes_duplicated_layers_change_nothing():
     encoder = Encoder().eval()
     values, tokens = random_terms(100, 1)
@@ -107,16 +127,18 @@ def test_bad_terms_raise_one_line_errors(bad):
 
 def test_weights_round_trip_digest_and_package_lookup(tmp_path, monkeypatch):
     torch.manual_seed(0)
-    encoder = Encoder()
+    encoder = Encoder(widths=(8, 16, 32, 64))
     path = tmp_path / "encoder.safetensors"
     save_encoder(encoder, path, {"seed": 0})
     monkeypatch.setattr(huref.files, "data_dir", lambda: tmp_path)  # the packaged weights are looked up here
     loaded = load_encoder()
     for name, t in encoder.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], t)
+    assert loaded.architecture == encoder.architecture  # rebuilt from the file's metadata
     assert encoder_digest() == hashlib.sha256(path.read_bytes()).hexdigest()
     with safe_open(str(path), "pt") as f:
         assert json.loads(f.metadata()["settings"]) == {"seed": 0}
+    assert load_encoder(1) is load_encoder(2)  # one packaged file: the versions differ in what they read
     with pytest.raises(HurefError, match="not found"):  # a path the user gave
         load_encoder(tmp_path / "missing.safetensors")
     monkeypatch.setattr(huref.files, "data_dir", lambda: tmp_path / "missing")
@@ -125,6 +147,13 @@ def test_weights_round_trip_digest_and_package_lookup(tmp_path, monkeypatch):
     (tmp_path / "broken.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(HurefError, match="cannot load"):
         load_encoder(tmp_path / "broken.safetensors")
+
+
+def test_version_1_weights_are_the_ones_old_fingerprints_name():
+    """Fingerprints published before encoder version 2 name this digest (encoder_sha256); the packaged
+    weights must stay byte for byte what made them, or those fingerprints no longer verify. Version 2
+    reads other terms with the same weights."""
+    assert encoder_digest(1) == encoder_digest(2) == "661704b5dd07d0de577ea011275ce23c34366f47cdf2408b408f9be56be457f8"
 
 
 def test_shipped_encoder_separates_relatives_from_strangers(script):

@@ -7,6 +7,7 @@ Runs on the demo models (`demo:base`, its disguised fine-tune `demo:offspring`, 
 import contextlib
 import io
 import json
+import os
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -16,6 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from huref import cli
+from huref.encoder import ENCODER_VERSION, LATENT_RULE, LATENT_TOKENS, encoder_digest
+from huref.inputs import Settings, open_subject
 from huref.fingerprint import (check_opening, compare_fingerprints, commitment_digest, load_fingerprint, opening_path,
                                save_opening)
 from huref.invariants import Terms, invariant_terms, load_terms, save_terms
@@ -23,6 +26,11 @@ from huref.lineage import lineage, whole_depth_terms
 from huref.similarity import compare_terms
 from huref.sources import load_model
 from huref.statistics import ICS_PANEL_FILE, LATENT_PANEL_FILE, null_panel, statistic_at
+
+
+# The generator's pixels can differ by one level between CPU thread counts (the order of a convolution's
+# sums); a child process runs on one thread, as this one does (conftest), so their pictures compare.
+ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1")
 
 
 def fingerprint_command(name, folder):
@@ -51,7 +59,7 @@ def published(tmp_path_factory):
 def test_png_is_byte_identical_across_runs(published, tmp_path):
     again = tmp_path / "again.png"
     result = subprocess.run([sys.executable, "-m", "huref.cli", "fingerprint", "demo:base", "-o", str(again),
-                             "--generator", "bundled", "-q"], capture_output=True, text=True)
+                             "--generator", "bundled", "-q"], capture_output=True, text=True, env=ONE_THREAD)
     assert result.returncode == 0, result.stderr
     assert again.read_bytes() == published["base"]["png"].read_bytes()
     assert published["base"]["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -64,8 +72,10 @@ def test_json_output_matches_the_saved_fingerprint(published):
         assert printed[key] == value
     z = torch.tensor(saved["latent"])
     assert z.shape == (512,) and abs(float(z.mean())) < 1e-4 and abs(float(z.std()) - 1) < 1e-4
-    assert saved["model_type"] == "llama" and saved["n_tokens"] == 1024 and saved["layers"] == [1, 2]
-    assert saved["generator"]["name"] == "bundled" and len(saved["encoder_sha256"]) == 64
+    # the latent reads every layer of the 4-layer demo model, over at most LATENT_TOKENS probe tokens
+    assert saved["model_type"] == "llama" and saved["n_tokens"] == LATENT_TOKENS and saved["layers"] == [0, 1, 2, 3]
+    assert saved["layer_choice"] == LATENT_RULE and saved["encoder_version"] == ENCODER_VERSION == 2
+    assert saved["generator"]["name"] == "bundled" and saved["encoder_sha256"] == encoder_digest(2)
 
 
 def test_round_trip_fingerprint_then_show(published, tmp_path, huref_cli):
@@ -95,8 +105,8 @@ def test_commitment_opens_with_the_private_file_only(published, tmp_path):
     terms = load_terms(private)
     salt = bytes.fromhex(terms.meta["commitment_salt"])
     assert salt.hex() not in fp_path.read_text()
-    # the committed terms are the model's terms, bit for bit
-    fresh = invariant_terms(load_model("demo:base"))
+    # the committed terms are the terms the encoder read from the model, bit for bit
+    fresh = open_subject("demo:base").latent_terms(Settings())
     assert torch.equal(fresh.values, terms.values) and fresh.tokens == terms.tokens
     assert commitment_digest(fresh, salt) == fp["commitment"]["sha256"]
     # another salt, one changed number, or reordered tokens do not open it
@@ -150,6 +160,7 @@ MALFORMED = {
     "NaN in latent": None,
     "string in latent": None,
     "missing commitment": None,
+    "unknown encoder version": None,
 }
 
 
@@ -165,6 +176,8 @@ def malformed_text(kind, good: dict) -> str:
         bad["latent"][5] = float("nan")
     elif kind == "string in latent":
         bad["latent"][5] = "0.5"
+    elif kind == "unknown encoder version":
+        bad["encoder_version"] = 99
     else:
         del bad["commitment"]
     return json.dumps(bad)
@@ -244,13 +257,22 @@ def test_report_holds_dogs_matrix_and_terms(published, tmp_path, huref_cli):
 ATTACKED_ARCHITECTURES = ("llama", "gpt2", "qwen2_moe")
 
 
+def fingerprint_latent(path) -> torch.Tensor:
+    """The latent `huref fingerprint` publishes for the model at path."""
+    return torch.tensor(open_subject(str(path)).record(Settings())["latent"])
+
+
+def latent_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(F.cosine_similarity(a.double(), b.double(), dim=0))
+
+
 @pytest.mark.parametrize("arch", ATTACKED_ARCHITECTURES)
 def test_attacked_copies_keep_the_latent(arch, tiny_zoo, tmp_path):
-    """Every valid function-preserving rewrite at once (weights all moved): latent cosine >= 0.99.
-    Appending 40 tokens to the 384-token vocabulary adds new probe tokens (10 % of them): the latent
-    moves more, but stays above the same-base threshold. An independent init stays far below it."""
+    """Every valid function-preserving rewrite at once (weights all moved): the latent, read from every
+    layer, is unchanged to the 7 decimals a cosine is printed with. Appending 40 tokens to the 384-token
+    vocabulary adds new probe tokens (10 % of them): the latent moves more, but stays above the
+    same-base threshold. An independent init stays far below it."""
     from huref_lab import attacks, tiny_models
-    from huref.fingerprint import latent_record
     from huref.similarity import pcs
 
     layout = attacks.layout_of(tiny_models.make_config(arch).to_dict())
@@ -258,12 +280,87 @@ def test_attacked_copies_keep_the_latent(arch, tiny_zoo, tmp_path):
     original = tiny_zoo(arch)
     rewritten = attacks.attack_directory(original, tmp_path / "rewritten", "+".join(rewrites), seed=1)
     appended = attacks.attack_directory(original, tmp_path / "appended", "append_vocabulary", seed=1)
-    models = {name: load_model(str(path)) for name, path in
-              (("original", original), ("rewritten", rewritten), ("appended", appended),
-               ("independent", tiny_zoo(arch, seed=1)))}
-    assert pcs(models["original"], models["rewritten"], list(range(tiny_models.N_LAYERS))) < 0.9
-    z = {name: torch.tensor(latent_record(invariant_terms(model))["latent"]) for name, model in models.items()}
-    assert float(F.cosine_similarity(z["original"], z["rewritten"], dim=0)) >= 0.99
+    assert pcs(load_model(str(original)), load_model(str(rewritten)), list(range(tiny_models.N_LAYERS))) < 0.9
+    z = {name: fingerprint_latent(path) for name, path in
+         (("original", original), ("rewritten", rewritten), ("appended", appended),
+          ("independent", tiny_zoo(arch, seed=1)))}
+    assert f"{latent_cosine(z['original'], z['rewritten']):.7f}" == "1.0000000"
+    assert not torch.equal(z["original"], z["rewritten"])  # computed afresh from moved weights, not copied
     cutoff = statistic_at(null_panel(LATENT_PANEL_FILE))  # the smallest cosine the latent verdict calls same-base
-    assert float(F.cosine_similarity(z["original"], z["appended"], dim=0)) >= cutoff
-    assert abs(float(F.cosine_similarity(z["original"], z["independent"], dim=0))) < cutoff / 2
+    assert latent_cosine(z["original"], z["appended"]) >= cutoff
+    assert abs(latent_cosine(z["original"], z["independent"])) < cutoff / 2
+
+
+def insert_identity_layer(source, target, after: int):
+    """A copy of the tiny llama checkpoint at source with a layer inserted after layer `after`: a copy of
+    that layer whose attention output and FFN down projections are zero, so it writes nothing and the
+    model computes what it computed."""
+    from huref_lab import attacks
+
+    checkpoint = attacks.read_checkpoint(source)
+    n = checkpoint.config["num_hidden_layers"]
+    tensors = {}
+    for name, tensor in checkpoint.tensors.items():
+        if not name.startswith("model.layers."):
+            tensors[name] = tensor
+            continue
+        index, rest = int(name.split(".")[2]), name.split(".", 3)[3]
+        tensors[f"model.layers.{index + (index > after)}.{rest}"] = tensor
+        if index == after:
+            silent = rest in ("self_attn.o_proj.weight", "mlp.down_proj.weight")
+            tensors[f"model.layers.{after + 1}.{rest}"] = torch.zeros_like(tensor) if silent else tensor.clone()
+    checkpoint.tensors = tensors
+    checkpoint.config = dict(checkpoint.config, num_hidden_layers=n + 1)
+    return attacks.write_checkpoint(checkpoint, target)
+
+
+def test_an_inserted_identity_layer_leaves_logits_and_latent(tiny_zoo, tmp_path):
+    """Inserting a layer that writes nothing is function-preserving: the logits stay, and the latent,
+    which passes over layers that write nothing, stays to 7 decimals."""
+    from transformers import AutoModelForCausalLM
+
+    original = tiny_zoo("llama")
+    deeper = insert_identity_layer(original, tmp_path / "deeper", after=1)
+    ids = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = [AutoModelForCausalLM.from_pretrained(path).eval()(ids).logits for path in (original, deeper)]
+    torch.testing.assert_close(logits[0], logits[1], atol=1e-5, rtol=1e-5)
+    record = open_subject(str(deeper)).record(Settings())
+    depth = load_model(str(original)).dims.n_layers
+    assert record["n_layers"] == depth + 1 and record["layers"] == [i for i in range(depth + 1) if i != 2]  # 2 passed over
+    assert f"{latent_cosine(fingerprint_latent(original), torch.tensor(record['latent'])):.7f}" == "1.0000000"
+
+
+def test_fingerprints_of_encoder_version_1_still_verify(published, tmp_path, huref_cli):
+    """An FP.json published before encoder version 2 (no encoder_version, the version-1 latent of the two
+    middle layers): a model is scored against it with version 1 and its panel; a version-2 fingerprint is
+    refused against it in one line."""
+    from huref.encoder import encode, load_encoder
+    from huref.fingerprint import latent_panel_file, latent_record
+
+    old = load_fingerprint(published["base"]["fp"])
+    old.update(latent_record(invariant_terms(load_model("demo:base")), version=1))  # the two middle layers
+    del old["encoder_version"]
+    legacy = tmp_path / "legacy.json"
+    legacy.write_text(json.dumps(old))
+    assert old["layers"] == [1, 2] and old["latent"] != load_fingerprint(published["base"]["fp"])["latent"]
+    code, out, err = huref_cli("verify", "demo:offspring", "--base", str(legacy), "--json")
+    best = json.loads(out)["best"]
+    offspring = invariant_terms(load_model("demo:offspring"))
+    expected = latent_cosine(encode(offspring.values, offspring.tokens, load_encoder(1)), torch.tensor(old["latent"]))
+    assert code == 0 and best["decided_by"] == "latent panel" and best["score"] == pytest.approx(expected, abs=1e-9)
+    assert best["threshold"] == statistic_at(null_panel(latent_panel_file(1)))
+    assert best["detail"]["b"]["layers"] == [1, 2]
+    code, out, _ = huref_cli("verify", "demo:independent", "--base", str(legacy), "--json")
+    assert code == 1 and not json.loads(out)["derives"]
+    code, out, err = huref_cli("compare", str(legacy), str(published["offspring"]["fp"]))
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "encoder version 1" in err and "version 2" in err and "cannot be compared" in err
+
+
+def test_fingerprint_refuses_layers_it_would_not_read(tmp_path, huref_cli):
+    """The dog reads every layer: --layers, which compare and invariants take, is refused in one line
+    rather than silently passed over."""
+    code, out, err = huref_cli("fingerprint", "demo:base", "--layers", "1,2", "-o", str(tmp_path / "d.png"))
+    assert code == 2 and out == "" and err.count("\n") == 1 and "every layer" in err
+    assert not (tmp_path / "d.png").exists()

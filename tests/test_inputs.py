@@ -40,17 +40,24 @@ def test_fingerprints_made_with_other_token_counts_are_refused(fingerprints, hur
 
 def test_a_fingerprint_of_the_old_default_layers_is_refused_against_the_new_default(fingerprints, tmp_path,
                                                                                     huref_cli):
-    """huref before the middle-layer rule wrote layer_choice "default" for the last two layers: such a
-    file must not pass for one made by the current rule, and a model follows its layers."""
-    old = json.loads(fingerprints["default"].read_text())
-    n = old["n_layers"]
-    old.update(layer_choice="default", layers=[n - 2, n - 1])
-    legacy = tmp_path / "legacy.json"
-    legacy.write_text(json.dumps(old))
-    code, out, err = huref_cli("compare", str(legacy), str(fingerprints["default"]))
+    """huref before the middle-layer rule wrote layer_choice "default" for the last two layers (and no
+    encoder_version: encoder version 1): such a file must not pass for one made by the middle-layer rule
+    of the same encoder, nor be compared with a current fingerprint (another encoder), and a model
+    follows its layers."""
+    current = json.loads(fingerprints["default"].read_text())
+    n = current["n_layers"]
+    written = {}
+    for name, choice, layers in (("legacy", "default", [n - 2, n - 1]), ("middle", "middle", [1, 2])):
+        old = dict(current, layer_choice=choice, layers=layers)
+        del old["encoder_version"]
+        written[name] = tmp_path / f"{name}.json"
+        written[name].write_text(json.dumps(old))
+    code, out, err = huref_cli("compare", str(written["legacy"]), str(written["middle"]))
     assert code == 2 and out == "" and err.count("\n") == 1
     assert "layers [-2, -1] from the end" in err and "the default layers" in err and "cannot be compared" in err
-    code, out, _ = huref_cli("compare", "demo:offspring", str(legacy), "--json", "-q")
+    code, out, err = huref_cli("compare", str(written["legacy"]), str(fingerprints["default"]))
+    assert code == 2 and out == "" and err.count("\n") == 1 and "encoder version 1" in err
+    code, out, _ = huref_cli("compare", "demo:offspring", str(written["legacy"]), "--json", "-q")
     assert code == 0 and json.loads(out)["a"]["layers"] == [n - 2, n - 1]
 
 
