@@ -1,8 +1,21 @@
-"""The `huref` command line: each command opens its arguments, scores them, and prints.
+"""The `huref` command line: each command opens its arguments, plans, scores, and prints.
 
-Exit codes: 0 success; 1 a check that ran and said no (`verify`); 2 bad input or usage (one line on
-stderr, no traceback, no output file left behind); 3 an internal error (a bug: please report it;
-HUREF_DEBUG=1 shows the traceback) or an installation fault; 130 interrupted (Ctrl-C).
+Exit codes: 0 success; 1 a check that ran and said no (`verify`, `open`); 2 bad input or usage (one
+line on stderr, no traceback, no output file left behind); 3 an internal error (a bug: please report
+it; HUREF_DEBUG=1 shows the traceback) or an installation fault; 130 interrupted (Ctrl-C).
+
+Adding a command (e.g. from another module, registered here with `cli.add_command`): take the shared
+options with `@settings_options` (it hands the command one frozen `huref.inputs.Settings`, verdict
+policy included), `@quiet_option`, `@json_option`, `@output_option(kind)` (one -o/--output for every
+command) and `@generator_options`; then
+    run = Run("name", settings.quiet)
+    subjects, settings = open_all(specs, settings)        # every argument opened, settings matched
+    check_outputs([(output, "image")], subjects)          # suffix, folder, no input overwritten
+    run.start(plan.steps)                                 # a huref.comparison.Plan, or a step count
+    ... work, calling run.step(name) ...
+    run.write([(output, data, "what it is")])             # all outputs or none; "wrote ..." lines
+    run.finish(); echo(result.to_json() or result.to_text())
+and raise huref.errors.HurefError for bad input: `main` turns it into one line and exit 2.
 """
 
 from __future__ import annotations
@@ -16,13 +29,49 @@ import click
 
 import huref
 from huref.errors import HurefError, InstallationError
-from huref.files import write_all
+from huref.outputs import check_outputs
 from huref.progress import Progress
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
-IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+# Hints for usage errors any command can hit; a command adds its own with `hints=`.
+COMMON_HINTS = {
+    "--image": "every command writes its picture with -o/--output",
+    "--out": "every command writes with -o/--output",
+}
+
+
+class Command(click.Command):
+    """A click command whose usage errors carry a hint: `hints` maps an unknown option name, or
+    "extra argument" for one argument too many, to one line of advice."""
+
+    def __init__(self, *args, hints: dict[str, str] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.hints = {**COMMON_HINTS, **(hints or {})}
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as error:
+            if error.option_name in self.hints:  # a hint beats click's guess at a similar name
+                error.message += f" ({self.hints[error.option_name]})"
+                error.possibilities = None
+            else:  # click's guesses, less the hidden (deprecated) options
+                hidden = {name for p in self.params if getattr(p, "hidden", False) for name in p.opts}
+                error.possibilities = [name for name in error.possibilities or () if name not in hidden] or None
+            raise
+        except click.UsageError as error:
+            if "unexpected extra argument" in error.message and "extra argument" in self.hints:
+                error.message += f" ({self.hints['extra argument']})"
+            raise
+
+
+class Group(click.Group):
+    """A click group whose commands are `Command`s and whose subgroups are `Group`s (click's `type`)."""
+
+    command_class = Command
+    group_class = type
 
 
 def parse_layers(text: str | None) -> tuple[int, ...] | None:
@@ -36,39 +85,83 @@ def parse_layers(text: str | None) -> tuple[int, ...] | None:
 
 
 def quiet_option(f):
-    return click.option("--quiet", "-q", is_flag=True, help="No progress or notices on stderr.")(f)
+    return click.option("--quiet", "-q", is_flag=True, help="No progress, notices or 'wrote' lines on stderr.")(f)
 
 
-def settings_options(f=None, *, whole_depth: bool = False):
-    """The options every command that computes terms shares, collapsed into one `settings` argument
-    (a frozen huref.inputs.Settings). `whole_depth` (lineage: every layer): no --layers, and
-    huref.lineage.LINEAGE_TOKENS tokens by default."""
+def json_option(f):
+    return click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")(f)
+
+
+def output_option(kind: str, required: bool = False, help: str = ""):
+    """-o/--output: where the command writes its picture, page or file, of `kind`
+    (`huref.outputs.SUFFIXES`: checked with `check_outputs` before any work)."""
+    from huref.outputs import SUFFIXES
+
+    suffixes = "/".join(SUFFIXES[kind])
+    return click.option("-o", "--output", required=required, default=None, metavar="PATH",
+                        help=f"{help.rstrip('.')} ({suffixes}).")
+
+
+POLICY_OPTIONS = {
+    "verdict": lambda: click.option(
+        "--verdict", "source", type=click.Choice(["lineage", "ics"]), default="lineage", show_default=True,
+        help="For two models: lineage = the calibrated whole-depth statistic (at most 8 evenly spaced layers of "
+             "each, 256 probe tokens or --tokens if fewer); ics = the two-layer ICS verdict (faster). Files are "
+             "judged by their ICS or latent verdict."),
+    "min_ics": lambda: click.option("--min-ics", type=float, default=None,
+                                    help="ICS threshold (default: the calibrated verdict)."),
+    "min_latent": lambda: click.option("--min-latent", type=float, default=None,
+                                       help="Latent-cosine threshold for fingerprint bases (default: the calibrated "
+                                            "latent verdict)."),
+    "stride": lambda: click.option("--stride", type=click.IntRange(min=1), default=None,
+                                   help="Read every STRIDE-th layer (faster; the null panel was calibrated on every "
+                                        "layer). Default: every layer."),
+}
+
+
+def settings_options(f=None, *, whole_depth: bool = False, policy: tuple[str, ...] = ()):
+    """The options every command that computes terms shares (--tokens, --layers, --revision,
+    --device, --precision, -q) and the verdict options named in `policy` (keys of POLICY_OPTIONS),
+    collapsed into one `settings` argument (a frozen huref.inputs.Settings with its Policy).
+    `whole_depth` (lineage): --layers and --stride choose the layers of the whole-depth terms
+    (default every layer), and --tokens defaults to huref.lineage.LINEAGE_TOKENS."""
     if f is None:
-        return functools.partial(settings_options, whole_depth=whole_depth)
+        return functools.partial(settings_options, whole_depth=whole_depth, policy=policy)
     from huref.invariants import DEFAULT_TOKENS
     from huref.lineage import LINEAGE_TOKENS
 
     @functools.wraps(f)
-    def command(n_tokens, revision, device, precision, quiet, layers=None, **kwargs):
-        from huref.inputs import Settings
+    def command(n_tokens, layers, revision, device, precision, quiet, **kwargs):
+        from huref.inputs import Policy, Settings
 
-        settings = Settings(n_tokens=n_tokens, layers=parse_layers(layers), revision=revision, device=device,
-                            precision=precision, quiet=quiet)
+        chosen = {name: kwargs.pop(name) for name in ("source", "min_ics", "min_latent", "stride") if name in kwargs}
+        if whole_depth:
+            given = parse_layers(layers)
+            rules = Policy(lineage_tokens=n_tokens, layers=given,
+                           stride=chosen.pop("stride", None) or (None if given else 1), **chosen)
+            settings = Settings(n_tokens=n_tokens, revision=revision, device=device, precision=precision,
+                                quiet=quiet, policy=rules)
+        else:
+            settings = Settings(n_tokens=n_tokens, layers=parse_layers(layers), revision=revision, device=device,
+                                precision=precision, quiet=quiet, policy=Policy(**chosen))
         return f(settings=settings, **kwargs)
 
-    layer_option = click.option("--layers", default=None, help="Comma-separated layer indices; negative count from "
-                                "the end. Default: the two middle layers that write (attention layers in hybrids); "
-                                "-2,-1 is the paper's choice, the last two.")
-    for option in reversed((
-        click.option("--tokens", "n_tokens", type=int, default=LINEAGE_TOKENS if whole_depth else DEFAULT_TOKENS, show_default=True,
-                     help="Number of probe tokens (capped by the vocabulary)."),
-        *(() if whole_depth else (layer_option,)),
+    layer_help = ("Comma-separated layer indices of the whole-depth terms; negative count from the end. Default: every "
+                  "layer (the null panel was calibrated on every layer)." if whole_depth else
+                  "Comma-separated layer indices; negative count from the end. Default: the two middle layers that "
+                  "write (attention layers in hybrids); -2,-1 is the paper's choice, the last two.")
+    options = [
+        click.option("--tokens", "n_tokens", type=int, default=LINEAGE_TOKENS if whole_depth else DEFAULT_TOKENS,
+                     show_default=True, help="Number of probe tokens (capped by the vocabulary)."),
+        click.option("--layers", default=None, help=layer_help),
+        *(POLICY_OPTIONS[name]() for name in policy),
         click.option("--revision", default=None, help="Hub revision (branch, tag or commit) for hub models."),
         click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
         click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
                      help="Arithmetic of the terms; float64 is a slower check mode."),
         quiet_option,
-    )):
+    ]
+    for option in reversed(options):
         command = option(command)
     return command
 
@@ -78,43 +171,25 @@ def generator_options(f):
     from huref.render import DEFAULT_TRUNCATION
 
     f = click.option("--truncation", type=click.FloatRange(0, 1), default=DEFAULT_TRUNCATION,
-                     help="Truncation psi; lower gives cleaner, more alike dogs. Default: the generator's "
-                          "(AFHQ-dog: the paper's 0.5 on the first 8 style inputs; bundled: docs/GENERATOR.md).")(f)
+                     help="Truncation psi; lower gives cleaner, more alike dogs. Default: the generator's own "
+                          "(AFHQ-dog: the paper's 0.5 on the first 8 style inputs; bundled: the one stored in its "
+                          ".json, chosen by how far apart relatives' and strangers' dogs look).")(f)
     return click.option("--generator", default=None,
                         help="bundled, afhqdog (once downloaded) or a generator file. "
                              "Default: afhqdog when downloaded, else bundled.")(f)
 
 
-def image_format(path) -> str:
-    """PIL format name for an image output path (by suffix), refused before any work if unknown."""
-    suffix = os.path.splitext(str(path))[1].lower()
-    if suffix not in IMAGE_FORMATS:
-        raise HurefError(f"{path}: an image output must end in .png, .jpg or .jpeg")
-    return IMAGE_FORMATS[suffix]
-
-
-def image_bytes(picture, path) -> bytes:
-    """picture encoded for path's suffix (PNG without metadata; JPEG at quality 95): same pixels, same bytes."""
-    import io
-
-    from huref.render import png_bytes
-
-    if image_format(path) == "PNG":
-        return png_bytes(picture)
-    buffer = io.BytesIO()
-    picture.save(buffer, format="JPEG", quality=95)
-    return buffer.getvalue()
-
-
 class Run:
-    """What one command run shares: its settings, progress bar and notices (both silenced by -q)."""
+    """What one command run shares: its progress bar, notices and "wrote" lines on stderr (all
+    silenced by -q; notices are said after the work, never before an error)."""
 
     def __init__(self, title: str, quiet: bool) -> None:
-        self.title, self.quiet, self.notices = title, quiet, []
+        self.title, self.quiet, self.notices, self.written = title, quiet, [], []
         self.progress: Progress | None = None
 
-    def start(self, total: int) -> "Run":
-        self.progress = Progress(self.title, total, enabled=not self.quiet)
+    def start(self, steps) -> "Run":
+        """Start the progress bar for `steps`: a count, or anything with a `steps` count (a Plan)."""
+        self.progress = Progress(self.title, getattr(steps, "steps", steps), enabled=not self.quiet)
         return self
 
     def step(self, name: str) -> None:
@@ -125,13 +200,23 @@ class Run:
         if text:
             self.notices.append(text)
 
+    def write(self, files: list[tuple[object, object, str]]) -> None:
+        """Write every (path, data, what) at once (`huref.files.write_all`: all or none) and note a
+        "wrote PATH (what)" line for each."""
+        from huref.files import write_all
+
+        write_all([(path, data) for path, data, _ in files])
+        self.written += [f"wrote {path}" + (f" ({what})" if what else "") for path, _, what in files]
+
     def finish(self) -> None:
-        """Close the progress bar and say the notices (after the work, never before an error)."""
+        """Close the progress bar, then say the notices and the files written."""
         if self.progress is not None:
             self.progress.close()
         if not self.quiet:
             for text in self.notices:
                 click.echo(f"huref: note: {text}", err=True)
+            for line in self.written:
+                click.echo(line, err=True)
 
 
 def open_all(specs: list[str], settings) -> tuple[list, object]:
@@ -151,7 +236,7 @@ def load_dog_generator(choice, run: Run):
     return generator, info
 
 
-def finite_json(report) -> str:
+def finite_json(report: dict) -> str:
     """One JSON object; a non-finite number (not JSON) is an error, never printed."""
     try:
         return json.dumps(report, allow_nan=False)
@@ -159,73 +244,74 @@ def finite_json(report) -> str:
         raise HurefError("a score is not a finite number (the inputs hold values too large to compare)") from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def echo_result(result, as_json: bool) -> None:
+    """Print a result object's JSON (one object) or its text."""
+    click.echo(finite_json(result.to_json()) if as_json else result.to_text())
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(huref.__version__, prog_name="huref")
 def cli() -> None:
-    """Human-readable fingerprints of large language models, from their weights alone (HuRef)."""
+    """Human-readable fingerprints of large language models, from their weights alone (HuRef).
+    Every command writes its file with -o/--output."""
 
 
 @cli.command()
 @click.argument("model")
-@click.option("-o", "--output", required=True, help="Output .safetensors file.")
+@output_option("invariants", required=True, help="The invariants file.")
 @settings_options
 def invariants(model, output, settings):
     """Compute MODEL's private invariant terms and write them to OUTPUT (do not publish them)."""
-    from huref.inputs import check_outputs
+    from huref.inputs import require_model
     from huref.invariants import terms_chunks
 
     run = Run("invariants", settings.quiet)
     subjects, settings = open_all([model], settings)
-    if subjects[0].kind != "model":
-        raise HurefError(f"{model}: not a model")
-    check_outputs([output], subjects)
-    terms = subjects[0].terms(settings, run.start(subjects[0].steps(settings)).step)
-    write_all([(output, terms_chunks(terms))])
+    subject = require_model(subjects[0], "invariants reads a model's weights")
+    check_outputs([(output, "invariants")], subjects)
+    terms = subject.terms(settings, run.start(subject.steps(settings)).step)
+    run.write([(output, terms_chunks(terms), f"{len(terms.layers)} layers x 3 terms over {len(terms.tokens)} tokens")])
     run.finish()
-    if not settings.quiet:
-        click.echo(f"wrote {output}: {len(terms.layers)} layers x 3 terms over {len(terms.tokens)} tokens", err=True)
 
 
-@cli.command()
+@cli.command(hints={"extra argument": "compare takes two arguments, A and B"})
 @click.argument("a")
 @click.argument("b")
-@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
-@click.option("--image", default=None, help="Also write the two dogs side by side with the score (.png or .jpg).")
-@click.option("--verdict", "verdict_from", type=click.Choice(["lineage", "ics"]), default="lineage", show_default=True,
-              help="For two models: lineage = the calibrated whole-depth statistic (reads every layer at "
-                   "the lineage token count); ics = the two-layer ICS thresholds (faster).")
+@json_option
+@output_option("image", help="Also write the two dogs side by side with the score.")
+@click.option("--image", "image_alias", default=None, hidden=True, help="Deprecated: -o/--output.")
 @generator_options
-@settings_options
-def compare(a, b, as_json, image, verdict_from, generator, truncation, settings):
-    """Compare A and B (each a model, an invariants file or a fingerprint FP.json): ICS, per term and
+@settings_options(policy=("verdict",))
+def compare(a, b, as_json, output, image_alias, generator, truncation, settings):
+    """Compare A and B (each a model, an invariants file or a fingerprint FP.json): ICS per term and
     layer, PCS, verdict; with a fingerprint, the latent cosine."""
-    from huref.comparison import compare_pair
-    from huref.inputs import check_outputs, latent_version
+    from huref.comparison import Plan, compare_pair, dog_reads, pair_reads
+    from huref.inputs import latent_version
+    from huref.report import comparison_image
 
     run = Run("compare", settings.quiet)
-    if image:
-        image_format(image)
+    if image_alias:
+        if output:
+            raise HurefError("give -o/--output or --image (its old name), not both")
+        output = image_alias
+        run.notice("--image is deprecated: use -o/--output")
     subjects, settings = open_all([a, b], settings)
-    check_outputs([image] if image else [], subjects)
-    dog_generator = load_dog_generator(generator, run)[0] if image else None
-    lineage_tokens = lineage_token_count(subjects, settings, verdict_from)
-    both_terms = all(s.has_terms for s in subjects)  # else latents are compared: the terms the encoder reads
-    run.start(sum(s.steps(settings) if both_terms else s.latent_steps(settings, latent_version(*subjects))
-                  for s in subjects) + lineage_steps(subjects, settings, lineage_tokens) + (1 if image else 0))
-    for subject in subjects:
-        if subject.has_terms and both_terms:
-            subject.terms(settings, run.step)
-    report = compare_pair(*subjects, settings, lineage_tokens, run.step)
-    text = finite_json(report)
-    if image:
-        from huref.report import comparison_image
+    check_outputs([(output, "image")] if output else [], subjects)
+    dog_generator = load_dog_generator(generator, run)[0] if output else None
+    dogs = dog_reads(subjects, settings, latent_version(*subjects)) if output else []
+    run.start(Plan.of(pair_reads(*subjects, settings) + dogs).steps + (1 if output else 0))
+    result = compare_pair(*subjects, settings, run.step)
+    text = finite_json(result.to_json()) if as_json else result.to_text()
+    if output:
+        from huref.outputs import encode_image
 
+        for read in dogs:  # the latents the dogs are drawn from: those compared, of one encoder version
+            read.compute(run.step)
         run.step("drawing")
-        score = (f"ICS {report['ics']:+.4f}" if "ics" in report else f"latent cosine {report['latent_cosine']:+.4f}")
-        picture = comparison_image(*subjects, settings, f"{score}  ({report['verdict']})", dog_generator, truncation)
-        write_all([(image, image_bytes(picture, image))])
+        picture = comparison_image(*subjects, settings, result.headline(), dog_generator, truncation)
+        run.write([(output, encode_image(picture, output), "the two dogs side by side")])
     run.finish()
-    click.echo(text if as_json else format_report(report))
+    click.echo(text)
 
 
 @cli.command()
@@ -233,155 +319,81 @@ def compare(a, b, as_json, image, verdict_from, generator, truncation, settings)
 def demo(quiet):
     """Build three tiny models on the spot (a base, a disguised fine-tune of it, an unrelated one)
     and compare them: the main job, end to end, with no download."""
-    from huref.comparison import compare_pair
+    from huref.comparison import compare_pair, plan_pairs
     from huref.inputs import Settings
+    from huref.results import PCS_NOTE, panel_note
 
-    settings = Settings(quiet=quiet)
     run = Run("demo", quiet)
-    subjects, settings = open_all([f"demo:{name}" for name in ("base", "offspring", "independent")], settings)
-    lineage_tokens = lineage_token_count(subjects, settings, "lineage")
-    run.start(sum(s.steps(settings) for s in subjects) + lineage_steps(subjects, settings, lineage_tokens))
-    for subject in subjects:
-        subject.terms(settings, run.step)
-    reports = [compare_pair(subjects[0], other, settings, lineage_tokens, run.step) for other in subjects[1:]]
+    subjects, settings = open_all([f"demo:{name}" for name in ("base", "offspring", "independent")],
+                                  Settings(quiet=quiet))
+    pairs = [(subjects[0], other, settings) for other in subjects[1:]]
+    run.start(plan_pairs(pairs))
+    results = [compare_pair(*pair, run.step) for pair in pairs]
     run.finish()
-    for other, report in zip(subjects[1:], reports):
-        click.echo(f"demo:base vs {other.spec:<17} ICS {report['ics']:+.4f}  "
-                   f"(qk {report['terms']['qk']:+.3f}, vo {report['terms']['vo']:+.3f}, "
-                   f"ffn {report['terms']['ffn']:+.3f})  PCS {report['pcs']:+.4f}  "
-                   f"lineage z {report['lineage']['z']:+.1f}  -> {report['verdict']}")
+    for other, result in zip(subjects[1:], results):
+        click.echo(f"demo:base vs {other.spec:<17} {result.one_line()}")
+    click.echo(f"{PCS_NOTE}.\n{panel_note(*(result.judgement for result in results))}")
 
 
-def lineage_token_count(subjects, settings, verdict_from: str) -> int | None:
-    """The token count of the whole-depth terms behind the calibrated verdict (the lineage default,
-    never more than --tokens asks for), or None when it is not used (the ICS verdict asked for, or not
-    all models)."""
-    from huref.lineage import LINEAGE_TOKENS
-
-    all_models = all(s.kind == "model" for s in subjects)
-    return min(LINEAGE_TOKENS, settings.n_tokens) if all_models and verdict_from == "lineage" else None
-
-
-def lineage_steps(subjects, settings, lineage_tokens, stride: int | None = None) -> int:
-    """Progress steps of the whole-depth terms of two models (0 when not used); stride None: the
-    verdict's sample of layers."""
-    from dataclasses import replace
-
-    from huref.comparison import lineage_settings
-
-    if not lineage_tokens:
-        return 0
-    return sum(s.steps(lineage_settings(s, replace(settings, n_tokens=lineage_tokens), stride)) for s in subjects)
-
-
-@cli.command()
+@cli.command(hints={"extra argument": "lineage takes two models, A and B"})
 @click.argument("a")
 @click.argument("b")
-@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
-@click.option("-o", "--output", default=None, help="Also write the layer-by-layer map as an image (.png or .jpg).")
-@click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Read every STRIDE-th layer (faster; the null panel was calibrated at 1).")
-@settings_options(whole_depth=True)
-def lineage(a, b, as_json, output, stride, settings):
+@json_option
+@output_option("image", help="Also write the layer-by-layer map as an image.")
+@settings_options(whole_depth=True, policy=("stride",))
+def lineage(a, b, as_json, output, settings):
     """Which layers of model B come from which layers of model A, over the whole depth: the layer map,
-    its alignment, and a calibrated verdict (statistic, z, p-value, false-positive rate)."""
-    from huref.comparison import check_models, lineage_pair
-    from huref.inputs import check_outputs
-    from huref.lineage import result_image
+    its alignment, and a calibrated verdict (statistic, z, p-value)."""
+    from huref.comparison import lineage_pair, plan_lineage
 
     run = Run("lineage", settings.quiet)
-    if output:
-        image_format(output)
     subjects, settings = open_all([a, b], settings)
-    check_models(*subjects)
-    check_outputs([output] if output else [], subjects)
-    run.start(lineage_steps(subjects, settings, settings.n_tokens, stride))
-    found = lineage_pair(*subjects, settings, stride, run.step)
-    text = finite_json({"a": subjects[0].label, "b": subjects[1].label, **found})
+    plan = plan_lineage(*subjects, settings)
+    check_outputs([(output, "image")] if output else [], subjects)
+    run.start(plan)
+    found = lineage_pair(*subjects, settings, run.step)
+    text = finite_json(found.to_json()) if as_json else found.to_text()
     if output:
-        picture = result_image(found, (subjects[0].label, subjects[1].label))
-        write_all([(output, image_bytes(picture, output))])
+        from huref.outputs import encode_image
+
+        run.write([(output, encode_image(found.image(), output), "the layer map")])
     run.finish()
-    click.echo(text if as_json else format_lineage(found, subjects[0].label, subjects[1].label))
-
-
-def format_lineage(found: dict, label_a: str, label_b: str) -> str:
-    """A readable account of a lineage result: where each layer of B comes from, then the verdict."""
-    where_a = {layer: k for k, layer in enumerate(found["layers_a"])}
-    where_b = {layer: k for k, layer in enumerate(found["layers_b"])}
-    lines = [f"A: {label_a} ({len(found['layers_a'])} layers read)", f"B: {label_b} ({len(found['layers_b'])} layers read)",
-             "", "B layer  from A layer  similarity"]
-    for i, j in found["alignment"]:
-        if i is None:
-            lines.append(f"{j:>7}  {'-':>12}  (from neither)")
-        else:
-            lines.append(f"{j:>7}  {i:>12}  {found['map'][where_a[i]][where_b[j]]:+.3f}")
-    lines.append("")
-    lines.append(f"statistic {found['statistic']:+.4f}   z {found['z']:+.1f}   p {found['p_value']:.2g}   "
-                 f"verdict: {found['verdict']} (false-positive rate {found['fpr']:g} under the null panel)")
-    return "\n".join(lines)
-
-
-def format_report(report: dict) -> str:
-    """A readable table of a comparison report (terms or latents)."""
-    lines = []
-    for tag in ("a", "b"):
-        side = report[tag]
-        lines.append(f"{tag.upper()}: {side['source']}  ({side['kind']}, {side['model_type']}, "
-                     f"layers {side['layers']}, {side['n_tokens']} tokens)")
-    if "latent_cosine" in report:
-        lines.append(f"note: {report['note']}")
-        lines.append(f"latent cosine {report['latent_cosine']:+.4f}   z {report['z']:+.1f}   p {report['p_value']:.2g}   "
-                     f"verdict: {report['verdict']} (same-base from {report['threshold']:+.3f}: false-positive rate "
-                     f"{report['fpr']:g} under the latent null panel)")
-        return "\n".join(lines)
-    lines.append(f"common probe tokens: {report['n_common_tokens']}")
-    lines.append("")
-    lines.append("term     ICS")
-    for name, value in report["terms"].items():
-        lines.append(f"{name:<8} {value:+.4f}")
-    for i, value in enumerate(report["layers"]):
-        lines.append(f"layer {report['a']['layers'][i]:<3}{value:+.4f}")
-    lines.append("")
-    pcs = "n/a" if report["pcs"] is None else f"{report['pcs']:+.4f}"
-    if "lineage" in report:
-        found = report["lineage"]
-        lines.append(f"lineage over the whole depth: statistic {found['statistic']:+.4f}   z {found['z']:+.1f}   "
-                     f"p {found['p_value']:.2g}   (ICS thresholds alone: {report['ics_verdict']})")
-    judged = report["ics_judgement"]
-    how = (f"z {judged['z']:+.1f}, p {judged['p_value']:.2g} against the ICS null panel" if judged["decided_by"] == "ics panel"
-           else "the fixed ICS thresholds")
-    lines.append(f"ICS {report['ics']:+.4f} ({how})   PCS {pcs}   verdict: {report['verdict']}")
-    return "\n".join(lines)
+    click.echo(text)
 
 
 @cli.command()
 @click.argument("model")
-@click.option("-o", "--output", required=True, help="Output image (.png, or .jpg / .jpeg).")
-@click.option("--json", "as_json", is_flag=True, help="Print the latent and metadata as one JSON object.")
-@click.option("--save-fingerprint", default=None,
-              help="Also write the publishable FP.json (and FP.private.safetensors, the private opening "
-                   "of its commitment: keep it, never publish it).")
+@output_option("image", required=True, help="The dog.")
+@json_option
+@click.option("--save-fingerprint", default=None, metavar="FP.json",
+              help="Also write the publishable FP.json, and FP.private.safetensors beside it: the salt that opens "
+                   "its commitment (under a kilobyte; keep it private).")
+@click.option("--save-opening", is_flag=True,
+              help="Keep the terms in FP.private.safetensors too (L x 3 x n^2 float32: 12.6 MB a layer at 1024 "
+                   "tokens), so the commitment opens without the model, on any machine.")
 @click.option("--name", default=None, help="The model's name in FP.json (default: the GGUF general.name, the "
                                             "directory's name or the hub id; never a local path).")
 @generator_options
 @settings_options
-def fingerprint(model, output, as_json, save_fingerprint, name, generator, truncation, settings):
+def fingerprint(model, output, as_json, save_fingerprint, save_opening, name, generator, truncation, settings):
     """Draw MODEL's fingerprint: invariant terms -> encoder -> generator -> a dog image."""
-    from huref.fingerprint import build_fingerprint, fingerprint_bytes, latent, opening_chunks, opening_path
-    from huref.inputs import check_outputs
+    from huref.fingerprint import (build_fingerprint, fingerprint_bytes, key_chunks, latent, opening_chunks,
+                                   private_path)
+    from huref.inputs import require_model
+    from huref.outputs import encode_image
     from huref.render import latent_code, render, truncation_setting
 
+    if save_opening and not save_fingerprint:
+        raise HurefError("--save-opening keeps the terms beside FP.json: give --save-fingerprint FP.json too")
     run = Run("fingerprint", settings.quiet)
-    image_format(output)
     subjects, settings = open_all([model], settings)
-    subject = subjects[0]
-    if subject.kind != "model":
-        raise HurefError(f"{model}: not a model (fingerprint takes a model; `huref show` draws an FP.json)")
+    subject = require_model(subjects[0], "fingerprint takes a model; `huref show` draws an FP.json")
     if settings.layers:
         raise HurefError("--layers: a fingerprint reads every layer (docs/ENCODER.md); --layers is for compare, "
                          "invariants and lineage")
-    outputs = [output] + ([save_fingerprint, opening_path(save_fingerprint)] if save_fingerprint else [])
+    outputs = [(output, "image")]
+    if save_fingerprint:
+        outputs += [(save_fingerprint, "json"), (private_path(save_fingerprint), "private")]
     check_outputs(outputs, subjects)
     dog_generator, generator_info = load_dog_generator(generator, run)
     run.start(subject.latent_steps(settings) + 2)
@@ -389,99 +401,126 @@ def fingerprint(model, output, as_json, save_fingerprint, name, generator, trunc
     run.step("encoding")
     fp, salt = build_fingerprint(terms, generator_info, name=name or subject.label)
     run.step("drawing")
-    picture = render(latent(fp), dog_generator, truncation)
     psi, code = truncation_setting(dog_generator, truncation)[0], latent_code(latent(fp))
-    files = [(output, image_bytes(picture, output))]
+    files = [(output, encode_image(render(latent(fp), dog_generator, truncation), output), "the dog")]
     if save_fingerprint:
-        files += [(save_fingerprint, fingerprint_bytes(fp)), (opening_path(save_fingerprint), opening_chunks(terms, salt))]
-    write_all(files)
+        private = opening_chunks(terms, salt) if save_opening else key_chunks(terms, salt, settings.device)
+        files += [(save_fingerprint, fingerprint_bytes(fp), "publishable"),
+                  (private_path(save_fingerprint), private,
+                   "private: " + ("the terms and the salt, opens the commitment anywhere" if save_opening else
+                                  "the salt, opens the commitment with the model (`huref open`)") + "; keep it")]
+    run.write(files)
     run.finish()
-    if save_fingerprint and not settings.quiet:
-        click.echo(f"wrote {save_fingerprint} (publishable) and {opening_path(save_fingerprint)} "
-                   f"(private: opens the commitment, keep it)", err=True)
     if as_json:
         click.echo(finite_json(dict(fp, image=output, truncation=psi, code=code)))
     else:
-        click.echo(f"wrote {output}: fingerprint of {fp['model']} ({fp['model_type']}, layers {fp['layers']}, "
-                   f"{fp['n_tokens']} tokens, generator {generator_info['name']}); code {code}")
+        click.echo(f"fingerprint of {fp['model']} ({fp['model_type']}, layers {fp['layers']}, {fp['n_tokens']} tokens, "
+                   f"generator {generator_info['name']}): code {code}")
 
 
 @cli.command()
 @click.argument("fingerprint_file", metavar="FP.json")
-@click.option("-o", "--output", required=True, help="Output image (.png, or .jpg / .jpeg).")
+@output_option("image", required=True, help="The dog.")
 @generator_options
 @quiet_option
 def show(fingerprint_file, output, generator, truncation, quiet):
     """Render a published fingerprint FP.json as its dog."""
     from huref.fingerprint import latent
-    from huref.inputs import Settings, check_outputs
+    from huref.inputs import FingerprintFile, Settings
+    from huref.outputs import encode_image
     from huref.render import render
 
     run = Run("show", quiet)
-    image_format(output)
     subjects, _ = open_all([fingerprint_file], Settings(quiet=quiet))
-    fp = subjects[0].fingerprint
-    if fp is None:
+    if not isinstance(subjects[0], FingerprintFile):
         raise HurefError(f"{fingerprint_file}: not a fingerprint (.json)")
-    check_outputs([output], subjects)
+    fp = subjects[0].fingerprint
+    check_outputs([(output, "image")], subjects)
     named = fp["generator"]["name"]
     dog_generator, info = load_dog_generator(generator or (named if named in ("bundled", "afhqdog") else None), run)
     if info["sha256"] != fp["generator"].get("sha256"):
         run.notice(f"rendering with generator {info['name']}, not the one the fingerprint names ({named}); "
                    "the dog will look different")
-    write_all([(output, image_bytes(render(latent(fp), dog_generator, truncation), output))])
+    picture = render(latent(fp), dog_generator, truncation)
+    run.write([(output, encode_image(picture, output), f"the dog of {fp['model']}")])
     run.finish()
-    if not quiet:
-        click.echo(f"wrote {output}")
 
 
-@cli.command()
+@cli.command("open")
+@click.argument("fingerprint_file", metavar="FP.json")
+@click.argument("model", required=False)
+@click.option("--private", "private_file", default=None, metavar="PATH",
+              help="FP.json's private file (default: FP.private.safetensors beside FP.json).")
+@output_option("invariants", help="Also write the full opening (the terms with the salt: private) to this file.")
+@click.option("--revision", default=None, help="Hub revision (branch, tag or commit) for a hub model.")
+@json_option
+@quiet_option
+def open_command(fingerprint_file, model, private_file, output, revision, as_json, quiet):
+    """Open FP.json's commitment: check that MODEL's terms, recomputed now with the salt from the
+    private file, are the terms committed to (exit 0), or say why not (exit 1). Without MODEL, the
+    private file must hold the terms (fingerprint --save-opening)."""
+    import torch
+
+    from huref.fingerprint import open_commitment, opening_chunks, private_path, read_private
+    from huref.inputs import FingerprintFile, Settings, open_subject, require_model
+
+    run = Run("open", quiet)
+    subject = open_subject(fingerprint_file)
+    if not isinstance(subject, FingerprintFile):
+        raise HurefError(f"{fingerprint_file}: not a fingerprint (.json)")
+    private = private_file or str(private_path(fingerprint_file))
+    if not os.path.isfile(private):
+        raise HurefError(f"{private}: no such private file (fingerprint --save-fingerprint writes it beside FP.json)")
+    salt, key, stored = read_private(private)
+    fp = subject.fingerprint
+    if model is None and stored is None:
+        raise HurefError(f"{private} holds only the salt: give the model to recompute the terms")
+    subjects = [subject]
+    if model is not None:
+        made = key or stored.meta
+        device = "cuda" if made.get("device") == "cuda" and torch.cuda.is_available() else "cpu"
+        settings = Settings(n_tokens=fp["n_tokens"], layers=tuple(fp["layers"]), revision=revision, device=device,
+                            precision=made.get("dtype", "float32"), quiet=quiet)
+        subjects.append(require_model(open_subject(model, settings), "open recomputes a model's terms"))
+        subjects[1].check_settings(settings)
+    check_outputs([(output, "invariants")] if output else [], subjects, inputs=[private])
+    if model is not None:
+        run.start(subjects[1].steps(settings))
+        terms = subjects[1].terms(settings, run.step)
+    else:
+        terms = stored
+    result = open_commitment(fingerprint_file, fp, terms, salt, key)
+    if output and result.opens:
+        run.write([(output, opening_chunks(terms, salt), "the full opening: private")])
+    run.finish()
+    echo_result(result, as_json)
+    return 0 if result.opens else 1
+
+
+@cli.command(hints={"extra argument": "give each base with --base BASE (repeatable), or --registry DIR"})
 @click.argument("model")
 @click.option("--base", "bases", multiple=True, help="A model, invariants file or fingerprint (repeatable).")
 @click.option("--registry", type=click.Path(file_okay=False), default=None,
               help="Compare against every fingerprint (.json) and invariants (.safetensors) file in this folder.")
-@click.option("--min-ics", type=float, default=None, help="ICS threshold (default: the calibrated same-base one).")
-@click.option("--min-latent", type=float, default=None,
-              help="Latent-cosine threshold for fingerprint bases (default: the calibrated latent verdict).")
-@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
-@settings_options
-def verify(model, bases, registry, min_ics, min_latent, as_json, settings):
+@json_option
+@settings_options(policy=("min_ics", "min_latent"))
+def verify(model, bases, registry, as_json, settings):
     """Exit 0 when MODEL derives from a base (--base / --registry), 1 when not, 2 on bad input."""
-    from huref.comparison import check_thresholds, judgement, verify as run_verify, verify_plans
+    from huref.comparison import plan_pairs, verify as run_verify, verify_pairs
     from huref.inputs import open_subject
 
-    check_thresholds(min_ics, min_latent)
     candidates = list(bases) + (registry_files(registry) if registry else [])
     if not candidates:
         raise HurefError("give --base BASE or --registry DIR")
     run = Run("verify", settings.quiet)
     subject = open_subject(model, settings)
     opened = [open_subject(spec, settings) for spec in candidates]
-    model_bases = [base for base in opened if base.kind == "model"]
-    lineage_tokens = lineage_token_count([subject] + model_bases, settings, "lineage") if min_ics is None else None
-    run.start(sum(subject.steps(plan) for plan in set(verify_plans(subject, opened, settings)))
-              + (lineage_steps([subject] + model_bases, settings, lineage_tokens) if model_bases else 0))
-    result = run_verify(subject, opened, settings, min_ics, min_latent, progress=run.step,
-                        lineage_tokens=lineage_tokens if model_bases else None)
-    text = finite_json(result)
+    run.start(plan_pairs(verify_pairs(subject, opened, settings)))
+    result = run_verify(subject, opened, settings, run.step)
+    text = finite_json(result.to_json()) if as_json else result.to_text()
     run.finish()
-    if as_json:
-        click.echo(text)
-    else:
-        best = result["best"]
-        says = "derives from" if result["derives"] else "does not derive from"
-        found = judgement(best)
-        if best["decided_by"] == "lineage":
-            why = f"lineage z {found['z']:+.1f}, p {found['p_value']:.2g}; {best['kind']} {best['score']:+.4f}"
-        elif found:
-            why = f"{best['kind']} {best['score']:+.4f}, z {found['z']:+.1f}, p {found['p_value']:.2g}: {found['verdict']}"
-        else:
-            relation = ">=" if best["derives"] else "<"
-            why = f"{best['kind']} {best['score']:+.4f} {relation} {best['threshold']:.2f}"
-        click.echo(f"{model} {says} {best['base']} ({why})")
-        for match in result["matches"][1:]:
-            click.echo(f"  also: {match['base']}  {match['kind']} {match['score']:+.4f}")
-    return 0 if result["derives"] else 1
+    click.echo(text)
+    return 0 if result.derives else 1
 
 
 def registry_files(directory) -> list[str]:
@@ -501,32 +540,24 @@ def registry_files(directory) -> list[str]:
 
 @cli.command()
 @click.argument("specs", nargs=-1, required=True, metavar="A B [C ...]")
-@click.option("-o", "--output", required=True, help="Output HTML file.")
-@click.option("--verdict", "verdict_from", type=click.Choice(["lineage", "ics"]), default="lineage", show_default=True,
-              help="For pairs of models: lineage = the calibrated whole-depth statistic, with its layer map; "
-                   "ics = the two-layer ICS thresholds (faster). Files keep their thresholds.")
+@output_option("html", required=True, help="The report.")
 @generator_options
-@settings_options
-def report(specs, output, verdict_from, generator, truncation, settings):
-    """HTML report of models, invariants files and fingerprints: dogs, score heatmap, per-term detail,
-    lineage maps of model pairs."""
-    from huref.inputs import check_outputs
-    from huref.report import make_report
+@settings_options(policy=("verdict",))
+def report(specs, output, generator, truncation, settings):
+    """HTML report of models, invariants files and fingerprints: dogs with their codes, score
+    heatmap, per-term detail, lineage maps of model pairs."""
+    from huref.report import make_report, plan_report
 
     if len(specs) < 2:
         raise HurefError("report needs at least two models, invariants files or fingerprints")
     run = Run("report", settings.quiet)
     subjects, settings = open_all(list(specs), settings)
-    check_outputs([output], subjects)
+    check_outputs([(output, "html")], subjects)
     dog_generator = load_dog_generator(generator, run)[0]
-    models = [s for s in subjects if s.kind == "model"]
-    lineage_tokens = lineage_token_count(models, settings, verdict_from) if len(models) >= 2 else None
-    run.start(sum(s.steps(settings) for s in subjects) + lineage_steps(models, settings, lineage_tokens) + 1)
-    page = make_report(subjects, dog_generator, settings, truncation, run.step, lineage_tokens)
-    write_all([(output, page.encode())])
+    run.start(plan_report(subjects, settings).steps + 1)
+    page = make_report(subjects, dog_generator, settings, truncation, run.step)
+    run.write([(output, page.encode(), f"{len(subjects)} subjects, {len(subjects) * (len(subjects) - 1) // 2} pairs")])
     run.finish()
-    if not settings.quiet:
-        click.echo(f"wrote {output}")
 
 
 @cli.group("generator")
@@ -553,15 +584,18 @@ def generator_download(name, url, quiet):
     click.echo(str(path))
 
 
-@generator_group.command("convert")
+@generator_group.command("convert", hints={"extra argument": "give the output with -o/--output OUT.safetensors"})
 @click.argument("in_pkl", type=click.Path(exists=True, dir_okay=False))
-@click.argument("out", type=click.Path(dir_okay=False))
-def generator_convert(in_pkl, out):
+@output_option("generator", required=True, help="The generator's weights; its .json is written beside them")
+@quiet_option
+def generator_convert(in_pkl, output, quiet):
     """Convert an NVIDIA network pickle's G_ema to OUT.safetensors + OUT.json, running nothing from the pickle."""
-    from huref.generators import convert_generator
+    from huref.generators import config_path, convert_generator
 
-    path = convert_generator(in_pkl, out)
-    click.echo(f"wrote {path} and {path.with_suffix('.json')}")
+    check_outputs([(output, "generator"), (config_path(output), "json")], inputs=[in_pkl])
+    path = convert_generator(in_pkl, output)
+    if not quiet:
+        click.echo(f"wrote {path} and {config_path(path)} (the generator)", err=True)
 
 
 from huref.registry.commands import register as register_registry_commands  # noqa: E402 (after `cli` exists)
@@ -585,6 +619,15 @@ def keep_freed_memory() -> None:
     mallopt(m_trim_threshold, 1 << 30)
 
 
+def usage_message(error: click.ClickException) -> str:
+    """A usage error's message, pointing to the command's --help when it carries no hint of its own."""
+    message = error.format_message()
+    ctx = getattr(error, "ctx", None)
+    if isinstance(error, click.UsageError) and ctx is not None and "(" not in message and "Did you mean" not in message:
+        message += f" (see `{ctx.command_path} --help`)"
+    return message
+
+
 def main() -> None:
     """Entry point: run the CLI, turning errors into one line on stderr and an exit code."""
     keep_freed_memory()
@@ -599,8 +642,8 @@ def main() -> None:
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("huref: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    except click.ClickException as e:  # a usage error: one line too (`huref COMMAND --help` shows the usage)
-        click.echo(f"huref: error: {one_line(e.format_message())}", err=True)
+    except click.ClickException as e:  # a usage error: one line too, with a hint
+        click.echo(f"huref: error: {one_line(usage_message(e))}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     except Exception as e:  # a bug, not bad input: still one line unless debugging
         if os.environ.get("HUREF_DEBUG"):

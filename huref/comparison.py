@@ -1,104 +1,166 @@
-"""Scoring subjects against each other: what `compare`, `verify` and `report` print.
+"""Scoring subjects against each other: what `compare`, `lineage`, `verify` and `report` compute.
 
 Two subjects with terms (models, invariants files) are scored by ICS, the paper's measure, on
 their common probe tokens; when either is a published fingerprint only latents exist, and they
 are scored by latent cosine. Two models are judged by the calibrated lineage verdict, latents by
 the calibrated latent verdict (`huref.fingerprint.compare_fingerprints`), other terms by the ICS
 verdict (`huref.similarity.judge_ics`: calibrated on the default layers, fixed thresholds on
-others); --min-ics / --min-latent replace them by a fixed threshold.
+others); the settings' `Policy` says which (`--verdict`, `--min-ics`, `--min-latent`).
+
+A `Plan` says, before any work, which terms a job reads (`Read`s) and so how many progress steps
+it takes; the scoring functions read exactly the reads `pair_reads` names, so the two cannot
+disagree. Results are the typed objects of `huref.results`.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass
 from typing import Callable
 
+from huref.encoder import ENCODERS
 from huref.errors import HurefError
 from huref.fingerprint import compare_fingerprints
-from huref.inputs import Settings, Subject, check_comparable, latent_version, settings_for
+from huref.inputs import ModelSubject, Settings, Subject, check_comparable, latent_version, settings_for
+from huref.invariants import Terms
 from huref.readers import lineage_reads
+from huref.results import (LatentComparison, LineageResult, Match, TermsComparison, Verification, judgement_of)
 from huref.similarity import compare_terms, judge_ics, pcs
 
-
-def lineage_settings(subject: Subject, settings: Settings, stride: int | None = None) -> Settings:
-    """The settings of a model's whole-depth terms: every `stride`-th layer that carries terms
-    (None: the verdict's sample, `huref.lineage.verdict_stride`)."""
-    from huref.lineage import depth_layers, verdict_stride
-
-    return replace(settings, layers=depth_layers(subject.model, stride or verdict_stride(subject.model)))
+Progress = Callable[[str], None] | None
 
 
-def lineage_terms(subject: Subject, settings: Settings, stride: int | None = None, progress=None):
-    """A model's whole-depth terms (`lineage_settings`), computed once per setting. They are never
-    written, so their reads skip the SHA-256 that names a written file's bytes, and their matmuls run
-    in bfloat16 on weights stored so (`huref.readers.lineage_reads`)."""
-    with lineage_reads(subject.model.reader):
-        return subject.terms(lineage_settings(subject, settings, stride), progress)
+@dataclass(frozen=True)
+class Read:
+    """One thing a job computes from a subject: its terms at `settings`; whole_depth: the
+    whole-depth terms of a lineage, read through `huref.readers.lineage_reads` (no SHA-256: they
+    are never written; bfloat16 weights multiplied as stored); latent: an encoder version whose
+    latent of the subject is made (`Subject.record`: that version reads its own terms), not terms."""
+
+    subject: Subject
+    settings: Settings
+    whole_depth: bool = False
+    latent: int | None = None
+
+    def key(self) -> tuple:
+        return (id(self.subject), self.settings.terms_key(), self.latent)
+
+    def steps(self) -> int:
+        if self.latent is not None:
+            return self.subject.latent_steps(self.settings, self.latent)
+        return self.subject.steps(self.settings)
+
+    def terms(self, progress: Progress = None) -> Terms:
+        if self.whole_depth:
+            with lineage_reads(self.subject.model.reader):
+                return self.subject.terms(self.settings, progress)
+        return self.subject.terms(self.settings, progress)
+
+    def compute(self, progress: Progress = None) -> None:
+        """Compute what the read names (the subject keeps it)."""
+        if self.latent is not None:
+            self.subject.record(self.settings, self.latent, progress)
+        else:
+            self.terms(progress)
 
 
-def check_models(a: Subject, b: Subject) -> None:
+@dataclass(frozen=True)
+class Plan:
+    """The distinct reads of a job, in order, and the progress steps they take (counted when the plan
+    is made, before any work: a read already in memory or spilled counts 0)."""
+
+    reads: tuple[Read, ...]
+    steps: int
+
+    @staticmethod
+    def of(reads) -> "Plan":
+        distinct: dict = {}
+        for read in reads:
+            distinct.setdefault(read.key(), read)
+        return Plan(tuple(distinct.values()), sum(read.steps() for read in distinct.values()))
+
+
+def whole_depth_read(subject: ModelSubject, settings: Settings) -> Read:
+    """The read of a model's whole-depth terms (`Settings.whole_depth`)."""
+    return Read(subject, settings.whole_depth(subject), whole_depth=True)
+
+
+def latent_read(subject: Subject, settings: Settings, version: int) -> Read:
+    """The read that makes subject's latent of encoder `version`: its terms at `settings` when that
+    version reads the command's layers (encoding them takes no step), else the latent itself."""
+    return Read(subject, settings, latent=version) if ENCODERS[version].every_layer else Read(subject, settings)
+
+
+def dog_reads(subjects: list[Subject], settings: Settings, version: int | None = None) -> list[Read]:
+    """The reads that make the subjects' latents (their dogs) of encoder `version` (None: each
+    subject's `latent_version`); a fingerprint holds its latent."""
+    return [latent_read(s, settings, version or s.latent_version()) for s in subjects if s.has_terms]
+
+
+def pair_reads(a: Subject, b: Subject, settings: Settings) -> list[Read]:
+    """What scoring a against b reads: each side's terms at `settings`, and both models' whole-depth
+    terms when the lineage statistic judges them (`Settings.judged_by_lineage`); with a fingerprint
+    on either side, the other side's latent of the fingerprint's encoder version."""
+    if not (a.has_terms and b.has_terms):
+        return dog_reads([a, b], settings, latent_version(a, b))
+    reads = [Read(s, settings) for s in (a, b)]
+    if settings.judged_by_lineage(a, b):
+        reads += [whole_depth_read(a, settings), whole_depth_read(b, settings)]
+    return reads
+
+
+def plan_pairs(pairs: list[tuple[Subject, Subject, Settings]]) -> Plan:
+    """The plan of scoring every (a, b, settings) pair."""
+    return Plan.of(read for a, b, settings in pairs for read in pair_reads(a, b, settings))
+
+
+def require_models(a: Subject, b: Subject) -> tuple[ModelSubject, ModelSubject]:
     """Refuse a lineage of anything but two models (it reads their layers, which files do not hold)."""
-    if a.kind != "model" or b.kind != "model":
+    if not (isinstance(a, ModelSubject) and isinstance(b, ModelSubject)):
         raise HurefError("lineage compares two models (it reads every layer of each)")
+    return a, b
 
 
-def lineage_pair(a: Subject, b: Subject, settings: Settings, stride: int | None = None, progress=None) -> dict:
-    """Whole-depth lineage of two models (`huref.lineage.lineage`): layer maps, which layers of B
-    come from which of A, the statistic, its z, p-value, false-positive rate and calibrated verdict.
-    stride: every stride-th layer of each; None: each model's verdict sample (at most
-    huref.lineage.VERDICT_LAYERS evenly spaced layers), what compare, verify and report use."""
+def lineage_pair(a: Subject, b: Subject, settings: Settings, progress: Progress = None) -> LineageResult:
+    """Whole-depth lineage of two models (`huref.lineage.lineage`) on the layers and tokens the
+    settings' policy names (`Settings.whole_depth`): which layers of B come from which of A, the
+    statistic and its calibrated verdict."""
     from huref.lineage import lineage
 
-    check_models(a, b)
-    return lineage(lineage_terms(a, settings, stride, progress), lineage_terms(b, settings, stride, progress))
+    a, b = require_models(a, b)
+    ta, tb = (whole_depth_read(s, settings).terms(progress) for s in (a, b))
+    return LineageResult.of(lineage(ta, tb), a.label, b.label, settings.policy.whole_depth)
 
 
-LINEAGE_SUMMARY = ("statistic", "z", "p_value", "fpr", "verdict", "alignment", "map", "layers_a", "layers_b")
+def plan_lineage(a: Subject, b: Subject, settings: Settings) -> Plan:
+    """The plan of `lineage_pair`: both models' whole-depth terms."""
+    a, b = require_models(a, b)
+    return Plan.of([whole_depth_read(a, settings), whole_depth_read(b, settings)])
 
 
-def compare_pair(a: Subject, b: Subject, settings: Settings, lineage_tokens: int | None = None,
-                 progress: Callable[[str], None] | None = None) -> dict:
-    """The comparison report of a and b (both already matched by `huref.inputs.settings_for`).
-
-    With terms on both sides: {"ics", "terms": {"qk", "vo", "ffn"}, "layers", "pcs", "verdict",
-    "ics_verdict", "ics_judgement" (`huref.similarity.judge_ics`), "n_common_tokens", "a", "b"} and, for two models when `lineage_tokens` is given,
-    "lineage": {"statistic", "z", "p_value", "fpr", "verdict", "alignment", "map", "layers_a",
-    "layers_b"} (as `huref.lineage.lineage` gives them) whose calibrated verdict
-    is then "verdict" (else the ICS thresholds' is); with a fingerprint on either side: {"kind":
-    "latent", "latent_cosine", "z", "p_value", "fpr", "threshold", "verdict", "note", "a", "b"}. `progress` hears of the
-    whole-depth terms computed for the lineage.
-    """
+def compare_pair(a: Subject, b: Subject, settings: Settings, progress: Progress = None):
+    """The comparison of a and b (matched by `huref.inputs.settings_for`): a TermsComparison when
+    both have terms (with the lineage result when it judges them), else a LatentComparison."""
     check_comparable(a, b)
+    for read in pair_reads(a, b, settings):
+        read.compute(progress)
     if a.has_terms and b.has_terms:
         ta, tb = a.terms(settings), b.terms(settings)
         result = compare_terms(ta, tb)
-        both_models = a.kind == "model" and b.kind == "model"
+        both_models = isinstance(a, ModelSubject) and isinstance(b, ModelSubject)
         judged = judge_ics(result["ics"], ta.meta, tb.meta)
-        report = {
-            "ics": result["ics"],
-            "terms": result["terms"],
-            "layers": result["layers"],
-            "pcs": side_pcs(a, b, ta.layers) if both_models else None,
-            "verdict": judged["verdict"],
-            "ics_verdict": judged["verdict"],
-            "ics_judgement": judged,
-            "n_common_tokens": result["n_common"],
-            "a": a.describe(settings),
-            "b": b.describe(settings),
-        }
-        if both_models and lineage_tokens:
-            found = lineage_pair(a, b, replace(settings, n_tokens=lineage_tokens), progress=progress)
-            report["lineage"] = {key: found[key] for key in LINEAGE_SUMMARY}
-            report["verdict"] = found["verdict"]
-        return report
+        return TermsComparison(
+            a=a.describe(settings), b=b.describe(settings), ics=result["ics"], term_ics=result["terms"],
+            layer_ics=list(zip(ta.layers, tb.layers, result["layers"])),
+            pcs=side_pcs(a, b, ta.layers) if both_models else None, n_common_tokens=result["n_common"],
+            ics_judgement=judgement_of(judged, judged["decided_by"]),
+            lineage=lineage_pair(a, b, settings) if settings.judged_by_lineage(a, b) else None)
     version = latent_version(a, b)
-    detail = compare_fingerprints(a.record(settings, version, progress), b.record(settings, version, progress))
-    keys = ("kind", "latent_cosine", "z", "p_value", "fpr", "threshold", "verdict", "note")
-    return {**{key: detail[key] for key in keys}, "a": a.describe(settings, version),
-            "b": b.describe(settings, version)}
+    detail = compare_fingerprints(a.record(settings, version), b.record(settings, version))
+    return LatentComparison(a.describe(settings, version), b.describe(settings, version), detail["latent_cosine"],
+                            judgement_of(detail, "latent panel", panel=ENCODERS[version].panel), detail["note"])
 
 
-def side_pcs(a: Subject, b: Subject, layers: list[int]) -> float | None:
+def side_pcs(a: ModelSubject, b: ModelSubject, layers: list[int]) -> float | None:
     """PCS, the paper's naive side metric; None where it cannot be computed (a bad value in a tensor
     the terms never read must not block the main result)."""
     try:
@@ -107,73 +169,25 @@ def side_pcs(a: Subject, b: Subject, layers: list[int]) -> float | None:
         return None
 
 
-def score(a: Subject, b: Subject, settings: Settings, min_ics: float | None = None,
-          min_latent: float | None = None, lineage_tokens: int | None = None,
-          progress: Callable[[str], None] | None = None) -> dict:
-    """Score a against base b: {"base", "kind": "ics"|"latent", "score", "threshold", "derives",
-    "decided_by": "lineage"|"latent panel"|"ics panel"|"threshold", "detail"}. Two models with
-    `lineage_tokens` and no --min-ics: the calibrated lineage verdict decides (the score stays the
-    ICS, for the table); latents without --min-latent, and terms of the default layers without
-    --min-ics: their calibrated verdicts (threshold: the smallest score called same-base); else the
-    score against its threshold does."""
-    detail = compare_pair(a, b, settings, lineage_tokens if min_ics is None else None, progress)
-    if "ics" in detail:
-        kind, value = "ics", detail["ics"]
-        threshold = detail["ics_judgement"]["threshold"] if min_ics is None else min_ics
-    else:
-        kind, value = "latent", detail["latent_cosine"]
-        threshold = detail["threshold"] if min_latent is None else min_latent
-    if "lineage" in detail:
-        decided_by = "lineage"
-    elif kind == "latent" and min_latent is None:
-        decided_by = "latent panel"
-    elif kind == "ics" and min_ics is None and detail["ics_judgement"]["decided_by"] == "ics panel":
-        decided_by = "ics panel"
-    else:
-        decided_by = "threshold"
-    match = {"base": b.spec, "kind": kind, "score": value, "threshold": threshold, "decided_by": decided_by,
-             "detail": detail}
-    found = judgement(match)
-    return {**match, "derives": found["verdict"] == "same-base" if found else value >= threshold}
+def score(a: Subject, b: Subject, settings: Settings, progress: Progress = None) -> Match:
+    """a scored against base b: a Match, decided by the comparison's calibrated verdict or, with
+    the policy's --min-ics / --min-latent, by the score against that threshold."""
+    comparison = compare_pair(a, b, settings, progress)
+    policy = settings.policy
+    return Match(b.spec, comparison, policy.min_ics if comparison.kind == "ics" else policy.min_latent)
 
 
-def judgement(match: dict) -> dict | None:
-    """The calibrated verdict that decided a `score` match ({"z", "p_value", "verdict", ...}: the
-    lineage summary, the latent comparison or the ICS judgement), None when a threshold did."""
-    detail = match["detail"]
-    return {"lineage": detail.get("lineage"), "latent panel": detail,
-            "ics panel": detail.get("ics_judgement")}.get(match["decided_by"])
+def verify_pairs(model: Subject, bases: list[Subject], settings: Settings) -> list[tuple[Subject, Subject, Settings]]:
+    """(model, base, the settings model is scored with against base) per base, checked before any work."""
+    return [(model, base, settings_for([base, model], settings)) for base in bases]
 
 
-def verify(model: Subject, bases: list[Subject], settings: Settings, min_ics: float | None = None,
-           min_latent: float | None = None, progress: Callable[[str], None] | None = None,
-           lineage_tokens: int | None = None) -> dict:
-    """Score `model` against each base; a base it derives from wins, then the largest margin over
-    the threshold.
-
-    Returns {"model", "derives", "best": match, "matches": [match, ...] best first}; a match is
-    what score() returns (with `lineage_tokens`, model bases are judged by the calibrated lineage
-    verdict). The model's terms are computed once per distinct setting the bases need.
-    """
+def verify(model: Subject, bases: list[Subject], settings: Settings, progress: Progress = None) -> Verification:
+    """Score `model` against each base, one base's terms in memory at a time; a base it derives from
+    wins, then the largest margin over the threshold."""
     matches = []
-    for base, matched in zip(bases, verify_plans(model, bases, settings)):
-        if model.has_terms and base.has_terms:
-            model.terms(matched, progress)
-        matches.append(score(model, base, matched, min_ics, min_latent, lineage_tokens, progress))
-        base.forget()  # one base's terms in memory at a time
-    matches.sort(key=lambda m: (m["derives"], m["score"] - m["threshold"]), reverse=True)
-    return {"model": model.spec, "derives": matches[0]["derives"], "best": matches[0], "matches": matches}
-
-
-def verify_plans(model: Subject, bases: list[Subject], settings: Settings) -> list[Settings]:
-    """The settings `model` is scored with against each base (checked before any work)."""
-    return [settings_for([base, model], settings) for base in bases]
-
-
-def check_thresholds(*values: float | None) -> None:
-    """Refuse a threshold that is not a finite number."""
-    import math
-
-    for value in values:
-        if value is not None and not math.isfinite(value):
-            raise HurefError(f"a threshold must be a finite number, not {value}")
+    for _, base, matched in verify_pairs(model, bases, settings):
+        matches.append(score(model, base, matched, progress))
+        base.forget()
+    matches.sort(key=lambda m: (m.derives, m.score - m.threshold), reverse=True)
+    return Verification(model.spec, matches)

@@ -13,12 +13,18 @@ fingerprint's version, so fingerprints published before version 2 still verify.
 
 The commitment is SHA-256(DOMAIN || salt || header || values): salt 32 random bytes kept by the
 owner, header the canonical JSON of the layers and token keys, values the terms as float32
-little-endian bytes in [L, 3, n, n] order. Revealing the salt and the terms (the private opening
-file) lets anyone check that these exact terms were fixed when the fingerprint was published,
-re-encode them and find the published latent. It does not prove that the terms came from any
-given weights (anyone can compute terms of a public model, or commit to made-up numbers), who
-trained the model, or when (a timestamp needs the FP.json posted somewhere dated). Without the
-salt, the digest reveals nothing about the terms and cannot be used to test a guess.
+little-endian bytes in [L, 3, n, n] order. Revealing the salt and the terms (an opening) lets
+anyone check that these exact terms were fixed when the fingerprint was published, re-encode them
+and find the published latent. It does not prove that the terms came from any given weights
+(anyone can compute terms of a public model, or commit to made-up numbers), who trained the
+model, or when (a timestamp needs the FP.json posted somewhere dated). Without the salt, the
+digest reveals nothing about the terms and cannot be used to test a guess.
+
+The owner keeps the salt in the private file FP.private.safetensors (`private_path`). By default it
+holds only the salt and how the terms were computed (`key_chunks`, under a kilobyte): the terms are
+recomputed from the model when the commitment is opened (`huref open`), bit for bit on the same
+software and hardware. With --save-opening it also holds the terms themselves (`opening_chunks`:
+L·3·n² float32 numbers, 12.6 MB a layer at 1024 tokens), which open it anywhere.
 """
 
 from __future__ import annotations
@@ -111,33 +117,110 @@ def save_fingerprint(fingerprint: dict, path) -> None:
     write_atomically(path, fingerprint_bytes(fingerprint))
 
 
-def opening_path(fingerprint_path) -> Path:
-    """Where the private opening of FP.json goes: FP.private.safetensors beside it."""
+def private_path(fingerprint_path) -> Path:
+    """Where FP.json's private file goes: FP.private.safetensors beside it."""
     path = Path(fingerprint_path)
     return path.with_name(path.stem + ".private.safetensors")
 
 
+KEY_FORMAT = "huref-commitment-key"
+
+
+def key_chunks(terms: Terms, salt: bytes, device: str):
+    """The default private file, in chunks: a safetensors file with no tensors whose metadata holds
+    the salt, the commitment and what the terms were computed with (token count, layers, dtype,
+    device, the weight files' SHA-256, versions); never publish it (with the model, the salt opens
+    the commitment)."""
+    from huref.files import safetensors_chunks
+
+    meta = terms.meta
+    key = {"huref": KEY_FORMAT, "salt": salt.hex(), "commitment": commitment_digest(terms, salt),
+           "model": meta.get("model"), "n_tokens": len(terms.tokens), "layers": list(terms.layers),
+           "dtype": meta.get("dtype", "float32"), "device": device, "weights_sha256": weights_digest(terms),
+           "tool_version": huref.__version__, "torch_version": torch.__version__}
+    return safetensors_chunks({}, {"huref": json.dumps(key)})
+
+
+def weights_digest(terms: Terms) -> str | None:
+    """One SHA-256 over the SHA-256 of every weight tensor the terms were computed from (their
+    meta "sha256"), None when unknown."""
+    digests = terms.meta.get("sha256")
+    if not digests:
+        return None
+    return hashlib.sha256(json.dumps(sorted(digests.items())).encode()).hexdigest()
+
+
 def opening_chunks(terms: Terms, salt: bytes):
-    """The private opening's bytes, in chunks: the terms, with the salt in their metadata; never publish it."""
+    """The full opening, in chunks: the terms (an invariants file) with the salt in their metadata;
+    never publish it."""
     return terms_chunks(Terms(terms.values, terms.layers, terms.tokens, dict(terms.meta, commitment_salt=salt.hex())))
 
 
 def save_opening(terms: Terms, salt: bytes, path) -> None:
-    """Write the private opening, atomically."""
+    """Write the full opening, atomically."""
     write_atomically(path, opening_chunks(terms, salt))
 
 
-def check_opening(fingerprint: dict, opening_file) -> bool:
-    """True when the opening file (terms + salt) matches the fingerprint's commitment and latent's encoder."""
-    terms = load_terms(opening_file)
-    salt_hex = terms.meta.get("commitment_salt")
-    if not isinstance(salt_hex, str):
-        raise HurefError(f"{opening_file}: no commitment salt in this invariants file")
+def _salt(text, path) -> bytes:
     try:
-        salt = bytes.fromhex(salt_hex)
+        salt = bytes.fromhex(text) if isinstance(text, str) else b""
     except ValueError:
-        raise HurefError(f"{opening_file}: the commitment salt is not hex") from None
+        salt = b""
+    if len(salt) != 32:
+        raise HurefError(f"{path}: the commitment salt is missing or not 32 hex-encoded bytes")
+    return salt
+
+
+def read_private(path) -> tuple[bytes, dict, Terms | None]:
+    """A private file: (salt, the key's fields ({} for a full opening), the terms when it holds them).
+    Anything else raises HurefError."""
+    from huref.readers.safetensors import read_header
+
+    path = str(path)
+    try:
+        header = json.loads(read_header(path)[2].get("huref", "null"))
+    except HurefError as error:
+        raise HurefError(f"{path}: not a huref private file ({str(error).removeprefix(path + ': ')})") from None
+    except (ValueError, RecursionError):
+        header = None
+    if isinstance(header, dict) and header.get("huref") == KEY_FORMAT:
+        return _salt(header.get("salt"), path), header, None
+    if isinstance(header, dict) and header.get("huref") == "invariants":
+        terms = load_terms(path)
+        return _salt(terms.meta.get("commitment_salt"), path), {}, terms
+    raise HurefError(f"{path}: not a huref private file (FP.private.safetensors)")
+
+
+def opens(fingerprint: dict, terms: Terms, salt: bytes) -> bool:
+    """True when terms and salt open the fingerprint's commitment."""
     return commitment_digest(terms, salt) == fingerprint["commitment"]["sha256"]
+
+
+def open_commitment(name: str, fingerprint: dict, terms: Terms, salt: bytes, key: dict):
+    """Whether terms and salt open the fingerprint's commitment, as a `huref.results.Opening`; when
+    they do not, why: other weights (the key's SHA-256 over the tensors read), or, the weights
+    matching, other bits of the arithmetic (another machine, torch version or device)."""
+    from huref.results import Opening
+
+    if opens(fingerprint, terms, salt):
+        return Opening(name, True, "these terms are the committed ones, bit for bit")
+    committed, read = key.get("weights_sha256"), weights_digest(terms)
+    if committed and read and committed != read:
+        return Opening(name, False, "the model's weights differ from the fingerprinted ones (SHA-256 of the tensors read)")
+    if key:
+        return Opening(name, False, "the terms computed here differ from the committed ones (the weights match; "
+                                    f"torch {torch.__version__} here, {key.get('torch_version')} then: the bits of the "
+                                    "arithmetic differ between machines and versions; open it with a full opening, "
+                                    "fingerprint --save-opening)")
+    return Opening(name, False, "the terms or the salt are not the committed ones")
+
+
+def check_opening(fingerprint: dict, opening_file) -> bool:
+    """True when a full opening file (terms + salt) matches the fingerprint's commitment."""
+    salt, _, terms = read_private(opening_file)
+    if terms is None:
+        raise HurefError(f"{opening_file}: holds no terms (open it with the model: `huref open`)")
+    return opens(fingerprint, terms, salt)
 
 
 MAX_FINGERPRINT_BYTES = 16 * 1024 * 1024  # an FP.json is about 12 kB

@@ -20,7 +20,7 @@ from huref.errors import HurefError
 from huref.files import cache_dir, package_data, sha256_of, write_all, write_atomically
 
 BUNDLED_FILE = "generator.safetensors"
-FALLBACK_NOTICE = ("huref: using the bundled 64x64 dog generator (a rough stand-in); for the paper's AFHQ-dog "
+FALLBACK_NOTICE = ("using the bundled 64x64 dog generator (a rough stand-in); for the paper's AFHQ-dog "
                    "generator run `huref generator download afhqdog` or pass --generator PATH")
 PAPER_TRUNCATION = (0.5, 8)  # (psi, cutoff): HuRef's setting for NVIDIA's AFHQ-dog generator
 

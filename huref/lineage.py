@@ -233,43 +233,69 @@ def _colour(value: float) -> tuple[int, int, int]:
     return anchors[-1][1]
 
 
+MAP_SIDE = 560  # pixels the cells of a layer map take along its longer side (at most MAP_CELL each)
+MAP_CELL = 44
+VALUE_CELL = 34  # cells at least this large carry their value as text
+ALIGNED, FOREIGN = (230, 30, 30), (150, 150, 150)
+
+
+def _every(cell: int, spacing: int = 18) -> int:
+    """Label every k-th row or column so that labels are at least `spacing` pixels apart."""
+    return max(1, math.ceil(spacing / cell))
+
+
 def lineage_image(similarity, alignment: list[tuple[int | None, int]], labels: tuple[str, str] = ("A", "B"),
-                  vmin: float = 0.0, vmax: float = 1.0):
-    """A PIL heatmap of a layer map [La, Lb] (rows: A's layers, columns: B's), the aligned cells
-    outlined in red, foreign columns marked with a grey bar; `labels`: the names of A and B.
-    `alignment` holds positions in the map (as `align_layers` returns them)."""
-    from PIL import Image, ImageDraw
+                  vmin: float = 0.0, vmax: float = 1.0, layers_a: list[int] | None = None,
+                  layers_b: list[int] | None = None):
+    """A PIL heatmap of a layer map [La, Lb]: rows A's layers, columns B's, each labelled with its
+    layer index (`layers_a`, `layers_b`: the layers read; default 0..L-1), the model names
+    (`labels`) on the axes, a colour bar from vmin to vmax, each cell's value written in it when
+    the cells are large enough, the aligned cells outlined in red and columns traced to neither
+    marked with a grey bar. `alignment` holds positions in the map (as `align_layers` returns them)."""
+    from PIL import Image, ImageDraw, ImageFont
 
     values = torch.as_tensor(similarity, dtype=torch.float64)
     la, lb = values.shape
-    cell = max(6, min(32, 480 // max(la, lb)))
-    left, top = 70, 46
-    width, height = max(left + lb * cell + 12, 360), top + la * cell + 34  # room for the labels
+    layers_a = list(range(la)) if layers_a is None else list(layers_a)
+    layers_b = list(range(lb)) if layers_b is None else list(layers_b)
+    font, small = ImageFont.load_default(size=14), ImageFont.load_default(size=11)
+    cell = max(8, min(MAP_CELL, MAP_SIDE // max(la, lb)))
+    row_label = max(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(str(i), font=font) for i in layers_a)
+    left, top = int(row_label) + 34, 78
+    bar_x = left + lb * cell + 24
+    width = max(bar_x + 70, left + 420)
+    height = top + max(la * cell, 160) + 56
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
+    draw.text((left, 6), f"columns: layers of B = {labels[1]}", fill="black", font=font)
+    draw.text((left, 24), f"rows: layers of A = {labels[0]}", fill="black", font=font)
     for i in range(la):
         for j in range(lb):
-            shade = _colour((float(values[i, j]) - vmin) / (vmax - vmin))
-            draw.rectangle([left + j * cell, top + i * cell, left + (j + 1) * cell - 1, top + (i + 1) * cell - 1],
-                           fill=shade)
+            value = float(values[i, j])
+            box = [left + j * cell, top + i * cell, left + (j + 1) * cell - 1, top + (i + 1) * cell - 1]
+            draw.rectangle(box, fill=_colour((value - vmin) / (vmax - vmin)))
+            if cell >= VALUE_CELL:
+                ink = "black" if (value - vmin) / (vmax - vmin) > 0.6 else "white"
+                draw.text(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2), f"{value:.2f}", fill=ink, font=small,
+                          anchor="mm")
     for i, j in alignment:
         if i is None:
-            draw.rectangle([left + j * cell, top - 6, left + (j + 1) * cell - 1, top - 2], fill=(150, 150, 150))
+            draw.rectangle([left + j * cell, top - 8, left + (j + 1) * cell - 1, top - 3], fill=FOREIGN)
         else:
             draw.rectangle([left + j * cell, top + i * cell, left + (j + 1) * cell - 1, top + (i + 1) * cell - 1],
-                           outline=(230, 30, 30), width=max(1, cell // 8))
-    draw.text((left, 4), f"columns: layers of {labels[1]}", fill="black")
-    draw.text((left, 18), f"rows: layers of {labels[0]}", fill="black")
-    draw.text((4, top), "layer 0", fill="black")
-    draw.text((4, top + (la - 1) * cell), f"layer {la - 1}", fill="black")
-    draw.text((left, top + la * cell + 6), f"{vmin:g} .. {vmax:g}; red: aligned; grey bar: foreign", fill="black")
+                           outline=ALIGNED, width=max(1, cell // 10))
+    for i in range(0, la, _every(cell)):
+        draw.text((left - 6, top + i * cell + cell / 2), str(layers_a[i]), fill="black", font=font, anchor="rm")
+    for j in range(0, lb, _every(cell, 26)):
+        draw.text((left + j * cell + cell / 2, top - 12), str(layers_b[j]), fill="black", font=font, anchor="mb")
+    bar_height = max(la * cell, 160)
+    for y in range(bar_height):
+        draw.line([bar_x, top + y, bar_x + 14, top + y], fill=_colour(1 - y / max(1, bar_height - 1)))
+    for fraction in (0.0, 0.5, 1.0):
+        y = top + round((1 - fraction) * (bar_height - 1))
+        draw.text((bar_x + 20, y), f"{vmin + fraction * (vmax - vmin):g}", fill="black", font=font, anchor="lm")
+    draw.text((left, top + bar_height + 10), "cell: similarity (ICS) of A's and B's layer; red outline: B's layer "
+              "traced to A's;", fill="black", font=small)
+    draw.text((left, top + bar_height + 26), "grey bar over a column: B's layer traced to neither", fill="black",
+              font=small)
     return image
-
-
-def result_image(found: dict, labels: tuple[str, str] = ("A", "B")):
-    """`lineage_image` of a `lineage` result (or a compare report's "lineage"), whose alignment names
-    the models' own layers ("layers_a", "layers_b"): the PIL heatmap."""
-    where_a = {layer: k for k, layer in enumerate(found["layers_a"])}
-    where_b = {layer: k for k, layer in enumerate(found["layers_b"])}
-    path = [(None if i is None else where_a[i], where_b[j]) for i, j in found["alignment"]]
-    return lineage_image(found["map"], path, labels)

@@ -44,21 +44,29 @@ def truncation_setting(generator, truncation: float | None = None, cutoff: int |
 
 
 @torch.no_grad()
-def render(z: torch.Tensor, generator, truncation: float | None = DEFAULT_TRUNCATION,
-           cutoff: int | None = None) -> Image.Image:
-    """z [512] -> RGB image: the dog, enlarged by an integer factor to at least MIN_SIDE pixels, over a
-    white strip of CODE_STRIP pixels holding latent_code(z). truncation, cutoff: see truncation_setting."""
+def draw_dog(z: torch.Tensor, generator, truncation: float | None = DEFAULT_TRUNCATION,
+             cutoff: int | None = None) -> Image.Image:
+    """z [512] -> RGB image of the dog, enlarged by an integer factor to at least MIN_SIDE pixels with
+    Lanczos resampling (a small generator's pixels are smoothed, not drawn as blocks). truncation,
+    cutoff: see truncation_setting."""
     psi, cutoff = truncation_setting(generator, truncation, cutoff)
     z = z.detach().to("cpu", torch.float32).reshape(1, -1)
     if z.shape[1] != generator.z_dim:
         raise HurefError(f"latent of {z.shape[1]} numbers for a generator that takes {generator.z_dim}")
     image = generator(z, None, truncation_psi=psi, truncation_cutoff=cutoff, noise_mode="const")[0]
-    pixels = ((image.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    pixels = ((image.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()  # [3, H, W] -> [H, W, 3]
     picture = Image.fromarray(pixels, "RGB")
     factor = max(1, -(-MIN_SIDE // picture.width))
     if factor > 1:
-        picture = picture.resize((picture.width * factor, picture.height * factor), Image.NEAREST)
-    return with_code(picture, latent_code(z[0]))
+        picture = picture.resize((picture.width * factor, picture.height * factor), Image.LANCZOS)
+    return picture
+
+
+def render(z: torch.Tensor, generator, truncation: float | None = DEFAULT_TRUNCATION,
+           cutoff: int | None = None) -> Image.Image:
+    """z [512] -> the dog (`draw_dog`) over a white strip of CODE_STRIP pixels holding latent_code(z):
+    the picture `huref fingerprint` and `huref show` write."""
+    return with_code(draw_dog(z, generator, truncation, cutoff), latent_code(z.reshape(-1)))
 
 
 @functools.cache
@@ -118,11 +126,11 @@ def side_by_side(left: Image.Image, right: Image.Image, left_label: str, right_l
                  score_line: str) -> Image.Image:
     """Two pictures next to each other (scaled to the same width) with a label under each and a score
     line at the bottom."""
-    font = ImageFont.load_default()
+    font = ImageFont.load_default(size=15)
     side = max(left.width, right.width)
     pictures = [p.resize((side, p.height * side // p.width), Image.NEAREST) for p in (left, right)]
     height = max(p.height for p in pictures)
-    pad, line = 12, 16
+    pad, line = 12, 20
     canvas = Image.new("RGB", (2 * side + 3 * pad, height + 2 * pad + 3 * line), "white")
     draw = ImageDraw.Draw(canvas)
     for i, (picture, label) in enumerate(zip(pictures, (left_label, right_label))):

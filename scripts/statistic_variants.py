@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from separation import auc, tpr_at_fpr
+from huref_lab.experiments.separation import auc, tpr_at_fpr
 
 from huref.lineage import align_layers, lineage_statistic
 from huref.statistics import panel_summary, verdict_from_statistic

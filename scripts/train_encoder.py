@@ -59,10 +59,11 @@ import torch
 import torch.nn.functional as F
 
 from huref.encoder import ENCODERS, GRID, LATENT_DIM, Encoder, load_encoder, pool_terms, save_encoder, zscore_cells
+from huref.files import cache_dir
 from huref.invariants import DEFAULT_LAYERS, default_layer_order
 
 REPO = Path(__file__).resolve().parent.parent
-WORK = Path(os.environ.get("HUREF_ENCODER_WORK", "/tmp/huref-encoder"))  # pooled terms, checkpoints, held-out weights
+WORK = Path(os.environ.get("HUREF_ENCODER_WORK") or cache_dir() / "encoder-work")  # pooled terms, checkpoints, held-out weights
 OUT_JSON = REPO / "docs" / "results" / "encoder.json"
 DOGS_JSON = REPO / "docs" / "results" / "encoder_dogs.json"  # scripts/dog_distinctness.py --encoder-pairs
 ENCODER_MD = REPO / "docs" / "ENCODER.md"
@@ -240,9 +241,10 @@ def independent_cos2(z):
 def zoo_entries() -> list[dict]:
     """The zoo's models (scripts/experiments.py, full scale) that are built (their info.json, written
     last, is there; the published MiniLM has none)."""
-    import experiments as ex
+    from huref_lab.experiments import catalogue as ex
+    from huref_lab.experiments.paths import experiments_cache
 
-    root = Path(os.environ.get("HUREF_EXPERIMENTS_CACHE", "/work/cache/experiments")) / "full"
+    root = experiments_cache("full")
     entries = ex.zoo_entries(root) + ex.lineage_entries(root, ex.SCALES["full"])
     return [e for e in entries if (Path(e["dir"]) / "info.json").is_file() or e["kind"] == "pretrained"]
 
@@ -254,8 +256,8 @@ def derived_copies() -> dict:
     """{label: folder} of SmolLM2's derived copies (scripts/real_lineage.py: every function-preserving
     rewrite at once; layers 10-14 removed), made in WORK/derived when the real cache lacks them, and
     "smollm2-drop15": layer 15 removed, not healed."""
-    import real_lineage as rl
-    import real_models as rm
+    from huref_lab.experiments import real_lineage as rl
+    from huref_lab.experiments import real_models as rm
     from huref_lab import attacks
 
     base = rm.hf_dir("smollm2")
@@ -279,7 +281,7 @@ def derived_copies() -> dict:
 def real_entries() -> list[dict]:
     """The real models of scripts/real_lineage.py that are built (its derived copies made when missing,
     `derived_copies`), each with its family (its root) and how it was made."""
-    import real_lineage as rl
+    from huref_lab.experiments import real_lineage as rl
 
     copies = derived_copies()
     where = {label: copies.get(label, rl.PATHS[label]()) for label in rl.ORDER}
@@ -501,7 +503,7 @@ def pair_rows(models: dict, shipped) -> list[dict]:
 def summary(rows: list[dict], key: str) -> dict:
     """Separation of the rows' same-base from their unrelated pairs by `key`: AUC, TPR at 1% FPR, margin,
     lowest same-base and highest unrelated (with the pair), mean |cos| of the unrelated."""
-    from separation import auc, tpr_at_fpr
+    from huref_lab.experiments.separation import auc, tpr_at_fpr
 
     pos = [r for r in rows if r["label"] == "same-base" and key in r]
     neg = [r for r in rows if r["label"] == "unrelated" and key in r]
@@ -535,9 +537,9 @@ def measure_pairs(out: Path = OUT_JSON, dogs: Path = DOGS_JSON, log=print) -> di
                                    if name in models},
               "pairs": rows}
     out.write_text(json.dumps(rounded(report), indent=1) + "\n")
-    import lineage_evidence
+    from huref_lab.experiments.doc_sections import insert_section
 
-    lineage_evidence.insert_section(ENCODER_MD, section(report), SECTION_HEADING)
+    insert_section(ENCODER_MD, section(report), SECTION_HEADING)
     log(f"wrote {out} and {ENCODER_MD}")
     return report
 

@@ -120,7 +120,7 @@ def test_invariants_file_round_trip_and_compare_with_model(llama, tmp_path, hure
     code, out_text, _ = huref_cli("compare", str(out), str(llama), "--json", "-q")
     report = json.loads(out_text)
     assert code == 0 and report["ics"] > 0.9999 and report["pcs"] is None
-    assert set(report) >= {"ics", "terms", "layers", "pcs", "verdict", "a", "b"}
+    assert set(report) >= {"kind", "ics", "term_ics", "layer_ics", "pcs", "verdict", "decided_by", "a", "b"}
     assert report["b"]["n_tokens"] == 200  # the model side followed the file's settings
 
 
@@ -130,7 +130,9 @@ def test_compare_models_json_contract(llama, tmp_path, huref_cli):
     report = json.loads(out_text)
     assert code == 0 and err == ""
     assert abs(report["ics"]) < 0.1 and report["verdict"] == "unrelated"
-    assert set(report["terms"]) == {"qk", "vo", "ffn"} and len(report["layers"]) == 2
+    assert set(report["term_ics"]) == {"qk", "vo", "ffn"}
+    assert [(row["layer_a"], row["layer_b"]) for row in report["layer_ics"]] == list(zip(report["a"]["layers"],
+                                                                                          report["b"]["layers"]))
     assert isinstance(report["pcs"], float)
 
 

@@ -1,4 +1,4 @@
-"""A small, fast slice of scripts/experiments.py: the claim of docs/RESULTS.md, checked in CI.
+"""A small, fast slice of scripts/experiments.py (huref_lab.experiments): the claim of docs/RESULTS.md, checked in CI.
 
 One tiny llama base is trained from scratch on real text (Python standard library sources), then
 fine-tuned on other text; an independent base gets its own tokenizer, seed and files. The
@@ -14,12 +14,8 @@ import torch
 from huref.invariants import invariant_terms
 from huref.similarity import compare_terms
 from huref.sources import load_model
-
-# scripts/, importable through pytest's `pythonpath` setting (pyproject.toml)
-import corpora
-import train_lm
-import zoo
-import zoo_similarity as zs
+from huref_lab.experiments import corpora, train_lm, zoo
+from huref_lab.experiments import zoo_similarity as zs
 
 SIZE = dict(hidden=64, layers=2, heads=4, kv_heads=2, ffn=128, context=64)
 STEPS = 40

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 
 from huref import cli
 from huref.encoder import ENCODER_VERSION, LATENT_RULE, LATENT_TOKENS, encoder_digest
+from huref.fingerprint import (check_opening, compare_fingerprints, commitment_digest, load_fingerprint, opens,
+                               private_path, read_private, save_opening)
 from huref.inputs import Settings, open_subject
-from huref.fingerprint import (check_opening, compare_fingerprints, commitment_digest, load_fingerprint, opening_path,
-                               save_opening)
 from huref.invariants import Terms, invariant_terms, load_terms, save_terms
 from huref.lineage import lineage, whole_depth_terms
 from huref.similarity import compare_terms
@@ -97,26 +97,55 @@ def test_relatives_share_a_dog_and_strangers_do_not(published):
     assert same["latent_cosine"] == pytest.approx(related, abs=1e-6) and unrelated < same["threshold"] <= related
 
 
-def test_commitment_opens_with_the_private_file_only(published, tmp_path):
+def test_commitment_opens_with_the_model_and_the_salt(published, tmp_path, huref_cli):
+    """The default private file holds the salt, not the terms (under a kilobyte where the terms take
+    L x 3 x n^2 float32): `huref open` recomputes the model's terms and opens the commitment with them;
+    another model, salt or one changed number does not open it."""
     fp_path = published["base"]["fp"]
     fp = load_fingerprint(fp_path)
-    private = opening_path(fp_path)
-    assert check_opening(fp, private)
-    terms = load_terms(private)
-    salt = bytes.fromhex(terms.meta["commitment_salt"])
-    assert salt.hex() not in fp_path.read_text()
+    private = private_path(fp_path)
+    salt, key, stored = read_private(private)
+    assert stored is None and private.stat().st_size < 1024 and salt.hex() not in fp_path.read_text()
     # the committed terms are the terms the encoder read from the model, bit for bit
     fresh = open_subject("demo:base").latent_terms(Settings())
-    assert torch.equal(fresh.values, terms.values) and fresh.tokens == terms.tokens
-    assert commitment_digest(fresh, salt) == fp["commitment"]["sha256"]
+    assert fresh.values.numel() * 4 > 1000 * private.stat().st_size
+    assert commitment_digest(fresh, salt) == fp["commitment"]["sha256"] and opens(fp, fresh, salt)
     # another salt, one changed number, or reordered tokens do not open it
     assert commitment_digest(fresh, bytes(32)) != fp["commitment"]["sha256"]
     nudged = fresh.values.clone()
     nudged[1, 2, 3, 4] = torch.nextafter(nudged[1, 2, 3, 4], torch.tensor(float("inf")))
-    assert commitment_digest(Terms(nudged, fresh.layers, fresh.tokens), salt) != fp["commitment"]["sha256"]
+    assert not opens(fp, Terms(nudged, fresh.layers, fresh.tokens), salt)
+    assert not opens(fp, Terms(fresh.values, fresh.layers, fresh.tokens[::-1]), salt)
+    code, out, err = huref_cli("open", str(fp_path), "demo:base", "--json", "-q")
+    assert code == 0 and json.loads(out)["opens"], err
+    code, out, _ = huref_cli("open", str(fp_path), "demo:offspring", "-q")
+    assert code == 1 and "weights differ" in out
+    code, out, err = huref_cli("open", str(fp_path), "-q")
+    assert code == 2 and out == "" and "holds only the salt" in err
+    # the full opening, written on demand: the terms with the salt, checked without the model
+    full = tmp_path / "opening.safetensors"
+    code, _, err = huref_cli("open", str(fp_path), "demo:base", "-o", str(full))
+    assert code == 0 and f"wrote {full}" in err and check_opening(fp, full)
+    assert torch.equal(load_terms(full).values, fresh.values)
     tampered = tmp_path / "tampered.safetensors"
     save_opening(Terms(nudged, fresh.layers, fresh.tokens, fresh.meta), salt, tampered)
     assert not check_opening(fp, tampered)
+    code, out, _ = huref_cli("open", str(fp_path), "--private", str(tampered), "-q")
+    assert code == 1 and "does not open" in out
+
+
+def test_save_opening_keeps_the_terms_in_the_private_file(tmp_path, huref_cli):
+    fp = tmp_path / "fp.json"
+    code, _, err = huref_cli("fingerprint", "demo:base", "-o", str(tmp_path / "dog.png"), "--save-fingerprint", str(fp),
+                             "--save-opening", "--tokens", "64")
+    assert code == 0 and "opens the commitment anywhere" in err
+    salt, key, stored = read_private(private_path(fp))
+    # the terms the latent read: every layer of the 4-layer demo model
+    assert key == {} and stored.values.shape == (4, 3, 64, 64) and check_opening(load_fingerprint(fp), private_path(fp))
+    code, out, _ = huref_cli("open", str(fp), "-q")  # no model needed
+    assert code == 0 and "bit for bit" in out
+    code, _, err = huref_cli("fingerprint", "demo:base", "-o", str(tmp_path / "dog.png"), "--save-opening")
+    assert code == 2 and "--save-fingerprint" in err
 
 
 def test_verify_exit_codes_and_json(published, tmp_path, huref_cli):
@@ -188,7 +217,7 @@ def test_malformed_fingerprints_give_one_line_and_exit_2(kind, published, tmp_pa
     bad = tmp_path / "bad.json"
     bad.write_text(malformed_text(kind, load_fingerprint(published["base"]["fp"])))
     for args in (["show", str(bad), "-o", str(tmp_path / "out.png")],
-                 ["compare", str(bad), str(published["base"]["fp"]), "--image", str(tmp_path / "side.png")],
+                 ["compare", str(bad), str(published["base"]["fp"]), "-o", str(tmp_path / "side.png")],
                  ["verify", "demo:base", "--base", str(bad)]):
         code, out, err = huref_cli(*args)
         assert code == 2, (args, err)
@@ -200,7 +229,7 @@ def test_malformed_fingerprints_give_one_line_and_exit_2(kind, published, tmp_pa
 def test_compare_accepts_fingerprints_and_draws_the_pair(published, tmp_path, huref_cli):
     side = tmp_path / "side.png"
     code, out, err = huref_cli("compare", str(published["base"]["fp"]), "demo:offspring",
-                             "--json", "--image", str(side))
+                             "--json", "-o", str(side))
     report = json.loads(out)
     z_base = torch.tensor(load_fingerprint(published["base"]["fp"])["latent"])
     z_off = torch.tensor(load_fingerprint(published["offspring"]["fp"])["latent"])
@@ -240,7 +269,13 @@ def test_report_holds_dogs_matrix_and_terms(published, tmp_path, huref_cli):
     assert len(images) == 4 and all(src.startswith("data:image/png;base64,") for src in images)
     import base64
 
-    assert base64.b64decode(images[0].split(",", 1)[1]) == published["base"]["png"].read_bytes()
+    # the report's dog is the fingerprint's picture without the code strip (the code is text under it)
+    from PIL import Image
+
+    dog = Image.open(io.BytesIO(base64.b64decode(images[0].split(",", 1)[1])))
+    card = Image.open(published["base"]["png"])
+    assert dog.size == (card.width, card.width) and dog.tobytes() == card.crop((0, 0, card.width, card.width)).tobytes()
+    assert published["base"]["json"]["code"] in text
     ics = compare_terms(invariant_terms(load_model("demo:base")), invariant_terms(load_model("demo:offspring")))
     assert f"{ics['ics']:+.4f}" in text and f"{ics['terms']['ffn']:+.3f}" in text
     assert text.count("<tr>") == 1 + 3 + 1 + 3  # matrix header + rows, detail header + 3 pairs
@@ -351,6 +386,8 @@ def test_fingerprints_of_encoder_version_1_still_verify(published, tmp_path, hur
     assert code == 0 and best["decided_by"] == "latent panel" and best["score"] == pytest.approx(expected, abs=1e-9)
     assert best["threshold"] == statistic_at(null_panel(latent_panel_file(1)))
     assert best["detail"]["b"]["layers"] == [1, 2]
+    code, out, _ = huref_cli("verify", "demo:offspring", "--base", str(legacy))  # the text names the panel that judged
+    assert code == 0 and "huref/data/latent_panel-v1.json" in out and "latent_panel.json" not in out
     code, out, _ = huref_cli("verify", "demo:independent", "--base", str(legacy), "--json")
     assert code == 1 and not json.loads(out)["derives"]
     code, out, err = huref_cli("compare", str(legacy), str(published["offspring"]["fp"]))

@@ -228,7 +228,7 @@ def test_a_large_vocabulary_costs_no_memory_beyond_its_token_strings(script, tmp
     for vocab in (512, 151936):
         path = memory.write_model(tmp_path / f"v{vocab}.gguf", 0, vocab=vocab, hidden=64, heads=4, kv_heads=2,
                                   ffn=128, layers=1)
-        rss, _, done = memory.peak_rss(["invariants", str(path), "-o", str(tmp_path / f"v{vocab}.st"),
+        rss, _, done = memory.peak_rss(["invariants", str(path), "-o", str(tmp_path / f"v{vocab}.safetensors"),
                                         "--tokens", "256", "-q"])
         assert done.returncode == 0, done.stderr
         peaks[vocab] = rss

@@ -249,7 +249,8 @@ def test_lineage_command_and_calibrated_compare(tiny_zoo, tmp_path, huref_cli):
     report = json.loads(out)
     assert code == 0 and report["lineage"]["verdict"] == report["verdict"] == "same-base"
     code, out, _ = huref_cli("compare", str(llama), str(pruned), "--json", "-q", "--verdict", "ics")
-    assert code == 0 and "lineage" not in json.loads(out) and json.loads(out)["verdict"] == json.loads(out)["ics_verdict"]
+    report = json.loads(out)
+    assert code == 0 and "lineage" not in report and report["verdict"] == report["ics_judgement"]["verdict"]
     code, _, err = huref_cli("lineage", str(llama), str(image), "-q")
     assert code == 2 and err.count("\n") == 1
 

@@ -244,7 +244,7 @@ def test_quantized_copy_against_original(tmp_path, tiny_llama, huref_cli, scheme
     code, out, err = huref_cli("compare", str(copy), str(tiny_llama), "--json", "-q", "--layers", "0,1")
     assert code == 0, err
     result = json.loads(out)
-    print(f"{scheme}: ICS {result['ics']:.4f} terms {result['terms']}")
+    print(f"{scheme}: ICS {result['ics']:.4f} terms {result['term_ics']}")
     assert result["ics"] >= floor
     assert result["ics"] < 1.0  # the copy really is quantized
 

@@ -1,4 +1,4 @@
-"""The pieces of scripts/real_models.py and scripts/real_lineage.py that work without the real weights:
+"""The pieces of huref_lab.experiments.real_models and .real_lineage that work without the real weights:
 adding vocabulary before continued pretraining, the relation of two derived models, the verdict
 thresholds drawn in the null-panel picture."""
 
@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from huref.statistics import ALPHA_SAME_BASE, ALPHA_UNRELATED, null_panel, statistic_at, verdict_from_statistic
+from huref_lab.experiments import real_lineage, real_models
+from huref_lab.experiments.separation import held_out_verdicts
 
 
-def test_added_tokens_start_as_the_mean_of_their_pieces_and_leave_old_logits(script, tiny_zoo):
+def test_added_tokens_start_as_the_mean_of_their_pieces_and_leave_old_logits(tiny_zoo):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    real_models = script("real_models")
     directory = tiny_zoo("llama")
     tokenizer = AutoTokenizer.from_pretrained(directory)
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
@@ -44,8 +45,8 @@ def test_added_tokens_start_as_the_mean_of_their_pieces_and_leave_old_logits(scr
     ("smollm2-pruned", "gemma3-vim.st", False, False, "other family"),
     ("gemma3.gguf", "minilm.st", False, False, "other family"),
 ])
-def test_relation_follows_the_derivation_tree(script, a, b, same_base, training, text):
-    assert script("real_lineage").relation(a, b) == {"same_base": same_base, "training": training, "text": text}
+def test_relation_follows_the_derivation_tree(a, b, same_base, training, text):
+    assert real_lineage.relation(a, b) == {"same_base": same_base, "training": training, "text": text}
 
 
 def test_statistic_at_has_the_verdicts_p_value():
@@ -56,16 +57,15 @@ def test_statistic_at_has_the_verdicts_p_value():
     assert statistic_at(panel) == statistic_at(panel, ALPHA_SAME_BASE) > statistic_at(panel, ALPHA_UNRELATED)
 
 
-def test_held_out_panels_leave_out_every_pair_of_the_judged_families(script):
+def test_held_out_panels_leave_out_every_pair_of_the_judged_families():
     """An unrelated pair far above the rest is judged against the pairs of the other families only
     (so it stands out), while in the other pairs' panels it widens the spread."""
-    held_out = script("separation").held_out_verdicts
     singles = [f"{f}1" for f in "bcdefgh"]
     family = {name: name[0] for name in singles + ["a1", "a2"]}
     rows = [dict(a="a1", b="a2", label="same-base", s=0.9), dict(a="a1", b="b1", label="unrelated", s=0.5)]
     rows += [dict(a=x, b=y, label="unrelated", s=0.01 * (k % 5))
              for k, (x, y) in enumerate((x, y) for i, x in enumerate(singles) for y in singles[i + 1:])]
-    found = held_out(rows, "s", family)
+    found = held_out_verdicts(rows, "s", family)
     assert found["counts"]["same-base"] == {"same-base": 1, "inconclusive": 0, "unrelated": 0}
     assert found["counts"]["unrelated"] == {"same-base": 1, "inconclusive": 0, "unrelated": 21}
     assert [(m["a"], m["b"], m["verdict"]) for m in found["misses"]] == [("a1", "b1", "same-base")]

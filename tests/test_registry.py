@@ -10,6 +10,7 @@ same function, every weight moved) and an unrelated llama (seed 3).
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -152,6 +153,11 @@ def test_identify_and_audit_from_the_command_line(models, registry, huref_cli, t
     code, out, err = huref_cli("identify", str(models["pruned"]), "-r", str(registry.root), "--json", "-q")
     report = json.loads(out)
     assert code == 0 and {b["name"] for b in report["bases"]} == {"base", "registered-ft"} and err == ""
+    # text shows p-values the tiny-scale panel can back (huref.results.p_text), never 1e-80
+    code, out, _ = huref_cli("identify", str(models["pruned"]), "-r", str(registry.root), "-q")
+    bases = [line for line in out.splitlines() if line.strip().startswith("base:")]
+    assert code == 0 and len(bases) == 2 and all("p < 0.0001" in line for line in bases)
+    assert not re.search(r"p \d(\.\d+)?e-\d+", out)
     code, out, _ = huref_cli("identify", str(models["unrelated"]), "-r", str(registry.root), "-q")
     assert code == 1 and "no registered base" in out
     # a true claim, confirmed against the registry entry
@@ -187,6 +193,13 @@ def test_calibrate_refits_the_panel_from_the_unrelated_pairs(models, registry, h
 
     code, _, err = huref_cli("registry", "calibrate", str(registry.root), "-o", str(registry.root / MANIFEST), "-q")
     assert code == 2 and "inside the registry" in err
+    # -o as every command takes it: suffix and folder checked before any work, a "wrote" line
+    for wrong, why in ((tmp_path / "panel.png", ".json"), (tmp_path / "nodir" / "panel.json", "no such folder")):
+        code, out, err = huref_cli("registry", "calibrate", str(registry.root), "-o", str(wrong))
+        assert code == 2 and out == "" and why in err and err.count("\n") == 1, err
+    assert not (tmp_path / "panel.png").exists()
+    code, _, err = huref_cli("registry", "calibrate", str(registry.root), "-o", str(tmp_path / "said.json"))
+    assert code == 0 and f"wrote {tmp_path / 'said.json'} (the refitted null panel)" in err
     out_panel = tmp_path / "panel.json"
     code, out, _ = huref_cli("registry", "calibrate", str(registry.root), "-o", str(out_panel), "--json", "-q")
     report = json.loads(out)

@@ -118,7 +118,7 @@ def test_nvidia_pickle_rebuilds_the_same_tensors_without_running_anything(tmp_pa
     assert torch.equal(loaded(z, truncation_psi=0.5), G(z, truncation_psi=0.5))
 
 
-def test_convert_writes_our_format_with_the_pickle_hash(tmp_path, nvidia_modules):
+def test_convert_writes_our_format_with_the_pickle_hash(tmp_path, nvidia_modules, huref_cli):
     G = random_generator(1)
     write_nvidia_pickle(tmp_path / "net.pkl", G, nvidia_modules, tmp_path / "ran")
     out = convert_generator(tmp_path / "net.pkl", tmp_path / "net.safetensors")
@@ -126,6 +126,17 @@ def test_convert_writes_our_format_with_the_pickle_hash(tmp_path, nvidia_modules
     assert config["info"]["source_sha256"] == hashlib.sha256((tmp_path / "net.pkl").read_bytes()).hexdigest()
     loaded, _ = stylegan2.load_network(out)
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in G.state_dict().items())
+    # the command writes the same files with -o, as every command writes its output, and says so
+    code, out_text, err = huref_cli("generator", "convert", str(tmp_path / "net.pkl"), "-o",
+                                    str(tmp_path / "cli.safetensors"))
+    assert code == 0 and out_text == "" and f"wrote {tmp_path / 'cli.safetensors'} and {tmp_path / 'cli.json'}" in err
+    assert (tmp_path / "cli.safetensors").read_bytes() == out.read_bytes()
+    for args, why in ((["-o", str(tmp_path / "nodir" / "g.safetensors")], "no such folder"),
+                      (["-o", str(tmp_path / "g.pt")], ".safetensors"),
+                      ([str(tmp_path / "g.safetensors")], "-o/--output")):
+        code, _, err = huref_cli("generator", "convert", str(tmp_path / "net.pkl"), *args)
+        assert code == 2 and why in err and err.count("\n") == 1, err
+    assert not (tmp_path / "ran").exists() and not (tmp_path / "g.safetensors").exists()
 
 
 ATTACKS = {

@@ -25,6 +25,7 @@ from huref.invariants import Terms
 from huref.registry.entries import sketch_terms
 from huref.registry.format import Registry
 from huref.registry.identify import Identification, Query, entry_sketch, identify
+from huref.results import p_text
 
 STATUS_OF_VERDICT = {"same-base": "confirmed", "unrelated": "contradicted", "inconclusive": "unverifiable"}
 
@@ -138,7 +139,7 @@ def check_claim(claim: Claim, query: Query, registry: Registry | None, panel: di
         return claim
     claim.status = STATUS_OF_VERDICT[claim.found["verdict"]]
     claim.why = (f"{claim.found['verdict']} by {claim.checked_against}: z {claim.found['z']:+.1f}, "
-                 f"p {claim.found['p_value']:.2g}")
+                 + p_text(claim.found['p_value']))
     return claim
 
 

@@ -157,7 +157,7 @@ def registry_pull(repo, registry_spec, quiet):
 
 @registry_group.command("calibrate")
 @click.argument("registry_spec", metavar="R")
-@click.option("-o", "--output", default=None, help="Write the refitted null panel (JSON) here.")
+@click.option("-o", "--output", default=None, metavar="PATH", help="Also write the refitted null panel (.json).")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
 @quiet_option
 def registry_calibrate(registry_spec, output, as_json, quiet):
@@ -167,18 +167,20 @@ def registry_calibrate(registry_spec, output, as_json, quiet):
     from pathlib import Path
 
     from huref.cli import Run, finite_json
-    from huref.files import write_atomically
+    from huref.outputs import check_outputs
     from huref.registry.calibrate import calibrate
     from huref.registry.hub import open_registry
 
     registry = open_registry(registry_spec)
-    if output and Path(os.path.realpath(registry.root)) in Path(os.path.realpath(output)).parents:
-        raise HurefError(f"{output}: refusing to write an output inside the registry it reads")
+    if output:
+        check_outputs([(output, "json")])  # suffix and folder, before any work
+        if Path(os.path.realpath(registry.root)) in Path(os.path.realpath(output)).parents:
+            raise HurefError(f"{output}: refusing to write an output inside the registry it reads")
     run = Run("calibrate", quiet).start(len(registry.parts()))
     report = calibrate(registry, run.step)
     text = finite_json(report)
     if output:
-        write_atomically(output, (json.dumps(report["panel"], indent=1) + "\n").encode())
+        run.write([(output, (json.dumps(report["panel"], indent=1) + "\n").encode(), "the refitted null panel")])
     run.finish()
     if as_json:
         click.echo(text)

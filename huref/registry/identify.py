@@ -32,6 +32,7 @@ from huref.errors import HurefError
 from huref.invariants import Terms
 from huref.registry.entries import stored_terms, summary_of
 from huref.registry.format import Registry, read_table
+from huref.results import p_text
 
 PREFILTERS = ("summary", "latent")
 DEFAULT_TOP = 8
@@ -109,7 +110,7 @@ class Match:
 
     def line(self) -> str:
         pairs = " ".join(f"{j}<-{i}" for i, j in self.traced) or "none"
-        return (f"{self.name}  z {self.found['z']:+.1f}  p {self.found['p_value']:.2g}  {self.verdict}  "
+        return (f"{self.name}  z {self.found['z']:+.1f}  {p_text(self.found['p_value'])}  {self.verdict}  "
                 f"(query layer<-its layer: {pairs})")
 
 

@@ -11,7 +11,7 @@ Offspring of every llama base, all on vim's help files unless said otherwise:
   attacked   every function-preserving rewrite in huref_lab.attacks valid for llama, composed (but
              append_vocabulary: see llama_attacks)
   rotated    the rotation attack alone (used only for the FFN-form comparison)
-The lineage evidence (scripts/experiments.py lineage_entries) adds derivations that change shape:
+The lineage evidence (catalogue.lineage_entries) adds derivations that change shape:
 depth (structure_offspring), width (width_pruned_offspring, Minitron-style), an MoE upcycle
 (upcycled_offspring), merges of two fine-tunes (merged_offspring: linear, SLERP, TIES) and a student
 distilled from scratch (distilled_student).
@@ -25,8 +25,7 @@ from pathlib import Path
 
 import torch
 
-import corpora
-import train_lm
+from huref_lab.experiments import corpora, train_lm
 
 EVAL_CHARS = 100_000
 

@@ -18,10 +18,8 @@ import torch
 import transformers
 from tokenizers import Tokenizer
 
-import corpora
-import zoo
-
 from huref.errors import HurefError
+from huref_lab.experiments import corpora, zoo
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
