@@ -28,8 +28,8 @@ import torch
 
 from huref.encoder import ENCODER_VERSION, ENCODERS, LATENT_MAX_LAYERS, LATENT_RULE, LATENT_TOKENS
 from huref.errors import HurefError
-from huref.invariants import (DEFAULT_LAYERS, DEFAULT_RULE, DEFAULT_TOKENS, Terms, invariant_terms, load_terms,
-                              resolve_layers, terms_header)
+from huref.invariants import (DEFAULT_LAYERS, DEFAULT_RULE, DEFAULT_TOKENS, PRECISIONS, Terms, invariant_terms,
+                              load_terms, resolve_layers, terms_header)
 from huref.lineage import LINEAGE_TOKENS, VERDICT_LAYERS, depth_layers, verdict_stride
 from huref.similarity import MIN_COMMON_TOKENS
 
@@ -94,14 +94,14 @@ class Settings:
         if self.n_tokens < MIN_COMMON_TOKENS:
             raise HurefError(f"--tokens {self.n_tokens} is too few: two models must share at least "
                              f"{MIN_COMMON_TOKENS} probe tokens")
-        if self.precision not in ("float32", "float64"):
-            raise HurefError(f"--precision must be float32 or float64, not '{self.precision}'")
+        if self.precision not in PRECISIONS:
+            raise HurefError(f"--precision must be one of {', '.join(PRECISIONS)}, not '{self.precision}'")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise HurefError("--device cuda: no CUDA device is available")
 
     @property
     def dtype(self) -> torch.dtype:
-        return torch.float64 if self.precision == "float64" else torch.float32
+        return PRECISIONS[self.precision]
 
     def terms_key(self) -> tuple:
         """What a model's terms depend on."""
@@ -164,6 +164,11 @@ class Subject:
     def made_with(self) -> MadeWith | None:
         """How a file subject was made; None for a model (it follows the settings)."""
         return None
+
+    def model_layers(self) -> tuple[int, ...] | None:
+        """The layers a model is read at to be scored against this file (None: the settings' own)."""
+        made = self.made_with()
+        return made.layers if made else None
 
     def check_settings(self, settings: Settings) -> None:
         """Refuse, before any work, settings this subject cannot be computed with."""
@@ -327,6 +332,15 @@ class InvariantsFile(Subject):
         meta = self.stored.meta
         return MadeWith.of(len(self.stored.tokens), self.stored.layers, meta.get("layer_choice"), meta.get("n_layers"))
 
+    def model_layers(self) -> tuple[int, ...] | None:
+        """Terms of every layer that writes (a version-2 opening) are matched by the same layers of the
+        model, counted from the end; others as `made_with` says."""
+        meta = self.stored.meta
+        if meta.get("layer_choice") != LATENT_RULE:
+            return super().model_layers()
+        n_layers = meta.get("n_layers")
+        return tuple(i - n_layers if isinstance(n_layers, int) else i for i in self.stored.layers)
+
     def terms(self, settings: Settings, progress: Callable[[str], None] | None = None) -> Terms:
         if self.stored.values.shape[2] != len(self.stored.tokens):  # only the header is read yet
             self.stored = load_terms(self.spec)
@@ -431,9 +445,10 @@ def settings_for(subjects: list[Subject], settings: Settings) -> Settings:
     """The settings models are computed with: the first file's token count and its layers (unless
     the current default rule chose them) when there is a file among the subjects, else `settings`.
     Refuses, before any work, models that lack the layers asked for."""
-    made = [s.made_with() for s in subjects if s.made_with() is not None]
-    if made:
-        settings = replace(settings, n_tokens=made[0].n_tokens, layers=made[0].layers or settings.layers)
+    files = [s for s in subjects if s.made_with() is not None]
+    if files:
+        settings = replace(settings, n_tokens=files[0].made_with().n_tokens,
+                           layers=files[0].model_layers() or settings.layers)
     for subject in subjects:
         subject.check_settings(settings)
     return settings

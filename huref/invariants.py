@@ -66,9 +66,12 @@ import huref
 from huref.errors import HurefError
 from huref.config import term_layers
 from huref.layers import LayerWeights, Matrix, apply_norm, embedding_rows, layer_weights
+from huref.readers import require_finite
 from huref.tokens import select_tokens
 
 TERM_NAMES = ("qk", "vo", "ffn")
+# --precision: the arithmetic of the terms (bfloat16: weight products in bfloat16, float32 accumulation)
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
 DEFAULT_TOKENS = 4096
 DEFAULT_LAYERS = 2  # how many layers the default rule reads (`default_layer_order`)
 DEFAULT_RULE = "middle"  # meta["layer_choice"] of terms made by the default rule
@@ -87,10 +90,15 @@ class Terms:
 
 
 def times_t(rows: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
-    """rows · blockᵀ ([n, k] x [m, k] -> [n, m]) in rows' dtype. A bfloat16 block (`huref.readers.lineage_reads`)
-    is multiplied as it is, by the rows rounded to bfloat16, with float32 accumulation."""
-    if block.dtype == torch.bfloat16 and rows.dtype != torch.bfloat16:
-        return (rows.to(torch.bfloat16) @ block.T).to(rows.dtype)
+    """rows · blockᵀ ([n, k] x [m, k] -> [n, m]). A bfloat16 block (`--precision bfloat16`,
+    `huref.readers.lineage_reads`) is multiplied as it is, by the rows rounded to bfloat16, with float32
+    accumulation; the product comes back in rows' dtype (bfloat16 rows, rounded once by the caller
+    for many products, keep it bfloat16). Otherwise the product is in rows' dtype. A NaN or infinity
+    in the block makes its column of the product non-finite (IEEE: x·inf is ±inf or, for x = 0, NaN),
+    which is how the blocks' finiteness is checked (`invariant_terms`)."""
+    if block.dtype == torch.bfloat16:
+        product = rows.to(torch.bfloat16) @ block.T
+        return product.to(rows.dtype)
     return rows @ block.to(rows).T
 
 
@@ -190,15 +198,24 @@ def vo_term(layer: LayerWeights, x_kv: torch.Tensor, x_out: torch.Tensor) -> tor
 
 
 def ffn_term(layer: LayerWeights, x_ffn: torch.Tensor, x_out: torch.Tensor) -> torch.Tensor:
-    """P(Σ_experts (X·Wgᵀ ⊙ X·Wuᵀ)·Wdᵀ)·X_oᵀ  [n, n] (plain FFN: X·W1ᵀ·W2ᵀ)."""
+    """P(Σ_experts (X·Wgᵀ ⊙ X·Wuᵀ)·Wdᵀ)·X_oᵀ  [n, n] (plain FFN: X·W1ᵀ·W2ᵀ).
+
+    With bfloat16 products the rows are rounded to bfloat16 once for every expert, and each expert's
+    hidden rows stay bfloat16 (the gate's product, exact in float32, is rounded once, as the down
+    projection would round it); the experts' writes are summed in float32. The next expert's bytes
+    are asked of the disk while one computes (a MoE layer is too wide for `prefetch`)."""
+    rows = x_ffn.to(torch.bfloat16) if layer.ffns[0].up.dtype == torch.bfloat16 else x_ffn
     written = None
-    for ffn in layer.ffns:
-        hidden = project(ffn.up, x_ffn)
+    for k, ffn in enumerate(layer.ffns):
+        if k + 1 < len(layer.ffns):  # the next expert's bytes are read while this one computes
+            for matrix in filter(None, (layer.ffns[k + 1].gate, layer.ffns[k + 1].up, layer.ffns[k + 1].down)):
+                matrix.reader.prefetch(matrix.name)
+        hidden = project(ffn.up, rows)
         if ffn.gate is not None:  # multiplied in block by block: no second [n, inner] buffer
             for start, stop, block in ffn.gate.blocks():
-                hidden[:, start:stop].mul_(times_t(x_ffn, block))
+                hidden[:, start:stop].mul_(times_t(rows, block))
         part = write_back(ffn.down, hidden)
-        written = part if written is None else written.add_(part)
+        written = part.to(x_ffn.dtype) if written is None else written.add_(part)
     return apply_norm(layer.ffn_post_norm, written) @ x_out.T
 
 
@@ -293,6 +310,19 @@ def prefetch(layer: LayerWeights) -> None:
             m.reader.prefetch(m.name)
 
 
+def nonfinite_error(model, layer: LayerWeights) -> HurefError:
+    """Why layer terms came out non-finite: the first of the layer's matrices holding a NaN or an
+    infinity (read again, block by block, checked), else weights so large that finite products overflow."""
+    for matrix in layer.matrices():
+        for _, _, block in matrix.blocks():
+            try:
+                require_finite(block, matrix.name)
+            except HurefError as error:
+                return error
+    return HurefError(f"{model.name}: the terms of layer {layer.index} overflow (weights too large to be a "
+                      "trained model's)")
+
+
 def memory_budget() -> int:
     """Bytes the terms may take: HUREF_MEMORY_GB (default 4) GiB."""
     import os
@@ -306,7 +336,8 @@ def memory_budget() -> int:
 
 def check_memory(n_layers: int, n: int, dtype: torch.dtype) -> None:
     """Refuse, before allocating, terms of n_layers layers over n tokens that would not fit the
-    budget: the kept terms [L, 3, n, n] float32 plus one layer's [3, n, n] working set in dtype."""
+    budget: the kept terms [L, 3, n, n] float32 plus one layer's [3, n, n] working set in dtype
+    (float32 for bfloat16 products)."""
     width = 8 if dtype == torch.float64 else 4
     needed = n_layers * 3 * n * n * 4 + 2 * 3 * n * n * width
     if needed > memory_budget():
@@ -352,7 +383,9 @@ def invariant_terms(
 
     Returns `Terms` with values [L, 3, n, n] (float32, on the CPU) for the chosen layers in ascending
     order (default: `default_layer_order`'s first DEFAULT_LAYERS that write) over n = min(n_tokens, usable vocabulary) selected tokens. `dtype=torch.float64`
-    computes in double precision (a check mode). `progress(step)` is called as work proceeds.
+    computes in double precision (a check mode); `dtype=torch.bfloat16` multiplies weight blocks in
+    bfloat16 (the probe rows rounded to it) with float32 accumulation, the rest in float32.
+    `progress(step)` is called as work proceeds.
     `rows_from` (another `Model` of the same hidden size): cross terms, `model`'s layers read on the
     embedding rows (and tokens) of `rows_from` instead of its own (see `huref.lineage.cross_depth_terms`).
     `skip_inert` (with `layers` in ascending order): given layers that write nothing are passed over, as the
@@ -387,8 +420,9 @@ def invariant_terms(
     # walk's in the order found, sorted at the end
     values = torch.empty(len(wanted), 3, len(ids), len(ids))
     slot_order = sorted(range(len(wanted)), key=wanted.__getitem__)
+    rows_dtype = torch.float64 if dtype == torch.float64 else torch.float32
     with torch.no_grad():
-        x = embedding_rows(rows_model, ids).to(device=device, dtype=dtype)
+        x = embedding_rows(rows_model, ids).to(device=device, dtype=rows_dtype)
         x_out = write_side_rows(x, model.arch.layer_norm)
         identity_scale = float(x_out.pow(2).sum(1).max())
         upcoming = None  # the next candidate's weights, its bytes already asked of the disk
@@ -396,20 +430,19 @@ def invariant_terms(
             if len(chosen) == len(wanted):
                 break
             say(f"layer {i}")
-            weights = upcoming if upcoming is not None and upcoming.index == i else layer_weights(model, i)
+            weights = upcoming if upcoming is not None and upcoming.index == i else layer_weights(model, i, dtype)
             upcoming = None
             if k + 1 < len(candidates) and len(chosen) + 1 < len(wanted):
-                upcoming = layer_weights(model, candidates[k + 1])
+                upcoming = layer_weights(model, candidates[k + 1], dtype)
                 prefetch(upcoming)
             slot = slot_order.index(len(chosen)) if layers else len(chosen)
             terms = layer_terms(weights, x, x_out, values[slot])
+            if not bool(torch.isfinite(terms).all()):  # the blocks' finite check (`times_t`), and overflow
+                raise nonfinite_error(model, weights)
             if (skip_inert or not layers) and float(terms[1:].abs().max()) <= INERT_TOLERANCE * identity_scale:
                 skipped.append(i)
                 continue
             chosen.append(i)
-            if not bool(torch.isfinite(terms).all()):
-                raise HurefError(f"{model.name}: the terms of layer {i} overflow (weights too large to be a "
-                                 "trained model's)")
     if skip_inert and chosen:
         values, wanted = values[:len(chosen)], chosen  # [L', 3, n, n]: the layers that write
     if len(chosen) < len(wanted):

@@ -96,14 +96,17 @@ LAYOUTS = {
 
 
 class Matrix:
-    """A lazily read logical weight matrix [out, in] (HF orientation).
+    """A lazily read logical weight matrix [out, in] (HF orientation), yielding row blocks in `dtype`
+    (float32, float64, or bfloat16 for products in bfloat16 with float32 accumulation).
 
     A `transposed` tensor is stored [in, out] (Conv1D) or [experts, in, out] (gpt-oss experts; with an
     expert layout also flat, [experts * in, out]: dbrx's w2): its logical view is [experts * out, in],
-    read one expert's stored [in, out] at a time."""
+    read one expert's stored [in, out] at a time. Blocks are not checked finite here: whoever
+    multiplies them checks the products (`huref.invariants`)."""
 
     def __init__(self, reader, name: str, proj: Proj, dims: Dims, expert: int = 0) -> None:
         self.reader, self.name, self.transposed = reader, name, proj.transposed
+        self.dtype = torch.float32  # set by `layer_weights`
         stored = reader.shape(name)
         if len(stored) < 2:
             raise HurefError(f"tensor '{name}' should be a matrix but has shape {tuple(stored)}")
@@ -135,17 +138,19 @@ class Matrix:
         return rows // BLOCK_ROW_MULTIPLE * BLOCK_ROW_MULTIPLE if rows >= BLOCK_ROW_MULTIPLE else rows
 
     def rows(self, start: int, stop: int) -> torch.Tensor:
-        """Logical rows [start, stop) as float32 [stop - start, in] (bfloat16 when stored so, untransposed,
-        under `huref.readers.lineage_reads`)."""
+        """Logical rows [start, stop) as `dtype` [stop - start, in] (as stored when that is bfloat16,
+        untransposed, under `huref.readers.lineage_reads`), unchecked."""
         if not self.transposed:
-            return self.reader.read(self.name, rows=self._stored(start, stop), keep_bfloat16=self.reader.bfloat16_blocks)
+            return self.reader.read(self.name, rows=self._stored(start, stop), dtype=self.dtype,
+                                    keep_bfloat16=self.reader.bfloat16_blocks, check_finite=False)
         wanted = self._stored(start, stop)
         logical = np.arange(wanted.start, wanted.stop) if isinstance(wanted, slice) else np.asarray(wanted)
         experts = logical // self.stored_out
-        out = torch.empty(len(logical), self.in_dim)
+        out = torch.empty(len(logical), self.in_dim, dtype=self.dtype)
         for e in map(int, np.unique(experts)):
             at = np.nonzero(experts == e)[0]
-            stored = self.reader.read(self.name, rows=slice(e * self.in_dim, (e + 1) * self.in_dim))  # [in, out]
+            stored = self.reader.read(self.name, rows=slice(e * self.in_dim, (e + 1) * self.in_dim), dtype=self.dtype,
+                                      check_finite=False)  # [in, out]
             out[torch.as_tensor(at)] = stored[:, torch.as_tensor(logical[at] - e * self.stored_out)].T
         return out
 
@@ -308,8 +313,9 @@ def _ffn_list(model, ffns: tuple[FFN, ...], args: dict) -> list[FFNWeights]:
     raise HurefError(f"tensor '{first}' is missing from the checkpoint")
 
 
-def layer_weights(model, i: int) -> LayerWeights:
-    """Describe layer `i` of `model` (a `huref.sources.Model`): matrices as lazy handles, norms read."""
+def layer_weights(model, i: int, dtype: torch.dtype = torch.float32) -> LayerWeights:
+    """Describe layer `i` of `model` (a `huref.sources.Model`): matrices as lazy handles yielding
+    blocks in `dtype` (`Matrix`), norms read."""
     d, spec = model.dims, model.arch
     args = {"i": i}
     if i not in model.plan.ffn_block:
@@ -350,7 +356,7 @@ def layer_weights(model, i: int) -> LayerWeights:
         k = _matrix(model, local(spec.k, src), {"i": src}, (kv_out, d.hidden))
         v = _matrix(model, local(spec.v, src), {"i": src}, (kv_out, d.hidden))
     norm_layers = model.plan.qk_norm
-    return LayerWeights(
+    weights = LayerWeights(
         index=i,
         n_heads=n_heads,
         n_kv_heads=d.n_kv_heads,
@@ -373,6 +379,9 @@ def layer_weights(model, i: int) -> LayerWeights:
         kv_source=None if src == i else src,
         kv_norm=None if src == i else _norm(model, local_norms(spec.attn_norm, src), {"i": src}, d.hidden),
     )
+    for matrix in weights.matrices():
+        matrix.dtype = dtype
+    return weights
 
 
 def _latent_weights(model, spec, local, local_norms, args: dict) -> LatentWeights:

@@ -18,7 +18,8 @@ pairs of layers that do not correspond, a null built into each map. The statisti
 against independently trained pairs in `huref.statistics`.
 
 Cost: one layer's terms take about n·d·(4d + 3·ffn) flops (d: hidden size, ffn: FFN width; less
-with grouped-query attention) plus one pass over the layer's weight bytes (read, finite check).
+with grouped-query attention) plus one pass over the layer's weight bytes (read; the finite check
+rides on the products).
 `huref.comparison.lineage_terms` reads them through `huref.readers.lineage_reads`: no SHA-256 (these
 terms are never written) and weights stored in bfloat16 multiplied as they are, with float32
 accumulation (no widening pass; 2.7x the float32 matmul rate on an AVX-512 BF16 CPU). At n =

@@ -148,6 +148,23 @@ def test_save_opening_keeps_the_terms_in_the_private_file(tmp_path, huref_cli):
     assert code == 2 and "--save-fingerprint" in err
 
 
+def test_an_every_layer_opening_compares_with_a_suspect_at_its_layers(tmp_path, huref_cli):
+    fp = tmp_path / "fp.json"
+    huref_cli("fingerprint", "demo:base", "-o", str(tmp_path / "dog.png"), "--save-fingerprint", str(fp),
+              "--save-opening", "--tokens", "64", "-q")
+    opening = str(private_path(fp))
+    results = {}
+    for suspect in ("demo:base", "demo:offspring", "demo:independent"):
+        code, out, err = huref_cli("compare", opening, suspect, "--json", "-q")
+        assert code == 0, err
+        results[suspect] = json.loads(out)
+    # the suspect is read at the opening's own layers (all four of the demo model), reference: the terms computed here
+    reference = compare_terms(read_private(opening)[2], invariant_terms(load_model("demo:offspring"), [0, 1, 2, 3], 64))
+    assert [row["layer_b"] for row in results["demo:offspring"]["layer_ics"]] == [0, 1, 2, 3]
+    assert results["demo:base"]["ics"] > 0.99999 and abs(results["demo:offspring"]["ics"] - reference["ics"]) < 1e-5
+    assert results["demo:offspring"]["verdict"] == "same-base" and results["demo:independent"]["verdict"] == "unrelated"
+
+
 def test_verify_exit_codes_and_json(published, tmp_path, huref_cli):
     base_fp = str(published["base"]["fp"])
     code, out, _ = huref_cli("verify", "demo:offspring", "--base", base_fp, "--json")

@@ -105,8 +105,9 @@ def test_rotary_row_order_does_not_change_the_invariants(tiny_zoo, tmp_path, mon
 def test_row_reads_dequantize_only_those_rows(qtype, tiny_zoo, tmp_path, monkeypatch):
     model = load_model(str(convert(tiny_zoo("llama"), tmp_path / "llama.gguf", qtype)))
     seen = []
-    real_dequantize = gguf.quants.dequantize
-    monkeypatch.setattr(gguf.quants, "dequantize", lambda data, t: seen.append(data.shape[0]) or real_dequantize(data, t))
+    real_dequantize = gguf_reader.dequantize
+    monkeypatch.setattr(gguf_reader, "dequantize",
+                        lambda data, t, dtype: seen.append(data.shape[0]) or real_dequantize(data, t, dtype))
     for name in ("model.embed_tokens.weight", "model.layers.1.self_attn.k_proj.weight"):
         full = model.reader.read(name)
         rows = [7, 0, 3, full.shape[0] - 1]

@@ -1,10 +1,12 @@
 """Tensor readers: one per checkpoint format, all behind `TensorReader`.
 
 A reader knows the names, shapes and dtypes of a checkpoint's tensors and reads one tensor,
-or some of its rows, at a time as float32 (or, for whole-depth lineage terms, matrix blocks stored in
+or some of its rows, at a time in the dtype the arithmetic wants: float32, float64 or bfloat16
+(quantized blocks decoded straight into it; for whole-depth lineage terms, matrix blocks stored in
 bfloat16 as they are: `lineage_reads`). Nothing else of the checkpoint is held in memory.
-Every read is checked (finite values) and hashed (SHA-256 of the bytes read), so the metadata of
-an invariants file can say exactly which bytes it came from.
+Every read is checked (finite values; for matrix blocks, through their products) and hashed
+(SHA-256 of the bytes read, on a background thread), so the metadata of an invariants file can say
+exactly which bytes it came from.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Sequence
 
@@ -24,14 +28,21 @@ from huref.errors import HurefError
 class TensorReader:
     """Read-only access to a checkpoint's tensors by name.
 
-    Subclasses implement `names()`, `shape(name)` and `_read(name, rows) -> (tensor, raw_bytes)`.
-    Rows index the tensor as a 2-D matrix [prod(shape[:-1]), shape[-1]]; `rows=None` reads all.
+    Subclasses implement `names()`, `shape(name)` and `_read(name, rows, dtype) -> (tensor, raw_bytes)`:
+    the tensor either as stored (`read` converts it) or, where the format decodes anyway (quantized
+    blocks), decoded straight into `dtype`. Rows index the tensor as a 2-D matrix
+    [prod(shape[:-1]), shape[-1]]; `rows=None` reads all.
     """
 
     def __init__(self) -> None:
-        self.digests: dict[str, str] = {}
         self.hashing = True  # False (`lineage_reads`): reads fold nothing into `digests`
         self.bfloat16_blocks = False  # True (`lineage_reads`): matrix blocks stored in bfloat16 stay so
+        self._digests = Digests()
+
+    @property
+    def digests(self) -> dict[str, str]:
+        """{tensor name: SHA-256 chain of the bytes read from it, in read order}, once every read so far is hashed."""
+        return self._digests.result()
 
     def names(self) -> list[str]:
         raise NotImplementedError
@@ -39,32 +50,34 @@ class TensorReader:
     def shape(self, name: str) -> tuple[int, ...]:
         raise NotImplementedError
 
-    def _read(self, name: str, rows: Sequence[int] | slice | None) -> tuple[torch.Tensor, bytes | memoryview]:
+    def _read(self, name: str, rows: Sequence[int] | slice | None,
+              dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, bytes | memoryview]:
         raise NotImplementedError
 
     def has(self, name: str) -> bool:
         return name in set(self.names())
 
-    def read(self, name: str, rows: Sequence[int] | slice | None = None, keep_bfloat16: bool = False) -> torch.Tensor:
-        """Return tensor `name` (or the given rows of its 2-D view) as float32, checked finite; with
-        `keep_bfloat16`, a tensor stored in bfloat16 comes back in bfloat16 (no widening pass).
+    def read(self, name: str, rows: Sequence[int] | slice | None = None, dtype: torch.dtype = torch.float32,
+             keep_bfloat16: bool = False, check_finite: bool = True) -> torch.Tensor:
+        """Return tensor `name` (or the given rows of its 2-D view) as `dtype` (float32, float64 or
+        bfloat16); with `keep_bfloat16`, a tensor stored in bfloat16 comes back as stored.
 
-        The SHA-256 of the bytes read is folded into `self.digests[name]` (unless `hashing` is off).
+        One pass per byte: the bytes read are handed to a background thread for SHA-256 (folded
+        into `digests[name]` unless `hashing` is off) while the caller computes, and are converted
+        once. The result is checked finite unless `check_finite` is False: a caller that only
+        multiplies the tensor checks its products instead (`huref.invariants`: IEEE arithmetic
+        carries a NaN or infinity into every product it enters). The tensor may share memory with
+        the bytes being hashed: do not modify it in place.
         """
         if not self.has(name):
             raise HurefError(f"tensor '{name}' is missing from the checkpoint")
-        tensor, raw = self._read(name, rows)
+        tensor, raw = self._read(name, rows, dtype)
         if self.hashing:
-            digest = hashlib.sha256(self.digests.get(name, "").encode())
-            digest.update(raw)
-            self.digests[name] = digest.hexdigest()
-        if tensor.dtype != torch.bfloat16:
-            tensor = tensor.to(torch.float32)
-        elif not keep_bfloat16:
-            tensor = bfloat16_to_float32(tensor)
-        low, high = torch.aminmax(tensor) if tensor.numel() else (tensor.new_zeros(()), tensor.new_zeros(()))
-        if not (torch.isfinite(low) and torch.isfinite(high)):  # NaN or inf shows up in min or max
-            raise HurefError(f"tensor '{name}' holds NaN or infinite values")
+            self._digests.fold(name, raw)
+        if not (keep_bfloat16 and tensor.dtype == torch.bfloat16):
+            tensor = converted(tensor, dtype)
+        if check_finite:
+            require_finite(tensor, name)
         return tensor
 
     def prefetch(self, name: str) -> None:
@@ -72,6 +85,74 @@ class TensorReader:
 
     def close(self) -> None:
         """Release open files (a no-op for readers that hold none)."""
+
+
+def require_finite(tensor: torch.Tensor, name: str) -> None:
+    """Raise HurefError when `tensor` holds a NaN or an infinity (either shows up in its min or max)."""
+    if tensor.numel() == 0:
+        return
+    low, high = torch.aminmax(tensor)
+    if not (torch.isfinite(low) and torch.isfinite(high)):
+        raise HurefError(f"tensor '{name}' holds NaN or infinite values")
+
+
+def converted(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`tensor` as `dtype`, in one pass (none when it already is); bfloat16 -> float32 by bit placement."""
+    if tensor.dtype == dtype:
+        return tensor
+    if tensor.dtype == torch.bfloat16 and dtype == torch.float32:
+        return bfloat16_to_float32(tensor)
+    return tensor.to(dtype)
+
+
+HASH_BACKLOG_BYTES = 128 << 20  # reads wait for the hashing thread once this many bytes are queued
+
+
+class Digests:
+    """SHA-256 chains of the bytes read, per tensor name, computed on one background thread shared by
+    every reader (hashlib releases the GIL, so hashing runs beside the reads and the arithmetic).
+    Jobs run in submission order, so each name's chain folds its reads in read order; at most
+    HASH_BACKLOG_BYTES wait, which bounds the memory held for hashing."""
+
+    _worker: ThreadPoolExecutor | None = None
+
+    def __init__(self) -> None:
+        self._done: dict[str, str] = {}
+        self._pending: deque[tuple[Future, int]] = deque()
+        self._backlog = 0
+
+    def fold(self, name: str, raw: bytes | memoryview) -> None:
+        """Queue `raw` to be folded into the chain of `name`: sha256(previous hex digest || raw)."""
+        if Digests._worker is None:
+            Digests._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="huref-sha256")
+        size = memoryview(raw).nbytes
+        self._pending.append((Digests._worker.submit(self._fold, name, raw), size))
+        self._backlog += size
+        while self._backlog > HASH_BACKLOG_BYTES:
+            self._settle_oldest()
+
+    def _fold(self, name: str, raw) -> None:
+        digest = hashlib.sha256(self._done.get(name, "").encode())
+        digest.update(raw)
+        self._done[name] = digest.hexdigest()
+
+    def _settle_oldest(self) -> None:
+        job, size = self._pending.popleft()
+        self._backlog -= size
+        job.result()
+
+    def result(self) -> dict[str, str]:
+        """The digests, after every queued read is hashed."""
+        while self._pending:
+            self._settle_oldest()
+        return dict(self._done)
+
+
+def _forget_worker_in_child() -> None:
+    Digests._worker = None  # a forked child has no copy of the parent's hashing thread
+
+
+os.register_at_fork(after_in_child=_forget_worker_in_child)
 
 
 def bfloat16_to_float32(tensor: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ builds numpy views for every element of every metadata array, 300,000 of them fo
 vocabulary with its merges), only the token strings are kept, and tensor bytes are read with
 positioned reads, never memory-mapped, so that pages of the file do not count in resident memory.
 A row of a GGUF matrix is always a whole number of quant blocks: reading some rows reads and
-dequantizes (`gguf.quants`) those rows only.
+dequantizes (`huref.readers.ggml_blocks`, straight into the dtype asked for) those rows only.
 
 Names come from llama.cpp's own table: the row of `huref.architectures` for the file's model_type
 names each role's tensor, and `gguf.get_tensor_name_map` (the table llama.cpp's converter uses) says
@@ -62,6 +62,7 @@ from huref.architectures import GGUF_ARCHS, PLUS_ONE_KINDS, FFN, ArchSpec, GGUFA
 from huref.config import MAX_SIZE, config_value
 from huref.errors import HurefError, excerpt
 from huref.readers import TensorReader, as_row_index, open_regular, read_exactly
+from huref.readers.ggml_blocks import dequantize
 from huref.readers.safetensors import consecutive_runs
 
 ARCH_NAMES = sorted({entry.arch for entry in GGUF_ARCHS})  # the llama.cpp architectures huref reads
@@ -141,7 +142,7 @@ class Entry:
 
 
 class GGUFTensorReader(TensorReader):
-    """A GGUF file (or its splits) read under Hugging Face tensor names, dequantized to float32."""
+    """A GGUF file (or its splits) read under Hugging Face tensor names, dequantized into the dtype asked for."""
 
     def __init__(self, entries: dict[str, Entry]) -> None:
         super().__init__()
@@ -161,51 +162,51 @@ class GGUFTensorReader(TensorReader):
         """The GGML storage type of tensor `name` ("Q4_K", "F32", ...)."""
         return self.entries[name].stored.qtype.name
 
-    def _read(self, name: str, rows: Sequence[int] | slice | None):
+    def _read(self, name: str, rows: Sequence[int] | slice | None, dtype: torch.dtype = torch.float32):
         entry = self.entries[name]
         n_rows = math.prod(entry.shape[:-1]) if len(entry.shape) > 1 else 1
         index = as_row_index(rows, n_rows)
         index = np.arange(n_rows)[index] if isinstance(index, slice) else index
         if entry.value_rows is not None:
-            return self._fused_kv_b(entry, index)
+            return self._fused_kv_b(entry, index, dtype)
         vector_order = entry.row_order if len(entry.shape) == 1 else None  # a Q/K bias
         if entry.row_order is not None and vector_order is None:
             index = entry.row_order[index]
-        values, raw = self._rows(entry.stored, index, (entry.expert or 0) * n_rows)
+        # a norm stored as 1 + w is decoded in float32, so w is rounded once
+        values, raw = self._rows(entry.stored, index, (entry.expert or 0) * n_rows,
+                                 torch.float32 if entry.minus_one else dtype)
         if vector_order is not None:
             values = values[:, torch.from_numpy(vector_order)]
         if entry.minus_one:
-            values = values - 1.0
+            values = values.to(torch.float32) - 1.0
         values = values.reshape(entry.shape) if rows is None else values.reshape(-1, entry.shape[-1])
         return values, raw
 
-    def _rows(self, stored: StoredTensor, index: np.ndarray, first_row: int = 0):
-        """Rows `first_row + index` of `stored` viewed as [rows, shape[-1]], dequantized to float32
-        [len(index), shape[-1]], with the bytes read."""
-        from gguf.quants import dequantize
-
+    def _rows(self, stored: StoredTensor, index: np.ndarray, first_row: int = 0, dtype: torch.dtype = torch.float32):
+        """Rows `first_row + index` of `stored` viewed as [rows, shape[-1]], decoded into `dtype`
+        [len(index), shape[-1]] (`huref.readers.ggml_blocks`; plain float types as stored), with the
+        bytes read."""
         start = stored.offset + first_row * stored.row_bytes
         picked = np.empty((len(index), stored.row_bytes), dtype=np.uint8)  # whole quant blocks per row
         file = self._file(stored.path)
         for first, count, at in consecutive_runs(index):
             read_exactly(file, picked[at : at + count].reshape(-1), start + first * stored.row_bytes, stored.path)
         try:
-            values = dequantize(picked, stored.qtype)
+            values = dequantize(picked, stored.qtype, dtype)
         except NotImplementedError:
             raise HurefError(
                 f"tensor '{stored.name}' is stored as {stored.qtype.name}, which the installed "
                 "gguf package cannot dequantize"
             ) from None
-        values = torch.from_numpy(np.asarray(values, dtype=np.float32)).reshape(len(index), stored.shape[-1])
-        return values, memoryview(picked).cast("B")
+        return values.reshape(len(index), stored.shape[-1]), memoryview(picked).cast("B")
 
-    def _fused_kv_b(self, entry: Entry, index: np.ndarray):
+    def _fused_kv_b(self, entry: Entry, index: np.ndarray, dtype: torch.dtype):
         """Rows `index` of MLA's kv_b_proj [heads * (nope + v), kv_rank] from attn_k_b and attn_v_b
         (both read whole: a key row of kv_b is a column of k_b)."""
         k_b, v_b = entry.stored, entry.value_rows
         heads, rank, nope = k_b.shape
-        keys, raw_k = self._rows(k_b, np.arange(heads * rank))
-        values, raw_v = self._rows(v_b, np.arange(math.prod(v_b.shape[:-1])))
+        keys, raw_k = self._rows(k_b, np.arange(heads * rank), dtype=dtype)
+        values, raw_v = self._rows(v_b, np.arange(math.prod(v_b.shape[:-1])), dtype=dtype)
         keys = keys.reshape(heads, rank, nope).transpose(1, 2)  # [heads, nope, kv_rank]
         fused = torch.cat([keys, values.reshape(heads, -1, rank)], dim=1).reshape(-1, rank)  # [heads * (nope + v), kv_rank]
         return fused[torch.from_numpy(np.asarray(index, dtype=np.int64))], memoryview(bytes(raw_k) + bytes(raw_v))
@@ -215,6 +216,16 @@ class GGUFTensorReader(TensorReader):
             self._files[path] = file = open(path, "rb", buffering=0)
             weakref.finalize(self, file.close)
         return self._files[path]
+
+    def prefetch(self, name: str) -> None:
+        """Ask the kernel to start reading tensor `name`'s stored bytes into the page cache."""
+        entry = self.entries[name]
+        for stored in (entry.stored, entry.value_rows):
+            if stored is not None and hasattr(os, "posix_fadvise"):
+                n_rows = math.prod(stored.shape[:-1])
+                first = stored.offset + (entry.expert or 0) * math.prod(entry.shape[:-1]) * stored.row_bytes
+                size = (math.prod(entry.shape[:-1]) if entry.expert is not None else n_rows) * stored.row_bytes
+                os.posix_fadvise(self._file(stored.path).fileno(), first, size, os.POSIX_FADV_WILLNEED)
 
     def close(self) -> None:
         for file in self._files.values():

@@ -118,7 +118,7 @@ class SafetensorsReader(TensorReader):
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(int(d) for d in self.header[name]["shape"])
 
-    def _read(self, name: str, rows: Sequence[int] | slice | None):
+    def _read(self, name: str, rows: Sequence[int] | slice | None, dtype: torch.dtype = torch.float32):
         entry = self.header[name]
         itemsize, dtype = DTYPES[entry["dtype"]]
         shape = self.shape(name)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import torch
+
 from huref.errors import HurefError
 from huref.readers import TensorReader
 
@@ -41,8 +43,8 @@ class ShardedReader(TensorReader):
     def shape(self, name: str) -> tuple[int, ...]:
         return self._shard(name).shape(name)
 
-    def _read(self, name: str, rows: Sequence[int] | slice | None):
-        return self._shard(name)._read(name, rows)
+    def _read(self, name: str, rows: Sequence[int] | slice | None, dtype: torch.dtype = torch.float32):
+        return self._shard(name)._read(name, rows, dtype)
 
     def prefetch(self, name: str) -> None:
         self._shard(name).prefetch(name)

@@ -56,7 +56,7 @@ class TorchBinReader(TensorReader):
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self.state[name].shape)
 
-    def _read(self, name: str, rows: Sequence[int] | slice | None):
+    def _read(self, name: str, rows: Sequence[int] | slice | None, dtype: torch.dtype = torch.float32):
         tensor = self.state[name]
         if rows is not None:
             matrix = tensor.reshape(-1, tensor.shape[-1] if tensor.dim() else 1)

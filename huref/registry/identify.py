@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import heapq
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -33,6 +32,7 @@ from huref.invariants import Terms
 from huref.registry.entries import stored_terms, summary_of
 from huref.registry.format import Registry, read_table
 from huref.results import p_text
+from huref.threads import one_thread
 
 PREFILTERS = ("summary", "latent")
 DEFAULT_TOP = 8
@@ -231,18 +231,6 @@ def entry_sketch(path: Path) -> Terms:
     """The full sketch of the entry in part file `path`, as float32 `Terms` [L, 3, n, n]."""
     row = read_table(path, ["name", "token_strategy", "sketch_layers", "sketch_tokens", "sketch"]).to_pylist()[0]
     return stored_terms(row, "sketch", str(path))
-
-
-@contextmanager
-def one_thread():
-    """torch on one thread: the prefilter and the verdicts run many small operations, for which
-    intra-op threads cost more than they give (on a loaded machine, many times more)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def identify(registry: Registry, query: Query, top: int = DEFAULT_TOP, prefilter: str = "summary",

@@ -36,9 +36,10 @@ class QuantTensor:
 
     Subclasses give `logical_shape()` (the unquantized tensor's shape, once every stored piece's
     shape is checked against the others and the scheme's `settings`) and
-    `rows(index) -> float32 [len(index), shape[-1]]` for rows of its 2-D view
-    [prod(shape[:-1]), shape[-1]]; every stored read goes through `part()` or `columns()`, which
-    keep the bytes read for the digest.
+    `rows(index, dtype) -> [len(index), shape[-1]]` for rows of its 2-D view
+    [prod(shape[:-1]), shape[-1]], decoded into `dtype` where the scheme can (`scaled`), else
+    float32; every stored read goes through `part()` or `columns()`, which keep the bytes read for
+    the digest.
     """
 
     def __init__(self, reader: TensorReader, name: str, parts: dict[str, str], settings) -> None:
@@ -56,7 +57,7 @@ class QuantTensor:
     def logical_shape(self) -> tuple[int, ...]:
         raise NotImplementedError
 
-    def rows(self, index: np.ndarray) -> torch.Tensor:
+    def rows(self, index: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         raise NotImplementedError
 
     def stored_shape(self, part: str) -> tuple[int, ...]:
@@ -114,8 +115,8 @@ def _schemes() -> dict[str, Finder]:
 
 
 class QuantizedReader(TensorReader):
-    """A reader over `inner` in which each quantized tensor appears dequantized (float32) under
-    its plain name and the stored pieces it is made of are hidden."""
+    """A reader over `inner` in which each quantized tensor appears dequantized (into the dtype a
+    read asks for) under its plain name and the stored pieces it is made of are hidden."""
 
     def __init__(self, inner: TensorReader, tensors: dict[str, QuantTensor]) -> None:
         super().__init__()
@@ -132,9 +133,9 @@ class QuantizedReader(TensorReader):
     def shape(self, name: str) -> tuple[int, ...]:
         return self.tensors[name].shape if name in self.tensors else self.inner.shape(name)
 
-    def _read(self, name: str, rows: Sequence[int] | slice | None):
+    def _read(self, name: str, rows: Sequence[int] | slice | None, dtype: torch.dtype = torch.float32):
         if name not in self.tensors:
-            return self.inner._read(name, rows)
+            return self.inner._read(name, rows, dtype)
         tensor = self.tensors[name]
         shape = tensor.shape
         n_rows = math.prod(shape[:-1]) if len(shape) > 1 else 1
@@ -142,12 +143,16 @@ class QuantizedReader(TensorReader):
         index = np.arange(n_rows)[index] if isinstance(index, slice) else index
         tensor.raw = []
         try:
-            values = tensor.rows(index).to(torch.float32)
+            values = tensor.rows(index, dtype)
         except (RuntimeError, IndexError, ValueError) as e:  # pieces whose shapes or dtypes do not fit together
             raise tensor.fail(f"its stored pieces do not fit together ({str(e).splitlines()[0]})") from None
         raw = b"".join(tensor.raw)
         tensor.raw = []
         return (values.reshape(shape) if rows is None else values), raw
+
+    def prefetch(self, name: str) -> None:
+        for part in self.tensors[name].parts.values() if name in self.tensors else (name,):
+            self.inner.prefetch(part)
 
     def close(self) -> None:
         self.inner.close()
@@ -205,16 +210,25 @@ def scale_rows(qt: QuantTensor, part: str, index: np.ndarray, rows_per_matrix: i
     return scales[torch.from_numpy(inverse.reshape(-1))]
 
 
-def scaled(values: torch.Tensor, scales: torch.Tensor, group, zeros: torch.Tensor | None = None):
+def scaled(values: torch.Tensor, scales: torch.Tensor, group, zeros: torch.Tensor | None = None,
+           dtype: torch.dtype = torch.float32):
     """(values - zeros) * scales with per-group scales (and zero points) over columns:
     values [n, cols]; scales, zeros [n, n_groups]; `group` the group size (consecutive columns) or
-    each column's group index (int64 [cols]); float32 [n, cols]."""
+    each column's group index (int64 [cols]). Computed in float32 and rounded once into `dtype`
+    [n, cols]; whole groups of consecutive columns without zero points take one broadcast pass."""
+    n, cols = values.shape
+    if isinstance(group, int) and zeros is None and cols % group == 0 and scales.shape[1] == cols // group:
+        out = torch.empty(n, cols, dtype=dtype)
+        wide = values if values.dtype in (torch.bfloat16, torch.float32) else values.to(torch.float32)  # exact either way
+        torch.mul(wide.reshape(n, -1, group), scales[:, :, None].to(torch.float32),  # [n, groups, group]
+                  out=out.reshape(n, -1, group))
+        return out
     if isinstance(group, int):
-        group = torch.arange(values.shape[1]) // group
+        group = torch.arange(cols) // group
     values = values.to(torch.float32)
     if zeros is not None:
         values = values - zeros.to(torch.float32)[:, group]
-    return values * scales[:, group]
+    return (values * scales[:, group]).to(dtype)
 
 
 def block_size(qt: QuantTensor, n: int, n_blocks: int, configured: int | None, what: str) -> int:

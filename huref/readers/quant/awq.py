@@ -33,7 +33,7 @@ class AWQTensor(QuantTensor):
         self.check_shape("scales", (n_groups, words * 8))
         return (words * 8, n_in)
 
-    def rows(self, index: np.ndarray) -> torch.Tensor:
+    def rows(self, index: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         n_out, n_in = self.shape
         if not len(index):
             return torch.zeros(0, n_in)
@@ -48,7 +48,7 @@ class AWQTensor(QuantTensor):
         values, zeros = unpacked("qweight"), unpacked("qzeros")
         scales = self.columns("scales", int(index.min()), int(index.max()) + 1).to(torch.float32)
         scales = scales.T[wanted - int(index.min())]  # [len(index), n_groups]
-        return scaled(values, scales, n_in if self.settings == -1 else self.settings, zeros)
+        return scaled(values, scales, n_in if self.settings == -1 else self.settings, zeros, dtype)
 
 
 def find(reader, names: list[str], config: dict) -> dict[str, QuantTensor]:

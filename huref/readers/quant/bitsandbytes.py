@@ -90,7 +90,7 @@ class FourBitTensor(QuantTensor):
                 raise self.fail(f"nested_absmax and nested_quant_map do not hold {n_nested} and 256 entries")
         return state.shape
 
-    def rows(self, index: np.ndarray) -> torch.Tensor:
+    def rows(self, index: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         n_in = self.shape[-1]
         blocksize = self.state().blocksize
         code = self.part("quant_map").reshape(-1).to(torch.float32)
@@ -124,7 +124,7 @@ class EightBitTensor(QuantTensor):
             raise self.fail(f"SCB has {self.stored_vector('scb')} entries, expected one per row ({n_out})")
         return (n_out, n_in)
 
-    def rows(self, index: np.ndarray) -> torch.Tensor:
+    def rows(self, index: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         scb = self.part("scb", index).reshape(-1, 1).to(torch.float32)
         return self.part("weight", index).to(torch.float32) * scb / 127.0
 

@@ -96,7 +96,7 @@ class CompressedTensor(QuantTensor):
                 return bits
         raise self.fail(f"{words} packed words per row fit no bit width for {n_in} inputs")
 
-    def rows(self, index: np.ndarray) -> torch.Tensor:
+    def rows(self, index: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         shape = self.shape
         n_out, n_in = shape[-2], shape[-1]
         bits, block_rows, group = self.layout.bits, self.layout.block_rows, self.layout.group
@@ -113,7 +113,7 @@ class CompressedTensor(QuantTensor):
             group = self.part("g_idx").reshape(-1).to(torch.int64)
             if group.min() < 0 or group.max() >= scales.shape[1]:
                 raise self.fail("weight_g_idx does not map every input column to a group")
-        return scaled(values, scales, group, self._zeros(index, n_out, block_rows, scales.shape[1]))
+        return scaled(values, scales, group, self._zeros(index, n_out, block_rows, scales.shape[1]), dtype)
 
     def _zeros(self, index: np.ndarray, n_out: int, block_rows: int, n_groups: int) -> torch.Tensor | None:
         """Zero points of rows `index`: [len(index), n_groups], or None when symmetric."""

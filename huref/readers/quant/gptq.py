@@ -62,7 +62,7 @@ class GPTQTensor(QuantTensor):
             self.check_shape("g_idx", (n_in,))
         return (n_out, n_in)
 
-    def rows(self, index: np.ndarray) -> torch.Tensor:
+    def rows(self, index: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         bits, (n_out, n_in) = self.settings.bits, self.shape
         if not len(index):
             return torch.zeros(0, n_in)
@@ -75,7 +75,7 @@ class GPTQTensor(QuantTensor):
         zeros = unpack_dense(self.part("qzeros"), bits, n_out).T[torch.from_numpy(index)]  # [len(index), n_groups]
         if not self.settings.v2:
             zeros = (zeros + 1) & ((1 << bits) - 1)  # stored as zero - 1, wrapping as AutoGPTQ unpacks it
-        return scaled(values, scales, self._groups(n_in, n_groups), zeros)
+        return scaled(values, scales, self._groups(n_in, n_groups), zeros, dtype)
 
     def _groups(self, n_in: int, n_groups: int) -> torch.Tensor:
         """Group index of each input column: g_idx when stored, else consecutive groups."""

@@ -28,7 +28,7 @@ class MXFP4Tensor(QuantTensor):
                             "[experts, rows, groups, 16] and [experts, rows, groups]")
         return (*blocks[:-3], blocks[-2] * 32, blocks[-3])
 
-    def rows(self, index: np.ndarray) -> torch.Tensor:
+    def rows(self, index: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         n_cols, n_stored = self.shape[-2], self.shape[-1]  # logical rows per expert = stored columns
         n_groups = n_cols // 32
         out = torch.empty(len(index), n_stored)
