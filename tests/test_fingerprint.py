@@ -41,15 +41,11 @@ def fingerprint_command(name, folder):
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
-    """Fingerprints of the three demo models made by the real command: the first in a separate
-    process, the others in this one (same entry point, less start-up time)."""
+    """Fingerprints of the three demo models made by the real command's entry point in this process
+    (test_png_is_byte_identical_across_runs runs it again in a separate one)."""
     folder = tmp_path_factory.mktemp("published")
     made = {}
-    png, fp, args = fingerprint_command("base", folder)
-    result = subprocess.run([sys.executable, "-m", "huref.cli", *args], capture_output=True, text=True, env=ONE_THREAD)
-    assert result.returncode == 0, result.stderr
-    made["base"] = {"png": png, "fp": fp, "json": json.loads(result.stdout)}
-    for name in ("offspring", "independent"):
+    for name in ("base", "offspring", "independent"):
         png, fp, args = fingerprint_command(name, folder)
         out = io.StringIO()
         with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:

