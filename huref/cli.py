@@ -119,14 +119,17 @@ POLICY_OPTIONS = {
 }
 
 
-def settings_options(f=None, *, whole_depth: bool = False, policy: tuple[str, ...] = ()):
+def settings_options(f=None, *, whole_depth: bool = False, latent: bool = False, policy: tuple[str, ...] = ()):
     """The options every command that computes terms shares (--tokens, --layers, --revision,
     --device, --precision, -q) and the verdict options named in `policy` (keys of POLICY_OPTIONS),
     collapsed into one `settings` argument (a frozen huref.inputs.Settings with its Policy).
     `whole_depth` (lineage): --layers and --stride choose the layers of the whole-depth terms
-    (default every layer), and --tokens defaults to huref.lineage.LINEAGE_TOKENS."""
+    (default every layer), and --tokens defaults to huref.lineage.LINEAGE_TOKENS. `latent`
+    (fingerprint): the encoder's rule chooses the layers (--layers is hidden; the command refuses it)
+    and caps the tokens at huref.encoder.LATENT_TOKENS."""
     if f is None:
-        return functools.partial(settings_options, whole_depth=whole_depth, policy=policy)
+        return functools.partial(settings_options, whole_depth=whole_depth, latent=latent, policy=policy)
+    from huref.encoder import LATENT_TOKENS
     from huref.invariants import DEFAULT_TOKENS, PRECISIONS
     from huref.lineage import LINEAGE_TOKENS
 
@@ -152,8 +155,9 @@ def settings_options(f=None, *, whole_depth: bool = False, policy: tuple[str, ..
                   "write (attention layers in hybrids); -2,-1 is the paper's choice, the last two.")
     options = [
         click.option("--tokens", "n_tokens", type=int, default=LINEAGE_TOKENS if whole_depth else DEFAULT_TOKENS,
-                     show_default=True, help="Number of probe tokens (capped by the vocabulary)."),
-        click.option("--layers", default=None, help=layer_help),
+                     show_default=True, help="Number of probe tokens (capped by the vocabulary" +
+                     (f"; the fingerprint's encoder reads at most {LATENT_TOKENS})." if latent else ").")),
+        click.option("--layers", default=None, help=layer_help, hidden=latent),
         *(POLICY_OPTIONS[name]() for name in policy),
         click.option("--revision", default=None, help="Hub revision (branch, tag or commit) for hub models."),
         click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
@@ -376,7 +380,7 @@ def lineage(a, b, as_json, output, settings):
 @click.option("--name", default=None, help="The model's name in FP.json (default: the GGUF general.name, the "
                                             "directory's name or the hub id; never a local path).")
 @generator_options
-@settings_options
+@settings_options(latent=True)
 def fingerprint(model, output, as_json, save_fingerprint, save_opening, name, generator, truncation, settings):
     """Draw MODEL's fingerprint: invariant terms -> encoder -> generator -> a dog image."""
     from huref.fingerprint import (build_fingerprint, fingerprint_bytes, key_chunks, latent, opening_chunks,

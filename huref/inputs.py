@@ -165,6 +165,11 @@ class Subject:
         """How a file subject was made; None for a model (it follows the settings)."""
         return None
 
+    def model_layers(self) -> tuple[int, ...] | None:
+        """The layers a model is read at to be scored against this file (None: the settings' own)."""
+        made = self.made_with()
+        return made.layers if made else None
+
     def check_settings(self, settings: Settings) -> None:
         """Refuse, before any work, settings this subject cannot be computed with."""
 
@@ -327,6 +332,15 @@ class InvariantsFile(Subject):
         meta = self.stored.meta
         return MadeWith.of(len(self.stored.tokens), self.stored.layers, meta.get("layer_choice"), meta.get("n_layers"))
 
+    def model_layers(self) -> tuple[int, ...] | None:
+        """Terms of every layer that writes (a version-2 opening) are matched by the same layers of the
+        model, counted from the end; others as `made_with` says."""
+        meta = self.stored.meta
+        if meta.get("layer_choice") != LATENT_RULE:
+            return super().model_layers()
+        n_layers = meta.get("n_layers")
+        return tuple(i - n_layers if isinstance(n_layers, int) else i for i in self.stored.layers)
+
     def terms(self, settings: Settings, progress: Callable[[str], None] | None = None) -> Terms:
         if self.stored.values.shape[2] != len(self.stored.tokens):  # only the header is read yet
             self.stored = load_terms(self.spec)
@@ -431,9 +445,10 @@ def settings_for(subjects: list[Subject], settings: Settings) -> Settings:
     """The settings models are computed with: the first file's token count and its layers (unless
     the current default rule chose them) when there is a file among the subjects, else `settings`.
     Refuses, before any work, models that lack the layers asked for."""
-    made = [s.made_with() for s in subjects if s.made_with() is not None]
-    if made:
-        settings = replace(settings, n_tokens=made[0].n_tokens, layers=made[0].layers or settings.layers)
+    files = [s for s in subjects if s.made_with() is not None]
+    if files:
+        settings = replace(settings, n_tokens=files[0].made_with().n_tokens,
+                           layers=files[0].model_layers() or settings.layers)
     for subject in subjects:
         subject.check_settings(settings)
     return settings

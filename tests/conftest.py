@@ -14,6 +14,12 @@ from huref_lab import tiny_models
 torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(items):
+    """Tests marked slow first, the order otherwise kept: with pytest-xdist (-n 2 --dist loadfile) the wheel
+    test then runs while the other worker takes the rest, rather than alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def tiny_zoo(tmp_path_factory):
     """zoo(name, seed=0) -> Path of tiny checkpoint `name` (a key of tiny_models.CONFIGS), built once per session."""

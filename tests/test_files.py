@@ -136,7 +136,8 @@ def test_concurrent_writers_never_show_a_reader_a_partial_or_mixed_file(tmp_path
     while any(w.poll() is None for w in writers) and time.monotonic() < deadline:
         try:
             data = target.read_bytes()
-        except FileNotFoundError:  # before the first rename
+        except FileNotFoundError:  # before the first rename (the writers are still starting: no need to spin)
+            time.sleep(0.01)
             continue
         mark = int(data[:5])
         assert len(data) == 5 + size and data[5:] == bytes([mark % 251]) * size, f"mixed or partial file ({mark})"

@@ -41,15 +41,11 @@ def fingerprint_command(name, folder):
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
-    """Fingerprints of the three demo models made by the real command: the first in a separate
-    process, the others in this one (same entry point, less start-up time)."""
+    """Fingerprints of the three demo models made by the real command's entry point in this process
+    (test_png_is_byte_identical_across_runs runs it again in a separate one)."""
     folder = tmp_path_factory.mktemp("published")
     made = {}
-    png, fp, args = fingerprint_command("base", folder)
-    result = subprocess.run([sys.executable, "-m", "huref.cli", *args], capture_output=True, text=True, env=ONE_THREAD)
-    assert result.returncode == 0, result.stderr
-    made["base"] = {"png": png, "fp": fp, "json": json.loads(result.stdout)}
-    for name in ("offspring", "independent"):
+    for name in ("base", "offspring", "independent"):
         png, fp, args = fingerprint_command(name, folder)
         out = io.StringIO()
         with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
@@ -150,6 +146,23 @@ def test_save_opening_keeps_the_terms_in_the_private_file(tmp_path, huref_cli):
     assert code == 0 and "bit for bit" in out
     code, _, err = huref_cli("fingerprint", "demo:base", "-o", str(tmp_path / "dog.png"), "--save-opening")
     assert code == 2 and "--save-fingerprint" in err
+
+
+def test_an_every_layer_opening_compares_with_a_suspect_at_its_layers(tmp_path, huref_cli):
+    fp = tmp_path / "fp.json"
+    huref_cli("fingerprint", "demo:base", "-o", str(tmp_path / "dog.png"), "--save-fingerprint", str(fp),
+              "--save-opening", "--tokens", "64", "-q")
+    opening = str(private_path(fp))
+    results = {}
+    for suspect in ("demo:base", "demo:offspring", "demo:independent"):
+        code, out, err = huref_cli("compare", opening, suspect, "--json", "-q")
+        assert code == 0, err
+        results[suspect] = json.loads(out)
+    # the suspect is read at the opening's own layers (all four of the demo model), reference: the terms computed here
+    reference = compare_terms(read_private(opening)[2], invariant_terms(load_model("demo:offspring"), [0, 1, 2, 3], 64))
+    assert [row["layer_b"] for row in results["demo:offspring"]["layer_ics"]] == [0, 1, 2, 3]
+    assert results["demo:base"]["ics"] > 0.99999 and abs(results["demo:offspring"]["ics"] - reference["ics"]) < 1e-5
+    assert results["demo:offspring"]["verdict"] == "same-base" and results["demo:independent"]["verdict"] == "unrelated"
 
 
 def test_verify_exit_codes_and_json(published, tmp_path, huref_cli):

@@ -32,7 +32,8 @@ def run(command, cwd, env, timeout=300):
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """(bin folder of a fresh venv holding the wheel, a work folder, the environment to run it in)."""
+    """(bin folder of a fresh venv holding the wheel, a work folder, the environment to run it in, the venv's
+    site-packages folder)."""
     root = tmp_path_factory.mktemp("wheel")
     source = root / "source"  # a clean copy: no build/ leftovers of the checkout end up in the wheel
     source.mkdir()
@@ -47,9 +48,10 @@ def installed(tmp_path_factory):
     wheel, = (root / "dist").glob("huref-*.whl")
     venv.EnvBuilder(with_pip=False).create(root / "venv")
     python = root / "venv" / "bin" / "python"
-    own_site = run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], root, None)
+    own_site = Path(run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], root,
+                        None).stdout.strip())
     running = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages()]
-    Path(own_site.stdout.strip(), "running_environment.pth").write_text(
+    (own_site / "running_environment.pth").write_text(
         "".join(f"{path}\n" for path in dict.fromkeys(running) if Path(path).is_dir()))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "HUREF_DEBUG")}
     env["HUREF_CACHE"] = str(root / "cache")
@@ -58,11 +60,11 @@ def installed(tmp_path_factory):
     assert installed.returncode == 0, installed.stderr
     work = root / "work"
     work.mkdir()
-    return python.parent, work, env
+    return python.parent, work, env, own_site
 
 
 def test_the_wheel_carries_the_weights_and_is_what_the_venv_imports(installed):
-    bin_dir, work, env = installed
+    bin_dir, work, env, _ = installed
     code = ("import huref, stylegan2, huref.files as f; "
             "print(huref.__file__); print(stylegan2.__file__); print(f.package_data('encoder.safetensors')); "
             "print(f.package_data('generator.safetensors')); print(f.package_data('generator.json'))")
@@ -74,7 +76,7 @@ def test_the_wheel_carries_the_weights_and_is_what_the_venv_imports(installed):
 
 
 def test_every_fingerprint_command_works_from_another_folder(installed):
-    bin_dir, work, env = installed
+    bin_dir, work, env, _ = installed
     huref = str(bin_dir / "huref")
 
     done = run([huref, "fingerprint", "demo:base", "-o", "dog.png", "--save-fingerprint", "fp.json", "-q"], work, env)
@@ -101,9 +103,8 @@ def test_every_fingerprint_command_works_from_another_folder(installed):
 
 
 def test_a_broken_installation_is_exit_3_naming_what_is_missing(installed):
-    bin_dir, work, env = installed
-    site = Path(run([str(bin_dir / "python"), "-c", "import huref; print(huref.__file__)"], work, env).stdout.strip())
-    encoder = site.parent / "data" / "encoder.safetensors"
+    bin_dir, work, env, own_site = installed
+    encoder = own_site / "huref" / "data" / "encoder.safetensors"   # where the first test finds huref imported from
     encoder.rename(encoder.with_suffix(".moved"))
     try:
         done = run([str(bin_dir / "huref"), "fingerprint", "demo:base", "-o", "x.png", "--tokens", "64", "-q"],

