@@ -1,5 +1,5 @@
-"""huref's two error types: what a user got wrong, and what is wrong with the installation; and
-`excerpt`, how a message quotes a value read from a file."""
+"""huref's error types: what a user got wrong (and, among those, what may pass on a retry), and what
+is wrong with the installation; and `excerpt`, how a message quotes a value read from a file."""
 
 
 class HurefError(Exception):
@@ -7,6 +7,12 @@ class HurefError(Exception):
 
     The message is one line meant for a person; the CLI prints it and exits with code 2.
     """
+
+
+class TransientError(HurefError):
+    """A failure that may pass when tried again: the Hub timed out, refused the connection or answered
+    5xx / 429 after huggingface_hub's own retries. One line and exit 2 like any HurefError; a batch
+    job (`huref registry add --from`) retries the model later instead of recording it as failed."""
 
 
 class InstallationError(Exception):

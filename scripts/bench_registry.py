@@ -9,7 +9,9 @@ query (its sketch saved as an invariants file), and N - 1 generated entries besi
 real entry's row with another id and name, and a sketch and summary of standardized Gaussian noise
 shaped as an 8-layer model's ([8, 3, 256, 256] float16, 3 MB a part, the largest a sketch can be).
 Registries of 100 and N entries share their part files (hard links).
-measure: each (N, K) in a fresh child process that reads the saved query terms, records its peak
+measure: each (N, K) for the registry as built (parts only: every small column read from its part)
+and for a copy of it (hard links under SCRATCH) whose index `huref registry compact` wrote, each in a
+fresh child process that reads the saved query terms, records its peak
 resident memory (ru_maxrss), runs identify, and records the peak again, the wall and CPU time, and
 then the floor: the time to read the small columns the prefilter reads, scoring nothing. The load
 average is recorded beside each run. Memory bounded by K means the growth stays flat as N grows.
@@ -29,6 +31,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 ROOT = Path(os.environ.get("HUREF_REGISTRY_CACHE", "/work/cache/registry")) / "scale"
+SCRATCH = Path(os.environ.get("HUREF_BENCH_SCRATCH", "/work/tmp/bench-registry"))  # the indexed copies
 SKETCH_LAYERS = 8
 START, END = "<!-- registry-scale:start -->", "<!-- registry-scale:end -->"
 
@@ -88,19 +91,36 @@ def build(entries: int) -> None:
     print(f"built {ROOT}: {entries} and {len(list((small.root / PARTS).iterdir()))} entries")
 
 
+def indexed_copy(n: int) -> Path:
+    """SCRATCH/R{n}: the registry R{n} of hard links (no part copied) with its index compacted."""
+    from huref.registry.format import MANIFEST, PARTS, TOMBSTONES, Registry
+
+    source, copy = ROOT / f"R{n}", SCRATCH / f"R{n}"
+    if not copy.exists():
+        (copy / PARTS).mkdir(parents=True)
+        (copy / TOMBSTONES).mkdir()
+        for path in (source / PARTS).iterdir():
+            os.link(path, copy / PARTS / path.name)
+        os.link(source / MANIFEST, copy / MANIFEST)
+        Registry(copy).compact()
+    return copy
+
+
 def measure(entries: list[int], tops: list[int], runs: int) -> dict:
-    """Time and peak memory of identify for each registry size and K, each in a fresh child process."""
+    """Time and peak memory of identify for each registry size, K and layout (parts only, indexed),
+    each in a fresh child process."""
     results = []
     for n in entries:
-        for top in tops:
-            for _ in range(runs):
-                load = os.getloadavg()[0]
-                done = subprocess.run([sys.executable, "-c", CHILD, str(ROOT / f"R{n}"), str(ROOT / "query.safetensors"),
-                                       str(top)], capture_output=True, text=True, check=True)
-                result = json.loads(done.stdout.splitlines()[-1])
-                results.append({"entries": n, "top": top, "load_average": load, **result,
-                                "rss_growth_mib": result["rss_after_mib"] - result["rss_before_mib"]})
-                print(json.dumps(results[-1]))
+        for layout, registry in (("parts", ROOT / f"R{n}"), ("index", indexed_copy(n))):
+            for top in tops:
+                for _ in range(runs):
+                    load = os.getloadavg()[0]
+                    done = subprocess.run([sys.executable, "-c", CHILD, str(registry), str(ROOT / "query.safetensors"),
+                                           str(top)], capture_output=True, text=True, check=True)
+                    result = json.loads(done.stdout.splitlines()[-1])
+                    results.append({"entries": n, "layout": layout, "top": top, "load_average": load, **result,
+                                    "rss_growth_mib": result["rss_after_mib"] - result["rss_before_mib"]})
+                    print(json.dumps(results[-1]))
     out = REPO / "docs" / "results" / "registry_scale.json"
     out.write_text(json.dumps({"runs": results, "cpus": os.cpu_count()}, indent=1) + "\n")
     report()
@@ -110,10 +130,10 @@ def measure(entries: list[int], tops: list[int], runs: int) -> dict:
 def report() -> None:
     """The table of docs/REGISTRY.md's scale section, from docs/results/registry_scale.json."""
     runs = json.loads((REPO / "docs" / "results" / "registry_scale.json").read_text())["runs"]
-    lines = [START, "", "| entries | K | load average | wall s | CPU s | floor CPU s (reading the small columns) | "
-             "peak RSS growth MiB | base found |", "|---|---|---|---|---|---|---|---|"]
+    lines = [START, "", "| entries | small columns from | K | load average | wall s | CPU s | floor CPU s (reading the small columns) | "
+             "peak RSS growth MiB | base found |", "|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
-        lines.append(f"| {r['entries']} | {r['top']} | {r['load_average']:.1f} | {r['seconds']:.1f} | {r['cpu_seconds']:.2f} | "
+        lines.append(f"| {r['entries']} | {r.get('layout', 'parts')} | {r['top']} | {r['load_average']:.1f} | {r['seconds']:.1f} | {r['cpu_seconds']:.2f} | "
                      f"{r['floor_cpu_seconds']:.2f} | {r['rss_growth_mib']:.0f} | {', '.join(r['bases']) or 'no'} |")
     lines += ["", END]
     doc = REPO / "docs" / "REGISTRY.md"

@@ -242,9 +242,9 @@ def test_invariants_read_only_the_selected_embedding_rows(tiny_zoo, tmp_path, mo
     path = convert(tiny_zoo("llama"), tmp_path / "llama.gguf", "Q8_0")
     model = load_model(str(path))
     read = {}
-    real_read = gguf_reader.read_exactly
-    monkeypatch.setattr(gguf_reader, "read_exactly", lambda file, buffer, offset, name: (
-        read.__setitem__(offset, len(buffer)), real_read(file, buffer, offset, name))[1])
+    real_read = gguf_reader.read_pieces
+    monkeypatch.setattr(gguf_reader, "read_pieces", lambda file, pieces, name: (
+        read.update((offset, len(view)) for offset, view in pieces), real_read(file, pieces, name))[1])
     terms = invariant_terms(model, layers=[N_LAYERS - 1], n_tokens=16)
     embed = model.reader.entries["model.embed_tokens.weight"].stored
     embed_bytes = sum(n for offset, n in read.items() if embed.offset <= offset < embed.offset + embed.shape[0] * embed.row_bytes)

@@ -351,6 +351,7 @@ def test_a_folder_that_is_not_a_registry_is_never_written_into(models, huref_cli
 def test_gguf_base_model_metadata_is_read_as_declarations(tmp_path):
     import gguf
 
+    from huref.readers.gguf import read_gguf
     from huref.registry.entries import gguf_declarations
 
     path = tmp_path / "model.gguf"
@@ -364,5 +365,5 @@ def test_gguf_base_model_metadata_is_read_as_declarations(tmp_path):
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.close()
-    assert gguf_declarations(path) == [{"name": "HuggingFaceTB/SmolLM2-135M", "relation": None, "source": "gguf"},
+    assert gguf_declarations(read_gguf(path).metadata) == [{"name": "HuggingFaceTB/SmolLM2-135M", "relation": None, "source": "gguf"},
                                        {"name": "someone/Merged Thing", "relation": None, "source": "gguf"}]

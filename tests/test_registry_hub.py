@@ -5,7 +5,6 @@ and refusals (a remote registry of other settings, a server that does not answer
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,23 +14,8 @@ import pytest
 from huref.registry.entries import build_entry
 from huref.registry.format import MANIFEST, PARTS, Registry, current_settings, manifest_bytes
 from huref.sources import load_model
-from huref_lab.hub_server import serve
+from huref_lab.hub_server import free_port_pair, serve
 from test_registry import perturbed
-
-
-def free_port_pair() -> int:
-    """A port p with p and p + 1 free on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no two adjacent free ports")
 
 
 @pytest.fixture(scope="module")

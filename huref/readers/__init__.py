@@ -181,12 +181,15 @@ def lineage_reads(*readers: TensorReader):
             r.hashing, r.bfloat16_blocks = hashing, blocks
 
 
-def open_regular(path: str, buffering: int = -1):
+def open_regular(path, buffering: int = -1):
     """Open path for reading in binary, refusing (HurefError) anything that is not a regular file.
 
     The file is opened without blocking and checked on the open descriptor, so a FIFO or device
-    planted at path (or a link to one) is refused instead of waited on.
+    planted at path (or a link to one) is refused instead of waited on. A file on the Hub
+    (`huref.readers.remote.HubFile`) opens as a `RangedFile`, read by byte ranges.
     """
+    if hasattr(path, "open_remote"):
+        return path.open_remote()
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
@@ -219,6 +222,21 @@ def as_row_index(rows: Sequence[int] | slice | None, n_rows: int):
     if index.size and (index.min() < 0 or index.max() >= n_rows):
         raise HurefError(f"row index out of range for a tensor with {n_rows} rows")
     return index
+
+
+def file_size(file) -> int:
+    """The size of a file `open_regular` opened."""
+    return file.size if hasattr(file, "read_ranges") else os.fstat(file.fileno()).st_size
+
+
+def read_pieces(file, pieces: list[tuple[int, memoryview]], path) -> None:
+    """Fill each (offset, writable uint8 view) of `pieces` from a file `open_regular` opened: positioned
+    reads of a local file; for a file on the Hub, the ranges fetched together (`RangedFile.read_ranges`)."""
+    if hasattr(file, "read_ranges"):
+        file.read_ranges(pieces)
+        return
+    for offset, view in pieces:
+        read_exactly(file, view, offset, path)
 
 
 def read_exactly(file, buffer, offset: int, path: str) -> None:

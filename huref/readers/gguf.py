@@ -61,7 +61,7 @@ from gguf import Keys
 from huref.architectures import GGUF_ARCHS, PLUS_ONE_KINDS, FFN, ArchSpec, GGUFArch, Norm, Proj, arch_for_config
 from huref.config import MAX_SIZE, config_value
 from huref.errors import HurefError, excerpt
-from huref.readers import TensorReader, as_row_index, open_regular, read_exactly
+from huref.readers import TensorReader, as_row_index, file_size, open_regular, read_pieces
 from huref.readers.ggml_blocks import dequantize
 from huref.readers.safetensors import consecutive_runs
 
@@ -144,9 +144,10 @@ class Entry:
 class GGUFTensorReader(TensorReader):
     """A GGUF file (or its splits) read under Hugging Face tensor names, dequantized into the dtype asked for."""
 
-    def __init__(self, entries: dict[str, Entry]) -> None:
+    def __init__(self, entries: dict[str, Entry], metadata: dict | None = None) -> None:
         super().__init__()
         self.entries = entries
+        self.metadata = metadata or {}  # the (first) file's metadata: general.base_model.*, general.name, ...
         self._files: dict[str, object] = {}
 
     def names(self) -> list[str]:
@@ -188,9 +189,8 @@ class GGUFTensorReader(TensorReader):
         bytes read."""
         start = stored.offset + first_row * stored.row_bytes
         picked = np.empty((len(index), stored.row_bytes), dtype=np.uint8)  # whole quant blocks per row
-        file = self._file(stored.path)
-        for first, count, at in consecutive_runs(index):
-            read_exactly(file, picked[at : at + count].reshape(-1), start + first * stored.row_bytes, stored.path)
+        read_pieces(self._file(stored.path), [(start + first * stored.row_bytes, picked[at : at + count].reshape(-1))
+                                              for first, count, at in consecutive_runs(index)], stored.path)
         try:
             values = dequantize(picked, stored.qtype, dtype)
         except NotImplementedError:
@@ -213,7 +213,7 @@ class GGUFTensorReader(TensorReader):
 
     def _file(self, path: str):
         if path not in self._files:
-            self._files[path] = file = open(path, "rb", buffering=0)
+            self._files[path] = file = open_regular(path, buffering=0)
             weakref.finalize(self, file.close)
         return self._files[path]
 
@@ -221,7 +221,7 @@ class GGUFTensorReader(TensorReader):
         """Ask the kernel to start reading tensor `name`'s stored bytes into the page cache."""
         entry = self.entries[name]
         for stored in (entry.stored, entry.value_rows):
-            if stored is not None and hasattr(os, "posix_fadvise"):
+            if stored is not None and hasattr(os, "posix_fadvise") and not hasattr(stored.path, "open_remote"):
                 n_rows = math.prod(stored.shape[:-1])
                 first = stored.offset + (entry.expert or 0) * math.prod(entry.shape[:-1]) * stored.row_bytes
                 size = (math.prod(entry.shape[:-1]) if entry.expert is not None else n_rows) * stored.row_bytes
@@ -240,21 +240,26 @@ def open_gguf(path: str) -> tuple[dict, GGUFTensorReader, list[str | None] | Non
     Face tensor names and [out, in] orientation, vocab: token strings by id with control tokens as
     None, or None).
     """
-    paths = gguf_paths(Path(path))
+    return open_gguf_files(gguf_paths(Path(path)), path)
+
+
+def open_gguf_files(paths: list, where) -> tuple[dict, "GGUFTensorReader", list[str | None] | None]:
+    """`open_gguf` of one model's GGUF file or splits, in order: local paths or files on the Hub
+    (`huref.readers.remote.HubFile`); `where` names the model in messages. The reader keeps the first
+    file's metadata (`metadata`)."""
     files = [read_gguf(p) for p in paths]
     meta = files[0].metadata
     arch = meta.get("general.architecture")
     if arch not in ARCH_NAMES:
-        raise HurefError(f"{path}: unsupported GGUF architecture '{str(arch)[:40]}'; supported: {', '.join(ARCH_NAMES)}")
+        raise HurefError(f"{where}: unsupported GGUF architecture '{str(arch)[:40]}'; supported: {', '.join(ARCH_NAMES)}")
     tensors = joined_splits(paths, files)
     if "token_embd.weight" not in tensors:
-        raise HurefError(f"{path}: no token_embd.weight tensor in the GGUF file")
+        raise HurefError(f"{where}: no token_embd.weight tensor in the GGUF file")
     config, written = hf_config(meta, arch, tensors)
-    entries = hf_entries(tensors, written, config)
-    return config, GGUFTensorReader(entries), _vocab(files[0])
+    return config, GGUFTensorReader(hf_entries(tensors, written, config), meta), _vocab(files[0])
 
 
-def joined_splits(paths: list[Path], files: list[GGUFFile]) -> dict[str, StoredTensor]:
+def joined_splits(paths: list, files: list[GGUFFile]) -> dict[str, StoredTensor]:
     """The tensors of a model's GGUF files, by name, once each file is found to be the split its name
     says (split.no, split.count, split.tensors.count where written; the architecture of the first
     where a later one names one); a tensor in two files is refused."""
@@ -351,23 +356,25 @@ class _HeaderCursor:
         return (items if keep_strings and item_kind == _STRING else None), f"{_KIND_NAMES.get(item_kind, 'array')} array"
 
 
-def read_gguf(path: Path) -> GGUFFile:
+def read_gguf(path) -> GGUFFile:
     """Parse a GGUF header (version 2 or 3, little-endian): metadata, token strings and the place of
-    every tensor, each checked to lie inside the file. Nothing else of the file is read."""
+    every tensor, each checked to lie inside the file. Nothing else of the file is read. `path`: a
+    local path or a file on the Hub (`huref.readers.remote.HubFile`, its header fetched ahead)."""
+    source = path if hasattr(path, "open_remote") else str(path)
     try:
-        with open_regular(str(path), buffering=1 << 20) as file:  # a FIFO or device is refused, not waited on
-            size = os.fstat(file.fileno()).st_size
+        with open_regular(source, buffering=1 << 20) as file:  # a FIFO or device is refused, not waited on
+            size = file_size(file)
             if file.read(4) != b"GGUF":
                 raise HurefError(f"{path}: not a GGUF file (no GGUF magic)")
             try:
-                return _parse_header(_HeaderCursor(file, size), str(path))
+                return _parse_header(_HeaderCursor(file, size), source)
             except (_Malformed, struct.error, ValueError, OverflowError) as e:  # ValueError: an unknown tensor type
                 raise HurefError(f"{path}: truncated or malformed GGUF file ({e})") from None
     except OSError as e:
         raise HurefError(f"{path}: cannot read ({e.strerror})") from None
 
 
-def _parse_header(cursor: _HeaderCursor, path: str) -> GGUFFile:
+def _parse_header(cursor: _HeaderCursor, path) -> GGUFFile:
     version = cursor.scalar("<I")
     if version & 0xFFFF == 0:
         raise _Malformed("big-endian GGUF files are not supported")

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from huref.errors import HurefError, excerpt
-from huref.readers import TensorReader, as_row_index, check_backed, open_regular
+from huref.readers import TensorReader, as_row_index, check_backed, file_size, open_regular, read_pieces
 from huref.readers.jsonfile import parse_json
 
 # safetensors dtype -> (bytes per element, torch dtype)
@@ -44,7 +44,7 @@ DTYPES = {
 MAX_HEADER = 100 * 1024 * 1024
 
 
-def read_header(path: str) -> tuple[dict, int, dict]:
+def read_header(path) -> tuple[dict, int, dict]:
     """Parse and validate a safetensors header; return ({name: entry}, offset of the data, its
     "__metadata__" dict (empty when absent)).
 
@@ -54,7 +54,7 @@ def read_header(path: str) -> tuple[dict, int, dict]:
     """
     try:
         with open_regular(path) as f:
-            size = os.fstat(f.fileno()).st_size
+            size = file_size(f)
             head = f.read(8)
             if len(head) < 8:
                 raise HurefError(f"{path}: not a safetensors file (shorter than its header)")
@@ -103,9 +103,9 @@ def consecutive_runs(index: np.ndarray):
 class SafetensorsReader(TensorReader):
     """Reader for one .safetensors file."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path) -> None:
         super().__init__()
-        self.path = path
+        self.path = path  # a local path, or a file on the Hub (`huref.readers.remote.HubFile`)
         self.header, self.data_start, self.metadata = read_header(path)
         self._file = None
 
@@ -134,23 +134,12 @@ class SafetensorsReader(TensorReader):
         else:
             runs, n_picked = consecutive_runs(index), len(index)
         picked = np.empty(n_picked * row_bytes, dtype=np.uint8)
-        for first, count, at in runs:
-            self._read_into(picked[at * row_bytes : (at + count) * row_bytes], begin + first * row_bytes)
+        read_pieces(self._opened(), [(begin + first * row_bytes, picked[at * row_bytes : (at + count) * row_bytes])
+                                     for first, count, at in runs], self.path)
         # bfloat16 is widened (or kept) by `read`; an empty buffer has no stride a dtype view accepts
         tensor = torch.from_numpy(picked).view(dtype) if picked.size else torch.empty(0, dtype=dtype)
         tensor = tensor.reshape(shape) if rows is None else tensor.reshape(n_picked, row_len)
         return tensor, memoryview(picked).cast("B")
-
-    def _read_into(self, buffer: np.ndarray, offset: int) -> None:
-        """Fill a uint8 buffer with the file's bytes from offset."""
-        file = self._opened()
-        view, done = memoryview(buffer), 0
-        file.seek(offset)
-        while done < len(view):
-            got = file.readinto(view[done:])
-            if not got:
-                raise HurefError(f"{self.path}: truncated (the file changed while being read)")
-            done += got
 
     def _opened(self):
         """The checkpoint file, opened unbuffered on first use."""
@@ -162,7 +151,7 @@ class SafetensorsReader(TensorReader):
     def prefetch(self, name: str) -> None:
         """Ask the kernel to start reading tensor `name`'s bytes into the page cache (no wait, no copy)."""
         begin, end = self.header[name]["data_offsets"]
-        if hasattr(os, "posix_fadvise"):
+        if hasattr(os, "posix_fadvise") and not hasattr(self.path, "open_remote"):
             os.posix_fadvise(self._opened().fileno(), self.data_start + int(begin), int(end) - int(begin),
                              os.POSIX_FADV_WILLNEED)
 

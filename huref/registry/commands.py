@@ -38,52 +38,91 @@ def registry_group() -> None:
 
 
 @registry_group.command("add")
-@click.argument("models", nargs=-1, required=True)
+@click.argument("models", nargs=-1)
 @click.option("-r", "--registry", "registry_spec", required=True, help="The registry folder (created if missing).")
+@click.option("--from", "model_list", default=None,
+              help="A file listing models, one a line: ORG/NAME, ORG/NAME@REVISION, ORG/NAME:FILE (one GGUF model "
+                   "of a repo) or a local path; '#' starts a comment.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this machine (--jobs worker processes); ray: Ray tasks on an existing cluster.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="local engine: worker processes [default: 1, in this process].")
+@click.option("--address", default=None,
+              help="ray engine: the cluster (HOST:PORT; default: RAY_ADDRESS, or the one `ray start --head` "
+                   "started on this machine; 'local': a private Ray instance for this job).")
 @click.option("--name", default=None, help="Display name (one model only; default: its folder, GGUF name or Hub id).")
 @click.option("--base-model", "bases", multiple=True,
               help="A base the registrar declares for the model (repeatable), beside what its card declares.")
-@click.option("--revision", default=None, help="Hub revision for Hub models.")
+@click.option("--revision", default=None, help="Hub revision for the MODEL arguments.")
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout: every model's outcome.")
 @quiet_option
-def registry_add(models, registry_spec, name, bases, revision, quiet):
-    """Register each MODEL: identity, declared bases, fingerprint and lineage sketch, one part each.
-    A model already registered (same weights, or Hub id and commit) is skipped; a model that fails is
-    reported and the others are still added (exit 2 at the end)."""
-    from huref.cli import Run, one_line
-    from huref.lineage import depth_layers, verdict_stride
-    from huref.registry.entries import build_entry, identity
-    from huref.registry.format import Registry
-    from huref.sources import load_model
+def registry_add(models, registry_spec, model_list, engine, jobs, address, name, bases, revision, as_json, quiet):
+    """Register each MODEL (and each model of --from LIST): identity, declared bases, fingerprint and
+    lineage sketch, one part each. A model already registered (same weights, or Hub id and commit) is
+    skipped; a model that fails is recorded in the registry with its reason (`registry list` shows it),
+    transient Hub failures after retries; the others are still added (exit 2 at the end)."""
+    from pathlib import Path
 
-    if name and len(models) > 1:
+    from huref.cli import finite_json, one_line
+    from huref.readers.jsonfile import MAX_JSON_BYTES
+    from huref.registry.format import Registry
+    from huref.registry.jobs import parse_list, run, said_of
+
+    items = [(spec, revision) for spec in models]
+    if model_list:
+        path = Path(model_list)
+        try:
+            if not path.is_file() or path.stat().st_size > 64 * MAX_JSON_BYTES:
+                raise HurefError(f"{model_list}: not a regular file of a plausible size for a model list")
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise HurefError(f"{model_list}: cannot read ({getattr(error, 'strerror', None) or error})") from None
+        items += parse_list(text, model_list)
+    if not items:
+        raise HurefError("give MODEL arguments or --from LIST")
+    if name and len(items) > 1:
         raise HurefError("--name names one model; give one MODEL with it")
+    if engine == "ray" and jobs is not None:
+        raise HurefError("--jobs is for --engine local (a Ray cluster's size is its CPUs)")
+    if engine == "local" and address is not None:
+        raise HurefError("--address is for --engine ray")
     if registry_spec.startswith("hf://"):
         raise HurefError("registry add writes a local folder; `huref registry push` publishes it")
     registry = Registry(registry_spec, create=True)
-    known = registry.entry_ids()
-    run, failures, opened = Run("registry add", quiet), [], []
-    for spec in models:
-        try:
-            opened.append((spec, load_model(spec, revision)))
-        except HurefError as error:
-            failures.append(f"{spec}: {error}")
-    run.start(sum(4 + len(depth_layers(m, verdict_stride(m))) for _, m in opened))
-    for spec, model in opened:
-        try:
-            entry_id = identity(model, revision)["entry_id"]
-            if entry_id in known:
-                click.echo(f"{spec}: already registered ({entry_id})")
-                continue
-            row = build_entry(model, name, revision, bases, run.step)
-            path = registry.add(row)
-            known.add(entry_id)
-            click.echo(f"{spec}: registered as {row['name']} ({entry_id}, {path.name})")
-        except HurefError as error:
-            failures.append(f"{spec}: {error}")
-    run.finish()
-    for failure in failures:
-        click.echo(f"huref: error: {one_line(failure)}", err=True)
-    return 2 if failures else 0
+
+    def report(outcome) -> None:
+        if as_json or outcome.status == "failed":
+            return
+        if outcome.status == "skipped":
+            click.echo(f"{outcome.spec}: already registered ({outcome.entry_id})")
+        else:
+            click.echo(f"{outcome.spec}: registered as {outcome.name} ({outcome.entry_id}, {outcome.part})")
+
+    outcomes = run(registry, items, engine if engine == "ray" or (jobs or 1) > 1 else "inline", jobs or 1, address,
+                   name, bases, report, quiet)
+    failed = [o for o in outcomes if o.status == "failed"]
+    totals = {status: sum(o.status == status for o in outcomes) for status in ("added", "skipped", "failed")}
+    totals.update(fetched_bytes=sum(o.fetched_bytes for o in outcomes), cpu_seconds=sum(o.cpu_seconds for o in outcomes))
+    if as_json:
+        click.echo(finite_json({"registry": registry_spec, "engine": engine, "totals": totals,
+                                "outcomes": [o.to_json() for o in outcomes]}))
+    elif not quiet and len(outcomes) > 1:
+        click.echo(f"added {totals['added']}, already registered {totals['skipped']}, failed {totals['failed']} "
+                   f"of {len(outcomes)}; {totals['fetched_bytes'] / 1e6:,.1f} MB fetched from the Hub; "
+                   f"{totals['cpu_seconds']:,.1f} CPU s in tasks")
+    for outcome in failed:
+        click.echo(f"huref: error: {one_line(said_of(outcome.spec, outcome.reason))}", err=True)
+    return 2 if failed else 0
+
+
+@registry_group.command("compact")
+@click.argument("registry_spec", metavar="R")
+@quiet_option
+def registry_compact(registry_spec, quiet):
+    """Rewrite registry R's index (the small columns every command reads) as one file."""
+    from huref.registry.format import Registry
+
+    click.echo(f"indexed {Registry(registry_spec).compact()} entries in one file")
 
 
 @registry_group.command("list")
@@ -94,19 +133,27 @@ def registry_list(registry_spec, as_json, quiet):
     """List the live entries of registry R."""
     from huref.cli import finite_json
     from huref.registry.hub import open_registry
+    from huref.registry.jobs import said_of
 
     registry = open_registry(registry_spec)
     columns = ["name", "hub_id", "hub_commit", "weights_sha256", "model_type", "n_parameters", "n_layers",
                "hidden_size", "declared_bases", "name_or_path", "latent_code", "huref_version"]
     entries = [dict(row, part=part.path.name) for part, row in registry.rows(columns)]
+    failures = registry.failures()
     if as_json:
-        click.echo(finite_json({"registry": registry_spec, "entries": entries}))
+        click.echo(finite_json({"registry": registry_spec, "entries": entries,
+                                "failures": [f.to_json() for f in failures]}))
         return
     for e in entries:
         declared = ", ".join(d["name"] for d in e["declared_bases"]) or "-"
         click.echo(f"{e['name']:<32} {e['model_type'] or '?':<12} {e['n_layers']:>3} layers "
                    f"{e['n_parameters'] / 1e6:>9.2f}M  code {e['latent_code']}  declares: {declared}")
     click.echo(f"{len(entries)} entries")
+    if failures:
+        click.echo(f"{len(failures)} model(s) could not be added:")
+        for f in failures:
+            model = f.spec + (f"@{f.revision}" if f.revision else "")
+            click.echo(f"  {said_of(model, f.reason)}" + ("  (transient: a rerun retries it)" if f.transient else ""))
 
 
 @registry_group.command("remove")
@@ -205,7 +252,7 @@ def query_model(model_spec, revision, prefilter, run):
 
     model = load_model(model_spec, revision)
     run.start(1 + len(depth_layers(model, verdict_stride(model))) + (3 if prefilter == "latent" else 0))
-    return model, query_of(model, prefilter, revision, run.step)
+    return model, query_of(model, prefilter, run.step)
 
 
 @click.command("identify")
@@ -262,14 +309,55 @@ def audit_command(model, registry_spec, top, as_json, output_format, strict, rev
     registry = open_registry(registry_spec) if registry_spec else None
     run = Run("audit", quiet)
     opened, query = query_model(model, revision, "summary", run)
-    result = audit(query, declarations(opened, revision), registry, top, panel, strict, run.step)
+    result = audit(query, declarations(opened), registry, top, panel, strict, run.step)
     text = finite_json(result.to_json())
     run.finish()
     click.echo(text if as_json else result.markdown() if output_format == "md" else result.text())
     return result.exit_code
 
 
+@click.command("atlas")
+@click.argument("registry_spec", metavar="R")
+@click.option("-o", "--output", default=None, help="The page to write (.html, self-contained).")
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout: the atlas.")
+@click.option("--top", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Neighbours of each entry, by the summary prefilter, judged by the lineage verdict.")
+@click.option("--dogs/--no-dogs", default=True, show_default=True, help="Draw each root's dog (the default generator).")
+@panel_option
+@quiet_option
+def atlas_command(registry_spec, output, as_json, top, dogs, panel_path, quiet):
+    """The derivation graph of registry R: families found by the weights, roots with their dogs,
+    edges with z and the relation found, and what models declare that their weights contradict."""
+    import os
+
+    from huref.cli import Run, finite_json, load_dog_generator
+    from huref.files import write_atomically
+    from huref.registry.atlas import atlas_html, build_atlas
+    from huref.registry.hub import open_registry
+
+    if output is None and not as_json:
+        raise HurefError("give -o PAGE.html, --json, or both")
+    registry = open_registry(registry_spec)
+    if output and os.path.realpath(output).startswith(os.path.realpath(registry.root) + os.sep):
+        raise HurefError(f"{output}: inside the registry folder (an output never goes among the inputs)")
+    panel = load_panel(panel_path)
+    run = Run("atlas", quiet)
+    generator = load_dog_generator(None, run)[0] if dogs else None
+    atlas = build_atlas(registry, top, panel, generator, run.step)
+    text = finite_json(atlas)
+    page = atlas_html(atlas) if output else None
+    run.finish()
+    if output:
+        write_atomically(output, page.encode())
+    if as_json:
+        click.echo(text)
+    elif output:
+        click.echo(f"{output}: {len(atlas['entries'])} models, {atlas['families']} families, "
+                   f"{len(atlas['edges'])} derivation edges, {len(atlas['mismatches'])} mismatches")
+    return 0
+
+
 def register(cli: click.Group) -> None:
     """Add the registry commands to the main `huref` group."""
-    for command in (registry_group, identify_command, audit_command):
+    for command in (registry_group, identify_command, audit_command, atlas_command):
         cli.add_command(command)

@@ -45,6 +45,36 @@ def sketch_terms(model, progress=None) -> Terms:
         return whole_depth_terms(model, n_tokens=LINEAGE_TOKENS, stride=verdict_stride(model), progress=progress)
 
 
+def entry_terms(model, progress=None) -> tuple[Terms, Terms]:
+    """(fingerprint terms, lineage sketch) of a model, each layer's weights read once: the fingerprint's
+    terms first (default layers and token count), then the sketch's other layers (as `sketch_terms`
+    reads them); a sketch layer the fingerprint already holds is cut from its terms (the sketch's
+    probe tokens are the first of the fingerprint's: the selection ranks every token by one hash, so
+    the terms over them are the fingerprint's top-left block). On the Hub this is what keeps the bytes
+    fetched to the tensors read (a shared layer, and the probe rows, are fetched once)."""
+    from huref.invariants import invariant_terms
+    from huref.lineage import LINEAGE_TOKENS, depth_layers, verdict_stride
+    from huref.readers import lineage_reads
+
+    fingerprint = invariant_terms(model, progress=progress)
+    layers = list(depth_layers(model, verdict_stride(model)))
+    rest = [i for i in layers if i not in fingerprint.layers]
+    n = min(LINEAGE_TOKENS, len(fingerprint.tokens))
+    if rest:
+        with lineage_reads(model.reader):
+            computed = invariant_terms(model, layers=rest, n_tokens=LINEAGE_TOKENS, progress=progress)
+        if computed.tokens != fingerprint.tokens[:n]:  # cannot happen with one vocabulary; never mix
+            return fingerprint, sketch_terms(model, progress)
+        meta = computed.meta
+    else:
+        meta = dict(fingerprint.meta, n_tokens=n)
+    values = torch.empty(len(layers), 3, n, n)
+    for k, layer in enumerate(layers):
+        values[k] = (computed.values[rest.index(layer)] if layer in rest
+                     else fingerprint.values[fingerprint.layers.index(layer), :, :n, :n])
+    return fingerprint, Terms(values, layers, fingerprint.tokens[:n], meta)
+
+
 def standardized(terms: Terms) -> Terms:
     """Each [layer, term] matrix of `terms` standardized (zero mean, unit std): what the lineage map
     compares is unchanged (a cosine of standardized terms ignores any positive scale and shift, on any
@@ -113,20 +143,9 @@ def weights_digest(files: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def hub_commit(repo_id: str, revision: str | None) -> str | None:
-    """The commit a Hub model's files were read at (its snapshot folder in the HF cache)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
-    return Path(found).parent.name if isinstance(found, str) else None
-
-
 def is_hub_model(model) -> bool:
-    """A model opened from the Hub (`huref.sources.load_model` gives it its repo id as name, no folder)."""
-    from huref.sources import HUB_ID, looks_like_path
-
-    return model.directory is None and bool(HUB_ID.match(model.name)) and not looks_like_path(model.name) \
-        and not Path(model.name).exists()
+    """A model opened from the Hub (or its cache)."""
+    return model.hub is not None
 
 
 def card_declarations(text: str, where: str) -> list[dict]:
@@ -146,11 +165,9 @@ def card_declarations(text: str, where: str) -> list[dict]:
             for b in bases if isinstance(b, str) and b.strip()]
 
 
-def gguf_declarations(path: Path) -> list[dict]:
-    """A GGUF file's `general.base_model.count` bases, named ORG/NAME when the organization is given."""
-    from huref.readers.gguf import read_gguf
-
-    meta = read_gguf(path).metadata
+def gguf_declarations(meta: dict) -> list[dict]:
+    """The `general.base_model.count` bases of a GGUF file's metadata, named ORG/NAME when the
+    organization is given."""
     found = []
     count = meta.get("general.base_model.count", 0)
     for i in range(int(count) if isinstance(count, int) else 0):
@@ -164,11 +181,11 @@ def gguf_declarations(path: Path) -> list[dict]:
     return found
 
 
-def read_card(model, revision: str | None) -> tuple[str, str] | None:
+def read_card(model) -> tuple[str, str] | None:
     """(README.md text, where) of a model: beside its weights, or from the Hub (through
     huggingface_hub, from the cache when offline); None when it has none."""
     if is_hub_model(model):
-        path = hub_file(model.name, "README.md", revision)
+        path = hub_file(model.hub.repo_id, "README.md", model.hub.commit, transfer=model.hub.transfer)
         if path is None:
             return None
     else:
@@ -182,12 +199,14 @@ def read_card(model, revision: str | None) -> tuple[str, str] | None:
         raise HurefError(f"{path}: cannot read ({error.strerror or error})") from None
 
 
-def hub_file(repo_id: str, filename: str, revision: str | None, repo_type: str | None = None) -> str | None:
+def hub_file(repo_id: str, filename: str, revision: str | None, repo_type: str | None = None,
+             transfer=None) -> str | None:
     """A file of a Hub repo through huggingface_hub (the cache only when offline or the Hub does not
-    answer); None when the repo has no such file."""
+    answer); None when the repo has no such file. A download is counted in `transfer` (a
+    `huref.readers.remote.Transfer`) when given."""
     import os
 
-    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
     from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
     from huref.sources import hub_reachable
@@ -195,7 +214,11 @@ def hub_file(repo_id: str, filename: str, revision: str | None, repo_type: str |
     offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") \
         or not hub_reachable()
     try:
-        return hf_hub_download(repo_id, filename, revision=revision, repo_type=repo_type, local_files_only=offline)
+        cached = try_to_load_from_cache(repo_id, filename, revision=revision, repo_type=repo_type)
+        path = hf_hub_download(repo_id, filename, revision=revision, repo_type=repo_type, local_files_only=offline)
+        if transfer is not None and not isinstance(cached, str):
+            transfer.add(Path(path).stat().st_size)
+        return path
     except LocalEntryNotFoundError:
         return None if offline else _raise_hub(repo_id, filename, "no connection to the Hub?")
     except EntryNotFoundError:
@@ -210,14 +233,16 @@ def _raise_hub(repo_id: str, filename: str, why: str):
     raise HurefError(f"{repo_id}: Hub request for {filename} failed ({why})")
 
 
-def declarations(model, revision: str | None = None) -> list[dict]:
+def declarations(model) -> list[dict]:
     """Every base the model declares: its card's, then its GGUF metadata's (duplicates kept once)."""
+    from huref.readers.gguf import GGUFTensorReader
+
     found = []
-    card = read_card(model, revision)
+    card = read_card(model)
     if card:
         found += card_declarations(*card)
-    if not is_hub_model(model) and any(p.suffix == ".gguf" for p in weight_files(model)):
-        found += gguf_declarations(weight_files(model)[0])
+    if isinstance(model.reader, GGUFTensorReader):
+        found += gguf_declarations(model.reader.metadata)
     unique, seen = [], set()
     for item in found:
         if item["name"] not in seen:
@@ -226,30 +251,28 @@ def declarations(model, revision: str | None = None) -> list[dict]:
     return unique
 
 
-def identity(model, revision: str | None = None) -> dict:
+def identity(model) -> dict:
     """{"entry_id", "hub_id", "hub_commit", "weights_sha256"} of a model."""
     if is_hub_model(model):
-        commit = hub_commit(model.name, revision) or revision or "unknown"
-        return {"entry_id": f"hub:{model.name}@{commit}", "hub_id": model.name, "hub_commit": commit,
+        return {"entry_id": model.hub.entry_id, "hub_id": model.hub.repo_id, "hub_commit": model.hub.commit,
                 "weights_sha256": None}
     digest = weights_digest(weight_files(model))
     return {"entry_id": f"sha256:{digest}", "hub_id": None, "hub_commit": None, "weights_sha256": digest}
 
 
-def build_entry(model, name: str | None = None, revision: str | None = None, bases: tuple[str, ...] = (),
-                progress=None) -> dict:
+def build_entry(model, name: str | None = None, bases: tuple[str, ...] = (), progress=None) -> dict:
     """The registry row (ENTRY_SCHEMA's columns) of a model (`huref.sources.Model`): identity,
     declarations, fingerprint latent and code, sketch and summary."""
     from huref.fingerprint import latent_record
-    from huref.invariants import invariant_terms
     from huref.render import latent_code
 
-    declared = declarations(model, revision) + [{"name": b, "relation": None, "source": "registrar"} for b in bases]
-    record = latent_record(invariant_terms(model, progress=progress))
-    sketch = standardized(sketch_terms(model, progress))
+    declared = declarations(model) + [{"name": b, "relation": None, "source": "registrar"} for b in bases]
+    fingerprint, sketch = entry_terms(model, progress)
+    record = latent_record(fingerprint)
+    sketch = standardized(sketch)
     hint = model.config.get("_name_or_path")
     return {
-        **identity(model, revision),
+        **identity(model),
         "name": name or model.label,
         "model_type": model.config.get("model_type"),
         "n_parameters": parameter_count(model),

@@ -3,6 +3,8 @@
     R/manifest.json          {"format": "huref-registry", "format_version", "huref_version", "settings"}
     R/parts/<key>-<nonce>.parquet        one registered model (one row, ENTRY_SCHEMA)
     R/tombstones/<part stem>.parquet     one removal: the part it removes (TOMBSTONE_SCHEMA)
+    R/index/<time>-<nonce>.parquet       the small columns of some parts, one row each (INDEX_SCHEMA)
+    R/failures/<key>.json                a model a batch add could not index, and why (`Failure`)
 
 Every file is written under a hidden temporary name in its folder and renamed into place
 (`huref.files.write_atomically`), so a reader sees a whole part or none, and a process killed in the
@@ -19,16 +21,29 @@ with one line, since its sketches would not compare with the query's.
 Why Parquet with one row per part: DuckDB, Polars, Ray Data and the Hub's dataset viewer read
 `parts/*.parquet` unchanged, and a reader can project the small columns (identity, latent, sketch
 summary) without touching the sketches, which are the bulk of each file.
+
+The index: opening a part costs about a millisecond whatever is read from it, which at 1,000 entries
+was half of identify's time, so the small columns of every part are also kept in a few index files,
+read a row group (INDEX_ROW_GROUP rows) at a time. The index is derived data and never the only copy:
+an add writes its parts first, then one index file naming them; `compact` (run by an add once more
+than COMPACT_AT index files exist, and by `huref registry compact`) writes one index file of every
+live part and then deletes the files it replaces. A reader takes each part's row from the index when
+one names it and reads the part itself otherwise, so a part whose add died before its index file was
+written, an index file compacted away while being listed, and a registry with no index at all (one
+written before the index existed, or pulled from the Hub) all read the same entries. Index files and
+failure records are not part of what `registry push` publishes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -43,8 +58,14 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 PARTS = "parts"
 TOMBSTONES = "tombstones"
+INDEX = "index"
+FAILURES = "failures"
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_PART_BYTES = 1 << 26  # a part holds one model's sketch: about 3 MB (8 layers x 3 x 256² float16)
+INDEX_ROW_GROUP = 64  # index rows read (and written) together: about 8 MB of small columns
+MAX_INDEX_GROUP_BYTES = 1 << 28  # a row group claiming more is refused before it is read
+COMPACT_AT = 16  # an add compacts the index once more index files than this exist
+MAX_FAILURE_BYTES = 1 << 16
 
 DECLARATION = pa.struct([("name", pa.string()), ("relation", pa.string()), ("source", pa.string())])
 ENTRY_SCHEMA = pa.schema([
@@ -70,6 +91,7 @@ ENTRY_SCHEMA = pa.schema([
 ])
 TOMBSTONE_SCHEMA = pa.schema([("part", pa.string()), ("entry_id", pa.string())])
 SMALL_COLUMNS = [f.name for f in ENTRY_SCHEMA if f.name != "sketch"]
+INDEX_SCHEMA = pa.schema([("part", pa.string()), *(ENTRY_SCHEMA.field(name) for name in SMALL_COLUMNS)])
 
 
 def current_settings() -> dict:
@@ -118,10 +140,12 @@ def parse_manifest(raw: bytes, where: str) -> dict:
 
 @dataclass(frozen=True)
 class Part:
-    """One part file: its path and the entry it holds."""
+    """One part file: its path, the entry it holds, and its rank among the live parts by name (the
+    order ties are broken in, whichever order the index yields them in)."""
 
     path: Path
     entry_id: str
+    rank: int = 0
 
 
 class Registry:
@@ -133,7 +157,9 @@ class Registry:
         if create and not manifest.exists():
             if self.root.exists() and not self.root.is_dir():
                 raise HurefError(f"{self.root}: exists and is not a folder")
-            if self.root.is_dir() and any(p.name not in (PARTS, TOMBSTONES) for p in self.root.iterdir()):
+            if self.root.is_dir() and any(p.name not in (PARTS, TOMBSTONES, INDEX, FAILURES)
+                                          and not p.name.startswith(".")  # a concurrent creator's manifest, half written
+                                          for p in self.root.iterdir()):
                 raise HurefError(f"{self.root}: a folder that is neither empty nor a huref registry (no {MANIFEST})")
             try:
                 (self.root / PARTS).mkdir(parents=True, exist_ok=True)
@@ -171,17 +197,123 @@ class Registry:
         return removed
 
     def rows(self, columns: list[str] | None = None) -> Iterator[tuple[Part, dict]]:
-        """(part, its row as a dict of `columns`, default SMALL_COLUMNS) for every live entry, one part
-        read at a time: tombstoned parts left out, and of several parts of one entry id the first by name."""
+        """(part, its row as a dict of `columns`, default SMALL_COLUMNS) for every live entry:
+        tombstoned parts left out, and of several parts of one entry id (several adders of one model)
+        the first by name. Small columns come from the index, a row group at a time, and from the
+        parts the index does not name, one part at a time; any other column from the parts."""
         columns = list(dict.fromkeys(["entry_id", *(columns or SMALL_COLUMNS)]))
-        removed, seen = self.removed_parts(), set()
+        removed = self.removed_parts()
+        chosen: dict[str, Path] = {}  # part name -> path: the first part of each entry's key
         for path in self._names(PARTS):
-            if path.name in removed:
-                continue
-            row = read_table(path, columns).to_pylist()[0]
+            if path.name not in removed and part_stem(path.name) not in chosen:
+                chosen[part_stem(path.name)] = path
+        chosen = {path.name: path for path in chosen.values()}
+        rank = {name: k for k, name in enumerate(sorted(chosen))}
+        seen: set[str] = set()
+        covered: set[str] = set()
+        if all(column in INDEX_SCHEMA.names for column in columns):
+            for row in self._index_rows(columns):
+                name = row.pop("part")
+                if name in chosen and name not in covered and row["entry_id"] not in seen:
+                    covered.add(name)
+                    seen.add(row["entry_id"])
+                    yield Part(chosen[name], row["entry_id"], rank[name]), row
+        for name in sorted(set(chosen) - covered):
+            row = read_table(chosen[name], columns).to_pylist()[0]
             if row["entry_id"] not in seen:
                 seen.add(row["entry_id"])
-                yield Part(path, row["entry_id"]), row
+                yield Part(chosen[name], row["entry_id"], rank[name]), row
+
+    def _index_rows(self, columns: list[str]) -> Iterator[dict]:
+        """The index's rows ({"part", *columns}), one row group of one index file at a time; a file
+        compacted away since the listing is passed over (its parts are then read themselves)."""
+        for path in self._names(INDEX):
+            try:
+                with open(path, "rb") as file, pq.ParquetFile(file) as parquet:
+                    check_index(parquet, path, ["part", *columns])
+                    for group in range(parquet.num_row_groups):
+                        yield from parquet.read_row_group(group, columns=["part", *columns], use_threads=False).to_pylist()
+            except FileNotFoundError:
+                continue
+            except HurefError:
+                raise
+            except (OSError, pa.ArrowException, ValueError) as error:
+                raise HurefError(f"{path}: not a readable registry index ({str(error).splitlines()[0][:160]})") from None
+
+    def write_index(self, rows: Iterable[dict]) -> Path | None:
+        """Write an index file of `rows` (INDEX_SCHEMA: a part's small columns and its name); then
+        compact the index when more than COMPACT_AT files hold it. None when there are no rows."""
+        rows = sorted(rows, key=lambda row: row["part"])
+        if not rows:
+            return None
+        path = self.root / INDEX / f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}.parquet"
+        (self.root / INDEX).mkdir(exist_ok=True)
+        write_atomically(path, index_chunks(rows[k : k + INDEX_ROW_GROUP] for k in range(0, len(rows), INDEX_ROW_GROUP)))
+        if len(self._names(INDEX)) > COMPACT_AT:
+            self.compact()
+        return path
+
+    def compact(self) -> int:
+        """Write one index file of every live entry's small columns (what the index held, and the parts
+        it did not name), then delete the index files it replaces; returns the number of entries."""
+        replaced = self._names(INDEX)
+        count = [0]
+
+        def batches():
+            batch = []
+            for part, row in self.rows(SMALL_COLUMNS):
+                batch.append(dict(row, part=part.path.name))
+                count[0] += 1
+                if len(batch) == INDEX_ROW_GROUP:
+                    yield batch
+                    batch = []
+            if batch:
+                yield batch
+
+        (self.root / INDEX).mkdir(exist_ok=True)
+        path = self.root / INDEX / f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}.parquet"
+        write_atomically(path, index_chunks(batches()))
+        for old in replaced:
+            try:
+                old.unlink()
+            except FileNotFoundError:  # a concurrent compaction removed it first
+                pass
+            except OSError as error:
+                raise HurefError(f"{old}: cannot remove ({error.strerror or error})") from None
+        return count[0]
+
+    def has_entry(self, entry_id: str) -> bool:
+        """Whether a live part holds `entry_id` (one listing of the parts; no index needed)."""
+        removed, key = self.removed_parts(), part_key(entry_id)
+        return any(read_table(path, ["entry_id"]).column("entry_id")[0].as_py() == entry_id
+                   for path in self._names(PARTS) if path.name.startswith(key + "-") and path.name not in removed)
+
+    def record_failure(self, failure: "Failure") -> None:
+        """Record that a model could not be indexed (replacing its earlier record)."""
+        (self.root / FAILURES).mkdir(exist_ok=True)
+        write_atomically(self.root / FAILURES / f"{failure.key}.json",
+                         (json.dumps(failure.to_json(), sort_keys=True) + "\n").encode())
+
+    def clear_failure(self, spec: str, revision: str | None) -> None:
+        """Forget the failure record of a model (it has been indexed since)."""
+        try:
+            (self.root / FAILURES / f"{failure_key(spec, revision)}.json").unlink()
+        except FileNotFoundError:
+            pass
+
+    def failures(self) -> list["Failure"]:
+        """The recorded failures, by model."""
+        found = []
+        for path in sorted((self.root / FAILURES).glob("*.json")) if (self.root / FAILURES).is_dir() else []:
+            if path.name.startswith("."):
+                continue
+            try:
+                if path.stat().st_size > MAX_FAILURE_BYTES:
+                    raise HurefError(f"{path}: too large for a failure record")
+                found.append(Failure.from_json(json.loads(path.read_text(encoding="utf-8")), path))
+            except (OSError, UnicodeDecodeError, ValueError) as error:
+                raise HurefError(f"{path}: not a readable failure record ({str(error)[:120]})") from None
+        return sorted(found, key=lambda f: (f.spec, f.revision or ""))
 
     def parts(self) -> list[Part]:
         """The live parts (`rows`)."""
@@ -207,9 +339,97 @@ class Registry:
 
 def part_key(entry_id: str) -> str:
     """The first 16 hex digits of the entry id's SHA-256: the stem shared by every part of one entry."""
-    import hashlib
-
     return hashlib.sha256(entry_id.encode()).hexdigest()[:16]
+
+
+def part_stem(name: str) -> str:
+    """The part of a part file's name before its nonce ("<key>-<nonce>.parquet" -> key)."""
+    return name.rsplit("-", 1)[0]
+
+
+def failure_key(spec: str, revision: str | None) -> str:
+    return hashlib.sha256(f"{spec}@{revision or ''}".encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A model a batch add could not index: what was asked, why (one line), whether a retry may help."""
+
+    spec: str
+    revision: str | None
+    reason: str
+    transient: bool
+    attempts: int
+    huref_version: str = huref.__version__
+
+    @property
+    def key(self) -> str:
+        return failure_key(self.spec, self.revision)
+
+    def to_json(self) -> dict:
+        return {"spec": self.spec, "revision": self.revision, "reason": self.reason, "transient": self.transient,
+                "attempts": self.attempts, "huref_version": self.huref_version}
+
+    @classmethod
+    def from_json(cls, data, where) -> "Failure":
+        if not (isinstance(data, dict) and isinstance(data.get("spec"), str) and isinstance(data.get("reason"), str)
+                and isinstance(data.get("revision"), (str, type(None))) and isinstance(data.get("transient"), bool)
+                and type(data.get("attempts")) is int):
+            raise ValueError("fields missing or of the wrong type")
+        return cls(data["spec"], data["revision"], data["reason"][:500], data["transient"], data["attempts"],
+                   str(data.get("huref_version", ""))[:40])
+
+
+class _Collector:
+    """A write-only file object that keeps what is written until `take`n (Parquet written in chunks)."""
+
+    def __init__(self) -> None:
+        self.pending, self.position, self.closed = [], 0, False
+
+    def write(self, data) -> int:
+        self.pending.append(bytes(data))
+        self.position += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.position
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def writable(self) -> bool:
+        return True
+
+    def take(self) -> list[bytes]:
+        taken, self.pending = self.pending, []
+        return taken
+
+
+def index_chunks(batches: Iterable[list[dict]]) -> Iterator[bytes]:
+    """An index file's bytes, in chunks: each batch of rows (INDEX_SCHEMA) one row group, so memory
+    holds one batch whatever the registry's size."""
+    sink = _Collector()
+    writer = pq.ParquetWriter(sink, INDEX_SCHEMA, compression="zstd", write_statistics=False)
+    for batch in batches:
+        writer.write_table(pa.Table.from_pylist(batch, schema=INDEX_SCHEMA), row_group_size=INDEX_ROW_GROUP)
+        yield from sink.take()
+    writer.close()
+    yield from sink.take()
+
+
+def check_index(parquet: pq.ParquetFile, path: Path, columns: list[str]) -> None:
+    """Refuse an index file whose columns are not INDEX_SCHEMA's or whose row groups are larger than
+    an index writes (checked before any row group is read)."""
+    stored = parquet.schema_arrow
+    if any(stored.get_field_index(c) < 0 or stored.field(c).type != INDEX_SCHEMA.field(c).type for c in columns):
+        raise HurefError(f"{path}: registry index of another schema (this huref reads format {FORMAT_VERSION})")
+    for group in range(parquet.num_row_groups):
+        meta = parquet.metadata.row_group(group)
+        if meta.num_rows > 16 * INDEX_ROW_GROUP or meta.total_byte_size > MAX_INDEX_GROUP_BYTES:
+            raise HurefError(f"{path}: registry index row group {group} is larger than an index holds")
 
 
 def parquet_bytes(table: pa.Table) -> bytes:

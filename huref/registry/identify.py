@@ -52,7 +52,7 @@ class Query:
         return summary_of(self.sketch)
 
 
-def query_of(model, prefilter: str = "summary", revision: str | None = None, progress=None) -> Query:
+def query_of(model, prefilter: str = "summary", progress=None) -> Query:
     """Compute what identify needs of a model (`huref.sources.Model`)."""
     from huref.registry.entries import identity, sketch_terms
 
@@ -62,7 +62,7 @@ def query_of(model, prefilter: str = "summary", revision: str | None = None, pro
         from huref.invariants import invariant_terms
 
         latent = torch.tensor(latent_record(invariant_terms(model, progress=progress))["latent"])
-    return Query(model.label, identity(model, revision)["entry_id"], sketch_terms(model, progress), latent)
+    return Query(model.label, identity(model)["entry_id"], sketch_terms(model, progress), latent)
 
 
 def summary_score(query: Terms, entry: Terms) -> float:
