@@ -10,7 +10,7 @@ real entry's row with another id and name, and a sketch and summary of standardi
 shaped as an 8-layer model's ([8, 3, 256, 256] float16, 3 MB a part, the largest a sketch can be).
 Registries of 100 and N entries share their part files (hard links).
 measure: each (N, K) for the registry as built (parts only: every small column read from its part)
-and for a copy of it (hard links under SCRATCH) whose index `huref registry compact` wrote, each in a
+and for a copy of it (hard links under $HUREF_BENCH_SCRATCH) whose index `huref registry compact` wrote, each in a
 fresh child process that reads the saved query terms, records its peak
 resident memory (ru_maxrss), runs identify, and records the peak again, the wall and CPU time, and
 then the floor: the time to read the small columns the prefilter reads, scoring nothing. The load
@@ -29,9 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+from huref_lab.experiments.cli import run_main
+from huref_lab.experiments.paths import cache_root
+
 REPO = Path(__file__).resolve().parent.parent
-ROOT = Path(os.environ.get("HUREF_REGISTRY_CACHE", "/work/cache/registry")) / "scale"
-SCRATCH = Path(os.environ.get("HUREF_BENCH_SCRATCH", "/work/tmp/bench-registry"))  # the indexed copies
 SKETCH_LAYERS = 8
 START, END = "<!-- registry-scale:start -->", "<!-- registry-scale:end -->"
 
@@ -57,8 +58,18 @@ print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "floor_seconds
 """
 
 
+
+def root() -> Path:
+    """The benchmark's models, query and registries: $HUREF_REGISTRY_CACHE/scale (one line, exit 2, when unset)."""
+    return cache_root("HUREF_REGISTRY_CACHE") / "scale"
+
+
+def scratch() -> Path:
+    """The indexed copies (hard links): $HUREF_BENCH_SCRATCH."""
+    return cache_root("HUREF_BENCH_SCRATCH")
+
 def build(entries: int) -> None:
-    """Models, the query's terms and the registries of 100 and `entries` entries under ROOT."""
+    """Models, the query's terms and the registries of 100 and `entries` entries under $HUREF_REGISTRY_CACHE/scale."""
     import torch
 
     from huref.invariants import save_terms
@@ -67,14 +78,14 @@ def build(entries: int) -> None:
     from huref.sources import load_model
     from huref_lab import attacks, tiny_models
 
-    base_dir = tiny_models.build_checkpoint("llama", ROOT / "models" / "base", seed=0)
+    base_dir = tiny_models.build_checkpoint("llama", root() / "models" / "base", seed=0)
     checkpoint = attacks.read_checkpoint(base_dir)
     generator = torch.Generator().manual_seed(8)
     checkpoint.tensors = {k: v + 0.05 * v.std().clamp_min(1e-3) * torch.randn(v.shape, generator=generator)
                           for k, v in checkpoint.tensors.items()}
-    query_dir = attacks.write_checkpoint(checkpoint, ROOT / "models" / "finetune")
-    save_terms(sketch_terms(load_model(str(query_dir))), ROOT / "query.safetensors")
-    big = Registry(ROOT / f"R{entries}", create=True)
+    query_dir = attacks.write_checkpoint(checkpoint, root() / "models" / "finetune")
+    save_terms(sketch_terms(load_model(str(query_dir))), root() / "query.safetensors")
+    big = Registry(root() / f"R{entries}", create=True)
     row = build_entry(load_model(str(base_dir)), name="base")
     big.add(row)
     rng = np.random.default_rng(0)
@@ -83,19 +94,19 @@ def build(entries: int) -> None:
         sketch = rng.standard_normal((SKETCH_LAYERS, 3, n, n), dtype=np.float32)
         big.add(dict(row, entry_id=f"generated:{k}", name=f"generated-{k}", sketch_layers=list(range(SKETCH_LAYERS)),
                      sketch=float16_bytes(sketch), summary=float16_bytes(sketch[:, :, :m, :m])))
-    small = Registry(ROOT / "R100", create=True)
+    small = Registry(root() / "R100", create=True)
     base_part = next(part.path for part, r in big.rows(["name"]) if r["name"] == "base")
     generated = [p for p in sorted((big.root / PARTS).iterdir()) if p != base_part][:99]
     for part in [base_part, *generated]:
         os.link(part, small.root / PARTS / part.name)
-    print(f"built {ROOT}: {entries} and {len(list((small.root / PARTS).iterdir()))} entries")
+    print(f"built {root()}: {entries} and {len(list((small.root / PARTS).iterdir()))} entries")
 
 
 def indexed_copy(n: int) -> Path:
-    """SCRATCH/R{n}: the registry R{n} of hard links (no part copied) with its index compacted."""
+    """$HUREF_BENCH_SCRATCH/R{n}: the registry R{n} of hard links (no part copied) with its index compacted."""
     from huref.registry.format import MANIFEST, PARTS, TOMBSTONES, Registry
 
-    source, copy = ROOT / f"R{n}", SCRATCH / f"R{n}"
+    source, copy = root() / f"R{n}", scratch() / f"R{n}"
     if not copy.exists():
         (copy / PARTS).mkdir(parents=True)
         (copy / TOMBSTONES).mkdir()
@@ -111,11 +122,11 @@ def measure(entries: list[int], tops: list[int], runs: int) -> dict:
     each in a fresh child process."""
     results = []
     for n in entries:
-        for layout, registry in (("parts", ROOT / f"R{n}"), ("index", indexed_copy(n))):
+        for layout, registry in (("parts", root() / f"R{n}"), ("index", indexed_copy(n))):
             for top in tops:
                 for _ in range(runs):
                     load = os.getloadavg()[0]
-                    done = subprocess.run([sys.executable, "-c", CHILD, str(registry), str(ROOT / "query.safetensors"),
+                    done = subprocess.run([sys.executable, "-c", CHILD, str(registry), str(root() / "query.safetensors"),
                                            str(top)], capture_output=True, text=True, check=True)
                     result = json.loads(done.stdout.splitlines()[-1])
                     results.append({"entries": n, "layout": layout, "top": top, "load_average": load, **result,
@@ -157,4 +168,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -1,6 +1,6 @@
 """The starter registry: every model obtainable here, then what identify, audit and calibrate say on it.
 
-    python scripts/build_registry.py build      # -> /work/cache/registry/starter (models not yet cached are skipped)
+    python scripts/build_registry.py build      # -> $HUREF_REGISTRY_CACHE/starter (models not yet cached are skipped)
     python scripts/build_registry.py measure    # -> docs/results/registry.json and the figures section of docs/REGISTRY.md
 
 Models: the tiny zoo of scripts/experiments.py (bases, sft / cpt / LoRA / int8 / pruned / attacked
@@ -37,27 +37,40 @@ from pathlib import Path
 from huref_lab.experiments import catalogue as ex
 from huref_lab.experiments import real_lineage as rl
 from huref_lab.experiments import real_models as rm
+from huref_lab.experiments.cli import run_main
+from huref_lab.experiments.paths import cache_root, experiments_cache
 
 REPO = Path(__file__).resolve().parent.parent
 
-CACHE = Path(os.environ.get("HUREF_REGISTRY_CACHE", "/work/cache/registry"))
-REGISTRY = CACHE / "starter"
-ZOO = Path(os.environ.get("HUREF_EXPERIMENTS_CACHE", "/work/cache/experiments")) / "full"
 HUB_NAMES = {"smollm2.gguf": "HuggingFaceTB/SmolLM2-135M-Instruct", "gemma3.gguf": "google/gemma-3-270m",
              "minilm.st": "sentence-transformers/all-MiniLM-L6-v2"}
 SECTION_START, SECTION_END = "<!-- registry-figures:start -->", "<!-- registry-figures:end -->"
 RECALL_AT = (1, 3, 5, 8)
 
 
+def registry_cache() -> Path:
+    """Where the starter registry and its views go: $HUREF_REGISTRY_CACHE (one line, exit 2, when unset)."""
+    return cache_root("HUREF_REGISTRY_CACHE")
+
+
+def registry_root() -> Path:
+    return registry_cache() / "starter"
+
+
+def zoo() -> Path:
+    """The tiny zoo's full-scale cache (HUREF_EXPERIMENTS_CACHE)."""
+    return experiments_cache("full")
+
+
 def derived_real(label: str) -> Path:
     """This script's copies of real_lineage's derived models (the lead's cache is read-only here)."""
-    return CACHE / "derived" / label
+    return registry_cache() / "derived" / label
 
 
 def model_list() -> list[dict]:
     """[{"name", "path", "family", "parent" (registered name or None), "also_from"}] of every model."""
     models = []
-    entries = (ex.zoo_entries(ZOO) if _has_minilm() else _zoo_without_minilm()) + ex.lineage_entries(ZOO, ex.SCALES["full"])
+    entries = (ex.zoo_entries(zoo()) if _has_minilm() else _zoo_without_minilm()) + ex.lineage_entries(zoo(), ex.SCALES["full"])
     by_dir = {str(e["dir"]): e["name"] for e in entries}
     for e in entries:
         parent = by_dir.get(str(e["parent"])) if e["parent"] else None
@@ -88,7 +101,7 @@ def _zoo_without_minilm() -> list[dict]:
     original = minilm.pretrained_dir
     minilm.pretrained_dir = rm.minilm_dir
     try:
-        return ex.zoo_entries(ZOO)
+        return ex.zoo_entries(zoo())
     finally:
         minilm.pretrained_dir = original
 
@@ -109,10 +122,10 @@ def build() -> None:
             layout = attacks.layout_of(json.loads((source / "config.json").read_text()))
             every = "+".join(a for a in attacks.valid_attacks(layout) if a != "append_vocabulary")
             attacks.attack_directory(source, derived_real("smollm2-rewritten"), every, seed=1)
-    registry = Registry(REGISTRY, create=True)
+    registry = Registry(registry_root(), create=True)
     known = registry.entry_ids()
     for model in model_list():
-        in_zoo = ZOO in model["path"].parents
+        in_zoo = zoo() in model["path"].parents
         if not model["path"].exists() or (in_zoo and not (model["path"] / "info.json").is_file()):
             print(f"skipped {model['name']}: {model['path']} not built yet")
             continue
@@ -198,13 +211,13 @@ def audits() -> list[dict]:
         undisclosed = derived_real("smollm2-rewritten") if (derived_real("smollm2-rewritten") / "config.json").is_file() \
             else derived_real("smollm2-pruned")
     else:
-        model, claim_true, claim_false, undisclosed = ZOO / "llama-A.sft", "llama-A", "llama-B", ZOO / "llama-A.depth-pruned"
-    cases = [("true claim", view(CACHE / "views" / "true", model, f"---\nbase_model: {claim_true}\nbase_model_relation: finetune\n---\n")),
-             ("planted false claim", view(CACHE / "views" / "false", model, f"---\nbase_model: {claim_false}\n---\n")),
+        model, claim_true, claim_false, undisclosed = zoo() / "llama-A.sft", "llama-A", "llama-B", zoo() / "llama-A.depth-pruned"
+    cases = [("true claim", view(registry_cache() / "views" / "true", model, f"---\nbase_model: {claim_true}\nbase_model_relation: finetune\n---\n")),
+             ("planted false claim", view(registry_cache() / "views" / "false", model, f"---\nbase_model: {claim_false}\n---\n")),
              ("undisclosed base", undisclosed)]
     results = []
     for what, path in cases:
-        command = [sys.executable, "-m", "huref.cli", "audit", str(path), "-r", str(REGISTRY), "--json", "-q"]
+        command = [sys.executable, "-m", "huref.cli", "audit", str(path), "-r", str(registry_root()), "--json", "-q"]
         done = subprocess.run(command, capture_output=True, text=True)
         report = json.loads(done.stdout) if done.stdout.strip() else {"error": done.stderr.strip()}
         text = subprocess.run(command[:-2] + ["-q"], capture_output=True, text=True).stdout
@@ -257,7 +270,7 @@ def measure(top: int) -> None:
     from huref.registry.calibrate import calibrate
     from huref.registry.format import Registry
 
-    registry = Registry(REGISTRY)
+    registry = Registry(registry_root())
     models = {m["name"]: m for m in model_list()}
     load = os.getloadavg()[0]
     loo = leave_one_out(registry, models, top)
@@ -283,4 +296,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)
