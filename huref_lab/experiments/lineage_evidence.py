@@ -122,9 +122,7 @@ def _fmt_path(path) -> str:
 
 
 def _panel_figure(rows, panel, path):
-    plt = report.pyplot()
-
-    fig, ax = plt.subplots(figsize=(8, 2.8))
+    fig, ax = report.pyplot().subplots(figsize=(8, 2.8))
     for y, label in ((0, "unrelated"), (1, "same-base")):
         xs = [r["statistic"] for r in rows if r["label"] == label]
         jitter = [y + 0.3 * ((k * 37 % 100) / 100 - 0.5) for k in range(len(xs))]
@@ -138,9 +136,7 @@ def _panel_figure(rows, panel, path):
     ax.set_xlabel("lineage statistic; dashed: p = %g ('unrelated' left of it), solid: p = %g ('same-base' right)"
                   % (ALPHA_UNRELATED, ALPHA_SAME_BASE), fontsize=8)
     ax.legend(fontsize=7, loc="center right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    report.save(fig, path)
 
 
 def losses_table(entries: list[dict]) -> list[str]:

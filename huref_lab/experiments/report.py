@@ -48,10 +48,16 @@ def pyplot():
     return plt
 
 
+def save(fig, path) -> None:
+    """Write figure `fig` to `path` (110 dpi, tight) and free it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+
+
 def _matrix_figure(names, values, title, path, vmin=-0.2, vmax=1.0):
     n = len(names)
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(0.42 * n + 2.5, 0.42 * n + 1.5))
+    fig, ax = pyplot().subplots(figsize=(0.42 * n + 2.5, 0.42 * n + 1.5))
     masked = [[float("nan") if v is None else v for v in row] for row in values]
     image = ax.imshow(masked, vmin=vmin, vmax=vmax, cmap="viridis")
     ax.set_xticks(range(n), names, rotation=90, fontsize=7)
@@ -63,14 +69,11 @@ def _matrix_figure(names, values, title, path, vmin=-0.2, vmax=1.0):
                         color="white" if values[i][j] < 0.5 else "black")
     fig.colorbar(image, ax=ax, shrink=0.7)
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def _loss_figure(entries, path):
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = pyplot().subplots(1, 2, figsize=(10, 3.6))
     for e in entries:
         curve = e["info"].get("curve")
         if not curve:
@@ -84,14 +87,11 @@ def _loss_figure(entries, path):
         ax.set_xlabel("step")
         ax.set_ylabel("loss (nats/token)")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def _tokens_figure(curves, path):
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = pyplot().subplots(figsize=(7, 4))
     for label, points in curves.items():
         if points:
             ax.plot([p[0] for p in points], [p[2] for p in points], marker="o", ms=3, label=label)
@@ -100,14 +100,11 @@ def _tokens_figure(curves, path):
     ax.set_ylabel("ICS (default layers: the two middle)")
     ax.legend(fontsize=6.5, loc="center right")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def _calibration_figure(labelled, thresholds, path):
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 2.6))
+    fig, ax = pyplot().subplots(figsize=(8, 2.6))
     groups = {"same-base": 1, "unrelated": 0}
     for label, y in groups.items():
         xs = [p["ics"] for p in labelled if p["label"] == label]
@@ -117,23 +114,18 @@ def _calibration_figure(labelled, thresholds, path):
         ax.axvline(thresholds[key], color="k", ls=style, lw=1)
     ax.set_yticks([0, 1], ["unrelated", "same-base"])
     ax.set_xlabel("ICS (default layers: the two middle); dashed: 'unrelated' at or below, solid: 'same-base' at or above")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def _layers_figure(rows, path):
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = pyplot().subplots(figsize=(7, 3.6))
     for label, values in rows:
         ax.plot(range(len(values)), values, marker="o", ms=3, label=label)
     ax.set_xlabel("layer")
     ax.set_ylabel("ICS of that layer alone")
     ax.legend(fontsize=6.5)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def _table(header, rows) -> list[str]:
