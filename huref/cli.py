@@ -126,7 +126,7 @@ def settings_options(f=None, *, whole_depth: bool = False, latent: bool = False,
     `whole_depth` (lineage): --layers and --stride choose the layers of the whole-depth terms
     (default every layer), and --tokens defaults to huref.lineage.LINEAGE_TOKENS. `latent`
     (fingerprint): the encoder's rule chooses the layers (--layers is hidden; the command refuses it)
-    and caps the tokens at huref.encoder.LATENT_TOKENS."""
+    and defaults and caps the tokens at huref.encoder.LATENT_TOKENS."""
     if f is None:
         return functools.partial(settings_options, whole_depth=whole_depth, latent=latent, policy=policy)
     from huref.encoder import LATENT_TOKENS
@@ -154,7 +154,8 @@ def settings_options(f=None, *, whole_depth: bool = False, latent: bool = False,
                   "Comma-separated layer indices; negative count from the end. Default: the two middle layers that "
                   "write (attention layers in hybrids); -2,-1 is the paper's choice, the last two.")
     options = [
-        click.option("--tokens", "n_tokens", type=int, default=LINEAGE_TOKENS if whole_depth else DEFAULT_TOKENS,
+        click.option("--tokens", "n_tokens", type=int,
+                     default=LINEAGE_TOKENS if whole_depth else LATENT_TOKENS if latent else DEFAULT_TOKENS,
                      show_default=True, help="Number of probe tokens (capped by the vocabulary" +
                      (f"; the fingerprint's encoder reads at most {LATENT_TOKENS})." if latent else ").")),
         click.option("--layers", default=None, help=layer_help, hidden=latent),
