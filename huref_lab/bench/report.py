@@ -398,7 +398,7 @@ def report(cache: Path) -> str:
               "python scripts/bench.py pair",
               deepseek_command(found["deepseek"]),
               "python scripts/bench.py accuracy",
-              "bash scripts/bench_gpu.sh            # on a machine with a CUDA GPU",
+              "bash scripts/bench_gpu.sh build; bash scripts/bench_gpu.sh measure   # a CUDA GPU: two commands, one warm machine",
               "python scripts/bench.py report       # this file, from the cache's results/",
               "python scripts/bench.py --cache docs/results/bench report   # this file, from the committed results",
               "```", ""]
