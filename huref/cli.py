@@ -6,7 +6,7 @@ it; HUREF_DEBUG=1 shows the traceback) or an installation fault; 130 interrupted
 
 Adding a command (e.g. from another module, registered here with `cli.add_command`): take the shared
 options with `@settings_options` (it hands the command one frozen `huref.inputs.Settings`, verdict
-policy included), `@quiet_option`, `@json_option`, `@output_option(kind)` (one -o/--output for every
+policy included), `@quiet_option`, `@json_option` (huref.options), `@output_option(kind)` (one -o/--output for every
 command) and `@generator_options`; then
     run = Run("name", settings.quiet)
     subjects, settings = open_all(specs, settings)        # every argument opened, settings matched
@@ -29,6 +29,7 @@ import click
 
 import huref
 from huref.errors import HurefError, InstallationError
+from huref.options import json_option, quiet_option
 from huref.outputs import check_outputs
 from huref.progress import Progress
 
@@ -82,14 +83,6 @@ def parse_layers(text: str | None) -> tuple[int, ...] | None:
         return tuple(int(part) for part in text.split(",") if part.strip()) or None
     except ValueError:
         raise HurefError(f"--layers takes comma-separated integers, not '{text[:80]}'") from None
-
-
-def quiet_option(f):
-    return click.option("--quiet", "-q", is_flag=True, help="No progress, notices or 'wrote' lines on stderr.")(f)
-
-
-def json_option(f):
-    return click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")(f)
 
 
 def output_option(kind: str, required: bool = False, help: str = ""):

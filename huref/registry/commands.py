@@ -12,12 +12,9 @@ from __future__ import annotations
 import click
 
 from huref.errors import HurefError
+from huref.options import json_option, quiet_option
 
 REGISTRY_HELP = "The registry: a folder, or hf://datasets/ORG/NAME (pulled through huggingface_hub)."
-
-
-def quiet_option(f):
-    return click.option("--quiet", "-q", is_flag=True, help="No progress or notices on stderr.")(f)
 
 
 def panel_option(f):
@@ -127,7 +124,7 @@ def registry_compact(registry_spec, quiet):
 
 @registry_group.command("list")
 @click.argument("registry_spec", metavar="R")
-@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
+@json_option
 @quiet_option
 def registry_list(registry_spec, as_json, quiet):
     """List the live entries of registry R."""
@@ -205,7 +202,7 @@ def registry_pull(repo, registry_spec, quiet):
 @registry_group.command("calibrate")
 @click.argument("registry_spec", metavar="R")
 @click.option("-o", "--output", default=None, metavar="PATH", help="Also write the refitted null panel (.json).")
-@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
+@json_option
 @quiet_option
 def registry_calibrate(registry_spec, output, as_json, quiet):
     """Refit the lineage null panel from R's pairs declared or measured unrelated, beside the shipped one."""
@@ -262,7 +259,7 @@ def query_model(model_spec, revision, prefilter, run):
               help="Candidates the prefilter passes to the lineage verdict.")
 @click.option("--prefilter", type=click.Choice(["summary", "latent"]), default="summary", show_default=True,
               help="summary: the lineage statistic on the sketches' first probe tokens; latent: fingerprint cosine.")
-@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
+@json_option
 @click.option("--revision", default=None, help="Hub revision for a Hub model.")
 @panel_option
 @quiet_option
@@ -289,7 +286,7 @@ def identify_command(model, registry_spec, top, prefilter, as_json, revision, pa
               "checked against the claimed bases themselves and no undisclosed base is searched for.")
 @click.option("--top", type=click.IntRange(min=1), default=8, show_default=True,
               help="Candidates the prefilter passes to the lineage verdict when searching undisclosed bases.")
-@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
+@json_option
 @click.option("--format", "output_format", type=click.Choice(["text", "md"]), default="text", show_default=True,
               help="md: a Markdown table (a CI step summary).")
 @click.option("--strict", is_flag=True, help="Exit 1 also when a claim is unverifiable.")
