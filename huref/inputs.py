@@ -124,6 +124,11 @@ class Settings:
         return replace(self, n_tokens=n_tokens, layers=tuple(layers))
 
 
+def from_end(layers, n_layers) -> tuple[int, ...]:
+    """Layer indices counted from the end (negative) when the model's depth `n_layers` is known."""
+    return tuple(i - n_layers if isinstance(n_layers, int) else i for i in layers)
+
+
 @dataclass(frozen=True)
 class MadeWith:
     """How a file's terms or latent were made: token count, and the layers (counted from the end
@@ -140,7 +145,7 @@ class MadeWith:
     def of(n_tokens, layers, layer_choice, n_layers) -> "MadeWith":
         if layer_choice in (DEFAULT_RULE, LATENT_RULE):
             return MadeWith(int(n_tokens), None)
-        return MadeWith(int(n_tokens), tuple(i - n_layers if isinstance(n_layers, int) else i for i in layers))
+        return MadeWith(int(n_tokens), from_end(layers, n_layers))
 
     def describe(self) -> str:
         if self.layers is None:
@@ -338,8 +343,7 @@ class InvariantsFile(Subject):
         meta = self.stored.meta
         if meta.get("layer_choice") != LATENT_RULE:
             return super().model_layers()
-        n_layers = meta.get("n_layers")
-        return tuple(i - n_layers if isinstance(n_layers, int) else i for i in self.stored.layers)
+        return from_end(self.stored.layers, meta.get("n_layers"))
 
     def terms(self, settings: Settings, progress: Callable[[str], None] | None = None) -> Terms:
         if self.stored.values.shape[2] != len(self.stored.tokens):  # only the header is read yet
