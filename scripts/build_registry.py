@@ -132,10 +132,12 @@ def build() -> None:
         start = time.time()
         try:
             opened = load_model(str(model["path"]))
-            if identity(opened)["entry_id"] in known:
+            found = identity(opened)
+            if found["entry_id"] in known:
                 print(f"{model['name']}: already registered")
                 continue
-            row = build_entry(opened, name=model["name"], bases=(model["parent"],) if model["parent"] else ())
+            row = build_entry(opened, name=model["name"], bases=(model["parent"],) if model["parent"] else (),
+                              known_identity=found)
             registry.add(row)
             known.add(row["entry_id"])
             print(f"registered {model['name']} ({time.time() - start:.1f}s)")

@@ -260,8 +260,10 @@ def identity(model) -> dict:
     return {"entry_id": f"sha256:{digest}", "hub_id": None, "hub_commit": None, "weights_sha256": digest}
 
 
-def build_entry(model, name: str | None = None, bases: tuple[str, ...] = (), progress=None) -> dict:
-    """The registry row (ENTRY_SCHEMA's columns) of a model (`huref.sources.Model`): identity,
+def build_entry(model, name: str | None = None, bases: tuple[str, ...] = (), progress=None,
+                known_identity: dict | None = None) -> dict:
+    """The registry row (ENTRY_SCHEMA's columns) of a model (`huref.sources.Model`): identity (the
+    caller's `identity(model)` when it has one: a local model's costs a SHA-256 of every weight file),
     declarations, fingerprint latent and code, sketch and summary."""
     from huref.fingerprint import latent_record
     from huref.render import latent_code
@@ -272,7 +274,7 @@ def build_entry(model, name: str | None = None, bases: tuple[str, ...] = (), pro
     sketch = standardized(sketch)
     hint = model.config.get("_name_or_path")
     return {
-        **identity(model),
+        **(known_identity or identity(model)),
         "name": name or model.label,
         "model_type": model.config.get("model_type"),
         "n_parameters": parameter_count(model),

@@ -135,11 +135,12 @@ def _index(task: Task, outcome: Outcome) -> None:
     model = load_model(task.spec, task.revision)
     try:
         transfer = model.hub.transfer if model.hub is not None else None
-        outcome.entry_id = identity(model)["entry_id"]
+        known = identity(model)
+        outcome.entry_id = known["entry_id"]
         if registry.has_entry(outcome.entry_id):
             outcome.status = "skipped"
         else:
-            row = build_entry(model, task.name, task.bases)
+            row = build_entry(model, task.name, task.bases, known_identity=known)
             path = registry.add(row)
             outcome.status, outcome.name, outcome.part = "added", row["name"], path.name
             outcome.index_row = {"part": path.name, **{k: v for k, v in row.items() if k != "sketch"}}
