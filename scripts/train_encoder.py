@@ -47,7 +47,6 @@ models are never trained on.
 
 import argparse
 import hashlib
-import itertools
 import json
 import math
 import os

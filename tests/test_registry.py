@@ -22,7 +22,6 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from huref.errors import HurefError
 from huref.registry.entries import build_entry, declarations, sketch_terms, standardized
 from huref.registry.format import ENTRY_SCHEMA, MANIFEST, PARTS, Registry, current_settings, manifest_bytes
 from huref.registry.identify import identify, query_of

@@ -2,7 +2,6 @@
 cached, and their whole-depth invariant terms. Everything lives under a cache root (`paths.experiments_cache`).
 """
 
-import json
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path

@@ -18,6 +18,7 @@ import torch
 from huref.errors import HurefError
 from huref.invariants import load_terms
 from huref.similarity import pcs
+from huref.statistics import NULL_PANEL_FILE
 from huref.sources import load_model
 from huref_lab.experiments import calibration, gallery, lineage_evidence, paper_ffn, report
 from huref_lab.experiments import zoo_similarity as zs
@@ -231,4 +232,4 @@ def run(root: Path, scale_name: str, out: Path, workers: int, lineage: bool = Tr
                            caveats=caveats(pairs, labelled, by_name)))
     log(f"wrote {out / 'RESULTS.md'}; thresholds {thresholds}")
     if lineage:
-        stage("lineage", lineage_evidence.run, root, scale, out, lineage_evidence.NULL_PANEL_FILE, log)
+        stage("lineage", lineage_evidence.run, root, scale, out, NULL_PANEL_FILE, log)

@@ -24,7 +24,7 @@ from huref.invariants import DEFAULT_LAYERS, Terms, load_terms
 from huref.lineage import (LINEAGE_TOKENS, align_layers, cross_depth_terms, layer_map, lineage_image,
                            lineage_statistic, term_maps)
 from huref.sources import load_model
-from huref.statistics import (ALPHA_SAME_BASE, ALPHA_UNRELATED, NULL_PANEL_FILE, panel_summary, statistic_at,
+from huref.statistics import (ALPHA_SAME_BASE, ALPHA_UNRELATED, panel_summary, statistic_at,
                               verdict_from_statistic)
 from huref_lab.experiments import catalogue, report
 from huref_lab.experiments import zoo_similarity as zs

