@@ -58,7 +58,8 @@ def main() -> None:
     p.add_argument("--precision", default="float32")
     p.add_argument("--commands", default="invariants", help="invariants (the default terms), fingerprint (every layer)")
     p = sub.add_parser("accuracy", help="bfloat16 vs float32 verdicts; results/accuracy.json")
-    p.add_argument("--zoo", type=Path, default=Path("/work/cache/experiments/full"))
+    p.add_argument("--zoo", type=Path, default=None,
+                   help="the tiny zoo's folder (default: $HUREF_EXPERIMENTS_CACHE/full; none: the attack suite only)")
     p.add_argument("--every", type=int, default=1, help="every Nth tiny architecture of the attack suite")
     p.add_argument("--zoo-models", type=int, default=None, help="only the first N zoo models (sorted by name)")
     sub.add_parser("gpu", help="--device cuda on the 7B, 70B and DeepSeek-V3 shapes; results/gpu.json")
@@ -106,25 +107,27 @@ def main() -> None:
                          args.commands.split(","))
     elif args.command == "accuracy":
         from huref_lab.bench import accuracy
-
+        from huref_lab.experiments.paths import EXPERIMENTS_CACHE, experiments_cache
         from huref_lab.tiny_models import ARCHITECTURES
 
         attack_failed, zoo_failed, attack_rows, zoo_rows = [], [], [], []
         architectures = ARCHITECTURES[::args.every]
+        zoo = args.zoo or (experiments_cache("full") if os.environ.get(EXPERIMENTS_CACHE) else None)
         path = measure.results_path(cache, "accuracy")
         path.parent.mkdir(parents=True, exist_ok=True)
+        machine, commit = measure.machine(), measure.commit()
 
         def write() -> None:  # after each pair, so a stopped run keeps what it measured
             measured = {row["pair"].split(": ")[0] for row in attack_rows + attack_failed}
-            path.write_text(json.dumps({"machine": measure.machine(), "commit": measure.commit(), "utc": measure.now(),
+            path.write_text(json.dumps({"machine": machine, "commit": commit, "utc": measure.now(),
                                         "attacks": {"summary": accuracy.summary(attack_rows, attack_failed),
                                                     "rows": attack_rows, "architectures": len(measured),
                                                     "of": len(ARCHITECTURES)},
                                         "zoo": {"summary": accuracy.summary(zoo_rows, zoo_failed), "rows": zoo_rows,
-                                                "path": str(args.zoo)}}, indent=1))
+                                                "path": str(zoo)}}, indent=1))
 
-        if args.zoo.exists():
-            accuracy.measure(accuracy.zoo_pairs(args.zoo, args.zoo_models), zoo_failed, zoo_rows, write)
+        if zoo is not None and zoo.exists():
+            accuracy.measure(accuracy.zoo_pairs(zoo, args.zoo_models), zoo_failed, zoo_rows, write)
         accuracy.measure(accuracy.attack_pairs(architectures, attack_failed), attack_failed, attack_rows, write)
         write()
     elif args.command == "gpu":

@@ -4,7 +4,7 @@ Pairs: for every tiny architecture of the attack suite (huref_lab.tiny_models), 
 the two composite attacks of tests/test_attacks.py (a residual rewrite with both vocabulary
 attacks; every valid attack at once), which must come out same-base, and against an independent
 initialisation, which must come out unrelated; then every pair of the tiny zoo's models
-(/work/cache/experiments/full, `scripts/zoo.py`). Each pair is compared as `huref compare` does
+($HUREF_EXPERIMENTS_CACHE/full, huref_lab/experiments/zoo.py). Each pair is compared as `huref compare` does
 (`huref.comparison.compare_pair`: the ICS and its calibrated verdict on the default terms, the
 lineage verdict), plus the latents' cosine and its calibrated verdict, once per precision.
 """

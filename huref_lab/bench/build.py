@@ -381,10 +381,8 @@ def build_deepseek(cache: Path, experts: int = DEEPSEEK_V3["experts"]) -> Path:
     """The DeepSeek-V3-shaped checkpoint (`experts` routed experts per MoE layer; 256 as released),
     with only the shards the default terms read (`huref invariants`, the ICS): the embedding and the two
     middle layers."""
-    read = {f"model.layers.{i}." for i in resolve_layers(DEEPSEEK_V3["layers"], None)}
-
     def keep(name: str) -> bool:
-        return name == "model.embed_tokens.weight" or any(name.startswith(p) for p in read)
+        return needed(name, DEEPSEEK_V3["layers"])
 
     def layer_of(name: str):
         return name.split(".")[2] if name.startswith("model.layers.") else name
