@@ -275,11 +275,6 @@ def layer_plan(config: dict, arch: ArchSpec, n_layers: int) -> LayerPlan:
                      frozenset(qk_norm_layers(config, arch, n_layers)), kv_sources(config, arch, n_layers))
 
 
-def term_layers(config: dict, arch: ArchSpec, n_layers: int) -> tuple[int, ...]:
-    """The layers that carry the three terms (`LayerPlan.term_layers`)."""
-    return layer_plan(config, arch, n_layers).term_layers
-
-
 @dataclass(frozen=True)
 class LatentDims:
     """Multi-head latent attention sizes: q latent rank (0: no q latent), kv latent rank, per-head

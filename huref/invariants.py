@@ -39,7 +39,7 @@ layers"), the top layers of independently trained models with one tokenizer and 
 (twins and siblings look related there) and are the ones heavy continued pretraining moves most,
 while the middle layers keep a base's identity. `--layers -2,-1` is the paper's setting.
 
-Hybrid models (qwen3_next, qwen3_5, jamba, minimax): only attention layers (`huref.config.term_layers`)
+Hybrid models (qwen3_next, qwen3_5, jamba, minimax): only attention layers (`huref.config.LayerPlan.term_layers`)
 carry the terms; a gated delta-net, Mamba or lightning-attention layer has no QK or VO term, so the
 default layers are the middle attention layers that write, and another kind of layer asked for is
 refused. nemotron_h's layers are single blocks: attention block i takes the FFN term of the first
@@ -64,7 +64,6 @@ import torch
 
 import huref
 from huref.errors import HurefError
-from huref.config import term_layers
 from huref.layers import LayerWeights, Matrix, apply_norm, embedding_rows, layer_weights
 from huref.readers import require_finite
 from huref.tokens import select_tokens
@@ -396,7 +395,7 @@ def invariant_terms(
     n_layers = model.dims.n_layers
     wanted = resolve_layers(n_layers, layers)
     # Hybrid models: only attention layers carry the three terms (a mixer layer has no QK/VO term).
-    attention = term_layers(model.config, model.arch, n_layers)
+    attention = model.plan.term_layers
     refused = [i for i in wanted if i not in attention] if layers else []
     if refused:
         raise HurefError(f"{model.name}: layer {refused[0]} is not an attention layer (its token mixer carries no "

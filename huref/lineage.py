@@ -40,7 +40,6 @@ import torch
 
 from huref.errors import HurefError
 from huref.invariants import TERM_NAMES, Terms, invariant_terms
-from huref.config import term_layers
 from huref.similarity import common_tokens
 
 LINEAGE_TOKENS = 256
@@ -98,7 +97,7 @@ def depth_layers(model, stride: int = LINEAGE_STRIDE) -> tuple[int, ...]:
     but a hybrid model's non-attention ones)."""
     if stride < 1:
         raise HurefError("--stride must be at least 1")
-    return term_layers(model.config, model.arch, model.dims.n_layers)[::stride]
+    return model.plan.term_layers[::stride]
 
 
 def verdict_stride(model, max_layers: int = VERDICT_LAYERS) -> int:

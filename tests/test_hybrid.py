@@ -13,7 +13,7 @@ import transformers
 from huref.architectures import arch_for_config
 from huref.errors import HurefError
 from huref.invariants import invariant_terms
-from huref.config import attention_layers, model_dims, term_layers
+from huref.config import attention_layers, layer_plan, model_dims
 from huref.layers import layer_weights
 from huref.sources import load_model
 from huref.tokens import select_tokens
@@ -141,7 +141,7 @@ def test_nemotron_h_pairs_each_attention_block_with_the_next_ffn_block(tiny_zoo)
     of blocks 2 and 5 (a Mamba block in between); block 6 has no FFN after it, so it carries no term."""
     model = load_model(str(tiny_zoo("nemotron_h")))
     assert attention_layers(model.config, model.arch, 7) == (1, 3, 6)
-    assert term_layers(model.config, model.arch, 7) == (1, 3)
+    assert model.plan.term_layers == layer_plan(model.config, model.arch, 7).term_layers == (1, 3)
     for attention, ffn in ((1, 2), (3, 5)):
         layer = layer_weights(model, attention)
         assert f"layers.{attention}.mixer.q_proj" in layer.q.name
@@ -157,7 +157,7 @@ def test_nemotron_h_layer_kinds_from_the_older_pattern_string():
     arch = arch_for_config({"model_type": "nemotron_h"})
     config = {"hybrid_override_pattern": "M*E*M-*", "hidden_size": 64, "num_attention_heads": 4}
     assert model_dims(config, arch).n_layers == 7
-    assert attention_layers(config, arch, 7) == (1, 3, 6) and term_layers(config, arch, 7) == (1, 3)
+    assert attention_layers(config, arch, 7) == (1, 3, 6) and layer_plan(config, arch, 7).term_layers == (1, 3)
     with pytest.raises(HurefError, match="hybrid_override_pattern"):
         attention_layers({"hybrid_override_pattern": "M*X"}, arch, 3)
 
