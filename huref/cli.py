@@ -244,9 +244,9 @@ def finite_json(report: dict) -> str:
         raise HurefError("a score is not a finite number (the inputs hold values too large to compare)") from None
 
 
-def echo_result(result, as_json: bool) -> None:
-    """Print a result object's JSON (one object) or its text."""
-    click.echo(finite_json(result.to_json()) if as_json else result.to_text())
+def result_text(result, as_json: bool) -> str:
+    """A result object's JSON (one object) or its text."""
+    return finite_json(result.to_json()) if as_json else result.to_text()
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -301,7 +301,7 @@ def compare(a, b, as_json, output, image_alias, generator, truncation, settings)
     dogs = dog_reads(subjects, settings, latent_version(*subjects)) if output else []
     run.start(Plan.of(pair_reads(*subjects, settings) + dogs).steps + (1 if output else 0))
     result = compare_pair(*subjects, settings, run.step)
-    text = finite_json(result.to_json()) if as_json else result.to_text()
+    text = result_text(result, as_json)
     if output:
         from huref.outputs import encode_image
 
@@ -352,7 +352,7 @@ def lineage(a, b, as_json, output, settings):
     check_outputs([(output, "image")] if output else [], subjects)
     run.start(plan)
     found = lineage_pair(*subjects, settings, run.step)
-    text = finite_json(found.to_json()) if as_json else found.to_text()
+    text = result_text(found, as_json)
     if output:
         from huref.outputs import encode_image
 
@@ -426,15 +426,13 @@ def fingerprint(model, output, as_json, save_fingerprint, save_opening, name, ge
 def show(fingerprint_file, output, generator, truncation, quiet):
     """Render a published fingerprint FP.json as its dog."""
     from huref.fingerprint import latent
-    from huref.inputs import FingerprintFile, Settings
+    from huref.inputs import Settings, require_fingerprint
     from huref.outputs import encode_image
     from huref.render import render
 
     run = Run("show", quiet)
     subjects, _ = open_all([fingerprint_file], Settings(quiet=quiet))
-    if not isinstance(subjects[0], FingerprintFile):
-        raise HurefError(f"{fingerprint_file}: not a fingerprint (.json)")
-    fp = subjects[0].fingerprint
+    fp = require_fingerprint(subjects[0]).fingerprint
     check_outputs([(output, "image")], subjects)
     named = fp["generator"]["name"]
     dog_generator, info = load_dog_generator(generator or (named if named in ("bundled", "afhqdog") else None), run)
@@ -462,12 +460,10 @@ def open_command(fingerprint_file, model, private_file, output, revision, as_jso
     import torch
 
     from huref.fingerprint import open_commitment, opening_chunks, private_path, read_private
-    from huref.inputs import FingerprintFile, Settings, open_subject, require_model
+    from huref.inputs import Settings, open_subject, require_fingerprint, require_model
 
     run = Run("open", quiet)
-    subject = open_subject(fingerprint_file)
-    if not isinstance(subject, FingerprintFile):
-        raise HurefError(f"{fingerprint_file}: not a fingerprint (.json)")
+    subject = require_fingerprint(open_subject(fingerprint_file))
     private = private_file or str(private_path(fingerprint_file))
     if not os.path.isfile(private):
         raise HurefError(f"{private}: no such private file (fingerprint --save-fingerprint writes it beside FP.json)")
@@ -493,7 +489,7 @@ def open_command(fingerprint_file, model, private_file, output, revision, as_jso
     if output and result.opens:
         run.write([(output, opening_chunks(terms, salt), "the full opening: private")])
     run.finish()
-    echo_result(result, as_json)
+    click.echo(result_text(result, as_json))
     return 0 if result.opens else 1
 
 
@@ -517,7 +513,7 @@ def verify(model, bases, registry, as_json, settings):
     opened = [open_subject(spec, settings) for spec in candidates]
     run.start(plan_pairs(verify_pairs(subject, opened, settings)))
     result = run_verify(subject, opened, settings, run.step)
-    text = finite_json(result.to_json()) if as_json else result.to_text()
+    text = result_text(result, as_json)
     run.finish()
     click.echo(text)
     return 0 if result.derives else 1

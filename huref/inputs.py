@@ -445,6 +445,13 @@ def require_model(subject: Subject, why: str) -> ModelSubject:
     return subject
 
 
+def require_fingerprint(subject: Subject) -> FingerprintFile:
+    """subject as a published fingerprint, or HurefError '{spec}: not a fingerprint (.json)'."""
+    if not isinstance(subject, FingerprintFile):
+        raise HurefError(f"{subject.spec}: not a fingerprint (.json)")
+    return subject
+
+
 def settings_for(subjects: list[Subject], settings: Settings) -> Settings:
     """The settings models are computed with: the first file's token count and its layers (unless
     the current default rule chose them) when there is a file among the subjects, else `settings`.
