@@ -95,8 +95,7 @@ def registry_add(models, registry_spec, model_list, engine, jobs, address, name,
         else:
             click.echo(f"{outcome.spec}: registered as {outcome.name} ({outcome.entry_id}, {outcome.part})")
 
-    outcomes = run(registry, items, engine if engine == "ray" or (jobs or 1) > 1 else "inline", jobs or 1, address,
-                   name, bases, report, quiet)
+    outcomes = run(registry, items, engine, jobs or 1, address, name, bases, report, quiet)
     failed = [o for o in outcomes if o.status == "failed"]
     totals = {status: sum(o.status == status for o in outcomes) for status in ("added", "skipped", "failed")}
     totals.update(fetched_bytes=sum(o.fetched_bytes for o in outcomes), cpu_seconds=sum(o.cpu_seconds for o in outcomes))

@@ -191,7 +191,7 @@ def summary_scores(query: Terms, entries: list[Terms]) -> list[float]:
 
 
 def candidates(registry: Registry, query: Query, prefilter: str, top: int) -> tuple[list, int, list[str]]:
-    """(the `top` best (score, order, part, name) by the prefilter, best first; the number of entries;
+    """(the `top` best (score, -part rank, part, name) by the prefilter, best first; the number of entries;
     names of entries with the query's own identity). Reads only the small columns, BATCH parts at a time."""
     if prefilter not in PREFILTERS:
         raise HurefError(f"--prefilter must be one of {', '.join(PREFILTERS)}, not '{prefilter}'")
@@ -201,25 +201,24 @@ def candidates(registry: Registry, query: Query, prefilter: str, top: int) -> tu
 
     def score(batch: list) -> None:
         if prefilter == "latent":
-            values = [latent_score(query, row) for _, _, row in batch]
+            values = [latent_score(query, row) for _, row in batch]
         else:
-            values = summary_scores(query.summary, [stored_terms(row, "summary", str(part.path)) for _, part, row in batch])
-        for value, (order, part, row) in zip(values, batch):
+            values = summary_scores(query.summary, [stored_terms(row, "summary", str(part.path)) for part, row in batch])
+        for value, (part, row) in zip(values, batch):
             if math.isinf(value):
                 continue
-            item = (value, -order, part, row["name"])  # ties: the earlier part first
+            item = (value, -part.rank, part, row["name"])  # ties: the part first by name, index or not
             if len(best) < top:
                 heapq.heappush(best, item)
             else:
                 heapq.heappushpop(best, item)
 
-    for order, (part, row) in enumerate(registry.rows(["name", "token_strategy", "sketch_layers", "sketch_tokens",
-                                                      column])):
+    for part, row in registry.rows(["name", "token_strategy", "sketch_layers", "sketch_tokens", column]):
         count += 1
         if row["entry_id"] == query.entry_id:
             itself.append(row["name"])
             continue
-        batch.append((order, part, row))
+        batch.append((part, row))
         if len(batch) == BATCH:
             score(batch)
             batch = []
