@@ -50,6 +50,8 @@ from urllib.parse import unquote
 
 import numpy as np
 
+from huref.files import sha256_of
+
 GIT_ENV = {"GIT_AUTHOR_NAME": "hub", "GIT_AUTHOR_EMAIL": "hub@localhost", "GIT_COMMITTER_NAME": "hub",
            "GIT_COMMITTER_EMAIL": "hub@localhost"}
 REPO_TYPES = {"model": "models", "dataset": "datasets", "space": "spaces"}
@@ -85,14 +87,6 @@ def lfs_pointer(oid: str, size: int) -> bytes:
     return f"version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {size}\n".encode()
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(STREAM_BLOCK * 8):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def publish(root: Path, repo_id: str, files: dict[str, Path | dict], message: str = "publish") -> str:
     """Commit `files` ({path in repo: a local file, or a `synthetic_safetensors` recipe}) to model repo
     `repo_id` under root/mirrors (created if new); returns the commit. Files named *.safetensors, *.gguf,
@@ -116,7 +110,7 @@ def publish(root: Path, repo_id: str, files: dict[str, Path | dict], message: st
             target.write_bytes(lfs_pointer(oid, size))
         elif name.endswith(LFS_SUFFIXES):
             source = Path(source).resolve()
-            oid, size = file_sha256(source), source.stat().st_size
+            oid, size = sha256_of(source), source.stat().st_size
             stored = objects / oid[:2] / oid[2:4] / oid
             stored.parent.mkdir(parents=True, exist_ok=True)
             if not stored.exists():
