@@ -7,8 +7,9 @@
   `general.base_model.N.*` keys; bases named by whoever registers it (`--base-model`, "registrar").
   config.json's `_name_or_path` is kept as a hint only: a training script writes whatever path it
   loaded from, so it is never taken for a claim.
-- Fingerprint: the latent and its 16-character code, as `huref fingerprint` makes them (default
-  token count and layers, the packaged encoder).
+- Fingerprint: a latent and its 16-character code from the terms of the default layers and token count
+  through the packaged encoder (what `huref fingerprint` made with encoder version 1; version 2 reads
+  every layer), compared only with a query's latent made the same way (`identify.query_of`).
 - Sketch: the whole-depth terms the lineage verdict reads (`huref.lineage.LINEAGE_TOKENS` probe
   tokens, at most `huref.lineage.VERDICT_LAYERS` evenly spaced layers: what `compare`'s verdict uses,
   so the shipped null panel applies), each [layer, term] matrix standardized and stored as float16, keyed by probe-token keys so that entries
